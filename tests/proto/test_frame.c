@@ -1,0 +1,99 @@
+/* Framing and the generated protobuf code: round trips, bounds, truncation. */
+#include <sodium.h>
+#include "kl_test.h"
+#include "frame.h"
+#include "keyless.pb-c.h"
+
+static void test_roundtrip(void)
+{
+    struct kl_buf out;
+    kl_buf_init(&out, 2 * FRAME_MAX);
+    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+    Keyless__V1__SignRequest sign = KEYLESS__V1__SIGN_REQUEST__INIT;
+    uint8_t hash[32];
+    memset(hash, 0xab, sizeof(hash));
+    req.id = 0x0102030405060708ULL;
+    req.body_case = KEYLESS__V1__REQUEST__BODY_SIGN;
+    req.sign = &sign;
+    sign.key = "ecdsa-p256";
+    sign.scheme = 0x0403;
+    sign.context = KEYLESS__V1__CONTEXT__SERVER_CERTIFICATE_VERIFY;
+    sign.transcript_hash.data = hash;
+    sign.transcript_hash.len = sizeof(hash);
+    is_int(frame_append(&out, &req.base), 0, "append a sign request");
+    is_int(frame_append(&out, &req.base), 0, "append a second one");
+
+    struct kl_span body;
+    size_t used;
+    is_int(frame_next(&body, &used, out.base, out.len), 0, "first frame complete");
+    is_int(used, FRAME_HDR_LEN + body.len, "consumed = header + body");
+    Keyless__V1__Request *got = keyless__v1__request__unpack(NULL, body.len, body.base);
+    ok(got != NULL, "unpacks");
+    if (got != NULL) {
+        is_int(got->id, req.id, "id survives");
+        is_int(got->body_case, KEYLESS__V1__REQUEST__BODY_SIGN, "oneof sign");
+        is_int(got->sign->scheme, 0x0403, "scheme");
+        is_mem(got->sign->transcript_hash.data, got->sign->transcript_hash.len, hash, sizeof(hash), "hash");
+        keyless__v1__request__free_unpacked(got, NULL);
+    }
+    /* Every strict prefix of the stream is incomplete, never an error or a frame. */
+    int all_want = 1;
+    for (size_t n = 0; n < used; n++) {
+        if (frame_next(&body, &used, out.base, n) != KL_ERR_WANT_READ)
+            all_want = 0;
+    }
+    ok(all_want, "every truncation asks for more input");
+    kl_buf_dispose(&out);
+}
+
+static void test_bounds(void)
+{
+    uint8_t hdr[8] = {0, 1, 0, 0, 0, 0, 0, 0}; /* 65536 = FRAME_MAX: allowed */
+    size_t len;
+    is_int(frame_decode_header(&len, hdr), 0, "FRAME_MAX accepted");
+    is_int(len, FRAME_MAX, "length decoded");
+    hdr[3] = 1; /* 65537 */
+    is_int(frame_decode_header(&len, hdr), KL_ERR_FRAME_TOO_BIG, "FRAME_MAX + 1 refused");
+    uint8_t huge[4] = {0xff, 0xff, 0xff, 0xff};
+    struct kl_span body;
+    is_int(frame_next(&body, &len, huge, 4), KL_ERR_FRAME_TOO_BIG, "4 GiB header refused from the header alone");
+    uint8_t empty[4] = {0, 0, 0, 0};
+    is_int(frame_next(&body, &len, empty, 4), 0, "empty frame is a frame");
+    is_int(body.len, 0, "of length 0");
+
+    /* Garbage does not unpack. */
+    uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f};
+    ok(keyless__v1__request__unpack(NULL, sizeof(garbage), garbage) == NULL, "garbage protobuf refused");
+
+    /* A message whose packed size exceeds FRAME_MAX is not framed, and out is untouched. */
+    struct kl_buf out;
+    kl_buf_init(&out, 4 * FRAME_MAX);
+    static uint8_t big[FRAME_MAX + 1];
+    Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
+    Keyless__V1__SignResponse sr = KEYLESS__V1__SIGN_RESPONSE__INIT;
+    resp.body_case = KEYLESS__V1__RESPONSE__BODY_SIGN;
+    resp.sign = &sr;
+    sr.signature.data = big;
+    sr.signature.len = sizeof(big);
+    is_int(frame_append(&out, &resp.base), KL_ERR_FRAME_TOO_BIG, "oversize message not framed");
+    is_int(out.len, 0, "nothing written");
+    kl_buf_dispose(&out);
+
+    /* A bounded kl_buf refuses to grow past max. */
+    struct kl_buf small;
+    kl_buf_init(&small, 8);
+    is_int(kl_buf_append(&small, "12345678", 8), 0, "fill to max");
+    is_int(kl_buf_append(&small, "9", 1), KL_ERR_OVERFLOW, "past max refused");
+    kl_buf_consume(&small, 3);
+    is_mem(small.base, small.len, "45678", 5, "consume shifts");
+    kl_buf_dispose(&small);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    test_roundtrip();
+    test_bounds();
+    return kl_test_done();
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Command 2 of the README: install what is missing, build (normal, ASan+UBSan, and
+# the clang libFuzzer build), run every test, end with ctest's summary.
+# Idempotent; build trees: build/, build-asan/, build-fuzz/.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+bash .ci/deps.sh
+jobs=$(nproc)
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKL_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DKL_SANITIZE=ON -DKL_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j"$jobs"
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+export LSAN_OPTIONS=suppressions=$top/tests/lsan.supp:print_suppressions=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+status=0
+echo "== fuzz (clang, libFuzzer, short runs)"
+(cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
+echo "== sanitizer build (ASan + UBSan)"
+(cd build-asan && ctest --output-on-failure -LE 'fuzz|bench') || status=1
+echo "== release build"
+(cd build && ctest --output-on-failure -LE 'fuzz|bench') || status=1
+exit $status
