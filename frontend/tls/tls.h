@@ -1,0 +1,141 @@
+/*
+ * tls.h - the sans-I/O TLS 1.3 server engine (RFC 8446): the frontend's public API.
+ *
+ * The engine does no I/O, owns no sockets and never blocks. The caller (the event loop,
+ * a unit test, a fuzzer) feeds it received bytes and sends whatever it appends to an
+ * output buffer. When the handshake needs the CertificateVerify signature the engine
+ * stops with KL_ERR_ASYNC; the caller reads the request with tls_conn_sign_request(),
+ * asks the signer, and resumes the engine with tls_conn_sign_done().
+ *
+ * Errors follow kl_err.h. When a call returns an error other than KL_ERR_ASYNC or
+ * KL_ERR_WANT_READ the connection is dead: the alert RFC 8446 names has already been
+ * appended to out (when the keys allow it), and every later call returns the same error.
+ * KL_ERR_CLOSED means the peer sent close_notify.
+ *
+ * Ownership: a tls_config and everything it points to is borrowed by every connection
+ * made from it and must outlive them (the frontend reference-counts it across SIGHUP).
+ * tls_conn_free() wipes every secret the connection held.
+ */
+#ifndef KL_TLS_H
+#define KL_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kl_buf.h"
+#include "kl_err.h"
+
+/* Cipher suites (RFC 8446 B.4). */
+#define TLS_AES_128_GCM_SHA256 0x1301
+#define TLS_AES_256_GCM_SHA384 0x1302
+#define TLS_CHACHA20_POLY1305_SHA256 0x1303
+
+/* Named groups (RFC 8446 4.2.7). */
+#define TLS_GROUP_SECP256R1 0x0017
+#define TLS_GROUP_SECP384R1 0x0018
+#define TLS_GROUP_X25519 0x001d
+
+/* Signature schemes (RFC 8446 4.2.3) the signer can produce. */
+#define TLS_SIG_ECDSA_SECP256R1_SHA256 0x0403
+#define TLS_SIG_ECDSA_SECP384R1_SHA384 0x0503
+#define TLS_SIG_RSA_PSS_RSAE_SHA256 0x0804
+#define TLS_SIG_RSA_PSS_RSAE_SHA384 0x0805
+#define TLS_SIG_RSA_PSS_RSAE_SHA512 0x0806
+#define TLS_SIG_ED25519 0x0807
+
+#define TLS_MAX_CHAIN 8
+#define TLS_MAX_SCHEMES 8
+#define TLS_MAX_NAMES 16
+#define TLS_MAX_ALPN 8
+
+/* One certificate the server can present. The private key stays in the signer under key_name. */
+struct tls_cert {
+    const char *key_name;                /* the signer's name for the key */
+    const uint8_t *chain[TLS_MAX_CHAIN]; /* DER certificates, leaf first */
+    size_t chain_len[TLS_MAX_CHAIN];
+    size_t n_chain;
+    uint16_t schemes[TLS_MAX_SCHEMES]; /* schemes this key may sign, in preference order */
+    size_t n_schemes;
+    const char *names[TLS_MAX_NAMES]; /* DNS names (SAN) it serves, "*.example.com" allowed */
+    size_t n_names;
+};
+
+struct tls_config {
+    const struct tls_cert *certs; /* the first one is the default when no name matches */
+    size_t n_certs;
+    uint16_t suites[3]; /* server preference order */
+    size_t n_suites;
+    uint16_t groups[3]; /* server preference order */
+    size_t n_groups;
+    const char *alpn[TLS_MAX_ALPN]; /* protocols we accept, server preference order */
+    size_t n_alpn;
+    uint8_t cookie_key[32];       /* HMAC key authenticating HelloRetryRequest cookies */
+    size_t max_handshake_message; /* bound on one handshake message; 0 = default (64 KiB) */
+    /* NSS key log lines (SSLKEYLOGFILE format), only when explicitly configured; else NULL. */
+    void (*keylog)(void *arg, const char *line);
+    void *keylog_arg;
+    /* Handshake progress for --trace: called with a static event name ("ClientHello", ...). */
+    void (*trace)(void *arg, uint64_t conn_id, const char *event);
+    void *trace_arg;
+    /* Tests only: force the random inputs so that RFC 8448 traces can be reproduced byte for byte. */
+    const struct tls_test_hooks *test;
+};
+
+struct tls_test_hooks {
+    const uint8_t *server_random;            /* 32 bytes, or NULL */
+    const uint8_t *server_ephemeral_private; /* raw private key of the chosen group, or NULL */
+    size_t server_ephemeral_private_len;
+    /* Raw extension bytes to put in EncryptedExtensions instead of the engine's own, or NULL. */
+    const uint8_t *encrypted_extensions_body;
+    size_t encrypted_extensions_body_len;
+};
+
+/* What the engine needs signed, valid while the connection waits in the signature state. */
+struct tls_sign_request {
+    const char *key_name;
+    uint16_t scheme;
+    uint8_t transcript_hash[48];
+    size_t transcript_hash_len; /* 32 or 48: the cipher suite's hash */
+    const char *server_name;    /* SNI, or "" */
+};
+
+struct tls_conn;
+
+/* A new server connection. NULL on allocation failure. conn_id appears in traces and sign requests. */
+struct tls_conn *tls_conn_new(const struct tls_config *cfg, uint64_t conn_id);
+/* Wipe every secret and free. NULL is fine. */
+void tls_conn_free(struct tls_conn *c);
+
+/*
+ * Feed received bytes. The engine consumes whole records only: *in_len_p is set to the
+ * number of bytes consumed; keep the rest and call again when more arrive. Bytes to
+ * send are appended to out; decrypted application data to app.
+ * Returns 0, KL_ERR_ASYNC (a signature is needed), KL_ERR_CLOSED, or an error (alert queued).
+ */
+KL_MUST_CHECK int tls_conn_input(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app, const uint8_t *in,
+                                 size_t *in_len_p);
+/* Valid while the connection is waiting for its signature (after tls_conn_input returned KL_ERR_ASYNC). */
+KL_MUST_CHECK int tls_conn_sign_request(const struct tls_conn *c, struct tls_sign_request *req);
+/*
+ * Resume with the signer's answer: sig/sig_len is the CertificateVerify signature, or
+ * sig == NULL when the signer failed or timed out (internal_error is sent).
+ * Appends the rest of the server flight to out.
+ */
+KL_MUST_CHECK int tls_conn_sign_done(struct tls_conn *c, struct kl_buf *out, const uint8_t *sig, size_t sig_len);
+/* Protect application data into records (split at 2^14) appended to out. Only once established. */
+KL_MUST_CHECK int tls_conn_send(struct tls_conn *c, struct kl_buf *out, const uint8_t *data, size_t len);
+/* Append a close_notify alert. */
+KL_MUST_CHECK int tls_conn_close(struct tls_conn *c, struct kl_buf *out);
+/* Send a KeyUpdate (update_requested if request_peer) and switch our sending keys. */
+KL_MUST_CHECK int tls_conn_key_update(struct tls_conn *c, struct kl_buf *out, int request_peer);
+/* RFC 8446 7.5 exporter: TLS-Exporter(label, context, out_len). Only once established. */
+KL_MUST_CHECK int tls_conn_export(struct tls_conn *c, uint8_t *out, size_t out_len, const char *label,
+                                  const uint8_t *context, size_t context_len);
+
+int tls_conn_established(const struct tls_conn *c);         /* 1 after the client Finished verified */
+const char *tls_conn_server_name(const struct tls_conn *c); /* SNI or "" */
+const char *tls_conn_alpn(const struct tls_conn *c);        /* negotiated protocol or "" */
+uint16_t tls_conn_cipher_suite(const struct tls_conn *c);
+uint16_t tls_conn_group(const struct tls_conn *c);
+uint16_t tls_conn_scheme(const struct tls_conn *c);
+
+#endif
