@@ -1,0 +1,207 @@
+/*
+ * crypto.h - every cryptographic primitive the TLS engine uses (STYLE rule 15).
+ *
+ * crypto.c is the only file of the engine that includes libsodium or OpenSSL headers.
+ * libsodium provides SHA-256, HMAC-SHA-256, X25519, ChaCha20-Poly1305, randomness,
+ * constant-time compare and wiping; libcrypto provides SHA-384, HMAC-SHA-384,
+ * AES-GCM, P-256/P-384 ECDHE and X.509 parsing. Nothing here is hand-written crypto.
+ *
+ * Errors: 0 or a negative KL_ERR_*. A failing library call is KL_ERR_CRYPTO; bad peer
+ * input is the alert RFC 8446 names (an invalid key share is KL_ERR_ILLEGAL_PARAMETER,
+ * a failed AEAD open is KL_ERR_BAD_RECORD_MAC).
+ *
+ * Secrets: every struct here that holds key material is wiped by its _dispose.
+ */
+#ifndef KL_CRYPTO_H
+#define KL_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kl_err.h"
+
+#define CRYPTO_MAX_HASH 48   /* SHA-384 */
+#define CRYPTO_MAX_KEY 32    /* AES-256 / ChaCha20 */
+#define CRYPTO_IV_LEN 12     /* every TLS 1.3 AEAD */
+#define CRYPTO_TAG_LEN 16    /* every TLS 1.3 AEAD */
+#define CRYPTO_MAX_SHARE 97  /* uncompressed P-384 point */
+#define CRYPTO_MAX_SHARED 48 /* P-384 x-coordinate */
+
+/* ---- library setup ---- */
+
+/* sodium_init() and friends; idempotent, call once before anything else. */
+KL_MUST_CHECK int crypto_init(void);
+
+/* ---- hashes ---- */
+
+enum crypto_hash_alg {
+    CRYPTO_HASH_SHA256 = 1,
+    CRYPTO_HASH_SHA384 = 2,
+};
+
+/* 32 or 48; 0 for an unknown alg. */
+size_t crypto_hash_len(enum crypto_hash_alg alg);
+/* One-shot: out gets crypto_hash_len(alg) bytes. */
+KL_MUST_CHECK int crypto_hash(enum crypto_hash_alg alg, uint8_t *out, const uint8_t *in, size_t in_len);
+
+/*
+ * A running hash (the handshake transcript). crypto_hash_ctx_peek gives the hash of
+ * everything so far without finalizing, so the transcript can be read after every message.
+ * Allocates one library context at _init; no allocation afterwards.
+ */
+struct crypto_hash_ctx {
+    enum crypto_hash_alg alg;
+    void *md; /* EVP_MD_CTX */
+};
+KL_MUST_CHECK int crypto_hash_ctx_init(struct crypto_hash_ctx *h, enum crypto_hash_alg alg);
+KL_MUST_CHECK int crypto_hash_ctx_update(struct crypto_hash_ctx *h, const uint8_t *in, size_t in_len);
+/* out gets crypto_hash_len(h->alg) bytes; h keeps running. */
+KL_MUST_CHECK int crypto_hash_ctx_peek(const struct crypto_hash_ctx *h, uint8_t *out);
+/* Start over (empty input), keeping the algorithm. */
+KL_MUST_CHECK int crypto_hash_ctx_reset(struct crypto_hash_ctx *h);
+/* Free; NULL-safe, idempotent. */
+void crypto_hash_ctx_dispose(struct crypto_hash_ctx *h);
+
+/* HMAC (RFC 2104): out gets crypto_hash_len(alg) bytes. */
+KL_MUST_CHECK int crypto_hmac(enum crypto_hash_alg alg, uint8_t *out, const uint8_t *key, size_t key_len,
+                              const uint8_t *in, size_t in_len);
+
+/* HKDF-Extract (RFC 5869 2.2): prk gets crypto_hash_len(alg) bytes. salt NULL/0 means hash_len zeros. */
+KL_MUST_CHECK int crypto_hkdf_extract(enum crypto_hash_alg alg, uint8_t *prk, const uint8_t *salt, size_t salt_len,
+                                      const uint8_t *ikm, size_t ikm_len);
+/*
+ * HKDF-Expand (RFC 5869 2.3): out_len <= 255 * hash_len, info_len <= 1024 (TLS labels are
+ * at most 514 bytes). KL_ERR_INVALID otherwise.
+ */
+KL_MUST_CHECK int crypto_hkdf_expand(enum crypto_hash_alg alg, uint8_t *out, size_t out_len, const uint8_t *prk,
+                                     size_t prk_len, const uint8_t *info, size_t info_len);
+
+/* ---- AEAD (one direction of a record layer) ---- */
+
+/*
+ * A keyed AEAD for one TLS 1.3 cipher suite (0x1301, 0x1302, 0x1303). For AES-GCM it keeps
+ * one initialized EVP_CIPHER_CTX, so sealing/opening a record allocates nothing.
+ */
+struct crypto_aead {
+    uint16_t suite; /* 0 when not keyed */
+    int encrypt;
+    void *evp;                   /* EVP_CIPHER_CTX, AES-GCM only */
+    uint8_t key[CRYPTO_MAX_KEY]; /* ChaCha20-Poly1305 only */
+};
+
+/* The suite's hash, key length; 0 for an unknown suite (never negotiate it). */
+enum crypto_hash_alg crypto_suite_hash(uint16_t suite);
+size_t crypto_suite_key_len(uint16_t suite);
+
+/* Key (or re-key) a. KL_ERR_INVALID for an unknown suite or a wrong key length. */
+KL_MUST_CHECK int crypto_aead_init(struct crypto_aead *a, uint16_t suite, int encrypt, const uint8_t *key,
+                                   size_t key_len);
+/* out gets in_len + CRYPTO_TAG_LEN bytes (ciphertext then tag); out may equal in. */
+KL_MUST_CHECK int crypto_aead_seal(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN],
+                                   const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t in_len);
+/*
+ * in is ciphertext ‖ tag (in_len >= CRYPTO_TAG_LEN); out gets in_len - CRYPTO_TAG_LEN bytes
+ * and may equal in. KL_ERR_BAD_RECORD_MAC when the tag does not verify (out is wiped).
+ */
+KL_MUST_CHECK int crypto_aead_open(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN],
+                                   const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t in_len);
+/* Wipe the key and free the library context; NULL-safe, idempotent. */
+void crypto_aead_dispose(struct crypto_aead *a);
+
+/* ---- (EC)DHE key exchange: x25519, secp256r1, secp384r1 ---- */
+
+struct crypto_kex {
+    uint16_t group;                /* TLS_GROUP_*; 0 when empty */
+    uint8_t priv[32];              /* X25519 private key */
+    void *pkey;                    /* EVP_PKEY for the NIST curves */
+    uint8_t pub[CRYPTO_MAX_SHARE]; /* our key_share: X25519 u or 0x04 ‖ x ‖ y */
+    size_t pub_len;
+};
+
+/* The key_share length for a group (32, 65, 97); 0 if unsupported. */
+size_t crypto_kex_share_len(uint16_t group);
+/* The shared secret length for a group (32, 32, 48); 0 if unsupported. */
+size_t crypto_kex_secret_len(uint16_t group);
+/* A fresh ephemeral key pair. KL_ERR_INVALID for an unsupported group. */
+KL_MUST_CHECK int crypto_kex_generate(struct crypto_kex *k, uint16_t group);
+/*
+ * Tests only (RFC 8448 traces): use a fixed private key — 32 bytes for X25519 and P-256,
+ * 48 for P-384 (big-endian scalar). The public share is computed from it.
+ */
+KL_MUST_CHECK int crypto_kex_set_private(struct crypto_kex *k, uint16_t group, const uint8_t *priv, size_t priv_len);
+/*
+ * The (EC)DHE shared secret with the peer's key_share: X25519 output, or the x-coordinate
+ * for the NIST curves (RFC 8446 7.4.2). The peer share must be exactly the group's length,
+ * NIST points in uncompressed 0x04 form and on the curve; an all-zero X25519 output
+ * (low-order peer point) is refused too. All of those are KL_ERR_ILLEGAL_PARAMETER.
+ * secret gets crypto_kex_secret_len(k->group) bytes; *secret_len_p is set to it.
+ */
+KL_MUST_CHECK int crypto_kex_derive(struct crypto_kex *k, uint8_t *secret, size_t *secret_len_p, const uint8_t *peer,
+                                    size_t peer_len);
+/* Wipe and free; NULL-safe, idempotent. */
+void crypto_kex_dispose(struct crypto_kex *k);
+
+/* ---- randomness, comparison, wiping ---- */
+
+void crypto_random(void *buf, size_t len);
+/* 1 if equal, in time independent of the contents. */
+int crypto_equal(const void *a, const void *b, size_t len);
+void crypto_wipe(void *p, size_t len);
+
+/* ---- certificates (public data only: the private key is in the signer) ---- */
+
+/*
+ * A certificate chain read from a PEM file, each as DER, leaf first. The DER buffers are
+ * owned by the struct and freed by crypto_chain_dispose().
+ */
+#define CRYPTO_MAX_CHAIN 8
+struct crypto_chain {
+    uint8_t *der[CRYPTO_MAX_CHAIN];
+    size_t der_len[CRYPTO_MAX_CHAIN];
+    size_t n;
+};
+/*
+ * Read every CERTIFICATE block of a PEM file. KL_ERR_CONFIG if the file cannot be read,
+ * holds no certificate, a block does not parse, or there are more than CRYPTO_MAX_CHAIN.
+ */
+KL_MUST_CHECK int crypto_chain_load_pem(struct crypto_chain *c, const char *path);
+void crypto_chain_dispose(struct crypto_chain *c);
+
+enum crypto_key_type {
+    CRYPTO_KEY_UNKNOWN = 0,
+    CRYPTO_KEY_EC_P256,
+    CRYPTO_KEY_EC_P384,
+    CRYPTO_KEY_RSA,
+    CRYPTO_KEY_ED25519,
+};
+
+/* The key type of a DER certificate's public key. KL_ERR_CONFIG if it does not parse. */
+KL_MUST_CHECK int crypto_cert_key_type(const uint8_t *der, size_t der_len, enum crypto_key_type *type_p);
+/*
+ * The TLS 1.3 signature schemes a key type can produce, in our preference order
+ * (P-256 → 0x0403, P-384 → 0x0503, RSA → 0x0804 0x0805 0x0806, Ed25519 → 0x0807).
+ * Returns the count written (at most max).
+ */
+size_t crypto_key_type_schemes(enum crypto_key_type type, uint16_t *schemes, size_t max);
+/*
+ * The certificate's SubjectPublicKeyInfo DER, copied into spki (capacity spki_cap).
+ * KL_ERR_CONFIG if it does not parse, KL_ERR_OVERFLOW if it does not fit.
+ */
+KL_MUST_CHECK int crypto_cert_spki(const uint8_t *der, size_t der_len, uint8_t *spki, size_t spki_cap,
+                                   size_t *spki_len_p);
+/*
+ * The dNSName entries of the subjectAltName, each copied NUL-terminated into names[i]
+ * (name_cap bytes each). Returns the count via *n_p (at most max; longer names and the
+ * rest are skipped). A certificate without SAN gives 0 names.
+ */
+KL_MUST_CHECK int crypto_cert_dns_names(const uint8_t *der, size_t der_len, char (*names)[256], size_t max,
+                                        size_t *n_p);
+/*
+ * Verify a signature made with the certificate's key over msg with a TLS 1.3 scheme
+ * (the whole CertificateVerify content, not a digest). 0 if valid, KL_ERR_DECRYPT-class
+ * KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR) if not, KL_ERR_INVALID for an unsupported scheme.
+ * For tests and for checking what the signer returned against the certificate.
+ */
+KL_MUST_CHECK int crypto_cert_verify(const uint8_t *der, size_t der_len, uint16_t scheme, const uint8_t *msg,
+                                     size_t msg_len, const uint8_t *sig, size_t sig_len);
+
+#endif
