@@ -1,0 +1,223 @@
+/* policy_: CertificateVerify content bytes (hand-built and RFC 8448 section 3), scheme names. */
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <openssl/rsa.h>
+#include <openssl/obj_mac.h>
+#include "kl_test.h"
+#include "policy.h"
+
+/* Read "name = hex" from an RFC 8448 trace file (format in the testdata README). */
+static size_t trace_value(uint8_t *out, size_t cap, const char *file, const char *name)
+{
+    char path[1024], line[4096];
+    const char *dir = getenv("KL_TESTDATA");
+    size_t n = 0, name_len = strlen(name);
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/rfc8448/%s", dir != NULL ? dir : "/work/shared/testdata", file);
+    if ((f = fopen(path, "r")) == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, name, name_len) != 0 || strncmp(line + name_len, " = ", 3) != 0)
+            continue;
+        const char *h = line + name_len + 3;
+        while (n < cap && h[0] != '\0' && h[0] != '\n' && h[1] != '\0') {
+            unsigned v;
+            if (sscanf(h, "%2x", &v) != 1)
+                break;
+            out[n++] = (uint8_t)v;
+            h += 2;
+        }
+        break;
+    }
+    fclose(f);
+    return n;
+}
+
+static void test_content_bytes(void)
+{
+    static const char *ctxs[] = {NULL, "TLS 1.3, server CertificateVerify", "TLS 1.3, client CertificateVerify"};
+    uint8_t hash[48], out[POLICY_MAX_CONTENT + 8], want[POLICY_MAX_CONTENT];
+    size_t out_len, hl[2] = {32, 48};
+
+    for (size_t i = 0; i < sizeof(hash); i++)
+        hash[i] = (uint8_t)(0xa0 + i);
+    for (int c = 1; c <= 2; c++) {
+        for (size_t j = 0; j < 2; j++) {
+            char name[80];
+            size_t w = 0;
+            for (int k = 0; k < 64; k++)
+                want[w++] = ' ';
+            memcpy(want + w, ctxs[c], 33);
+            w += 33;
+            want[w++] = 0;
+            memcpy(want + w, hash, hl[j]);
+            w += hl[j];
+            memset(out, 0xee, sizeof(out));
+            out_len = 0;
+            snprintf(name, sizeof(name), "%s context, %zu-byte hash: call succeeds", c == 1 ? "server" : "client",
+                     hl[j]);
+            is_int(policy_build_content(out, &out_len, c, hash, hl[j]), 0, name);
+            snprintf(name, sizeof(name), "%s context, %zu-byte hash: exact bytes", c == 1 ? "server" : "client", hl[j]);
+            is_mem(out, out_len, want, w, name);
+            ok(out[out_len] == 0xee, "nothing written past the content");
+        }
+    }
+    is_int(POLICY_MAX_CONTENT, 146, "POLICY_MAX_CONTENT is 64+33+1+48");
+}
+
+static void test_content_refusals(void)
+{
+    uint8_t hash[64] = {0}, out[POLICY_MAX_CONTENT];
+    size_t out_len = 12345;
+    static const size_t bad_lens[] = {0, 1, 20, 31, 33, 47, 49, 64};
+    static const int bad_ctx[] = {0, 3, -1, 256};
+
+    for (size_t i = 0; i < sizeof(bad_lens) / sizeof(bad_lens[0]); i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "hash length %zu refused", bad_lens[i]);
+        is_int(policy_build_content(out, &out_len, POLICY_CONTEXT_SERVER, hash, bad_lens[i]), KL_ERR_INVALID, name);
+    }
+    for (size_t i = 0; i < sizeof(bad_ctx) / sizeof(bad_ctx[0]); i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "context %d refused", bad_ctx[i]);
+        is_int(policy_build_content(out, &out_len, bad_ctx[i], hash, 32), KL_ERR_INVALID, name);
+    }
+    is_int(out_len, 12345, "length untouched by refusals");
+    is_int(policy_build_content(NULL, &out_len, 1, hash, 32), KL_ERR_INVALID, "NULL out refused");
+    is_int(policy_build_content(out, NULL, 1, hash, 32), KL_ERR_INVALID, "NULL length refused");
+    is_int(policy_build_content(out, &out_len, 1, NULL, 32), KL_ERR_INVALID, "NULL hash refused");
+    ok(policy_hash_len_ok(32) && policy_hash_len_ok(48) && !policy_hash_len_ok(64) && !policy_hash_len_ok(0),
+       "policy_hash_len_ok: 32 and 48 only");
+}
+
+/* RFC 8448 section 3: the server CertificateVerify verifies over our content. */
+static void test_rfc8448(void)
+{
+    static uint8_t ch[1024], sh[1024], ee[1024], cert[2048], cv[1024], der[2048];
+    size_t ch_len = trace_value(ch, sizeof(ch), "simple-1rtt.txt", "client_hello");
+    size_t sh_len = trace_value(sh, sizeof(sh), "simple-1rtt.txt", "server_hello");
+    size_t ee_len = trace_value(ee, sizeof(ee), "simple-1rtt.txt", "encrypted_extensions");
+    size_t cert_len = trace_value(cert, sizeof(cert), "simple-1rtt.txt", "certificate");
+    size_t cv_len = trace_value(cv, sizeof(cv), "simple-1rtt.txt", "certificate_verify");
+    uint8_t th[32], content[POLICY_MAX_CONTENT];
+    unsigned th_len = 0;
+    size_t content_len = 0, der_len = 0;
+    char path[1024];
+    const char *dir = getenv("KL_TESTDATA");
+    FILE *f;
+
+    ok(ch_len == 196 && sh_len == 90 && ee_len == 40 && cert_len == 445 && cv_len == 136, "RFC 8448 messages read");
+    snprintf(path, sizeof(path), "%s/rfc8448/server-cert.der", dir != NULL ? dir : "/work/shared/testdata");
+    if ((f = fopen(path, "rb")) != NULL) {
+        der_len = fread(der, 1, sizeof(der), f);
+        fclose(f);
+    }
+    ok(der_len > 0, "server-cert.der read");
+
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    ok(md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(md, ch, ch_len) == 1 &&
+           EVP_DigestUpdate(md, sh, sh_len) == 1 && EVP_DigestUpdate(md, ee, ee_len) == 1 &&
+           EVP_DigestUpdate(md, cert, cert_len) == 1 && EVP_DigestFinal_ex(md, th, &th_len) == 1 && th_len == 32,
+       "transcript hash CH..Certificate");
+    EVP_MD_CTX_free(md);
+
+    /* CertificateVerify: type 0x0f, uint24 length, scheme, uint16 signature length, signature. */
+    ok(cv[0] == 0x0f && (cv[4] << 8 | cv[5]) == POLICY_SCHEME_RSA_PSS_RSAE_SHA256 &&
+           (size_t)(cv[6] << 8 | cv[7]) == cv_len - 8,
+       "CertificateVerify is rsa_pss_rsae_sha256");
+    is_int(policy_build_content(content, &content_len, POLICY_CONTEXT_SERVER, th, 32), 0, "content built");
+    is_int(policy_scheme_hash(POLICY_SCHEME_RSA_PSS_RSAE_SHA256), NID_sha256, "scheme hash is SHA-256");
+
+    const uint8_t *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)der_len);
+    EVP_PKEY *pub = x != NULL ? X509_get0_pubkey(x) : NULL;
+    int results[3] = {-1, -1, -1};
+    /* 0: the real content; 1: client context; 2: one flipped hash bit. */
+    for (int k = 0; k < 3 && pub != NULL; k++) {
+        uint8_t c2[POLICY_MAX_CONTENT], th2[32];
+        size_t c2_len = 0;
+        memcpy(th2, th, 32);
+        if (k == 2)
+            th2[31] ^= 1;
+        if (policy_build_content(c2, &c2_len, k == 1 ? POLICY_CONTEXT_CLIENT : POLICY_CONTEXT_SERVER, th2, 32) != 0)
+            continue;
+        EVP_MD_CTX *v = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pctx = NULL;
+        const EVP_MD *h = EVP_get_digestbynid(policy_scheme_hash(POLICY_SCHEME_RSA_PSS_RSAE_SHA256));
+        if (v != NULL && EVP_DigestVerifyInit(v, &pctx, h, NULL, pub) == 1 &&
+            EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+            EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1)
+            results[k] = EVP_DigestVerify(v, cv + 8, cv_len - 8, c2, c2_len);
+        EVP_MD_CTX_free(v);
+    }
+    is_int(results[0], 1, "RFC 8448 server CertificateVerify verifies over policy_build_content");
+    is_int(results[1], 0, "same signature does not verify over the client context");
+    is_int(results[2], 0, "same signature does not verify over a changed transcript hash");
+    X509_free(x);
+}
+
+static void test_schemes(void)
+{
+    static const struct {
+        const char *name, *hex;
+        uint16_t code;
+        int nid;
+    } want[] = {
+        {"rsa_pss_rsae_sha256", "0x0804", 0x0804, NID_sha256},
+        {"rsa_pss_rsae_sha384", "0x0805", 0x0805, NID_sha384},
+        {"rsa_pss_rsae_sha512", "0x0806", 0x0806, NID_sha512},
+        {"ecdsa_secp256r1_sha256", "0x0403", 0x0403, NID_sha256},
+        {"ecdsa_secp384r1_sha384", "0x0503", 0x0503, NID_sha384},
+        {"ed25519", "0x0807", 0x0807, 0},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        uint16_t s = 0, s2 = 0;
+        char name[96];
+        snprintf(name, sizeof(name), "%s: name -> code -> name, hex, hash", want[i].name);
+        int pass = policy_scheme_from_name(&s, want[i].name) == 0 && s == want[i].code &&
+                   policy_scheme_name(s) != NULL && strcmp(policy_scheme_name(s), want[i].name) == 0 &&
+                   policy_scheme_from_name(&s2, want[i].hex) == 0 && s2 == want[i].code &&
+                   policy_scheme_hash(s) == want[i].nid;
+        ok(pass, name);
+        ok(policy_schemes[i] != 0 && policy_scheme_name(policy_schemes[i]) != NULL, "policy_schemes entry known");
+    }
+    static const char *bad[] = {"",
+                                "ecdsa",
+                                "ecdsa_secp521r1_sha512",
+                                "rsa_pkcs1_sha256",
+                                "rsa_pss_pss_sha256",
+                                "ed448",
+                                "0x0401",
+                                "0x0603",
+                                "0x0809",
+                                "0x403",
+                                "0x04030",
+                                "0x04g3",
+                                "0x",
+                                "1027",
+                                " ed25519",
+                                "ed25519 "};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint16_t s = 0x7777;
+        char name[96];
+        snprintf(name, sizeof(name), "unknown scheme name \"%s\" refused", bad[i]);
+        is_int(policy_scheme_from_name(&s, bad[i]), KL_ERR_NOT_FOUND, name);
+        ok(s == 0x7777, "output untouched");
+    }
+    uint16_t s;
+    is_int(policy_scheme_from_name(&s, "ED25519"), 0, "names are case-insensitive");
+    is_int(policy_scheme_from_name(&s, NULL), KL_ERR_INVALID, "NULL name refused");
+    ok(policy_scheme_name(0x0401) == NULL && policy_scheme_name(0) == NULL, "unknown code has no name");
+    is_int(policy_scheme_hash(0x0401), -1, "unknown code has no hash");
+    is_int(policy_scheme_hash(0x0807), 0, "ed25519 has no prehash");
+}
+
+int main(void)
+{
+    test_content_bytes();
+    test_content_refusals();
+    test_rfc8448();
+    test_schemes();
+    return kl_test_done();
+}
