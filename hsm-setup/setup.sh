@@ -1,0 +1,462 @@
+#!/usr/bin/env bash
+# hsm-setup/setup.sh: make (or reuse) the keyless PKCS#11 token, its four
+# signing keys and a test PKI for them, then run check.sh. See docs/HSM.md.
+#
+#   setup.sh [--dir DIR] [--force] [--module PATH] [--label LABEL]
+#            [--pin-file FILE] [--so-pin-file FILE] [--no-check]
+#
+# Idempotent: without --force whatever is already there and consistent is
+# kept byte for byte; only what is missing or inconsistent is (re)made.
+set -eu
+set -o pipefail
+umask 077
+
+KL_PROG=hsm-setup
+KL_HERE=$(cd "$(dirname "$0")" && pwd)
+. "$KL_HERE/lib.sh"
+
+usage() {
+  cat <<EOF
+usage: $0 [--dir DIR] [--force] [--module PATH] [--label LABEL]
+          [--pin-file FILE] [--so-pin-file FILE] [--no-check]
+  --dir DIR           fixture directory (default: <repo>/var/hsm)
+  --force             recreate token (SoftHSM) or keys (other modules) and the PKI
+  --module PATH       PKCS#11 module (default: \$KL_HSM_MODULE or SoftHSM2)
+  --label LABEL       token label (default: \$KL_TOKEN_LABEL or keyless)
+  --pin-file FILE     user PIN file of an existing token (default: DIR/user.pin)
+  --so-pin-file FILE  SO PIN file used if a SoftHSM token must be initialised
+  --no-check          skip the final check.sh run
+EOF
+}
+
+dir=$(cd "$KL_HERE/.." && pwd)/var/hsm
+force=0
+check=1
+KL_HSM_MODULE=${KL_HSM_MODULE:-$KL_DEFAULT_MODULE}
+KL_TOKEN_LABEL=${KL_TOKEN_LABEL:-keyless}
+opt_pin_file=
+opt_so_pin_file=
+
+need_arg() {
+  [ "$2" -ge 2 ] || die "option $1 needs an argument"
+}
+while [ $# -gt 0 ]; do
+  case $1 in
+  --dir) need_arg "$1" $# && dir=$2 && shift ;;
+  --dir=*) dir=${1#*=} ;;
+  --force) force=1 ;;
+  --no-check) check=0 ;;
+  --module) need_arg "$1" $# && KL_HSM_MODULE=$2 && shift ;;
+  --module=*) KL_HSM_MODULE=${1#*=} ;;
+  --label) need_arg "$1" $# && KL_TOKEN_LABEL=$2 && shift ;;
+  --label=*) KL_TOKEN_LABEL=${1#*=} ;;
+  --pin-file) need_arg "$1" $# && opt_pin_file=$2 && shift ;;
+  --pin-file=*) opt_pin_file=${1#*=} ;;
+  --so-pin-file) need_arg "$1" $# && opt_so_pin_file=$2 && shift ;;
+  --so-pin-file=*) opt_so_pin_file=${1#*=} ;;
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  *) die "unknown option '$1' (see --help)" ;;
+  esac
+  shift
+done
+
+[ -n "$dir" ] || die "--dir: empty path"
+[ -n "$KL_TOKEN_LABEL" ] || die "--label: empty token label"
+[ ${#KL_TOKEN_LABEL} -le 32 ] || die "--label $KL_TOKEN_LABEL: longer than 32 bytes (CK_TOKEN_INFO.label)"
+
+# The module is checked before anything is written: a typo must not leave a
+# half-made directory behind.
+[ -e "$KL_HSM_MODULE" ] || die "--module $KL_HSM_MODULE: no such file"
+[ -f "$KL_HSM_MODULE" ] || die "--module $KL_HSM_MODULE: not a regular file"
+[ -r "$KL_HSM_MODULE" ] || die "--module $KL_HSM_MODULE: not readable"
+KL_HSM_MODULE=$(cd "$(dirname -- "$KL_HSM_MODULE")" && pwd)/$(basename -- "$KL_HSM_MODULE")
+for f in "$opt_pin_file" "$opt_so_pin_file"; do
+  [ -z "$f" ] || [ -e "$f" ] || die "$([ "$f" = "$opt_pin_file" ] && echo --pin-file || echo --so-pin-file) $f: no such file"
+done
+abspath() {
+  printf '%s/%s' "$(cd "$(dirname -- "$1")" && pwd)" "$(basename -- "$1")"
+}
+[ -z "$opt_pin_file" ] || opt_pin_file=$(abspath "$opt_pin_file")
+[ -z "$opt_so_pin_file" ] || opt_so_pin_file=$(abspath "$opt_so_pin_file")
+
+for t in pkcs11-tool p11tool certtool openssl flock; do
+  command -v "$t" >/dev/null 2>&1 || die "$t: not found (install opensc, gnutls-bin, openssl, util-linux)"
+done
+
+t_start=$(date +%s.%N)
+created_dir=0
+[ -e "$dir" ] || created_dir=1
+mkdir -p -- "$dir" 2>/dev/null || die "--dir $dir: cannot create directory"
+[ -d "$dir" ] || die "--dir $dir: not a directory"
+dir=$(cd "$dir" && pwd)
+# Secrets are protected file by file (PINs and CA keys 0600, tokens/ 0700);
+# the directory itself and pki/ stay readable so that a frontend running
+# under another uid can read its certificate chain.
+chmod 0755 "$dir" 2>/dev/null || true
+
+# One setup at a time per directory; a second one waits rather than racing
+# on the token and the PKI files.
+exec 9>"$dir/.lock"
+flock -w 120 9 || die "$dir/.lock: another setup.sh still holds the lock after 120 s"
+
+KL_TMP=$(mktemp -d "$dir/.tmp.XXXXXX")
+# A run that fails in a directory it created removes that directory: the
+# next run then starts from nothing instead of from a half-made fixture.
+# In an existing directory every step re-checks what it finds, so partial
+# results are either reused when consistent or remade.
+on_exit() {
+  local rc=$?
+  rm -rf -- "$KL_TMP"
+  if [ $rc -ne 0 ] && [ $created_dir -eq 1 ]; then
+    rm -rf -- "$dir"
+  fi
+}
+trap on_exit EXIT
+
+user_pin_file=${opt_pin_file:-$dir/user.pin}
+so_pin_file=${opt_so_pin_file:-$dir/so.pin}
+pin_what() {
+  if [ "$1" = "$opt_pin_file" ] && [ -n "$opt_pin_file" ]; then
+    echo "--pin-file"
+  elif [ "$1" = "$opt_so_pin_file" ] && [ -n "$opt_so_pin_file" ]; then
+    echo "--so-pin-file"
+  else
+    echo "PIN file"
+  fi
+}
+
+# Write $2 to $1 through a rename so that a reader (or a crash) never sees a
+# partial file. Leaves an identical file untouched (mtime included).
+write_atomic() {
+  if [ -f "$1" ] && [ "$(cat -- "$1")" = "$2" ]; then
+    return 0
+  fi
+  printf '%s\n' "$2" >"$KL_TMP/atomic"
+  mv -f -- "$KL_TMP/atomic" "$1"
+}
+
+# A fresh random PIN: 32 hex digits (128 bits). Only ever written to a 0600
+# file through a rename, never printed.
+new_pin_file() {
+  local pin
+  pin=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+  [ ${#pin} -eq 32 ] || die "/dev/urandom: short read while making a PIN"
+  printf '%s\n' "$pin" >"$KL_TMP/pin"
+  pin=
+  chmod 0600 "$KL_TMP/pin"
+  mv -f -- "$KL_TMP/pin" "$1"
+}
+
+softhsm=0
+if kl_is_softhsm "$KL_HSM_MODULE"; then
+  softhsm=1
+fi
+
+# --- --force: remove what this script owns ---------------------------------
+if [ $force -eq 1 ]; then
+  rm -rf -- "$dir/pki" "$dir/env"
+  if [ $softhsm -eq 1 ]; then
+    # The whole token directory is ours (softhsm2.conf points into DIR).
+    rm -rf -- "$dir/tokens"
+    [ -n "$opt_pin_file" ] || rm -f -- "$dir/user.pin"
+    [ -n "$opt_so_pin_file" ] || rm -f -- "$dir/so.pin"
+  fi
+fi
+
+# --- SoftHSM: a private token directory -----------------------------------
+if [ $softhsm -eq 1 ]; then
+  mkdir -p -- "$dir/tokens"
+  write_atomic "$dir/softhsm2.conf" "# SoftHSM2 config for the keyless fixture (written by hsm-setup/setup.sh)
+directories.tokendir = $dir/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false"
+  export SOFTHSM2_CONF=$dir/softhsm2.conf
+fi
+
+# --- the module loads ------------------------------------------------------
+if ! pkcs11-tool --module "$KL_HSM_MODULE" --show-info </dev/null >"$KL_TMP/p11.out" 2>&1; then
+  die "--module $KL_HSM_MODULE: not a loadable PKCS#11 module (pkcs11-tool: $(kl_err_summary "$KL_TMP/p11.out"))"
+fi
+
+# Token state by label: prints "ready", "nopin" (initialised, user PIN not
+# set) or nothing, and "free SLOT" for each uninitialised SoftHSM slot.
+token_scan() {
+  pkcs11-tool --module "$KL_HSM_MODULE" --list-slots </dev/null >"$KL_TMP/slots.out" 2>&1 ||
+    die "--module $KL_HSM_MODULE: cannot list slots: $(kl_err_summary "$KL_TMP/slots.out")"
+  awk -v want="$KL_TOKEN_LABEL" '
+    /^Slot [0-9]+ \(/ { slot = $3; gsub(/[():]/, "", slot); lbl = ""; next }
+    /^  token label *:/ { sub(/^  token label *: /, ""); lbl = $0; next }
+    /^  token flags *:/ { if (lbl == want) print (($0 ~ /PIN initialized/) ? "ready" : "nopin") }
+    /^  token state: *uninitialized/ { print "free " slot }
+  ' "$KL_TMP/slots.out"
+}
+
+scan=$(token_scan)
+n_match=$(printf '%s\n' "$scan" | grep -cE '^(ready|nopin)$' || true)
+[ "$n_match" -le 1 ] || die "--label $KL_TOKEN_LABEL: $n_match tokens carry this label in $KL_HSM_MODULE; use a unique label"
+
+state=absent
+[ "$n_match" -eq 0 ] || state=$(printf '%s\n' "$scan" | grep -E '^(ready|nopin)$')
+
+if [ "$state" = absent ] && [ $softhsm -eq 0 ]; then
+  die "--label $KL_TOKEN_LABEL: no such token in $KL_HSM_MODULE (setup.sh initialises SoftHSM tokens only; create it with the vendor's tools and pass --pin-file)"
+fi
+
+if [ "$state" = absent ] || [ "$state" = nopin ]; then
+  # Initialising needs both PINs. Missing fixture PIN files are generated;
+  # a PIN file named by an option must exist and is never replaced.
+  if [ "$state" = absent ] && [ -z "$opt_so_pin_file" ] && [ ! -e "$so_pin_file" ]; then
+    new_pin_file "$so_pin_file"
+  fi
+  if [ -z "$opt_pin_file" ] && [ ! -e "$user_pin_file" ]; then
+    new_pin_file "$user_pin_file"
+  fi
+  kl_pin_load "$so_pin_file" "$(pin_what "$so_pin_file")"
+  KL_SO_PIN=$KL_PIN_VALUE
+  kl_pin_load "$user_pin_file" "$(pin_what "$user_pin_file")"
+  KL_USER_PIN=$KL_PIN_VALUE
+  KL_PIN_VALUE=
+
+  if [ "$state" = absent ]; then
+    # Name the uninitialised slot explicitly: pkcs11-tool --init-token on a
+    # default slot could wipe an existing token.
+    slot=$(printf '%s\n' "$scan" | awk '$1 == "free" { print $2; exit }')
+    [ -n "$slot" ] || die "--module $KL_HSM_MODULE: no uninitialised slot to create token $KL_TOKEN_LABEL in"
+    # pkcs11-tool reads both PINs from its environment ("env:"), so neither
+    # appears on a command line; softhsm2-util --init-token would need them
+    # on argv, which is why it is not used.
+    if ! KL_P11_SO_PIN=$KL_SO_PIN pkcs11-tool --module "$KL_HSM_MODULE" --slot "$slot" \
+      --init-token --label "$KL_TOKEN_LABEL" --so-pin env:KL_P11_SO_PIN </dev/null >"$KL_TMP/p11.out" 2>&1; then
+      die "--label $KL_TOKEN_LABEL: token initialisation failed: $(kl_err_summary "$KL_TMP/p11.out")"
+    fi
+    echo "hsm-setup: token $KL_TOKEN_LABEL: initialised"
+  fi
+  if ! KL_P11_SO_PIN=$KL_SO_PIN KL_P11_PIN=$KL_USER_PIN pkcs11-tool --module "$KL_HSM_MODULE" \
+    --token-label "$KL_TOKEN_LABEL" --login --login-type so --so-pin env:KL_P11_SO_PIN \
+    --init-pin --pin env:KL_P11_PIN </dev/null >"$KL_TMP/p11.out" 2>&1; then
+    die "$(pin_what "$so_pin_file") $so_pin_file: setting the user PIN of token $KL_TOKEN_LABEL failed: $(kl_err_summary "$KL_TMP/p11.out")"
+  fi
+  KL_SO_PIN=
+else
+  if [ ! -e "$user_pin_file" ] && [ -z "$opt_pin_file" ]; then
+    die "PIN file $user_pin_file: no such file, but token $KL_TOKEN_LABEL exists (pass --pin-file or rerun with --force)"
+  fi
+  kl_pin_load "$user_pin_file" "$(pin_what "$user_pin_file")"
+  KL_USER_PIN=$KL_PIN_VALUE
+  KL_PIN_VALUE=
+fi
+
+# One login up front: a wrong PIN stops here, after a single failed attempt
+# (a hardware token counts them and locks).
+if ! kl_p11_user --list-objects --type privkey; then
+  why=$(kl_err_summary "$KL_TMP/p11.out")
+  case $why in
+  CKR_PIN_INCORRECT) die "$(pin_what "$user_pin_file") $user_pin_file: PIN rejected by token $KL_TOKEN_LABEL (CKR_PIN_INCORRECT)" ;;
+  CKR_PIN_LOCKED) die "$(pin_what "$user_pin_file") $user_pin_file: token $KL_TOKEN_LABEL has locked its user PIN (CKR_PIN_LOCKED)" ;;
+  *) die "$(pin_what "$user_pin_file") $user_pin_file: login to token $KL_TOKEN_LABEL failed: $why" ;;
+  esac
+fi
+
+# --- keys ------------------------------------------------------------------
+# URIs (object + type) of every object in the token that carries label $1.
+objects_named() {
+  local uri
+  uri="pkcs11:token=$(kl_pct "$KL_TOKEN_LABEL");object=$(kl_pct "$1")"
+  if kl_p11tool_user --list-all --only-urls "$uri"; then
+    grep '^pkcs11:' "$KL_TMP/p11tool.out" || true
+  elif grep -q 'No matching objects' "$KL_TMP/p11tool.out"; then
+    true
+  else
+    die "token $KL_TOKEN_LABEL: listing objects named $1 failed: $(kl_err_summary "$KL_TMP/p11tool.out")"
+  fi
+}
+
+delete_key() {
+  local name=$1 id t
+  id=$(kl_key_id "$name")
+  for t in privkey pubkey; do
+    # Bounded: a module that "succeeds" without deleting must not spin us.
+    for _ in 1 2 3 4 5 6 7 8; do
+      kl_p11_user --delete-object --type $t --label "$name" --id "$id" || break
+    done
+  done
+}
+
+made_keys=
+for name in $KL_KEY_NAMES; do
+  id=$(kl_key_id "$name")
+  if [ $force -eq 1 ] && [ $softhsm -eq 0 ]; then
+    delete_key "$name"
+  fi
+  objs=$(objects_named "$name")
+  want_id="id=$(kl_pct_hex "$id");"
+  n_priv=$(printf '%s\n' "$objs" | grep -c 'type=private' || true)
+  n_pub=$(printf '%s\n' "$objs" | grep -c 'type=public' || true)
+  n_other=$(printf '%s\n' "$objs" | grep -c '^pkcs11:' || true)
+  n_other=$((n_other - n_priv - n_pub))
+  if [ "$n_priv" -eq 0 ] && [ "$n_pub" -eq 0 ] && [ "$n_other" -eq 0 ]; then
+    if ! kl_p11_user --keypairgen --key-type "$(kl_key_gentype "$name")" --id "$id" --label "$name" \
+      --usage-sign --sensitive --private; then
+      die "token $KL_TOKEN_LABEL: generating key $name failed: $(kl_err_summary "$KL_TMP/p11.out")"
+    fi
+    made_keys="$made_keys $name"
+    echo "hsm-setup: key $name (id $id): generated in the token"
+    continue
+  fi
+  # Reuse only an exact pair: one private and one public object, both with
+  # the expected CKA_ID and nothing else under that label.
+  if [ "$n_priv" -ne 1 ] || [ "$n_pub" -ne 1 ] || [ "$n_other" -ne 0 ] ||
+    [ "$(printf '%s\n' "$objs" | grep -cF "$want_id")" -ne 2 ]; then
+    die "token $KL_TOKEN_LABEL: objects labelled $name are not one private+public pair with id $id ($n_priv private, $n_pub public, $n_other other); fix the token or rerun with --force"
+  fi
+done
+
+mkdir -p -- "$dir/pki"
+chmod 0755 "$dir/pki"
+pki=$dir/pki
+for name in $KL_KEY_NAMES; do
+  kl_export_pubkey "$name" "$KL_TMP/$name.pub.pem" ||
+    die "token $KL_TOKEN_LABEL: exporting the public key of $name failed: $(kl_err_summary "$KL_TMP/p11tool.out")"
+  kind=$(kl_pubkey_kind "$KL_TMP/$name.pub.pem")
+  [ "$kind" = "$name" ] || die "token $KL_TOKEN_LABEL: key $name holds a $kind key; fix the token or rerun with --force"
+done
+
+# --- the test PKI ----------------------------------------------------------
+not_before=$(date -u -d '-1 day' '+%Y-%m-%d %H:%M:%S UTC')
+not_after=$(date -u -d '+730 days' '+%Y-%m-%d %H:%M:%S UTC')
+
+# certtool rather than "openssl x509 -new -force_pubkey": OpenSSL 3.0 cannot
+# back-date notBefore, and certtool takes a bare public key (Ed25519
+# included) plus explicit activation/expiration dates from a template.
+cert_run() {
+  if ! certtool "$@" >"$KL_TMP/certtool.out" 2>&1; then
+    die "certtool ${1#--}: failed: $(kl_err_summary "$KL_TMP/certtool.out")"
+  fi
+}
+
+# $1 key file, $2 cert: true if the cert carries that key's public half.
+key_matches_cert() {
+  [ -s "$1" ] && [ -s "$2" ] || return 1
+  local a b
+  a=$(openssl pkey -in "$1" -pubout -outform DER 2>/dev/null | od -An -tx1 | tr -d ' \n') || return 1
+  b=$(kl_spki_der -cert "$2" | od -An -tx1 | tr -d ' \n') || return 1
+  [ -n "$a" ] && [ "$a" = "$b" ]
+}
+
+# Still valid an hour from now, so that a re-run never keeps a cert that
+# expires during the test that follows.
+verifies() { # $1 cert, $2 CA file, [$3 untrusted]
+  local at
+  at=$(($(date +%s) + 3600))
+  if [ $# -ge 3 ]; then
+    openssl verify -attime "$at" -CAfile "$2" -untrusted "$3" "$1" >/dev/null 2>&1
+  else
+    openssl verify -attime "$at" -CAfile "$2" "$1" >/dev/null 2>&1
+  fi
+}
+
+# certtool may put a text dump before the PEM block; keep the PEM only so
+# that chain files are clean concatenations.
+pem_only() {
+  sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "$1" >"$1.pem-only"
+  grep -q 'BEGIN CERTIFICATE' "$1.pem-only" || die "certtool: no certificate in its output for $(basename "$1")"
+  mv -f -- "$1.pem-only" "$1"
+}
+
+new_ca_key() {
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" >"$KL_TMP/openssl.out" 2>&1 ||
+    die "openssl genpkey: $(kl_err_summary "$KL_TMP/openssl.out")"
+}
+
+ca_common="activation_date = \"$not_before\"
+expiration_date = \"$not_after\"
+ca
+cert_signing_key
+crl_signing_key"
+
+reissue_leaves=0
+if ! key_matches_cert "$pki/root.key" "$pki/root.pem" || ! verifies "$pki/root.pem" "$pki/root.pem"; then
+  new_ca_key "$KL_TMP/root.key"
+  printf '%s\n' 'cn = "keyless test root CA"' 'organization = "keyless test PKI"' "$ca_common" >"$KL_TMP/root.tmpl"
+  cert_run --generate-self-signed --load-privkey "$KL_TMP/root.key" --template "$KL_TMP/root.tmpl" --outfile "$KL_TMP/root.pem"
+  # Key before certificate: an interruption between the two renames leaves
+  # a mismatch that the check above catches on the next run.
+  pem_only "$KL_TMP/root.pem"
+  mv -f -- "$KL_TMP/root.key" "$pki/root.key"
+  mv -f -- "$KL_TMP/root.pem" "$pki/root.pem"
+  rm -f -- "$pki/intermediate.pem"
+  echo "hsm-setup: pki: root CA issued"
+fi
+if ! key_matches_cert "$pki/intermediate.key" "$pki/intermediate.pem" ||
+  ! verifies "$pki/intermediate.pem" "$pki/root.pem"; then
+  new_ca_key "$KL_TMP/intermediate.key"
+  printf '%s\n' 'cn = "keyless test intermediate CA"' 'organization = "keyless test PKI"' \
+    'path_len = 0' "$ca_common" >"$KL_TMP/intermediate.tmpl"
+  cert_run --generate-certificate --load-privkey "$KL_TMP/intermediate.key" \
+    --load-ca-certificate "$pki/root.pem" --load-ca-privkey "$pki/root.key" \
+    --template "$KL_TMP/intermediate.tmpl" --outfile "$KL_TMP/intermediate.pem"
+  pem_only "$KL_TMP/intermediate.pem"
+  mv -f -- "$KL_TMP/intermediate.key" "$pki/intermediate.key"
+  mv -f -- "$KL_TMP/intermediate.pem" "$pki/intermediate.pem"
+  reissue_leaves=1
+  echo "hsm-setup: pki: intermediate CA issued"
+fi
+
+printf '%s\n' 'cn = "localhost"' 'dns_name = "localhost"' 'ip_address = "127.0.0.1"' \
+  'tls_www_server' 'signing_key' "activation_date = \"$not_before\"" \
+  "expiration_date = \"$not_after\"" >"$KL_TMP/leaf.tmpl"
+for name in $KL_KEY_NAMES; do
+  crt=$pki/$name.crt.pem
+  chain=$pki/$name.chain.pem
+  keep=1
+  [ $reissue_leaves -eq 0 ] || keep=0
+  [ -s "$crt" ] && [ -s "$chain" ] || keep=0
+  if [ $keep -eq 1 ]; then
+    cmp -s <(kl_spki_der "$KL_TMP/$name.pub.pem") <(kl_spki_der -cert "$crt") || keep=0
+  fi
+  if [ $keep -eq 1 ]; then
+    verifies "$crt" "$pki/root.pem" "$pki/intermediate.pem" || keep=0
+  fi
+  if [ $keep -eq 1 ]; then
+    cmp -s "$chain" <(cat "$crt" "$pki/intermediate.pem") || keep=0
+  fi
+  [ $keep -eq 0 ] || continue
+  cert_run --generate-certificate --load-pubkey "$KL_TMP/$name.pub.pem" \
+    --load-ca-certificate "$pki/intermediate.pem" --load-ca-privkey "$pki/intermediate.key" \
+    --template "$KL_TMP/leaf.tmpl" --outfile "$KL_TMP/$name.crt.pem"
+  pem_only "$KL_TMP/$name.crt.pem"
+  mv -f -- "$KL_TMP/$name.crt.pem" "$KL_TMP/$name.crt"
+  cat "$KL_TMP/$name.crt" "$pki/intermediate.pem" >"$KL_TMP/$name.chain"
+  chmod 0644 "$KL_TMP/$name.crt" "$KL_TMP/$name.chain"
+  mv -f -- "$KL_TMP/$name.crt" "$crt"
+  mv -f -- "$KL_TMP/$name.chain" "$chain"
+  echo "hsm-setup: pki: $name.crt.pem issued"
+done
+chmod 0644 "$pki/root.pem" "$pki/intermediate.pem"
+
+# --- env -------------------------------------------------------------------
+env_text="# keyless HSM fixture (written by hsm-setup/setup.sh); source it."
+if [ $softhsm -eq 1 ]; then
+  env_text="$env_text
+export SOFTHSM2_CONF=$(printf '%q' "$dir/softhsm2.conf")"
+fi
+env_text="$env_text
+export KL_HSM_MODULE=$(printf '%q' "$KL_HSM_MODULE")
+export KL_TOKEN_LABEL=$(printf '%q' "$KL_TOKEN_LABEL")
+export KL_PIN_FILE=$(printf '%q' "$user_pin_file")
+export KL_HSM_DIR=$(printf '%q' "$dir")"
+write_atomic "$dir/env" "$env_text"
+chmod 0644 "$dir/env" "${SOFTHSM2_CONF:-$dir/env}"
+KL_USER_PIN=
+
+t_end=$(date +%s.%N)
+awk -v a="$t_start" -v b="$t_end" -v d="$dir" -v l="$KL_TOKEN_LABEL" -v m="$KL_HSM_MODULE" \
+  'BEGIN { printf "hsm-setup: %s ready in %.2f s (token %s, module %s)\n", d, b - a, l, m }'
+
+if [ $check -eq 1 ]; then
+  bash "$KL_HERE/check.sh" --dir "$dir" || die "check.sh --dir $dir: the fixture failed its self-check (see the not ok lines above)"
+fi
