@@ -41,7 +41,7 @@ enum crypto_hash_alg {
 /* 32 or 48; 0 for an unknown alg. */
 size_t crypto_hash_len(enum crypto_hash_alg alg);
 /* One-shot: out gets crypto_hash_len(alg) bytes. */
-KL_MUST_CHECK int crypto_hash(enum crypto_hash_alg alg, uint8_t *out, const uint8_t *in, size_t in_len);
+KL_MUST_CHECK int crypto_digest(enum crypto_hash_alg alg, uint8_t *out, const uint8_t *in, size_t in_len);
 
 /*
  * A running hash (the handshake transcript). crypto_hash_ctx_peek gives the hash of
@@ -50,7 +50,8 @@ KL_MUST_CHECK int crypto_hash(enum crypto_hash_alg alg, uint8_t *out, const uint
  */
 struct crypto_hash_ctx {
     enum crypto_hash_alg alg;
-    void *md; /* EVP_MD_CTX */
+    void *md;      /* EVP_MD_CTX: the running hash */
+    void *scratch; /* EVP_MD_CTX: where peek finalizes a copy, so peek allocates nothing */
 };
 KL_MUST_CHECK int crypto_hash_ctx_init(struct crypto_hash_ctx *h, enum crypto_hash_alg alg);
 KL_MUST_CHECK int crypto_hash_ctx_update(struct crypto_hash_ctx *h, const uint8_t *in, size_t in_len);

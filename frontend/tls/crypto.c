@@ -1,0 +1,760 @@
+/*
+ * crypto.c - the TLS engine's only door to libsodium and libcrypto (STYLE rule 15).
+ * Contracts are in crypto.h. Nothing here implements a primitive: it picks the library
+ * call, checks lengths and peer input, and wipes temporaries.
+ */
+#include <string.h>
+#include <sodium.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include "crypto.h"
+#include "tls.h"
+
+int crypto_init(void)
+{
+    if (sodium_init() < 0)
+        return KL_ERR_CRYPTO;
+    return 0;
+}
+
+/* ---- hashes ---- */
+
+size_t crypto_hash_len(enum crypto_hash_alg alg)
+{
+    switch (alg) {
+    case CRYPTO_HASH_SHA256:
+        return 32;
+    case CRYPTO_HASH_SHA384:
+        return 48;
+    default:
+        return 0;
+    }
+}
+
+static const EVP_MD *evp_md(enum crypto_hash_alg alg)
+{
+    switch (alg) {
+    case CRYPTO_HASH_SHA256:
+        return EVP_sha256();
+    case CRYPTO_HASH_SHA384:
+        return EVP_sha384();
+    default:
+        return NULL;
+    }
+}
+
+int crypto_digest(enum crypto_hash_alg alg, uint8_t *out, const uint8_t *in, size_t in_len)
+{
+    unsigned int len;
+    switch (alg) {
+    case CRYPTO_HASH_SHA256:
+        crypto_hash_sha256(out, in, in_len);
+        return 0;
+    case CRYPTO_HASH_SHA384:
+        if (EVP_Digest(in, in_len, out, &len, EVP_sha384(), NULL) != 1 || len != 48)
+            return KL_ERR_CRYPTO;
+        return 0;
+    default:
+        return KL_ERR_INVALID;
+    }
+}
+
+int crypto_hash_ctx_init(struct crypto_hash_ctx *h, enum crypto_hash_alg alg)
+{
+    int ret;
+    h->alg = alg;
+    h->md = NULL;
+    h->scratch = NULL;
+    KL_ENSURE(evp_md(alg) != NULL, KL_ERR_INVALID);
+    KL_ENSURE((h->md = EVP_MD_CTX_new()) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE((h->scratch = EVP_MD_CTX_new()) != NULL, KL_ERR_NO_MEMORY);
+    KL_TRY(crypto_hash_ctx_reset(h));
+    ret = 0;
+exit:
+    if (ret != 0)
+        crypto_hash_ctx_dispose(h);
+    return ret;
+}
+
+int crypto_hash_ctx_update(struct crypto_hash_ctx *h, const uint8_t *in, size_t in_len)
+{
+    if (h->md == NULL)
+        return KL_ERR_INVALID;
+    if (EVP_DigestUpdate(h->md, in, in_len) != 1)
+        return KL_ERR_CRYPTO;
+    return 0;
+}
+
+int crypto_hash_ctx_peek(const struct crypto_hash_ctx *h, uint8_t *out)
+{
+    unsigned int len;
+    if (h->md == NULL)
+        return KL_ERR_INVALID;
+    /* Finalize a copy: the running context must keep absorbing later messages. */
+    if (EVP_MD_CTX_copy_ex(h->scratch, h->md) != 1 || EVP_DigestFinal_ex(h->scratch, out, &len) != 1 ||
+        len != crypto_hash_len(h->alg))
+        return KL_ERR_CRYPTO;
+    return 0;
+}
+
+int crypto_hash_ctx_reset(struct crypto_hash_ctx *h)
+{
+    if (h->md == NULL)
+        return KL_ERR_INVALID;
+    if (EVP_DigestInit_ex(h->md, evp_md(h->alg), NULL) != 1)
+        return KL_ERR_CRYPTO;
+    return 0;
+}
+
+void crypto_hash_ctx_dispose(struct crypto_hash_ctx *h)
+{
+    if (h == NULL)
+        return;
+    /* EVP_MD_CTX_free cleanses the digest state. */
+    EVP_MD_CTX_free(h->md);
+    EVP_MD_CTX_free(h->scratch);
+    h->md = NULL;
+    h->scratch = NULL;
+}
+
+int crypto_hmac(enum crypto_hash_alg alg, uint8_t *out, const uint8_t *key, size_t key_len, const uint8_t *in,
+                size_t in_len)
+{
+    int ret;
+    crypto_auth_hmacsha256_state st;
+    unsigned int len = 0;
+    switch (alg) {
+    case CRYPTO_HASH_SHA256:
+        /* libsodium's incremental API takes a key of any length (RFC 2104 hashes long keys). */
+        KL_ENSURE(crypto_auth_hmacsha256_init(&st, key, key_len) == 0, KL_ERR_CRYPTO);
+        KL_ENSURE(crypto_auth_hmacsha256_update(&st, in, in_len) == 0, KL_ERR_CRYPTO);
+        KL_ENSURE(crypto_auth_hmacsha256_final(&st, out) == 0, KL_ERR_CRYPTO);
+        break;
+    case CRYPTO_HASH_SHA384: {
+        static const uint8_t empty = 0;
+        /* HMAC() refuses a NULL key pointer even with length 0. */
+        KL_ENSURE(HMAC(EVP_sha384(), key != NULL ? key : &empty, (int)key_len, in, in_len, out, &len) != NULL &&
+                      len == 48,
+                  KL_ERR_CRYPTO);
+        break;
+    }
+    default:
+        ret = KL_ERR_INVALID;
+        goto exit;
+    }
+    ret = 0;
+exit:
+    sodium_memzero(&st, sizeof(st));
+    return ret;
+}
+
+int crypto_hkdf_extract(enum crypto_hash_alg alg, uint8_t *prk, const uint8_t *salt, size_t salt_len,
+                        const uint8_t *ikm, size_t ikm_len)
+{
+    static const uint8_t zeros[CRYPTO_MAX_HASH];
+    size_t hl = crypto_hash_len(alg);
+    if (hl == 0)
+        return KL_ERR_INVALID;
+    /* RFC 5869 2.2: a missing salt is HashLen zeros. */
+    if (salt == NULL || salt_len == 0) {
+        salt = zeros;
+        salt_len = hl;
+    }
+    return crypto_hmac(alg, prk, salt, salt_len, ikm != NULL ? ikm : zeros, ikm_len);
+}
+
+int crypto_hkdf_expand(enum crypto_hash_alg alg, uint8_t *out, size_t out_len, const uint8_t *prk, size_t prk_len,
+                       const uint8_t *info, size_t info_len)
+{
+    int ret;
+    size_t hl = crypto_hash_len(alg);
+    /* T(i-1) ‖ info ‖ i, bounded so it lives on the stack. */
+    uint8_t block[CRYPTO_MAX_HASH + 1024 + 1];
+    uint8_t t[CRYPTO_MAX_HASH];
+    size_t done = 0, tlen = 0;
+
+    KL_ENSURE(hl != 0 && out_len <= 255 * hl && info_len <= 1024, KL_ERR_INVALID);
+    for (uint8_t i = 1; done < out_len; i++) {
+        memcpy(block, t, tlen);
+        if (info_len > 0)
+            memcpy(block + tlen, info, info_len);
+        block[tlen + info_len] = i;
+        KL_TRY(crypto_hmac(alg, t, prk, prk_len, block, tlen + info_len + 1));
+        tlen = hl;
+        size_t n = out_len - done < hl ? out_len - done : hl;
+        memcpy(out + done, t, n);
+        done += n;
+    }
+    ret = 0;
+exit:
+    sodium_memzero(block, sizeof(block));
+    sodium_memzero(t, sizeof(t));
+    return ret;
+}
+
+/* ---- AEAD ---- */
+
+enum crypto_hash_alg crypto_suite_hash(uint16_t suite)
+{
+    switch (suite) {
+    case TLS_AES_128_GCM_SHA256:
+    case TLS_CHACHA20_POLY1305_SHA256:
+        return CRYPTO_HASH_SHA256;
+    case TLS_AES_256_GCM_SHA384:
+        return CRYPTO_HASH_SHA384;
+    default:
+        return 0;
+    }
+}
+
+size_t crypto_suite_key_len(uint16_t suite)
+{
+    switch (suite) {
+    case TLS_AES_128_GCM_SHA256:
+        return 16;
+    case TLS_AES_256_GCM_SHA384:
+    case TLS_CHACHA20_POLY1305_SHA256:
+        return 32;
+    default:
+        return 0;
+    }
+}
+
+int crypto_aead_init(struct crypto_aead *a, uint16_t suite, int encrypt, const uint8_t *key, size_t key_len)
+{
+    const EVP_CIPHER *cipher = NULL;
+    size_t want = crypto_suite_key_len(suite);
+
+    if (want == 0 || key_len != want)
+        return KL_ERR_INVALID;
+    if (suite == TLS_AES_128_GCM_SHA256)
+        cipher = EVP_aes_128_gcm();
+    else if (suite == TLS_AES_256_GCM_SHA384)
+        cipher = EVP_aes_256_gcm();
+
+    if (cipher == NULL) {
+        /* ChaCha20-Poly1305 through libsodium: a key is all it needs. */
+        if (a->evp != NULL) {
+            EVP_CIPHER_CTX_free(a->evp);
+            a->evp = NULL;
+        }
+        memcpy(a->key, key, key_len);
+    } else {
+        sodium_memzero(a->key, sizeof(a->key));
+        if (a->evp == NULL && (a->evp = EVP_CIPHER_CTX_new()) == NULL)
+            return KL_ERR_NO_MEMORY;
+        /* Expand the key schedule once; each record then only sets the nonce. */
+        if (EVP_CipherInit_ex(a->evp, cipher, NULL, key, NULL, encrypt ? 1 : 0) != 1) {
+            a->suite = 0;
+            return KL_ERR_CRYPTO;
+        }
+    }
+    a->suite = suite;
+    a->encrypt = encrypt ? 1 : 0;
+    return 0;
+}
+
+int crypto_aead_seal(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN], const uint8_t *aad,
+                     size_t aad_len, const uint8_t *in, size_t in_len)
+{
+    int len;
+    unsigned long long clen;
+
+    if (a->suite == 0 || !a->encrypt || in_len > INT32_MAX || aad_len > INT32_MAX)
+        return KL_ERR_INVALID;
+    if (a->suite == TLS_CHACHA20_POLY1305_SHA256) {
+        if (crypto_aead_chacha20poly1305_ietf_encrypt(out, &clen, in, in_len, aad, aad_len, NULL, nonce, a->key) != 0 ||
+            clen != in_len + CRYPTO_TAG_LEN)
+            return KL_ERR_CRYPTO;
+        return 0;
+    }
+    if (EVP_EncryptInit_ex(a->evp, NULL, NULL, NULL, nonce) != 1 ||
+        (aad_len > 0 && EVP_EncryptUpdate(a->evp, NULL, &len, aad, (int)aad_len) != 1) ||
+        EVP_EncryptUpdate(a->evp, out, &len, in, (int)in_len) != 1 || (size_t)len != in_len ||
+        EVP_EncryptFinal_ex(a->evp, out + len, &len) != 1 ||
+        EVP_CIPHER_CTX_ctrl(a->evp, EVP_CTRL_AEAD_GET_TAG, CRYPTO_TAG_LEN, out + in_len) != 1)
+        return KL_ERR_CRYPTO;
+    return 0;
+}
+
+int crypto_aead_open(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN], const uint8_t *aad,
+                     size_t aad_len, const uint8_t *in, size_t in_len)
+{
+    int len;
+    unsigned long long mlen;
+    uint8_t tag[CRYPTO_TAG_LEN];
+
+    if (a->suite == 0 || a->encrypt || in_len > INT32_MAX || aad_len > INT32_MAX)
+        return KL_ERR_INVALID;
+    if (in_len < CRYPTO_TAG_LEN)
+        return KL_ERR_BAD_RECORD_MAC;
+    size_t plen = in_len - CRYPTO_TAG_LEN;
+    if (a->suite == TLS_CHACHA20_POLY1305_SHA256) {
+        if (crypto_aead_chacha20poly1305_ietf_decrypt(out, &mlen, NULL, in, in_len, aad, aad_len, nonce, a->key) != 0)
+            return KL_ERR_BAD_RECORD_MAC;
+        return 0;
+    }
+    /* Copy the tag first: with out == in, decrypting does not touch it, but keep it simple and safe. */
+    memcpy(tag, in + plen, CRYPTO_TAG_LEN);
+    if (EVP_DecryptInit_ex(a->evp, NULL, NULL, NULL, nonce) != 1 ||
+        (aad_len > 0 && EVP_DecryptUpdate(a->evp, NULL, &len, aad, (int)aad_len) != 1) ||
+        EVP_DecryptUpdate(a->evp, out, &len, in, (int)plen) != 1 || (size_t)len != plen ||
+        EVP_CIPHER_CTX_ctrl(a->evp, EVP_CTRL_AEAD_SET_TAG, CRYPTO_TAG_LEN, tag) != 1)
+        return KL_ERR_CRYPTO;
+    if (EVP_DecryptFinal_ex(a->evp, out + plen, &len) != 1) {
+        /* Release no unauthenticated plaintext. */
+        sodium_memzero(out, plen);
+        return KL_ERR_BAD_RECORD_MAC;
+    }
+    return 0;
+}
+
+void crypto_aead_dispose(struct crypto_aead *a)
+{
+    if (a == NULL)
+        return;
+    EVP_CIPHER_CTX_free(a->evp); /* cleanses the expanded key */
+    sodium_memzero(a, sizeof(*a));
+}
+
+/* ---- key exchange ---- */
+
+size_t crypto_kex_share_len(uint16_t group)
+{
+    switch (group) {
+    case TLS_GROUP_X25519:
+        return crypto_scalarmult_curve25519_BYTES;
+    case TLS_GROUP_SECP256R1:
+        return 65;
+    case TLS_GROUP_SECP384R1:
+        return 97;
+    default:
+        return 0;
+    }
+}
+
+size_t crypto_kex_secret_len(uint16_t group)
+{
+    switch (group) {
+    case TLS_GROUP_X25519:
+    case TLS_GROUP_SECP256R1:
+        return 32;
+    case TLS_GROUP_SECP384R1:
+        return 48;
+    default:
+        return 0;
+    }
+}
+
+static const char *ec_group_name(uint16_t group)
+{
+    return group == TLS_GROUP_SECP256R1 ? "P-256" : group == TLS_GROUP_SECP384R1 ? "P-384" : NULL;
+}
+
+static int ec_group_nid(uint16_t group)
+{
+    return group == TLS_GROUP_SECP256R1 ? NID_X9_62_prime256v1 : NID_secp384r1;
+}
+
+/* Fill k->pub from k->pkey (uncompressed point). */
+static int ec_export_pub(struct crypto_kex *k)
+{
+    size_t len = 0;
+    if (EVP_PKEY_get_octet_string_param(k->pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, k->pub, sizeof(k->pub), &len) !=
+            1 ||
+        len != crypto_kex_share_len(k->group) || k->pub[0] != 0x04)
+        return KL_ERR_CRYPTO;
+    k->pub_len = len;
+    return 0;
+}
+
+int crypto_kex_generate(struct crypto_kex *k, uint16_t group)
+{
+    memset(k, 0, sizeof(*k));
+    if (group == TLS_GROUP_X25519) {
+        randombytes_buf(k->priv, sizeof(k->priv));
+        if (crypto_scalarmult_curve25519_base(k->pub, k->priv) != 0) {
+            sodium_memzero(k, sizeof(*k));
+            return KL_ERR_CRYPTO;
+        }
+        k->pub_len = crypto_scalarmult_curve25519_BYTES;
+        k->group = group;
+        return 0;
+    }
+    const char *name = ec_group_name(group);
+    if (name == NULL)
+        return KL_ERR_INVALID;
+    k->group = group;
+    if ((k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", name)) == NULL || ec_export_pub(k) != 0) {
+        crypto_kex_dispose(k);
+        return KL_ERR_CRYPTO;
+    }
+    return 0;
+}
+
+/* An EVP_PKEY for a NIST group from a raw private scalar and/or an encoded public point. */
+static EVP_PKEY *ec_pkey_fromdata(uint16_t group, const BIGNUM *priv, const uint8_t *pub, size_t pub_len)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pkey = NULL;
+    const char *curve = group == TLS_GROUP_SECP256R1 ? "prime256v1" : "secp384r1";
+
+    if (bld == NULL || OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curve, 0) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, pub_len) != 1 ||
+        (priv != NULL && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv) != 1) ||
+        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, priv != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pkey = NULL;
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params); /* OSSL_PARAM_BLD_to_param copies the BN into secure-cleared memory on free */
+    OSSL_PARAM_BLD_free(bld);
+    return pkey;
+}
+
+int crypto_kex_set_private(struct crypto_kex *k, uint16_t group, const uint8_t *priv, size_t priv_len)
+{
+    int ret;
+    BIGNUM *d = NULL;
+    EC_GROUP *g = NULL;
+    EC_POINT *q = NULL;
+
+    memset(k, 0, sizeof(*k));
+    if (group == TLS_GROUP_X25519) {
+        KL_ENSURE(priv_len == sizeof(k->priv), KL_ERR_INVALID);
+        memcpy(k->priv, priv, priv_len);
+        KL_ENSURE(crypto_scalarmult_curve25519_base(k->pub, k->priv) == 0, KL_ERR_CRYPTO);
+        k->pub_len = crypto_scalarmult_curve25519_BYTES;
+        k->group = group;
+        ret = 0;
+        goto exit;
+    }
+    KL_ENSURE(ec_group_name(group) != NULL && priv_len == crypto_kex_secret_len(group), KL_ERR_INVALID);
+    k->group = group;
+    KL_ENSURE((d = BN_secure_new()) != NULL && BN_bin2bn(priv, (int)priv_len, d) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE((g = EC_GROUP_new_by_curve_name(ec_group_nid(group))) != NULL && (q = EC_POINT_new(g)) != NULL,
+              KL_ERR_NO_MEMORY);
+    /* The scalar must be in [1, n-1]. */
+    KL_ENSURE(!BN_is_zero(d) && BN_cmp(d, EC_GROUP_get0_order(g)) < 0, KL_ERR_INVALID);
+    KL_ENSURE(EC_POINT_mul(g, q, d, NULL, NULL, NULL) == 1, KL_ERR_CRYPTO);
+    k->pub_len = EC_POINT_point2oct(g, q, POINT_CONVERSION_UNCOMPRESSED, k->pub, sizeof(k->pub), NULL);
+    KL_ENSURE(k->pub_len == crypto_kex_share_len(group), KL_ERR_CRYPTO);
+    KL_ENSURE((k->pkey = ec_pkey_fromdata(group, d, k->pub, k->pub_len)) != NULL, KL_ERR_CRYPTO);
+    ret = 0;
+exit:
+    BN_clear_free(d);
+    EC_POINT_free(q);
+    EC_GROUP_free(g);
+    if (ret != 0)
+        crypto_kex_dispose(k);
+    return ret;
+}
+
+int crypto_kex_derive(struct crypto_kex *k, uint8_t *secret, size_t *secret_len_p, const uint8_t *peer, size_t peer_len)
+{
+    int ret;
+    EVP_PKEY *peer_key = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    size_t want = crypto_kex_secret_len(k->group), len;
+
+    *secret_len_p = 0;
+    KL_ENSURE(want != 0, KL_ERR_INVALID);
+    /* 4.2.8: a share of the wrong length for its group is an illegal parameter. */
+    KL_ENSURE(peer_len == crypto_kex_share_len(k->group), KL_ERR_ILLEGAL_PARAMETER);
+    if (k->group == TLS_GROUP_X25519) {
+        /*
+         * 7.4.2: "check whether the computed value is all zeros ... abort if so".
+         * libsodium returns -1 for a low-order point; check the output too.
+         */
+        KL_ENSURE(crypto_scalarmult_curve25519(secret, k->priv, peer) == 0, KL_ERR_ILLEGAL_PARAMETER);
+        KL_ENSURE(!sodium_is_zero(secret, want), KL_ERR_ILLEGAL_PARAMETER);
+        *secret_len_p = want;
+        ret = 0;
+        goto exit;
+    }
+    /* 4.2.8.2: only the uncompressed form, and the point must be on the curve. */
+    KL_ENSURE(peer[0] == 0x04, KL_ERR_ILLEGAL_PARAMETER);
+    KL_ENSURE(k->pkey != NULL, KL_ERR_INVALID);
+    KL_ENSURE((peer_key = ec_pkey_fromdata(k->group, NULL, peer, peer_len)) != NULL, KL_ERR_ILLEGAL_PARAMETER);
+    KL_ENSURE((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL)) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(EVP_PKEY_derive_init(ctx) == 1, KL_ERR_CRYPTO);
+    /* validate_peer = 1: a full public-key check (on curve, not infinity, right order). */
+    KL_ENSURE(EVP_PKEY_derive_set_peer_ex(ctx, peer_key, 1) == 1, KL_ERR_ILLEGAL_PARAMETER);
+    len = want;
+    KL_ENSURE(EVP_PKEY_derive(ctx, secret, &len) == 1 && len == want, KL_ERR_CRYPTO);
+    *secret_len_p = want;
+    ret = 0;
+exit:
+    if (ret != 0 && want != 0)
+        sodium_memzero(secret, want);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(peer_key);
+    ERR_clear_error();
+    return ret;
+}
+
+void crypto_kex_dispose(struct crypto_kex *k)
+{
+    if (k == NULL)
+        return;
+    EVP_PKEY_free(k->pkey); /* frees the private scalar in clearing memory */
+    sodium_memzero(k, sizeof(*k));
+}
+
+/* ---- randomness, comparison, wiping ---- */
+
+void crypto_random(void *buf, size_t len)
+{
+    randombytes_buf(buf, len);
+}
+
+int crypto_equal(const void *a, const void *b, size_t len)
+{
+    return sodium_memcmp(a, b, len) == 0;
+}
+
+void crypto_wipe(void *p, size_t len)
+{
+    sodium_memzero(p, len);
+}
+
+/* ---- certificates ---- */
+
+int crypto_chain_load_pem(struct crypto_chain *c, const char *path)
+{
+    int ret;
+    BIO *bio = NULL;
+    X509 *x = NULL;
+
+    memset(c, 0, sizeof(*c));
+    KL_ENSURE((bio = BIO_new_file(path, "r")) != NULL, KL_ERR_CONFIG);
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        KL_ENSURE(c->n < CRYPTO_MAX_CHAIN, KL_ERR_CONFIG);
+        int len = i2d_X509(x, NULL);
+        KL_ENSURE(len > 0, KL_ERR_CONFIG);
+        uint8_t *der = OPENSSL_malloc((size_t)len), *p = der;
+        KL_ENSURE(der != NULL, KL_ERR_NO_MEMORY);
+        c->der[c->n] = der;
+        c->der_len[c->n] = (size_t)len;
+        c->n++;
+        KL_ENSURE(i2d_X509(x, &p) == len, KL_ERR_CONFIG);
+        X509_free(x);
+        x = NULL;
+    }
+    /* The loop ends on EOF (PEM_R_NO_START_LINE) or on a block that does not parse. */
+    unsigned long err = ERR_peek_last_error();
+    KL_ENSURE(c->n > 0, KL_ERR_CONFIG);
+    KL_ENSURE(err == 0 || (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE),
+              KL_ERR_CONFIG);
+    ret = 0;
+exit:
+    ERR_clear_error();
+    X509_free(x);
+    BIO_free(bio);
+    if (ret != 0)
+        crypto_chain_dispose(c);
+    return ret;
+}
+
+void crypto_chain_dispose(struct crypto_chain *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n && i < CRYPTO_MAX_CHAIN; i++)
+        OPENSSL_free(c->der[i]);
+    memset(c, 0, sizeof(*c));
+}
+
+static X509 *parse_cert(const uint8_t *der, size_t der_len)
+{
+    const unsigned char *p = der;
+    if (der_len > INT32_MAX)
+        return NULL;
+    X509 *x = d2i_X509(NULL, &p, (long)der_len);
+    /* Trailing bytes after the certificate are a malformed input, not a certificate. */
+    if (x != NULL && p != der + der_len) {
+        X509_free(x);
+        x = NULL;
+    }
+    return x;
+}
+
+int crypto_cert_key_type(const uint8_t *der, size_t der_len, enum crypto_key_type *type_p)
+{
+    int ret;
+    X509 *x = NULL;
+    char curve[64];
+    size_t curve_len;
+
+    *type_p = CRYPTO_KEY_UNKNOWN;
+    KL_ENSURE((x = parse_cert(der, der_len)) != NULL, KL_ERR_CONFIG);
+    EVP_PKEY *pk = X509_get0_pubkey(x);
+    KL_ENSURE(pk != NULL, KL_ERR_CONFIG);
+    switch (EVP_PKEY_get_base_id(pk)) {
+    case EVP_PKEY_RSA:
+        *type_p = CRYPTO_KEY_RSA;
+        break;
+    case EVP_PKEY_ED25519:
+        *type_p = CRYPTO_KEY_ED25519;
+        break;
+    case EVP_PKEY_EC:
+        KL_ENSURE(EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof(curve), &curve_len) == 1,
+                  KL_ERR_CONFIG);
+        if (strcmp(curve, "prime256v1") == 0 || strcmp(curve, "P-256") == 0)
+            *type_p = CRYPTO_KEY_EC_P256;
+        else if (strcmp(curve, "secp384r1") == 0 || strcmp(curve, "P-384") == 0)
+            *type_p = CRYPTO_KEY_EC_P384;
+        break;
+    default:
+        break;
+    }
+    ret = 0;
+exit:
+    ERR_clear_error();
+    X509_free(x);
+    return ret;
+}
+
+size_t crypto_key_type_schemes(enum crypto_key_type type, uint16_t *schemes, size_t max)
+{
+    static const uint16_t p256[] = {TLS_SIG_ECDSA_SECP256R1_SHA256};
+    static const uint16_t p384[] = {TLS_SIG_ECDSA_SECP384R1_SHA384};
+    static const uint16_t rsa[] = {TLS_SIG_RSA_PSS_RSAE_SHA256, TLS_SIG_RSA_PSS_RSAE_SHA384,
+                                   TLS_SIG_RSA_PSS_RSAE_SHA512};
+    static const uint16_t ed[] = {TLS_SIG_ED25519};
+    const uint16_t *list = NULL;
+    size_t n = 0;
+    switch (type) {
+    case CRYPTO_KEY_EC_P256:
+        list = p256, n = 1;
+        break;
+    case CRYPTO_KEY_EC_P384:
+        list = p384, n = 1;
+        break;
+    case CRYPTO_KEY_RSA:
+        list = rsa, n = 3;
+        break;
+    case CRYPTO_KEY_ED25519:
+        list = ed, n = 1;
+        break;
+    default:
+        return 0;
+    }
+    if (n > max)
+        n = max;
+    memcpy(schemes, list, n * sizeof(*schemes));
+    return n;
+}
+
+int crypto_cert_spki(const uint8_t *der, size_t der_len, uint8_t *spki, size_t spki_cap, size_t *spki_len_p)
+{
+    int ret;
+    X509 *x = NULL;
+    *spki_len_p = 0;
+    KL_ENSURE((x = parse_cert(der, der_len)) != NULL, KL_ERR_CONFIG);
+    X509_PUBKEY *pub = X509_get_X509_PUBKEY(x);
+    int len = pub != NULL ? i2d_X509_PUBKEY(pub, NULL) : -1;
+    KL_ENSURE(len > 0, KL_ERR_CONFIG);
+    KL_ENSURE((size_t)len <= spki_cap, KL_ERR_OVERFLOW);
+    unsigned char *p = spki;
+    KL_ENSURE(i2d_X509_PUBKEY(pub, &p) == len, KL_ERR_CONFIG);
+    *spki_len_p = (size_t)len;
+    ret = 0;
+exit:
+    ERR_clear_error();
+    X509_free(x);
+    return ret;
+}
+
+int crypto_cert_dns_names(const uint8_t *der, size_t der_len, char (*names)[256], size_t max, size_t *n_p)
+{
+    int ret;
+    X509 *x = NULL;
+    GENERAL_NAMES *gens = NULL;
+    *n_p = 0;
+    KL_ENSURE((x = parse_cert(der, der_len)) != NULL, KL_ERR_CONFIG);
+    gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens) && *n_p < max; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const unsigned char *s = ASN1_STRING_get0_data(g->d.dNSName);
+        int len = ASN1_STRING_length(g->d.dNSName);
+        /* Skip names too long for the slot or with an embedded NUL: they could never match. */
+        if (len <= 0 || len >= 256 || memchr(s, 0, (size_t)len) != NULL)
+            continue;
+        memcpy(names[*n_p], s, (size_t)len);
+        names[*n_p][len] = '\0';
+        (*n_p)++;
+    }
+    ret = 0;
+exit:
+    ERR_clear_error();
+    GENERAL_NAMES_free(gens);
+    X509_free(x);
+    return ret;
+}
+
+int crypto_cert_verify(const uint8_t *der, size_t der_len, uint16_t scheme, const uint8_t *msg, size_t msg_len,
+                       const uint8_t *sig, size_t sig_len)
+{
+    int ret;
+    X509 *x = NULL;
+    EVP_MD_CTX *md = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    const EVP_MD *h = NULL;
+    int pss = 0, base = 0;
+
+    switch (scheme) {
+    case TLS_SIG_ECDSA_SECP256R1_SHA256:
+        h = EVP_sha256(), base = EVP_PKEY_EC;
+        break;
+    case TLS_SIG_ECDSA_SECP384R1_SHA384:
+        h = EVP_sha384(), base = EVP_PKEY_EC;
+        break;
+    case TLS_SIG_RSA_PSS_RSAE_SHA256:
+        h = EVP_sha256(), base = EVP_PKEY_RSA, pss = 1;
+        break;
+    case TLS_SIG_RSA_PSS_RSAE_SHA384:
+        h = EVP_sha384(), base = EVP_PKEY_RSA, pss = 1;
+        break;
+    case TLS_SIG_RSA_PSS_RSAE_SHA512:
+        h = EVP_sha512(), base = EVP_PKEY_RSA, pss = 1;
+        break;
+    case TLS_SIG_ED25519:
+        base = EVP_PKEY_ED25519;
+        break;
+    default:
+        return KL_ERR_INVALID;
+    }
+    KL_ENSURE((x = parse_cert(der, der_len)) != NULL, KL_ERR_ALERT(KL_ALERT_BAD_CERTIFICATE));
+    EVP_PKEY *pk = X509_get0_pubkey(x);
+    KL_ENSURE(pk != NULL && EVP_PKEY_get_base_id(pk) == base, KL_ERR_ILLEGAL_PARAMETER);
+    KL_ENSURE((md = EVP_MD_CTX_new()) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(EVP_DigestVerifyInit(md, &pctx, h, NULL, pk) == 1, KL_ERR_CRYPTO);
+    if (pss) {
+        /* 4.2.3: RSASSA-PSS with MGF1 on the same hash and a salt as long as the digest. */
+        KL_ENSURE(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+                      EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
+                      EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, h) == 1,
+                  KL_ERR_CRYPTO);
+    }
+    KL_ENSURE(EVP_DigestVerify(md, sig, sig_len, msg, msg_len) == 1, KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR));
+    ret = 0;
+exit:
+    ERR_clear_error();
+    EVP_MD_CTX_free(md);
+    X509_free(x);
+    return ret;
+}
