@@ -1,14 +1,214 @@
-/* keyless-frontend: placeholder entry point until the frontend lands (issue 5). */
+/*
+ * keyless-frontend: the internet-facing TLS 1.3 terminator. It holds no private key
+ * and does not link PKCS#11: every CertificateVerify signature comes from
+ * keyless-signer over a Unix socket.
+ *
+ * The main process parses the configuration, loads the certificates, checks them
+ * against the signer's keys (ListKeys), then runs one worker in-process or forks
+ * `workers` of them (each with its own SO_REUSEPORT listeners and signer connection),
+ * forwarding SIGHUP and SIGTERM to them.
+ */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: keyless-frontend --config FILE [--check-config] [--trace]\n"
+               "       keyless-frontend --version\n"
+               "  --config FILE    the INI configuration (see docs/FRONTEND.md, examples/frontend.conf)\n"
+               "  --check-config   parse the configuration and the certificates, then exit (0 = valid)\n"
+               "  --trace          print each handshake's steps with their timings\n");
+}
+
+static volatile sig_atomic_t got_signal[65];
+
+static void on_signal(int signo)
+{
+    if (signo > 0 && signo < 65) {
+        got_signal[signo] = 1;
+    }
+}
+
+static int supervise(struct fe_gen *gen, int trace)
+{
+    unsigned n = gen->cfg->workers;
+    pid_t *pids = calloc(n, sizeof(pid_t));
+    if (pids == NULL) {
+        return 1;
+    }
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    unsigned alive = 0;
+    int stopping = 0, code = 0;
+    for (unsigned i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            log_warn("fork");
+            code = 1;
+            break;
+        }
+        if (pid == 0) {
+            sigprocmask(SIG_SETMASK, &old, NULL);
+            signal(SIGHUP, SIG_DFL);
+            signal(SIGTERM, SIG_DFL);
+            signal(SIGINT, SIG_DFL);
+            signal(SIGCHLD, SIG_DFL);
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            free(pids);
+            _exit(server_run_worker(gen, i, trace));
+        }
+        pids[i] = pid;
+        alive++;
+    }
+    if (code != 0) {
+        for (unsigned i = 0; i < n; i++) {
+            if (pids[i] > 0) {
+                kill(pids[i], SIGTERM);
+            }
+        }
+        stopping = 1;
+    }
+    log_info("started %u workers", alive);
+    while (alive > 0) {
+        sigsuspend(&old);
+        if (got_signal[SIGHUP]) {
+            got_signal[SIGHUP] = 0;
+            for (unsigned i = 0; i < n; i++) {
+                if (pids[i] > 0) {
+                    kill(pids[i], SIGHUP);
+                }
+            }
+        }
+        if (got_signal[SIGTERM] || got_signal[SIGINT]) {
+            got_signal[SIGTERM] = got_signal[SIGINT] = 0;
+            stopping = 1;
+            for (unsigned i = 0; i < n; i++) {
+                if (pids[i] > 0) {
+                    kill(pids[i], SIGTERM);
+                }
+            }
+        }
+        got_signal[SIGCHLD] = 0;
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (unsigned i = 0; i < n; i++) {
+                if (pids[i] != pid) {
+                    continue;
+                }
+                pids[i] = 0;
+                alive--;
+                int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (!ok) {
+                    code = 1;
+                }
+                if (!stopping) {
+                    /* A worker died on its own: the others cannot cover for it forever. Stop all. */
+                    log_warnx("worker %u (pid %d) ended unexpectedly (status 0x%x); stopping", i, (int)pid, status);
+                    stopping = 1;
+                    code = 1;
+                    for (unsigned j = 0; j < n; j++) {
+                        if (pids[j] > 0) {
+                            kill(pids[j], SIGTERM);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    free(pids);
+    gen_unref(gen);
+    return code;
+}
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("keyless-frontend %s\n", KL_VERSION);
+    const char *path = NULL;
+    int check = 0, trace = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            path = argv[++i];
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check = 1;
+        } else if (strcmp(argv[i], "--trace") == 0) {
+            trace = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("keyless-frontend %s\n", KL_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (path == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    char err[CONFIG_ERR_LEN];
+    struct config *cfg = NULL;
+    if (config_load(&cfg, err, path) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    log_level = cfg->log_level;
+    struct fe_gen *gen = NULL;
+    if (gen_new(&gen, err, sizeof(err), cfg) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    if (check) {
+        printf("keyless-frontend: %s: configuration OK (%zu listeners, %zu certificates)\n", path,
+               gen->cfg->n_listeners, gen->cfg->n_certs);
+        gen_unref(gen);
         return 0;
     }
-    printf("usage: keyless-frontend [--help] [--version]\n"
-           "The TLS terminator is not built yet; this binary only reports its version.\n");
-    return argc > 1 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    signal(SIGPIPE, SIG_IGN);
+    if (metrics_init() != 0) {
+        log_warnx("cannot map the shared metrics");
+        gen_unref(gen);
+        return 1;
+    }
+    if (server_check_signer(gen, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        gen_unref(gen);
+        return 1;
+    }
+    for (size_t i = 0; i < gen->cfg->n_certs; i++) {
+        log_info("certificate %s: %s, signer key '%s', %zu scheme(s), %zu name(s)", gen->cfg->certs[i].chain_path,
+                 gen->certs[i].key_desc, gen->cfg->certs[i].key_name, gen->tls_certs[i].n_schemes,
+                 gen->certs[i].n_names);
+    }
+    if (gen->cfg->keylog_file != NULL) {
+        log_warnx("WARNING: keylog_file is set: TLS secrets of every connection are written to %s; "
+                  "anyone who can read it can decrypt the traffic. Use for debugging only.",
+                  gen->cfg->keylog_file);
+    }
+    if (gen->cfg->workers <= 1) {
+        return server_run_worker(gen, 0, trace);
+    }
+    return supervise(gen, trace);
 }

@@ -1,0 +1,89 @@
+/*
+ * config.h - keyless-frontend's INI configuration (parsed with inih, like the signer).
+ *
+ * Every error is one line, "keyless-frontend: FILE:LINE: [section] key: reason",
+ * written into the caller's buffer; main prints it and exits 2. Relative paths are
+ * resolved against the directory of the config file. docs/FRONTEND.md documents
+ * every key; examples/frontend.conf is an annotated example.
+ */
+#ifndef KL_FE_CONFIG_H
+#define KL_FE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include "kl_err.h"
+
+#define CONFIG_MAX_LISTENERS 16
+#define CONFIG_MAX_CERTS 16
+#define CONFIG_MAX_SIGNERS 8
+#define CONFIG_MAX_ALPN 8
+#define CONFIG_ERR_LEN 512
+
+struct config_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[128]; /* as written, for logs */
+};
+
+struct config_listener {
+    char *name;
+    int line;
+    struct config_addr listen;
+    struct config_addr backend; /* AF_INET, AF_INET6 or AF_UNIX */
+    int proxy_protocol;         /* send a PROXY protocol v2 header to the backend */
+    uint32_t backend_connect_timeout_ms;
+};
+
+struct config_cert {
+    char *name;
+    int line;
+    char *chain_path; /* PEM: leaf first, then intermediates */
+    int chain_line;
+    char *key_name; /* the signer's name for the private key */
+    int key_line;
+};
+
+struct config {
+    char *path;
+    /* [frontend] */
+    unsigned workers;
+    int log_level;
+    size_t max_connections;
+    uint32_t handshake_timeout_ms;
+    uint32_t idle_timeout_ms;
+    uint32_t drain_timeout_ms;
+    struct config_addr metrics; /* metrics.len == 0: no endpoint */
+    char *keylog_file;          /* NULL unless configured */
+    /* [signer] */
+    char *signer_sockets[CONFIG_MAX_SIGNERS];
+    size_t n_signer_sockets;
+    int signer_line;
+    uint32_t signer_timeout_ms;
+    size_t max_pending_sign;
+    uint32_t signer_startup_wait_ms;
+    /* [tls] */
+    uint16_t suites[3];
+    size_t n_suites;
+    uint16_t groups[3];
+    size_t n_groups;
+    char *alpn[CONFIG_MAX_ALPN];
+    size_t n_alpn;
+    /* [cert NAME] and [listener NAME] */
+    struct config_cert certs[CONFIG_MAX_CERTS];
+    size_t n_certs;
+    struct config_listener listeners[CONFIG_MAX_LISTENERS];
+    size_t n_listeners;
+};
+
+/*
+ * Parse path into a new *cfg_p. On failure returns KL_ERR_CONFIG with the one-line
+ * message in err (CONFIG_ERR_LEN bytes).
+ */
+KL_MUST_CHECK int config_load(struct config **cfg_p, char *err, const char *path);
+void config_free(struct config *cfg);
+
+/* Parse "host:port", "[v6]:port" or "unix:/path" (unix only if allow_unix). */
+KL_MUST_CHECK int config_parse_addr(struct config_addr *a, const char *s, int allow_unix);
+
+#endif

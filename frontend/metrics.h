@@ -1,0 +1,49 @@
+/*
+ * metrics.h - counters for the Prometheus text endpoint.
+ *
+ * The counters live in one shared anonymous mapping made before the workers fork,
+ * updated with atomic adds, so whichever worker answers a scrape reports the totals
+ * of all of them.
+ */
+#ifndef KL_FE_METRICS_H
+#define KL_FE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kl_err.h"
+
+enum metric_id {
+    METRIC_HS_OK,
+    METRIC_HS_SIGNER_ERROR, /* the signer refused, timed out or was away */
+    METRIC_HS_ALERT,        /* protocol failure (alert sent or received) */
+    METRIC_HS_TIMEOUT,      /* handshake_timeout passed */
+    METRIC_HS_CLOSED,       /* client went away during the handshake */
+    METRIC_CONN_ACCEPTED,
+    METRIC_CONN_ACTIVE,       /* gauge */
+    METRIC_CONN_REJECTED,     /* max_connections reached */
+    METRIC_BYTES_IN,          /* TLS bytes read from clients */
+    METRIC_BYTES_OUT,         /* TLS bytes written to clients */
+    METRIC_BACKEND_BYTES_IN,  /* plaintext bytes read from backends */
+    METRIC_BACKEND_BYTES_OUT, /* plaintext bytes written to backends */
+    METRIC_BACKEND_ERRORS,
+    METRIC_SIGNER_RECONNECTS,
+    METRIC_SIGNER_TIMEOUTS,
+    METRIC_SIGNER_OVERLOAD,
+    METRIC_SIGN_REQUESTS,
+    METRIC_RELOADS,
+    METRIC_RELOAD_FAILURES,
+    METRIC_COUNT
+};
+
+#define METRIC_LAT_BUCKETS 13
+
+/* Map the shared counters. Call once, before forking workers. */
+KL_MUST_CHECK int metrics_init(void);
+void metrics_add(enum metric_id id, int64_t delta);
+uint64_t metrics_get(enum metric_id id);
+/* One signer round trip of us microseconds. */
+void metrics_signer_latency(uint64_t us);
+/* Render the Prometheus text exposition into buf; returns the length (truncated at cap). */
+size_t metrics_render(char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,104 @@
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include "proxy.h"
+
+/* The 12-byte signature every v2 header starts with. */
+static const uint8_t pp2_sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
+
+int proxy_connect_start(int *fd_p, const struct sockaddr *addr, socklen_t addr_len)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return KL_ERR_IO;
+    }
+    if (addr->sa_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    if (connect(fd, addr, addr_len) == 0) {
+        *fd_p = fd;
+        return 0;
+    }
+    if (errno == EINPROGRESS || errno == EAGAIN) {
+        *fd_p = fd;
+        return KL_ERR_WANT_WRITE;
+    }
+    int e = errno;
+    close(fd);
+    errno = e;
+    return KL_ERR_IO;
+}
+
+int proxy_connect_finish(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        return KL_ERR_IO;
+    }
+    if (err != 0) {
+        errno = err;
+        return KL_ERR_IO;
+    }
+    return 0;
+}
+
+static int put_tlv(uint8_t *p, size_t *off, size_t cap, uint8_t type, const char *v)
+{
+    size_t len = strlen(v);
+    if (len == 0) {
+        return 0;
+    }
+    if (len > 0xffff || *off + 3 + len > cap) {
+        return KL_ERR_OVERFLOW;
+    }
+    p[(*off)++] = type;
+    p[(*off)++] = (uint8_t)(len >> 8);
+    p[(*off)++] = (uint8_t)len;
+    memcpy(p + *off, v, len);
+    *off += len;
+    return 0;
+}
+
+int proxy_v2_header(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst, const char *sni,
+                    const char *alpn)
+{
+    /* 16 fixed + 36 addresses (IPv6) + two TLVs of at most 255 + 3 bytes each (SNI <= 255, ALPN <= 255). */
+    uint8_t h[16 + 36 + 2 * (3 + 255)];
+    size_t off = 16;
+    uint8_t fam = 0x00; /* AF_UNSPEC: the backend uses the real connection's addresses */
+    if (strlen(sni) > 255 || strlen(alpn) > 255) {
+        return KL_ERR_INVALID;
+    }
+    if (src != NULL && dst != NULL && src->sa_family == AF_INET && dst->sa_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)src, *d = (const struct sockaddr_in *)dst;
+        fam = 0x11; /* TCP over IPv4 */
+        memcpy(h + off, &s->sin_addr, 4);
+        memcpy(h + off + 4, &d->sin_addr, 4);
+        memcpy(h + off + 8, &s->sin_port, 2);
+        memcpy(h + off + 10, &d->sin_port, 2);
+        off += 12;
+    } else if (src != NULL && dst != NULL && src->sa_family == AF_INET6 && dst->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)src, *d = (const struct sockaddr_in6 *)dst;
+        fam = 0x21; /* TCP over IPv6 */
+        memcpy(h + off, &s->sin6_addr, 16);
+        memcpy(h + off + 16, &d->sin6_addr, 16);
+        memcpy(h + off + 32, &s->sin6_port, 2);
+        memcpy(h + off + 34, &d->sin6_port, 2);
+        off += 36;
+    }
+    int r;
+    if ((r = put_tlv(h, &off, sizeof(h), PP2_TYPE_ALPN, alpn)) != 0 ||
+        (r = put_tlv(h, &off, sizeof(h), PP2_TYPE_AUTHORITY, sni)) != 0) {
+        return r;
+    }
+    memcpy(h, pp2_sig, sizeof(pp2_sig));
+    h[12] = 0x21; /* version 2, command PROXY */
+    h[13] = fam;
+    h[14] = (uint8_t)((off - 16) >> 8);
+    h[15] = (uint8_t)(off - 16);
+    return kl_buf_append(out, h, off);
+}

@@ -1,0 +1,630 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sodium.h>
+#include "server.h"
+#include "log.h"
+#include "metrics.h"
+#include "net/conn.h"
+
+#define ACCEPT_BATCH 64
+#define METRICS_MAX 16384
+
+/* --- generations --- */
+
+int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg)
+{
+    int ret = 0;
+    struct fe_gen *gen = calloc(1, sizeof(*gen));
+    if (gen == NULL) {
+        config_free(cfg);
+        snprintf(err, err_len, "keyless-frontend: out of memory");
+        return KL_ERR_NO_MEMORY;
+    }
+    gen->refs = 1;
+    gen->cfg = cfg;
+    for (size_t i = 0; i < cfg->n_certs; i++) {
+        const struct config_cert *cc = &cfg->certs[i];
+        char why[256] = "";
+        ret = certs_load(&gen->certs[i], why, sizeof(why), cc->chain_path);
+        if (ret != 0) {
+            snprintf(err, err_len, "keyless-frontend: %s:%d: [cert %s] chain: %s: %s", cfg->path, cc->chain_line,
+                     cc->name, cc->chain_path, why);
+            goto exit;
+        }
+        struct tls_cert *tc = &gen->tls_certs[i];
+        tc->key_name = cc->key_name;
+        for (size_t j = 0; j < gen->certs[i].n_der; j++) {
+            tc->chain[j] = gen->certs[i].der[j];
+            tc->chain_len[j] = gen->certs[i].der_len[j];
+        }
+        tc->n_chain = gen->certs[i].n_der;
+        for (size_t j = 0; j < gen->certs[i].n_names; j++) {
+            tc->names[j] = gen->certs[i].names[j];
+        }
+        tc->n_names = gen->certs[i].n_names;
+        /* Until the signer has said what the key can do, the key type's schemes. */
+        memcpy(tc->schemes, gen->certs[i].allowed, gen->certs[i].n_allowed * sizeof(uint16_t));
+        tc->n_schemes = gen->certs[i].n_allowed;
+    }
+    struct tls_config *t = &gen->tls;
+    t->certs = gen->tls_certs;
+    t->n_certs = cfg->n_certs;
+    memcpy(t->suites, cfg->suites, sizeof(t->suites));
+    t->n_suites = cfg->n_suites;
+    memcpy(t->groups, cfg->groups, sizeof(t->groups));
+    t->n_groups = cfg->n_groups;
+    for (size_t i = 0; i < cfg->n_alpn && i < TLS_MAX_ALPN; i++) {
+        t->alpn[i] = cfg->alpn[i];
+    }
+    t->n_alpn = cfg->n_alpn < TLS_MAX_ALPN ? cfg->n_alpn : TLS_MAX_ALPN;
+    /* A fresh HelloRetryRequest cookie key per generation: cookies need not survive a reload. */
+    randombytes_buf(t->cookie_key, sizeof(t->cookie_key));
+    *gen_p = gen;
+    gen = NULL;
+exit:
+    if (gen != NULL) {
+        gen_unref(gen);
+    }
+    return ret;
+}
+
+int gen_check_keys(struct fe_gen *gen, char *err, size_t err_len, const Keyless__V1__ListKeysResponse *keys)
+{
+    const struct config *cfg = gen->cfg;
+    for (size_t i = 0; i < cfg->n_certs; i++) {
+        const struct config_cert *cc = &cfg->certs[i];
+        const struct fe_cert *fc = &gen->certs[i];
+        const Keyless__V1__KeyInfo *k = NULL;
+        for (size_t j = 0; j < keys->n_keys; j++) {
+            if (keys->keys[j]->name != NULL && strcmp(keys->keys[j]->name, cc->key_name) == 0) {
+                k = keys->keys[j];
+            }
+        }
+        if (k == NULL) {
+            snprintf(err, err_len, "keyless-frontend: %s:%d: [cert %s] key: the signer has no key named '%s'",
+                     cfg->path, cc->key_line, cc->name, cc->key_name);
+            return KL_ERR_CONFIG;
+        }
+        if (k->public_key_spki.len != fc->spki_len || memcmp(k->public_key_spki.data, fc->spki, fc->spki_len) != 0) {
+            snprintf(err, err_len,
+                     "keyless-frontend: %s:%d: [cert %s] key: certificate %s does not match signer key '%s' "
+                     "(its public key differs)",
+                     cfg->path, cc->key_line, cc->name, cc->chain_path, cc->key_name);
+            return KL_ERR_CONFIG;
+        }
+        struct tls_cert *tc = &gen->tls_certs[i];
+        tc->n_schemes = 0;
+        for (size_t a = 0; a < fc->n_allowed; a++) {
+            for (size_t s = 0; s < k->n_schemes; s++) {
+                if (k->schemes[s] == fc->allowed[a] && tc->n_schemes < TLS_MAX_SCHEMES) {
+                    tc->schemes[tc->n_schemes++] = fc->allowed[a];
+                    break;
+                }
+            }
+        }
+        if (tc->n_schemes == 0) {
+            snprintf(
+                err, err_len,
+                "keyless-frontend: %s:%d: [cert %s] key: signer key '%s' allows no scheme a %s certificate can use",
+                cfg->path, cc->key_line, cc->name, cc->key_name, fc->key_desc);
+            return KL_ERR_CONFIG;
+        }
+    }
+    return 0;
+}
+
+void gen_ref(struct fe_gen *gen)
+{
+    gen->refs++;
+}
+
+void gen_unref(struct fe_gen *gen)
+{
+    if (gen == NULL || --gen->refs > 0) {
+        return;
+    }
+    for (size_t i = 0; i < CONFIG_MAX_CERTS; i++) {
+        certs_dispose(&gen->certs[i]);
+    }
+    sodium_memzero(gen->tls.cookie_key, sizeof(gen->tls.cookie_key));
+    config_free(gen->cfg);
+    free(gen);
+}
+
+/* --- start-up check against the signer --- */
+
+struct startup_wait {
+    int done;
+    int ok;
+    char *err;
+    size_t err_len;
+    struct fe_gen *gen;
+};
+
+static void startup_keys_cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct startup_wait *sw = arg;
+    sw->done = 1;
+    if (resp == NULL || resp->body_case != KEYLESS__V1__RESPONSE__BODY_LIST_KEYS || resp->list_keys == NULL ||
+        resp->list_keys->status != KEYLESS__V1__STATUS__OK) {
+        snprintf(sw->err, sw->err_len, "keyless-frontend: %s:%d: [signer] socket: ListKeys failed (%s)",
+                 sw->gen->cfg->path, sw->gen->cfg->signer_line, resp == NULL ? "no answer" : "error status");
+        return;
+    }
+    sw->ok = gen_check_keys(sw->gen, sw->err, sw->err_len, resp->list_keys) == 0;
+}
+
+static KL_MUST_CHECK int list_keys(struct sc_client *sc, uint64_t *id_p, sc_cb cb, void *arg)
+{
+    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+    Keyless__V1__ListKeysRequest lk = KEYLESS__V1__LIST_KEYS_REQUEST__INIT;
+    req.body_case = KEYLESS__V1__REQUEST__BODY_LIST_KEYS;
+    req.list_keys = &lk;
+    return sc_call(sc, id_p, &req, cb, arg);
+}
+
+int server_check_signer(struct fe_gen *gen, char *err, size_t err_len)
+{
+    int ret = 0;
+    const struct config *cfg = gen->cfg;
+    struct sc_client *sc = NULL;
+    struct ev_loop *loop = ev_loop_new();
+    struct startup_wait sw = {.err = err, .err_len = err_len, .gen = gen};
+    KL_ENSURE(loop != NULL, KL_ERR_NO_MEMORY);
+    KL_TRY(sc_new(&sc, loop, (const char *const *)cfg->signer_sockets, cfg->n_signer_sockets, 4,
+                  cfg->signer_timeout_ms > 5000 ? cfg->signer_timeout_ms : 5000));
+    uint64_t deadline = ev_clock_ms() + cfg->signer_startup_wait_ms;
+    int logged = 0;
+    while (!sc_up(sc) && ev_clock_ms() < deadline) {
+        if (!logged) {
+            log_info("waiting up to %u ms for the signer at %s", cfg->signer_startup_wait_ms, cfg->signer_sockets[0]);
+            logged = 1;
+        }
+        KL_TRY(ev_run_once(loop, 50));
+    }
+    if (!sc_up(sc)) {
+        snprintf(err, err_len, "keyless-frontend: %s:%d: [signer] socket: cannot connect to %s%s", cfg->path,
+                 cfg->signer_line, cfg->signer_sockets[0], cfg->n_signer_sockets > 1 ? " (nor the others)" : "");
+        ret = KL_ERR_IO;
+        goto exit;
+    }
+    uint64_t id;
+    KL_TRY(list_keys(sc, &id, startup_keys_cb, &sw));
+    while (!sw.done) {
+        KL_TRY(ev_run_once(loop, 100));
+    }
+    KL_ENSURE(sw.ok, KL_ERR_CONFIG);
+exit:
+    sc_free(sc);
+    ev_loop_free(loop);
+    return ret;
+}
+
+/* --- the worker --- */
+
+static struct fe_worker *g_worker; /* for the engine's trace/keylog callbacks */
+
+static void trace_cb(void *arg, uint64_t conn_id, const char *event)
+{
+    struct fe_worker *w = arg;
+    struct conn *c = w->trace_conn;
+    uint64_t now = ev_clock_us();
+    if (c == NULL || c->id != conn_id) {
+        fprintf(stderr, "keyless-frontend[%d]: trace conn=%llu %s\n", (int)getpid(), (unsigned long long)conn_id,
+                event);
+        return;
+    }
+    fprintf(stderr, "keyless-frontend[%d]: trace conn=%llu %-22s +%.3f ms (total %.3f ms)\n", (int)getpid(),
+            (unsigned long long)conn_id, event, (double)(now - c->step_us) / 1000.0,
+            (double)(now - c->start_us) / 1000.0);
+    c->step_us = now;
+}
+
+static void keylog_cb(void *arg, const char *line)
+{
+    struct fe_worker *w = arg;
+    if (w->keylog != NULL) {
+        fprintf(w->keylog, "%s\n", line);
+        fflush(w->keylog);
+    }
+}
+
+static void gen_attach(struct fe_worker *w, struct fe_gen *gen)
+{
+    if (w->trace) {
+        gen->tls.trace = trace_cb;
+        gen->tls.trace_arg = w;
+    }
+    if (w->keylog != NULL) {
+        gen->tls.keylog = keylog_cb;
+        gen->tls.keylog_arg = w;
+    }
+}
+
+static int bind_listener(const struct config_addr *a, int *fd_p)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return KL_ERR_IO;
+    }
+    int one = 1;
+    /* One socket per worker on the same address: the kernel spreads connections (SO_REUSEPORT). */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0 || listen(fd, 4096) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return KL_ERR_IO;
+    }
+    *fd_p = fd;
+    return 0;
+}
+
+static void listener_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
+{
+    struct fe_listener *l = io->owner;
+    struct fe_worker *w = l->w;
+    for (int i = 0; i < ACCEPT_BATCH && !w->draining; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: pause accepting (level-triggered would spin) and retry soon. */
+                log_warn("accept on %s", w->gen->cfg->listeners[l->index].listen.text);
+                for (size_t j = 0; j < w->n_listeners; j++) {
+                    ev_io_set(loop, &w->listeners[j].io, 0);
+                }
+                if (ev_timer_start(loop, &w->accept_pause, 100) != 0) {
+                    log_warnx("cannot arm the accept pause timer");
+                }
+            }
+            break;
+        }
+        if (w->n_conns >= w->max_conns) {
+            metrics_add(METRIC_CONN_REJECTED, 1);
+            close(fd);
+            continue;
+        }
+        conn_accept(w, fd, l->index, (struct sockaddr *)&ss, len);
+    }
+}
+
+static void accept_resume_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct fe_worker *w = t->owner;
+    if (w->draining) {
+        return;
+    }
+    for (size_t j = 0; j < w->n_listeners; j++) {
+        ev_io_set(loop, &w->listeners[j].io, EV_READ);
+    }
+}
+
+/* The metrics endpoint: one tiny object per scrape. */
+struct mconn {
+    struct fe_worker *w;
+    int fd;
+    struct ev_io io;
+    struct ev_timer timer;
+    struct ev_deferred dfr;
+    size_t got;
+    int answered;
+};
+
+static void mconn_free(void *arg)
+{
+    free(arg);
+}
+
+static void mconn_close(struct mconn *m)
+{
+    ev_timer_stop(m->w->loop, &m->timer);
+    ev_io_close(m->w->loop, &m->io);
+    close(m->fd);
+    ev_defer(m->w->loop, &m->dfr, mconn_free, m);
+}
+
+static void mconn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+    mconn_close(t->owner);
+}
+
+static void mconn_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
+{
+    struct mconn *m = io->owner;
+    char req[2048];
+    ssize_t n = recv(m->fd, req, sizeof(req), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return;
+    }
+    if (n <= 0 || m->answered) {
+        mconn_close(m);
+        return;
+    }
+    m->got += (size_t)n;
+    /* Any request gets the metrics; the body fits in the socket buffer of a fresh connection. */
+    char *body = malloc(METRICS_MAX);
+    char head[160];
+    if (body == NULL) {
+        mconn_close(m);
+        return;
+    }
+    size_t blen = metrics_render(body, METRICS_MAX);
+    int hlen = snprintf(head, sizeof(head),
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
+                        "Connection: close\r\n\r\n",
+                        blen);
+    ssize_t w1 = send(m->fd, head, (size_t)hlen, MSG_NOSIGNAL);
+    ssize_t w2 = send(m->fd, body, blen, MSG_NOSIGNAL);
+    (void)w1;
+    (void)w2;
+    free(body);
+    m->answered = 1;
+    shutdown(m->fd, SHUT_WR);
+}
+
+static void metrics_accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
+{
+    struct fe_worker *w = io->owner;
+    int fd = accept4(w->metrics_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    struct mconn *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        close(fd);
+        return;
+    }
+    m->w = w;
+    m->fd = fd;
+    ev_io_init(&m->io, fd, mconn_cb, m);
+    ev_io_set(loop, &m->io, EV_READ);
+    ev_timer_init(&m->timer, mconn_timer_cb, m);
+    if (ev_timer_start(loop, &m->timer, 2000) != 0) {
+        mconn_close(m);
+    }
+}
+
+void server_conn_closed(struct fe_worker *w)
+{
+    if (w->draining && w->n_conns == 0) {
+        log_info("drained: exiting");
+        ev_stop(w->loop);
+    }
+}
+
+static void drain_timeout_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct fe_worker *w = t->owner;
+    log_warnx("drain timeout: closing %zu connections", w->n_conns);
+    while (w->conns != NULL) {
+        conn_abort(w->conns, "drain timeout");
+    }
+    ev_stop(loop);
+}
+
+static void start_drain(struct fe_worker *w)
+{
+    if (w->draining) {
+        return;
+    }
+    w->draining = 1;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        ev_io_close(w->loop, &w->listeners[i].io);
+        close(w->listeners[i].fd);
+        w->listeners[i].fd = -1;
+    }
+    log_info("SIGTERM: stopped accepting; draining %zu connections (at most %u ms)", w->n_conns,
+             w->gen->cfg->drain_timeout_ms);
+    if (w->n_conns == 0) {
+        ev_stop(w->loop);
+        return;
+    }
+    if (ev_timer_start(w->loop, &w->drain_timer, w->gen->cfg->drain_timeout_ms) != 0) {
+        ev_stop(w->loop);
+    }
+}
+
+static int same_listeners(const struct config *a, const struct config *b)
+{
+    if (a->n_listeners != b->n_listeners) {
+        return 0;
+    }
+    for (size_t i = 0; i < a->n_listeners; i++) {
+        if (a->listeners[i].listen.len != b->listeners[i].listen.len ||
+            memcmp(&a->listeners[i].listen.ss, &b->listeners[i].listen.ss, a->listeners[i].listen.len) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void reload_keys_cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct fe_worker *w = arg;
+    struct fe_gen *gen = w->pending_gen;
+    char err[CONFIG_ERR_LEN];
+    w->pending_gen = NULL;
+    w->pending_id = 0;
+    if (resp == NULL || resp->body_case != KEYLESS__V1__RESPONSE__BODY_LIST_KEYS || resp->list_keys == NULL ||
+        resp->list_keys->status != KEYLESS__V1__STATUS__OK) {
+        log_warnx("reload failed: the signer did not list its keys; keeping the running configuration");
+        metrics_add(METRIC_RELOAD_FAILURES, 1);
+        gen_unref(gen);
+        return;
+    }
+    if (gen_check_keys(gen, err, sizeof(err), resp->list_keys) != 0) {
+        log_warnx("reload failed, keeping the running configuration: %s", err);
+        metrics_add(METRIC_RELOAD_FAILURES, 1);
+        gen_unref(gen);
+        return;
+    }
+    gen_attach(w, gen);
+    struct fe_gen *old = w->gen;
+    w->gen = gen;
+    log_level = gen->cfg->log_level;
+    /* Live connections keep the old generation (their reference) until they end. */
+    gen_unref(old);
+    metrics_add(METRIC_RELOADS, 1);
+    log_info("SIGHUP: configuration and certificates reloaded from %s", gen->cfg->path);
+}
+
+static void start_reload(struct fe_worker *w)
+{
+    char err[CONFIG_ERR_LEN];
+    struct config *cfg = NULL;
+    struct fe_gen *gen = NULL;
+    if (w->draining) {
+        return;
+    }
+    if (config_load(&cfg, err, w->gen->cfg->path) != 0) {
+        log_warnx("reload failed, keeping the running configuration: %s", err);
+        metrics_add(METRIC_RELOAD_FAILURES, 1);
+        return;
+    }
+    if (!same_listeners(cfg, w->gen->cfg)) {
+        log_warnx("reload failed: listener addresses changed (that needs a restart); keeping the running "
+                  "configuration");
+        metrics_add(METRIC_RELOAD_FAILURES, 1);
+        config_free(cfg);
+        return;
+    }
+    if (gen_new(&gen, err, sizeof(err), cfg) != 0) {
+        log_warnx("reload failed, keeping the running configuration: %s", err);
+        metrics_add(METRIC_RELOAD_FAILURES, 1);
+        return;
+    }
+    if (w->pending_gen != NULL) {
+        sc_cancel(w->sc, w->pending_id);
+        gen_unref(w->pending_gen);
+    }
+    w->pending_gen = gen;
+    if (list_keys(w->sc, &w->pending_id, reload_keys_cb, w) != 0) {
+        w->pending_gen = NULL;
+        gen_unref(gen);
+        log_warnx("reload failed: the signer is not connected; keeping the running configuration");
+        metrics_add(METRIC_RELOAD_FAILURES, 1);
+    }
+}
+
+static void signal_cb(struct ev_loop *loop, int signo, void *arg)
+{
+    struct fe_worker *w = arg;
+    if (signo == SIGHUP) {
+        start_reload(w);
+    } else if (signo == SIGTERM || signo == SIGINT) {
+        start_drain(w);
+    }
+}
+
+int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
+{
+    static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, 0};
+    struct fe_worker wk = {.index = index, .trace = trace, .metrics_fd = -1};
+    struct fe_worker *w = &wk;
+    const struct config *cfg = gen->cfg;
+    int code = 1;
+    g_worker = w;
+    w->gen = gen;
+    w->loop = ev_loop_new();
+    if (w->loop == NULL) {
+        log_warn("event loop");
+        return 1;
+    }
+    w->scratch = malloc(CONN_RECORD_MAX);
+    if (w->scratch == NULL) {
+        log_warnx("out of memory");
+        goto exit;
+    }
+    unsigned workers = cfg->workers > 0 ? cfg->workers : 1;
+    w->max_conns = (cfg->max_connections + workers - 1) / workers;
+    ev_timer_init(&w->accept_pause, accept_resume_cb, w);
+    ev_timer_init(&w->drain_timer, drain_timeout_cb, w);
+    if (ev_signals(w->loop, sigs, signal_cb, w) != 0) {
+        log_warn("signalfd");
+        goto exit;
+    }
+    if (cfg->keylog_file != NULL) {
+        int kfd = open(cfg->keylog_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        w->keylog = kfd >= 0 ? fdopen(kfd, "a") : NULL;
+        if (w->keylog == NULL) {
+            log_warn("keylog_file %s", cfg->keylog_file);
+        }
+    }
+    gen_attach(w, gen);
+    if (sc_new(&w->sc, w->loop, (const char *const *)cfg->signer_sockets, cfg->n_signer_sockets, cfg->max_pending_sign,
+               cfg->signer_timeout_ms) != 0) {
+        log_warnx("signer client: out of memory");
+        goto exit;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct fe_listener *l = &w->listeners[i];
+        l->w = w;
+        l->index = i;
+        if (bind_listener(&cfg->listeners[i].listen, &l->fd) != 0) {
+            log_warn("listen %s", cfg->listeners[i].listen.text);
+            goto exit;
+        }
+        w->n_listeners++;
+        ev_io_init(&l->io, l->fd, listener_cb, l);
+        ev_io_set(w->loop, &l->io, EV_READ);
+    }
+    if (cfg->metrics.len > 0) {
+        if (bind_listener(&cfg->metrics, &w->metrics_fd) != 0) {
+            log_warn("metrics listen %s", cfg->metrics.text);
+            goto exit;
+        }
+        ev_io_init(&w->metrics_io, w->metrics_fd, metrics_accept_cb, w);
+        ev_io_set(w->loop, &w->metrics_io, EV_READ);
+    }
+    if (index == 0) {
+        log_info("listening on %s (backend %s)%s%s", cfg->listeners[0].listen.text, cfg->listeners[0].backend.text,
+                 cfg->metrics.len ? ", metrics on " : "", cfg->metrics.len ? cfg->metrics.text : "");
+    }
+    if (ev_run(w->loop) != 0) {
+        log_warn("event loop");
+        goto exit;
+    }
+    code = 0;
+exit:
+    while (w->conns != NULL) {
+        conn_abort(w->conns, "exit");
+    }
+    /* Free what the last turn deferred. */
+    if (ev_run_once(w->loop, 0) != 0) {
+        log_warn("event loop");
+    }
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i].fd >= 0) {
+            ev_io_close(w->loop, &w->listeners[i].io);
+            close(w->listeners[i].fd);
+        }
+    }
+    if (w->metrics_fd >= 0) {
+        ev_io_close(w->loop, &w->metrics_io);
+        close(w->metrics_fd);
+    }
+    if (w->pending_gen != NULL) {
+        gen_unref(w->pending_gen);
+    }
+    sc_free(w->sc);
+    if (w->keylog != NULL) {
+        fclose(w->keylog);
+    }
+    free(w->scratch);
+    ev_loop_free(w->loop);
+    gen_unref(w->gen);
+    g_worker = NULL;
+    return code;
+}
