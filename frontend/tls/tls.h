@@ -87,6 +87,12 @@ struct tls_test_hooks {
     /* Raw extension bytes to put in EncryptedExtensions instead of the engine's own, or NULL. */
     const uint8_t *encrypted_extensions_body;
     size_t encrypted_extensions_body_len;
+    /*
+     * Raw HelloRetryRequest cookie to send instead of the engine's HMAC cookie, or NULL. The
+     * second ClientHello must then echo exactly these bytes (RFC 8448 5 echoes NSS's cookie).
+     */
+    const uint8_t *hrr_cookie;
+    size_t hrr_cookie_len;
 };
 
 /* What the engine needs signed, valid while the connection waits in the signature state. */

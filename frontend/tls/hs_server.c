@@ -1,0 +1,1066 @@
+/*
+ * hs_server.c - the TLS 1.3 server handshake state machine (RFC 8446), sans-I/O.
+ *
+ * One enum hs_state and one dispatch point, hs_dispatch() (STYLE rule 9): each state
+ * names the only handshake message it accepts; everything else is unexpected_message.
+ * Parsing is done by msg_/ext_ (plain structs); this file only decides (STYLE rule 8).
+ *
+ * Flow: ClientHello → [HelloRetryRequest → ClientHello2] → ServerHello (plaintext record,
+ * then one CCS in middlebox compatibility mode) → EncryptedExtensions, Certificate are
+ * built and held → HS_WAIT_SIGNATURE (KL_ERR_ASYNC) → tls_conn_sign_done() adds
+ * CertificateVerify and Finished and sends the whole encrypted flight in one record run →
+ * client Finished → HS_ESTABLISHED.
+ *
+ * Memory: handshake-only state (transcript, key schedule, ephemeral key, the held flight)
+ * lives in a separate heap block freed (wiped) once the client Finished is verified; an
+ * established connection keeps only its two record directions and the exporter secret.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "crypto.h"
+#include "ext.h"
+#include "key_schedule.h"
+#include "msg.h"
+#include "record.h"
+#include "tls.h"
+#include "wire.h"
+
+enum hs_state {
+    HS_EXPECT_CLIENT_HELLO,
+    HS_EXPECT_CLIENT_HELLO_2,
+    HS_WAIT_SIGNATURE,
+    HS_EXPECT_CLIENT_FINISHED,
+    HS_ESTABLISHED,
+    HS_CLOSED,
+    HS_FAILED,
+};
+
+/* RFC 8446 4.2.10: when we refuse 0-RTT we skip the client's early data up to this many bytes. */
+#define HS_MAX_EARLY_SKIP (4 * REC_MAX_CIPHERTEXT)
+#define HS_COOKIE_VERSION 1
+#define HS_COOKIE_MAC_LEN 32
+#define HS_COOKIE_MAX (1 + 2 + 2 + CRYPTO_MAX_HASH + HS_COOKIE_MAC_LEN)
+
+static const uint16_t hs_default_suites[] = {TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384,
+                                             TLS_CHACHA20_POLY1305_SHA256};
+static const uint16_t hs_default_groups[] = {TLS_GROUP_X25519, TLS_GROUP_SECP256R1, TLS_GROUP_SECP384R1};
+
+/* Handshake-only state: allocated at the first ClientHello, wiped and freed after the client Finished. */
+struct hs_hand {
+    enum crypto_hash_alg alg;
+    size_t hash_len;
+    struct ks_transcript th;
+    int th_live;
+    struct ks_schedule ks;
+    struct crypto_kex kex;
+    struct kl_buf flight; /* EE ‖ Certificate (‖ CV ‖ Finished) until it is sealed */
+    uint8_t sign_hash[CRYPTO_MAX_HASH];
+    uint8_t client_finished[CRYPTO_MAX_HASH]; /* the verify_data we expect */
+    /* After a HelloRetryRequest: what the second ClientHello must agree with (4.1.4). */
+    uint8_t ch1_digest[32];
+    uint16_t hrr_group;
+    int early_data_offered;
+    size_t early_skip_left;
+    int ccs_seen;
+};
+
+struct tls_conn {
+    const struct tls_config *cfg;
+    uint64_t id;
+    enum hs_state state;
+    int error; /* sticky, once FAILED or CLOSED */
+    struct rec_dir rd, wr;
+    struct hs_hand *hs;
+    struct kl_buf hs_in; /* handshake reassembly; empty (freed) between messages once established */
+    uint16_t suite, group, scheme;
+    enum crypto_hash_alg alg;
+    const struct tls_cert *cert;
+    const char *alpn;
+    uint8_t client_random[32];
+    uint8_t session_id[32];
+    size_t session_id_len;
+    int ccs_sent;
+    int sent_close;
+    int was_established;
+    uint8_t exporter[CRYPTO_MAX_HASH];
+    char server_name[256];
+};
+
+/* ---- small helpers ---- */
+
+static void hs_trace(const struct tls_conn *c, const char *event)
+{
+    if (c->cfg->trace != NULL)
+        c->cfg->trace(c->cfg->trace_arg, c->id, event);
+}
+
+static void hs_keylog(const struct tls_conn *c, const char *label, const uint8_t *secret, size_t len)
+{
+    char line[KS_KEYLOG_LINE_MAX];
+    if (c->cfg->keylog == NULL)
+        return;
+    if (ks_keylog_line(line, sizeof(line), label, c->client_random, secret, len) == 0)
+        c->cfg->keylog(c->cfg->keylog_arg, line);
+    crypto_wipe(line, sizeof(line));
+}
+
+static size_t hs_max_message(const struct tls_conn *c)
+{
+    return c->cfg->max_handshake_message ? c->cfg->max_handshake_message : MSG_DEFAULT_MAX;
+}
+
+static void hs_suites(const struct tls_config *cfg, const uint16_t **v, size_t *n)
+{
+    if (cfg->n_suites == 0 || cfg->n_suites > 3) {
+        *v = hs_default_suites;
+        *n = 3;
+    } else {
+        *v = cfg->suites;
+        *n = cfg->n_suites;
+    }
+}
+
+static void hs_groups(const struct tls_config *cfg, const uint16_t **v, size_t *n)
+{
+    if (cfg->n_groups == 0 || cfg->n_groups > 3) {
+        *v = hs_default_groups;
+        *n = 3;
+    } else {
+        *v = cfg->groups;
+        *n = cfg->n_groups;
+    }
+}
+
+static void hs_hand_free(struct tls_conn *c)
+{
+    struct hs_hand *h = c->hs;
+    if (h == NULL)
+        return;
+    if (h->th_live)
+        ks_transcript_dispose(&h->th);
+    ks_schedule_dispose(&h->ks);
+    crypto_kex_dispose(&h->kex);
+    kl_buf_dispose(&h->flight);
+    crypto_wipe(h, sizeof(*h));
+    free(h);
+    c->hs = NULL;
+}
+
+/* Drop bytes [from, len) of a buffer, wiping them. */
+static void hs_truncate(struct kl_buf *b, size_t from)
+{
+    if (from < b->len) {
+        crypto_wipe(b->base + from, b->len - from);
+        b->len = from;
+    }
+}
+
+/*
+ * Enter FAILED with err and queue the alert RFC 8446 names, under the current write key.
+ * A peer alert gets no answer; close_notify is not an error.
+ */
+static int hs_fail(struct tls_conn *c, struct kl_buf *out, int err)
+{
+    if (c->state == HS_FAILED)
+        return c->error;
+    if (err != KL_ERR_CLOSED && ((-err) & 0xf00) != KL_ERR_CLASS_PEER_ALERT && out != NULL) {
+        /* Best effort: if out is full the peer just sees the connection close. */
+        if (rec_alert(&c->wr, out, kl_err_alert(err)) != 0) {
+            /* nothing more we can do */
+        }
+    }
+    c->state = HS_FAILED;
+    c->error = err;
+    hs_trace(c, kl_err_str(err));
+    hs_hand_free(c);
+    kl_buf_dispose(&c->hs_in);
+    return err;
+}
+
+/* ---- connection lifetime ---- */
+
+struct tls_conn *tls_conn_new(const struct tls_config *cfg, uint64_t conn_id)
+{
+    struct tls_conn *c;
+    if (cfg == NULL || crypto_init() != 0)
+        return NULL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->cfg = cfg;
+    c->id = conn_id;
+    c->state = HS_EXPECT_CLIENT_HELLO;
+    rec_dir_init(&c->rd, 0);
+    rec_dir_init(&c->wr, 1);
+    /* The reassembly buffer holds at most one message plus one record's worth of the next. */
+    kl_buf_init(&c->hs_in, hs_max_message(c) + MSG_HEADER_LEN + REC_MAX_CIPHERTEXT);
+    return c;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+    if (c == NULL)
+        return;
+    hs_hand_free(c);
+    rec_dir_dispose(&c->rd);
+    rec_dir_dispose(&c->wr);
+    kl_buf_dispose(&c->hs_in);
+    crypto_wipe(c, sizeof(*c));
+    free(c);
+}
+
+/* ---- negotiation (decisions on decoded structs only) ---- */
+
+static int hs_name_matches(const char *pattern, const char *host)
+{
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        /* A wildcard covers exactly one left-most label (RFC 6125 6.4.3). */
+        const char *dot = strchr(host, '.');
+        if (dot == NULL || dot == host)
+            return 0;
+        return strcasecmp(pattern + 1, dot) == 0;
+    }
+    return strcasecmp(pattern, host) == 0;
+}
+
+static uint16_t hs_cert_scheme(const struct tls_cert *cert, struct kl_span sig_algs)
+{
+    for (size_t i = 0; i < cert->n_schemes && i < TLS_MAX_SCHEMES; i++) {
+        if (ext_u16_list_has(sig_algs, cert->schemes[i]))
+            return cert->schemes[i];
+    }
+    return 0;
+}
+
+/*
+ * Certificate by SNI, then by the client's signature_algorithms: the first configured
+ * certificate for the name with a scheme the client accepts. No name match: every
+ * certificate in order (the first is the default) and SNI is not acknowledged.
+ */
+static int hs_select_cert(struct tls_conn *c, const struct msg_client_hello *ch, int *sni_ack_p)
+{
+    const struct tls_config *cfg = c->cfg;
+    *sni_ack_p = 0;
+    if (cfg->certs == NULL || cfg->n_certs == 0)
+        return KL_ERR_HANDSHAKE_FAILURE;
+    if (c->server_name[0] != '\0') {
+        for (size_t i = 0; i < cfg->n_certs; i++) {
+            const struct tls_cert *cert = &cfg->certs[i];
+            for (size_t j = 0; j < cert->n_names && j < TLS_MAX_NAMES; j++) {
+                if (cert->names[j] == NULL || !hs_name_matches(cert->names[j], c->server_name))
+                    continue;
+                uint16_t s = hs_cert_scheme(cert, ch->ext.sig_algs);
+                if (s != 0) {
+                    c->cert = cert;
+                    c->scheme = s;
+                    *sni_ack_p = 1;
+                    return 0;
+                }
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->n_certs; i++) {
+        uint16_t s = hs_cert_scheme(&cfg->certs[i], ch->ext.sig_algs);
+        if (s != 0) {
+            c->cert = &cfg->certs[i];
+            c->scheme = s;
+            return 0;
+        }
+    }
+    /* RFC 8446 4.4.2.2: no certificate the client can verify → handshake_failure. */
+    return KL_ERR_HANDSHAKE_FAILURE;
+}
+
+static int hs_alpn_has(struct kl_span list, const char *proto)
+{
+    struct wire_reader r;
+    size_t n = strlen(proto);
+    wire_reader_init(&r, list.base, list.len);
+    while (wire_remaining(&r) != 0) {
+        struct kl_span name;
+        if (wire_read_vec_span(&r, &name, 1, 1, 255) != 0)
+            return 0;
+        if (name.len == n && memcmp(name.base, proto, n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int hs_select_alpn(struct tls_conn *c, const struct msg_client_hello *ch)
+{
+    c->alpn = NULL;
+    if (!ext_has(&ch->ext, EXT_B_ALPN) || c->cfg->n_alpn == 0)
+        return 0;
+    for (size_t i = 0; i < c->cfg->n_alpn && i < TLS_MAX_ALPN; i++) {
+        const char *p = c->cfg->alpn[i];
+        if (p != NULL && p[0] != '\0' && strlen(p) <= 255 && hs_alpn_has(ch->ext.alpn, p)) {
+            c->alpn = p;
+            return 0;
+        }
+    }
+    /* RFC 7301 3.2: no overlap → "no_application_protocol". */
+    return KL_ERR_ALERT(KL_ALERT_NO_APPLICATION_PROTOCOL);
+}
+
+/*
+ * Version, suite, group, certificate, ALPN. *share_p is the client's share for the chosen
+ * group, or NULL when a HelloRetryRequest is needed.
+ */
+static int hs_negotiate(struct tls_conn *c, const struct msg_client_hello *ch, const struct ext_key_share **share_p,
+                        int *sni_ack_p)
+{
+    const uint16_t *pref;
+    size_t n;
+    int ret;
+
+    /* RFC 8446 4.2.1: a server that only does TLS 1.3 answers a ClientHello without 0x0304 in
+     * supported_versions (or without the extension) with protocol_version. */
+    if (!ext_has(&ch->ext, EXT_B_SUPPORTED_VERSIONS) || !ext_u16_list_has(ch->ext.versions, TLS_VERSION_13))
+        return KL_ERR_ALERT(KL_ALERT_PROTOCOL_VERSION);
+    /* RFC 8446 9.2: certificate authentication needs signature_algorithms, (EC)DHE needs supported_groups
+     * and key_share; "missing_extension" otherwise. */
+    if (!ext_has(&ch->ext, EXT_B_SIGNATURE_ALGORITHMS) || !ext_has(&ch->ext, EXT_B_SUPPORTED_GROUPS) ||
+        !ext_has(&ch->ext, EXT_B_KEY_SHARE))
+        return KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION);
+
+    c->suite = 0;
+    hs_suites(c->cfg, &pref, &n);
+    for (size_t i = 0; i < n && c->suite == 0; i++) {
+        if (crypto_suite_hash(pref[i]) != 0 && ext_u16_list_has(ch->cipher_suites, pref[i]))
+            c->suite = pref[i];
+    }
+    if (c->suite == 0)
+        return KL_ERR_HANDSHAKE_FAILURE;
+
+    c->group = 0;
+    *share_p = NULL;
+    hs_groups(c->cfg, &pref, &n);
+    for (size_t i = 0; i < n && c->group == 0; i++) {
+        for (size_t j = 0; j < ch->ext.n_shares; j++) {
+            if (ch->ext.shares[j].group == pref[i] && crypto_kex_share_len(pref[i]) != 0) {
+                c->group = pref[i];
+                *share_p = &ch->ext.shares[j];
+                break;
+            }
+        }
+    }
+    if (c->group != 0) {
+        /* RFC 8446 4.2.8: "Each KeyShareEntry value MUST correspond to a group offered in the
+         * "supported_groups" extension"; servers MAY check: illegal_parameter. */
+        if (!ext_u16_list_has(ch->ext.groups, c->group))
+            return KL_ERR_ILLEGAL_PARAMETER;
+    } else {
+        for (size_t i = 0; i < n && c->group == 0; i++) {
+            if (crypto_kex_share_len(pref[i]) != 0 && ext_u16_list_has(ch->ext.groups, pref[i]))
+                c->group = pref[i];
+        }
+        if (c->group == 0)
+            return KL_ERR_HANDSHAKE_FAILURE;
+    }
+
+    c->server_name[0] = '\0';
+    if (ext_has(&ch->ext, EXT_B_SERVER_NAME)) {
+        /* ext_ guarantees 1..255 bytes without NUL. */
+        struct wire_reader r;
+        wire_reader_init(&r, ch->ext.server_name.base, ch->ext.server_name.len);
+        if ((ret = wire_read_copy(&r, c->server_name, ch->ext.server_name.len)) != 0)
+            return ret;
+        c->server_name[ch->ext.server_name.len] = '\0';
+    }
+    if ((ret = hs_select_cert(c, ch, sni_ack_p)) != 0)
+        return ret;
+    return hs_select_alpn(c, ch);
+}
+
+/* A digest of the ClientHello fields the second ClientHello must repeat unchanged (4.1.2). */
+static int hs_ch_digest(uint8_t out[32], const struct msg_client_hello *ch)
+{
+    struct kl_buf b;
+    const struct kl_span parts[] = {ch->cipher_suites, ch->ext.groups, ch->ext.sig_algs,    ch->ext.sig_algs_cert,
+                                    ch->ext.versions,  ch->ext.alpn,   ch->ext.server_name, ch->ext.psk_modes};
+    size_t m;
+    int ret;
+    kl_buf_init(&b, 1 << 18);
+    KL_TRY(wire_put_u16(&b, ch->legacy_version));
+    KL_TRY(wire_put_bytes(&b, ch->random, 32));
+    KL_TRY(wire_block_open(&b, &m, 1));
+    KL_TRY(wire_put_bytes(&b, ch->session_id, ch->session_id_len));
+    KL_TRY(wire_block_close(&b, m, 1));
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        KL_TRY(wire_put_u8(&b, parts[i].base != NULL));
+        KL_TRY(wire_block_open(&b, &m, 2));
+        KL_TRY(wire_put_bytes(&b, parts[i].base, parts[i].len));
+        KL_TRY(wire_block_close(&b, m, 2));
+    }
+    KL_TRY(crypto_digest(CRYPTO_HASH_SHA256, out, b.base, b.len));
+exit:
+    kl_buf_dispose(&b);
+    return ret;
+}
+
+/* cookie = version ‖ suite ‖ group ‖ Hash(ClientHello1) ‖ HMAC-SHA256(cookie_key, all before). */
+static int hs_cookie_make(const struct tls_conn *c, uint8_t *cookie, size_t *len_p, const uint8_t *ch1_hash,
+                          size_t hash_len)
+{
+    struct kl_buf b;
+    uint8_t mac[HS_COOKIE_MAC_LEN];
+    int ret;
+    kl_buf_init(&b, HS_COOKIE_MAX);
+    KL_TRY(wire_put_u8(&b, HS_COOKIE_VERSION));
+    KL_TRY(wire_put_u16(&b, c->suite));
+    KL_TRY(wire_put_u16(&b, c->group));
+    KL_TRY(wire_put_bytes(&b, ch1_hash, hash_len));
+    KL_TRY(crypto_hmac(CRYPTO_HASH_SHA256, mac, c->cfg->cookie_key, sizeof(c->cfg->cookie_key), b.base, b.len));
+    KL_TRY(wire_put_bytes(&b, mac, sizeof(mac)));
+    {
+        struct wire_reader r;
+        wire_reader_init(&r, b.base, b.len);
+        KL_TRY(wire_read_copy(&r, cookie, b.len));
+    }
+    *len_p = b.len;
+exit:
+    crypto_wipe(mac, sizeof(mac));
+    kl_buf_dispose(&b);
+    return ret;
+}
+
+/* ---- the ClientHello ---- */
+
+static int hs_send_ccs_once(struct tls_conn *c, struct kl_buf *out)
+{
+    static const uint8_t one = 1;
+    /* RFC 8446 D.4: in middlebox compatibility mode (the client sent a non-empty
+     * legacy_session_id) the server "sends a dummy change_cipher_spec record immediately after
+     * its first handshake message. This may either be after a ServerHello or a HelloRetryRequest." */
+    if (c->session_id_len == 0 || c->ccs_sent)
+        return 0;
+    c->ccs_sent = 1;
+    return rec_seal(&c->wr, out, REC_TYPE_CHANGE_CIPHER_SPEC, &one, 1, 0);
+}
+
+static int hs_send_hrr(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len,
+                       const struct msg_client_hello *ch)
+{
+    struct hs_hand *h = c->hs;
+    const struct tls_test_hooks *t = c->cfg->test;
+    uint8_t ch1_hash[CRYPTO_MAX_HASH], cookie[HS_COOKIE_MAX];
+    const uint8_t *ck = cookie;
+    size_t ck_len;
+    struct kl_buf e, m;
+    int ret;
+    kl_buf_init(&e, 1024);
+    kl_buf_init(&m, 1024);
+
+    KL_TRY(crypto_digest(h->alg, ch1_hash, msg, len));
+    KL_TRY(hs_cookie_make(c, cookie, &ck_len, ch1_hash, h->hash_len));
+    if (t != NULL && t->hrr_cookie != NULL) {
+        ck = t->hrr_cookie;
+        ck_len = t->hrr_cookie_len;
+    }
+    KL_TRY(hs_ch_digest(h->ch1_digest, ch));
+    h->hrr_group = c->group;
+    h->early_data_offered = ext_has(&ch->ext, EXT_B_EARLY_DATA);
+    h->early_skip_left = h->early_data_offered ? HS_MAX_EARLY_SKIP : 0;
+
+    /* RFC 8448 5 order: key_share, cookie, supported_versions. */
+    KL_TRY(ext_key_share_hrr_encode(&e, c->group));
+    KL_TRY(ext_cookie_encode(&e, ck, ck_len));
+    KL_TRY(ext_supported_versions_sh_encode(&e, TLS_VERSION_13));
+    struct msg_server_hello sh = {NULL, c->session_id, c->session_id_len, c->suite, kl_span_of(e.base, e.len)};
+    KL_TRY(msg_server_hello_encode(&m, &sh, 1));
+
+    /* RFC 8446 4.4.1: ClientHello1 is replaced by message_hash in the transcript. */
+    KL_TRY(ks_transcript_init(&h->th, h->alg));
+    h->th_live = 1;
+    KL_TRY(ks_transcript_add(&h->th, msg, len));
+    KL_TRY(ks_transcript_hrr_rewrite(&h->th));
+    KL_TRY(ks_transcript_add(&h->th, m.base, m.len));
+
+    KL_TRY(rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, m.base, m.len, 0));
+    KL_TRY(hs_send_ccs_once(c, out));
+    hs_trace(c, "HelloRetryRequest");
+    c->state = HS_EXPECT_CLIENT_HELLO_2;
+exit:
+    crypto_wipe(ch1_hash, sizeof(ch1_hash));
+    kl_buf_dispose(&e);
+    kl_buf_dispose(&m);
+    return ret;
+}
+
+/* RFC 8446 4.1.4 / 4.1.2: the second ClientHello against the first and the HelloRetryRequest. */
+static int hs_check_ch2(struct tls_conn *c, const struct msg_client_hello *ch)
+{
+    struct hs_hand *h = c->hs;
+    const struct tls_test_hooks *t = c->cfg->test;
+    uint8_t digest[32];
+    int ret;
+
+    if (ch->ext.n_shares != 1 || ch->ext.shares[0].group != h->hrr_group)
+        return KL_ERR_ILLEGAL_PARAMETER; /* "exactly the one group requested" */
+    if (ext_has(&ch->ext, EXT_B_EARLY_DATA))
+        return KL_ERR_ILLEGAL_PARAMETER; /* "Removing the "early_data" extension ... if one was present" */
+    if (!ext_has(&ch->ext, EXT_B_COOKIE))
+        return KL_ERR_ILLEGAL_PARAMETER; /* the cookie must be echoed */
+    if (t != NULL && t->hrr_cookie != NULL) {
+        if (ch->ext.cookie.len != t->hrr_cookie_len ||
+            !crypto_equal(ch->ext.cookie.base, t->hrr_cookie, t->hrr_cookie_len))
+            return KL_ERR_ILLEGAL_PARAMETER;
+    } else {
+        /* Stateless check: recompute the MAC over the cookie's own fields, then check that they are ours. */
+        struct wire_reader r;
+        uint8_t ver, mac[HS_COOKIE_MAC_LEN];
+        uint16_t suite, group;
+        struct kl_span hash, got_mac;
+        wire_reader_init(&r, ch->ext.cookie.base, ch->ext.cookie.len);
+        if (wire_read_u8(&r, &ver) != 0 || wire_read_u16(&r, &suite) != 0 || wire_read_u16(&r, &group) != 0 ||
+            wire_read_span(&r, &hash, h->hash_len) != 0 || wire_read_span(&r, &got_mac, HS_COOKIE_MAC_LEN) != 0 ||
+            wire_reader_end(&r) != 0)
+            return KL_ERR_ILLEGAL_PARAMETER;
+        if ((ret = crypto_hmac(CRYPTO_HASH_SHA256, mac, c->cfg->cookie_key, sizeof(c->cfg->cookie_key),
+                               ch->ext.cookie.base, ch->ext.cookie.len - HS_COOKIE_MAC_LEN)) != 0)
+            return ret;
+        int good = crypto_equal(mac, got_mac.base, HS_COOKIE_MAC_LEN);
+        crypto_wipe(mac, sizeof(mac));
+        if (!good || ver != HS_COOKIE_VERSION || suite != c->suite || group != h->hrr_group)
+            return KL_ERR_ILLEGAL_PARAMETER;
+    }
+    if ((ret = hs_ch_digest(digest, ch)) != 0)
+        return ret;
+    /* "the client MUST send the same ClientHello without modification" except the listed fields. */
+    if (!crypto_equal(digest, h->ch1_digest, 32))
+        return KL_ERR_ILLEGAL_PARAMETER;
+    return 0;
+}
+
+static int hs_encrypted_extensions(struct tls_conn *c, struct kl_buf *flight, int sni_ack)
+{
+    const struct tls_test_hooks *t = c->cfg->test;
+    struct kl_buf e;
+    int ret;
+    if (t != NULL && t->encrypted_extensions_body != NULL)
+        return msg_encrypted_extensions_encode(
+            flight, kl_span_of(t->encrypted_extensions_body, t->encrypted_extensions_body_len));
+    kl_buf_init(&e, 1024);
+    if (sni_ack)
+        KL_TRY(ext_server_name_ack_encode(&e));
+    if (c->alpn != NULL)
+        KL_TRY(ext_alpn_encode(&e, c->alpn));
+    KL_TRY(msg_encrypted_extensions_encode(flight, kl_span_of(e.base, e.len)));
+exit:
+    kl_buf_dispose(&e);
+    return ret;
+}
+
+static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
+{
+    const struct tls_test_hooks *t = c->cfg->test;
+    struct msg_client_hello ch;
+    const struct ext_key_share *share;
+    struct hs_hand *h;
+    uint8_t random[32], ecdhe[CRYPTO_MAX_SHARED], th[CRYPTO_MAX_HASH];
+    size_t ecdhe_len = 0;
+    struct kl_buf e, m;
+    int sni_ack, second = c->state == HS_EXPECT_CLIENT_HELLO_2, ret;
+    uint16_t suite1 = c->suite;
+
+    kl_buf_init(&e, 1024);
+    kl_buf_init(&m, 1024);
+    KL_TRY(msg_client_hello_decode(&ch, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
+    hs_trace(c, "ClientHello");
+    KL_TRY(hs_negotiate(c, &ch, &share, &sni_ack));
+    if (!second) {
+        c->hs = calloc(1, sizeof(*c->hs));
+        KL_ENSURE(c->hs != NULL, KL_ERR_NO_MEMORY);
+        kl_buf_init(&c->hs->flight, hs_max_message(c) * 4);
+        c->alg = crypto_suite_hash(c->suite);
+        c->hs->alg = c->alg;
+        c->hs->hash_len = crypto_hash_len(c->alg);
+        memcpy(c->client_random, ch.random, 32);
+        memcpy(c->session_id, ch.session_id, ch.session_id_len);
+        c->session_id_len = ch.session_id_len;
+        c->hs->early_data_offered = ext_has(&ch.ext, EXT_B_EARLY_DATA);
+        c->hs->early_skip_left = c->hs->early_data_offered ? HS_MAX_EARLY_SKIP : 0;
+        if (share == NULL) {
+            ret = hs_send_hrr(c, out, msg, len, &ch);
+            goto exit;
+        }
+    } else {
+        /* A second HelloRetryRequest never: the share must be there now. */
+        KL_ENSURE(share != NULL, KL_ERR_ILLEGAL_PARAMETER);
+        KL_ENSURE(c->suite == suite1, KL_ERR_ILLEGAL_PARAMETER);
+        KL_TRY(hs_check_ch2(c, &ch));
+    }
+    h = c->hs;
+
+    /* Key exchange. */
+    if (t != NULL && t->server_ephemeral_private != NULL)
+        KL_TRY(crypto_kex_set_private(&h->kex, c->group, t->server_ephemeral_private, t->server_ephemeral_private_len));
+    else
+        KL_TRY(crypto_kex_generate(&h->kex, c->group));
+    KL_TRY(crypto_kex_derive(&h->kex, ecdhe, &ecdhe_len, share->key.base, share->key.len));
+
+    /* ServerHello: key_share then supported_versions (the order of RFC 8448). */
+    if (t != NULL && t->server_random != NULL)
+        memcpy(random, t->server_random, 32);
+    else
+        crypto_random(random, 32);
+    KL_TRY(ext_key_share_sh_encode(&e, c->group, h->kex.pub, h->kex.pub_len));
+    KL_TRY(ext_supported_versions_sh_encode(&e, TLS_VERSION_13));
+    struct msg_server_hello sh = {random, c->session_id, c->session_id_len, c->suite, kl_span_of(e.base, e.len)};
+    KL_TRY(msg_server_hello_encode(&m, &sh, 0));
+    if (!second) {
+        KL_TRY(ks_transcript_init(&h->th, h->alg));
+        h->th_live = 1;
+    }
+    KL_TRY(ks_transcript_add(&h->th, msg, len));
+    KL_TRY(ks_transcript_add(&h->th, m.base, m.len));
+    KL_TRY(ks_transcript_hash(&h->th, th));
+
+    /* Handshake secrets (7.1) and keys: the client's next records are protected with them. */
+    KL_TRY(ks_schedule_init(&h->ks, h->alg, NULL, 0));
+    KL_TRY(ks_schedule_handshake(&h->ks, ecdhe, ecdhe_len, th));
+    KL_TRY(rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, m.base, m.len, 0));
+    hs_trace(c, "ServerHello");
+    KL_TRY(hs_send_ccs_once(c, out));
+    KL_TRY(rec_dir_set_secret(&c->wr, c->suite, h->ks.server_hs, h->hash_len));
+    KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_hs, h->hash_len));
+    hs_keylog(c, "CLIENT_HANDSHAKE_TRAFFIC_SECRET", h->ks.client_hs, h->hash_len);
+    hs_keylog(c, "SERVER_HANDSHAKE_TRAFFIC_SECRET", h->ks.server_hs, h->hash_len);
+
+    /* EncryptedExtensions and Certificate, held until the signature arrives. */
+    size_t start = h->flight.len;
+    KL_TRY(hs_encrypted_extensions(c, &h->flight, sni_ack));
+    KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
+    hs_trace(c, "EncryptedExtensions");
+    start = h->flight.len;
+    KL_TRY(msg_certificate_encode(&h->flight, c->cert->chain, c->cert->chain_len,
+                                  c->cert->n_chain < TLS_MAX_CHAIN ? c->cert->n_chain : TLS_MAX_CHAIN));
+    KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
+    hs_trace(c, "Certificate");
+    KL_TRY(ks_transcript_hash(&h->th, h->sign_hash));
+    c->state = HS_WAIT_SIGNATURE;
+    hs_trace(c, "CertificateVerify:wait");
+    ret = KL_ERR_ASYNC;
+exit:
+    crypto_wipe(ecdhe, sizeof(ecdhe));
+    crypto_wipe(th, sizeof(th));
+    crypto_wipe(&ch, sizeof(ch));
+    kl_buf_dispose(&e);
+    kl_buf_dispose(&m);
+    return ret;
+}
+
+/* ---- after the signature ---- */
+
+int tls_conn_sign_request(const struct tls_conn *c, struct tls_sign_request *req)
+{
+    if (c == NULL || req == NULL || c->state != HS_WAIT_SIGNATURE || c->hs == NULL)
+        return KL_ERR_INVALID;
+    memset(req, 0, sizeof(*req));
+    req->key_name = c->cert->key_name;
+    req->scheme = c->scheme;
+    memcpy(req->transcript_hash, c->hs->sign_hash, c->hs->hash_len);
+    req->transcript_hash_len = c->hs->hash_len;
+    req->server_name = c->server_name;
+    return 0;
+}
+
+static int hs_finish_flight(struct tls_conn *c, struct kl_buf *out, const uint8_t *sig, size_t sig_len)
+{
+    struct hs_hand *h = c->hs;
+    uint8_t vd[CRYPTO_MAX_HASH], th[CRYPTO_MAX_HASH];
+    size_t start;
+    int ret;
+
+    start = h->flight.len;
+    KL_TRY(msg_certificate_verify_encode(&h->flight, c->scheme, sig, sig_len));
+    KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
+    hs_trace(c, "CertificateVerify");
+    KL_TRY(ks_transcript_hash(&h->th, th));
+    KL_TRY(ks_verify_data(h->alg, vd, h->ks.server_hs, th));
+    start = h->flight.len;
+    KL_TRY(msg_finished_encode(&h->flight, vd, h->hash_len));
+    KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
+    hs_trace(c, "Finished");
+    KL_TRY(ks_transcript_hash(&h->th, th));
+    KL_TRY(ks_schedule_application(&h->ks, th));
+    /* The client's Finished covers the transcript up to our Finished (4.4.4). */
+    KL_TRY(ks_verify_data(h->alg, h->client_finished, h->ks.client_hs, th));
+
+    KL_TRY(rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, h->flight.base, h->flight.len, 0));
+    kl_buf_dispose(&h->flight);
+    KL_TRY(rec_dir_set_secret(&c->wr, c->suite, h->ks.server_ap, h->hash_len));
+    memcpy(c->exporter, h->ks.exporter, h->hash_len);
+    hs_keylog(c, "CLIENT_TRAFFIC_SECRET_0", h->ks.client_ap, h->hash_len);
+    hs_keylog(c, "SERVER_TRAFFIC_SECRET_0", h->ks.server_ap, h->hash_len);
+    hs_keylog(c, "EXPORTER_SECRET", h->ks.exporter, h->hash_len);
+    c->state = HS_EXPECT_CLIENT_FINISHED;
+exit:
+    crypto_wipe(vd, sizeof(vd));
+    crypto_wipe(th, sizeof(th));
+    return ret;
+}
+
+int tls_conn_sign_done(struct tls_conn *c, struct kl_buf *out, const uint8_t *sig, size_t sig_len)
+{
+    int ret;
+    if (c == NULL)
+        return KL_ERR_INVALID;
+    if (c->state == HS_FAILED || c->state == HS_CLOSED)
+        return c->error;
+    if (c->state != HS_WAIT_SIGNATURE)
+        return KL_ERR_INVALID;
+    /* The signer failed or timed out: internal_error (DESIGN "What bad input gets"). */
+    if (sig == NULL || sig_len == 0 || sig_len > 0xffff)
+        return hs_fail(c, out, KL_ERR_INTERNAL);
+    if ((ret = hs_finish_flight(c, out, sig, sig_len)) != 0)
+        return hs_fail(c, out, ret);
+    return 0;
+}
+
+static int hs_client_finished(struct tls_conn *c, const uint8_t *msg, size_t len)
+{
+    struct hs_hand *h = c->hs;
+    struct kl_span vd;
+    uint8_t th[CRYPTO_MAX_HASH];
+    int ret;
+
+    KL_TRY(msg_finished_decode(&vd, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN, h->hash_len));
+    /* RFC 8446 4.4.4: "Recipients of Finished messages MUST verify that the contents are correct
+     * and if incorrect MUST terminate the connection with a "decrypt_error" alert." */
+    KL_ENSURE(crypto_equal(vd.base, h->client_finished, h->hash_len), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR));
+    KL_TRY(ks_transcript_add(&h->th, msg, len));
+    KL_TRY(ks_transcript_hash(&h->th, th));
+    KL_TRY(ks_schedule_resumption(&h->ks, th));
+    KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_ap, h->hash_len));
+    hs_trace(c, "ClientFinished");
+    c->state = HS_ESTABLISHED;
+    c->was_established = 1;
+exit:
+    crypto_wipe(th, sizeof(th));
+    return ret;
+}
+
+static int hs_key_update_recv(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
+{
+    int req, ret;
+    if ((ret = msg_key_update_decode(&req, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN)) != 0)
+        return ret;
+    if ((ret = rec_dir_update(&c->rd)) != 0)
+        return ret;
+    hs_trace(c, "KeyUpdate");
+    /* RFC 8446 4.6.3: on update_requested, "the receiver MUST send a KeyUpdate of its own with
+     * request_update set to "update_not_requested" prior to sending its next Application Data". */
+    if (req && !c->sent_close)
+        return tls_conn_key_update(c, out, 0);
+    return 0;
+}
+
+/* The one dispatch point: each state accepts exactly the messages listed, nothing else. */
+static int hs_dispatch(struct tls_conn *c, struct kl_buf *out, uint8_t type, const uint8_t *msg, size_t len)
+{
+    switch (c->state) {
+    case HS_EXPECT_CLIENT_HELLO:
+    case HS_EXPECT_CLIENT_HELLO_2:
+        if (type != MSG_CLIENT_HELLO)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return hs_client_hello(c, out, msg, len);
+    case HS_EXPECT_CLIENT_FINISHED:
+        if (type != MSG_FINISHED)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return hs_client_finished(c, msg, len);
+    case HS_ESTABLISHED:
+        if (type != MSG_KEY_UPDATE)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return hs_key_update_recv(c, out, msg, len);
+    case HS_WAIT_SIGNATURE:
+    case HS_CLOSED:
+    case HS_FAILED:
+    default:
+        return KL_ERR_UNEXPECTED_MESSAGE;
+    }
+}
+
+/* Run every complete message in hs_in. */
+static int hs_process_messages(struct tls_conn *c, struct kl_buf *out)
+{
+    int ret;
+    for (;;) {
+        uint8_t type;
+        size_t body_len;
+        enum hs_state before = c->state;
+        ret = msg_header_peek(c->hs_in.base, c->hs_in.len, hs_max_message(c), &type, &body_len);
+        if (ret == KL_ERR_WANT_READ)
+            return 0;
+        if (ret != 0)
+            return ret;
+        size_t total = MSG_HEADER_LEN + body_len;
+        ret = hs_dispatch(c, out, type, c->hs_in.base, total);
+        kl_buf_consume(&c->hs_in, total);
+        if (ret != 0 && ret != KL_ERR_ASYNC)
+            return ret;
+        /* RFC 8446 5.1: "Handshake messages MUST NOT span key changes [...] If an implementation detects
+         * that they do, it MUST send an "unexpected_message" alert." Every message we accept changes keys
+         * (ClientHello, Finished, KeyUpdate), so nothing may follow it in the same record. */
+        if (c->state != before || type == MSG_KEY_UPDATE) {
+            if (c->hs_in.len != 0)
+                return KL_ERR_UNEXPECTED_MESSAGE;
+        }
+        if (ret == KL_ERR_ASYNC)
+            return ret;
+        if (c->state == HS_ESTABLISHED) {
+            /* Handshake-only memory goes away once established (and after each post-handshake message). */
+            hs_hand_free(c);
+            if (c->hs_in.len == 0)
+                kl_buf_dispose(&c->hs_in);
+        }
+        if (c->hs_in.len == 0)
+            return 0;
+    }
+}
+
+static int hs_alert_recv(struct tls_conn *c, const uint8_t *p, size_t len)
+{
+    struct wire_reader r;
+    uint8_t level, desc;
+    wire_reader_init(&r, p, len);
+    if (wire_read_u8(&r, &level) != 0 || wire_read_u8(&r, &desc) != 0 || wire_reader_end(&r) != 0)
+        return KL_ERR_DECODE;
+    if (desc == KL_ALERT_CLOSE_NOTIFY)
+        return KL_ERR_CLOSED;
+    /* RFC 8446 6.1: user_canceled is followed by close_notify; keep reading until it comes. */
+    if (desc == KL_ALERT_USER_CANCELED)
+        return 0;
+    /* RFC 8446 6.2: every other alert is fatal whatever its level says. */
+    return KL_ERR_PEER_ALERT(desc);
+}
+
+/* One record. *stop_p asks the caller to stop before the next record (app buffer full). */
+static int hs_record(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app, const struct rec_record *rr,
+                     int *stop_p)
+{
+    struct hs_hand *h = c->hs;
+    struct kl_buf *dst = &c->hs_in;
+    size_t start;
+    uint8_t type;
+    int ret;
+
+    *stop_p = 0;
+    if (rr->type == REC_TYPE_CHANGE_CIPHER_SPEC) {
+        /* RFC 8446 5: a CCS is dropped between the first ClientHello and the client Finished;
+         * before or after it is an unexpected record type. We accept it once, unfragmented. */
+        if (h == NULL || h->ccs_seen || c->state == HS_EXPECT_CLIENT_HELLO || c->hs_in.len != 0)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        h->ccs_seen = 1;
+        start = c->hs_in.len;
+        ret = rec_open(&c->rd, &c->hs_in, &type, rr);
+        hs_truncate(&c->hs_in, start);
+        return ret;
+    }
+    if (rr->type == REC_TYPE_APPLICATION_DATA && h != NULL && h->early_skip_left > 0 &&
+        c->state == HS_EXPECT_CLIENT_HELLO_2) {
+        /* 4.2.10: after a HelloRetryRequest, skip records with outer type application_data (0-RTT we refused). */
+        if (rr->fragment.len > h->early_skip_left)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        h->early_skip_left -= rr->fragment.len;
+        return 0;
+    }
+    if (c->state == HS_ESTABLISHED) {
+        if (app->max - app->len < rr->fragment.len) {
+            *stop_p = 1;
+            return 0;
+        }
+        dst = app;
+    }
+    start = dst->len;
+    ret = rec_open(&c->rd, dst, &type, rr);
+    if (ret == KL_ERR_BAD_RECORD_MAC && h != NULL && h->early_skip_left > 0 && c->state == HS_EXPECT_CLIENT_FINISHED &&
+        rr->type == REC_TYPE_APPLICATION_DATA) {
+        /* 4.2.10: 0-RTT refused: records that do not decrypt with the handshake key are skipped, up to
+         * max_early_data_size. */
+        if (rr->fragment.len > h->early_skip_left)
+            return KL_ERR_BAD_RECORD_MAC;
+        h->early_skip_left -= rr->fragment.len;
+        return 0;
+    }
+    if (ret != 0)
+        return ret;
+    if (h != NULL)
+        h->early_skip_left = 0; /* a record decrypted: no more early data may come */
+
+    if (type == REC_TYPE_APPLICATION_DATA) {
+        if (dst != app) {
+            hs_truncate(dst, start);
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        }
+        if (c->hs_in.len != 0) /* 5.1: not interleaved with a fragmented handshake message */
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return 0;
+    }
+    if (type == REC_TYPE_ALERT) {
+        uint8_t a[2] = {0, 0};
+        size_t n = dst->len - start;
+        /* 5.1: an alert may not sit inside a fragmented handshake message. */
+        int interleaved = dst == &c->hs_in ? start != 0 : c->hs_in.len != 0;
+        struct wire_reader r;
+        wire_reader_init(&r, dst->base + start, n);
+        ret = n == 2 ? wire_read_copy(&r, a, 2) : KL_ERR_DECODE;
+        hs_truncate(dst, start);
+        if (ret != 0)
+            return ret;
+        if (interleaved)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return hs_alert_recv(c, a, 2);
+    }
+    if (type == REC_TYPE_HANDSHAKE) {
+        if (dst == app) {
+            /* Post-handshake message: move it from the app buffer to the reassembly buffer. */
+            ret = kl_buf_append(&c->hs_in, app->base + start, app->len - start);
+            hs_truncate(app, start);
+            if (ret != 0)
+                return ret == KL_ERR_OVERFLOW ? KL_ERR_DECODE : ret;
+        }
+        return hs_process_messages(c, out);
+    }
+    hs_truncate(dst, start);
+    return KL_ERR_UNEXPECTED_MESSAGE;
+}
+
+int tls_conn_input(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app, const uint8_t *in, size_t *in_len_p)
+{
+    size_t len = *in_len_p, off = 0;
+    int ret = 0;
+
+    *in_len_p = 0;
+    if (c->state == HS_FAILED || c->state == HS_CLOSED)
+        return c->error;
+    if (c->state == HS_WAIT_SIGNATURE)
+        return KL_ERR_ASYNC; /* nothing is read until the flight is complete */
+    while (off < len) {
+        struct rec_record rr;
+        struct wire_reader r;
+        struct kl_span rest;
+        int stop;
+        wire_reader_init(&r, in, len);
+        if (wire_read_span(&r, &rest, off) != 0 || wire_read_span(&r, &rest, len - off) != 0)
+            break;
+        ret = rec_next(&rr, rest.base, rest.len, c->state == HS_EXPECT_CLIENT_HELLO ? REC_FLAG_FIRST : 0);
+        if (ret == KL_ERR_WANT_READ) {
+            ret = 0;
+            break;
+        }
+        if (ret != 0)
+            break;
+        ret = hs_record(c, out, app, &rr, &stop);
+        if (stop)
+            break;
+        off += rr.wire_len;
+        if (ret != 0)
+            break;
+    }
+    *in_len_p = off;
+    if (ret == KL_ERR_CLOSED) {
+        c->state = HS_CLOSED;
+        c->error = KL_ERR_CLOSED;
+        hs_trace(c, "close_notify");
+        hs_hand_free(c);
+        kl_buf_dispose(&c->hs_in);
+        return ret;
+    }
+    if (ret != 0 && ret != KL_ERR_ASYNC)
+        return hs_fail(c, out, ret);
+    return ret;
+}
+
+/* ---- established ---- */
+
+int tls_conn_send(struct tls_conn *c, struct kl_buf *out, const uint8_t *data, size_t len)
+{
+    if (c->state == HS_FAILED)
+        return c->error;
+    if (!tls_conn_established(c) || c->sent_close)
+        return KL_ERR_INVALID;
+    if (len == 0)
+        return 0;
+    return rec_seal(&c->wr, out, REC_TYPE_APPLICATION_DATA, data, len, 0);
+}
+
+int tls_conn_close(struct tls_conn *c, struct kl_buf *out)
+{
+    int ret;
+    if (c->state == HS_FAILED)
+        return c->error;
+    if (c->sent_close)
+        return 0;
+    if ((ret = rec_alert(&c->wr, out, KL_ALERT_CLOSE_NOTIFY)) != 0)
+        return ret;
+    c->sent_close = 1;
+    return 0;
+}
+
+int tls_conn_key_update(struct tls_conn *c, struct kl_buf *out, int request_peer)
+{
+    uint8_t m[5];
+    struct kl_buf b;
+    int ret;
+    if (c->state == HS_FAILED)
+        return c->error;
+    if (!tls_conn_established(c) || c->sent_close)
+        return KL_ERR_INVALID;
+    /* A fixed 5-byte message: encode into a stack buffer (no allocation on the record path). */
+    b.base = m;
+    b.len = 0;
+    b.cap = sizeof(m);
+    b.max = sizeof(m);
+    if ((ret = msg_key_update_encode(&b, request_peer)) != 0)
+        return ret;
+    if ((ret = rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, m, b.len, 0)) != 0)
+        return ret;
+    /* 4.6.3: the sender switches its keys right after sending KeyUpdate. */
+    if ((ret = rec_dir_update(&c->wr)) != 0)
+        return hs_fail(c, out, ret);
+    return 0;
+}
+
+int tls_conn_export(struct tls_conn *c, uint8_t *out, size_t out_len, const char *label, const uint8_t *context,
+                    size_t context_len)
+{
+    if (!tls_conn_established(c))
+        return KL_ERR_INVALID;
+    if (context == NULL && context_len != 0)
+        return KL_ERR_INVALID;
+    return ks_export(c->alg, out, out_len, c->exporter, label, context, context_len);
+}
+
+int tls_conn_established(const struct tls_conn *c)
+{
+    return c->state == HS_ESTABLISHED || (c->state == HS_CLOSED && c->was_established);
+}
+
+const char *tls_conn_server_name(const struct tls_conn *c)
+{
+    return c->server_name;
+}
+
+const char *tls_conn_alpn(const struct tls_conn *c)
+{
+    return c->alpn != NULL ? c->alpn : "";
+}
+
+uint16_t tls_conn_cipher_suite(const struct tls_conn *c)
+{
+    return c->suite;
+}
+
+uint16_t tls_conn_group(const struct tls_conn *c)
+{
+    return c->group;
+}
+
+uint16_t tls_conn_scheme(const struct tls_conn *c)
+{
+    return c->scheme;
+}

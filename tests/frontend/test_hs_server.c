@@ -1,0 +1,1278 @@
+/*
+ * test_hs_server.c - the server handshake engine (tls.h) against RFC 8448 byte for byte,
+ * and the negative cases of issue 4: malformed ClientHellos, wrong record types in each
+ * state, bad Finished, oversized and tampered records, signer failure, KeyUpdate,
+ * close_notify, sticky errors.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kl_test.h"
+#include "frontend/rfc8448.h"
+#include "crypto.h"
+#include "ext.h"
+#include "key_schedule.h"
+#include "msg.h"
+#include "record.h"
+#include "tls.h"
+
+/* ---- fixtures ---- */
+
+static char trace_log[1024];
+static void on_trace(void *arg, uint64_t id, const char *ev)
+{
+    (void)arg;
+    (void)id;
+    if (strlen(trace_log) + strlen(ev) + 2 < sizeof(trace_log)) {
+        strcat(trace_log, ev);
+        strcat(trace_log, ",");
+    }
+}
+
+static char keylog[2048];
+static void on_keylog(void *arg, const char *line)
+{
+    (void)arg;
+    if (strlen(keylog) + strlen(line) + 2 < sizeof(keylog)) {
+        strcat(keylog, line);
+        strcat(keylog, "\n");
+    }
+}
+
+struct fx {
+    struct rfc8448 *t;
+    uint8_t *der, *ecdsa_der;
+    size_t der_len, ecdsa_der_len;
+    struct tls_cert certs[2];
+    struct tls_config cfg;
+    struct tls_test_hooks hooks;
+    struct kl_buf out, app;
+};
+
+static const uint8_t *V(struct fx *f, const char *name, size_t *len_p)
+{
+    return rfc8448_must(f->t, name, len_p);
+}
+
+/* The RFC 8448 server: RSA certificate, AES-128-GCM, x25519 (and P-256 for 5), forced randoms. */
+static void fx_init(struct fx *f, const char *file, int hooks)
+{
+    size_t l;
+    memset(f, 0, sizeof(*f));
+    f->t = rfc8448_load(file);
+    f->der = rfc8448_read_file("server-cert.der", &f->der_len);
+    f->ecdsa_der = rfc8448_read_file("client-auth-server-ecdsa-cert.der", &f->ecdsa_der_len);
+    f->certs[0].key_name = "rsa";
+    f->certs[0].chain[0] = f->der;
+    f->certs[0].chain_len[0] = f->der_len;
+    f->certs[0].n_chain = 1;
+    f->certs[0].schemes[0] = TLS_SIG_RSA_PSS_RSAE_SHA256;
+    f->certs[0].n_schemes = 1;
+    f->certs[0].names[0] = "rsa";
+    f->certs[0].n_names = 1;
+    f->cfg.certs = f->certs;
+    f->cfg.n_certs = 1;
+    f->cfg.suites[0] = TLS_AES_128_GCM_SHA256;
+    f->cfg.n_suites = 1;
+    f->cfg.groups[0] = TLS_GROUP_X25519;
+    f->cfg.groups[1] = TLS_GROUP_SECP256R1;
+    f->cfg.n_groups = 2;
+    memset(f->cfg.cookie_key, 0x5a, sizeof(f->cfg.cookie_key));
+    f->cfg.trace = on_trace;
+    f->cfg.keylog = on_keylog;
+    if (hooks) {
+        size_t rl;
+        const uint8_t *ee = V(f, "encrypted_extensions", &l);
+        f->hooks.server_random = V(f, "server_random", &rl);
+        f->hooks.server_ephemeral_private = V(f, "server_ephemeral_private", &f->hooks.server_ephemeral_private_len);
+        /* EE = 08 len24 len16 extensions: the hook takes the extensions. */
+        f->hooks.encrypted_extensions_body = ee + 6;
+        f->hooks.encrypted_extensions_body_len = l - 6;
+        f->cfg.test = &f->hooks;
+    }
+    kl_buf_init(&f->out, 1 << 20);
+    kl_buf_init(&f->app, 1 << 20);
+    trace_log[0] = 0;
+    keylog[0] = 0;
+}
+
+static void fx_free(struct fx *f)
+{
+    kl_buf_dispose(&f->out);
+    kl_buf_dispose(&f->app);
+    free(f->der);
+    free(f->ecdsa_der);
+    rfc8448_free(f->t);
+}
+
+static int feed(struct tls_conn *c, struct fx *f, const uint8_t *in, size_t len, size_t *consumed_p)
+{
+    size_t n = len;
+    int ret = tls_conn_input(c, &f->out, &f->app, in, &n);
+    if (consumed_p != NULL)
+        *consumed_p = n;
+    return ret;
+}
+
+/* The last plaintext alert in out, or -1. */
+static int plain_alert(const struct kl_buf *out)
+{
+    if (out->len < 7)
+        return -1;
+    const uint8_t *p = out->base + out->len - 7;
+    if (p[0] != 21 || p[1] != 3 || p[2] != 3 || p[3] != 0 || p[4] != 2 || p[5] != 2)
+        return -1;
+    return p[6];
+}
+
+/* Open every record in buf with d; concatenate contents of type want_type into content. Returns count or -1. */
+static int open_all(struct rec_dir *d, const uint8_t *buf, size_t len, struct kl_buf *content, uint8_t *last_type)
+{
+    size_t off = 0;
+    int n = 0;
+    while (off < len) {
+        struct rec_record r;
+        if (rec_next(&r, buf + off, len - off, 0) != 0)
+            return -1;
+        if (r.type == REC_TYPE_CHANGE_CIPHER_SPEC) {
+            off += r.wire_len;
+            continue;
+        }
+        if (rec_open(d, content, last_type, &r) != 0)
+            return -1;
+        off += r.wire_len;
+        n++;
+    }
+    return n;
+}
+
+/* A read direction keyed with trace key/iv names. */
+static void dir_keys(struct fx *f, struct rec_dir *d, int encrypt, const char *key, const char *iv)
+{
+    size_t kl, il;
+    const uint8_t *k = V(f, key, &kl), *i = V(f, iv, &il);
+    rec_dir_init(d, encrypt);
+    if (rec_dir_set_keys(d, TLS_AES_128_GCM_SHA256, k, kl, i) != 0)
+        diag("rec_dir_set_keys failed");
+}
+
+static void dir_secret(struct fx *f, struct rec_dir *d, int encrypt, const char *secret)
+{
+    size_t l;
+    const uint8_t *s = V(f, secret, &l);
+    rec_dir_init(d, encrypt);
+    if (rec_dir_set_secret(d, TLS_AES_128_GCM_SHA256, s, l) != 0)
+        diag("rec_dir_set_secret failed");
+}
+
+/* Hash of concatenated trace messages. */
+static void th_of(struct fx *f, uint8_t out[32], const char *const *names)
+{
+    struct crypto_hash_ctx h;
+    if (crypto_hash_ctx_init(&h, CRYPTO_HASH_SHA256) != 0)
+        return;
+    for (size_t i = 0; names[i] != NULL; i++) {
+        size_t l;
+        const uint8_t *m = V(f, names[i], &l);
+        if (crypto_hash_ctx_update(&h, m, l) != 0)
+            diag("hash update");
+    }
+    if (crypto_hash_ctx_peek(&h, out) != 0)
+        diag("hash peek");
+    crypto_hash_ctx_dispose(&h);
+}
+
+/*
+ * Rebuild a ClientHello record from a ClientHello message: drop extension drop_type (0xffff:
+ * none), append extra (whole extensions) at the end. Returns the record length.
+ */
+static size_t ch_record(uint8_t *rec, const uint8_t *ch, size_t ch_len, uint16_t drop_type, const uint8_t *extra,
+                        size_t extra_len)
+{
+    const uint8_t *b = ch + 4;
+    size_t blen = ch_len - 4, o = 34, w;
+    o += 1 + b[o];
+    o += 2 + ((size_t)b[o] << 8 | b[o + 1]);
+    o += 1 + b[o];
+    size_t prefix = o;
+    uint8_t *m = rec + 5, *body = m + 4;
+    memcpy(body, b, prefix);
+    w = prefix + 2;
+    o = prefix + 2;
+    while (o + 4 <= blen) {
+        uint16_t type = (uint16_t)(b[o] << 8 | b[o + 1]);
+        size_t el = 4 + ((size_t)b[o + 2] << 8 | b[o + 3]);
+        if (type != drop_type) {
+            memcpy(body + w, b + o, el);
+            w += el;
+        }
+        o += el;
+    }
+    memcpy(body + w, extra, extra_len);
+    w += extra_len;
+    body[prefix] = (uint8_t)((w - prefix - 2) >> 8);
+    body[prefix + 1] = (uint8_t)(w - prefix - 2);
+    m[0] = 1;
+    m[1] = (uint8_t)(w >> 16);
+    m[2] = (uint8_t)(w >> 8);
+    m[3] = (uint8_t)w;
+    rec[0] = 22;
+    rec[1] = 3;
+    rec[2] = 1;
+    rec[3] = (uint8_t)((w + 4) >> 8);
+    rec[4] = (uint8_t)(w + 4);
+    return w + 4 + 5;
+}
+
+/* A copy of extension type in a ClientHello message (whole extension), or 0. */
+static size_t ch_ext(uint8_t *out, const uint8_t *ch, size_t ch_len, uint16_t want)
+{
+    const uint8_t *b = ch + 4;
+    size_t blen = ch_len - 4, o = 34;
+    o += 1 + b[o];
+    o += 2 + ((size_t)b[o] << 8 | b[o + 1]);
+    o += 1 + b[o];
+    o += 2;
+    while (o + 4 <= blen) {
+        uint16_t type = (uint16_t)(b[o] << 8 | b[o + 1]);
+        size_t el = 4 + ((size_t)b[o + 2] << 8 | b[o + 3]);
+        if (type == want) {
+            memcpy(out, b + o, el);
+            return el;
+        }
+        o += el;
+    }
+    return 0;
+}
+
+/* Run a ClientHello record against a fresh RFC 8448 server; returns the error, *alert_p the plaintext alert. */
+static int try_ch(struct fx *f, const uint8_t *rec, size_t len, int *alert_p)
+{
+    struct tls_conn *c = tls_conn_new(&f->cfg, 1);
+    kl_buf_reset(&f->out);
+    int ret = feed(c, f, rec, len, NULL);
+    *alert_p = plain_alert(&f->out);
+    tls_conn_free(c);
+    return ret;
+}
+
+/* ---- RFC 8448 section 3, byte for byte ---- */
+
+static void test_rfc8448_simple(void)
+{
+    struct fx f;
+    size_t l, l2, n;
+    uint8_t th[32];
+    struct tls_sign_request req;
+    fx_init(&f, "simple-1rtt.txt", 1);
+    struct tls_conn *c = tls_conn_new(&f.cfg, 7);
+    ok(c != NULL, "3: tls_conn_new");
+
+    const uint8_t *chr = V(&f, "client_hello_record", &l);
+    int ret = feed(c, &f, chr, l, &n);
+    is_int(ret, KL_ERR_ASYNC, "3: ClientHello → KL_ERR_ASYNC (signature needed)");
+    is_int(n, l, "3: ClientHello record consumed");
+    const uint8_t *shr = V(&f, "server_hello_record", &l2);
+    is_mem(f.out.base, f.out.len, shr, l2, "3: ServerHello record == RFC 8448");
+
+    is_int(tls_conn_sign_request(c, &req), 0, "3: sign request available");
+    static const char *const upto_cert[] = {"client_hello", "server_hello", "encrypted_extensions", "certificate",
+                                            NULL};
+    th_of(&f, th, upto_cert);
+    is_mem(req.transcript_hash, req.transcript_hash_len, th, 32, "3: sign request hash = SHA-256(CH..Certificate)");
+    is_int(req.scheme, TLS_SIG_RSA_PSS_RSAE_SHA256, "3: scheme rsa_pss_rsae_sha256");
+    ok(strcmp(req.key_name, "rsa") == 0, "3: key name");
+    ok(strcmp(req.server_name, "server") == 0, "3: SNI in the request");
+
+    /* The signer would return the trace's signature: check it verifies over the §4.4.3 content. */
+    const uint8_t *cv = V(&f, "certificate_verify", &l);
+    const uint8_t *sig = cv + 8;
+    size_t sig_len = l - 8;
+    uint8_t content[64 + 34 + 32];
+    memset(content, 0x20, 64);
+    memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34); /* includes the 0x00 */
+    memcpy(content + 98, th, 32);
+    is_int(crypto_cert_verify(f.der, f.der_len, TLS_SIG_RSA_PSS_RSAE_SHA256, content, sizeof(content), sig, sig_len), 0,
+           "3: trace signature verifies against server-cert.der over the CertificateVerify content");
+    content[100] ^= 1;
+    ok(crypto_cert_verify(f.der, f.der_len, TLS_SIG_RSA_PSS_RSAE_SHA256, content, sizeof(content), sig, sig_len) != 0,
+       "3: ... and not over other content");
+
+    ret = feed(c, &f, chr, 0, &n);
+    is_int(ret, KL_ERR_ASYNC, "3: input while waiting → still ASYNC");
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_sign_done(c, &f.out, sig, sig_len), 0, "3: sign_done");
+    const uint8_t *flight = V(&f, "server_encrypted_flight_record", &l2);
+    is_mem(f.out.base, f.out.len, flight, l2, "3: encrypted server flight == RFC 8448 byte for byte");
+
+    kl_buf_reset(&f.out);
+    const uint8_t *cfin = V(&f, "client_finished_record", &l);
+    is_int(feed(c, &f, cfin, l, &n), 0, "3: client Finished accepted");
+    ok(tls_conn_established(c), "3: established");
+    is_int(f.out.len, 0, "3: nothing sent on client Finished");
+
+    const uint8_t *cad = V(&f, "client_application_data_record", &l);
+    const uint8_t *cap = V(&f, "client_application_data_plaintext", &l2);
+    is_int(feed(c, &f, cad, l, &n), 0, "3: client application data");
+    is_mem(f.app.base, f.app.len, cap, l2, "3: application data decrypts to the trace plaintext");
+
+    /* Our first app record is at seq 0 (we send no ticket): compare by decrypting. */
+    struct rec_dir srd;
+    struct kl_buf pt;
+    uint8_t type = 0;
+    kl_buf_init(&pt, 1 << 16);
+    dir_keys(&f, &srd, 0, "server_application_key", "server_application_iv");
+    const uint8_t *sap = V(&f, "server_application_data_plaintext", &l2);
+    is_int(tls_conn_send(c, &f.out, sap, l2), 0, "3: send 50 bytes");
+    is_int(open_all(&srd, f.out.base, f.out.len, &pt, &type), 1, "3: one record, opens with server_application key");
+    is_mem(pt.base, pt.len, sap, l2, "3: server application data round trip");
+    ok(type == REC_TYPE_APPLICATION_DATA, "3: inner type application_data");
+
+    /* Exporter matches the trace's exporter_master_secret. */
+    uint8_t e1[32], e2[32];
+    const uint8_t *ems = V(&f, "exporter_master_secret", &l);
+    is_int(tls_conn_export(c, e1, 32, "EXPORTER-test", (const uint8_t *)"ctx", 3), 0, "3: export");
+    is_int(ks_export(CRYPTO_HASH_SHA256, e2, 32, ems, "EXPORTER-test", (const uint8_t *)"ctx", 3), 0, "ks_export");
+    is_mem(e1, 32, e2, 32, "3: exporter from exporter_master_secret");
+
+    ok(strcmp(trace_log, "ClientHello,ServerHello,EncryptedExtensions,Certificate,CertificateVerify:wait,"
+                         "CertificateVerify,Finished,ClientFinished,") == 0,
+       "3: trace events in order");
+    if (strstr(trace_log, "ClientFinished") == NULL)
+        diag("trace: %s", trace_log);
+    {
+        char hex[65];
+        const uint8_t *s = V(&f, "client_handshake_traffic_secret", &l);
+        for (size_t i = 0; i < 32; i++)
+            sprintf(hex + 2 * i, "%02x", s[i]);
+        ok(strstr(keylog, "CLIENT_HANDSHAKE_TRAFFIC_SECRET cb34ecb1") != NULL && strstr(keylog, hex) != NULL,
+           "3: keylog CLIENT_HANDSHAKE_TRAFFIC_SECRET line");
+        s = V(&f, "server_application_traffic_secret_0", &l);
+        for (size_t i = 0; i < 32; i++)
+            sprintf(hex + 2 * i, "%02x", s[i]);
+        ok(strstr(keylog, "SERVER_TRAFFIC_SECRET_0") != NULL && strstr(keylog, hex) != NULL,
+           "3: keylog SERVER_TRAFFIC_SECRET_0 line");
+    }
+
+    /* KeyUpdate from the client with update_requested (client app seq 1). */
+    struct rec_dir cwr;
+    dir_secret(&f, &cwr, 1, "client_application_traffic_secret_0");
+    cwr.seq = 1;
+    struct kl_buf rec;
+    kl_buf_init(&rec, 1 << 16);
+    is_int(rec_seal(&cwr, &rec, REC_TYPE_HANDSHAKE, (const uint8_t *)"\x18\x00\x00\x01\x01", 5, 0), 0,
+           "client KeyUpdate sealed");
+    is_int(rec_dir_update(&cwr), 0, "client switches keys");
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, rec.base, rec.len, &n), 0, "3: KeyUpdate(update_requested) accepted");
+    struct rec_dir srd2;
+    dir_secret(&f, &srd2, 0, "server_application_traffic_secret_0");
+    srd2.seq = 1;
+    kl_buf_reset(&pt);
+    is_int(open_all(&srd2, f.out.base, f.out.len, &pt, &type), 1, "3: server answered with one record");
+    ok(type == REC_TYPE_HANDSHAKE && pt.len == 5 && memcmp(pt.base, "\x18\x00\x00\x01\x00", 5) == 0,
+       "3: server KeyUpdate(update_not_requested)");
+    is_int(rec_dir_update(&srd2), 0, "client follows the server's new keys");
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_send(c, &f.out, (const uint8_t *)"after", 5), 0, "send after KeyUpdate");
+    kl_buf_reset(&pt);
+    is_int(open_all(&srd2, f.out.base, f.out.len, &pt, &type), 1, "3: server data under updated key");
+    is_mem(pt.base, pt.len, "after", 5, "3: updated-key data");
+    /* Client data under its updated key. */
+    kl_buf_reset(&rec);
+    kl_buf_reset(&f.app);
+    is_int(rec_seal(&cwr, &rec, REC_TYPE_APPLICATION_DATA, (const uint8_t *)"hello", 5, 0), 0, "client data sealed");
+    is_int(feed(c, &f, rec.base, rec.len, &n), 0, "3: client data under updated key");
+    is_mem(f.app.base, f.app.len, "hello", 5, "3: decrypts");
+    /* Server-initiated KeyUpdate with request. */
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_key_update(c, &f.out, 1), 0, "3: server KeyUpdate(update_requested)");
+    kl_buf_reset(&pt);
+    is_int(open_all(&srd2, f.out.base, f.out.len, &pt, &type), 1, "one record");
+    ok(type == REC_TYPE_HANDSHAKE && pt.len == 5 && pt.base[4] == 1, "3: KeyUpdate request_update=1");
+    is_int(rec_dir_update(&srd2), 0, "client follows");
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_send(c, &f.out, (const uint8_t *)"x", 1), 0, "send");
+    kl_buf_reset(&pt);
+    is_int(open_all(&srd2, f.out.base, f.out.len, &pt, &type), 1, "3: data under server's second key");
+
+    /* Post-handshake message other than KeyUpdate: unexpected_message, under the server's key. */
+    struct tls_conn *saved = c;
+    (void)saved;
+    /* close_notify from the client. */
+    kl_buf_reset(&rec);
+    is_int(rec_alert(&cwr, &rec, KL_ALERT_CLOSE_NOTIFY), 0, "client close_notify sealed");
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_CLOSED, "3: close_notify → KL_ERR_CLOSED");
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_CLOSED, "3: again → KL_ERR_CLOSED");
+    is_int(n, 0, "3: nothing read after close");
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_close(c, &f.out), 0, "3: our close_notify");
+    kl_buf_reset(&pt);
+    is_int(open_all(&srd2, f.out.base, f.out.len, &pt, &type), 1, "one record");
+    ok(type == REC_TYPE_ALERT && pt.len == 2 && pt.base[0] == 1 && pt.base[1] == 0, "3: close_notify sent");
+    ok(tls_conn_send(c, &f.out, (const uint8_t *)"x", 1) != 0, "3: no send after our close_notify");
+
+    rec_dir_dispose(&cwr);
+    rec_dir_dispose(&srd);
+    rec_dir_dispose(&srd2);
+    kl_buf_dispose(&rec);
+    kl_buf_dispose(&pt);
+    tls_conn_free(c);
+    fx_free(&f);
+}
+
+/* The trace's own client_alert_record closes the connection (client app seq 1 after its data). */
+static void test_rfc8448_simple_alert(void)
+{
+    struct fx f;
+    size_t l, n;
+    fx_init(&f, "simple-1rtt.txt", 1);
+    struct tls_conn *c = tls_conn_new(&f.cfg, 1);
+    const uint8_t *cv = V(&f, "certificate_verify", &l);
+    /* The ClientHello split over three records, and all client records in one input. */
+    size_t chl;
+    const uint8_t *ch = V(&f, "client_hello", &chl);
+    uint8_t split[600];
+    size_t o = 0, parts[3] = {1, 100, chl - 101}, p = 0;
+    for (size_t i = 0; i < 3; i++) {
+        split[o++] = 22;
+        split[o++] = 3;
+        split[o++] = 1;
+        split[o++] = (uint8_t)(parts[i] >> 8);
+        split[o++] = (uint8_t)parts[i];
+        memcpy(split + o, ch + p, parts[i]);
+        o += parts[i];
+        p += parts[i];
+    }
+    is_int(feed(c, &f, split, o - 3, &n), 0, "3: ClientHello in 3 records, last one incomplete: wait");
+    is_int(n, 5 + 1 + 5 + 100, "3: two whole records consumed");
+    is_int(f.out.len, 0, "3: nothing sent yet");
+    is_int(feed(c, &f, split + n, o - n, &n), KL_ERR_ASYNC, "3: rest of the ClientHello");
+    size_t l2;
+    const uint8_t *shr = V(&f, "server_hello_record", &l2);
+    is_mem(f.out.base, f.out.len, shr, l2, "3: split ClientHello gives the same ServerHello");
+    is_int(tls_conn_sign_done(c, &f.out, cv + 8, l - 8), 0, "sign_done");
+    struct kl_buf all;
+    kl_buf_init(&all, 1 << 16);
+    const char *names[] = {"client_finished_record", "client_application_data_record", "client_alert_record"};
+    for (size_t i = 0; i < 3; i++) {
+        const uint8_t *r = V(&f, names[i], &l);
+        if (kl_buf_append(&all, r, l) != 0)
+            diag("append");
+    }
+    is_int(feed(c, &f, all.base, all.len, &n), KL_ERR_CLOSED, "3: Finished + data + close_notify in one input");
+    is_int(n, all.len, "3: all consumed");
+    const uint8_t *cap = V(&f, "client_application_data_plaintext", &l);
+    is_mem(f.app.base, f.app.len, cap, l, "3: data before the close_notify delivered");
+    kl_buf_dispose(&all);
+    tls_conn_free(c);
+    fx_free(&f);
+}
+
+/* ---- RFC 8448 section 7: middlebox compatibility mode ---- */
+
+static void test_rfc8448_compat(void)
+{
+    struct fx f;
+    size_t l, l2, n;
+    fx_init(&f, "compat-mode.txt", 1);
+    struct tls_conn *c = tls_conn_new(&f.cfg, 2);
+    const uint8_t *chr = V(&f, "client_hello_record", &l);
+    is_int(feed(c, &f, chr, l, &n), KL_ERR_ASYNC, "7: ClientHello → ASYNC");
+    struct kl_buf want;
+    kl_buf_init(&want, 1 << 16);
+    const uint8_t *shr = V(&f, "server_hello_record", &l2);
+    if (kl_buf_append(&want, shr, l2) != 0)
+        diag("append");
+    shr = V(&f, "server_change_cipher_spec_record", &l2);
+    if (kl_buf_append(&want, shr, l2) != 0)
+        diag("append");
+    is_mem(f.out.base, f.out.len, want.base, want.len, "7: ServerHello (echoing the session id) then CCS");
+    const uint8_t *cv = V(&f, "certificate_verify", &l);
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_sign_done(c, &f.out, cv + 8, l - 8), 0, "7: sign_done");
+    const uint8_t *flight = V(&f, "server_encrypted_flight_record", &l2);
+    is_mem(f.out.base, f.out.len, flight, l2, "7: encrypted flight == RFC 8448");
+    kl_buf_reset(&want);
+    const uint8_t *ccs = V(&f, "client_change_cipher_spec_record", &l);
+    if (kl_buf_append(&want, ccs, l) != 0)
+        diag("append");
+    const uint8_t *cfin = V(&f, "client_finished_record", &l);
+    if (kl_buf_append(&want, cfin, l) != 0)
+        diag("append");
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, want.base, want.len, &n), 0, "7: client CCS ignored, Finished accepted");
+    ok(tls_conn_established(c), "7: established");
+    const uint8_t *alert = V(&f, "client_alert_record", &l);
+    is_int(feed(c, &f, alert, l, &n), KL_ERR_CLOSED, "7: client close_notify");
+    tls_conn_free(c);
+
+    /* A second client CCS is an unexpected record. */
+    c = tls_conn_new(&f.cfg, 3);
+    kl_buf_reset(&f.out);
+    chr = V(&f, "client_hello_record", &l);
+    is_int(feed(c, &f, chr, l, &n), KL_ERR_ASYNC, "7b: ClientHello");
+    is_int(tls_conn_sign_done(c, &f.out, cv + 8, 128), 0, "7b: sign_done");
+    kl_buf_reset(&want);
+    for (int i = 0; i < 2; i++) {
+        if (kl_buf_append(&want, ccs, 6) != 0)
+            diag("append");
+    }
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, want.base, want.len, &n), KL_ERR_UNEXPECTED_MESSAGE, "7b: two CCS → unexpected_message");
+    ok(f.out.len > 0 && f.out.base[0] == 23, "7b: alert sent, protected");
+    tls_conn_free(c);
+
+    /* CCS before the first ClientHello. */
+    c = tls_conn_new(&f.cfg, 4);
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, ccs, 6, &n), KL_ERR_UNEXPECTED_MESSAGE, "CCS before ClientHello → unexpected_message");
+    is_int(plain_alert(&f.out), KL_ALERT_UNEXPECTED_MESSAGE, "plaintext unexpected_message alert");
+    tls_conn_free(c);
+    kl_buf_dispose(&want);
+    fx_free(&f);
+}
+
+/* ---- RFC 8448 section 5: HelloRetryRequest ---- */
+
+static void test_rfc8448_hrr(void)
+{
+    struct fx f;
+    size_t l, l2, n, hl;
+    uint8_t th[32];
+    struct tls_sign_request req;
+    fx_init(&f, "hello-retry-request.txt", 1);
+    /* Inject NSS's cookie so the HRR and everything after it are byte-identical; the engine's own
+     * HMAC cookie is tested below with the trace's ClientHello2 rebuilt around it. */
+    const uint8_t *hrr = V(&f, "hello_retry_request", &hl);
+    f.hooks.hrr_cookie = hrr + hl - 6 - 114;
+    f.hooks.hrr_cookie_len = 114;
+    f.cfg.groups[0] = TLS_GROUP_SECP256R1; /* the trace's server only takes P-256 */
+    f.cfg.n_groups = 1;
+    struct tls_conn *c = tls_conn_new(&f.cfg, 5);
+    const uint8_t *ch1 = V(&f, "client_hello_1_record", &l);
+    is_int(feed(c, &f, ch1, l, &n), 0, "5: ClientHello1 → HelloRetryRequest, wait for ClientHello2");
+    const uint8_t *hrrr = V(&f, "hello_retry_request_record", &l2);
+    is_mem(f.out.base, f.out.len, hrrr, l2, "5: HelloRetryRequest record == RFC 8448 (injected cookie)");
+    kl_buf_reset(&f.out);
+    const uint8_t *ch2 = V(&f, "client_hello_record", &l);
+    is_int(feed(c, &f, ch2, l, &n), KL_ERR_ASYNC, "5: ClientHello2 → ASYNC");
+    const uint8_t *shr = V(&f, "server_hello_record", &l2);
+    is_mem(f.out.base, f.out.len, shr, l2, "5: ServerHello (P-256) == RFC 8448");
+    is_int(tls_conn_sign_request(c, &req), 0, "5: sign request");
+    /* message_hash replaces ClientHello1 in the transcript. */
+    {
+        uint8_t ch1h[32], mh[36];
+        size_t cl;
+        const uint8_t *c1 = V(&f, "client_hello_1", &cl);
+        struct crypto_hash_ctx h;
+        if (crypto_digest(CRYPTO_HASH_SHA256, ch1h, c1, cl) != 0 || crypto_hash_ctx_init(&h, CRYPTO_HASH_SHA256) != 0)
+            diag("hash");
+        mh[0] = 254;
+        mh[1] = 0;
+        mh[2] = 0;
+        mh[3] = 32;
+        memcpy(mh + 4, ch1h, 32);
+        static const char *const rest[] = {"hello_retry_request", "client_hello", "server_hello",
+                                           "encrypted_extensions", "certificate"};
+        if (crypto_hash_ctx_update(&h, mh, 36) != 0)
+            diag("hash");
+        for (size_t i = 0; i < 5; i++) {
+            const uint8_t *m = V(&f, rest[i], &cl);
+            if (crypto_hash_ctx_update(&h, m, cl) != 0)
+                diag("hash");
+        }
+        if (crypto_hash_ctx_peek(&h, th) != 0)
+            diag("hash");
+        crypto_hash_ctx_dispose(&h);
+    }
+    is_mem(req.transcript_hash, req.transcript_hash_len, th, 32,
+           "5: hash = SHA-256(message_hash ‖ HRR ‖ CH2 ‖ SH ‖ EE ‖ Certificate)");
+    const uint8_t *cv = V(&f, "certificate_verify", &l);
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_sign_done(c, &f.out, cv + 8, l - 8), 0, "5: sign_done");
+    const uint8_t *flight = V(&f, "server_encrypted_flight_record", &l2);
+    is_mem(f.out.base, f.out.len, flight, l2, "5: encrypted flight == RFC 8448");
+    const uint8_t *cfin = V(&f, "client_finished_record", &l);
+    is_int(feed(c, &f, cfin, l, &n), 0, "5: client Finished accepted");
+    ok(tls_conn_established(c), "5: established");
+    is_int(tls_conn_group(c), TLS_GROUP_SECP256R1, "5: group secp256r1");
+    ok(strstr(trace_log, "HelloRetryRequest") != NULL, "5: trace has HelloRetryRequest");
+    tls_conn_free(c);
+
+    /* Without the injected cookie: our HMAC cookie. NSS's cookie no longer verifies. */
+    f.hooks.hrr_cookie = NULL;
+    c = tls_conn_new(&f.cfg, 6);
+    kl_buf_reset(&f.out);
+    ch1 = V(&f, "client_hello_1_record", &l);
+    is_int(feed(c, &f, ch1, l, &n), 0, "5b: HRR with our cookie");
+    /* Find our cookie in the HRR: extension 002c inside the ServerHello-format message. */
+    uint8_t cookie_ext[256];
+    size_t ck_len = 0;
+    {
+        const uint8_t *p = f.out.base + 5; /* HRR message */
+        size_t o = 4 + 2 + 32, ml = f.out.len - 5;
+        o += 1 + p[o];
+        o += 3;
+        size_t end = ml;
+        o += 2;
+        while (o + 4 <= end) {
+            uint16_t t = (uint16_t)(p[o] << 8 | p[o + 1]);
+            size_t el = 4 + ((size_t)p[o + 2] << 8 | p[o + 3]);
+            if (t == EXT_COOKIE && el <= sizeof(cookie_ext)) {
+                memcpy(cookie_ext, p + o, el);
+                ck_len = el;
+            }
+            o += el;
+        }
+    }
+    ok(ck_len > 4 && ck_len != 4 + 116, "5b: HRR carries our own cookie");
+    int al;
+    ch2 = V(&f, "client_hello", &l);
+    /* The trace's CH2 echoes NSS's cookie: illegal_parameter. */
+    is_int(feed(c, &f, V(&f, "client_hello_record", &l2), l2, &n), KL_ERR_ILLEGAL_PARAMETER,
+           "5b: ClientHello2 with a cookie we did not make → illegal_parameter");
+    is_int(plain_alert(&f.out), KL_ALERT_ILLEGAL_PARAMETER, "5b: plaintext illegal_parameter alert");
+    tls_conn_free(c);
+    /* The trace's CH2 with our cookie substituted: the handshake goes on. */
+    uint8_t rec[2048];
+    size_t rl = ch_record(rec, ch2, l, EXT_COOKIE, cookie_ext, ck_len);
+    c = tls_conn_new(&f.cfg, 7);
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, ch1, V(&f, "client_hello_1_record", &l2) ? l2 : 0, &n), 0, "5c: HRR");
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, rec, rl, &n), KL_ERR_ASYNC, "5c: ClientHello2 with our cookie → ServerHello, ASYNC");
+    is_mem(f.out.base, f.out.len, shr, V(&f, "server_hello_record", &l2) ? l2 : 0, "5c: same ServerHello as the trace");
+    tls_conn_free(c);
+    /* The same cookie under another cookie key: refused. */
+    f.cfg.cookie_key[0] ^= 1;
+    c = tls_conn_new(&f.cfg, 8);
+    is_int(feed(c, &f, ch1, l2 = 0, &n), 0, "noop");
+    (void)l2;
+    {
+        size_t c1l;
+        const uint8_t *c1r = V(&f, "client_hello_1_record", &c1l);
+        is_int(feed(c, &f, c1r, c1l, &n), 0, "5d: HRR");
+        is_int(feed(c, &f, rec, rl, &n), KL_ERR_ILLEGAL_PARAMETER, "5d: cookie under another key → illegal_parameter");
+    }
+    tls_conn_free(c);
+    f.cfg.cookie_key[0] ^= 1;
+
+    /* CH2 variants that §4.1.2 forbids. */
+    {
+        size_t c1l;
+        const uint8_t *c1r = V(&f, "client_hello_1_record", &c1l);
+        struct {
+            const char *name;
+            uint16_t drop;
+            uint8_t extra[200];
+            size_t extra_len;
+        } v[] = {
+
+            {"5e: CH2 with an x25519 share instead → illegal_parameter",
+             EXT_KEY_SHARE,
+             {0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20, 1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+              12,   13,   14,   15,   16,   17,   18,   19,   20,   21,   22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32},
+             42},
+            {"5e: CH2 with early_data → illegal_parameter", 0xffff, {0x00, 0x2a, 0x00, 0x00}, 4},
+            {"5e: CH2 with a new ALPN → illegal_parameter",
+             0xffff,
+             {0x00, 0x10, 0x00, 0x05, 0x00, 0x03, 0x02, 'h', '2'},
+             9},
+            {"5e: CH2 without the cookie → illegal_parameter", EXT_COOKIE, {0}, 0},
+        };
+        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+            uint8_t r2[2048], tmp[2048];
+            /* Start from the CH2 with our cookie (rec), then apply the variant. */
+            size_t tl = rl - 5;
+            memcpy(tmp, rec + 5, tl);
+            size_t r2l = ch_record(r2, tmp, tl, v[i].drop, v[i].extra, v[i].extra_len);
+            c = tls_conn_new(&f.cfg, 9);
+            kl_buf_reset(&f.out);
+            is_int(feed(c, &f, c1r, c1l, &n), 0, "HRR");
+            kl_buf_reset(&f.out);
+            int r = feed(c, &f, r2, r2l, &n);
+            is_int(r, KL_ERR_ILLEGAL_PARAMETER, v[i].name);
+            tls_conn_free(c);
+        }
+        {
+            uint8_t r2[2048], tmp[2048];
+            size_t tl = rl - 5;
+            memcpy(tmp, rec + 5, tl);
+            size_t r2l = ch_record(r2, tmp, tl, EXT_KEY_SHARE, NULL, 0);
+            c = tls_conn_new(&f.cfg, 9);
+            is_int(feed(c, &f, c1r, c1l, &n), 0, "HRR");
+            is_int(feed(c, &f, r2, r2l, &n), KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION),
+                   "5e: CH2 without key_share → missing_extension");
+            tls_conn_free(c);
+        }
+        /* ClientHello1 again as CH2 (still no P-256 share): a second HRR never happens. */
+        c = tls_conn_new(&f.cfg, 10);
+        is_int(feed(c, &f, c1r, c1l, &n), 0, "HRR");
+        is_int(feed(c, &f, c1r, c1l, &n), KL_ERR_ILLEGAL_PARAMETER, "5f: no second HelloRetryRequest");
+        tls_conn_free(c);
+    }
+    (void)al;
+    fx_free(&f);
+}
+
+/* ---- malformed ClientHellos against the engine ---- */
+
+static void test_client_hello_negative(void)
+{
+    struct fx f;
+    size_t l, chl;
+    int al, ret;
+    uint8_t rec[4096], ext[512];
+    fx_init(&f, "simple-1rtt.txt", 1);
+    const uint8_t *chr = V(&f, "client_hello_record", &l);
+    const uint8_t *ch = V(&f, "client_hello", &chl);
+
+    /* Every length field ±1 (record, handshake header, then the ClientHello's own). */
+    {
+        size_t fields[64][2], nf = 0, o;
+        const uint8_t *b = chr + 9;
+        fields[nf][0] = 3, fields[nf++][1] = 2; /* record length */
+        fields[nf][0] = 6, fields[nf++][1] = 3; /* handshake length (u24, low 2 bytes mutated) */
+        o = 34;
+        fields[nf][0] = 9 + o, fields[nf++][1] = 1;
+        o += 1 + b[o];
+        fields[nf][0] = 9 + o, fields[nf++][1] = 2;
+        o += 2 + ((size_t)b[o] << 8 | b[o + 1]);
+        fields[nf][0] = 9 + o, fields[nf++][1] = 1;
+        o += 1 + b[o];
+        fields[nf][0] = 9 + o, fields[nf++][1] = 2;
+        o += 2;
+        while (o + 4 <= chl - 4 && nf < 64) {
+            fields[nf][0] = 9 + o + 2, fields[nf++][1] = 2;
+            o += 4 + ((size_t)b[o + 2] << 8 | b[o + 3]);
+        }
+        size_t bad = 0, waits = 0;
+        for (size_t i = 0; i < nf; i++) {
+            for (int d = -1; d <= 1; d += 2) {
+                memcpy(rec, chr, l);
+                size_t off = fields[i][0] + (fields[i][1] == 3 ? 1 : 0), w = fields[i][1] == 3 ? 2 : fields[i][1];
+                unsigned v = w == 1 ? rec[off] : (unsigned)(rec[off] << 8 | rec[off + 1]);
+                v = (v + (unsigned)d) & (w == 1 ? 0xffu : 0xffffu);
+                if (w == 1)
+                    rec[off] = (uint8_t)v;
+                else {
+                    rec[off] = (uint8_t)(v >> 8);
+                    rec[off + 1] = (uint8_t)v;
+                }
+                ret = try_ch(&f, rec, l, &al);
+                if (ret == 0 && i < 2 && f.out.len == 0) {
+                    waits++; /* a longer record/message: the engine waits for the rest */
+                    continue;
+                }
+                if (!((ret == KL_ERR_DECODE && al == KL_ALERT_DECODE_ERROR) ||
+                      (ret == KL_ERR_ILLEGAL_PARAMETER && al == KL_ALERT_ILLEGAL_PARAMETER) ||
+                      (i < 2 && ret == KL_ERR_UNEXPECTED_MESSAGE && al == KL_ALERT_UNEXPECTED_MESSAGE))) {
+                    bad++;
+                    diag("length field %zu (offset %zu) %+d: ret %d alert %d", i, fields[i][0], d, ret, al);
+                }
+            }
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "%zu length fields x ±1: each refused with its alert (%zu waits for more)", nf,
+                 waits);
+        ok(bad == 0 && nf > 10, name);
+    }
+
+    /* Every extension duplicated. */
+    {
+        size_t dups = 0, n_ext = 0;
+        uint16_t types[] = {0x0000, 0xff01, 0x000a, 0x0033, 0x002b, 0x000d, 0x002d, 0x001c};
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+            size_t el = ch_ext(ext, ch, chl, types[i]);
+            if (el == 0)
+                continue;
+            n_ext++;
+            size_t rl = ch_record(rec, ch, chl, 0xfffe, ext, el);
+            ret = try_ch(&f, rec, rl, &al);
+            if (ret == KL_ERR_ILLEGAL_PARAMETER && al == KL_ALERT_ILLEGAL_PARAMETER)
+                dups++;
+            else
+                diag("dup %04x: %d %d", types[i], ret, al);
+        }
+        ok(n_ext == 8 && dups == n_ext, "every extension of the 3 ClientHello duplicated → illegal_parameter");
+    }
+    struct {
+        const char *name;
+        uint16_t drop;
+        uint8_t extra[100];
+        size_t extra_len;
+        int want;
+    } cases[] = {
+        {"no supported_versions → protocol_version",
+         EXT_SUPPORTED_VERSIONS,
+         {0},
+         0,
+         KL_ERR_ALERT(KL_ALERT_PROTOCOL_VERSION)},
+        {"supported_versions without 0x0304 → protocol_version",
+         EXT_SUPPORTED_VERSIONS,
+         {0x00, 0x2b, 0x00, 0x05, 0x04, 0x03, 0x03, 0x03, 0x02},
+         9,
+         KL_ERR_ALERT(KL_ALERT_PROTOCOL_VERSION)},
+        {"no signature_algorithms → missing_extension",
+         EXT_SIGNATURE_ALGORITHMS,
+         {0},
+         0,
+         KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION)},
+        {"no key_share → missing_extension", EXT_KEY_SHARE, {0}, 0, KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION)},
+        {"x25519 share but x25519 not in supported_groups → illegal_parameter",
+         EXT_SUPPORTED_GROUPS,
+         {0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x01, 0x00},
+         8,
+         KL_ERR_ILLEGAL_PARAMETER},
+        {"signature_algorithms without RSA-PSS → handshake_failure",
+         EXT_SIGNATURE_ALGORITHMS,
+         {0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03},
+         8,
+         KL_ERR_HANDSHAKE_FAILURE},
+        {"pre_shared_key not last → illegal_parameter",
+         0xffff,
+         {0x00, 0x29, 0x00, 0x2c, 0x00, 0x07, 0x00, 0x01, 0xaa, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0x20, 1,  2,
+          3,    4,    5,    6,    7,    8,    9,    10,   11,   12,   13,   14,   15,   16,   17,   18,   19, 20,
+          21,   22,   23,   24,   25,   26,   27,   28,   29,   30,   31,   32,   0xfa, 0xfa, 0x00, 0x00},
+         52,
+         KL_ERR_ILLEGAL_PARAMETER},
+        {"pre_shared_key last: ignored, full handshake",
+         0xffff,
+         {0x00, 0x29, 0x00, 0x2c, 0x00, 0x07, 0x00, 0x01, 0xaa, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0x20,
+          1,    2,    3,    4,    5,    6,    7,    8,    9,    10,   11,   12,   13,   14,   15,   16,
+          17,   18,   19,   20,   21,   22,   23,   24,   25,   26,   27,   28,   29,   30,   31,   32},
+         48,
+         KL_ERR_ASYNC},
+        {"ALPN without overlap → no_application_protocol",
+         0xffff,
+         {0x00, 0x10, 0x00, 0x05, 0x00, 0x03, 0x02, 'h', '3'},
+         9,
+         KL_ERR_ALERT(KL_ALERT_NO_APPLICATION_PROTOCOL)},
+        {"x25519 share of 31 bytes → illegal_parameter",
+         EXT_KEY_SHARE,
+         {0x00, 0x33, 0x00, 0x25, 0x00, 0x23, 0x00, 0x1d, 0x00, 0x1f, 1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+          12,   13,   14,   15,   16,   17,   18,   19,   20,   21,   22, 23, 24, 25, 26, 27, 28, 29, 30, 31},
+         41,
+         KL_ERR_ILLEGAL_PARAMETER},
+        {"x25519 all-zero share → illegal_parameter",
+         EXT_KEY_SHARE,
+         {0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20},
+         42,
+         KL_ERR_ILLEGAL_PARAMETER},
+    };
+    f.cfg.alpn[0] = "h2";
+    f.cfg.n_alpn = 1;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t rl = ch_record(rec, ch, chl, cases[i].drop, cases[i].extra, cases[i].extra_len);
+        ret = try_ch(&f, rec, rl, &al);
+        is_int(ret, cases[i].want, cases[i].name);
+        if (kl_err_is_alert(cases[i].want))
+            is_int(al, kl_err_alert(cases[i].want), "  ... and that alert is sent in plaintext");
+    }
+    f.cfg.n_alpn = 0;
+
+    /* No group in common: secp521r1 and ffdhe2048 only, with a secp521r1 share. */
+    {
+        uint8_t tmp[4096];
+        static const uint8_t groups[] = {0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x19, 0x01, 0x00};
+        static const uint8_t share[] = {0x00, 0x33, 0x00, 0x08, 0x00, 0x06, 0x00, 0x19, 0x00, 0x02, 0x04, 0x00};
+        size_t tl = ch_record(tmp, ch, chl, EXT_SUPPORTED_GROUPS, groups, sizeof(groups));
+        size_t rl = ch_record(rec, tmp + 5, tl - 5, EXT_KEY_SHARE, share, sizeof(share));
+        ret = try_ch(&f, rec, rl, &al);
+        is_int(ret, KL_ERR_HANDSHAKE_FAILURE, "no group in common → handshake_failure");
+        is_int(al, KL_ALERT_HANDSHAKE_FAILURE, "  handshake_failure alert");
+    }
+    /* No common suite. */
+    f.cfg.suites[0] = TLS_CHACHA20_POLY1305_SHA256; /* the trace's client offers 1301 1303 1302: take 1303 */
+    ret = try_ch(&f, chr, l, &al);
+    is_int(ret, KL_ERR_ASYNC, "server preference: ChaCha20 chosen");
+    memcpy(rec, chr, l);
+    rec[9 + 34 + 1 + 2 + 3] = 0x04; /* 1303 → 1304 (unknown) */
+    f.cfg.suites[0] = TLS_CHACHA20_POLY1305_SHA256;
+    ret = try_ch(&f, rec, l, &al);
+    is_int(ret, KL_ERR_HANDSHAKE_FAILURE, "no cipher suite in common → handshake_failure");
+    is_int(al, KL_ALERT_HANDSHAKE_FAILURE, "  handshake_failure alert");
+    f.cfg.suites[0] = TLS_AES_128_GCM_SHA256;
+
+    /* Compression methods other than [0]. */
+    memcpy(rec, chr, l);
+    rec[9 + 34 + 1 + 2 + 6 + 1] = 1;
+    ret = try_ch(&f, rec, l, &al);
+    is_int(ret, KL_ERR_ILLEGAL_PARAMETER, "compression [1] → illegal_parameter");
+    is_int(al, KL_ALERT_ILLEGAL_PARAMETER, "  alert");
+
+    /* A handshake message after the ClientHello in the same record (spans a key change). */
+    memcpy(rec, chr, l);
+    memcpy(rec + l, "\x14\x00\x00\x00", 4);
+    rec[3] = (uint8_t)((l - 5 + 4) >> 8);
+    rec[4] = (uint8_t)(l - 5 + 4);
+    ret = try_ch(&f, rec, l + 4, &al);
+    is_int(ret, KL_ERR_UNEXPECTED_MESSAGE, "data after ClientHello in its record → unexpected_message");
+    /* The ServerHello is out and the handshake key is on: the alert is protected. */
+    ok(f.out.len > 7 && f.out.base[f.out.len - 5 - 19] == 23, "  alert sent under the server handshake key");
+
+    /* Other first messages, records. */
+    static const uint8_t fin_first[] = {22, 3, 1, 0, 8, 20, 0, 0, 4, 1, 2, 3, 4};
+    ret = try_ch(&f, fin_first, sizeof(fin_first), &al);
+    is_int(ret, KL_ERR_UNEXPECTED_MESSAGE, "Finished as first message → unexpected_message");
+    static const uint8_t app_first[] = {23, 3,  3,  0,  20, 1,  2,  3,  4,  5,  6,  7, 8,
+                                        9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+    ret = try_ch(&f, app_first, sizeof(app_first), &al);
+    is_int(ret, KL_ERR_UNEXPECTED_MESSAGE, "application_data before the handshake → unexpected_message");
+    static const uint8_t big[] = {22, 3, 1, 0x40, 0x01};
+    ret = try_ch(&f, big, sizeof(big), &al);
+    is_int(ret, KL_ERR_RECORD_OVERFLOW, "plaintext record of 2^14+1 → record_overflow");
+    is_int(al, KL_ALERT_RECORD_OVERFLOW, "  alert");
+    static const uint8_t alert_first[] = {21, 3, 1, 0, 2, 2, 40};
+    ret = try_ch(&f, alert_first, sizeof(alert_first), &al);
+    is_int(ret, KL_ERR_PEER_ALERT(40), "peer alert → KL_ERR_PEER_ALERT");
+    is_int(al, -1, "  no alert answered");
+    f.cfg.max_handshake_message = 100;
+    ret = try_ch(&f, chr, l, &al);
+    is_int(ret, KL_ERR_DECODE, "ClientHello over max_handshake_message → decode_error");
+    f.cfg.max_handshake_message = 0;
+    /* A ClientHello header announcing 16 MiB: refused at once, nothing buffered. */
+    static const uint8_t huge[] = {22, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff};
+    ret = try_ch(&f, huge, sizeof(huge), &al);
+    is_int(ret, KL_ERR_DECODE, "ClientHello length 2^24-1 → decode_error before buffering");
+    /* A TLS 1.2 ClientHello (no extensions). */
+    {
+        uint8_t r12[200];
+        size_t pre = 34 + 1 + 2 + 6 + 2;
+        r12[0] = 22, r12[1] = 3, r12[2] = 1, r12[3] = 0, r12[4] = (uint8_t)(pre + 4);
+        r12[5] = 1, r12[6] = 0, r12[7] = 0, r12[8] = (uint8_t)pre;
+        memcpy(r12 + 9, ch + 4, pre);
+        ret = try_ch(&f, r12, 9 + pre, &al);
+        is_int(ret, KL_ERR_ALERT(KL_ALERT_PROTOCOL_VERSION), "TLS 1.2 ClientHello → protocol_version");
+    }
+    fx_free(&f);
+}
+
+/* ---- states after the ClientHello ---- */
+
+static struct tls_conn *to_wait_finished(struct fx *f)
+{
+    size_t l, n;
+    struct tls_conn *c = tls_conn_new(&f->cfg, 11);
+    const uint8_t *chr = V(f, "client_hello_record", &l);
+    if (feed(c, f, chr, l, &n) != KL_ERR_ASYNC)
+        diag("ClientHello failed");
+    const uint8_t *cv = V(f, "certificate_verify", &l);
+    if (tls_conn_sign_done(c, &f->out, cv + 8, l - 8) != 0)
+        diag("sign_done failed");
+    kl_buf_reset(&f->out);
+    return c;
+}
+
+/* The alert in out, decrypted with the given trace key. */
+static int enc_alert(struct fx *f, const char *key, const char *iv)
+{
+    struct rec_dir d;
+    struct kl_buf pt;
+    uint8_t type = 0;
+    int ret = -1;
+    kl_buf_init(&pt, 1 << 16);
+    dir_keys(f, &d, 0, key, iv);
+    if (open_all(&d, f->out.base, f->out.len, &pt, &type) == 1 && type == REC_TYPE_ALERT && pt.len == 2 &&
+        pt.base[0] == 2)
+        ret = pt.base[1];
+    rec_dir_dispose(&d);
+    kl_buf_dispose(&pt);
+    return ret;
+}
+
+static void test_states_negative(void)
+{
+    struct fx f;
+    size_t l, n;
+    struct tls_conn *c;
+    struct rec_dir cw;
+    struct kl_buf rec;
+    fx_init(&f, "simple-1rtt.txt", 1);
+    kl_buf_init(&rec, 1 << 16);
+    const uint8_t *cfin = V(&f, "client_finished_record", &l);
+    uint8_t bad[256];
+
+    /* Bad Finished → decrypt_error, alert under the server's application key (our current write key). */
+    size_t vl;
+    const uint8_t *cf = V(&f, "client_finished", &vl);
+    uint8_t fin[64];
+    memcpy(fin, cf, vl);
+    fin[10] ^= 1;
+    dir_keys(&f, &cw, 1, "client_handshake_key", "client_handshake_iv");
+    is_int(rec_seal(&cw, &rec, REC_TYPE_HANDSHAKE, fin, vl, 0), 0, "seal bad Finished");
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR), "bad Finished → decrypt_error");
+    is_int(enc_alert(&f, "server_application_key", "server_application_iv"), KL_ALERT_DECRYPT_ERROR,
+           "  decrypt_error alert under the server application key");
+    /* Sticky error. */
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, cfin, l, &n), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR), "  later input: the same error");
+    is_int(n, 0, "  nothing read after failure");
+    is_int(f.out.len, 0, "  nothing sent after failure");
+    is_int(tls_conn_send(c, &f.out, (const uint8_t *)"x", 1), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR),
+           "  send: the same error");
+    is_int(tls_conn_sign_done(c, &f.out, fin, 1), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR), "  sign_done: the same error");
+    tls_conn_free(c);
+    rec_dir_dispose(&cw);
+
+    /* Finished of the wrong length → decode_error. */
+    kl_buf_reset(&rec);
+    dir_keys(&f, &cw, 1, "client_handshake_key", "client_handshake_iv");
+    static const uint8_t short_fin[] = {20, 0, 0, 4, 1, 2, 3, 4};
+    is_int(rec_seal(&cw, &rec, REC_TYPE_HANDSHAKE, short_fin, sizeof(short_fin), 0), 0, "seal");
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_DECODE, "short Finished → decode_error");
+    tls_conn_free(c);
+    rec_dir_dispose(&cw);
+
+    /* Application data before the client Finished → unexpected_message. */
+    kl_buf_reset(&rec);
+    dir_keys(&f, &cw, 1, "client_handshake_key", "client_handshake_iv");
+    is_int(rec_seal(&cw, &rec, REC_TYPE_APPLICATION_DATA, (const uint8_t *)"early", 5, 0), 0, "seal");
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_UNEXPECTED_MESSAGE,
+           "application data before Finished → unexpected_message");
+    is_int(enc_alert(&f, "server_application_key", "server_application_iv"), KL_ALERT_UNEXPECTED_MESSAGE, "  alert");
+    tls_conn_free(c);
+    rec_dir_dispose(&cw);
+
+    /* A ClientHello where Finished is expected → unexpected_message. */
+    kl_buf_reset(&rec);
+    dir_keys(&f, &cw, 1, "client_handshake_key", "client_handshake_iv");
+    size_t chl;
+    const uint8_t *ch = V(&f, "client_hello", &chl);
+    is_int(rec_seal(&cw, &rec, REC_TYPE_HANDSHAKE, ch, chl, 0), 0, "seal");
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_UNEXPECTED_MESSAGE,
+           "ClientHello in EXPECT_CLIENT_FINISHED → unexpected_message");
+    tls_conn_free(c);
+    rec_dir_dispose(&cw);
+
+    /* A plaintext handshake record once keys are on → unexpected_message. */
+    c = to_wait_finished(&f);
+    size_t chrl;
+    const uint8_t *chr = V(&f, "client_hello_record", &chrl);
+    is_int(feed(c, &f, chr, chrl, &n), KL_ERR_UNEXPECTED_MESSAGE,
+           "plaintext handshake after keys → unexpected_message");
+    tls_conn_free(c);
+
+    /* Tampered ciphertext → bad_record_mac. */
+    memcpy(bad, cfin, l);
+    bad[20] ^= 0x80;
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, bad, l, &n), KL_ERR_BAD_RECORD_MAC, "tampered Finished record → bad_record_mac");
+    is_int(enc_alert(&f, "server_application_key", "server_application_iv"), KL_ALERT_BAD_RECORD_MAC, "  alert");
+    tls_conn_free(c);
+    /* Tampered header (the AAD). */
+    memcpy(bad, cfin, l);
+    bad[2] = 1; /* 0303 → 0301 is allowed by the header check but changes the AAD */
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, bad, l, &n), KL_ERR_BAD_RECORD_MAC, "tampered record header → bad_record_mac");
+    tls_conn_free(c);
+
+    /* Oversized protected record → record_overflow. */
+    static const uint8_t big[] = {23, 3, 3, 0x41, 0x01};
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, big, sizeof(big), &n), KL_ERR_RECORD_OVERFLOW, "ciphertext of 2^14+257 → record_overflow");
+    tls_conn_free(c);
+
+    /* Signer failure → internal_error under the server handshake key. */
+    c = tls_conn_new(&f.cfg, 12);
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, chr, chrl, &n), KL_ERR_ASYNC, "ClientHello");
+    kl_buf_reset(&f.out);
+    is_int(tls_conn_sign_done(c, &f.out, NULL, 0), KL_ERR_INTERNAL, "sig NULL → internal_error");
+    is_int(enc_alert(&f, "server_handshake_key", "server_handshake_iv"), KL_ALERT_INTERNAL_ERROR,
+           "  internal_error alert under the server handshake key");
+    struct tls_sign_request req;
+    ok(tls_conn_sign_request(c, &req) != 0, "  no sign request after failure");
+    tls_conn_free(c);
+
+    /* API misuse. */
+    c = tls_conn_new(&f.cfg, 13);
+    ok(tls_conn_sign_done(c, &f.out, (const uint8_t *)"x", 1) == KL_ERR_INVALID, "sign_done before ClientHello");
+    ok(tls_conn_send(c, &f.out, (const uint8_t *)"x", 1) == KL_ERR_INVALID, "send before established");
+    ok(tls_conn_sign_request(c, &req) == KL_ERR_INVALID, "sign_request before ClientHello");
+    tls_conn_free(c);
+
+    /* Established: CCS → unexpected_message; a Certificate message → unexpected_message. */
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, cfin, l, &n), 0, "Finished");
+    static const uint8_t ccs[] = {20, 3, 3, 0, 1, 1};
+    is_int(feed(c, &f, ccs, sizeof(ccs), &n), KL_ERR_UNEXPECTED_MESSAGE, "CCS after Finished → unexpected_message");
+    tls_conn_free(c);
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, cfin, l, &n), 0, "Finished");
+    struct rec_dir caw;
+    dir_secret(&f, &caw, 1, "client_application_traffic_secret_0");
+    kl_buf_reset(&rec);
+    is_int(rec_seal(&caw, &rec, REC_TYPE_HANDSHAKE, (const uint8_t *)"\x0b\x00\x00\x04\x00\x00\x00\x00", 8, 0), 0,
+           "seal");
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_UNEXPECTED_MESSAGE,
+           "post-handshake Certificate → unexpected_message");
+    tls_conn_free(c);
+    rec_dir_dispose(&caw);
+    /* KeyUpdate with a bad value → illegal_parameter; KeyUpdate followed by data in the same record. */
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, cfin, l, &n), 0, "Finished");
+    dir_secret(&f, &caw, 1, "client_application_traffic_secret_0");
+    kl_buf_reset(&rec);
+    is_int(rec_seal(&caw, &rec, REC_TYPE_HANDSHAKE, (const uint8_t *)"\x18\x00\x00\x01\x02", 5, 0), 0, "seal");
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_ILLEGAL_PARAMETER, "KeyUpdate(2) → illegal_parameter");
+    tls_conn_free(c);
+    rec_dir_dispose(&caw);
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, cfin, l, &n), 0, "Finished");
+    dir_secret(&f, &caw, 1, "client_application_traffic_secret_0");
+    kl_buf_reset(&rec);
+    is_int(rec_seal(&caw, &rec, REC_TYPE_HANDSHAKE, (const uint8_t *)"\x18\x00\x00\x01\x00\x18\x00\x00\x01\x00", 10, 0),
+           0, "seal");
+    is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_UNEXPECTED_MESSAGE,
+           "two KeyUpdates in one record (spans a key change) → unexpected_message");
+    tls_conn_free(c);
+    rec_dir_dispose(&caw);
+    /* App data into a full app buffer: the engine stops and leaves the record unread. */
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, cfin, l, &n), 0, "Finished");
+    {
+        struct kl_buf tiny, o2;
+        kl_buf_init(&tiny, 10);
+        kl_buf_init(&o2, 1 << 16);
+        const uint8_t *cad = V(&f, "client_application_data_record", &l);
+        size_t nn = l;
+        is_int(tls_conn_input(c, &o2, &tiny, cad, &nn), 0, "app buffer too small: 0");
+        is_int(nn, 0, "  record left unread (backpressure)");
+        kl_buf_dispose(&tiny);
+        kl_buf_dispose(&o2);
+    }
+    tls_conn_free(c);
+
+    kl_buf_dispose(&rec);
+    fx_free(&f);
+}
+
+/* ---- certificate, SNI and ALPN selection ---- */
+
+static void test_selection(void)
+{
+    struct fx f;
+    size_t chl, rl;
+    uint8_t rec[4096], ext[300];
+    struct tls_sign_request req;
+    fx_init(&f, "simple-1rtt.txt", 0);
+    const uint8_t *ch = V(&f, "client_hello", &chl);
+    /* certs[0]: RSA for "rsa" (the default); certs[1]: ECDSA for "server" and "*.example.com". */
+    f.certs[1].key_name = "ecdsa";
+    f.certs[1].chain[0] = f.ecdsa_der;
+    f.certs[1].chain_len[0] = f.ecdsa_der_len;
+    f.certs[1].n_chain = 1;
+    f.certs[1].schemes[0] = TLS_SIG_ECDSA_SECP256R1_SHA256;
+    f.certs[1].n_schemes = 1;
+    f.certs[1].names[0] = "server";
+    f.certs[1].names[1] = "*.example.com";
+    f.certs[1].n_names = 2;
+    f.cfg.n_certs = 2;
+    f.cfg.alpn[0] = "http/1.1";
+    f.cfg.alpn[1] = "h2";
+    f.cfg.n_alpn = 2;
+
+    struct {
+        const char *sni;
+        int drop_sig;
+        const char *want_key;
+        const char *want_sni;
+    } cases[] = {
+        {"server", 0, "ecdsa", "server"},
+        {"SERVER", 0, "ecdsa", "SERVER"},
+        {"a.example.com", 0, "ecdsa", "a.example.com"},
+        {"a.b.example.com", 0, "rsa", "a.b.example.com"},
+        {"example.com", 0, "rsa", "example.com"},
+        {"rsa", 0, "rsa", "rsa"},
+        {"server", 1, "rsa", "server"}, /* the client takes RSA-PSS only: the RSA cert although the name is ECDSA's */
+        {NULL, 0, "rsa", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t el = 0;
+        if (cases[i].sni != NULL) {
+            size_t sl = strlen(cases[i].sni);
+            ext[0] = 0, ext[1] = 0, ext[2] = 0, ext[3] = (uint8_t)(sl + 5), ext[4] = 0, ext[5] = (uint8_t)(sl + 3);
+            ext[6] = 0, ext[7] = 0, ext[8] = (uint8_t)sl;
+            memcpy(ext + 9, cases[i].sni, sl);
+            el = sl + 9;
+        }
+        if (cases[i].drop_sig) {
+            /* replace signature_algorithms by rsa_pss_rsae_sha256 only: build in two steps */
+            uint8_t tmp[4096];
+            static const uint8_t sig[] = {0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x08, 0x04};
+            size_t tl = ch_record(tmp, ch, chl, EXT_SIGNATURE_ALGORITHMS, sig, sizeof(sig));
+            rl = ch_record(rec, tmp + 5, tl - 5, EXT_SERVER_NAME, ext, el);
+        } else {
+            rl = ch_record(rec, ch, chl, EXT_SERVER_NAME, ext, el);
+        }
+        struct tls_conn *c = tls_conn_new(&f.cfg, 20);
+        size_t n = rl;
+        kl_buf_reset(&f.out);
+        int ret = tls_conn_input(c, &f.out, &f.app, rec, &n);
+        char name[160];
+        snprintf(name, sizeof(name), "SNI %s%s → key %s", cases[i].sni ? cases[i].sni : "(none)",
+                 cases[i].drop_sig ? " (RSA-only client)" : "", cases[i].want_key);
+        is_int(ret, KL_ERR_ASYNC, name);
+        if (tls_conn_sign_request(c, &req) == 0) {
+            ok(strcmp(req.key_name, cases[i].want_key) == 0, "  key chosen");
+            ok(strcmp(req.server_name, cases[i].want_sni) == 0, "  server_name reported");
+            is_int(req.scheme,
+                   strcmp(cases[i].want_key, "rsa") == 0 ? TLS_SIG_RSA_PSS_RSAE_SHA256 : TLS_SIG_ECDSA_SECP256R1_SHA256,
+                   "  scheme");
+        }
+        tls_conn_free(c);
+    }
+
+    /* ALPN: server preference. */
+    static const uint8_t alpn[] = {0x00, 0x10, 0x00, 0x0e, 0x00, 0x0c, 0x02, 'h', '2',
+                                   0x08, 'h',  't',  't',  'p',  '/',  '1',  '.', '1'};
+    rl = ch_record(rec, ch, chl, 0xffff, alpn, sizeof(alpn));
+    struct tls_conn *c = tls_conn_new(&f.cfg, 21);
+    size_t n = rl;
+    is_int(tls_conn_input(c, &f.out, &f.app, rec, &n), KL_ERR_ASYNC, "ALPN offered h2,http/1.1");
+    ok(strcmp(tls_conn_alpn(c), "http/1.1") == 0, "ALPN: server preference http/1.1");
+    tls_conn_free(c);
+    f.cfg.alpn[0] = "h2";
+    f.cfg.alpn[1] = "http/1.1";
+    c = tls_conn_new(&f.cfg, 22);
+    n = rl;
+    is_int(tls_conn_input(c, &f.out, &f.app, rec, &n), KL_ERR_ASYNC, "ALPN again");
+    ok(strcmp(tls_conn_alpn(c), "h2") == 0, "ALPN: h2 when preferred");
+    tls_conn_free(c);
+    c = tls_conn_new(&f.cfg, 23);
+    n = chl + 5;
+    const uint8_t *chr = V(&f, "client_hello_record", &n);
+    is_int(tls_conn_input(c, &f.out, &f.app, chr, &n), KL_ERR_ASYNC, "no ALPN offered");
+    ok(strcmp(tls_conn_alpn(c), "") == 0, "ALPN: none");
+    tls_conn_free(c);
+
+    /* No certificate configured → handshake_failure. */
+    f.cfg.n_certs = 0;
+    c = tls_conn_new(&f.cfg, 24);
+    n = chl + 5;
+    is_int(tls_conn_input(c, &f.out, &f.app, chr, &n), KL_ERR_HANDSHAKE_FAILURE, "no certificate → handshake_failure");
+    tls_conn_free(c);
+    fx_free(&f);
+}
+
+int main(void)
+{
+    if (crypto_init() != 0) {
+        printf("Bail out! crypto_init\n");
+        return 1;
+    }
+    test_rfc8448_simple();
+    test_rfc8448_simple_alert();
+    test_rfc8448_compat();
+    test_rfc8448_hrr();
+    test_client_hello_negative();
+    test_states_negative();
+    test_selection();
+    return kl_test_done();
+}
