@@ -121,6 +121,11 @@ void audit_head(struct audit_log *log, uint8_t head[AUDIT_HASH_LEN], uint64_t *s
 /* Bytes in the current file (for size-based rotation). */
 uint64_t audit_size(struct audit_log *log);
 
+/* The last record known durable, and the number of fdatasync calls made so far (tests,
+ * metrics). */
+uint64_t audit_durable_seq(struct audit_log *log);
+uint64_t audit_sync_count(struct audit_log *log);
+
 /* Make everything written durable (all modes), stop the flusher, close. NULL is a no-op. */
 void audit_close(struct audit_log *log);
 
