@@ -1,14 +1,215 @@
-/* keyless-signer: placeholder entry point until the signer lands (issue 3). */
+/*
+ * keyless-signer: the only process that can use the certificate keys.
+ *
+ *   keyless-signer --config FILE [--check-config]
+ *   keyless-signer audit-verify [--expect-head HEX] FILE...
+ *
+ * Start-up order matters: harden the process (no core dumps, not ptrace-able, umask)
+ * before the PIN file is read or the token is touched; load the module only in the
+ * process that uses it (PKCS#11 sessions do not survive fork()).
+ */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "config.h"
+#include "p11_backend.h"
+#include "policy.h"
+#include "rpc_server.h"
+
+static struct rpc_server *volatile g_server;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_server != NULL) {
+        rpc_server_stop(g_server);
+    }
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: keyless-signer --config FILE [--check-config]\n"
+                 "       keyless-signer audit-verify [--expect-head HEX] FILE...\n"
+                 "       keyless-signer --help | --version\n"
+                 "\n"
+                 "Signs TLS 1.3 CertificateVerify content with keys held in a PKCS#11 token, for\n"
+                 "keyless frontends on a Unix socket. See docs/SIGNER.md.\n"
+                 "  --config FILE     the INI configuration (examples/signer.conf)\n"
+                 "  --check-config    validate it, open the token, find the keys, probe the\n"
+                 "                    schemes, then exit 0 (or 1/2 with the reason)\n"
+                 "  audit-verify      check the hash chain of audit log files (oldest first)\n");
+}
+
+static int harden(void)
+{
+    struct rlimit rl = {0, 0};
+    /* The process will hold a logged-in session and, briefly, the PIN: no core file, no
+     * ptrace attach by other processes of the same user. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &rl) != 0) {
+        fprintf(stderr, "keyless-signer: cannot disable core dumps: %s\n", strerror(errno));
+        return -1;
+    }
+    umask(027);
+    return 0;
+}
+
+static int install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+        return -1;
+    }
+    /* A remote token (p11-kit-client.so) whose server went away raises SIGPIPE in us. */
+    sa.sa_handler = SIG_IGN;
+    return sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* Open the token and find every key; check each scheme. Exit status on failure. */
+static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const struct signer_config *cfg)
+{
+    char err[512] = "";
+    int ret;
+
+    if (cfg->softhsm2_conf != NULL) {
+        if (access(cfg->softhsm2_conf, R_OK) != 0) {
+            fprintf(stderr, "keyless-signer: %s: [hsm] softhsm2_conf: cannot read %s: %s\n", cfg->path,
+                    cfg->softhsm2_conf, strerror(errno));
+            return 1;
+        }
+        setenv("SOFTHSM2_CONF", cfg->softhsm2_conf, 1);
+    }
+    ret = p11_backend_new(be_p, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
+                          cfg->workers);
+    if (ret != 0) {
+        fprintf(stderr, "keyless-signer: %s:%u: [hsm] %s: %s\n", cfg->path, cfg->hsm_line,
+                cfg->module != NULL ? "module" : "module_name", err[0] != '\0' ? err : kl_err_str(ret));
+        return 1;
+    }
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const struct cfg_key *k = &cfg->keys[i];
+        keys[i].cfg = k;
+        if ((ret = p11_key_find(*be_p, &keys[i].p11, err, sizeof(err), k->uri)) != 0) {
+            fprintf(stderr, "keyless-signer: %s:%u: [key %s] uri: %s\n", cfg->path, k->line, k->name,
+                    err[0] != '\0' ? err : kl_err_str(ret));
+            return 1;
+        }
+        for (size_t s = 0; s < k->n_schemes; s++) {
+            if (p11_key_check_scheme(*be_p, keys[i].p11, err, sizeof(err), k->schemes[s]) != 0) {
+                const char *name = policy_scheme_name(k->schemes[s]);
+                fprintf(stderr, "keyless-signer: %s:%u: [key %s] schemes: %s: %s\n", cfg->path, k->line, k->name,
+                        name != NULL ? name : "?", err);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int run(const char *config_path, int check_only)
+{
+    struct signer_config *cfg = NULL;
+    struct p11_backend *be = NULL;
+    struct rpc_key *keys = NULL;
+    struct audit_log *audit = NULL;
+    struct rpc_server *srv = NULL;
+    int status = 1;
+
+    if (harden() != 0 || install_signals() != 0) {
+        return 1;
+    }
+    if (cfg_load(&cfg, stderr, config_path) != 0) {
+        return 2;
+    }
+    keys = calloc(cfg->n_keys, sizeof(*keys));
+    if (keys == NULL) {
+        goto exit;
+    }
+    if (open_keys(&be, keys, cfg) != 0) {
+        goto exit;
+    }
+    if (check_only) {
+        char *dir = strdup(cfg->audit_log);
+        char *slash = dir != NULL ? strrchr(dir, '/') : NULL;
+        if (slash != NULL) {
+            *slash = '\0';
+        }
+        if (dir == NULL || access(slash != NULL ? dir : ".", W_OK) != 0) {
+            fprintf(stderr, "keyless-signer: %s: [signer] audit_log: directory of %s is not writable\n", cfg->path,
+                    cfg->audit_log);
+            free(dir);
+            goto exit;
+        }
+        free(dir);
+        fprintf(stderr, "keyless-signer: %s: OK (%zu key(s) found on the token, every scheme probed)\n", cfg->path,
+                cfg->n_keys);
+        status = 0;
+        goto exit;
+    }
+    if (audit_open(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms) != 0) {
+        fprintf(stderr, "keyless-signer: %s: [signer] audit_log: cannot open %s\n", cfg->path, cfg->audit_log);
+        goto exit;
+    }
+    if (rpc_server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
+        goto exit;
+    }
+    g_server = srv;
+    fprintf(stderr, "keyless-signer: listening on %s (%zu key(s), %u worker(s), audit %s)\n", cfg->socket_path,
+            cfg->n_keys, cfg->workers, cfg->audit_log);
+    if (rpc_server_run(srv) == 0) {
+        status = 0;
+    }
+    fprintf(stderr, "keyless-signer: shutting down (%u HSM recoveries during this run)\n", p11_backend_recoveries(be));
+exit:
+    g_server = NULL;
+    rpc_server_free(srv);
+    audit_close(audit);
+    p11_backend_free(be);
+    free(keys);
+    cfg_free(cfg);
+    return status;
+}
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("keyless-signer %s\n", KL_VERSION);
-        return 0;
+    const char *config = NULL;
+    int check = 0;
+
+    if (argc >= 2 && strcmp(argv[1], "audit-verify") == 0) {
+        return audit_verify_main(argc - 1, argv + 1);
     }
-    printf("usage: keyless-signer [--help] [--version]\n"
-           "The PKCS#11 signing service is not built yet; this binary only reports its version.\n");
-    return argc > 1 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("keyless-signer %s\n", KL_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            config = argv[i] + 9;
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check = 1;
+        } else {
+            fprintf(stderr, "keyless-signer: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    return run(config, check);
 }

@@ -1,0 +1,73 @@
+/*
+ * config.h - keyless-signer's INI configuration (parsed with inih).
+ *
+ * Sections: [signer], [hsm], and one [key NAME] per key. docs/SIGNER.md documents every
+ * key; examples/signer.conf is an annotated example. Relative paths are resolved against
+ * the directory of the config file. Every bad line is reported as
+ *   keyless-signer: FILE:LINE: [section] key: reason
+ * and loading stops with KL_ERR_CONFIG.
+ */
+#ifndef KL_SIGNER_CONFIG_H
+#define KL_SIGNER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include "audit.h"
+#include "kl_err.h"
+
+#define CFG_MAX_KEYS 256
+#define CFG_MAX_SCHEMES 8
+#define CFG_MAX_IDS 64
+
+struct cfg_key {
+    char *name;
+    unsigned line; /* first line of its section, for start-up errors */
+    char *uri;
+    uint16_t schemes[CFG_MAX_SCHEMES];
+    size_t n_schemes;
+    uid_t uids[CFG_MAX_IDS];
+    size_t n_uids;
+    gid_t gids[CFG_MAX_IDS];
+    size_t n_gids;
+    double rate, burst;
+};
+
+struct signer_config {
+    char *path;
+    /* [signer] */
+    char *socket_path;
+    gid_t socket_gid;
+    int has_socket_gid;
+    unsigned workers;
+    unsigned queue_max;
+    unsigned max_connections;
+    char *audit_log;
+    enum audit_sync audit_sync;
+    unsigned audit_group_ms;
+    double rate_per_peer, burst_per_peer;
+    /* [hsm] */
+    unsigned hsm_line;
+    char *module;
+    char *module_name;
+    char *softhsm2_conf;
+    char *pin_file;
+    /* [key NAME] */
+    struct cfg_key keys[CFG_MAX_KEYS];
+    size_t n_keys;
+};
+
+/*
+ * Parse path into a new *cfg_p. Errors are printed to err_out (one line each, the
+ * first one only) and KL_ERR_CONFIG or KL_ERR_NO_MEMORY is returned.
+ */
+KL_MUST_CHECK int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path);
+
+/* Free a config from cfg_load(); NULL is fine. */
+void cfg_free(struct signer_config *cfg);
+
+/* The key named name, or NULL. */
+const struct cfg_key *cfg_key_find(const struct signer_config *cfg, const char *name);
+
+#endif

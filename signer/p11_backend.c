@@ -1,0 +1,1052 @@
+/*
+ * p11_backend.c - PKCS#11 through p11-kit: module, token, login, session pool, keys, C_Sign.
+ *
+ * Locking: be->lock is a rwlock. Signing holds it shared (each worker uses only its
+ * own session, and PKCS#11 with CKF_OS_LOCKING_OK allows concurrent calls on distinct
+ * sessions); recovery holds it exclusive while it re-initialises the module, so no
+ * C_Sign runs against a session that is being torn down.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <sodium.h>
+
+#include "p11_backend.h"
+
+#define PIN_MAX 256
+#define RECOVER_MIN_INTERVAL_NS (100 * 1000 * 1000ull) /* do not hammer a token that is away */
+
+struct p11_key {
+    struct p11_key *next;
+    char *uri_str;
+    P11KitUri *uri;
+    CK_OBJECT_HANDLE priv; /* valid for the current module generation */
+    CK_KEY_TYPE ck_type;
+    enum p11_key_type type;
+    int curve_nid; /* EC: NID_X9_62_prime256v1 / NID_secp384r1 */
+    size_t ec_field_len;
+    int can_sign;
+    CK_MECHANISM_TYPE allowed[32];
+    size_t allowed_n; /* 0: the token gave no list (treated as "any") */
+    EVP_PKEY *pub;
+    uint8_t spki[P11_SPKI_MAX];
+    size_t spki_len;
+};
+
+struct p11_backend {
+    CK_FUNCTION_LIST *f;
+    CK_FUNCTION_LIST **p11kit_modules; /* when loaded by name */
+    void *dl;                          /* when p11-kit-proxy.so is dlopen()ed */
+    int p11kit_loaded;                 /* f came from p11_kit_module_load */
+    int initialized;
+    P11KitUri *token_uri;
+    char *pin_file;
+    CK_SLOT_ID slot;
+    unsigned n_sessions;
+    CK_SESSION_HANDLE *sessions;
+    struct p11_key *keys;
+    pthread_rwlock_t lock;
+    atomic_int broken;
+    uint64_t last_recover_ns;
+    atomic_uint recoveries;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static const char *rv_str(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_OK:
+        return "CKR_OK";
+    case CKR_HOST_MEMORY:
+        return "CKR_HOST_MEMORY";
+    case CKR_SLOT_ID_INVALID:
+        return "CKR_SLOT_ID_INVALID";
+    case CKR_GENERAL_ERROR:
+        return "CKR_GENERAL_ERROR";
+    case CKR_FUNCTION_FAILED:
+        return "CKR_FUNCTION_FAILED";
+    case CKR_ARGUMENTS_BAD:
+        return "CKR_ARGUMENTS_BAD";
+    case CKR_ATTRIBUTE_TYPE_INVALID:
+        return "CKR_ATTRIBUTE_TYPE_INVALID";
+    case CKR_DEVICE_ERROR:
+        return "CKR_DEVICE_ERROR";
+    case CKR_DEVICE_REMOVED:
+        return "CKR_DEVICE_REMOVED";
+    case CKR_KEY_HANDLE_INVALID:
+        return "CKR_KEY_HANDLE_INVALID";
+    case CKR_KEY_TYPE_INCONSISTENT:
+        return "CKR_KEY_TYPE_INCONSISTENT";
+    case CKR_MECHANISM_INVALID:
+        return "CKR_MECHANISM_INVALID";
+    case CKR_MECHANISM_PARAM_INVALID:
+        return "CKR_MECHANISM_PARAM_INVALID";
+    case CKR_OBJECT_HANDLE_INVALID:
+        return "CKR_OBJECT_HANDLE_INVALID";
+    case CKR_OPERATION_ACTIVE:
+        return "CKR_OPERATION_ACTIVE";
+    case CKR_PIN_INCORRECT:
+        return "CKR_PIN_INCORRECT";
+    case CKR_PIN_LOCKED:
+        return "CKR_PIN_LOCKED";
+    case CKR_SESSION_CLOSED:
+        return "CKR_SESSION_CLOSED";
+    case CKR_SESSION_HANDLE_INVALID:
+        return "CKR_SESSION_HANDLE_INVALID";
+    case CKR_TOKEN_NOT_PRESENT:
+        return "CKR_TOKEN_NOT_PRESENT";
+    case CKR_USER_NOT_LOGGED_IN:
+        return "CKR_USER_NOT_LOGGED_IN";
+    case CKR_BUFFER_TOO_SMALL:
+        return "CKR_BUFFER_TOO_SMALL";
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+        return "CKR_CRYPTOKI_NOT_INITIALIZED";
+    case CKR_CRYPTOKI_ALREADY_INITIALIZED:
+        return "CKR_CRYPTOKI_ALREADY_INITIALIZED";
+    default:
+        return "CKR_(other)";
+    }
+}
+
+/* The return values after which sessions, login or object handles cannot be trusted. */
+static int rv_needs_recovery(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_USER_NOT_LOGGED_IN:
+    case CKR_DEVICE_REMOVED:
+    case CKR_DEVICE_ERROR:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_GENERAL_ERROR:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ---- the scheme table: what each TLS SignatureScheme needs from the key and token ---- */
+
+struct scheme_info {
+    uint16_t scheme;
+    enum p11_key_type type;
+    int curve_nid; /* EC only */
+    CK_MECHANISM_TYPE mech;
+    CK_MECHANISM_TYPE ck_hash; /* RSA-PSS hashAlg */
+    CK_RSA_PKCS_MGF_TYPE mgf;
+    int hash_nid; /* 0: Ed25519 signs the content itself */
+    size_t hash_len;
+};
+
+static const struct scheme_info schemes[] = {
+    {0x0403, P11_KEY_EC, NID_X9_62_prime256v1, CKM_ECDSA, 0, 0, NID_sha256, 32},
+    {0x0503, P11_KEY_EC, NID_secp384r1, CKM_ECDSA, 0, 0, NID_sha384, 48},
+    {0x0804, P11_KEY_RSA, 0, CKM_RSA_PKCS_PSS, CKM_SHA256, CKG_MGF1_SHA256, NID_sha256, 32},
+    {0x0805, P11_KEY_RSA, 0, CKM_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384, NID_sha384, 48},
+    {0x0806, P11_KEY_RSA, 0, CKM_RSA_PKCS_PSS, CKM_SHA512, CKG_MGF1_SHA512, NID_sha512, 64},
+    {0x0807, P11_KEY_ED25519, 0, CKM_EDDSA, 0, 0, 0, 0},
+};
+
+static const struct scheme_info *scheme_lookup(uint16_t scheme)
+{
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        if (schemes[i].scheme == scheme) {
+            return &schemes[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- PIN ---- */
+
+/* Read the first line of pin_file into pin (NUL-terminated). The caller wipes pin. */
+static int pin_read(char *pin, size_t pin_cap, size_t *pin_len_p, char *err, size_t err_len, const char *pin_file)
+{
+    int ret = 0, fd = -1;
+    struct stat st;
+    ssize_t n;
+
+    fd = open(pin_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        snprintf(err, err_len, "cannot read PIN file %s: %s", pin_file, strerror(errno));
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, err_len, "PIN file %s is not a regular file", pin_file);
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    if ((st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+        snprintf(err, err_len, "PIN file %s is accessible by others (mode %03o); chmod o-rw it", pin_file,
+                 (unsigned)(st.st_mode & 0777));
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    n = read(fd, pin, pin_cap - 1);
+    if (n < 0) {
+        snprintf(err, err_len, "cannot read PIN file %s: %s", pin_file, strerror(errno));
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    pin[n] = '\0';
+    pin[strcspn(pin, "\r\n")] = '\0';
+    *pin_len_p = strlen(pin);
+    if (*pin_len_p == 0) {
+        snprintf(err, err_len, "PIN file %s is empty", pin_file);
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+exit:
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ret;
+}
+
+static int login(struct p11_backend *be, char *err, size_t err_len)
+{
+    int ret = 0;
+    char pin[PIN_MAX];
+    size_t pin_len = 0;
+    CK_RV rv;
+
+    KL_TRY(pin_read(pin, sizeof(pin), &pin_len, err, err_len, be->pin_file));
+    rv = be->f->C_Login(be->sessions[0], CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len);
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+        snprintf(err, err_len, "C_Login failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
+        KL_ENSURE(0, rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED ? KL_ERR_CONFIG : KL_ERR_HSM);
+    }
+exit:
+    sodium_memzero(pin, sizeof(pin));
+    return ret;
+}
+
+/* ---- module, slot, sessions ---- */
+
+static int is_proxy_path(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base != NULL ? base + 1 : path;
+    return strncmp(base, "p11-kit-proxy", 13) == 0;
+}
+
+static int module_load(struct p11_backend *be, char *err, size_t err_len, const char *module_path,
+                       const char *module_name)
+{
+    if (module_name != NULL) {
+        /* Registered modules (p11-kit list-modules); we initialise only the one we use. */
+        be->p11kit_modules = p11_kit_modules_load(NULL, 0);
+        if (be->p11kit_modules == NULL) {
+            snprintf(err, err_len, "p11-kit could not load the registered modules: %s", p11_kit_message());
+            return KL_ERR_CONFIG;
+        }
+        be->f = p11_kit_module_for_name(be->p11kit_modules, module_name);
+        if (be->f == NULL) {
+            snprintf(err, err_len, "no PKCS#11 module named '%s' is registered with p11-kit", module_name);
+            return KL_ERR_CONFIG;
+        }
+        return 0;
+    }
+    if (is_proxy_path(module_path)) {
+        /* p11_kit_module_load() refuses the proxy; it is a plain PKCS#11 module, load it as one. */
+        CK_C_GetFunctionList get;
+        be->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
+        if (be->dl == NULL) {
+            snprintf(err, err_len, "cannot load %s: %s", module_path, dlerror());
+            return KL_ERR_CONFIG;
+        }
+        *(void **)&get = dlsym(be->dl, "C_GetFunctionList");
+        if (get == NULL || get(&be->f) != CKR_OK || be->f == NULL) {
+            snprintf(err, err_len, "%s has no usable C_GetFunctionList", module_path);
+            return KL_ERR_CONFIG;
+        }
+        return 0;
+    }
+    be->f = p11_kit_module_load(module_path, 0);
+    if (be->f == NULL) {
+        snprintf(err, err_len, "cannot load PKCS#11 module %s: %s", module_path, p11_kit_message());
+        return KL_ERR_CONFIG;
+    }
+    be->p11kit_loaded = 1;
+    return 0;
+}
+
+static int module_initialize(struct p11_backend *be, char *err, size_t err_len)
+{
+    CK_C_INITIALIZE_ARGS args;
+    CK_RV rv;
+
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    rv = be->f->C_Initialize(&args);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        snprintf(err, err_len, "C_Initialize failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
+        return KL_ERR_HSM;
+    }
+    be->initialized = 1;
+    return 0;
+}
+
+static void token_label(char *out, const CK_TOKEN_INFO *ti)
+{
+    size_t n = sizeof(ti->label);
+    memcpy(out, ti->label, n);
+    while (n > 0 && out[n - 1] == ' ') {
+        n--;
+    }
+    out[n] = '\0';
+}
+
+static int slot_find(struct p11_backend *be, char *err, size_t err_len)
+{
+    int ret = 0;
+    CK_SLOT_ID *slots = NULL;
+    CK_ULONG n = 0;
+    CK_RV rv;
+    int found = 0;
+
+    rv = be->f->C_GetSlotList(CK_TRUE, NULL, &n);
+    if (rv != CKR_OK) {
+        snprintf(err, err_len, "C_GetSlotList failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
+        KL_ENSURE(0, KL_ERR_HSM);
+    }
+    KL_ENSURE(n <= 4096, KL_ERR_HSM);
+    slots = calloc(n + 1, sizeof(*slots));
+    KL_ENSURE(slots != NULL, KL_ERR_NO_MEMORY);
+    rv = be->f->C_GetSlotList(CK_TRUE, slots, &n);
+    if (rv != CKR_OK) {
+        snprintf(err, err_len, "C_GetSlotList failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
+        KL_ENSURE(0, KL_ERR_HSM);
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        if (be->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK) {
+            continue;
+        }
+        if (p11_kit_uri_match_token_info(be->token_uri, &ti)) {
+            if (found) {
+                char label[33];
+                token_label(label, &ti);
+                snprintf(err, err_len, "several tokens match the key URI (label '%s'); add serial= to it", label);
+                KL_ENSURE(0, KL_ERR_CONFIG);
+            }
+            be->slot = slots[i];
+            found = 1;
+        }
+    }
+    if (!found) {
+        snprintf(err, err_len, "no token matching the key URI is present (%lu token(s) seen)", (unsigned long)n);
+        KL_ENSURE(0, KL_ERR_NOT_FOUND);
+    }
+exit:
+    free(slots);
+    return ret;
+}
+
+static int sessions_open(struct p11_backend *be, char *err, size_t err_len)
+{
+    for (unsigned i = 0; i < be->n_sessions; i++) {
+        CK_RV rv = be->f->C_OpenSession(be->slot, CKF_SERIAL_SESSION, NULL, NULL, &be->sessions[i]);
+        if (rv != CKR_OK) {
+            be->sessions[i] = CK_INVALID_HANDLE;
+            snprintf(err, err_len, "C_OpenSession failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
+            return KL_ERR_HSM;
+        }
+    }
+    return 0;
+}
+
+static void sessions_close(struct p11_backend *be)
+{
+    for (unsigned i = 0; i < be->n_sessions; i++) {
+        if (be->sessions[i] != CK_INVALID_HANDLE) {
+            (void)be->f->C_CloseSession(be->sessions[i]);
+            be->sessions[i] = CK_INVALID_HANDLE;
+        }
+    }
+}
+
+/* ---- keys ---- */
+
+/* Read one attribute of variable size into a fresh allocation (*val_p, *len_p). */
+static int attr_get(struct p11_backend *be, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, uint8_t **val_p,
+                    size_t *len_p)
+{
+    CK_ATTRIBUTE a = {type, NULL, 0};
+    CK_RV rv = be->f->C_GetAttributeValue(be->sessions[0], obj, &a, 1);
+    if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 65536) {
+        return KL_ERR_HSM;
+    }
+    *val_p = malloc(a.ulValueLen + 1);
+    if (*val_p == NULL) {
+        return KL_ERR_NO_MEMORY;
+    }
+    a.pValue = *val_p;
+    rv = be->f->C_GetAttributeValue(be->sessions[0], obj, &a, 1);
+    if (rv != CKR_OK) {
+        free(*val_p);
+        *val_p = NULL;
+        return KL_ERR_HSM;
+    }
+    *len_p = a.ulValueLen;
+    return 0;
+}
+
+/* Find objects matching tmpl; *n_p in: capacity of out, out: found count (capped). */
+static int objects_find(struct p11_backend *be, CK_OBJECT_HANDLE *out, CK_ULONG *n_p, CK_ATTRIBUTE *tmpl,
+                        CK_ULONG tmpl_n)
+{
+    CK_SESSION_HANDLE s = be->sessions[0];
+    CK_ULONG cap = *n_p, got = 0;
+    CK_RV rv = be->f->C_FindObjectsInit(s, tmpl, tmpl_n);
+    if (rv != CKR_OK) {
+        return KL_ERR_HSM;
+    }
+    rv = be->f->C_FindObjects(s, out, cap, &got);
+    (void)be->f->C_FindObjectsFinal(s);
+    if (rv != CKR_OK) {
+        return KL_ERR_HSM;
+    }
+    *n_p = got;
+    return 0;
+}
+
+/* The private key handle for key->uri: exactly one private key must match. */
+static int key_find_private(struct p11_backend *be, CK_OBJECT_HANDLE *priv_p, char *err, size_t err_len,
+                            struct p11_key *key)
+{
+    CK_ATTRIBUTE tmpl[8];
+    CK_ULONG n_attrs = 0, tn = 0, found = 2;
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_OBJECT_HANDLE h[2];
+    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(key->uri, &n_attrs);
+
+    for (CK_ULONG i = 0; i < n_attrs && tn < 7; i++) {
+        if (attrs[i].type == CKA_CLASS) {
+            continue;
+        }
+        tmpl[tn++] = attrs[i];
+    }
+    tmpl[tn].type = CKA_CLASS;
+    tmpl[tn].pValue = &cls;
+    tmpl[tn].ulValueLen = sizeof(cls);
+    tn++;
+    if (objects_find(be, h, &found, tmpl, tn) != 0) {
+        snprintf(err, err_len, "C_FindObjects failed");
+        return KL_ERR_HSM;
+    }
+    if (found == 0) {
+        snprintf(err, err_len, "no private key on the token matches %s (or it needs a login)", key->uri_str);
+        return KL_ERR_NOT_FOUND;
+    }
+    if (found > 1) {
+        snprintf(err, err_len, "several private keys match %s; make the URI precise (id=)", key->uri_str);
+        return KL_ERR_CONFIG;
+    }
+    *priv_p = h[0];
+    return 0;
+}
+
+/* The public key object paired with priv: same CKA_ID if it has one, else same label. */
+static int key_find_public(struct p11_backend *be, CK_OBJECT_HANDLE *pub_p, CK_OBJECT_HANDLE priv)
+{
+    int ret = 0;
+    uint8_t *id = NULL, *label = NULL;
+    size_t id_len = 0, label_len = 0;
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, NULL, 0}};
+    CK_OBJECT_HANDLE h[2];
+    CK_ULONG found = 2;
+
+    if (attr_get(be, priv, CKA_ID, &id, &id_len) == 0 && id_len > 0) {
+        tmpl[1].pValue = id;
+        tmpl[1].ulValueLen = id_len;
+    } else if (attr_get(be, priv, CKA_LABEL, &label, &label_len) == 0 && label_len > 0) {
+        tmpl[1].type = CKA_LABEL;
+        tmpl[1].pValue = label;
+        tmpl[1].ulValueLen = label_len;
+    } else {
+        KL_ENSURE(0, KL_ERR_NOT_FOUND);
+    }
+    KL_TRY(objects_find(be, h, &found, tmpl, 2));
+    KL_ENSURE(found == 1, KL_ERR_NOT_FOUND);
+    *pub_p = h[0];
+exit:
+    free(id);
+    free(label);
+    return ret;
+}
+
+static int pkey_from_params(EVP_PKEY **pkey_p, const char *type, OSSL_PARAM_BLD *bld)
+{
+    int ret = 0;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+
+    params = OSSL_PARAM_BLD_to_param(bld);
+    KL_ENSURE(params != NULL, KL_ERR_CRYPTO);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    KL_ENSURE(ctx != NULL, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_fromdata_init(ctx) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_fromdata(ctx, pkey_p, EVP_PKEY_PUBLIC_KEY, params) == 1, KL_ERR_CRYPTO);
+exit:
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    return ret;
+}
+
+static int key_public_rsa(struct p11_backend *be, struct p11_key *key, CK_OBJECT_HANDLE obj)
+{
+    int ret = 0;
+    uint8_t *mod = NULL, *exp = NULL;
+    size_t mod_len = 0, exp_len = 0;
+    BIGNUM *n = NULL, *e = NULL;
+    OSSL_PARAM_BLD *bld = NULL;
+
+    KL_TRY(attr_get(be, obj, CKA_MODULUS, &mod, &mod_len));
+    KL_TRY(attr_get(be, obj, CKA_PUBLIC_EXPONENT, &exp, &exp_len));
+    n = BN_bin2bn(mod, (int)mod_len, NULL);
+    e = BN_bin2bn(exp, (int)exp_len, NULL);
+    bld = OSSL_PARAM_BLD_new();
+    KL_ENSURE(n != NULL && e != NULL && bld != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) == 1, KL_ERR_CRYPTO);
+    KL_TRY(pkey_from_params(&key->pub, "RSA", bld));
+exit:
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    free(mod);
+    free(exp);
+    return ret;
+}
+
+/* CKA_EC_POINT is a DER OCTET STRING per the standard; some tokens give the raw point. */
+static int ec_point_unwrap(const uint8_t **pt_p, size_t *pt_len_p, const uint8_t *der, size_t der_len)
+{
+    if (der_len >= 2 && der[0] == 0x04) {
+        size_t hdr = 2, len = der[1];
+        if (der[1] == 0x81 && der_len >= 3) {
+            hdr = 3;
+            len = der[2];
+        } else if (der[1] > 0x81) {
+            len = SIZE_MAX;
+        }
+        if (len != SIZE_MAX && hdr + len == der_len) {
+            *pt_p = der + hdr;
+            *pt_len_p = len;
+            return 0;
+        }
+    }
+    *pt_p = der;
+    *pt_len_p = der_len;
+    return 0;
+}
+
+static int key_public_ec(struct p11_backend *be, struct p11_key *key, CK_OBJECT_HANDLE obj, char *err, size_t err_len)
+{
+    static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+    static const uint8_t str_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r', 'd', 's', '2', '5', '5', '1', '9'};
+    int ret = 0;
+    uint8_t *params = NULL, *point = NULL;
+    size_t params_len = 0, point_len = 0, pt_len = 0;
+    const uint8_t *pt = NULL;
+    ASN1_OBJECT *oid = NULL;
+    OSSL_PARAM_BLD *bld = NULL;
+
+    KL_TRY(attr_get(be, obj, CKA_EC_PARAMS, &params, &params_len));
+    KL_TRY(attr_get(be, obj, CKA_EC_POINT, &point, &point_len));
+    KL_TRY(ec_point_unwrap(&pt, &pt_len, point, point_len));
+    if (key->ck_type == CKK_EC_EDWARDS) {
+        /* RFC 8410 OID 1.3.101.112, or the printable string "edwards25519" (PKCS#11 3.0 allows both). */
+        int is_ed25519 = (params_len == sizeof(oid_ed25519) && memcmp(params, oid_ed25519, params_len) == 0) ||
+                         (params_len == sizeof(str_ed25519) && memcmp(params, str_ed25519, params_len) == 0);
+        if (!is_ed25519 || pt_len != 32) {
+            snprintf(err, err_len, "Edwards key is not Ed25519 (only Ed25519 is supported)");
+            KL_ENSURE(0, KL_ERR_CONFIG);
+        }
+        key->type = P11_KEY_ED25519;
+        key->pub = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pt, pt_len);
+        KL_ENSURE(key->pub != NULL, KL_ERR_CRYPTO);
+    } else {
+        const uint8_t *p = params;
+        oid = d2i_ASN1_OBJECT(NULL, &p, (long)params_len);
+        key->curve_nid = oid != NULL ? OBJ_obj2nid(oid) : NID_undef;
+        if (key->curve_nid != NID_X9_62_prime256v1 && key->curve_nid != NID_secp384r1 &&
+            key->curve_nid != NID_secp521r1) {
+            snprintf(err, err_len, "EC key on an unsupported curve (CKA_EC_PARAMS is not P-256/P-384/P-521)");
+            KL_ENSURE(0, KL_ERR_CONFIG);
+        }
+        key->type = P11_KEY_EC;
+        key->ec_field_len = key->curve_nid == NID_X9_62_prime256v1 ? 32 : key->curve_nid == NID_secp384r1 ? 48 : 66;
+        bld = OSSL_PARAM_BLD_new();
+        KL_ENSURE(bld != NULL, KL_ERR_NO_MEMORY);
+        KL_ENSURE(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(key->curve_nid), 0) == 1,
+                  KL_ERR_CRYPTO);
+        KL_ENSURE(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, pt_len) == 1, KL_ERR_CRYPTO);
+        if ((ret = pkey_from_params(&key->pub, "EC", bld)) != 0) {
+            snprintf(err, err_len, "the token's EC public key does not parse");
+            goto exit;
+        }
+    }
+exit:
+    ASN1_OBJECT_free(oid);
+    OSSL_PARAM_BLD_free(bld);
+    free(params);
+    free(point);
+    return ret;
+}
+
+/* Find key's handles and read everything the signer needs; used at start and after recovery. */
+static int key_load(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len, int first)
+{
+    int ret = 0;
+    CK_OBJECT_HANDLE priv, pub = CK_INVALID_HANDLE;
+    CK_KEY_TYPE kt = 0;
+    CK_BBOOL can_sign = CK_FALSE;
+    CK_ATTRIBUTE a[2] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_SIGN, &can_sign, sizeof(can_sign)}};
+    uint8_t *mechs = NULL;
+    size_t mechs_len = 0;
+    unsigned char *der = NULL;
+    int der_len;
+
+    KL_TRY(key_find_private(be, &priv, err, err_len, key));
+    if (be->f->C_GetAttributeValue(be->sessions[0], priv, a, 2) != CKR_OK) {
+        snprintf(err, err_len, "cannot read CKA_KEY_TYPE/CKA_SIGN of %s", key->uri_str);
+        KL_ENSURE(0, KL_ERR_HSM);
+    }
+    key->priv = priv;
+    if (!first) {
+        goto exit; /* type and public key were read at start; only the handle can change */
+    }
+    key->ck_type = kt;
+    key->can_sign = can_sign == CK_TRUE;
+    /* CKA_ALLOWED_MECHANISMS is optional: SoftHSM2 reports it empty, p11-kit remoting and
+     * some tokens fail it. Only a non-empty list restricts the key. */
+    if (attr_get(be, priv, CKA_ALLOWED_MECHANISMS, &mechs, &mechs_len) == 0 && mechs_len > 0) {
+        key->allowed_n = mechs_len / sizeof(CK_MECHANISM_TYPE);
+        if (key->allowed_n > sizeof(key->allowed) / sizeof(key->allowed[0])) {
+            key->allowed_n = sizeof(key->allowed) / sizeof(key->allowed[0]);
+        }
+        memcpy(key->allowed, mechs, key->allowed_n * sizeof(CK_MECHANISM_TYPE));
+    }
+    if (key_find_public(be, &pub, priv) != 0) {
+        pub = CK_INVALID_HANDLE;
+    }
+    if (kt == CKK_RSA) {
+        key->type = P11_KEY_RSA;
+        /* A private RSA key exposes its public half too; the public object is not needed. */
+        if ((ret = key_public_rsa(be, key, pub != CK_INVALID_HANDLE ? pub : priv)) != 0) {
+            snprintf(err, err_len, "cannot read the RSA public key of %s", key->uri_str);
+            goto exit;
+        }
+    } else if (kt == CKK_EC || kt == CKK_EC_EDWARDS) {
+        if (pub == CK_INVALID_HANDLE) {
+            snprintf(err, err_len, "no public key object pairs with %s (same CKA_ID or label)", key->uri_str);
+            KL_ENSURE(0, KL_ERR_NOT_FOUND);
+        }
+        KL_TRY(key_public_ec(be, key, pub, err, err_len));
+    } else {
+        snprintf(err, err_len, "%s has unsupported key type 0x%lx", key->uri_str, (unsigned long)kt);
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    der_len = i2d_PUBKEY(key->pub, &der);
+    KL_ENSURE(der_len > 0 && (size_t)der_len <= sizeof(key->spki), KL_ERR_CRYPTO);
+    memcpy(key->spki, der, (size_t)der_len);
+    key->spki_len = (size_t)der_len;
+exit:
+    OPENSSL_free(der);
+    free(mechs);
+    return ret;
+}
+
+/* ---- start, recovery, stop ---- */
+
+/* Bring up slot, sessions, login and key handles on an initialised module. */
+static int token_open(struct p11_backend *be, char *err, size_t err_len)
+{
+    int ret = 0;
+    KL_TRY(slot_find(be, err, err_len));
+    KL_TRY(sessions_open(be, err, err_len));
+    KL_TRY(login(be, err, err_len));
+    for (struct p11_key *k = be->keys; k != NULL; k = k->next) {
+        KL_TRY(key_load(be, k, err, err_len, 0));
+    }
+exit:
+    return ret;
+}
+
+int p11_backend_new(struct p11_backend **be_p, char *err, size_t err_len, const char *module_path,
+                    const char *module_name, const char *token_uri, const char *pin_file, unsigned sessions)
+{
+    int ret = 0;
+    struct p11_backend *be = NULL;
+
+    *be_p = NULL;
+    KL_ENSURE((module_path == NULL) != (module_name == NULL) && sessions > 0 && sessions <= 1024 && pin_file != NULL &&
+                  token_uri != NULL,
+              KL_ERR_INVALID);
+    be = calloc(1, sizeof(*be));
+    KL_ENSURE(be != NULL, KL_ERR_NO_MEMORY);
+    pthread_rwlock_init(&be->lock, NULL);
+    be->n_sessions = sessions;
+    be->sessions = calloc(sessions, sizeof(*be->sessions));
+    be->pin_file = strdup(pin_file);
+    be->token_uri = p11_kit_uri_new();
+    KL_ENSURE(be->sessions != NULL && be->pin_file != NULL && be->token_uri != NULL, KL_ERR_NO_MEMORY);
+    for (unsigned i = 0; i < sessions; i++) {
+        be->sessions[i] = CK_INVALID_HANDLE;
+    }
+    if (p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_ANY, be->token_uri) != P11_KIT_URI_OK) {
+        snprintf(err, err_len, "not a valid RFC 7512 pkcs11: URI: %s", token_uri);
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    KL_TRY(module_load(be, err, err_len, module_path, module_name));
+    KL_TRY(module_initialize(be, err, err_len));
+    KL_TRY(token_open(be, err, err_len));
+    *be_p = be;
+    be = NULL;
+exit:
+    p11_backend_free(be);
+    return ret;
+}
+
+static void module_finalize(struct p11_backend *be)
+{
+    if (be->f != NULL && be->initialized) {
+        sessions_close(be);
+        (void)be->f->C_Finalize(NULL);
+        be->initialized = 0;
+    }
+}
+
+void p11_backend_free(struct p11_backend *be)
+{
+    if (be == NULL) {
+        return;
+    }
+    if (be->f != NULL && be->initialized && be->sessions[0] != CK_INVALID_HANDLE) {
+        (void)be->f->C_Logout(be->sessions[0]);
+    }
+    module_finalize(be);
+    while (be->keys != NULL) {
+        struct p11_key *k = be->keys;
+        be->keys = k->next;
+        EVP_PKEY_free(k->pub);
+        p11_kit_uri_free(k->uri);
+        free(k->uri_str);
+        free(k);
+    }
+    if (be->p11kit_modules != NULL) {
+        p11_kit_modules_release(be->p11kit_modules);
+    } else if (be->p11kit_loaded) {
+        p11_kit_module_release(be->f);
+    }
+    if (be->dl != NULL) {
+        dlclose(be->dl);
+    }
+    if (be->token_uri != NULL) {
+        p11_kit_uri_free(be->token_uri);
+    }
+    free(be->sessions);
+    free(be->pin_file);
+    pthread_rwlock_destroy(&be->lock);
+    free(be);
+}
+
+/*
+ * Re-initialise everything after token trouble. A light reopen of the sessions is not
+ * enough in general: a remote module (p11-kit-client.so) that lost its server stays in
+ * CKR_DEVICE_ERROR until it is finalised and initialised again.
+ */
+static void recover(struct p11_backend *be)
+{
+    char err[256] = "";
+    uint64_t t = now_ns();
+
+    pthread_rwlock_wrlock(&be->lock);
+    if (!atomic_load(&be->broken) || t - be->last_recover_ns < RECOVER_MIN_INTERVAL_NS) {
+        goto exit;
+    }
+    be->last_recover_ns = t;
+    module_finalize(be);
+    if (module_initialize(be, err, sizeof(err)) != 0 || token_open(be, err, sizeof(err)) != 0) {
+        fprintf(stderr, "keyless-signer: hsm: recovery failed: %s\n", err);
+        sessions_close(be);
+        goto exit;
+    }
+    atomic_store(&be->broken, 0);
+    atomic_fetch_add(&be->recoveries, 1);
+    fprintf(stderr, "keyless-signer: hsm: recovered (sessions reopened, logged in, keys re-found)\n");
+exit:
+    pthread_rwlock_unlock(&be->lock);
+}
+
+unsigned p11_backend_recoveries(struct p11_backend *be)
+{
+    return atomic_load(&be->recoveries);
+}
+
+int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size_t err_len, const char *uri)
+{
+    int ret = 0;
+    struct p11_key *key = calloc(1, sizeof(*key));
+    CK_TOKEN_INFO ti;
+
+    KL_ENSURE(key != NULL, KL_ERR_NO_MEMORY);
+    key->uri_str = strdup(uri);
+    key->uri = p11_kit_uri_new();
+    KL_ENSURE(key->uri_str != NULL && key->uri != NULL, KL_ERR_NO_MEMORY);
+    if (p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, key->uri) != P11_KIT_URI_OK) {
+        snprintf(err, err_len, "not a valid RFC 7512 pkcs11: URI: %s", uri);
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    {
+        CK_ATTRIBUTE *cls = p11_kit_uri_get_attribute(key->uri, CKA_CLASS);
+        if (cls != NULL && cls->ulValueLen == sizeof(CK_OBJECT_CLASS) &&
+            *(CK_OBJECT_CLASS *)cls->pValue != CKO_PRIVATE_KEY) {
+            snprintf(err, err_len, "URI %s names an object that is not a private key (use type=private)", uri);
+            KL_ENSURE(0, KL_ERR_CONFIG);
+        }
+    }
+    pthread_rwlock_wrlock(&be->lock);
+    if (be->f->C_GetTokenInfo(be->slot, &ti) != CKR_OK || !p11_kit_uri_match_token_info(key->uri, &ti)) {
+        snprintf(err, err_len, "%s is not on the signer's token (all keys must be on one token)", uri);
+        ret = KL_ERR_CONFIG;
+    } else {
+        ret = key_load(be, key, err, err_len, 1);
+    }
+    if (ret == 0) {
+        key->next = be->keys;
+        be->keys = key;
+        *key_p = key;
+        key = NULL;
+    }
+    pthread_rwlock_unlock(&be->lock);
+exit:
+    if (key != NULL) {
+        EVP_PKEY_free(key->pub);
+        if (key->uri != NULL) {
+            p11_kit_uri_free(key->uri);
+        }
+        free(key->uri_str);
+        free(key);
+    }
+    return ret;
+}
+
+const uint8_t *p11_key_spki(const struct p11_key *key, size_t *len_p)
+{
+    *len_p = key->spki_len;
+    return key->spki;
+}
+
+enum p11_key_type p11_key_type(const struct p11_key *key)
+{
+    return key->type;
+}
+
+int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char *err, size_t err_len, uint16_t scheme)
+{
+    const struct scheme_info *si = scheme_lookup(scheme);
+    CK_MECHANISM_INFO mi;
+    CK_RV rv;
+
+    if (si == NULL) {
+        snprintf(err, err_len, "scheme 0x%04x is not a TLS 1.3 signature scheme the signer supports", scheme);
+        return KL_ERR_DENIED;
+    }
+    if (si->type != key->type || (si->type == P11_KEY_EC && si->curve_nid != key->curve_nid)) {
+        snprintf(err, err_len, "the key's type/curve cannot do scheme 0x%04x", scheme);
+        return KL_ERR_DENIED;
+    }
+    if (!key->can_sign) {
+        snprintf(err, err_len, "the key has CKA_SIGN false");
+        return KL_ERR_DENIED;
+    }
+    if (key->allowed_n > 0) {
+        int ok = 0;
+        for (size_t i = 0; i < key->allowed_n; i++) {
+            ok |= key->allowed[i] == si->mech;
+        }
+        if (!ok) {
+            snprintf(err, err_len, "the key's CKA_ALLOWED_MECHANISMS excludes mechanism 0x%lx",
+                     (unsigned long)si->mech);
+            return KL_ERR_DENIED;
+        }
+    }
+    if (si->type == P11_KEY_RSA) {
+        /* PSS with salt = hash length needs emLen >= 2 * hLen + 2 (RFC 8017 section 9.1.1). */
+        if ((size_t)EVP_PKEY_get_size(key->pub) < 2 * si->hash_len + 2) {
+            snprintf(err, err_len, "the RSA key is too small for scheme 0x%04x", scheme);
+            return KL_ERR_DENIED;
+        }
+    }
+    pthread_rwlock_rdlock(&be->lock);
+    rv = be->f->C_GetMechanismInfo(be->slot, si->mech, &mi);
+    pthread_rwlock_unlock(&be->lock);
+    if (rv != CKR_OK || (mi.flags & CKF_SIGN) == 0) {
+        snprintf(err, err_len, "the token cannot sign with mechanism 0x%lx (%s)", (unsigned long)si->mech,
+                 rv != CKR_OK ? rv_str(rv) : "no CKF_SIGN");
+        return KL_ERR_DENIED;
+    }
+    return 0;
+}
+
+/* One C_SignInit + C_Sign on the worker's session, recovering first if the token broke. */
+static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned idx, const struct p11_key *key,
+                      const struct scheme_info *si, const uint8_t *data, size_t data_len)
+{
+    CK_RSA_PKCS_PSS_PARAMS pss = {si->ck_hash, si->mgf, si->hash_len};
+    CK_MECHANISM mech = {si->mech, NULL, 0};
+    CK_ULONG out_len = *sig_len_p;
+    CK_RV rv;
+
+    if (si->mech == CKM_RSA_PKCS_PSS) {
+        mech.pParameter = &pss;
+        mech.ulParameterLen = sizeof(pss);
+    }
+    if (idx >= be->n_sessions) {
+        return KL_ERR_INVALID;
+    }
+    if (atomic_load(&be->broken)) {
+        recover(be);
+    }
+    pthread_rwlock_rdlock(&be->lock);
+    if (atomic_load(&be->broken) || be->sessions[idx] == CK_INVALID_HANDLE) {
+        pthread_rwlock_unlock(&be->lock);
+        atomic_store(&be->broken, 1);
+        return KL_ERR_HSM;
+    }
+    rv = be->f->C_SignInit(be->sessions[idx], &mech, key->priv);
+    if (rv == CKR_OK) {
+        rv = be->f->C_Sign(be->sessions[idx], (CK_BYTE_PTR)data, data_len, sig, &out_len);
+    }
+    pthread_rwlock_unlock(&be->lock);
+    if (rv != CKR_OK) {
+        if (rv_needs_recovery(rv)) {
+            atomic_store(&be->broken, 1);
+        }
+        fprintf(stderr, "keyless-signer: hsm: C_Sign failed: %s (0x%lx)%s\n", rv_str(rv), (unsigned long)rv,
+                rv_needs_recovery(rv) ? "; will reopen sessions and log in again" : "");
+        return KL_ERR_HSM;
+    }
+    *sig_len_p = out_len;
+    return 0;
+}
+
+int p11_sign_raw(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index,
+                 const struct p11_key *key, uint16_t scheme, const uint8_t *digest, size_t digest_len)
+{
+    const struct scheme_info *si = scheme_lookup(scheme);
+    if (si == NULL) {
+        return KL_ERR_INVALID;
+    }
+    return sign_token(be, sig, sig_len_p, session_index, key, si, digest, digest_len);
+}
+
+/* Raw r || s (each field_len bytes) to the DER ECDSA-Sig-Value TLS wants. */
+static int ecdsa_to_der(uint8_t *out, size_t *out_len_p, const uint8_t *rs, size_t rs_len)
+{
+    int ret = 0, n;
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = NULL, *s = NULL;
+    unsigned char *p = out;
+
+    KL_ENSURE(es != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(rs_len > 0 && rs_len % 2 == 0, KL_ERR_CRYPTO);
+    r = BN_bin2bn(rs, (int)(rs_len / 2), NULL);
+    s = BN_bin2bn(rs + rs_len / 2, (int)(rs_len / 2), NULL);
+    KL_ENSURE(r != NULL && s != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(ECDSA_SIG_set0(es, r, s) == 1, KL_ERR_CRYPTO);
+    r = s = NULL;
+    n = i2d_ECDSA_SIG(es, NULL);
+    KL_ENSURE(n > 0 && (size_t)n <= *out_len_p, KL_ERR_OVERFLOW);
+    KL_ENSURE(i2d_ECDSA_SIG(es, &p) == n, KL_ERR_CRYPTO);
+    *out_len_p = (size_t)n;
+exit:
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    return ret;
+}
+
+/* RSA-PSS verification of sig over digest: a faulty RSA-CRT signature would leak the key. */
+static int rsa_pss_verify(const struct p11_key *key, const struct scheme_info *si, const uint8_t *sig, size_t sig_len,
+                          const uint8_t *digest, size_t digest_len)
+{
+    int ret = 0;
+    const EVP_MD *md = EVP_get_digestbynid(si->hash_nid);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key->pub, NULL);
+
+    KL_ENSURE(ctx != NULL && md != NULL, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_verify_init(ctx) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_CTX_set_signature_md(ctx, md) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)si->hash_len) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_verify(ctx, sig, sig_len, digest, digest_len) == 1, KL_ERR_CRYPTO);
+exit:
+    EVP_PKEY_CTX_free(ctx);
+    return ret;
+}
+
+int p11_sign(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index, const struct p11_key *key,
+             uint16_t scheme, const uint8_t *content, size_t content_len)
+{
+    int ret = 0;
+    const struct scheme_info *si = scheme_lookup(scheme);
+    uint8_t digest[EVP_MAX_MD_SIZE], raw[P11_SIG_MAX];
+    unsigned digest_len = 0;
+    size_t raw_len = sizeof(raw);
+
+    KL_ENSURE(si != NULL && si->type == key->type, KL_ERR_INVALID);
+    if (si->type == P11_KEY_ED25519) {
+        /* RFC 8032 PureEdDSA signs the message itself; there is no pre-hash variant in TLS. */
+        KL_TRY(sign_token(be, sig, sig_len_p, session_index, key, si, content, content_len));
+        goto exit;
+    }
+    KL_ENSURE(EVP_Digest(content, content_len, digest, &digest_len, EVP_get_digestbynid(si->hash_nid), NULL) == 1,
+              KL_ERR_CRYPTO);
+    KL_TRY(sign_token(be, raw, &raw_len, session_index, key, si, digest, digest_len));
+    if (si->type == P11_KEY_EC) {
+        KL_ENSURE(raw_len == 2 * key->ec_field_len, KL_ERR_HSM);
+        KL_TRY(ecdsa_to_der(sig, sig_len_p, raw, raw_len));
+    } else {
+        KL_ENSURE(raw_len <= *sig_len_p, KL_ERR_OVERFLOW);
+        if ((ret = rsa_pss_verify(key, si, raw, raw_len, digest, digest_len)) != 0) {
+            fprintf(stderr, "keyless-signer: hsm: an RSA signature from the token does not verify; withheld\n");
+            goto exit;
+        }
+        memcpy(sig, raw, raw_len);
+        *sig_len_p = raw_len;
+    }
+exit:
+    sodium_memzero(raw, sizeof(raw));
+    return ret;
+}

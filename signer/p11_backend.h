@@ -1,0 +1,92 @@
+/*
+ * p11_backend.h - the signer's only door to the HSM (PKCS#11 through p11-kit).
+ *
+ * This is the only module that includes p11-kit or PKCS#11 headers; everything it
+ * exposes is plain C. One backend = one PKCS#11 module, one token (found by the
+ * token label of the keys' RFC 7512 URIs), one login, and a pool of sessions: one
+ * per worker thread, addressed by index, so a worker never waits for another's session.
+ *
+ * Token trouble (session handle invalid or closed, user not logged in, device
+ * removed or in error, token not present, stale object handles) fails the request
+ * in hand with KL_ERR_HSM and marks the backend broken; the next p11_sign() then
+ * re-initialises the module, reopens every session, logs in again (re-reading the
+ * PIN file) and re-finds every key before it signs. No restart is needed.
+ */
+#ifndef KL_P11_BACKEND_H
+#define KL_P11_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kl_err.h"
+
+#define P11_SIG_MAX 1024 /* largest signature produced: RSA up to 8192 bits, DER ECDSA */
+#define P11_SPKI_MAX 2048
+
+struct p11_backend;
+struct p11_key;
+
+enum p11_key_type {
+    P11_KEY_RSA = 1,
+    P11_KEY_EC = 2,
+    P11_KEY_ED25519 = 3,
+};
+
+/*
+ * Load the module and log in. Exactly one of module_path (a module file; p11-kit-proxy.so
+ * is accepted too) and module_name (a module registered with p11-kit, e.g. "softhsm2").
+ * token_uri is an RFC 7512 URI whose token attributes (token=, serial=, ...) select the
+ * token. The PIN is read from pin_file (first line), used for C_Login and wiped.
+ * sessions is the size of the session pool (one per worker).
+ * On failure a one-line reason is written to err (never containing the PIN).
+ */
+KL_MUST_CHECK int p11_backend_new(struct p11_backend **be_p, char *err, size_t err_len, const char *module_path,
+                                  const char *module_name, const char *token_uri, const char *pin_file,
+                                  unsigned sessions);
+
+/* Log out, close the sessions, C_Finalize and unload. NULL is fine. */
+void p11_backend_free(struct p11_backend *be);
+
+/*
+ * Find the private key named by uri (and its public key: same CKA_ID, else same label)
+ * on the backend's token, read its type and public key. The key belongs to be and is
+ * freed with it. KL_ERR_NOT_FOUND / KL_ERR_HSM / KL_ERR_CONFIG with a reason in err.
+ */
+KL_MUST_CHECK int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size_t err_len,
+                               const char *uri);
+
+/*
+ * Can key sign with this TLS SignatureScheme? Checks the key type and curve against the
+ * scheme, CKA_SIGN, CKA_ALLOWED_MECHANISMS when the token reports a list, and the raw
+ * mechanism with C_GetMechanismInfo. 0 if yes, KL_ERR_DENIED with the reason in err.
+ */
+KL_MUST_CHECK int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char *err, size_t err_len,
+                                       uint16_t scheme);
+
+/* The key's SubjectPublicKeyInfo (DER), borrowed from key. */
+const uint8_t *p11_key_spki(const struct p11_key *key, size_t *len_p);
+enum p11_key_type p11_key_type(const struct p11_key *key);
+
+/*
+ * Sign content (the whole RFC 8446 section 4.4.3 content) on session slot session_index
+ * with scheme, writing the TLS CertificateVerify signature to sig (*sig_len_p in: capacity,
+ * out: length). ECDSA and RSA-PSS hash content here and use the raw mechanisms; Ed25519
+ * signs content itself. RSA signatures are verified against the public key before they
+ * are returned. KL_ERR_HSM on token trouble (see the top of this file), KL_ERR_CRYPTO if
+ * a signature does not verify, KL_ERR_INVALID on misuse. Thread-safe across distinct
+ * session indices.
+ */
+KL_MUST_CHECK int p11_sign(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index,
+                           const struct p11_key *key, uint16_t scheme, const uint8_t *content, size_t content_len);
+
+/*
+ * The raw C_SignInit+C_Sign for the benchmark: same session pool, same mechanism as
+ * p11_sign, but no hashing, DER encoding or verification around it. digest must already
+ * be the hash (or the content for Ed25519).
+ */
+KL_MUST_CHECK int p11_sign_raw(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index,
+                               const struct p11_key *key, uint16_t scheme, const uint8_t *digest, size_t digest_len);
+
+/* How many times the backend has recovered from token trouble (for logs and tests). */
+unsigned p11_backend_recoveries(struct p11_backend *be);
+
+#endif

@@ -1,0 +1,433 @@
+/*
+ * test_signer_rpc.c - keyless-signer end to end on a real SoftHSM2 token: every scheme
+ * and hash length verified with libcrypto against the certificate, every refusal with
+ * its status and audit record, bad framing, 10,000 pipelined requests from several
+ * threads on one connection, graceful stop, and the audit chain of the run verified.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kl_test.h"
+#include "rpc_client.h"
+
+static struct harness H;
+
+static const char extra_keys[] = "[key limited]\n"
+                                 "uri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+                                 "schemes = ecdsa_secp256r1_sha256\n"
+                                 "rate = 0.001\nburst = 3\n"
+                                 "[key forbidden]\n"
+                                 "uri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+                                 "schemes = ecdsa_secp256r1_sha256\n"
+                                 "allow_uids = %u\n";
+
+static Keyless__V1__SignResponse *sign_ok(Keyless__V1__Response *r, uint64_t id)
+{
+    if (r == NULL || r->id != id || r->body_case != KEYLESS__V1__RESPONSE__BODY_SIGN) {
+        return NULL;
+    }
+    return r->sign;
+}
+
+static void test_round_trips(struct rpc_client *c)
+{
+    static const struct {
+        const char *key;
+        uint16_t scheme;
+    } cases[] = {{"ecdsa-p256", 0x0403}, {"ecdsa-p384", 0x0503}, {"rsa-2048", 0x0804},
+                 {"rsa-2048", 0x0805},   {"rsa-2048", 0x0806},   {"ed25519", 0x0807}};
+    uint64_t id = 100;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (size_t hl = 32; hl <= 48; hl += 16) {
+            for (int ctx = 1; ctx <= 2; ctx++) {
+                uint8_t hash[48], content[160];
+                Keyless__V1__Response *r = NULL;
+                Keyless__V1__SignResponse *s;
+                char name[128];
+                size_t clen;
+                for (size_t b = 0; b < hl; b++) {
+                    hash[b] = (uint8_t)(b * 7 + i + ctx);
+                }
+                clen = harness_content(content, ctx, hash, hl);
+                snprintf(name, sizeof(name), "%s scheme 0x%04x hash %zu %s: signature verifies with the certificate",
+                         cases[i].key, cases[i].scheme, hl, ctx == 1 ? "server" : "client");
+                ++id;
+                if (rpc_client_sign(c, &r, id, cases[i].key, cases[i].scheme, ctx, hash, hl) != 0 ||
+                    (s = sign_ok(r, id)) == NULL || s->status != KEYLESS__V1__STATUS__OK) {
+                    ok(0, name);
+                    diag("status %d", r != NULL && r->sign != NULL ? (int)r->sign->status : -1);
+                } else {
+                    ok(harness_verify(&H, cases[i].key, cases[i].scheme, content, clen, s->signature.data,
+                                      s->signature.len),
+                       name);
+                    /* Negative control: the same signature over the other context must not verify. */
+                    if (hl == 32 && ctx == 1) {
+                        uint8_t other[160];
+                        size_t olen = harness_content(other, 2, hash, hl);
+                        ok(!harness_verify(&H, cases[i].key, cases[i].scheme, other, olen, s->signature.data,
+                                           s->signature.len),
+                           "the signature does not verify over the client context");
+                    }
+                    ok(harness_audit_has(&H, id, "OK"), "signed request audited as OK");
+                }
+                if (r != NULL) {
+                    keyless__v1__response__free_unpacked(r, NULL);
+                }
+            }
+        }
+    }
+}
+
+static void expect_status(struct rpc_client *c, uint64_t id, const char *key, uint32_t scheme, int ctx, size_t hash_len,
+                          Keyless__V1__Status want, const char *want_name, const char *what)
+{
+    uint8_t hash[64];
+    Keyless__V1__Response *r = NULL;
+    char name[160];
+    memset(hash, 0xab, sizeof(hash));
+    int ret = rpc_client_sign(c, &r, id, key, scheme, ctx, hash, hash_len);
+    snprintf(name, sizeof(name), "%s -> %s", what, want_name);
+    is_int(ret == 0 && r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN ? (int)r->sign->status : -1, want, name);
+    if (ret == 0) {
+        ok(r->id == id, "response echoes the id");
+        ok(want == KEYLESS__V1__STATUS__OK || r->sign->signature.len == 0, "no signature on a refusal");
+    }
+    snprintf(name, sizeof(name), "%s: audited with status %s", what, want_name);
+    ok(harness_audit_has(&H, id, want_name), name);
+    if (r != NULL) {
+        keyless__v1__response__free_unpacked(r, NULL);
+    }
+}
+
+static void ping_ok(struct rpc_client *c, uint64_t id, const char *what)
+{
+    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+    Keyless__V1__PingRequest pr = KEYLESS__V1__PING_REQUEST__INIT;
+    Keyless__V1__Response *r = NULL;
+    req.id = id;
+    req.body_case = KEYLESS__V1__REQUEST__BODY_PING;
+    req.ping = &pr;
+    int ret = rpc_client_send(c, &req);
+    if (ret == 0) {
+        ret = rpc_client_recv(c, &r, 5000);
+    }
+    ok(ret == 0 && r->id == id && r->body_case == KEYLESS__V1__RESPONSE__BODY_PING &&
+           strcmp(r->ping->version, KL_VERSION) == 0,
+       what);
+    if (r != NULL) {
+        keyless__v1__response__free_unpacked(r, NULL);
+    }
+}
+
+static void test_refusals(struct rpc_client *c)
+{
+    expect_status(c, 1001, "no-such-key", 0x0403, 1, 32, KEYLESS__V1__STATUS__UNKNOWN_KEY, "UNKNOWN_KEY",
+                  "unknown key");
+    expect_status(c, 1002, "ecdsa-p256", 0x0503, 1, 32, KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED, "SCHEME_NOT_ALLOWED",
+                  "P-256 key with the P-384 scheme");
+    expect_status(c, 1003, "rsa-2048", 0x0401, 1, 32, KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED, "SCHEME_NOT_ALLOWED",
+                  "RSA key with rsa_pkcs1_sha256 (not TLS 1.3)");
+    expect_status(c, 1004, "ecdsa-p256", 0x0403, 1, 20, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
+                  "20-byte hash");
+    expect_status(c, 1005, "ecdsa-p256", 0x0403, 1, 64, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
+                  "64-byte hash");
+    expect_status(c, 1006, "ecdsa-p256", 0x0403, 0, 32, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
+                  "context unspecified");
+    expect_status(c, 1007, "ecdsa-p256", 0x0403, 7, 32, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
+                  "context out of range");
+    expect_status(c, 1008, "forbidden", 0x0403, 1, 32, KEYLESS__V1__STATUS__NOT_AUTHORIZED, "NOT_AUTHORIZED",
+                  "peer uid not allowed for the key");
+    for (uint64_t i = 0; i < 3; i++) {
+        expect_status(c, 1010 + i, "limited", 0x0403, 1, 32, KEYLESS__V1__STATUS__OK, "OK", "within the burst");
+    }
+    expect_status(c, 1013, "limited", 0x0403, 1, 32, KEYLESS__V1__STATUS__RATE_LIMITED, "RATE_LIMITED",
+                  "over the key's rate");
+    ping_ok(c, 1014, "connection still usable after the refusals");
+
+    /* Garbage protobuf inside a well-formed frame: id salvaged (field 1 = 42), connection kept. */
+    {
+        static const uint8_t garbage[] = {0, 0, 0, 6, 0x08, 42, 0x12, 0x7f, 0xff, 0xff};
+        Keyless__V1__Response *r = NULL;
+        int ret = rpc_client_send_raw(c, garbage, sizeof(garbage));
+        if (ret == 0) {
+            ret = rpc_client_recv(c, &r, 5000);
+        }
+        ok(ret == 0 && r->id == 42 && r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN &&
+               r->sign->status == KEYLESS__V1__STATUS__BAD_REQUEST,
+           "garbage protobuf -> BAD_REQUEST with the salvaged id");
+        ok(harness_audit_has(&H, 42, "BAD_REQUEST"), "garbage protobuf audited");
+        if (r != NULL) {
+            keyless__v1__response__free_unpacked(r, NULL);
+        }
+        static const uint8_t noid[] = {0, 0, 0, 3, 0xff, 0xff, 0xff};
+        r = NULL;
+        ret = rpc_client_send_raw(c, noid, sizeof(noid));
+        if (ret == 0) {
+            ret = rpc_client_recv(c, &r, 5000);
+        }
+        ok(ret == 0 && r->id == 0 && r->sign->status == KEYLESS__V1__STATUS__BAD_REQUEST,
+           "garbage without an id -> BAD_REQUEST with id 0");
+        if (r != NULL) {
+            keyless__v1__response__free_unpacked(r, NULL);
+        }
+        /* A Request with no operation. */
+        static const uint8_t empty[] = {0, 0, 0, 2, 0x08, 43};
+        r = NULL;
+        ret = rpc_client_send_raw(c, empty, sizeof(empty));
+        if (ret == 0) {
+            ret = rpc_client_recv(c, &r, 5000);
+        }
+        ok(ret == 0 && r->id == 43 && r->sign->status == KEYLESS__V1__STATUS__BAD_REQUEST,
+           "request without an operation -> BAD_REQUEST");
+        if (r != NULL) {
+            keyless__v1__response__free_unpacked(r, NULL);
+        }
+        ping_ok(c, 1015, "connection still usable after garbage protobuf");
+    }
+}
+
+static void test_bad_frames(void)
+{
+    struct rpc_client c;
+    Keyless__V1__Response *r = NULL;
+    int ret;
+    /* Oversized: a header announcing FRAME_MAX + 1 bytes. Refused from the header alone. */
+    static const uint8_t big[] = {0x00, 0x01, 0x00, 0x01, 1, 2, 3};
+    if (rpc_client_connect(&c, H.sock) != 0) {
+        ok(0, "connect");
+        return;
+    }
+    ret = rpc_client_send_raw(&c, big, sizeof(big));
+    if (ret == 0) {
+        ret = rpc_client_recv(&c, &r, 5000);
+    }
+    ok(ret == 0 && r->sign != NULL && r->sign->status == KEYLESS__V1__STATUS__BAD_REQUEST,
+       "oversized frame -> BAD_REQUEST");
+    if (r != NULL) {
+        keyless__v1__response__free_unpacked(r, NULL);
+        r = NULL;
+    }
+    is_int(rpc_client_recv(&c, &r, 5000), KL_ERR_CLOSED, "oversized frame -> connection closed");
+    ok(harness_audit_grep(&H, "frame over FRAME_MAX"), "oversized frame audited");
+    rpc_client_close(&c);
+
+    /* Truncated: half a frame, then end of stream. */
+    static const uint8_t half[] = {0x00, 0x00, 0x00, 0x40, 0x08, 0x01, 0x12};
+    if (rpc_client_connect(&c, H.sock) != 0) {
+        ok(0, "connect");
+        return;
+    }
+    ret = rpc_client_send_raw(&c, half, sizeof(half));
+    shutdown(c.fd, SHUT_WR);
+    r = NULL;
+    ret = ret == 0 ? rpc_client_recv(&c, &r, 5000) : ret;
+    ok(ret == 0 && r->sign != NULL && r->sign->status == KEYLESS__V1__STATUS__BAD_REQUEST,
+       "truncated frame -> BAD_REQUEST");
+    if (r != NULL) {
+        keyless__v1__response__free_unpacked(r, NULL);
+        r = NULL;
+    }
+    is_int(rpc_client_recv(&c, &r, 5000), KL_ERR_CLOSED, "truncated frame -> connection closed");
+    ok(harness_audit_grep(&H, "truncated"), "truncated frame audited");
+    rpc_client_close(&c);
+}
+
+/* ---- pipelining ---- */
+
+#define PIPE_THREADS 4
+#define PIPE_PER_THREAD 2500
+#define PIPE_TOTAL (PIPE_THREADS * PIPE_PER_THREAD)
+
+struct sender {
+    struct rpc_client *c;
+    unsigned index;
+    int failed;
+    pthread_t t;
+};
+
+static void *sender_main(void *arg)
+{
+    struct sender *s = arg;
+    uint8_t hash[32];
+    for (unsigned i = 0; i < PIPE_PER_THREAD; i++) {
+        Keyless__V1__Request req;
+        Keyless__V1__SignRequest sr;
+        uint64_t id = 1000000 + (uint64_t)s->index * PIPE_PER_THREAD + i;
+        memset(hash, 0, sizeof(hash));
+        memcpy(hash, &id, sizeof(id));
+        rpc_client_sign_request(&req, &sr, id, "ecdsa-p256", 0x0403, 1, hash, sizeof(hash));
+        if (rpc_client_send(s->c, &req) != 0) {
+            s->failed = 1;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void test_pipelining(void)
+{
+    struct rpc_client c;
+    struct sender senders[PIPE_THREADS];
+    static uint8_t seen[PIPE_TOTAL];
+    unsigned answered = 0, okc = 0, overloaded = 0, bad = 0, dup = 0, verified = 0, verify_fail = 0;
+    int send_failed = 0;
+
+    if (rpc_client_connect(&c, H.sock) != 0) {
+        ok(0, "connect");
+        return;
+    }
+    memset(seen, 0, sizeof(seen));
+    for (unsigned i = 0; i < PIPE_THREADS; i++) {
+        senders[i].c = &c;
+        senders[i].index = i;
+        senders[i].failed = 0;
+        pthread_create(&senders[i].t, NULL, sender_main, &senders[i]);
+    }
+    while (answered < PIPE_TOTAL) {
+        Keyless__V1__Response *r = NULL;
+        if (rpc_client_recv(&c, &r, 20000) != 0) {
+            break;
+        }
+        answered++;
+        uint64_t idx = r->id - 1000000;
+        if (r->id < 1000000 || idx >= PIPE_TOTAL || r->body_case != KEYLESS__V1__RESPONSE__BODY_SIGN) {
+            bad++;
+        } else {
+            dup += seen[idx]++ != 0;
+            if (r->sign->status == KEYLESS__V1__STATUS__OK) {
+                okc++;
+                if (idx % 97 == 0) {
+                    uint8_t hash[32], content[160];
+                    uint64_t id = r->id;
+                    memset(hash, 0, sizeof(hash));
+                    memcpy(hash, &id, sizeof(id));
+                    size_t clen = harness_content(content, 1, hash, sizeof(hash));
+                    if (harness_verify(&H, "ecdsa-p256", 0x0403, content, clen, r->sign->signature.data,
+                                       r->sign->signature.len)) {
+                        verified++;
+                    } else {
+                        verify_fail++;
+                    }
+                }
+            } else if (r->sign->status == KEYLESS__V1__STATUS__OVERLOADED) {
+                overloaded++;
+            } else {
+                bad++;
+            }
+        }
+        keyless__v1__response__free_unpacked(r, NULL);
+    }
+    for (unsigned i = 0; i < PIPE_THREADS; i++) {
+        pthread_join(senders[i].t, NULL);
+        send_failed |= senders[i].failed;
+    }
+    ok(!send_failed, "4 threads sent 10,000 pipelined requests on one connection");
+    is_int(answered, PIPE_TOTAL, "every pipelined request answered");
+    is_int(dup, 0, "no id answered twice");
+    is_int(bad, 0, "every answer has a known id and status OK or OVERLOADED");
+    ok(okc > 0, "pipelined requests signed");
+    diag("pipelined: %u OK, %u OVERLOADED (queue_max), %u sampled signatures verified", okc, overloaded, verified);
+    ok(verified > 0 && verify_fail == 0, "sampled pipelined signatures verify against the certificate");
+    ping_ok(&c, 7, "connection usable after the pipeline");
+    rpc_client_close(&c);
+}
+
+static void test_list_keys(struct rpc_client *c)
+{
+    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+    Keyless__V1__ListKeysRequest lr = KEYLESS__V1__LIST_KEYS_REQUEST__INIT;
+    Keyless__V1__Response *r = NULL;
+    static const char *names[] = {"ecdsa-p256", "ecdsa-p384", "rsa-2048", "ed25519"};
+    req.id = 5;
+    req.body_case = KEYLESS__V1__REQUEST__BODY_LIST_KEYS;
+    req.list_keys = &lr;
+    if (rpc_client_send(c, &req) != 0 || rpc_client_recv(c, &r, 5000) != 0 ||
+        r->body_case != KEYLESS__V1__RESPONSE__BODY_LIST_KEYS) {
+        ok(0, "list_keys answered");
+        return;
+    }
+    ok(r->id == 5 && r->list_keys->status == KEYLESS__V1__STATUS__OK, "list_keys answered OK");
+    is_int(r->list_keys->n_keys, 6, "list_keys lists every configured key");
+    for (size_t n = 0; n < 4; n++) {
+        uint8_t want[2048];
+        size_t want_len = harness_cert_spki(&H, names[n], want, sizeof(want));
+        int found = 0;
+        for (size_t i = 0; i < r->list_keys->n_keys; i++) {
+            Keyless__V1__KeyInfo *k = r->list_keys->keys[i];
+            if (strcmp(k->name, names[n]) == 0) {
+                char name[128];
+                found = 1;
+                snprintf(name, sizeof(name), "%s: SPKI equals the certificate's public key", names[n]);
+                is_mem(k->public_key_spki.data, k->public_key_spki.len, want, want_len, name);
+                if (strcmp(names[n], "rsa-2048") == 0) {
+                    ok(k->n_schemes == 3 && k->schemes[0] == 0x0804 && k->schemes[2] == 0x0806,
+                       "rsa-2048 lists its three schemes");
+                }
+            }
+        }
+        ok(found, names[n]);
+    }
+    keyless__v1__response__free_unpacked(r, NULL);
+}
+
+int main(void)
+{
+    char keys[4096], out[4096], cmd[2048];
+    struct rpc_client c;
+
+    if (harness_init(&H) != 0) {
+        ok(0, "token fixture");
+        return kl_test_done();
+    }
+    snprintf(keys, sizeof(keys), "%s", harness_std_keys);
+    snprintf(keys + strlen(keys), sizeof(keys) - strlen(keys), extra_keys, (unsigned)getuid() + 4242);
+    ok(harness_write_config(&H, H.conf, "workers = 2\nqueue_max = 4096\naudit_sync = group\n", NULL, keys) == 0,
+       "config written");
+    if (harness_start(&H, H.conf) != 0) {
+        ok(0, "keyless-signer started");
+        harness_run(out, sizeof(out), "cat /dev/null");
+        snprintf(cmd, sizeof(cmd), "cat %s", H.errlog);
+        harness_run(out, sizeof(out), cmd);
+        diag("%s", out);
+        harness_cleanup(&H);
+        return kl_test_done();
+    }
+    ok(1, "keyless-signer started");
+    {
+        struct stat st;
+        char dir[400];
+        snprintf(dir, sizeof(dir), "%s/run", H.dir);
+        ok(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0750, "socket directory is mode 0750");
+        ok(stat(H.sock, &st) == 0 && (st.st_mode & 0777) == 0660, "socket is mode 0660");
+    }
+    if (rpc_client_connect(&c, H.sock) != 0) {
+        ok(0, "connect");
+        harness_cleanup(&H);
+        return kl_test_done();
+    }
+    ping_ok(&c, 1, "ping returns the version");
+    test_list_keys(&c);
+    test_round_trips(&c);
+    test_refusals(&c);
+    rpc_client_close(&c);
+    test_bad_frames();
+    test_pipelining();
+
+    is_int(harness_stop(&H), 0, "SIGTERM: graceful exit 0");
+    snprintf(cmd, sizeof(cmd), "%s audit-verify %s 2>&1", H.bin, H.audit);
+    is_int(harness_run(out, sizeof(out), cmd), 0, "the run's audit chain verifies with keyless-signer audit-verify");
+    diag("%s", out);
+    ok(strncmp(out, "OK: ", 4) == 0, "audit-verify reports OK with the record count");
+    /* Tamper: flip one status in the middle; audit-verify must name that line. */
+    snprintf(cmd, sizeof(cmd), "sed -i '5s/\"status\":\"OK\"/\"status\":\"KO\"/' %s && %s audit-verify %s 2>&1",
+             H.audit, H.bin, H.audit);
+    ok(harness_run(out, sizeof(out), cmd) != 0 && strstr(out, ":5:") != NULL, "an edited line is detected at line 5");
+    diag("%s", out);
+    harness_cleanup(&H);
+    return kl_test_done();
+}
