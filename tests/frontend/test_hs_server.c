@@ -208,7 +208,8 @@ static size_t ch_record(uint8_t *rec, const uint8_t *ch, size_t ch_len, uint16_t
         }
         o += el;
     }
-    memcpy(body + w, extra, extra_len);
+    if (extra_len != 0)
+        memcpy(body + w, extra, extra_len);
     w += extra_len;
     body[prefix] = (uint8_t)((w - prefix - 2) >> 8);
     body[prefix + 1] = (uint8_t)(w - prefix - 2);
