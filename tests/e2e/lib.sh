@@ -1,0 +1,208 @@
+# tests/e2e/lib.sh - shared helpers for the end-to-end tests (sourced, bash).
+#
+# Each test gets its own temporary directory ($T) with its own SoftHSM2 token
+# (hsm-setup/setup.sh --dir), its own signer, backend and frontend on free loopback
+# ports, and an EXIT trap that stops them all and removes $T (KL_KEEP=1 keeps it).
+# Output is TAP: "ok N - ..." / "not ok N - ...", then the plan.
+set -eu
+set -o pipefail
+: "${KL_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+: "${KL_BUILD_DIR:=$KL_SOURCE_DIR/build}"
+FE_BIN=$KL_BUILD_DIR/bin/keyless-frontend
+SIGNER_BIN=$KL_BUILD_DIR/bin/keyless-signer
+BACKEND_PY=$KL_SOURCE_DIR/examples/backend.py
+T=$(mktemp -d /tmp/kl-e2e.XXXXXX)
+HSM=$T/hsm
+PKI=$HSM/pki
+ROOT=$PKI/root.pem
+KL_N=0
+KL_FAILED=0
+KL_PIDS=()
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
+
+kl_cleanup() {
+    local p
+    for p in "${KL_PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${KL_PIDS[@]}"; do
+        for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    if [ "${KL_KEEP:-0}" = 1 ]; then
+        echo "# kept $T"
+    else
+        rm -rf "$T"
+    fi
+}
+trap kl_cleanup EXIT
+
+ok() {
+    KL_N=$((KL_N + 1))
+    echo "ok $KL_N - $*"
+}
+
+not_ok() {
+    KL_N=$((KL_N + 1))
+    KL_FAILED=$((KL_FAILED + 1))
+    echo "not ok $KL_N - $*"
+}
+
+# check "description" command...: ok if the command succeeds.
+check() {
+    local name=$1
+    shift
+    if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+
+kl_logs() {
+    local f
+    for f in "$T"/*.log; do
+        [ -f "$f" ] || continue
+        echo "# --- $f (last 30 lines)"
+        tail -n 30 "$f" | sed 's/^/#   /'
+    done
+}
+
+kl_done() {
+    echo "1..$KL_N"
+    if [ "$KL_FAILED" -ne 0 ] || [ "$KL_N" -eq 0 ]; then
+        kl_logs
+        echo "# $KL_FAILED of $KL_N checks failed"
+        exit 1
+    fi
+    exit 0
+}
+
+bail() {
+    echo "Bail out! $*"
+    kl_logs
+    exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_for CMD... : retry for up to 20 s (bounded).
+wait_for() {
+    for _ in $(seq 1 200); do
+        if "$@" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+port_open() {
+    python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"
+}
+
+kl_token() {
+    [ -x "$FE_BIN" ] || bail "no $FE_BIN (build first)"
+    [ -x "$SIGNER_BIN" ] || bail "no $SIGNER_BIN (build first)"
+    bash "$KL_SOURCE_DIR/hsm-setup/setup.sh" --dir "$HSM" >"$T/setup.log" 2>&1 || bail "hsm-setup failed"
+}
+
+# kl_start_signer [SOCKET]: a signer on the test token, serving all four keys.
+kl_start_signer() {
+    SIGNER_SOCK=${1:-$T/run/signer.sock}
+    cat >"$T/signer.conf" <<EOS
+[signer]
+socket = $SIGNER_SOCK
+workers = 2
+queue_max = 8192
+max_connections = 256
+audit_log = $T/audit.jsonl
+audit_sync = none
+[hsm]
+module = /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
+softhsm2_conf = $HSM/softhsm2.conf
+pin_file = $HSM/user.pin
+[key ecdsa-p256]
+uri = pkcs11:token=keyless;object=ecdsa-p256;type=private
+schemes = ecdsa_secp256r1_sha256
+[key ecdsa-p384]
+uri = pkcs11:token=keyless;object=ecdsa-p384;type=private
+schemes = ecdsa_secp384r1_sha384
+[key rsa-2048]
+uri = pkcs11:token=keyless;object=rsa-2048;type=private
+schemes = rsa_pss_rsae_sha256, rsa_pss_rsae_sha384, rsa_pss_rsae_sha512
+[key ed25519]
+uri = pkcs11:token=keyless;object=ed25519;type=private
+schemes = ed25519
+EOS
+    rm -f "$SIGNER_SOCK"
+    "$SIGNER_BIN" --config "$T/signer.conf" >>"$T/signer.log" 2>&1 &
+    SIGNER_PID=$!
+    KL_PIDS+=("$SIGNER_PID")
+    wait_for test -S "$SIGNER_SOCK" || bail "signer did not create $SIGNER_SOCK"
+    wait_for python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$SIGNER_SOCK" ||
+        bail "signer socket does not accept"
+}
+
+# kl_start_backend [backend.py args]: BACKEND_PORT, BACKEND_PID.
+kl_start_backend() {
+    BACKEND_PORT=$(free_port)
+    python3 "$BACKEND_PY" --port "$BACKEND_PORT" --quiet "$@" >>"$T/backend.log" 2>&1 &
+    BACKEND_PID=$!
+    KL_PIDS+=("$BACKEND_PID")
+    wait_for port_open "$BACKEND_PORT" || bail "backend did not start"
+}
+
+# kl_frontend_conf FILE: the config; FE_CERTS (names of hsm-setup keys, default
+# "ecdsa-p256 rsa-2048"), FE_BACKEND, FE_FRONTEND_EXTRA / FE_SIGNER_EXTRA /
+# FE_LISTENER_EXTRA / FE_TLS_EXTRA lines are honoured.
+kl_frontend_conf() {
+    local f=$1 k
+    {
+        echo "[frontend]"
+        echo "workers = ${FE_WORKERS:-1}"
+        echo "log_level = ${FE_LOG_LEVEL:-info}"
+        echo "metrics = 127.0.0.1:$METRICS_PORT"
+        echo "${FE_FRONTEND_EXTRA:-}"
+        echo "[signer]"
+        echo "socket = ${FE_SIGNER_SOCK:-$SIGNER_SOCK}"
+        echo "startup_wait = 10"
+        echo "${FE_SIGNER_EXTRA:-}"
+        echo "[tls]"
+        echo "alpn = h2, http/1.1"
+        echo "${FE_TLS_EXTRA:-}"
+        for k in ${FE_CERTS:-ecdsa-p256 rsa-2048}; do
+            echo "[cert $k]"
+            echo "chain = $PKI/$k.chain.pem"
+            echo "key = $k"
+        done
+        echo "[listener main]"
+        echo "listen = 127.0.0.1:$FE_PORT"
+        echo "backend = ${FE_BACKEND:-127.0.0.1:$BACKEND_PORT}"
+        echo "${FE_LISTENER_EXTRA:-}"
+    } >"$f"
+}
+
+# kl_start_frontend [args]: FE_PORT, METRICS_PORT, FE_PID, FE_CONF.
+kl_start_frontend() {
+    FE_PORT=${FE_PORT:-$(free_port)}
+    METRICS_PORT=${METRICS_PORT:-$(free_port)}
+    FE_CONF=$T/frontend.conf
+    kl_frontend_conf "$FE_CONF"
+    "$FE_BIN" --config "$FE_CONF" "$@" >>"$T/frontend.log" 2>&1 &
+    FE_PID=$!
+    KL_PIDS+=("$FE_PID")
+    wait_for port_open "$FE_PORT" || bail "frontend did not start listening"
+}
+
+# metric NAME_WITH_LABELS: its value from the metrics endpoint (0 if absent).
+metric() {
+    curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" |
+        awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+# rss_kb PID
+rss_kb() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# https URL path through the frontend with curl, verifying against the test root.
+kl_curl() {
+    curl -sS --max-time 30 --cacert "$ROOT" --resolve "localhost:$FE_PORT:127.0.0.1" "$@"
+}
