@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -680,15 +681,19 @@ static int fsync_dir_of(const char *path)
     return r;
 }
 
-static void set_err(char *err, size_t err_len, const char *fmt, const char *path, const char *detail)
+/* The one-line reason an open failed: into err, or to stderr when err is NULL. */
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t err_len, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     if (err != NULL && err_len > 0) {
-        snprintf(err, err_len, fmt, path, detail);
+        vsnprintf(err, err_len, fmt, ap);
     } else {
         fprintf(stderr, "audit: ");
-        fprintf(stderr, fmt, path, detail);
+        vfprintf(stderr, fmt, ap);
         fprintf(stderr, "\n");
     }
+    va_end(ap);
 }
 
 /* Write the line in log->line under the lock; on failure the log fails for good. */
