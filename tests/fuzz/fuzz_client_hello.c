@@ -1,0 +1,119 @@
+/*
+ * fuzz_client_hello.c - libFuzzer target for the server handshake engine and the ClientHello codec.
+ *
+ * Input: byte 0 picks the mode (bit 0), the rest is the payload.
+ *   engine mode (0): the payload is fed as received bytes to a fresh tls_conn, in pieces whose
+ *     sizes come from byte 1, as a socket would deliver them. When the engine asks for a
+ *     signature it gets a dummy one (or, if byte 1 says so, a signer failure) and goes on.
+ *   codec mode (1): the payload is a ClientHello body for msg_client_hello_decode().
+ * Invariants (abort on violation): consumed <= offered; a failed connection keeps returning
+ * the same error and reads nothing more; a decoded ClientHello has bounded fields.
+ * Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both modes).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "msg.h"
+#include "tls.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A stand-in certificate: the engine copies the chain but never parses it. */
+static const uint8_t fake_cert[] = {0x30, 0x03, 0x02, 0x01, 0x00};
+
+static void run_codec(const uint8_t *p, size_t n)
+{
+    struct msg_client_hello ch;
+    if (msg_client_hello_decode(&ch, p, n) != 0)
+        return;
+    if (ch.session_id_len > 32 || ch.cipher_suites.len % 2 != 0 || ch.ext.n_shares > EXT_MAX_KEY_SHARES ||
+        ch.ext.server_name.len > 255)
+        abort();
+    for (size_t i = 0; i < ch.ext.n_shares; i++) {
+        for (size_t j = i + 1; j < ch.ext.n_shares; j++) {
+            if (ch.ext.shares[i].group == ch.ext.shares[j].group)
+                abort(); /* duplicates must have been refused */
+        }
+    }
+}
+
+static void run_engine(const uint8_t *p, size_t n, uint8_t knobs)
+{
+    static struct tls_cert certs[2];
+    static struct tls_config cfg;
+    struct kl_buf out, app;
+    struct tls_conn *c;
+    size_t off = 0, step = (size_t)(knobs & 0x3f) + 1;
+    int last = 0;
+
+    if (cfg.n_certs == 0) {
+        certs[0].key_name = "rsa";
+        certs[0].chain[0] = fake_cert;
+        certs[0].chain_len[0] = sizeof(fake_cert);
+        certs[0].n_chain = 1;
+        certs[0].schemes[0] = TLS_SIG_RSA_PSS_RSAE_SHA256;
+        certs[0].n_schemes = 1;
+        certs[0].names[0] = "server";
+        certs[0].n_names = 1;
+        certs[1] = certs[0];
+        certs[1].key_name = "ecdsa";
+        certs[1].schemes[0] = TLS_SIG_ECDSA_SECP256R1_SHA256;
+        certs[1].names[0] = "*.example.com";
+        cfg.certs = certs;
+        cfg.n_certs = 2;
+        cfg.alpn[0] = "h2";
+        cfg.alpn[1] = "http/1.1";
+        cfg.n_alpn = 2;
+        cfg.max_handshake_message = 16384;
+    }
+    /* Half the runs insist on P-256 so that x25519-only ClientHellos reach the HelloRetryRequest path. */
+    cfg.groups[0] = (knobs & 0x40) ? TLS_GROUP_SECP256R1 : TLS_GROUP_X25519;
+    cfg.n_groups = 1;
+    c = tls_conn_new(&cfg, 1);
+    if (c == NULL)
+        return;
+    kl_buf_init(&out, 1 << 20);
+    kl_buf_init(&app, 1 << 20);
+    /* Offer growing windows of the input; bounded: every pass consumes or stops. */
+    for (int pass = 0; pass < 64 && off <= n; pass++) {
+        size_t avail = n - off < step * (size_t)(pass + 1) ? n - off : step * (size_t)(pass + 1);
+        size_t used = avail;
+        int ret = tls_conn_input(c, &out, &app, p + off, &used);
+        if (used > avail)
+            abort();
+        off += used;
+        if (ret == KL_ERR_ASYNC) {
+            struct tls_sign_request req;
+            if (tls_conn_sign_request(c, &req) != 0 || req.transcript_hash_len == 0)
+                abort();
+            static const uint8_t sig[64] = {1};
+            ret = tls_conn_sign_done(c, &out, (knobs & 0x80) ? NULL : sig, sizeof(sig));
+        }
+        if (ret != 0 && ret != KL_ERR_ASYNC) {
+            last = ret;
+            break;
+        }
+        kl_buf_reset(&out);
+        kl_buf_reset(&app);
+        if (used == 0 && avail == n - off)
+            break;
+    }
+    if (last != 0) {
+        size_t used = n - off;
+        if (tls_conn_input(c, &out, &app, p + off, &used) != last || used != 0)
+            abort(); /* sticky error, nothing read after failure */
+    }
+    tls_conn_free(c);
+    kl_buf_dispose(&out);
+    kl_buf_dispose(&app);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2)
+        return 0;
+    if (data[0] & 1)
+        run_codec(data + 1, size - 1);
+    else
+        run_engine(data + 2, size - 2, data[1]);
+    return 0;
+}
