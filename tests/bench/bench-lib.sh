@@ -80,8 +80,11 @@ bench_field() {
     echo ""
 }
 
-# OpenSSL config that loads libp11's pkcs11 engine on SoftHSM2 (for nginx and for CSRs).
+# bench_openssl_engine_conf OUT PIN_FILE: OpenSSL config that loads libp11's pkcs11 engine on
+# SoftHSM2 and logs in with the PIN (first line of PIN_FILE). OUT must be private (umask 077).
 bench_openssl_engine_conf() {
+    local pin
+    pin=$(head -n 1 "$2" | tr -d '\r\n')
     cat >"$1" <<EOC
 openssl_conf = openssl_init
 [openssl_init]
@@ -92,8 +95,10 @@ pkcs11 = pkcs11_section
 engine_id = pkcs11
 dynamic_path = $BENCH_ENGINE_SO
 MODULE_PATH = $BENCH_SOFTHSM_MODULE
+PIN = $pin
 init = 0
 EOC
+    pin=
 }
 
 # bench_file_keys OUTDIR PKIDIR: ECDSA P-256 and RSA-2048 key files with leaf certificates

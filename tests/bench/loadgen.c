@@ -374,7 +374,7 @@ static int parse_args(int argc, char **argv)
     opts.duration = 10;
     opts.hold = 5;
     opts.conn_timeout = 10;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:d:n:r:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'H':
             opts.host = optarg;

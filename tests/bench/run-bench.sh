@@ -21,7 +21,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC=$(cd "$HERE/../.." && pwd)
+SRC=$(cd "${KL_SOURCE_DIR:-$HERE/../..}" && pwd)
 # shellcheck source=bench-lib.sh
 . "$HERE/bench-lib.sh"
 
@@ -77,15 +77,25 @@ else
         cat "$WORK/hsm-setup.log" >&2
         bench_die "hsm-setup failed"
     }
+    # libp11 0.4.12 cannot enumerate the token's keys while an Ed25519 key is on it ("Unable to
+    # enumerate private keys"), which would rule out the engine peer; this private token drops it.
+    (
+        export SOFTHSM2_CONF=$HSM/softhsm2.conf
+        KL_BENCH_PIN=$(head -n 1 "$HSM/user.pin")
+        export KL_BENCH_PIN
+        for t in privkey pubkey; do
+            pkcs11-tool --module "$BENCH_SOFTHSM_MODULE" --token-label keyless --login --pin env:KL_BENCH_PIN \
+                --delete-object --type "$t" --label ed25519 >/dev/null 2>&1 || bench_log "could not delete the ed25519 $t"
+        done
+    )
 fi
 export SOFTHSM2_CONF=$HSM/softhsm2.conf
 PIN_FILE=$HSM/user.pin
-# libp11's pin-source=file: takes the file's bytes as they are, trailing newline included:
-# give the engine a private copy without it.
-ENGINE_PIN=$WORK/engine.pin
-(umask 077; tr -d '\r\n' <"$PIN_FILE" >"$ENGINE_PIN")
+# The engine gets the PIN through its PIN control in a private OpenSSL config (mode 0600 in
+# the temp dir): libp11 0.4.12 refuses hsm-setup's 32-byte PIN read from a pin-source file
+# (shorter ones work), and a PIN inside the key URI would be echoed in nginx's error messages.
 bench_file_keys "$WORK/filekeys" "$HSM/pki"
-bench_openssl_engine_conf "$WORK/openssl-pkcs11.cnf"
+(umask 077; bench_openssl_engine_conf "$WORK/openssl-pkcs11.cnf" "$PIN_FILE")
 
 # ---------------------------------------------------------------- backend (plaintext, client core)
 BACKEND_PORT=$(bench_free_port)
@@ -113,7 +123,7 @@ start_nginx() {
         chain=$WORK/filekeys/$key.chain.pem
     else
         engine="ssl_engine pkcs11;"
-        keyref="engine:pkcs11:pkcs11:token=keyless;object=$key;type=private?pin-source=file:$ENGINE_PIN"
+        keyref="engine:pkcs11:pkcs11:token=keyless;object=$key;type=private"
         chain=$HSM/pki/$key.chain.pem
         envs=(OPENSSL_CONF="$WORK/openssl-pkcs11.cnf")
     fi
@@ -129,12 +139,12 @@ start_nginx() {
     fi
 }
 
-# start_keyless KEY: signer + frontend with the frontend's config format (examples/frontend.conf).
+# start_keyless KEY: signer + frontend (config format: docs/FRONTEND.md, examples/frontend.conf).
 start_keyless() {
     local key=$1 dir=$WORK/keyless-$1
     local signer=$BUILD/bin/keyless-signer frontend=$BUILD/bin/keyless-frontend
-    if [ ! -x "$signer" ] || [ ! -x "$frontend" ] || [ ! -f "$SRC/examples/frontend.conf" ]; then
-        bench_log "keyless: not available (signer, frontend or examples/frontend.conf missing)"
+    if [ ! -x "$signer" ] || [ ! -x "$frontend" ]; then
+        bench_log "keyless: not available (no $signer or $frontend)"
         return 1
     fi
     mkdir -p "$dir"
@@ -184,9 +194,30 @@ key_schemes() {
     esac
 }
 
-# write_frontend_conf KEY DIR: filled in from examples/frontend.conf's format (see below).
+# write_frontend_conf KEY DIR: one worker (the nginx peers run one too), quiet logs (nginx runs
+# with access_log off), room for the idle-connection figure, the shared backend.
 write_frontend_conf() {
-    return 1
+    local key=$1 dir=$2
+    cat >"$dir/frontend.conf" <<EOF
+[frontend]
+workers = 1
+log_level = warn
+max_connections = 20000
+handshake_timeout = 30
+idle_timeout = 300
+
+[signer]
+socket = $dir/run/signer.sock
+startup_wait = 10
+
+[cert $key]
+chain = $HSM/pki/$key.chain.pem
+key = $key
+
+[listener main]
+listen = 127.0.0.1:$SERVER_PORT
+backend = 127.0.0.1:$BACKEND_PORT
+EOF
 }
 
 start_server() {
@@ -267,9 +298,11 @@ done
 
 # ---------------------------------------------------------------- idle connections (RSS)
 IDLE_LIMIT=$(ulimit -Hn)
-if ((IDLE_LIMIT < IDLE_N + 200)); then
-    bench_log "idle: open-file hard limit $IDLE_LIMIT < $IDLE_N + 200; using $((IDLE_LIMIT - 200))"
-    IDLE_N=$((IDLE_LIMIT - 200))
+# The frontend holds two descriptors per proxied connection (client + backend) under the same
+# hard limit as everything else here, so N is capped at about half of it, for both servers.
+if ((IDLE_LIMIT < 2 * IDLE_N + 400)); then
+    bench_log "idle: open-file hard limit $IDLE_LIMIT < 2 x $IDLE_N + 400; using $(((IDLE_LIMIT - 400) / 2))"
+    IDLE_N=$(((IDLE_LIMIT - 400) / 2))
 fi
 put idle/n "$IDLE_N"
 for srv in nginx-file keyless; do
