@@ -15,6 +15,10 @@
 #include "msg.h"
 #include "record.h"
 #include "tls.h"
+#include "tls_test_client.h"
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 /* ---- fixtures ---- */
 
@@ -1262,6 +1266,220 @@ static void test_selection(void)
     fx_free(&f);
 }
 
+/* ---- full handshakes with the test client ---- */
+
+/* The signer's job, done here with libcrypto and the RFC 8448 RSA key (tests only). */
+static EVP_PKEY *load_rsa_key(void)
+{
+    size_t len;
+    uint8_t *pem = rfc8448_read_file("server-rsa-key.pem", &len);
+    BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, (int)len) : NULL;
+    EVP_PKEY *k = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    free(pem);
+    return k;
+}
+
+static int sign_rsa_pss(EVP_PKEY *key, const struct tls_sign_request *req, uint8_t *sig, size_t *sig_len)
+{
+    uint8_t content[64 + 34 + 48];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    const EVP_MD *h = req->scheme == TLS_SIG_RSA_PSS_RSAE_SHA384   ? EVP_sha384()
+                      : req->scheme == TLS_SIG_RSA_PSS_RSAE_SHA512 ? EVP_sha512()
+                                                                   : EVP_sha256();
+    int ok1;
+    memset(content, 0x20, 64);
+    memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34);
+    memcpy(content + 98, req->transcript_hash, req->transcript_hash_len);
+    ok1 = md != NULL && EVP_DigestSignInit(md, &pctx, h, NULL, key) == 1 &&
+          EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+          EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
+          EVP_DigestSign(md, sig, sig_len, content, 98 + req->transcript_hash_len) == 1;
+    EVP_MD_CTX_free(md);
+    return ok1 ? 0 : -1;
+}
+
+/*
+ * Run client and server against each other until both are done (bounded rounds).
+ * Returns 0 when the client verified the server's flight and the server verified the client Finished.
+ */
+static int run_handshake(struct tls_conn *c, struct ttc *t, const struct ttc_config *cc, EVP_PKEY *key, int *server_err,
+                         int *client_err)
+{
+    struct kl_buf c2s, s2c, app;
+    int ret = -1;
+    kl_buf_init(&c2s, 1 << 20);
+    kl_buf_init(&s2c, 1 << 20);
+    kl_buf_init(&app, 1 << 20);
+    *server_err = 0;
+    *client_err = ttc_start(t, cc, &c2s);
+    for (int round = 0; round < 8 && *client_err == 0 && (*server_err == 0 || *server_err == KL_ERR_ASYNC); round++) {
+        size_t n = c2s.len;
+        *server_err = tls_conn_input(c, &s2c, &app, c2s.base, &n);
+        kl_buf_consume(&c2s, n);
+        if (*server_err == KL_ERR_ASYNC) {
+            struct tls_sign_request req;
+            uint8_t sig[512];
+            size_t sl = sizeof(sig);
+            if (tls_conn_sign_request(c, &req) != 0 || sign_rsa_pss(key, &req, sig, &sl) != 0)
+                break;
+            *server_err = tls_conn_sign_done(c, &s2c, sig, sl);
+        }
+        n = s2c.len;
+        *client_err = ttc_input(t, &c2s, &app, s2c.base, &n);
+        kl_buf_consume(&s2c, n);
+        if (t->state == TTC_DONE && c2s.len == 0 && tls_conn_established(c)) {
+            ret = 0;
+            break;
+        }
+    }
+    kl_buf_dispose(&c2s);
+    kl_buf_dispose(&s2c);
+    kl_buf_dispose(&app);
+    return ret;
+}
+
+/* Application data both ways and a server KeyUpdate the client must answer. */
+static int exchange(struct tls_conn *c, struct ttc *t)
+{
+    struct kl_buf wire, app, out;
+    static const uint8_t msg[] = "ping over TLS 1.3";
+    uint8_t big[40000];
+    int ok1 = 0;
+    size_t n;
+    kl_buf_init(&wire, 1 << 20);
+    kl_buf_init(&app, 1 << 20);
+    kl_buf_init(&out, 1 << 20);
+    memset(big, 0x42, sizeof(big));
+    if (ttc_send(t, &wire, msg, sizeof(msg)) != 0)
+        goto done;
+    n = wire.len;
+    if (tls_conn_input(c, &out, &app, wire.base, &n) != 0 || n != wire.len || app.len != sizeof(msg) ||
+        memcmp(app.base, msg, sizeof(msg)) != 0)
+        goto done;
+    kl_buf_reset(&wire);
+    kl_buf_reset(&app);
+    /* 40000 bytes: split into 3 records. */
+    if (tls_conn_key_update(c, &wire, 1) != 0 || tls_conn_send(c, &wire, big, sizeof(big)) != 0)
+        goto done;
+    n = wire.len;
+    if (ttc_input(t, &out, &app, wire.base, &n) != 0 || app.len != sizeof(big) || memcmp(app.base, big, sizeof(big)))
+        goto done;
+    /* The client answered the KeyUpdate; then it sends data under its new key. */
+    if (ttc_send(t, &out, msg, 4) != 0)
+        goto done;
+    kl_buf_reset(&app);
+    n = out.len;
+    if (tls_conn_input(c, &wire, &app, out.base, &n) != 0 || app.len != 4)
+        goto done;
+    ok1 = 1;
+done:
+    kl_buf_dispose(&wire);
+    kl_buf_dispose(&app);
+    kl_buf_dispose(&out);
+    return ok1;
+}
+
+static void test_full_handshakes(void)
+{
+    struct fx f;
+    EVP_PKEY *key;
+    static const uint16_t suites[] = {TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256};
+    static const uint16_t groups[] = {TLS_GROUP_X25519, TLS_GROUP_SECP256R1, TLS_GROUP_SECP384R1};
+    fx_init(&f, "simple-1rtt.txt", 0);
+    key = load_rsa_key();
+    ok(key != NULL, "RFC 8448 RSA key loaded (the test plays the signer)");
+    f.certs[0].names[0] = "server";
+    f.certs[0].schemes[0] = TLS_SIG_RSA_PSS_RSAE_SHA384;
+    f.certs[0].schemes[1] = TLS_SIG_RSA_PSS_RSAE_SHA256;
+    f.certs[0].n_schemes = 2;
+    f.cfg.alpn[0] = "h2";
+    f.cfg.n_alpn = 1;
+    for (size_t si = 0; si < 3; si++) {
+        for (size_t gi = 0; gi < 3; gi++) {
+            for (int mode = 0; mode < 2; mode++) {
+                /* mode 0: the client's first share is the server's group; mode 1: a share for
+                 * another group only, so the server has to ask with a HelloRetryRequest (and the
+                 * client runs in compatibility mode). */
+                struct ttc t;
+                struct ttc_config cc = {{TLS_CHACHA20_POLY1305_SHA256, TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256},
+                                        3,
+                                        {TLS_GROUP_X25519, TLS_GROUP_SECP256R1, TLS_GROUP_SECP384R1},
+                                        3,
+                                        {groups[gi]},
+                                        1,
+                                        {0x0403, 0x0804, 0x0805},
+                                        3,
+                                        "server",
+                                        "h2",
+                                        mode};
+                if (mode == 1)
+                    cc.shares[0] = groups[(gi + 1) % 3];
+                f.cfg.suites[0] = suites[si];
+                f.cfg.n_suites = 1;
+                f.cfg.groups[0] = groups[gi];
+                f.cfg.n_groups = 1;
+                struct tls_conn *c = tls_conn_new(&f.cfg, 100);
+                int se, ce;
+                char name[160];
+                int r = run_handshake(c, &t, &cc, key, &se, &ce);
+                snprintf(name, sizeof(name), "full handshake suite %04x group %04x%s", suites[si], groups[gi],
+                         mode ? " via HelloRetryRequest, compat mode" : "");
+                ok(r == 0, name);
+                if (r != 0)
+                    diag("server %d (%s) client %d (%s) client state %d", se, kl_err_str(se), ce, kl_err_str(ce),
+                         t.state);
+                ok(tls_conn_cipher_suite(c) == suites[si] && t.suite == suites[si] && tls_conn_group(c) == groups[gi] &&
+                       t.group == groups[gi] && t.hrr == mode,
+                   "  suite/group/HRR agree");
+                ok(tls_conn_scheme(c) == TLS_SIG_RSA_PSS_RSAE_SHA384 && t.scheme == TLS_SIG_RSA_PSS_RSAE_SHA384,
+                   "  rsa_pss_rsae_sha384 (cert preference), verified by the client");
+                ok(strcmp(tls_conn_alpn(c), "h2") == 0 && strcmp(t.alpn, "h2") == 0 && t.sni_acked,
+                   "  ALPN h2 and SNI acknowledged");
+                ok(r == 0 && exchange(c, &t), "  data both ways, KeyUpdate answered, 40000 bytes in 3 records");
+                ttc_dispose(&t);
+                tls_conn_free(c);
+            }
+        }
+    }
+    /* The client refuses a server whose signature is wrong: the engine sends the signer's bytes as given. */
+    {
+        struct ttc t;
+        struct ttc_config cc = {
+            {TLS_AES_128_GCM_SHA256}, 1, {TLS_GROUP_X25519}, 1, {TLS_GROUP_X25519}, 1, {0x0804}, 1, NULL, NULL, 0};
+        struct kl_buf c2s, s2c, app;
+        struct tls_sign_request req;
+        uint8_t sig[512];
+        size_t sl = sizeof(sig), n;
+        f.cfg.suites[0] = TLS_AES_128_GCM_SHA256;
+        f.cfg.groups[0] = TLS_GROUP_X25519;
+        kl_buf_init(&c2s, 1 << 20);
+        kl_buf_init(&s2c, 1 << 20);
+        kl_buf_init(&app, 1 << 20);
+        struct tls_conn *c = tls_conn_new(&f.cfg, 101);
+        is_int(ttc_start(&t, &cc, &c2s), 0, "client start");
+        n = c2s.len;
+        is_int(tls_conn_input(c, &s2c, &app, c2s.base, &n), KL_ERR_ASYNC, "server waits for the signature");
+        is_int(tls_conn_sign_request(c, &req), 0, "sign request");
+        is_int(req.scheme, TLS_SIG_RSA_PSS_RSAE_SHA256, "scheme: the only one the client accepts");
+        ok(strcmp(req.server_name, "") == 0, "no SNI: server_name \"\"");
+        is_int(sign_rsa_pss(key, &req, sig, &sl), 0, "sign");
+        sig[5] ^= 1;
+        is_int(tls_conn_sign_done(c, &s2c, sig, sl), 0, "sign_done");
+        n = s2c.len;
+        is_int(ttc_input(&t, &c2s, &app, s2c.base, &n), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR),
+               "client: bad CertificateVerify refused (the test client checks signatures)");
+        ttc_dispose(&t);
+        tls_conn_free(c);
+        kl_buf_dispose(&c2s);
+        kl_buf_dispose(&s2c);
+        kl_buf_dispose(&app);
+    }
+    EVP_PKEY_free(key);
+    fx_free(&f);
+}
+
 int main(void)
 {
     if (crypto_init() != 0) {
@@ -1275,5 +1493,6 @@ int main(void)
     test_client_hello_negative();
     test_states_negative();
     test_selection();
+    test_full_handshakes();
     return kl_test_done();
 }

@@ -1,0 +1,449 @@
+/*
+ * tls_test_client.c - a minimal TLS 1.3 client for tests (see tls_test_client.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "ext.h"
+#include "msg.h"
+#include "tls_test_client.h"
+#include "wire.h"
+
+static int put_ext_u16_list(struct kl_buf *b, uint16_t type, const uint16_t *v, size_t n, size_t len_bytes)
+{
+    size_t m, ml;
+    int ret;
+    if ((ret = wire_put_u16(b, type)) != 0 || (ret = wire_block_open(b, &m, 2)) != 0 ||
+        (ret = wire_block_open(b, &ml, len_bytes)) != 0)
+        return ret;
+    for (size_t i = 0; i < n; i++) {
+        if ((ret = wire_put_u16(b, v[i])) != 0)
+            return ret;
+    }
+    if ((ret = wire_block_close(b, ml, len_bytes)) != 0)
+        return ret;
+    return wire_block_close(b, m, 2);
+}
+
+/* Build a ClientHello message into msg. cookie may be NULL. */
+static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *cookie)
+{
+    size_t m, mx, mk, s;
+    int ret;
+    static const uint16_t v13 = TLS_VERSION_13;
+    if ((ret = wire_put_u8(msg, MSG_CLIENT_HELLO)) != 0 || (ret = wire_block_open(msg, &m, 3)) != 0 ||
+        (ret = wire_put_u16(msg, 0x0303)) != 0 || (ret = wire_put_bytes(msg, t->random, 32)) != 0)
+        return ret;
+    if ((ret = wire_block_open(msg, &s, 1)) != 0 ||
+        (t->cfg.compat && (ret = wire_put_bytes(msg, t->session_id, 32)) != 0) ||
+        (ret = wire_block_close(msg, s, 1)) != 0)
+        return ret;
+    if ((ret = wire_block_open(msg, &s, 2)) != 0)
+        return ret;
+    for (size_t i = 0; i < t->cfg.n_suites; i++) {
+        if ((ret = wire_put_u16(msg, t->cfg.suites[i])) != 0)
+            return ret;
+    }
+    if ((ret = wire_block_close(msg, s, 2)) != 0 || (ret = wire_put_u8(msg, 1)) != 0 ||
+        (ret = wire_put_u8(msg, 0)) != 0 || (ret = wire_block_open(msg, &mx, 2)) != 0)
+        return ret;
+    if (t->cfg.sni != NULL) {
+        size_t a, b2, c;
+        if ((ret = wire_put_u16(msg, EXT_SERVER_NAME)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
+            (ret = wire_block_open(msg, &b2, 2)) != 0 || (ret = wire_put_u8(msg, 0)) != 0 ||
+            (ret = wire_block_open(msg, &c, 2)) != 0 ||
+            (ret = wire_put_bytes(msg, t->cfg.sni, strlen(t->cfg.sni))) != 0 ||
+            (ret = wire_block_close(msg, c, 2)) != 0 || (ret = wire_block_close(msg, b2, 2)) != 0 ||
+            (ret = wire_block_close(msg, a, 2)) != 0)
+            return ret;
+    }
+    if ((ret = put_ext_u16_list(msg, EXT_SUPPORTED_GROUPS, t->cfg.groups, t->cfg.n_groups, 2)) != 0 ||
+        (ret = put_ext_u16_list(msg, EXT_SIGNATURE_ALGORITHMS, t->cfg.sig_algs, t->cfg.n_sig_algs, 2)) != 0 ||
+        (ret = put_ext_u16_list(msg, EXT_SUPPORTED_VERSIONS, &v13, 1, 1)) != 0)
+        return ret;
+    if (t->cfg.alpn != NULL) {
+        size_t a, b2, c;
+        if ((ret = wire_put_u16(msg, EXT_ALPN)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
+            (ret = wire_block_open(msg, &b2, 2)) != 0 || (ret = wire_block_open(msg, &c, 1)) != 0 ||
+            (ret = wire_put_bytes(msg, t->cfg.alpn, strlen(t->cfg.alpn))) != 0 ||
+            (ret = wire_block_close(msg, c, 1)) != 0 || (ret = wire_block_close(msg, b2, 2)) != 0 ||
+            (ret = wire_block_close(msg, a, 2)) != 0)
+            return ret;
+    }
+    if (cookie != NULL) {
+        size_t a, c;
+        if ((ret = wire_put_u16(msg, EXT_COOKIE)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
+            (ret = wire_block_open(msg, &c, 2)) != 0 || (ret = wire_put_bytes(msg, cookie->base, cookie->len)) != 0 ||
+            (ret = wire_block_close(msg, c, 2)) != 0 || (ret = wire_block_close(msg, a, 2)) != 0)
+            return ret;
+    }
+    if ((ret = wire_put_u16(msg, EXT_KEY_SHARE)) != 0 || (ret = wire_block_open(msg, &mk, 2)) != 0 ||
+        (ret = wire_block_open(msg, &s, 2)) != 0)
+        return ret;
+    for (size_t i = 0; i < t->n_kex; i++) {
+        size_t k;
+        if ((ret = wire_put_u16(msg, t->kex[i].group)) != 0 || (ret = wire_block_open(msg, &k, 2)) != 0 ||
+            (ret = wire_put_bytes(msg, t->kex[i].pub, t->kex[i].pub_len)) != 0 ||
+            (ret = wire_block_close(msg, k, 2)) != 0)
+            return ret;
+    }
+    if ((ret = wire_block_close(msg, s, 2)) != 0 || (ret = wire_block_close(msg, mk, 2)) != 0 ||
+        (ret = wire_block_close(msg, mx, 2)) != 0)
+        return ret;
+    return wire_block_close(msg, m, 3);
+}
+
+int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out)
+{
+    int ret;
+    memset(t, 0, sizeof(*t));
+    t->cfg = *cfg;
+    rec_dir_init(&t->rd, 0);
+    rec_dir_init(&t->wr, 1);
+    kl_buf_init(&t->ch1, 1 << 16);
+    kl_buf_init(&t->hs_in, 1 << 20);
+    crypto_random(t->random, 32);
+    crypto_random(t->session_id, 32);
+    for (size_t i = 0; i < cfg->n_shares; i++) {
+        if ((ret = crypto_kex_generate(&t->kex[i], cfg->shares[i])) != 0)
+            return ret;
+        t->n_kex++;
+    }
+    if ((ret = build_ch(t, &t->ch1, NULL)) != 0)
+        return ret;
+    return rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, t->ch1.base, t->ch1.len, 0);
+}
+
+static int th_add(struct ttc *t, const uint8_t *m, size_t n)
+{
+    return ks_transcript_add(&t->th, m, n);
+}
+
+static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg, size_t len)
+{
+    struct wire_reader r, exts;
+    uint16_t ver, suite, sv = 0, group = 0;
+    uint8_t random[32], comp;
+    struct kl_span sid, key = {NULL, 0}, cookie = {NULL, 0};
+    int ret, is_hrr;
+    wire_reader_init(&r, msg + 4, len - 4);
+    if ((ret = wire_read_u16(&r, &ver)) != 0 || (ret = wire_read_copy(&r, random, 32)) != 0 ||
+        (ret = wire_read_vec_span(&r, &sid, 1, 0, 32)) != 0 || (ret = wire_read_u16(&r, &suite)) != 0 ||
+        (ret = wire_read_u8(&r, &comp)) != 0 || (ret = wire_read_vec(&r, &exts, 2)) != 0 ||
+        (ret = wire_reader_end(&r)) != 0)
+        return ret;
+    is_hrr = memcmp(random, msg_hrr_random, 32) == 0;
+    if (ver != 0x0303 || comp != 0)
+        return KL_ERR_ILLEGAL_PARAMETER;
+    /* 4.1.3: legacy_session_id_echo must be what we sent. */
+    if (sid.len != (t->cfg.compat ? 32u : 0u) || (sid.len && memcmp(sid.base, t->session_id, 32) != 0))
+        return KL_ERR_ILLEGAL_PARAMETER;
+    while (wire_remaining(&exts) != 0) {
+        uint16_t type;
+        struct wire_reader body;
+        if ((ret = wire_read_u16(&exts, &type)) != 0 || (ret = wire_read_vec(&exts, &body, 2)) != 0)
+            return ret;
+        if (type == EXT_SUPPORTED_VERSIONS) {
+            if ((ret = wire_read_u16(&body, &sv)) != 0)
+                return ret;
+        } else if (type == EXT_KEY_SHARE) {
+            if ((ret = wire_read_u16(&body, &group)) != 0)
+                return ret;
+            if (!is_hrr && (ret = wire_read_vec_span(&body, &key, 2, 1, 0xffff)) != 0)
+                return ret;
+        } else if (type == EXT_COOKIE && is_hrr) {
+            if ((ret = wire_read_vec_span(&body, &cookie, 2, 1, 0xffff)) != 0)
+                return ret;
+        } else {
+            return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
+        }
+        if ((ret = wire_reader_end(&body)) != 0)
+            return ret;
+    }
+    if (sv != TLS_VERSION_13)
+        return KL_ERR_ILLEGAL_PARAMETER;
+    int offered = 0;
+    for (size_t i = 0; i < t->cfg.n_suites; i++)
+        offered |= t->cfg.suites[i] == suite;
+    if (!offered || (t->hrr && suite != t->suite))
+        return KL_ERR_ILLEGAL_PARAMETER;
+    if (!t->th_live) {
+        t->suite = suite;
+        t->alg = crypto_suite_hash(suite);
+        t->hash_len = crypto_hash_len(t->alg);
+        if ((ret = ks_transcript_init(&t->th, t->alg)) != 0)
+            return ret;
+        t->th_live = 1;
+        if ((ret = th_add(t, t->ch1.base, t->ch1.len)) != 0)
+            return ret;
+    }
+    if (is_hrr) {
+        struct kl_buf ch2;
+        if (t->hrr)
+            return KL_ERR_UNEXPECTED_MESSAGE; /* a second HRR */
+        t->hrr = 1;
+        if ((ret = ks_transcript_hrr_rewrite(&t->th)) != 0 || (ret = th_add(t, msg, len)) != 0)
+            return ret;
+        for (size_t i = 0; i < t->n_kex; i++)
+            crypto_kex_dispose(&t->kex[i]);
+        t->n_kex = 1;
+        if ((ret = crypto_kex_generate(&t->kex[0], group)) != 0)
+            return ret;
+        kl_buf_init(&ch2, 1 << 16);
+        ret = build_ch(t, &ch2, cookie.base != NULL ? &cookie : NULL);
+        if (ret == 0)
+            ret = th_add(t, ch2.base, ch2.len);
+        if (ret == 0 && t->cfg.compat)
+            ret = rec_seal(&t->wr, out, REC_TYPE_CHANGE_CIPHER_SPEC, (const uint8_t *)"\x01", 1, 0);
+        if (ret == 0)
+            ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, ch2.base, ch2.len, 0);
+        kl_buf_dispose(&ch2);
+        return ret;
+    }
+    if ((ret = th_add(t, msg, len)) != 0)
+        return ret;
+    struct crypto_kex *k = NULL;
+    for (size_t i = 0; i < t->n_kex; i++) {
+        if (t->kex[i].group == group)
+            k = &t->kex[i];
+    }
+    if (k == NULL || key.base == NULL)
+        return KL_ERR_ILLEGAL_PARAMETER;
+    t->group = group;
+    uint8_t ecdhe[CRYPTO_MAX_SHARED], th[CRYPTO_MAX_HASH];
+    size_t el;
+    if ((ret = crypto_kex_derive(k, ecdhe, &el, key.base, key.len)) != 0 ||
+        (ret = ks_transcript_hash(&t->th, th)) != 0 || (ret = ks_schedule_init(&t->ks, t->alg, NULL, 0)) != 0 ||
+        (ret = ks_schedule_handshake(&t->ks, ecdhe, el, th)) != 0 ||
+        (ret = rec_dir_set_secret(&t->rd, suite, t->ks.server_hs, t->hash_len)) != 0)
+        return ret;
+    crypto_wipe(ecdhe, sizeof(ecdhe));
+    t->state = TTC_WAIT_EE;
+    return 0;
+}
+
+static int on_ee(struct ttc *t, const uint8_t *msg, size_t len)
+{
+    struct wire_reader r, exts;
+    int ret;
+    wire_reader_init(&r, msg + 4, len - 4);
+    if ((ret = wire_read_vec(&r, &exts, 2)) != 0 || (ret = wire_reader_end(&r)) != 0)
+        return ret;
+    while (wire_remaining(&exts) != 0) {
+        uint16_t type;
+        struct wire_reader body;
+        if ((ret = wire_read_u16(&exts, &type)) != 0 || (ret = wire_read_vec(&exts, &body, 2)) != 0)
+            return ret;
+        if (type == EXT_SERVER_NAME) {
+            if (t->cfg.sni == NULL || wire_remaining(&body) != 0)
+                return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
+            t->sni_acked = 1;
+        } else if (type == EXT_ALPN) {
+            struct wire_reader list;
+            struct kl_span name;
+            if ((ret = wire_read_vec(&body, &list, 2)) != 0 ||
+                (ret = wire_read_vec_span(&list, &name, 1, 1, 255)) != 0 || (ret = wire_reader_end(&list)) != 0)
+                return ret;
+            if (t->cfg.alpn == NULL || name.len != strlen(t->cfg.alpn) || memcmp(name.base, t->cfg.alpn, name.len))
+                return KL_ERR_ILLEGAL_PARAMETER;
+            memcpy(t->alpn, name.base, name.len);
+            t->alpn[name.len] = 0;
+        } else if (type != EXT_SUPPORTED_GROUPS && type != EXT_RECORD_SIZE_LIMIT) {
+            return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
+        } else {
+            struct kl_span rest;
+            if ((ret = wire_read_span(&body, &rest, wire_remaining(&body))) != 0)
+                return ret;
+        }
+        if ((ret = wire_reader_end(&body)) != 0)
+            return ret;
+    }
+    t->state = TTC_WAIT_CERT;
+    return th_add(t, msg, len);
+}
+
+static int on_cert(struct ttc *t, const uint8_t *msg, size_t len)
+{
+    struct wire_reader r, list;
+    struct kl_span ctx, cert, exts;
+    int ret;
+    wire_reader_init(&r, msg + 4, len - 4);
+    if ((ret = wire_read_vec_span(&r, &ctx, 1, 0, 255)) != 0 || (ret = wire_read_vec(&r, &list, 3)) != 0 ||
+        (ret = wire_reader_end(&r)) != 0 || ctx.len != 0)
+        return ret ? ret : KL_ERR_ILLEGAL_PARAMETER;
+    int first = 1;
+    while (wire_remaining(&list) != 0) {
+        if ((ret = wire_read_vec_span(&list, &cert, 3, 1, 0xffffff)) != 0 ||
+            (ret = wire_read_vec_span(&list, &exts, 2, 0, 0xffff)) != 0)
+            return ret;
+        if (first) {
+            t->cert = malloc(cert.len);
+            if (t->cert == NULL)
+                return KL_ERR_NO_MEMORY;
+            memcpy(t->cert, cert.base, cert.len);
+            t->cert_len = cert.len;
+            first = 0;
+        }
+    }
+    if (first)
+        return KL_ERR_DECODE;
+    t->state = TTC_WAIT_CV;
+    return th_add(t, msg, len);
+}
+
+static int on_cv(struct ttc *t, const uint8_t *msg, size_t len)
+{
+    struct wire_reader r;
+    struct kl_span sig;
+    uint8_t content[64 + 34 + CRYPTO_MAX_HASH];
+    int ret;
+    wire_reader_init(&r, msg + 4, len - 4);
+    if ((ret = wire_read_u16(&r, &t->scheme)) != 0 || (ret = wire_read_vec_span(&r, &sig, 2, 1, 0xffff)) != 0 ||
+        (ret = wire_reader_end(&r)) != 0)
+        return ret;
+    /* 4.4.3: 64 spaces, the context string with its terminating 0, the transcript hash. */
+    memset(content, 0x20, 64);
+    memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34);
+    if ((ret = ks_transcript_hash(&t->th, content + 98)) != 0)
+        return ret;
+    if ((ret = crypto_cert_verify(t->cert, t->cert_len, t->scheme, content, 98 + t->hash_len, sig.base, sig.len)) != 0)
+        return KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR);
+    t->state = TTC_WAIT_FIN;
+    return th_add(t, msg, len);
+}
+
+static int on_fin(struct ttc *t, struct kl_buf *out, const uint8_t *msg, size_t len)
+{
+    uint8_t th[CRYPTO_MAX_HASH], vd[CRYPTO_MAX_HASH], fin[4 + CRYPTO_MAX_HASH];
+    int ret;
+    if ((ret = ks_transcript_hash(&t->th, th)) != 0 || (ret = ks_verify_data(t->alg, vd, t->ks.server_hs, th)) != 0)
+        return ret;
+    if (len != 4 + t->hash_len || !crypto_equal(msg + 4, vd, t->hash_len))
+        return KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR);
+    if ((ret = th_add(t, msg, len)) != 0 || (ret = ks_transcript_hash(&t->th, th)) != 0 ||
+        (ret = ks_schedule_application(&t->ks, th)) != 0 ||
+        (ret = ks_verify_data(t->alg, vd, t->ks.client_hs, th)) != 0)
+        return ret;
+    fin[0] = MSG_FINISHED;
+    fin[1] = 0;
+    fin[2] = 0;
+    fin[3] = (uint8_t)t->hash_len;
+    memcpy(fin + 4, vd, t->hash_len);
+    if (t->cfg.compat && !t->hrr &&
+        (ret = rec_seal(&t->wr, out, REC_TYPE_CHANGE_CIPHER_SPEC, (const uint8_t *)"\x01", 1, 0)) != 0)
+        return ret;
+    if ((ret = rec_dir_set_secret(&t->wr, t->suite, t->ks.client_hs, t->hash_len)) != 0 ||
+        (ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, fin, 4 + t->hash_len, 0)) != 0 ||
+        (ret = rec_dir_set_secret(&t->wr, t->suite, t->ks.client_ap, t->hash_len)) != 0 ||
+        (ret = rec_dir_set_secret(&t->rd, t->suite, t->ks.server_ap, t->hash_len)) != 0)
+        return ret;
+    t->state = TTC_DONE;
+    return 0;
+}
+
+static int on_message(struct ttc *t, struct kl_buf *out, uint8_t type, const uint8_t *msg, size_t len)
+{
+    switch (t->state) {
+    case TTC_WAIT_SH:
+        return type == MSG_SERVER_HELLO ? on_server_hello(t, out, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
+    case TTC_WAIT_EE:
+        return type == MSG_ENCRYPTED_EXTENSIONS ? on_ee(t, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
+    case TTC_WAIT_CERT:
+        return type == MSG_CERTIFICATE ? on_cert(t, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
+    case TTC_WAIT_CV:
+        return type == MSG_CERTIFICATE_VERIFY ? on_cv(t, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
+    case TTC_WAIT_FIN:
+        return type == MSG_FINISHED ? on_fin(t, out, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
+    case TTC_DONE:
+        if (type == MSG_KEY_UPDATE && len == 5) {
+            int ret = rec_dir_update(&t->rd);
+            if (ret == 0 && msg[4] == 1) {
+                ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, (const uint8_t *)"\x18\x00\x00\x01\x00", 5, 0);
+                if (ret == 0)
+                    ret = rec_dir_update(&t->wr);
+            }
+            return ret;
+        }
+        return KL_ERR_UNEXPECTED_MESSAGE;
+    default:
+        return KL_ERR_UNEXPECTED_MESSAGE;
+    }
+}
+
+int ttc_input(struct ttc *t, struct kl_buf *out, struct kl_buf *app, const uint8_t *in, size_t *len_p)
+{
+    size_t off = 0, len = *len_p;
+    int ret = 0;
+    while (off < len) {
+        struct rec_record rr;
+        uint8_t type;
+        ret = rec_next(&rr, in + off, len - off, 0);
+        if (ret == KL_ERR_WANT_READ) {
+            ret = 0;
+            break;
+        }
+        if (ret != 0)
+            break;
+        off += rr.wire_len;
+        if (rr.type == REC_TYPE_CHANGE_CIPHER_SPEC)
+            continue;
+        size_t start = t->hs_in.len;
+        if ((ret = rec_open(&t->rd, &t->hs_in, &type, &rr)) != 0)
+            break;
+        if (type == REC_TYPE_APPLICATION_DATA) {
+            ret = kl_buf_append(app, t->hs_in.base + start, t->hs_in.len - start);
+            t->hs_in.len = start;
+            if (ret != 0)
+                break;
+            continue;
+        }
+        if (type == REC_TYPE_ALERT) {
+            uint8_t desc = t->hs_in.len - start == 2 ? t->hs_in.base[start + 1] : 0xff;
+            t->hs_in.len = start;
+            ret = desc == 0 ? KL_ERR_CLOSED : KL_ERR_PEER_ALERT(desc);
+            break;
+        }
+        for (;;) {
+            uint8_t mt;
+            size_t bl;
+            ret = msg_header_peek(t->hs_in.base, t->hs_in.len, 1 << 20, &mt, &bl);
+            if (ret == KL_ERR_WANT_READ) {
+                ret = 0;
+                break;
+            }
+            if (ret != 0)
+                break;
+            ret = on_message(t, out, mt, t->hs_in.base, 4 + bl);
+            kl_buf_consume(&t->hs_in, 4 + bl);
+            if (ret != 0)
+                break;
+        }
+        if (ret != 0)
+            break;
+    }
+    *len_p = off;
+    if (ret != 0 && ret != KL_ERR_CLOSED)
+        t->state = TTC_FAILED;
+    return ret;
+}
+
+int ttc_send(struct ttc *t, struct kl_buf *out, const uint8_t *data, size_t len)
+{
+    if (t->state != TTC_DONE)
+        return KL_ERR_INVALID;
+    return rec_seal(&t->wr, out, REC_TYPE_APPLICATION_DATA, data, len, 0);
+}
+
+void ttc_dispose(struct ttc *t)
+{
+    rec_dir_dispose(&t->rd);
+    rec_dir_dispose(&t->wr);
+    for (size_t i = 0; i < 3; i++)
+        crypto_kex_dispose(&t->kex[i]);
+    if (t->th_live)
+        ks_transcript_dispose(&t->th);
+    ks_schedule_dispose(&t->ks);
+    kl_buf_dispose(&t->ch1);
+    kl_buf_dispose(&t->hs_in);
+    free(t->cert);
+    t->cert = NULL;
+}

@@ -1,0 +1,72 @@
+/*
+ * tls_test_client.h - a minimal TLS 1.3 client for driving the server engine in tests.
+ *
+ * Built only from the engine's own primitives (crypto_, ks_, rec_, wire_), so it is an
+ * independent second implementation of the client side of RFC 8446 for full handshakes
+ * with every suite and group, HelloRetryRequest, middlebox compatibility mode, SNI and
+ * ALPN. It checks everything a client must: the ServerHello fields, the server's
+ * CertificateVerify signature against the leaf certificate (crypto_cert_verify) and the
+ * server Finished. It is test code: no resumption, no client certificates.
+ */
+#ifndef KL_TLS_TEST_CLIENT_H
+#define KL_TLS_TEST_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "crypto.h"
+#include "key_schedule.h"
+#include "kl_buf.h"
+#include "record.h"
+
+struct ttc_config {
+    uint16_t suites[3];
+    size_t n_suites;
+    uint16_t groups[3]; /* supported_groups */
+    size_t n_groups;
+    uint16_t shares[3]; /* key shares sent in the first ClientHello */
+    size_t n_shares;
+    uint16_t sig_algs[8];
+    size_t n_sig_algs;
+    const char *sni;  /* NULL: no server_name */
+    const char *alpn; /* one protocol offered, or NULL */
+    int compat;       /* send a 32-byte legacy_session_id and CCS (middlebox compatibility mode) */
+};
+
+enum ttc_state { TTC_WAIT_SH, TTC_WAIT_EE, TTC_WAIT_CERT, TTC_WAIT_CV, TTC_WAIT_FIN, TTC_DONE, TTC_FAILED };
+
+struct ttc {
+    struct ttc_config cfg;
+    enum ttc_state state;
+    struct rec_dir rd, wr;
+    struct crypto_kex kex[3];
+    size_t n_kex;
+    struct ks_transcript th;
+    int th_live;
+    struct ks_schedule ks;
+    enum crypto_hash_alg alg;
+    size_t hash_len;
+    uint16_t suite, group;
+    int hrr;
+    uint8_t random[32];
+    uint8_t session_id[32];
+    struct kl_buf ch1;   /* the first ClientHello, until the ServerHello says which hash to use */
+    struct kl_buf hs_in; /* handshake reassembly */
+    uint8_t *cert;       /* leaf certificate from the Certificate message */
+    size_t cert_len;
+    uint16_t scheme; /* from CertificateVerify */
+    char alpn[256];  /* selected by the server, or "" */
+    int sni_acked;
+};
+
+/* Start: appends the ClientHello record to out. */
+int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out);
+/*
+ * Feed server bytes (whole records; *len_p gets what was consumed). Appends any reply
+ * (ClientHello2, client Finished, KeyUpdate answer) to out and application data to app.
+ * Returns 0, or a negative KL_ERR_* when the server's flight does not check out.
+ */
+int ttc_input(struct ttc *t, struct kl_buf *out, struct kl_buf *app, const uint8_t *in, size_t *len_p);
+int ttc_send(struct ttc *t, struct kl_buf *out, const uint8_t *data, size_t len);
+void ttc_dispose(struct ttc *t);
+
+#endif
