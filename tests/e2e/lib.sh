@@ -165,7 +165,7 @@ kl_frontend_conf() {
         echo "startup_wait = 10"
         echo "${FE_SIGNER_EXTRA:-}"
         echo "[tls]"
-        echo "alpn = h2, http/1.1"
+        echo "alpn = ${FE_ALPN:-http/1.1}"
         echo "${FE_TLS_EXTRA:-}"
         for k in ${FE_CERTS:-ecdsa-p256 rsa-2048}; do
             echo "[cert $k]"

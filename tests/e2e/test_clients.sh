@@ -34,6 +34,9 @@ EOP
 }
 
 for key in ecdsa-p256 rsa-2048 ecdsa-p384 ed25519; do
+    # 10 MiB bodies for the ECDSA and RSA certificates; P-384 and Ed25519 move 0 and 1 byte (time bound).
+    sizes="zero one big"
+    case $key in ecdsa-p384 | ed25519) sizes="zero one" ;; esac
     [ -n "${FE_PID:-}" ] && { kill -TERM "$FE_PID"; wait "$FE_PID" 2>/dev/null || true; }
     FE_PORT=$(free_port)
     FE_CERTS=$key kl_start_frontend
@@ -41,7 +44,7 @@ for key in ecdsa-p256 rsa-2048 ecdsa-p384 ed25519; do
     page=$(kl_curl "https://localhost:$FE_PORT/" || true)
     check "$key: curl GET / verifies the chain and returns the backend's page" \
         grep -q "Hello from the keyless demo backend" <<<"$page"
-    for f in zero one big; do
+    for f in $sizes; do
         want=$(sha256sum <"$T/$f.bin" | cut -d' ' -f1)
         got_req=$(kl_curl -o /dev/null -D - --data-binary "@$T/$f.bin" -H 'Content-Type: application/octet-stream' \
             "https://localhost:$FE_PORT/echo" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-sha256" { print $2 }' || true)
@@ -50,7 +53,9 @@ for key in ecdsa-p256 rsa-2048 ecdsa-p384 ed25519; do
         check "$key: curl $f body up (sha256 at the backend)" test "$got_req" = "$want"
         check "$key: curl $f body echoed back intact" test "$got_resp" = "$want"
     done
-    for n in 0 1 10485760; do
+    for n in 0 1 $(case $sizes in *big*) echo 10485760 ;; esac); do
+        : >"$T/down.bin"
+        : >"$T/h"
         hdr=$(kl_curl -D "$T/h" -o "$T/down.bin" "https://localhost:$FE_PORT/bytes/$n" && tr -d '\r' <"$T/h" |
             awk -F': ' 'tolower($1) == "x-sha256" { print $2 }' || true)
         got=$(sha256sum <"$T/down.bin" | cut -d' ' -f1)
@@ -70,7 +75,7 @@ for key in ecdsa-p256 rsa-2048 ecdsa-p384 ed25519; do
     check "$key: gnutls-cli verifies and gets the page" grep -q "Hello from the keyless demo backend" <<<"$out"
     check "$key: gnutls-cli reports TLS1.3" grep -q "TLS1.3" <<<"$out"
 
-    for f in zero one big; do
+    for f in $sizes; do
         check "$key: python ssl POST $f body intact both ways" py_client "$T/$f.bin"
     done
 done
