@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Fails if any C source or header in the tree differs from .clang-format's output.
+# Fails if any tracked C source or header differs from .clang-format's output.
 set -eu
 top=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$top"
-files=$(git ls-files -co --exclude-standard -- '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build*')
-bad=0
-for f in $files; do
-    [ -f "$f" ] || continue
-    if ! clang-format --style=file "$f" | cmp -s - "$f"; then
-        echo "format: $f differs from clang-format (run: clang-format -i $f)"
-        bad=1
-    fi
-done
-[ "$bad" = 0 ] && echo "format: all C files match .clang-format"
-exit $bad
+mapfile -t files < <(git ls-files -- '*.c' '*.h')
+if [ ${#files[@]} -eq 0 ]; then
+    echo "format: no C files"
+    exit 0
+fi
+if clang-format --style=file --dry-run -Werror "${files[@]}" 2>/tmp/kl-format.$$; then
+    echo "format: ${#files[@]} C files match .clang-format"
+    rm -f /tmp/kl-format.$$
+    exit 0
+fi
+grep -E '^[^ ]+:[0-9]+:[0-9]+: error' /tmp/kl-format.$$ | cut -d: -f1 | sort -u | sed 's/^/format: differs from clang-format (run clang-format -i): /'
+rm -f /tmp/kl-format.$$
+exit 1
