@@ -985,6 +985,12 @@ int tls_conn_send(struct tls_conn *c, struct kl_buf *out, const uint8_t *data, s
         return KL_ERR_INVALID;
     if (len == 0)
         return 0;
+    /* 5.5: rekey before the write key reaches its usage limit (rec_seal refuses past it). */
+    if (rec_dir_needs_update(&c->wr)) {
+        int ret = tls_conn_key_update(c, out, 0);
+        if (ret != 0)
+            return ret;
+    }
     return rec_seal(&c->wr, out, REC_TYPE_APPLICATION_DATA, data, len, 0);
 }
 
@@ -1033,6 +1039,11 @@ int tls_conn_export(struct tls_conn *c, uint8_t *out, size_t out_len, const char
     if (context == NULL && context_len != 0)
         return KL_ERR_INVALID;
     return ks_export(c->alg, out, out_len, c->exporter, label, context, context_len);
+}
+
+size_t tls_conn_sizeof(void)
+{
+    return sizeof(struct tls_conn);
 }
 
 int tls_conn_established(const struct tls_conn *c)

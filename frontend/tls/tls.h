@@ -116,6 +116,9 @@ void tls_conn_free(struct tls_conn *c);
  * number of bytes consumed; keep the rest and call again when more arrive. Bytes to
  * send are appended to out; decrypted application data to app.
  * Returns 0, KL_ERR_ASYNC (a signature is needed), KL_ERR_CLOSED, or an error (alert queued).
+ * Backpressure: once established, a record is only read if app has room for it (keep at
+ * least REC_MAX_CIPHERTEXT = 2^14 + 256 bytes free); otherwise 0 is returned with the record
+ * left in the input.
  */
 KL_MUST_CHECK int tls_conn_input(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app, const uint8_t *in,
                                  size_t *in_len_p);
@@ -137,6 +140,8 @@ KL_MUST_CHECK int tls_conn_key_update(struct tls_conn *c, struct kl_buf *out, in
 KL_MUST_CHECK int tls_conn_export(struct tls_conn *c, uint8_t *out, size_t out_len, const char *label,
                                   const uint8_t *context, size_t context_len);
 
+/* sizeof(struct tls_conn), for memory accounting (the struct is opaque). */
+size_t tls_conn_sizeof(void);
 int tls_conn_established(const struct tls_conn *c);         /* 1 after the client Finished verified */
 const char *tls_conn_server_name(const struct tls_conn *c); /* SNI or "" */
 const char *tls_conn_alpn(const struct tls_conn *c);        /* negotiated protocol or "" */

@@ -69,6 +69,10 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
             (ret = wire_block_close(msg, a, 2)) != 0)
             return ret;
     }
+    if (cookie == NULL && t->cfg.early_junk != 0) {
+        if ((ret = wire_put_u16(msg, EXT_EARLY_DATA)) != 0 || (ret = wire_put_u16(msg, 0)) != 0)
+            return ret;
+    }
     if (cookie != NULL) {
         size_t a, c;
         if ((ret = wire_put_u16(msg, EXT_COOKIE)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
@@ -110,7 +114,23 @@ int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out)
     }
     if ((ret = build_ch(t, &t->ch1, NULL)) != 0)
         return ret;
-    return rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, t->ch1.base, t->ch1.len, 0);
+    if ((ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, t->ch1.base, t->ch1.len, 0)) != 0)
+        return ret;
+    /* Fake 0-RTT: records the server cannot decrypt (it never offered early data). */
+    for (size_t left = cfg->early_junk; left > 0;) {
+        uint8_t rec[5 + 1000];
+        size_t n = left < 1000 ? left : 1000;
+        rec[0] = REC_TYPE_APPLICATION_DATA;
+        rec[1] = 3;
+        rec[2] = 3;
+        rec[3] = (uint8_t)(n >> 8);
+        rec[4] = (uint8_t)n;
+        crypto_random(rec + 5, n);
+        if ((ret = kl_buf_append(out, rec, 5 + n)) != 0)
+            return ret;
+        left -= n;
+    }
+    return 0;
 }
 
 static int th_add(struct ttc *t, const uint8_t *m, size_t n)

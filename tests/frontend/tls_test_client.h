@@ -30,6 +30,9 @@ struct ttc_config {
     const char *sni;  /* NULL: no server_name */
     const char *alpn; /* one protocol offered, or NULL */
     int compat;       /* send a 32-byte legacy_session_id and CCS (middlebox compatibility mode) */
+    /* Offer early_data in the first ClientHello and follow it with this many bytes of fake 0-RTT
+     * records (outer type application_data, random content) that the server must skip (4.2.10). */
+    size_t early_junk;
 };
 
 enum ttc_state { TTC_WAIT_SH, TTC_WAIT_EE, TTC_WAIT_CERT, TTC_WAIT_CV, TTC_WAIT_FIN, TTC_DONE, TTC_FAILED };
