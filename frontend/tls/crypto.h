@@ -2,9 +2,11 @@
  * crypto.h - every cryptographic primitive the TLS engine uses (STYLE rule 15).
  *
  * crypto.c is the only file of the engine that includes libsodium or OpenSSL headers.
- * libsodium provides SHA-256, HMAC-SHA-256, X25519, ChaCha20-Poly1305, randomness,
- * constant-time compare and wiping; libcrypto provides SHA-384, HMAC-SHA-384,
- * AES-GCM, P-256/P-384 ECDHE and X.509 parsing. Nothing here is hand-written crypto.
+ * libsodium provides X25519, one-shot SHA-256, randomness, constant-time compare and
+ * wiping; libcrypto provides the transcript hashes, HMAC/HKDF, the three AEADs (its
+ * ChaCha20-Poly1305 and SHA-256 are the vectorised/SHA-NI ones, several times faster
+ * than libsodium's here: docs/TLS-ENGINE.md), P-256/P-384 ECDHE and X.509 parsing.
+ * Nothing here is hand-written crypto.
  *
  * Errors: 0 or a negative KL_ERR_*. A failing library call is KL_ERR_CRYPTO; bad peer
  * input is the alert RFC 8446 names (an invalid key share is KL_ERR_ILLEGAL_PARAMETER,
@@ -30,6 +32,8 @@
 
 /* sodium_init() and friends; idempotent, call once before anything else. */
 KL_MUST_CHECK int crypto_init(void);
+/* Free this thread's cached HMAC contexts (wiping their key state). Optional, at thread/process end. */
+void crypto_thread_cleanup(void);
 
 /* ---- hashes ---- */
 
@@ -62,7 +66,10 @@ KL_MUST_CHECK int crypto_hash_ctx_reset(struct crypto_hash_ctx *h);
 /* Free; NULL-safe, idempotent. */
 void crypto_hash_ctx_dispose(struct crypto_hash_ctx *h);
 
-/* HMAC (RFC 2104): out gets crypto_hash_len(alg) bytes. */
+/*
+ * HMAC (RFC 2104): out gets crypto_hash_len(alg) bytes. Uses a per-thread HMAC context
+ * (made on first use) so that the key schedule allocates nothing per call.
+ */
 KL_MUST_CHECK int crypto_hmac(enum crypto_hash_alg alg, uint8_t *out, const uint8_t *key, size_t key_len,
                               const uint8_t *in, size_t in_len);
 
@@ -79,14 +86,13 @@ KL_MUST_CHECK int crypto_hkdf_expand(enum crypto_hash_alg alg, uint8_t *out, siz
 /* ---- AEAD (one direction of a record layer) ---- */
 
 /*
- * A keyed AEAD for one TLS 1.3 cipher suite (0x1301, 0x1302, 0x1303). For AES-GCM it keeps
- * one initialized EVP_CIPHER_CTX, so sealing/opening a record allocates nothing.
+ * A keyed AEAD for one TLS 1.3 cipher suite (0x1301, 0x1302, 0x1303). It keeps one
+ * initialized EVP_CIPHER_CTX, so sealing/opening a record allocates nothing.
  */
 struct crypto_aead {
     uint16_t suite; /* 0 when not keyed */
     int encrypt;
-    void *evp;                   /* EVP_CIPHER_CTX, AES-GCM only */
-    uint8_t key[CRYPTO_MAX_KEY]; /* ChaCha20-Poly1305 only */
+    void *evp; /* EVP_CIPHER_CTX holding the expanded key */
 };
 
 /* The suite's hash, key length; 0 for an unknown suite (never negotiate it). */
