@@ -102,6 +102,9 @@ chmod 0755 "$dir" 2>/dev/null || true
 exec 9>"$dir/.lock"
 flock -w 120 9 || die "$dir/.lock: another setup.sh still holds the lock after 120 s"
 
+# Under the lock no other run is alive: temp dirs still here are leftovers
+# of a killed run.
+rm -rf -- "$dir"/.tmp.*
 KL_TMP=$(mktemp -d "$dir/.tmp.XXXXXX")
 # A run that fails in a directory it created removes that directory: the
 # next run then starts from nothing instead of from a half-made fixture.
