@@ -857,6 +857,11 @@ static int hs_record(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app,
         hs_truncate(&c->hs_in, start);
         return ret;
     }
+    if (rr->type == REC_TYPE_ALERT && c->rd.keyed && c->state == HS_EXPECT_CLIENT_FINISHED && c->hs_in.len == 0) {
+        /* A client that could not process our ServerHello has no keys and aborts in plaintext:
+         * report its alert rather than answering it with unexpected_message. */
+        return hs_alert_recv(c, rr->fragment.base, rr->fragment.len);
+    }
     if (rr->type == REC_TYPE_APPLICATION_DATA && h != NULL && h->early_skip_left > 0 &&
         c->state == HS_EXPECT_CLIENT_HELLO_2) {
         /* 4.2.10: after a HelloRetryRequest, skip records with outer type application_data (0-RTT we refused). */

@@ -1084,6 +1084,19 @@ static void test_states_negative(void)
     is_int(feed(c, &f, big, sizeof(big), &n), KL_ERR_RECORD_OVERFLOW, "ciphertext of 2^14+257 → record_overflow");
     tls_conn_free(c);
 
+    /* A client without keys aborting in plaintext after our flight: its alert is reported, not answered. */
+    static const uint8_t plain_alert_rec[] = {21, 3, 3, 0, 2, 2, 42};
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, plain_alert_rec, sizeof(plain_alert_rec), &n), KL_ERR_PEER_ALERT(42),
+           "plaintext bad_certificate from the client → KL_ERR_PEER_ALERT(42)");
+    is_int(f.out.len, 0, "  no alert answered");
+    tls_conn_free(c);
+    /* A malformed plaintext alert there: decode_error. */
+    static const uint8_t plain_alert_bad[] = {21, 3, 3, 0, 3, 2, 42, 0};
+    c = to_wait_finished(&f);
+    is_int(feed(c, &f, plain_alert_bad, sizeof(plain_alert_bad), &n), KL_ERR_DECODE, "3-byte alert → decode_error");
+    tls_conn_free(c);
+
     /* Signer failure → internal_error under the server handshake key. */
     c = tls_conn_new(&f.cfg, 12);
     kl_buf_reset(&f.out);
