@@ -92,8 +92,10 @@ static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const stru
     ret = p11_backend_new(be_p, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
                           cfg->workers);
     if (ret != 0) {
-        fprintf(stderr, "keyless-signer: %s:%u: [hsm] %s: %s\n", cfg->path, cfg->hsm_line,
-                cfg->module != NULL ? "module" : "module_name", err[0] != '\0' ? err : kl_err_str(ret));
+        /* Name the config key the failure is about: the PIN file, or the module/token. */
+        const char *what = strstr(err, "PIN") != NULL ? "pin_file" : cfg->module != NULL ? "module" : "module_name";
+        fprintf(stderr, "keyless-signer: %s:%u: [hsm] %s: %s\n", cfg->path, cfg->hsm_line, what,
+                err[0] != '\0' ? err : kl_err_str(ret));
         return 1;
     }
     for (size_t i = 0; i < cfg->n_keys; i++) {

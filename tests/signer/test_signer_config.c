@@ -1,0 +1,189 @@
+/*
+ * test_signer_config.c - keyless-signer's start-up: every bad config line is one clear
+ * line "keyless-signer: FILE:LINE: [section] key: reason" and exit 2; a PIN file, key or
+ * scheme that does not work on the real token is one clear line and exit 1;
+ * --check-config opens the token, finds every key and exits 0.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kl_test.h"
+
+static struct harness H;
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s != '\0'; s++) {
+        n += *s == '\n';
+    }
+    return n;
+}
+
+/* Write text as the config (verbatim, no harness additions), run the check, compare. */
+static void expect_raw(const char *text, const char *args, int want_status, const char *want_sub, const char *what)
+{
+    char path[400], cmd[1200], out[4096], name[300];
+    FILE *f;
+    int st;
+    snprintf(path, sizeof(path), "%s/case.conf", H.dir);
+    f = fopen(path, "w");
+    if (f == NULL) {
+        ok(0, what);
+        return;
+    }
+    fputs(text, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "%s --config %s %s 2>&1", H.bin, path, args);
+    st = harness_run(out, sizeof(out), cmd);
+    snprintf(name, sizeof(name), "%s: exit %d", what, want_status);
+    is_int(st, want_status, name);
+    snprintf(name, sizeof(name), "%s: one line naming it", what);
+    if (!ok(strstr(out, want_sub) != NULL && (want_status == 0 || count_lines(out) == 1), name)) {
+        diag("want '%s' in: %s", want_sub, out);
+    }
+}
+
+/* A full config (harness socket/audit/hsm + extra) with the given key sections. */
+static void expect_conf(const char *signer_extra, const char *hsm, const char *keys, const char *args, int want_status,
+                        const char *want_sub, const char *what)
+{
+    char path[400], text[8192];
+    FILE *f;
+    snprintf(path, sizeof(path), "%s/gen.conf", H.dir);
+    if (harness_write_config(&H, path, signer_extra, hsm, keys) != 0 || (f = fopen(path, "r")) == NULL) {
+        ok(0, what);
+        return;
+    }
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    expect_raw(text, args, want_status, want_sub, what);
+}
+
+int main(void)
+{
+    char out[4096], cmd[1200], sub[600], pin[400], text[2048];
+    if (harness_init(&H) != 0) {
+        ok(0, "token fixture");
+        return kl_test_done();
+    }
+    snprintf(cmd, sizeof(cmd), "%s --version", H.bin);
+    ok(harness_run(out, sizeof(out), cmd) == 0 && strstr(out, "keyless-signer " KL_VERSION) != NULL, "--version");
+    snprintf(cmd, sizeof(cmd), "%s --help", H.bin);
+    ok(harness_run(out, sizeof(out), cmd) == 0 && strstr(out, "--check-config") != NULL, "--help");
+    snprintf(cmd, sizeof(cmd), "%s 2>&1", H.bin);
+    is_int(harness_run(out, sizeof(out), cmd), 2, "no arguments: usage, exit 2");
+    snprintf(cmd, sizeof(cmd), "%s --config %s/nope.conf 2>&1", H.bin, H.dir);
+    is_int(harness_run(out, sizeof(out), cmd), 2, "missing config file: exit 2");
+
+    /* The good config first: --check-config opens the token and finds every key. */
+    expect_conf(NULL, NULL, harness_std_keys, "--check-config", 0, "OK (4 key(s)", "--check-config on a good config");
+
+    /* Bad lines: exit 2 with FILE:LINE: [section] key: reason. */
+    snprintf(sub, sizeof(sub), "case.conf:3: [signer] workers: '0' is not 1..256");
+    expect_raw("[signer]\nsocket = /tmp/x.sock\nworkers = 0\n", "", 2, sub, "workers = 0");
+    snprintf(sub, sizeof(sub), "case.conf:2: [signer] colour: unknown key");
+    expect_raw("[signer]\ncolour = blue\n", "", 2, sub, "unknown key in [signer]");
+    snprintf(sub, sizeof(sub), "case.conf:4: [signer] audit_sync: 'sometimes' is not always, group or none");
+    expect_raw("; comment\n[signer]\nsocket = s\naudit_sync = sometimes\n", "", 2, sub, "bad audit_sync");
+    snprintf(sub, sizeof(sub), "case.conf:2: [frobnicate] x: unknown section");
+    expect_raw("[frobnicate]\nx = 1\n", "", 2, sub, "unknown section");
+    snprintf(sub, sizeof(sub), "case.conf:3: [key a] schemes: unknown signature scheme 'ecdsa_sha1'");
+    expect_raw("[key a]\nuri = pkcs11:token=keyless;object=a\nschemes = ecdsa_sha1\n", "", 2, sub,
+               "unknown scheme name");
+    snprintf(sub, sizeof(sub), "case.conf:2: [key a] uri: 'file:///etc/passwd' is not an RFC 7512 pkcs11: URI");
+    expect_raw("[key a]\nuri = file:///etc/passwd\n", "", 2, sub, "uri not pkcs11:");
+    snprintf(sub, sizeof(sub), "case.conf:2: [key a] allow_uids: no such user 'no_such_user_kl'");
+    expect_raw("[key a]\nallow_uids = no_such_user_kl\n", "", 2, sub, "unknown user");
+    snprintf(sub, sizeof(sub), "case.conf:3: syntax error");
+    expect_raw("[signer]\nsocket = s\nthis line is not ini\n", "", 2, sub, "syntax error");
+    snprintf(sub, sizeof(sub), "case.conf: [signer] socket: missing");
+    expect_raw("[hsm]\nmodule = x\n", "", 2, sub, "missing socket");
+    snprintf(sub, sizeof(sub), "case.conf:3: [signer] socket: set twice");
+    expect_raw("[signer]\nsocket = a\nsocket = b\n", "", 2, sub, "a key set twice");
+    snprintf(sub, sizeof(sub), "case.conf:6: [key a] uri: key 'a' is defined twice");
+    expect_raw("[key a]\nuri = pkcs11:object=a\n[signer]\nsocket = a\n[key a]\nuri = pkcs11:object=b\n", "", 2, sub,
+               "a key section repeated");
+
+    /* Start-up against the real token: exit 1, one line. */
+    snprintf(text, sizeof(text),
+             "%s[key nope]\nuri = pkcs11:token=keyless;object=nope;type=private\n"
+             "schemes = ecdsa_secp256r1_sha256\n",
+             harness_std_keys);
+    expect_conf(NULL, NULL, text, "--check-config", 1, "[key nope] uri: no private key on the token matches",
+                "a key missing on the token");
+    expect_conf(NULL, NULL,
+                "[key p256]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+                "schemes = rsa_pss_rsae_sha256\n",
+                "--check-config", 1, "[key p256] schemes: rsa_pss_rsae_sha256: the key's type/curve cannot do",
+                "a scheme the key cannot do");
+    expect_conf(NULL, NULL,
+                "[key p256]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+                "schemes = ecdsa_secp384r1_sha384\n",
+                "--check-config", 1, "[key p256] schemes: ecdsa_secp384r1_sha384: the key's type/curve",
+                "P-256 key with the P-384 scheme");
+    expect_conf(NULL, NULL,
+                "[key other]\nuri = pkcs11:token=no-such-token;object=ecdsa-p256;type=private\n"
+                "schemes = ecdsa_secp256r1_sha256\n",
+                "--check-config", 1, "no token matching the key URI is present", "a token that is not there");
+    expect_conf(NULL, "module = /nonexistent/libpkcs11.so", harness_std_keys, "--check-config", 1,
+                "[hsm] module: cannot load PKCS#11 module /nonexistent/libpkcs11.so", "a module that does not load");
+
+    /* PIN file trouble. */
+    snprintf(pin, sizeof(pin), "%s/user.pin", H.hsm);
+    {
+        char moved[420];
+        snprintf(moved, sizeof(moved), "%s.away", pin);
+        ok(rename(pin, moved) == 0, "PIN file moved away");
+        expect_conf(NULL, NULL, harness_std_keys, "--check-config", 1, "[hsm] pin_file: cannot read PIN file",
+                    "an unreadable PIN file");
+        ok(rename(moved, pin) == 0, "PIN file back");
+        chmod(pin, 0644);
+        expect_conf(NULL, NULL, harness_std_keys, "--check-config", 1, "is accessible by others",
+                    "a world-readable PIN file");
+        chmod(pin, 0600);
+        FILE *f = fopen(moved, "w");
+        if (f != NULL) {
+            fputs("0000-wrong\n", f);
+            fclose(f);
+        }
+        chmod(moved, 0600);
+        snprintf(text, sizeof(text), "module = %s\npin_file = %s\n", SOFTHSM_MODULE, moved);
+        /* harness_write_config adds its own pin_file after hsm_lines: "set twice" is a config error. */
+        expect_conf(NULL, text, harness_std_keys, "--check-config", 2, "[hsm] pin_file: set twice",
+                    "pin_file given twice");
+    }
+    {
+        /* A wrong PIN: the token refuses the login. */
+        char conf[400], wrong[420];
+        FILE *f;
+        snprintf(wrong, sizeof(wrong), "%s/wrong.pin", H.dir);
+        f = fopen(wrong, "w");
+        if (f != NULL) {
+            fputs("0000-wrong\n", f);
+            fclose(f);
+        }
+        chmod(wrong, 0600);
+        snprintf(conf, sizeof(conf), "%s/wrongpin.conf", H.dir);
+        f = fopen(conf, "w");
+        if (f != NULL) {
+            fprintf(f,
+                    "[signer]\nsocket = %s\naudit_log = %s\n[hsm]\nmodule = %s\npin_file = %s\nsofthsm2_conf = "
+                    "%s/softhsm2.conf\n%s",
+                    H.sock, H.audit, SOFTHSM_MODULE, wrong, H.hsm, harness_std_keys);
+            fclose(f);
+        }
+        snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", H.bin, conf);
+        is_int(harness_run(out, sizeof(out), cmd), 1, "wrong PIN: exit 1");
+        ok(strstr(out, "[hsm] pin_file: C_Login failed: CKR_PIN_INCORRECT") != NULL && count_lines(out) == 1,
+           "wrong PIN: one line naming the login failure");
+        ok(strstr(out, "0000-wrong") == NULL, "the PIN is never printed");
+        diag("%s", out);
+    }
+    harness_cleanup(&H);
+    return kl_test_done();
+}
