@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 
 /* ---- fixtures ---- */
 
@@ -1294,21 +1295,58 @@ static EVP_PKEY *load_rsa_key(void)
     return k;
 }
 
+/* A fresh key and a self-signed certificate for CN=localhost (DER in *der, free()d by the caller). */
+static EVP_PKEY *make_key_cert(const char *type, const char *param, uint8_t **der, size_t *der_len)
+{
+    /* EVP_PKEY_Q_keygen's variadic argument: the curve name for EC, the bit count for RSA, none for Ed25519. */
+    EVP_PKEY *k = strcmp(type, "RSA") == 0 ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)
+                  : param != NULL          ? EVP_PKEY_Q_keygen(NULL, NULL, type, param)
+                                           : EVP_PKEY_Q_keygen(NULL, NULL, type);
+    X509 *x = X509_new();
+    int len;
+    *der = NULL;
+    if (k == NULL || x == NULL)
+        goto fail;
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_set_pubkey(x, k);
+    if (X509_sign(x, k, strcmp(type, "ED25519") == 0 ? NULL : EVP_sha256()) <= 0)
+        goto fail;
+    len = i2d_X509(x, der);
+    if (len <= 0)
+        goto fail;
+    *der_len = (size_t)len;
+    X509_free(x);
+    return k;
+fail:
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return NULL;
+}
+
 static int sign_rsa_pss(EVP_PKEY *key, const struct tls_sign_request *req, uint8_t *sig, size_t *sig_len)
 {
     uint8_t content[64 + 34 + 48];
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
-    const EVP_MD *h = req->scheme == TLS_SIG_RSA_PSS_RSAE_SHA384   ? EVP_sha384()
+    const EVP_MD *h = req->scheme == TLS_SIG_RSA_PSS_RSAE_SHA384 || req->scheme == TLS_SIG_ECDSA_SECP384R1_SHA384
+                          ? EVP_sha384()
                       : req->scheme == TLS_SIG_RSA_PSS_RSAE_SHA512 ? EVP_sha512()
+                      : req->scheme == TLS_SIG_ED25519             ? NULL
                                                                    : EVP_sha256();
+    int pss = req->scheme >= TLS_SIG_RSA_PSS_RSAE_SHA256 && req->scheme <= TLS_SIG_RSA_PSS_RSAE_SHA512;
     int ok1;
     memset(content, 0x20, 64);
     memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34);
     memcpy(content + 98, req->transcript_hash, req->transcript_hash_len);
     ok1 = md != NULL && EVP_DigestSignInit(md, &pctx, h, NULL, key) == 1 &&
-          EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-          EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
+          (!pss || (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+                    EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1)) &&
           EVP_DigestSign(md, sig, sig_len, content, 98 + req->transcript_hash_len) == 1;
     EVP_MD_CTX_free(md);
     return ok1 ? 0 : -1;
@@ -1318,6 +1356,22 @@ static int sign_rsa_pss(EVP_PKEY *key, const struct tls_sign_request *req, uint8
  * Run client and server against each other until both are done (bounded rounds).
  * Returns 0 when the client verified the server's flight and the server verified the client Finished.
  */
+/* Keys the test signer holds, by key name (NULL name: any request uses keys[0].key). */
+struct test_key {
+    const char *name;
+    EVP_PKEY *key;
+};
+static struct test_key test_keys[5];
+
+static EVP_PKEY *key_for(const char *name, EVP_PKEY *dflt)
+{
+    for (size_t i = 0; i < 5; i++) {
+        if (test_keys[i].name != NULL && strcmp(test_keys[i].name, name) == 0)
+            return test_keys[i].key;
+    }
+    return dflt;
+}
+
 static int run_handshake(struct tls_conn *c, struct ttc *t, const struct ttc_config *cc, EVP_PKEY *key, int *server_err,
                          int *client_err)
 {
@@ -1336,7 +1390,7 @@ static int run_handshake(struct tls_conn *c, struct ttc *t, const struct ttc_con
             struct tls_sign_request req;
             uint8_t sig[512];
             size_t sl = sizeof(sig);
-            if (tls_conn_sign_request(c, &req) != 0 || sign_rsa_pss(key, &req, sig, &sl) != 0)
+            if (tls_conn_sign_request(c, &req) != 0 || sign_rsa_pss(key_for(req.key_name, key), &req, sig, &sl) != 0)
                 break;
             *server_err = tls_conn_sign_done(c, &s2c, sig, sl);
         }
@@ -1530,6 +1584,101 @@ static void test_full_handshakes(void)
     fx_free(&f);
 }
 
+/* Certificate choice by the client's signature_algorithms, with real signatures the client verifies. */
+static void test_cert_choice(void)
+{
+    struct fx f;
+    static const struct {
+        const char *name, *type, *param;
+        uint16_t scheme;
+    } kinds[] = {{"ecdsa-p256", "EC", "P-256", TLS_SIG_ECDSA_SECP256R1_SHA256},
+                 {"ecdsa-p384", "EC", "P-384", TLS_SIG_ECDSA_SECP384R1_SHA384},
+                 {"rsa-2048", "RSA", NULL, TLS_SIG_RSA_PSS_RSAE_SHA256},
+                 {"ed25519", "ED25519", NULL, TLS_SIG_ED25519}};
+    uint8_t *ders[4] = {NULL};
+    fx_init(&f, "simple-1rtt.txt", 0);
+    static struct tls_cert certs[4];
+    int made = 0;
+    for (size_t i = 0; i < 4; i++) {
+        size_t dl = 0;
+        EVP_PKEY *k = make_key_cert(kinds[i].type, kinds[i].param, &ders[i], &dl);
+        if (k == NULL)
+            continue;
+        made++;
+        test_keys[i].name = kinds[i].name;
+        test_keys[i].key = k;
+        memset(&certs[i], 0, sizeof(certs[i]));
+        certs[i].key_name = kinds[i].name;
+        certs[i].chain[0] = ders[i];
+        certs[i].chain_len[0] = dl;
+        certs[i].n_chain = 1;
+        certs[i].schemes[0] = kinds[i].scheme;
+        certs[i].n_schemes = 1;
+        certs[i].names[0] = "localhost";
+        certs[i].n_names = 1;
+    }
+    is_int(made, 4, "four test keys and certificates made (P-256, P-384, RSA-2048, Ed25519)");
+    f.cfg.certs = certs;
+    f.cfg.n_certs = 4;
+    f.cfg.n_suites = 0; /* defaults */
+    f.cfg.n_groups = 0;
+    struct {
+        uint16_t algs[4];
+        size_t n;
+        const char *want;
+    } cases[] = {
+        {{0x0403, 0x0503, 0x0804, 0x0807}, 4, "ecdsa-p256"}, /* config order wins when the client takes all */
+        {{0x0503}, 1, "ecdsa-p384"},
+        {{0x0804, 0x0805}, 2, "rsa-2048"},
+        {{0x0807}, 1, "ed25519"},
+        {{0x0807, 0x0804}, 2, "rsa-2048"}, /* client order does not matter: first configured cert it accepts */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) && made == 4; i++) {
+        struct ttc t;
+        struct ttc_config cc = {{TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384},
+                                2,
+                                {TLS_GROUP_X25519, TLS_GROUP_SECP256R1},
+                                2,
+                                {TLS_GROUP_SECP256R1, TLS_GROUP_X25519},
+                                2,
+                                {0},
+                                0,
+                                "localhost",
+                                NULL,
+                                0,
+                                0};
+        memcpy(cc.sig_algs, cases[i].algs, sizeof(cases[i].algs));
+        cc.n_sig_algs = cases[i].n;
+        struct tls_conn *c = tls_conn_new(&f.cfg, 200);
+        int se, ce;
+        int r = run_handshake(c, &t, &cc, NULL, &se, &ce);
+        char name[128];
+        snprintf(name, sizeof(name), "client accepting %zu scheme(s) from %04x: %s certificate, signature verified",
+                 cases[i].n, cases[i].algs[0], cases[i].want);
+        ok(r == 0 && t.scheme == tls_conn_scheme(c), name);
+        if (r != 0)
+            diag("server %s client %s", kl_err_str(se), kl_err_str(ce));
+        /* Two shares offered (P-256 first): the server's preference x25519 wins. */
+        ok(tls_conn_group(c) == TLS_GROUP_X25519 && t.group == TLS_GROUP_X25519,
+           "  server preference among the offered shares: x25519");
+        int right = 0;
+        for (size_t k = 0; k < 4; k++) {
+            if (strcmp(kinds[k].name, cases[i].want) == 0)
+                right = tls_conn_scheme(c) == kinds[k].scheme;
+        }
+        ok(right, "  scheme of that certificate");
+        ttc_dispose(&t);
+        tls_conn_free(c);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        EVP_PKEY_free(test_keys[i].key);
+        test_keys[i].key = NULL;
+        test_keys[i].name = NULL;
+        free(ders[i]);
+    }
+    fx_free(&f);
+}
+
 /* Heap held by an idle established connection (the frontend budget is 16 KiB RSS per idle connection). */
 static void test_idle_memory(void)
 {
@@ -1575,6 +1724,7 @@ int main(void)
     test_states_negative();
     test_selection();
     test_full_handshakes();
+    test_cert_choice();
     test_idle_memory();
     return kl_test_done();
 }
