@@ -227,6 +227,8 @@ static int hs_name_matches(const char *pattern, const char *host)
 
 static uint16_t hs_cert_scheme(const struct tls_cert *cert, struct kl_span sig_algs)
 {
+    if (cert->n_chain == 0 || cert->chain[0] == NULL || cert->chain_len[0] == 0)
+        return 0; /* nothing to send: never select it */
     for (size_t i = 0; i < cert->n_schemes && i < TLS_MAX_SCHEMES; i++) {
         if (ext_u16_list_has(sig_algs, cert->schemes[i]))
             return cert->schemes[i];
