@@ -116,7 +116,14 @@ kl_p11_user() {
 
 # p11tool logged in as user; URI is the last argument. Output in $KL_TMP/p11tool.out.
 kl_p11tool_user() {
-  GNUTLS_PIN=$KL_USER_PIN p11tool --provider "$KL_HSM_MODULE" --login "$@" \
+  local -a prov=(--provider "$KL_HSM_MODULE")
+  # GnuTLS loads a provider through p11_kit_module_load(), which refuses the
+  # p11-kit proxy; without --provider p11tool uses every p11-kit registered
+  # module, which is what the proxy stands for.
+  case $(basename -- "$KL_HSM_MODULE") in
+  p11-kit-proxy.so*) prov=() ;;
+  esac
+  GNUTLS_PIN=$KL_USER_PIN p11tool "${prov[@]}" --login "$@" \
     </dev/null >"$KL_TMP/p11tool.out" 2>&1
 }
 

@@ -86,4 +86,22 @@ for i in 1 2 3 4; do
 done
 check "--force: the PIN file is untouched" cmp "$T/user.pin" "$T/user.pin.orig"
 
+# The same token through the p11-kit proxy (SoftHSM2 is a registered p11-kit
+# module on Debian): keys are found by token label and reused, not remade.
+PROXY=/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so
+if [ -e "$PROXY" ] && grep -qs softhsm /usr/share/p11-kit/modules/*.module; then
+  for k in $KEYS; do spki "$k"; done >"$T/s3"
+  run_setup --dir "$T/via-proxy" --module "$PROXY" --label "$LABEL" --pin-file "$T/user.pin"
+  ok $rc "setup.sh through p11-kit-proxy.so exits 0 (check.sh included)"
+  [ $rc -eq 0 ] || sed 's/^/# /' "$T/err"
+  check "through the proxy no key was generated" bash -c "! grep -q 'generated' '$T/out'"
+  check "through the proxy the keys are the same" cmp "$T/s3" <(for k in $KEYS; do spki "$k"; done)
+  for k in $KEYS; do
+    check "through the proxy $k.crt.pem carries the same key as the direct fixture" \
+      cmp <(cert_spki "$D/pki/$k.crt.pem") <(cert_spki "$T/via-proxy/pki/$k.crt.pem")
+  done
+else
+  diag "skip: no p11-kit proxy with a registered SoftHSM2 module"
+fi
+
 done_testing
