@@ -90,6 +90,7 @@ static int epfd = -1;
 static char request[1024];
 static size_t request_len;
 static unsigned in_flight;
+static unsigned n_idle; /* connections parked in LG_IDLE */
 static volatile sig_atomic_t stop_flag;
 
 static uint64_t now_ns(void)
@@ -169,6 +170,8 @@ static void conn_close(struct lg_conn *c, int failed)
         close(c->fd);
         c->fd = -1;
     }
+    if (c->state == LG_IDLE && n_idle > 0)
+        n_idle--;
     if (c->state != LG_FREE && in_flight > 0)
         in_flight--;
     c->state = LG_FREE;
@@ -247,6 +250,7 @@ static void conn_drive(struct lg_conn *c)
         lat_push((uint32_t)((c->t_hs_done - c->t_start) / 1000u));
         if (opts.idle) {
             c->state = LG_IDLE;
+            n_idle++;
             return;
         }
         if (opts.path == NULL) {
@@ -494,6 +498,9 @@ int main(int argc, char **argv)
             if (conns[i].state != LG_FREE)
                 continue;
             if (opts.idle && st.started >= opts.idle)
+                break;
+            /* Idle mode ramps up with at most --concurrency handshakes at a time, like the other modes. */
+            if (opts.idle && in_flight - n_idle >= opts.concurrency)
                 break;
             if (opts.count && st.started >= opts.count)
                 break;
