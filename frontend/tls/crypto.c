@@ -282,20 +282,38 @@ int crypto_aead_init(struct crypto_aead *a, uint16_t suite, int encrypt, const u
     return 0;
 }
 
+int crypto_aead_seal_v(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN], const uint8_t *aad,
+                       size_t aad_len, const struct kl_span *in, size_t n_in)
+{
+    int len;
+    size_t total = 0;
+
+    if (a->suite == 0 || !a->encrypt || aad_len > INT32_MAX)
+        return KL_ERR_INVALID;
+    if (EVP_EncryptInit_ex(a->evp, NULL, NULL, NULL, nonce) != 1 ||
+        (aad_len > 0 && EVP_EncryptUpdate(a->evp, NULL, &len, aad, (int)aad_len) != 1))
+        return KL_ERR_CRYPTO;
+    for (size_t i = 0; i < n_in; i++) {
+        if (in[i].len == 0)
+            continue;
+        if (in[i].len > INT32_MAX - total)
+            return KL_ERR_INVALID;
+        /* Both AEADs are stream modes: EVP buffers partial blocks across updates. */
+        if (EVP_EncryptUpdate(a->evp, out + total, &len, in[i].base, (int)in[i].len) != 1 || (size_t)len != in[i].len)
+            return KL_ERR_CRYPTO;
+        total += in[i].len;
+    }
+    if (EVP_EncryptFinal_ex(a->evp, out + total, &len) != 1 ||
+        EVP_CIPHER_CTX_ctrl(a->evp, EVP_CTRL_AEAD_GET_TAG, CRYPTO_TAG_LEN, out + total) != 1)
+        return KL_ERR_CRYPTO;
+    return 0;
+}
+
 int crypto_aead_seal(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN], const uint8_t *aad,
                      size_t aad_len, const uint8_t *in, size_t in_len)
 {
-    int len;
-
-    if (a->suite == 0 || !a->encrypt || in_len > INT32_MAX || aad_len > INT32_MAX)
-        return KL_ERR_INVALID;
-    if (EVP_EncryptInit_ex(a->evp, NULL, NULL, NULL, nonce) != 1 ||
-        (aad_len > 0 && EVP_EncryptUpdate(a->evp, NULL, &len, aad, (int)aad_len) != 1) ||
-        EVP_EncryptUpdate(a->evp, out, &len, in, (int)in_len) != 1 || (size_t)len != in_len ||
-        EVP_EncryptFinal_ex(a->evp, out + len, &len) != 1 ||
-        EVP_CIPHER_CTX_ctrl(a->evp, EVP_CTRL_AEAD_GET_TAG, CRYPTO_TAG_LEN, out + in_len) != 1)
-        return KL_ERR_CRYPTO;
-    return 0;
+    struct kl_span s = {in, in_len};
+    return crypto_aead_seal_v(a, out, nonce, aad, aad_len, &s, 1);
 }
 
 int crypto_aead_open(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN], const uint8_t *aad,

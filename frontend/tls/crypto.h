@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "kl_buf.h"
 #include "kl_err.h"
 
 #define CRYPTO_MAX_HASH 48   /* SHA-384 */
@@ -105,6 +106,12 @@ KL_MUST_CHECK int crypto_aead_init(struct crypto_aead *a, uint16_t suite, int en
 /* out gets in_len + CRYPTO_TAG_LEN bytes (ciphertext then tag); out may equal in. */
 KL_MUST_CHECK int crypto_aead_seal(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN],
                                    const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t in_len);
+/*
+ * Gather form: seals the concatenation of in[0..n_in) without copying it first (the record
+ * layer passes content, type byte and padding). out must not overlap the inputs.
+ */
+KL_MUST_CHECK int crypto_aead_seal_v(struct crypto_aead *a, uint8_t *out, const uint8_t nonce[CRYPTO_IV_LEN],
+                                     const uint8_t *aad, size_t aad_len, const struct kl_span *in, size_t n_in);
 /*
  * in is ciphertext ‖ tag (in_len >= CRYPTO_TAG_LEN); out gets in_len - CRYPTO_TAG_LEN bytes
  * and may equal in. KL_ERR_BAD_RECORD_MAC when the tag does not verify (out is wiped).

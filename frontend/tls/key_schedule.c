@@ -202,13 +202,47 @@ exit:
 
 /* ---- the schedule ---- */
 
+/*
+ * Without a PSK the Early Secret, and Derive-Secret(Early Secret, "derived", ""), are
+ * constants of the hash: compute them once per thread instead of in every handshake.
+ */
+struct zero_early {
+    int ready;
+    uint8_t early[CRYPTO_MAX_HASH];
+    uint8_t derived[CRYPTO_MAX_HASH];
+};
+static _Thread_local struct zero_early zero_early_cache[3];
+
+static const struct zero_early *zero_early_get(enum crypto_hash_alg alg)
+{
+    struct zero_early *z;
+    if (alg != CRYPTO_HASH_SHA256 && alg != CRYPTO_HASH_SHA384)
+        return NULL;
+    z = &zero_early_cache[alg];
+    if (!z->ready) {
+        if (ks_early_secret(alg, z->early, NULL, 0) != 0 ||
+            ks_derive_secret_empty(alg, z->derived, z->early, "derived"))
+            return NULL;
+        z->ready = 1;
+    }
+    return z;
+}
+
 int ks_schedule_init(struct ks_schedule *s, enum crypto_hash_alg alg, const uint8_t *psk, size_t psk_len)
 {
+    const struct zero_early *z;
     memset(s, 0, sizeof(*s));
     s->alg = alg;
     s->hash_len = crypto_hash_len(alg);
     if (s->hash_len == 0)
         return KL_ERR_INVALID;
+    if (psk == NULL) {
+        if ((z = zero_early_get(alg)) == NULL)
+            return KL_ERR_CRYPTO;
+        memcpy(s->early, z->early, s->hash_len);
+        s->psk_less = 1;
+        return 0;
+    }
     return ks_early_secret(alg, s->early, psk, psk_len);
 }
 
@@ -230,7 +264,13 @@ exit:
 int ks_schedule_handshake(struct ks_schedule *s, const uint8_t *ecdhe, size_t ecdhe_len, const uint8_t *th_ch_sh)
 {
     int ret;
-    KL_TRY(ks_next_stage(s->alg, s->handshake, s->early, ecdhe, ecdhe_len));
+    const struct zero_early *z;
+    if (s->psk_less && (z = zero_early_get(s->alg)) != NULL) {
+        /* The same as ks_next_stage, with the constant "derived" secret. */
+        KL_TRY(crypto_hkdf_extract(s->alg, s->handshake, z->derived, s->hash_len, ecdhe, ecdhe_len));
+    } else {
+        KL_TRY(ks_next_stage(s->alg, s->handshake, s->early, ecdhe, ecdhe_len));
+    }
     KL_TRY(ks_derive_secret(s->alg, s->client_hs, s->handshake, "c hs traffic", th_ch_sh));
     KL_TRY(ks_derive_secret(s->alg, s->server_hs, s->handshake, "s hs traffic", th_ch_sh));
     /* The early secret is not needed any more: the 0-RTT keys were derived before. */

@@ -83,6 +83,7 @@ KL_MUST_CHECK int ks_export(enum crypto_hash_alg alg, uint8_t *out, size_t out_l
 struct ks_schedule {
     enum crypto_hash_alg alg;
     size_t hash_len;
+    int psk_less; /* early is the constant PSK-less Early Secret (cached per thread) */
     uint8_t early[CRYPTO_MAX_HASH];
     uint8_t handshake[CRYPTO_MAX_HASH];
     uint8_t master[CRYPTO_MAX_HASH];

@@ -241,14 +241,11 @@ static int seal_one(struct rec_dir *d, struct kl_buf *out, uint8_t type, const u
     KL_TRY(wire_put_u8(out, REC_TYPE_APPLICATION_DATA));
     KL_TRY(wire_put_u16(out, 0x0303));
     KL_TRY(wire_put_u16(out, (uint16_t)clen));
-    /* Build TLSInnerPlaintext in place, then encrypt it in place. */
-    uint8_t *p = out->base + out->len;
-    if (len > 0)
-        memcpy(p, data, len);
-    p[len] = type;
-    memset(p + len + 1, 0, pad);
+    /* TLSInnerPlaintext = content ‖ type ‖ zeros, encrypted straight from the caller's data. */
+    static const uint8_t zeros[REC_MAX_PLAINTEXT];
+    struct kl_span parts[3] = {{data, len}, {&type, 1}, {zeros, pad}};
     make_nonce(nonce, d);
-    KL_TRY(crypto_aead_seal(&d->aead, p, nonce, out->base + start, REC_HEADER_LEN, p, inner));
+    KL_TRY(crypto_aead_seal_v(&d->aead, out->base + out->len, nonce, out->base + start, REC_HEADER_LEN, parts, 3));
     out->len += clen;
     d->seq++;
     ret = 0;

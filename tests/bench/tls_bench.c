@@ -1,7 +1,8 @@
 /*
  * tls_bench.c - CPU cost of the TLS engine's hot paths (issue 4, "Performance").
  *
- *   tls_bench [seconds]        (default 2 seconds per measurement)
+ *   tls_bench [seconds [only]]   (default 2 seconds per measurement; only = "records",
+ *                                "x25519" or "handshake" runs just that part, for profiling)
  *
  * Prints one line per figure, "key value unit", for tls_bench.sh to compare with
  * `openssl speed -evp` in the same run:
@@ -227,11 +228,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: tls_bench [seconds-per-measurement (0..60]]\n");
         return 2;
     }
-    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
+    const char *only = argc > 2 ? argv[2] : "";
+    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]) && (!*only || !strcmp(only, "records")); i++)
         ret |= bench_records(suites[i], seconds);
-    ret |= bench_x25519(seconds);
+    if (!*only || !strcmp(only, "x25519"))
+        ret |= bench_x25519(seconds);
 #ifdef KL_BENCH_HANDSHAKE
-    ret |= bench_handshake(seconds);
+    if (!*only || !strcmp(only, "handshake"))
+        ret |= bench_handshake(seconds);
 #else
     printf("# handshake_cpu: hs_server.c not built into kl_tls\n");
 #endif
