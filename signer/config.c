@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <ini.h>
 
 #include "config.h"
@@ -497,4 +498,27 @@ void cfg_free(struct signer_config *cfg)
     free(cfg->softhsm2_conf);
     free(cfg->pin_file);
     free(cfg);
+}
+
+int cfg_mkdir_parents(const char *path, mode_t mode)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof(buf)) {
+        errno = ENAMETOOLONG;
+        return KL_ERR_IO;
+    }
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p != '\0'; p++) {
+        if (*p != '/') {
+            continue;
+        }
+        *p = '\0';
+        /* Only the next-to-last components: the last one (after the final '/') is the file. */
+        if (mkdir(buf, mode) != 0 && errno != EEXIST) {
+            return KL_ERR_IO;
+        }
+        *p = '/';
+    }
+    return 0;
 }

@@ -67,6 +67,12 @@ KL_MUST_CHECK int cfg_load(struct signer_config **cfg_p, FILE *err_out, const ch
 /* Free a config from cfg_load(); NULL is fine. */
 void cfg_free(struct signer_config *cfg);
 
+/*
+ * Create the missing directories above path (the last component is not created), each
+ * with mode. 0, or KL_ERR_IO with errno set.
+ */
+KL_MUST_CHECK int cfg_mkdir_parents(const char *path, mode_t mode);
+
 /* The key named name, or NULL. */
 const struct cfg_key *cfg_key_find(const struct signer_config *cfg, const char *name);
 

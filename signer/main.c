@@ -25,10 +25,12 @@
 #include "rpc_server.h"
 
 static struct rpc_server *volatile g_server;
+static volatile sig_atomic_t g_stop_requested;
 
 static void on_signal(int sig)
 {
     (void)sig;
+    g_stop_requested = 1;
     if (g_server != NULL) {
         rpc_server_stop(g_server);
     }
@@ -140,6 +142,11 @@ static int run(const char *config_path, int check_only)
     if (open_keys(&be, keys, cfg) != 0) {
         goto exit;
     }
+    if (cfg_mkdir_parents(cfg->audit_log, 0750) != 0) {
+        fprintf(stderr, "keyless-signer: %s: [signer] audit_log: cannot create the directory of %s: %s\n", cfg->path,
+                cfg->audit_log, strerror(errno));
+        goto exit;
+    }
     if (check_only) {
         char *dir = strdup(cfg->audit_log);
         char *slash = dir != NULL ? strrchr(dir, '/') : NULL;
@@ -166,6 +173,9 @@ static int run(const char *config_path, int check_only)
         goto exit;
     }
     g_server = srv;
+    if (g_stop_requested) {
+        rpc_server_stop(srv); /* a signal that came during start-up */
+    }
     fprintf(stderr, "keyless-signer: listening on %s (%zu key(s), %u worker(s), audit %s)\n", cfg->socket_path,
             cfg->n_keys, cfg->workers, cfg->audit_log);
     if (rpc_server_run(srv) == 0) {

@@ -294,7 +294,8 @@ static void *worker_main(void *arg)
             post_done(srv, j);
             continue;
         }
-        if (j->status == KEYLESS__V1__STATUS__OK) {
+        if (j->status == KEYLESS__V1__STATUS__OK && srv->cfg->audit_sync != AUDIT_SYNC_NONE) {
+            /* The signature waits for its record to be durable (group commit thread). */
             (void)jobq_push(&srv->durable, j, 0);
         } else {
             post_done(srv, j);
@@ -869,7 +870,7 @@ static int socket_setup(struct rpc_server *srv)
                 sizeof(sa.sun_path) - 1);
         KL_ENSURE(0, KL_ERR_CONFIG);
     }
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+    if (cfg_mkdir_parents(dir, 0755) != 0 || (mkdir(dir, 0750) != 0 && errno != EEXIST)) {
         fprintf(stderr, "keyless-signer: %s: [signer] socket: cannot create directory %s: %s\n", cfg->path, dir,
                 strerror(errno));
         KL_ENSURE(0, KL_ERR_CONFIG);
