@@ -1482,6 +1482,7 @@ static void test_full_handshakes(void)
                                         "server",
                                         "h2",
                                         mode,
+                                        0,
                                         0};
                 if (mode == 1)
                     cc.shares[0] = groups[(gi + 1) % 3];
@@ -1527,7 +1528,8 @@ static void test_full_handshakes(void)
                                     NULL,
                                     NULL,
                                     hrr,
-                                    over ? 70000 : 3000};
+                                    over ? 70000 : 3000,
+                                    0};
             f.cfg.suites[0] = TLS_AES_128_GCM_SHA256;
             f.cfg.groups[0] = hrr ? TLS_GROUP_SECP256R1 : TLS_GROUP_X25519;
             struct tls_conn *c = tls_conn_new(&f.cfg, 102);
@@ -1550,8 +1552,19 @@ static void test_full_handshakes(void)
     /* The client refuses a server whose signature is wrong: the engine sends the signer's bytes as given. */
     {
         struct ttc t;
-        struct ttc_config cc = {
-            {TLS_AES_128_GCM_SHA256}, 1, {TLS_GROUP_X25519}, 1, {TLS_GROUP_X25519}, 1, {0x0804}, 1, NULL, NULL, 0, 0};
+        struct ttc_config cc = {{TLS_AES_128_GCM_SHA256},
+                                1,
+                                {TLS_GROUP_X25519},
+                                1,
+                                {TLS_GROUP_X25519},
+                                1,
+                                {0x0804},
+                                1,
+                                NULL,
+                                NULL,
+                                0,
+                                0,
+                                0};
         struct kl_buf c2s, s2c, app;
         struct tls_sign_request req;
         uint8_t sig[512];
@@ -1645,6 +1658,7 @@ static void test_cert_choice(void)
                                 0,
                                 "localhost",
                                 NULL,
+                                0,
                                 0,
                                 0};
         memcpy(cc.sig_algs, cases[i].algs, sizeof(cases[i].algs));

@@ -33,6 +33,8 @@ struct ttc_config {
     /* Offer early_data in the first ClientHello and follow it with this many bytes of fake 0-RTT
      * records (outer type application_data, random content) that the server must skip (4.2.10). */
     size_t early_junk;
+    /* Fuzzing only: accept any CertificateVerify signature (the fuzzer's server signs with nothing). */
+    int skip_verify;
 };
 
 enum ttc_state { TTC_WAIT_SH, TTC_WAIT_EE, TTC_WAIT_CERT, TTC_WAIT_CV, TTC_WAIT_FIN, TTC_DONE, TTC_FAILED };
