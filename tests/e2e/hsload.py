@@ -6,7 +6,8 @@
 Opens N connections (C at a time), each does a full handshake verifying the chain
 and the name 'localhost', sends one HTTP/1.1 GET, reads the answer. Prints one JSON
 line: {"ok": .., "failed": .., "errors": {reason: count}, "seconds": .., "p50_ms": ..,
-"p99_ms": .., "max_ms": ..} where the latencies are handshake times.
+"p99_ms": .., "max_ms": .., "fail_max_ms": ..} where the latencies are handshake times
+(fail_max_ms: the longest time until a failure was seen).
 """
 import argparse
 import asyncio
@@ -16,7 +17,7 @@ import sys
 import time
 
 
-async def one(args, ctx, sem, lat, errors):
+async def one(args, ctx, sem, lat, errors, fail_lat):
     async with sem:
         t0 = time.monotonic()
         w = None
@@ -35,6 +36,7 @@ async def one(args, ctx, sem, lat, errors):
             if isinstance(e, ssl.SSLError):
                 name = "SSLError:" + (e.reason or str(e))
             errors[name] = errors.get(name, 0) + 1
+            fail_lat.append((time.monotonic() - t0) * 1000.0)
             return False
         finally:
             if w is not None:
@@ -53,9 +55,9 @@ async def main():
     ctx = ssl.create_default_context(cafile=args.ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     sem = asyncio.Semaphore(args.concurrency)
-    lat, errors = [], {}
+    lat, errors, fail_lat = [], {}, []
     t0 = time.monotonic()
-    res = await asyncio.gather(*(one(args, ctx, sem, lat, errors) for _ in range(args.n)))
+    res = await asyncio.gather(*(one(args, ctx, sem, lat, errors, fail_lat) for _ in range(args.n)))
     secs = time.monotonic() - t0
     lat.sort()
 
@@ -63,7 +65,8 @@ async def main():
         return round(lat[min(len(lat) - 1, int(len(lat) * p))], 1) if lat else None
 
     print(json.dumps({"ok": sum(res), "failed": len(res) - sum(res), "errors": errors, "seconds": round(secs, 2),
-                      "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 1) if lat else None}))
+                      "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 1) if lat else None,
+                      "fail_max_ms": round(max(fail_lat), 1) if fail_lat else None}))
 
 
 if __name__ == "__main__":
