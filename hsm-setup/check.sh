@@ -155,6 +155,22 @@ sign_and_verify() {
   fi
 }
 
+# One listing of every object and one of every private key's flags serve
+# all four keys: each p11tool run loads the module and logs in again.
+if kl_p11tool_user --list-all --only-urls "pkcs11:token=$(kl_pct "$KL_TOKEN_LABEL")"; then
+  grep '^pkcs11:' "$KL_TMP/p11tool.out" >"$KL_TMP/objects" || true
+else
+  : >"$KL_TMP/objects"
+fi
+# "URL<TAB>Flags" per private key.
+if kl_p11tool_user --list-all-privkeys "pkcs11:token=$(kl_pct "$KL_TOKEN_LABEL")"; then
+  awk '/^[[:space:]]*URL: / { sub(/^[[:space:]]*URL: /, ""); url = $0; next }
+       /^[[:space:]]*Flags: / { sub(/^[[:space:]]*Flags: /, ""); print url "\t" $0 }' \
+    "$KL_TMP/p11tool.out" >"$KL_TMP/privflags"
+else
+  : >"$KL_TMP/privflags"
+fi
+
 head -c 96 /dev/urandom >"$KL_TMP/msg"
 {
   head -c 95 "$KL_TMP/msg"
@@ -166,11 +182,7 @@ for name in $KL_KEY_NAMES; do
   id=$(kl_key_id "$name")
 
   # 1. exactly one private and one public object under the label, both with the id.
-  if kl_p11tool_user --list-all --only-urls "pkcs11:token=$(kl_pct "$KL_TOKEN_LABEL");object=$(kl_pct "$name")"; then
-    urls=$(grep '^pkcs11:' "$KL_TMP/p11tool.out" || true)
-  else
-    urls=
-  fi
+  urls=$(grep -F ";object=$(kl_pct "$name");" "$KL_TMP/objects" || true)
   n_all=$(printf '%s\n' "$urls" | grep -c '^pkcs11:' || true)
   n_good=$(printf '%s\n' "$urls" | grep -F "id=$(kl_pct_hex "$id");" | grep -cE 'type=(private|public)$' || true)
   n_priv=$(printf '%s\n' "$urls" | grep -c 'type=private$' || true)
@@ -182,11 +194,10 @@ for name in $KL_KEY_NAMES; do
 
   # 2. attributes of the private key.
   why=
-  if kl_p11tool_user --list-all-privkeys "$(kl_key_uri "$name" private)"; then
-    flags=$(grep -m1 'Flags:' "$KL_TMP/p11tool.out" || true)
-  else
-    flags=
-  fi
+  flags=$(awk -F '\t' -v uri="$(kl_key_uri "$name" private)" '
+    { sub(/^pkcs11:/, "", uri); n = split(uri, want, ";"); line = ";" substr($1, 8) ";"; hit = 1
+      for (i = 1; i <= n; i++) if (index(line, ";" want[i] ";") == 0) hit = 0
+      if (hit) { print $2; exit } }' "$KL_TMP/privflags")
   access=$(privkey_field "$name" Access "$id")
   usage=$(privkey_field "$name" Usage "$id")
   case $flags in *"CKA_PRIVATE;"*) ;; *) why="$why not CKA_PRIVATE;" ;; esac

@@ -265,16 +265,14 @@ if ! kl_p11_user --list-objects --type privkey; then
 fi
 
 # --- keys ------------------------------------------------------------------
-# URIs (object + type) of every object in the token that carries label $1.
-objects_named() {
-  local uri
-  uri="pkcs11:token=$(kl_pct "$KL_TOKEN_LABEL");object=$(kl_pct "$1")"
-  if kl_p11tool_user --list-all --only-urls "$uri"; then
-    grep '^pkcs11:' "$KL_TMP/p11tool.out" || true
+# URIs of every object in the token (one p11tool run for all four keys).
+list_objects() {
+  if kl_p11tool_user --list-all --only-urls "pkcs11:token=$(kl_pct "$KL_TOKEN_LABEL")"; then
+    grep '^pkcs11:' "$KL_TMP/p11tool.out" >"$KL_TMP/objects" || true
   elif grep -q 'No matching objects' "$KL_TMP/p11tool.out"; then
-    true
+    : >"$KL_TMP/objects"
   else
-    die "token $KL_TOKEN_LABEL: listing objects named $1 failed: $(kl_err_summary "$KL_TMP/p11tool.out")"
+    die "token $KL_TOKEN_LABEL: listing objects failed: $(kl_err_summary "$KL_TMP/p11tool.out")"
   fi
 }
 
@@ -289,13 +287,16 @@ delete_key() {
   done
 }
 
+if [ $force -eq 1 ] && [ $softhsm -eq 0 ]; then
+  for name in $KL_KEY_NAMES; do
+    delete_key "$name"
+  done
+fi
+list_objects
 made_keys=
 for name in $KL_KEY_NAMES; do
   id=$(kl_key_id "$name")
-  if [ $force -eq 1 ] && [ $softhsm -eq 0 ]; then
-    delete_key "$name"
-  fi
-  objs=$(objects_named "$name")
+  objs=$(grep -F ";object=$(kl_pct "$name");" "$KL_TMP/objects" || true)
   want_id="id=$(kl_pct_hex "$id");"
   n_priv=$(printf '%s\n' "$objs" | grep -c 'type=private' || true)
   n_pub=$(printf '%s\n' "$objs" | grep -c 'type=public' || true)
