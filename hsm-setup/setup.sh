@@ -89,7 +89,8 @@ done
 t_start=$(date +%s.%N)
 created_dir=0
 [ -e "$dir" ] || created_dir=1
-mkdir -p -- "$dir" 2>/dev/null || die "--dir $dir: cannot create directory"
+# Parents made here get the usual 0755, not this script's umask.
+(umask 022 && mkdir -p -- "$dir") 2>/dev/null || die "--dir $dir: cannot create directory"
 [ -d "$dir" ] || die "--dir $dir: not a directory"
 dir=$(cd "$dir" && pwd)
 # Secrets are protected file by file (PINs and CA keys 0600, tokens/ 0700);
