@@ -476,6 +476,36 @@ static void test_rfc8448_simple_alert(void)
     fx_free(&f);
 }
 
+/* RFC 8448 4: a resumption ClientHello with 0-RTT. We do not resume: full handshake, early data skipped. */
+static void test_rfc8448_0rtt_refused(void)
+{
+    struct fx f;
+    size_t l, n;
+    fx_init(&f, "resumed-0rtt.txt", 0);
+    struct tls_conn *c = tls_conn_new(&f.cfg, 30);
+    const uint8_t *chr = V(&f, "client_hello_record", &l);
+    is_int(feed(c, &f, chr, l, &n), KL_ERR_ASYNC, "4: PSK ClientHello → full handshake (PSK ignored)");
+    struct tls_sign_request req;
+    is_int(tls_conn_sign_request(c, &req), 0, "4: a certificate signature is requested");
+    is_int(tls_conn_sign_done(c, &f.out, (const uint8_t *)"sig", 3), 0, "4: flight sent");
+    struct kl_buf early;
+    kl_buf_init(&early, 1 << 16);
+    const uint8_t *e1 = V(&f, "early_data_record", &l);
+    if (kl_buf_append(&early, e1, l) != 0)
+        diag("append");
+    e1 = V(&f, "end_of_early_data_record", &l);
+    if (kl_buf_append(&early, e1, l) != 0)
+        diag("append");
+    kl_buf_reset(&f.out);
+    is_int(feed(c, &f, early.base, early.len, &n), 0, "4: the trace's 0-RTT records are skipped (4.2.10)");
+    is_int(n, early.len, "4: both consumed");
+    is_int(f.out.len + f.app.len, 0, "4: nothing delivered, nothing sent");
+    ok(!tls_conn_established(c), "4: still waiting for the client Finished");
+    kl_buf_dispose(&early);
+    tls_conn_free(c);
+    fx_free(&f);
+}
+
 /* ---- RFC 8448 section 7: middlebox compatibility mode ---- */
 
 static void test_rfc8448_compat(void)
@@ -1684,6 +1714,31 @@ static void test_cert_choice(void)
         ttc_dispose(&t);
         tls_conn_free(c);
     }
+    /* SNI acknowledged only when it picked the certificate (RFC 6066 3). */
+    for (int matched = 0; matched < 2 && made == 4; matched++) {
+        struct ttc t;
+        struct ttc_config cc = {{TLS_AES_128_GCM_SHA256},
+                                1,
+                                {TLS_GROUP_X25519},
+                                1,
+                                {TLS_GROUP_X25519},
+                                1,
+                                {0x0807},
+                                1,
+                                matched ? "LocalHost" : "other.example",
+                                NULL,
+                                0,
+                                0,
+                                0};
+        struct tls_conn *c = tls_conn_new(&f.cfg, 201);
+        int se, ce;
+        int r = run_handshake(c, &t, &cc, NULL, &se, &ce);
+        ok(r == 0 && t.sni_acked == matched, matched ? "SNI matching a certificate (any case): acknowledged in EE"
+                                                     : "SNI matching nothing: default choice, not acknowledged");
+        ok(strcmp(tls_conn_server_name(c), cc.sni) == 0, "  tls_conn_server_name reports what the client sent");
+        ttc_dispose(&t);
+        tls_conn_free(c);
+    }
     for (size_t i = 0; i < 4; i++) {
         EVP_PKEY_free(test_keys[i].key);
         test_keys[i].key = NULL;
@@ -1732,6 +1787,7 @@ int main(void)
     }
     test_rfc8448_simple();
     test_rfc8448_simple_alert();
+    test_rfc8448_0rtt_refused();
     test_rfc8448_compat();
     test_rfc8448_hrr();
     test_client_hello_negative();
