@@ -765,6 +765,13 @@ int crypto_cert_verify(const uint8_t *der, size_t der_len, uint16_t scheme, cons
     KL_ENSURE((x = parse_cert(der, der_len)) != NULL, KL_ERR_ALERT(KL_ALERT_BAD_CERTIFICATE));
     EVP_PKEY *pk = X509_get0_pubkey(x);
     KL_ENSURE(pk != NULL && EVP_PKEY_get_base_id(pk) == base, KL_ERR_ILLEGAL_PARAMETER);
+    if (base == EVP_PKEY_EC) {
+        /* 4.2.3: in TLS 1.3 each ECDSA scheme names its curve too. */
+        enum crypto_key_type kt;
+        KL_TRY(crypto_cert_key_type(der, der_len, &kt));
+        KL_ENSURE(kt == (scheme == TLS_SIG_ECDSA_SECP256R1_SHA256 ? CRYPTO_KEY_EC_P256 : CRYPTO_KEY_EC_P384),
+                  KL_ERR_ILLEGAL_PARAMETER);
+    }
     KL_ENSURE((md = EVP_MD_CTX_new()) != NULL, KL_ERR_NO_MEMORY);
     KL_ENSURE(EVP_DigestVerifyInit(md, &pctx, h, NULL, pk) == 1, KL_ERR_CRYPTO);
     if (pss) {

@@ -135,7 +135,7 @@ struct crypto_kex {
 size_t crypto_kex_share_len(uint16_t group);
 /* The shared secret length for a group (32, 32, 48); 0 if unsupported. */
 size_t crypto_kex_secret_len(uint16_t group);
-/* A fresh ephemeral key pair. KL_ERR_INVALID for an unsupported group. */
+/* A fresh ephemeral key pair; k is overwritten, not disposed. KL_ERR_INVALID for an unsupported group. */
 KL_MUST_CHECK int crypto_kex_generate(struct crypto_kex *k, uint16_t group);
 /*
  * Tests only (RFC 8448 traces): use a fixed private key — 32 bytes for X25519 and P-256,
@@ -211,8 +211,9 @@ KL_MUST_CHECK int crypto_cert_dns_names(const uint8_t *der, size_t der_len, char
                                         size_t *n_p);
 /*
  * Verify a signature made with the certificate's key over msg with a TLS 1.3 scheme
- * (the whole CertificateVerify content, not a digest). 0 if valid, KL_ERR_DECRYPT-class
- * KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR) if not, KL_ERR_INVALID for an unsupported scheme.
+ * (the whole CertificateVerify content, not a digest). 0 if valid,
+ * KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR) if not, KL_ERR_ILLEGAL_PARAMETER if the key does not
+ * fit the scheme (type, or curve for ECDSA), KL_ERR_INVALID for an unsupported scheme.
  * For tests and for checking what the signer returned against the certificate.
  */
 KL_MUST_CHECK int crypto_cert_verify(const uint8_t *der, size_t der_len, uint16_t scheme, const uint8_t *msg,

@@ -170,8 +170,11 @@ int rec_open(struct rec_dir *d, struct kl_buf *content, uint8_t *type_p, const s
         return KL_ERR_UNEXPECTED_MESSAGE;
     if (r->fragment.len < CRYPTO_TAG_LEN + 1)
         return KL_ERR_BAD_RECORD_MAC;
-    /* 5.3: "a sequence number ... MUST NOT wrap"; 5.5: the key usage limit. */
-    if (d->seq >= d->limit)
+    /*
+     * 5.3: the sequence number must not wrap. 5.5's usage limits bind the sender (our
+     * rec_seal enforces them); a peer that ignores them is not refused for it.
+     */
+    if (d->seq == UINT64_MAX)
         return KL_ERR_INTERNAL;
     KL_TRY(kl_buf_reserve(content, r->fragment.len));
     make_nonce(nonce, d);
@@ -273,7 +276,8 @@ int rec_seal(struct rec_dir *d, struct kl_buf *out, uint8_t type, const uint8_t 
         return KL_ERR_INVALID;
     do {
         size_t n = len - done > REC_MAX_PLAINTEXT ? REC_MAX_PLAINTEXT : len - done;
-        KL_TRY(seal_one(d, out, type, data + done, n, pad));
+        /* data may be NULL for an empty application data record: no pointer arithmetic on it then. */
+        KL_TRY(seal_one(d, out, type, n > 0 ? data + done : data, n, pad));
         done += n;
     } while (done < len);
     ret = 0;

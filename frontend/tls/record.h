@@ -24,7 +24,7 @@
  *   - AEAD failure (any tampered byte, too short)          → bad_record_mac
  *   - a legacy_record_version that is not 0x03xx (first ClientHello) or 0x0301..0x0303
  *                                                          → decode_error
- *   - sequence number / key usage limit reached (5.3, 5.5) → internal error (see below)
+ *   - sequence number wrap (5.3), or sealing past the key usage limit (5.5) → internal error
  *
  * No allocation per record: output goes to caller kl_bufs, which grow only up to their
  * max; size them once (e.g. max >= REC_MAX_WIRE for reading).

@@ -303,6 +303,45 @@ static void test_certs(void)
            "PKCS#1 v1.5 scheme unsupported");
     rfc8448_free(t);
 
+    /* RFC 8448 §6: the server's ECDSA P-256 CertificateVerify and the client's RSA-PSS one. */
+    t = rfc8448_load("client-auth.txt");
+    size_t cdl;
+    uint8_t *cder = rfc8448_read_file("client-auth-client-rsa-cert.der", &cdl);
+    static const char *const srv[] = {"client_hello",        "server_hello", "encrypted_extensions",
+                                      "certificate_request", "certificate",  NULL};
+    static const char *const cli[] = {"client_hello",        "server_hello",       "encrypted_extensions",
+                                      "certificate_request", "certificate",        "certificate_verify",
+                                      "server_finished",     "client_certificate", NULL};
+    for (int side = 0; side < 2; side++) {
+        const char *const *msgs = side == 0 ? srv : cli;
+        ok(crypto_hash_ctx_init(&h, CRYPTO_HASH_SHA256) == 0, "ctx");
+        for (size_t i = 0; msgs[i] != NULL; i++) {
+            const uint8_t *m = rfc8448_must(t, msgs[i], &l1);
+            if (crypto_hash_ctx_update(&h, m, l1) != 0)
+                ok(0, "update");
+        }
+        memcpy(content + 64, side == 0 ? "TLS 1.3, server CertificateVerify" : "TLS 1.3, client CertificateVerify", 34);
+        ok(crypto_hash_ctx_peek(&h, content + 98) == 0, "transcript");
+        crypto_hash_ctx_dispose(&h);
+        cv = rfc8448_must(t, side == 0 ? "certificate_verify" : "client_certificate_verify", &cvl);
+        const uint8_t *cert = side == 0 ? ec : cder;
+        size_t cert_len = side == 0 ? ec_len : cdl;
+        uint16_t scheme = (uint16_t)(cv[4] << 8 | cv[5]);
+        ok(side == 0 ? scheme == 0x0403 : scheme == 0x0804, "trace scheme");
+        is_int(crypto_cert_verify(cert, cert_len, scheme, content, sizeof(content), cv + 8, cvl - 8), 0,
+               side == 0 ? "RFC 8448 §6 server ECDSA CertificateVerify verifies"
+                         : "RFC 8448 §6 client RSA-PSS CertificateVerify verifies");
+        if (side == 0) {
+            is_int(crypto_cert_verify(cert, cert_len, 0x0503, content, sizeof(content), cv + 8, cvl - 8),
+                   KL_ERR_ILLEGAL_PARAMETER, "ECDSA P-384 scheme with a P-256 key refused");
+            content[99] ^= 1;
+            is_int(crypto_cert_verify(cert, cert_len, scheme, content, sizeof(content), cv + 8, cvl - 8),
+                   KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR), "ECDSA over other content: decrypt_error");
+        }
+    }
+    free(cder);
+    rfc8448_free(t);
+
     /* PEM chain: two certificates concatenated, leaf first. */
     char path[] = "/tmp/kl_test_chainXXXXXX";
     int fd = mkstemp(path);
