@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Operations: --trace, keylog_file (checked against curl's own SSLKEYLOGFILE), the
+# start-up certificate/key check, SIGHUP with a changed certificate (new handshakes
+# see it, a live connection continues; a broken reload keeps the running config),
+# SIGTERM draining a live transfer then exit 0 (with 2 workers), and the metrics.
+. "$(dirname "$0")/lib.sh"
+
+kl_token
+kl_start_signer
+kl_start_backend
+head -c 10485760 /dev/urandom >"$T/big.bin"
+want_big=$(sha256sum <"$T/big.bin" | cut -d' ' -f1)
+
+# --- start-up check: a certificate that does not match the signer key it names ---
+FE_PORT=$(free_port)
+METRICS_PORT=$(free_port)
+kl_frontend_conf "$T/mismatch.conf"
+sed -i "0,/^key = ecdsa-p256/s//key = ecdsa-p384/" "$T/mismatch.conf"
+rc=0
+out=$(timeout 20 "$FE_BIN" --config "$T/mismatch.conf" 2>&1) || rc=$?
+line=$(grep -c "does not match" <<<"$out" || true)
+check "certificate / signer key mismatch: refuses to start (exit $rc)" test "$rc" -ne 0
+check "... with one line naming the certificate file and the key" \
+    grep -q "\[cert ecdsa-p256\] key: certificate $PKI/ecdsa-p256.chain.pem does not match signer key 'ecdsa-p384'" <<<"$out"
+check "... exactly one such line ($line)" test "$line" -eq 1
+sed -i "0,/^key = ecdsa-p384/s//key = no-such-key/" "$T/mismatch.conf"
+out=$(timeout 20 "$FE_BIN" --config "$T/mismatch.conf" 2>&1 || true)
+check "unknown signer key name: refused with one line" grep -q "the signer has no key named 'no-such-key'" <<<"$out"
+
+# --- --trace and keylog_file ---
+FE_FRONTEND_EXTRA="keylog_file = $T/server.keys" kl_start_frontend --trace
+check "keylog_file: a warning at start" grep -q "WARNING: keylog_file is set" "$T/frontend.log"
+SSLKEYLOGFILE=$T/client.keys kl_curl -o /dev/null "https://localhost:$FE_PORT/"
+check "--trace: ClientHello step with its time" grep -Eq "trace conn=[0-9]+ ClientHello +\+[0-9.]+ ms" "$T/frontend.log"
+check "--trace: the wait for the signer is a step" grep -Eq "trace conn=[0-9]+ signer answered +\+[0-9.]+ ms" "$T/frontend.log"
+check "--trace: Finished and established" grep -q "established" "$T/frontend.log"
+grep -E '^(CLIENT|SERVER)_(HANDSHAKE_)?TRAFFIC_SECRET' "$T/client.keys" | sort >"$T/c.sorted" || true
+grep -E '^(CLIENT|SERVER)_(HANDSHAKE_)?TRAFFIC_SECRET' "$T/server.keys" | sort >"$T/s.sorted" || true
+check "keylog_file: 4 traffic secrets logged" test "$(wc -l <"$T/s.sorted")" -eq 4
+check "keylog_file: the secrets equal curl's own SSLKEYLOGFILE" cmp -s "$T/c.sorted" "$T/s.sorted"
+kill -TERM "$FE_PID"
+wait "$FE_PID" 2>/dev/null || true
+FE_PORT=$(free_port)
+METRICS_PORT=$(free_port)
+kl_start_frontend
+rm -f "$T/server2.keys"
+kl_curl -o /dev/null "https://localhost:$FE_PORT/"
+check "no keylog unless configured" bash -c "! grep -q 'keylog_file is set' <(tail -n 5 '$T/frontend.log')"
+
+# --- SIGHUP: change the certificate from ECDSA P-256 to P-384 ---
+peer_bits() {
+    timeout 20 openssl s_client -connect "127.0.0.1:$FE_PORT" -servername localhost -CAfile "$ROOT" \
+        -verify_return_error </dev/null 2>/dev/null | awk '/Server public key is/ { print $5 }'
+}
+FE_PORT=$(free_port)
+METRICS_PORT=$(free_port)
+FE_CERTS=ecdsa-p256 kl_start_frontend
+check "before SIGHUP: the P-256 certificate" test "$(peer_bits)" = 256
+# A live connection: handshake done before the reload, request sent after it.
+python3 - "$FE_PORT" "$ROOT" "$T/live.fifo" >"$T/live.out" 2>&1 <<'EOP' &
+import hashlib, http.client, os, ssl, sys, time
+port, ca, fifo = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=60)
+c.connect()
+print("connected", flush=True)
+while not os.path.exists(fifo):
+    time.sleep(0.05)
+c.request("GET", "/bytes/1000000")
+r = c.getresponse()
+body = r.read()
+print("live", r.status, hashlib.sha256(body).hexdigest() == r.getheader("X-Sha256"), flush=True)
+EOP
+live_pid=$!
+wait_for grep -q connected "$T/live.out" || true
+sed -i "s#ecdsa-p256#ecdsa-p384#g" "$FE_CONF"
+kill -HUP "$FE_PID"
+wait_for test "$(metric keyless_reloads_total)" -ge 1 || true
+check "SIGHUP: reload counted" test "$(metric keyless_reloads_total)" -eq 1
+check "after SIGHUP: new handshakes get the P-384 certificate" test "$(peer_bits)" = 384
+touch "$T/live.fifo"
+wait "$live_pid" || true
+check "the connection made before SIGHUP continues after it" grep -q "live 200 True" "$T/live.out"
+# A broken reload keeps the running configuration.
+echo "bogus line without equals" >>"$FE_CONF"
+kill -HUP "$FE_PID"
+wait_for test "$(metric keyless_reload_failures_total)" -ge 1 || true
+check "broken config on SIGHUP: reload refused" test "$(metric keyless_reload_failures_total)" -eq 1
+check "... the error names the file and line" grep -q "reload failed.*frontend.conf:[0-9]*" "$T/frontend.log"
+check "... and the running certificate stays" test "$(peer_bits)" = 384
+kill -TERM "$FE_PID"
+wait "$FE_PID" 2>/dev/null || true
+
+# --- SIGTERM with 2 workers: a live transfer finishes, then exit 0 ---
+FE_PORT=$(free_port)
+METRICS_PORT=$(free_port)
+FE_WORKERS=2 kl_start_frontend
+kl_curl --limit-rate 3M --data-binary "@$T/big.bin" "https://localhost:$FE_PORT/echo" -o "$T/drain.out" &
+curl_pid=$!
+sleep 1
+kill -TERM "$FE_PID"
+sleep 0.5
+if port_open "$FE_PORT" 2>/dev/null; then not_ok "SIGTERM: stops accepting"; else ok "SIGTERM: stops accepting"; fi
+rc=0
+wait "$curl_pid" || rc=$?
+check "SIGTERM: the live 10 MiB transfer finished (curl rc=$rc)" test "$rc" -eq 0
+check "... intact" test "$(sha256sum <"$T/drain.out" | cut -d' ' -f1)" = "$want_big"
+rc=0
+for _ in $(seq 1 100); do kill -0 "$FE_PID" 2>/dev/null || break; sleep 0.1; done
+wait "$FE_PID" || rc=$?
+check "SIGTERM: the frontend exits 0 after draining (rc=$rc)" test "$rc" -eq 0
+check "SIGTERM: drain logged" grep -q "drained: exiting" "$T/frontend.log"
+
+# --- metrics in Prometheus text format ---
+FE_PORT=$(free_port)
+METRICS_PORT=$(free_port)
+kl_start_frontend
+for _ in 1 2 3; do kl_curl -o /dev/null "https://localhost:$FE_PORT/"; done
+printf 'x' | timeout 5 openssl s_client -connect "127.0.0.1:$FE_PORT" -tls1_2 >/dev/null 2>&1 || true
+body=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics")
+check "metrics: TYPE lines" grep -q "^# TYPE keyless_handshakes_total counter" <<<"$body"
+check "metrics: 3 ok handshakes" test "$(metric 'keyless_handshakes_total{result="ok"}')" -eq 3
+check "metrics: 1 refused handshake" test "$(metric 'keyless_handshakes_total{result="alert"}')" -eq 1
+check "metrics: 5 connections (4 + the start-up port probe)" test "$(metric keyless_connections_total)" -eq 5
+check "metrics: 0 active" test "$(metric keyless_active_connections)" -eq 0
+check "metrics: 3 signer requests" test "$(metric keyless_signer_requests_total)" -eq 3
+check "metrics: bytes in/out counted" test "$(metric keyless_client_bytes_out_total)" -gt 1000
+check "metrics: signer latency histogram has +Inf bucket" grep -q 'keyless_signer_latency_seconds_bucket{le="+Inf"}' <<<"$body"
+kl_done
