@@ -3,6 +3,7 @@
  * C_Sign on the same token with the same number of sessions, in the same run.
  *
  *   signer_bench [--threads N] [--seconds S] [--window W] [--audit-sync group|none|always]
+ *                [--audit-group-ms MS]
  *
  * Phases per key (ECDSA P-256 / ecdsa_secp256r1_sha256 and RSA-2048 / rsa_pss_rsae_sha256):
  *   raw      N threads, each C_SignInit+C_Sign on its own session (p11_sign_raw: no
@@ -190,6 +191,7 @@ int main(int argc, char **argv)
     unsigned threads = 2, window = 8;
     double seconds = 3;
     const char *sync = "group";
+    unsigned group_ms = 5;
     static char self[1024], build[1024], src[1024];
     struct harness h;
     static const struct {
@@ -208,8 +210,11 @@ int main(int argc, char **argv)
             window = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--audit-sync") == 0 && i + 1 < argc) {
             sync = argv[++i];
+        } else if (strcmp(argv[i], "--audit-group-ms") == 0 && i + 1 < argc) {
+            group_ms = (unsigned)atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: signer_bench [--threads N] [--seconds S] [--window W] [--audit-sync MODE]\n");
+            fprintf(stderr, "usage: signer_bench [--threads N] [--seconds S] [--window W] [--audit-sync MODE] "
+                            "[--audit-group-ms MS]\n");
             return 2;
         }
     }
@@ -243,8 +248,8 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("signer_bench: %u HSM session(s) / worker(s), %u client thread(s), %.1f s per phase, rpc window %u, "
-           "audit_sync %s, SoftHSM2 token\n\n",
-           threads, threads, seconds, window, sync);
+           "audit_sync %s (group %u ms), SoftHSM2 token\n\n",
+           threads, threads, seconds, window, sync, group_ms);
     printf("| key        | path                   |  sig/s    | p50 µs   | p99 µs   | errors  |\n");
     printf("|------------|------------------------|-----------|----------|----------|---------|\n");
     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
@@ -271,7 +276,8 @@ int main(int argc, char **argv)
         p11_backend_free(be);
 
         snprintf(conf, sizeof(conf), "%s/bench.conf", h.dir);
-        snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\n", threads, sync);
+        snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\naudit_group_ms = %u\n",
+                 threads, sync, group_ms);
         if (harness_write_config(&h, conf, extra, NULL, harness_std_keys) != 0 || harness_start(&h, conf) != 0) {
             fprintf(stderr, "signer_bench: keyless-signer did not start (see %s)\n", h.errlog);
             harness_cleanup(&h);
