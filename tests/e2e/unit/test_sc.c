@@ -1,0 +1,285 @@
+/*
+ * Unit tests for frontend/signer_client/sc.c against a scripted fake signer (a thread
+ * with blocking sockets): ids matched out of order, deadlines with the late answer
+ * dropped, cancel, max_pending, the signer going away (fail at once, fail fast,
+ * reconnect) and failover between sockets.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include "kl_test.h"
+#include "frame.h"
+#include "signer_client/sc.h"
+
+static char dir[32], path_good[64], path_dead[64];
+
+static int srv_listen(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 8) != 0) {
+        return -1;
+    }
+    return fd;
+}
+
+static int read_full(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r <= 0) {
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Read one request; returns its id and key (copied). */
+static int srv_read(int fd, uint64_t *id, char *key, size_t key_len)
+{
+    uint8_t hdr[4], body[FRAME_MAX];
+    size_t len;
+    if (read_full(fd, hdr, 4) != 0 || frame_decode_header(&len, hdr) != 0 || read_full(fd, body, len) != 0) {
+        return -1;
+    }
+    Keyless__V1__Request *r = keyless__v1__request__unpack(NULL, len, body);
+    if (r == NULL) {
+        return -1;
+    }
+    *id = r->id;
+    snprintf(key, key_len, "%s", r->body_case == KEYLESS__V1__REQUEST__BODY_SIGN ? r->sign->key : "?");
+    keyless__v1__request__free_unpacked(r, NULL);
+    return 0;
+}
+
+/* Answer id with a signature equal to the key name. */
+static int srv_answer(int fd, uint64_t id, const char *key)
+{
+    Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
+    Keyless__V1__SignResponse s = KEYLESS__V1__SIGN_RESPONSE__INIT;
+    resp.id = id;
+    resp.body_case = KEYLESS__V1__RESPONSE__BODY_SIGN;
+    resp.sign = &s;
+    s.status = KEYLESS__V1__STATUS__OK;
+    s.signature.data = (uint8_t *)key;
+    s.signature.len = strlen(key);
+    struct kl_buf b;
+    kl_buf_init(&b, FRAME_MAX + 4);
+    int ret = frame_append(&b, &resp.base) == 0 && write(fd, b.base, b.len) == (ssize_t)b.len ? 0 : -1;
+    kl_buf_dispose(&b);
+    return ret;
+}
+
+static int scenario;
+static int lfd;
+static volatile int srv_done;
+
+static void *server(void *arg)
+{
+    int c = accept(lfd, NULL, NULL);
+    uint64_t ids[4];
+    char keys[4][32];
+    if (c < 0) {
+        return NULL;
+    }
+    switch (scenario) {
+    case 1: /* three requests, answered in reverse order */
+        for (int i = 0; i < 3; i++) {
+            if (srv_read(c, &ids[i], keys[i], sizeof(keys[i])) != 0) {
+                goto out;
+            }
+        }
+        for (int i = 2; i >= 0; i--) {
+            if (srv_answer(c, ids[i], keys[i]) != 0) {
+                goto out;
+            }
+        }
+        break;
+    case 2: /* late answer, and an answer to a cancelled request */
+        for (int i = 0; i < 2; i++) {
+            if (srv_read(c, &ids[i], keys[i], sizeof(keys[i])) != 0) {
+                goto out;
+            }
+        }
+        usleep(300 * 1000);
+        if (srv_answer(c, ids[0], keys[0]) != 0 || srv_answer(c, ids[1], keys[1]) != 0 ||
+            srv_answer(c, 12345, "bogus") != 0) {
+            goto out;
+        }
+        /* then a normal round trip proves the stream is still in sync */
+        if (srv_read(c, &ids[2], keys[2], sizeof(keys[2])) != 0 || srv_answer(c, ids[2], keys[2]) != 0) {
+            goto out;
+        }
+        break;
+    case 3: /* read one request, then go away (listener first) without answering */
+        if (srv_read(c, &ids[0], keys[0], sizeof(keys[0])) != 0) {
+            goto out;
+        }
+        close(lfd);
+        unlink(path_good);
+        lfd = -1;
+        break;
+    }
+    usleep(100 * 1000);
+out:
+    close(c);
+    srv_done = 1;
+    return NULL;
+}
+
+struct result {
+    int calls;
+    int null;
+    char sig[32];
+};
+
+static void cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct result *r = arg;
+    r->calls++;
+    if (resp == NULL) {
+        r->null++;
+        return;
+    }
+    if (resp->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN && resp->sign->signature.len < sizeof(r->sig)) {
+        memcpy(r->sig, resp->sign->signature.data, resp->sign->signature.len);
+        r->sig[resp->sign->signature.len] = '\0';
+    }
+}
+
+static int call(struct sc_client *sc, uint64_t *id, const char *key, struct result *r)
+{
+    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+    Keyless__V1__SignRequest s = KEYLESS__V1__SIGN_REQUEST__INIT;
+    uint8_t hash[32] = {0};
+    s.key = (char *)key;
+    s.scheme = 0x0403;
+    s.context = KEYLESS__V1__CONTEXT__SERVER_CERTIFICATE_VERIFY;
+    s.transcript_hash.data = hash;
+    s.transcript_hash.len = sizeof(hash);
+    req.body_case = KEYLESS__V1__REQUEST__BODY_SIGN;
+    req.sign = &s;
+    return sc_call(sc, id, &req, cb, r);
+}
+
+/* Run the loop until cond or ms pass. */
+#define RUN_UNTIL(loop, cond, ms)                                                                                      \
+    do {                                                                                                               \
+        uint64_t end_ = ev_clock_ms() + (ms);                                                                          \
+        while (!(cond) && ev_clock_ms() < end_) {                                                                      \
+            if (ev_run_once((loop), 20) != 0) {                                                                        \
+                break;                                                                                                 \
+            }                                                                                                          \
+        }                                                                                                              \
+    } while (0)
+
+int main(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/kl-sc-XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        return 1;
+    }
+    snprintf(path_good, sizeof(path_good), "%s/good.sock", dir);
+    snprintf(path_dead, sizeof(path_dead), "%s/dead.sock", dir);
+    struct ev_loop *loop = ev_loop_new();
+    struct sc_client *sc = NULL;
+    pthread_t th;
+    const char *paths[] = {path_dead, path_good};
+
+    /* 1: failover to the second socket, answers matched by id in any order */
+    lfd = srv_listen(path_good);
+    ok(lfd >= 0, "fake signer listening");
+    scenario = 1;
+    pthread_create(&th, NULL, server, NULL);
+    ok(sc_new(&sc, loop, paths, 2, 4, 1000) == 0, "sc_new with a dead first socket");
+    RUN_UNTIL(loop, sc_up(sc), 2000);
+    ok(sc_up(sc), "failover: connected to the second socket");
+    is_mem(sc_path(sc), strlen(sc_path(sc)), path_good, strlen(path_good), "the socket in use is the second one");
+    struct result r[4];
+    memset(r, 0, sizeof(r));
+    uint64_t id[4];
+    ok(call(sc, &id[0], "k0", &r[0]) == 0 && call(sc, &id[1], "k1", &r[1]) == 0 && call(sc, &id[2], "k2", &r[2]) == 0,
+       "three pipelined requests");
+    ok(id[0] != id[1] && id[1] != id[2], "distinct ids");
+    is_int(sc_pending(sc), 3, "three pending");
+    RUN_UNTIL(loop, r[0].calls && r[1].calls && r[2].calls, 2000);
+    ok(strcmp(r[0].sig, "k0") == 0 && strcmp(r[1].sig, "k1") == 0 && strcmp(r[2].sig, "k2") == 0,
+       "answers in reverse order reach the right callers");
+    is_int(r[0].calls + r[1].calls + r[2].calls, 3, "each callback exactly once");
+    is_int(sc_pending(sc), 0, "nothing pending");
+    pthread_join(th, NULL);
+    RUN_UNTIL(loop, !sc_up(sc), 1000);
+    sc_free(sc);
+    close(lfd);
+
+    /* 2: deadline, late answer dropped, cancel, max_pending */
+    lfd = srv_listen(path_good);
+    scenario = 2;
+    pthread_create(&th, NULL, server, NULL);
+    ok(sc_new(&sc, loop, paths + 1, 1, 2, 100) == 0, "sc_new, deadline 100 ms, max_pending 2");
+    RUN_UNTIL(loop, sc_up(sc), 2000);
+    memset(r, 0, sizeof(r));
+    ok(call(sc, &id[0], "late", &r[0]) == 0 && call(sc, &id[1], "cancelled", &r[1]) == 0, "two requests");
+    is_int(call(sc, &id[2], "third", &r[2]), KL_ERR_OVERFLOW, "a third fails fast: max_pending");
+    sc_cancel(sc, id[1]);
+    is_int(sc_pending(sc), 1, "cancel frees the slot");
+    uint64_t t0 = ev_clock_ms();
+    RUN_UNTIL(loop, r[0].calls, 2000);
+    uint64_t dt = ev_clock_ms() - t0;
+    ok(r[0].calls == 1 && r[0].null == 1, "past the deadline the callback gets NULL");
+    ok(dt >= 90 && dt < 250, "... at the deadline");
+    RUN_UNTIL(loop, 0, 400); /* the late answers arrive now */
+    is_int(r[0].calls, 1, "the late answer is dropped");
+    is_int(r[1].calls, 0, "a cancelled request never calls back");
+    ok(call(sc, &id[3], "after", &r[3]) == 0, "a new request after the late answers");
+    RUN_UNTIL(loop, r[3].calls, 2000);
+    ok(r[3].calls == 1 && strcmp(r[3].sig, "after") == 0, "the stream is still in sync");
+    pthread_join(th, NULL);
+    RUN_UNTIL(loop, !sc_up(sc), 1000);
+    sc_free(sc);
+    close(lfd);
+
+    /* 3: the signer goes away with a request in flight, then comes back */
+    lfd = srv_listen(path_good);
+    scenario = 3;
+    srv_done = 0;
+    pthread_create(&th, NULL, server, NULL);
+    ok(sc_new(&sc, loop, paths + 1, 1, 8, 5000) == 0, "sc_new, deadline 5 s");
+    RUN_UNTIL(loop, sc_up(sc), 2000);
+    memset(r, 0, sizeof(r));
+    ok(call(sc, &id[0], "inflight", &r[0]) == 0, "request in flight");
+    t0 = ev_clock_ms();
+    RUN_UNTIL(loop, r[0].calls, 3000);
+    dt = ev_clock_ms() - t0;
+    ok(r[0].null == 1 && dt < 1000, "the signer went away: the in-flight request fails at once, not at its deadline");
+    pthread_join(th, NULL);
+    is_int(call(sc, &id[1], "away", &r[1]), KL_ERR_IO, "while it is away, new requests fail fast");
+    is_int(r[1].calls, 0, "... without a callback");
+    RUN_UNTIL(loop, 0, 300);
+    lfd = srv_listen(path_good);
+    scenario = 1;
+    pthread_create(&th, NULL, server, NULL);
+    t0 = ev_clock_ms();
+    RUN_UNTIL(loop, sc_up(sc), 3000);
+    dt = ev_clock_ms() - t0;
+    ok(sc_up(sc) && dt < 1000, "reconnects within a second of the signer's return");
+    ok(sc_stats(sc)->reconnects >= 1, "reconnect counted");
+    memset(r, 0, sizeof(r));
+    ok(call(sc, &id[0], "a", &r[0]) == 0 && call(sc, &id[1], "b", &r[1]) == 0 && call(sc, &id[2], "c", &r[2]) == 0,
+       "requests after the reconnect");
+    RUN_UNTIL(loop, r[0].calls && r[1].calls && r[2].calls, 2000);
+    ok(strcmp(r[2].sig, "c") == 0 && strcmp(r[0].sig, "a") == 0, "answered after the reconnect");
+    pthread_join(th, NULL);
+    sc_free(sc);
+    close(lfd);
+    unlink(path_good);
+    rmdir(dir);
+    ev_loop_free(loop);
+    return kl_test_done();
+}
