@@ -98,7 +98,7 @@ struct rpc_server {
     size_t n_conns;
     uint64_t next_serial;
     int stopping;
-    struct jobq work;    /* I/O -> workers (bounded by queue_max) */
+    struct jobq work;    /* I/O -> workers (with the others, bounded by queue_max) */
     struct jobq durable; /* workers -> audit waiter */
     struct jobq done;    /* audit waiter / workers -> I/O */
     int threads_stop;
@@ -567,7 +567,9 @@ static void handle_sign(struct rpc_server *srv, struct conn *c, const Keyless__V
     copy_str(j->client_address, sizeof(j->client_address), sr->client_address);
     j->connection_id = sr->connection_id;
     j->t0_ns = t0;
-    if (jobq_push(&srv->work, j, srv->cfg->queue_max) != 0) {
+    /* Bound every job not yet back on this thread (queued, signing, waiting for the audit,
+     * done): that bounds the signer's memory however fast peers send. */
+    if (srv->in_flight >= srv->cfg->queue_max || jobq_push(&srv->work, j, 0) != 0) {
         free(j);
         sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__OVERLOADED, "signing queue full", t0);
         return;

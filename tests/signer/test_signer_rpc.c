@@ -375,6 +375,62 @@ static void test_list_keys(struct rpc_client *c)
     keyless__v1__response__free_unpacked(r, NULL);
 }
 
+/* A second signer: one worker, queue_max 2, and a per-peer rate limit. */
+static void test_overload_and_peer_rate(void)
+{
+    char conf[400];
+    struct rpc_client c;
+    unsigned okc = 0, overloaded = 0, limited = 0, answered = 0, other = 0;
+    snprintf(conf, sizeof(conf), "%s/small.conf", H.dir);
+    if (harness_write_config(&H, conf,
+                             "workers = 1\nqueue_max = 2\naudit_sync = always\nrate_per_peer = 0.001\n"
+                             "burst_per_peer = 40\n",
+                             NULL, harness_std_keys) != 0 ||
+        harness_start(&H, conf) != 0 || rpc_client_connect(&c, H.sock) != 0) {
+        ok(0, "small signer started");
+        return;
+    }
+    /* 60 RSA requests at once: 2 fit in flight, the burst of 40 passes the peer limit. */
+    for (uint64_t id = 1; id <= 60; id++) {
+        Keyless__V1__Request req;
+        Keyless__V1__SignRequest sr;
+        uint8_t hash[32];
+        memset(hash, (int)id, sizeof(hash));
+        rpc_client_sign_request(&req, &sr, 5000 + id, "rsa-2048", 0x0804, 1, hash, sizeof(hash));
+        if (rpc_client_send(&c, &req) != 0) {
+            break;
+        }
+    }
+    while (answered < 60) {
+        Keyless__V1__Response *r = NULL;
+        if (rpc_client_recv(&c, &r, 10000) != 0) {
+            break;
+        }
+        answered++;
+        switch (r->sign != NULL ? (int)r->sign->status : -1) {
+        case KEYLESS__V1__STATUS__OK:
+            okc++;
+            break;
+        case KEYLESS__V1__STATUS__OVERLOADED:
+            overloaded++;
+            break;
+        case KEYLESS__V1__STATUS__RATE_LIMITED:
+            limited++;
+            break;
+        default:
+            other++;
+        }
+        keyless__v1__response__free_unpacked(r, NULL);
+    }
+    is_int(answered, 60, "queue_max 2: all 60 answered");
+    ok(okc >= 2 && overloaded > 0 && other == 0, "queue_max 2: some signed, the excess OVERLOADED");
+    is_int(limited, 20, "rate_per_peer: the 20 requests past the peer's burst are RATE_LIMITED");
+    diag("small signer: %u OK, %u OVERLOADED, %u RATE_LIMITED", okc, overloaded, limited);
+    ok(harness_audit_grep(&H, "\"status\":\"OVERLOADED\""), "OVERLOADED audited");
+    rpc_client_close(&c);
+    is_int(harness_stop(&H), 0, "small signer: graceful exit 0");
+}
+
 int main(void)
 {
     char keys[4096], out[4096], cmd[2048];
@@ -419,6 +475,7 @@ int main(void)
     test_pipelining();
 
     is_int(harness_stop(&H), 0, "SIGTERM: graceful exit 0");
+    test_overload_and_peer_rate();
     snprintf(cmd, sizeof(cmd), "%s audit-verify %s 2>&1", H.bin, H.audit);
     is_int(harness_run(out, sizeof(out), cmd), 0, "the run's audit chain verifies with keyless-signer audit-verify");
     diag("%s", out);
