@@ -460,6 +460,10 @@ int main(void)
         snprintf(dir, sizeof(dir), "%s/run", H.dir);
         ok(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0750, "socket directory is mode 0750");
         ok(stat(H.sock, &st) == 0 && (st.st_mode & 0777) == 0660, "socket is mode 0660");
+        /* Hardening: no core file (RLIMIT_CORE 0, set before the token is touched). */
+        char cmd2[200], lim[8192];
+        snprintf(cmd2, sizeof(cmd2), "awk '/Max core file size/ {print $5, $6}' /proc/%d/limits", (int)H.pid);
+        ok(harness_run(lim, sizeof(lim), cmd2) == 0 && strcmp(lim, "0 0\n") == 0, "the signer runs with RLIMIT_CORE 0");
     }
     if (rpc_client_connect(&c, H.sock) != 0) {
         ok(0, "connect");
