@@ -159,17 +159,6 @@ if kl_is_softhsm "$KL_HSM_MODULE"; then
   softhsm=1
 fi
 
-# --- --force: remove what this script owns ---------------------------------
-if [ $force -eq 1 ]; then
-  rm -rf -- "$dir/pki" "$dir/env"
-  if [ $softhsm -eq 1 ]; then
-    # The whole token directory is ours (softhsm2.conf points into DIR).
-    rm -rf -- "$dir/tokens"
-    [ -n "$opt_pin_file" ] || rm -f -- "$dir/user.pin"
-    [ -n "$opt_so_pin_file" ] || rm -f -- "$dir/so.pin"
-  fi
-fi
-
 # --- SoftHSM: a private token directory -----------------------------------
 if [ $softhsm -eq 1 ]; then
   mkdir -p -- "$dir/tokens"
@@ -184,6 +173,20 @@ fi
 # --- the module loads ------------------------------------------------------
 if ! pkcs11-tool --module "$KL_HSM_MODULE" --show-info </dev/null >"$KL_TMP/p11.out" 2>&1; then
   die "--module $KL_HSM_MODULE: not a loadable PKCS#11 module (pkcs11-tool: $(kl_err_summary "$KL_TMP/p11.out"))"
+fi
+
+# --- --force: remove what this script owns ---------------------------------
+# Only after the module has loaded: a typo in --module must not cost the
+# existing fixture.
+if [ $force -eq 1 ]; then
+  rm -rf -- "$dir/pki" "$dir/env"
+  if [ $softhsm -eq 1 ]; then
+    # The whole token directory is ours (softhsm2.conf points into DIR).
+    rm -rf -- "$dir/tokens"
+    mkdir -p -- "$dir/tokens"
+    [ -n "$opt_pin_file" ] || rm -f -- "$dir/user.pin"
+    [ -n "$opt_so_pin_file" ] || rm -f -- "$dir/so.pin"
+  fi
 fi
 
 # Token state by label: prints "ready", "nopin" (initialised, user PIN not

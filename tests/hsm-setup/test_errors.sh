@@ -73,8 +73,8 @@ rm "$D/user.pin"
 expect_error "missing DIR/user.pin with the token present" "PIN file $D/user.pin: no such file, but token keyless exists" --dir "$D"
 cp -p "$T/user.pin.good" "$D/user.pin"
 
-expect_error "bad module on an existing fixture" "--module $T/fake-pkcs11.so: not a loadable PKCS#11 module" \
-  --dir "$D" --module "$T/fake-pkcs11.so"
+expect_error "bad module with --force on an existing fixture" "--module $T/fake-pkcs11.so: not a loadable PKCS#11 module" \
+  --dir "$D" --force --module "$T/fake-pkcs11.so"
 
 # A vendor module (anything not named softhsm) is never initialised by setup.sh.
 ln -s "$MODULE" "$T/libvendor-pkcs11.so"
