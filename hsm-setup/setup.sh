@@ -88,10 +88,17 @@ done
 
 t_start=$(date +%s.%N)
 created_dir=0
-[ -e "$dir" ] || created_dir=1
-# Parents made here get the usual 0755, not this script's umask.
-(umask 022 && mkdir -p -- "$dir") 2>/dev/null || die "--dir $dir: cannot create directory"
-[ -d "$dir" ] || die "--dir $dir: not a directory"
+[ ! -e "$dir" ] || [ -d "$dir" ] || die "--dir $dir: not a directory"
+if [ ! -d "$dir" ]; then
+  # Parents made here get the usual 0755, not this script's umask.
+  (umask 022 && mkdir -p -- "$(dirname -- "$dir")") 2>/dev/null || die "--dir $dir: cannot create directory"
+  # mkdir without -p is atomic: of several first runs started at once,
+  # exactly one owns the new directory (and removes it if it fails).
+  if (umask 022 && mkdir -- "$dir") 2>/dev/null; then
+    created_dir=1
+  fi
+fi
+[ -d "$dir" ] || die "--dir $dir: cannot create directory"
 dir=$(cd "$dir" && pwd)
 # Secrets are protected file by file (PINs and CA keys 0600, tokens/ 0700);
 # the directory itself and pki/ stay readable so that a frontend running
