@@ -467,6 +467,8 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
                 c->counted_hs = 1;
                 metrics_add(METRIC_HS_CLOSED, 1);
             }
+            log_info("conn=%llu client went away while waiting for the signer: request cancelled",
+                     (unsigned long long)c->id);
             conn_close(c, "client went away while waiting for the signer");
             return;
         }

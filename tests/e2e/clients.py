@@ -6,6 +6,7 @@
   clients.py noread PORT CA PATH      handshake, ask for PATH, never read; waits for stdin EOF
   clients.py dribble PORT SECONDS     send a ClientHello one byte per second; prints how long
                                       until the frontend closed the connection (or "open")
+  clients.py abandon PORT MS          send a whole ClientHello, close the connection MS later
 """
 import os
 import socket
@@ -55,8 +56,8 @@ def noread(port, ca, path):
     sys.stdin.read()
 
 
-def dribble(port, seconds):
-    # A real ClientHello from Python's ssl, captured through a memory BIO.
+def client_hello():
+    """A real ClientHello from Python's ssl, captured through a memory BIO."""
     ctx = ssl.create_default_context()
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
@@ -64,7 +65,19 @@ def dribble(port, seconds):
         obj.do_handshake()
     except ssl.SSLWantReadError:
         pass
-    hello = out.read()
+    return out.read()
+
+
+def abandon(port, ms):
+    s = socket.create_connection(("127.0.0.1", port), 10)
+    s.sendall(client_hello())
+    time.sleep(ms / 1000.0)
+    s.close()
+    print("abandoned", flush=True)
+
+
+def dribble(port, seconds):
+    hello = client_hello()
     s = socket.create_connection(("127.0.0.1", port), 10)
     s.settimeout(1.0)
     t0 = time.monotonic()
@@ -93,6 +106,8 @@ if __name__ == "__main__":
         idle(int(sys.argv[2]), int(sys.argv[3]), ca)
     elif cmd == "noread":
         noread(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif cmd == "abandon":
+        abandon(int(sys.argv[2]), int(sys.argv[3]))
     elif cmd == "dribble":
         dribble(int(sys.argv[2]), float(sys.argv[3]))
     else:

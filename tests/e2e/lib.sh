@@ -206,3 +206,10 @@ rss_kb() {
 kl_curl() {
     curl -sS --max-time 30 --cacert "$ROOT" --resolve "localhost:$FE_PORT:127.0.0.1" "$@"
 }
+
+# True when the binaries are built with AddressSanitizer: its quarantine keeps freed
+# memory resident, so VmRSS bounds are loosened (and say so).
+kl_sanitized() {
+    case "${KL_SANITIZE:-}" in ON | on | 1 | TRUE | true) return 0 ;; esac
+    ldd "$FE_BIN" 2>/dev/null | grep -q libasan
+}

@@ -55,9 +55,16 @@ ms=$(((($(date +%s%N) - t0)) / 1000000))
 echo "# late signer: handshake ended after $ms ms"
 check "a signature past its deadline ends the handshake with internal_error" grep -q "alert internal error" <<<"$out"
 check "... after about the deadline (1000 ms <= $ms ms < 2000 ms)" test "$ms" -ge 900 -a "$ms" -lt 2000
-sleep 2 # the late answer arrives now and must be dropped
+# A client that gives up while its signature is pending: cancelled cleanly.
+python3 "$KL_SOURCE_DIR/tests/e2e/clients.py" abandon "$FE_PORT" 300 >/dev/null
+wait_for grep -q "client went away while waiting for the signer" "$T/frontend.log" || true
+check "a client leaving while its signature is pending is cancelled cleanly" \
+    grep -q "client went away while waiting for the signer" "$T/frontend.log"
+sleep 2.5 # the late answers arrive now and must be dropped
 check "the late answer is dropped and the frontend is fine" kill -0 "$FE_PID"
 check "metrics: the signer timeout is counted" test "$(metric keyless_signer_timeouts_total)" -ge 1
+check "metrics: the abandoned handshake counted as client_closed" \
+    test "$(metric 'keyless_handshakes_total{result="client_closed"}')" -ge 1
 check "metrics: handshake counted as signer_error" test "$(metric 'keyless_handshakes_total{result="signer_error"}')" -ge 1
 kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
