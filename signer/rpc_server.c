@@ -5,6 +5,12 @@
  * connection (conn->refs, touched only by the I/O thread: incremented when the job is
  * queued, decremented when its result comes back), so a connection that closes while
  * its requests are being signed is freed only once the last result has been dropped.
+ *
+ * Signatures are written to the socket by the thread that finished them (the worker, or
+ * the audit thread once the record is durable), saving a hand-off to the I/O thread on
+ * the latency path; the job still goes back to the I/O thread for the bookkeeping.
+ * conn->lock serialises everything that touches the output buffer, the fd and the epoll
+ * interest, so frames never interleave and a closed fd is never written.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +42,8 @@
 #define PEER_TABLE_MAX 4096
 
 struct conn {
-    struct conn *next, *prev; /* all live connections */
+    struct conn *next, *prev; /* all live connections (I/O thread only) */
+    pthread_mutex_t lock;     /* out, fd, dead and events, against the signing threads */
     int fd;
     uint64_t serial;
     pid_t pid;
@@ -47,6 +54,7 @@ struct conn {
     int closing;     /* close once out is flushed and no job is in flight */
     int dead;        /* fd closed; freed when refs reaches 0 */
     uint32_t events; /* current epoll interest */
+    int stopping;    /* copy of srv->stopping, for conn_update_events under the lock */
 };
 
 struct job {
@@ -66,6 +74,8 @@ struct job {
     /* result */
     Keyless__V1__Status status;
     const char *message;
+    int sent;     /* the response went to the connection's output already */
+    int overflow; /* it did not fit: the I/O thread drops the connection */
     uint8_t sig[P11_SIG_MAX];
     size_t sig_len;
 };
@@ -201,10 +211,13 @@ static void job_free(struct job *j)
     free(j);
 }
 
-/* Hand finished jobs to the I/O thread. */
+static void conn_deliver(struct rpc_server *srv, struct job *j);
+
+/* Answer j on its connection now, then hand the job to the I/O thread for bookkeeping. */
 static void post_done(struct rpc_server *srv, struct job *j)
 {
     uint64_t one = 1;
+    conn_deliver(srv, j);
     (void)jobq_push(&srv->done, j, 0);
     if (write(srv->done_fd, &one, sizeof(one)) < 0) {
         /* the counter is saturated, which still wakes the loop */
@@ -337,6 +350,7 @@ static void *audit_waiter_main(void *arg)
 
 /* ---- connections ---- */
 
+/* Called with c->lock held. */
 static void conn_update_events(struct rpc_server *srv, struct conn *c)
 {
     uint32_t ev = 0;
@@ -344,7 +358,7 @@ static void conn_update_events(struct rpc_server *srv, struct conn *c)
     if (c->dead) {
         return;
     }
-    if (!c->closing && !srv->stopping && c->out.len < OUT_HIGH) {
+    if (!c->closing && !c->stopping && c->out.len < OUT_HIGH) {
         ev |= EPOLLIN;
     }
     if (c->out.len > 0) {
@@ -364,6 +378,7 @@ static void conn_free(struct conn *c)
 {
     kl_buf_dispose(&c->in);
     kl_buf_dispose(&c->out);
+    pthread_mutex_destroy(&c->lock);
     free(c);
 }
 
@@ -377,10 +392,12 @@ static void conn_kill(struct rpc_server *srv, struct conn *c)
     if (c->dead) {
         return;
     }
+    pthread_mutex_lock(&c->lock);
     (void)epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
     c->dead = 1;
+    pthread_mutex_unlock(&c->lock);
     if (c->prev != NULL) {
         c->prev->next = c->next;
     } else {
@@ -409,7 +426,9 @@ static void sweep_dead(struct rpc_server *srv)
     }
 }
 
-static void conn_flush(struct rpc_server *srv, struct conn *c)
+/* Send what c->out holds, as far as the socket takes it. Called with c->lock held;
+ * -1 if the peer is gone. */
+static int out_send(struct conn *c)
 {
     while (c->out.len > 0) {
         ssize_t n = send(c->fd, c->out.base, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -420,16 +439,57 @@ static void conn_flush(struct rpc_server *srv, struct conn *c)
             break;
         }
         if (n <= 0) {
-            conn_kill(srv, c);
-            return;
+            return -1;
         }
         kl_buf_consume(&c->out, (size_t)n);
     }
-    if (c->closing && c->out.len == 0 && c->refs == 0) {
-        conn_kill(srv, c);
+    return 0;
+}
+
+static void conn_flush(struct rpc_server *srv, struct conn *c)
+{
+    int gone, done;
+    if (c->dead) {
         return;
     }
-    conn_update_events(srv, c);
+    pthread_mutex_lock(&c->lock);
+    gone = out_send(c) != 0;
+    done = c->closing && c->out.len == 0 && c->refs == 0;
+    if (!gone && !done) {
+        conn_update_events(srv, c);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (gone || done) {
+        conn_kill(srv, c);
+    }
+}
+
+/* Signing threads: put j's response on its connection and send it right away. */
+static void conn_deliver(struct rpc_server *srv, struct job *j)
+{
+    Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
+    Keyless__V1__SignResponse sr = KEYLESS__V1__SIGN_RESPONSE__INIT;
+    struct conn *c = j->conn;
+    resp.id = j->id;
+    resp.body_case = KEYLESS__V1__RESPONSE__BODY_SIGN;
+    resp.sign = &sr;
+    sr.status = j->status;
+    sr.message = (char *)(j->message != NULL ? j->message : "");
+    sr.signature.data = j->sig;
+    sr.signature.len = j->sig_len;
+    pthread_mutex_lock(&c->lock);
+    if (!c->dead) {
+        if (frame_append(&c->out, &resp.base) != 0) {
+            j->overflow = 1;
+        } else {
+            j->sent = 1;
+            /* A send error is left for the I/O thread to notice on the socket. */
+            if (out_send(c) == 0) {
+                conn_update_events(srv, c);
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 /* Queue one response on c's output. A peer that lets OUT_MAX pile up is dropped. */
@@ -439,7 +499,10 @@ static void conn_send(struct rpc_server *srv, struct conn *c, const Keyless__V1_
     if (c->dead) {
         return;
     }
-    if ((ret = frame_append(&c->out, &resp->base)) != 0) {
+    pthread_mutex_lock(&c->lock);
+    ret = frame_append(&c->out, &resp->base);
+    pthread_mutex_unlock(&c->lock);
+    if (ret != 0) {
         fprintf(stderr, "keyless-signer: conn %llu: dropping (output: %s)\n", (unsigned long long)c->serial,
                 kl_err_str(ret));
         conn_kill(srv, c);
@@ -723,7 +786,9 @@ static void conn_read(struct rpc_server *srv, struct conn *c)
                 c->in.len = 0;
             }
             /* The peer is gone or half-closed: answer what is in flight, then close. */
+            pthread_mutex_lock(&c->lock);
             c->closing = 1;
+            pthread_mutex_unlock(&c->lock);
             break;
         }
         c->in.len += (size_t)n;
@@ -737,7 +802,9 @@ static void conn_read(struct rpc_server *srv, struct conn *c)
             if (ret != 0) {
                 /* The stream cannot be resynchronised after an oversize header. */
                 bad_request(srv, c, 0, "frame over FRAME_MAX", now_ns());
+                pthread_mutex_lock(&c->lock);
                 c->closing = 1;
+                pthread_mutex_unlock(&c->lock);
                 c->in.len = 0;
                 off = 0;
                 goto done;
@@ -749,7 +816,10 @@ static void conn_read(struct rpc_server *srv, struct conn *c)
             off += used;
         }
         kl_buf_consume(&c->in, off);
-        if (c->out.len >= OUT_HIGH) {
+        pthread_mutex_lock(&c->lock);
+        int full = c->out.len >= OUT_HIGH;
+        pthread_mutex_unlock(&c->lock);
+        if (full) {
             break;
         }
     }
@@ -787,6 +857,7 @@ static void accept_all(struct rpc_server *srv)
             close(fd);
             continue;
         }
+        pthread_mutex_init(&c->lock, NULL);
         c->fd = fd;
         c->serial = ++srv->next_serial;
         c->pid = cred.pid;
@@ -801,6 +872,7 @@ static void accept_all(struct rpc_server *srv)
             fprintf(stderr, "keyless-signer: refused connection from uid %u gid %u pid %d\n", (unsigned)cred.uid,
                     (unsigned)cred.gid, (int)cred.pid);
             close(fd);
+            pthread_mutex_destroy(&c->lock);
             free(c);
             continue;
         }
@@ -847,7 +919,11 @@ static void drain_done(struct rpc_server *srv)
         list = j->next;
         c->refs--;
         srv->in_flight--;
-        if (!c->dead) {
+        if (j->overflow && !c->dead) {
+            fprintf(stderr, "keyless-signer: conn %llu: dropping (it does not read its answers)\n",
+                    (unsigned long long)c->serial);
+            conn_kill(srv, c);
+        } else if (!j->sent && !c->dead) {
             send_sign_status(srv, c, j->id, j->status, j->message, j->sig, j->sig_len);
         }
         job_free(j);
@@ -998,7 +1074,9 @@ int rpc_server_run(struct rpc_server *srv)
             /* Finished when nothing is in flight and every answer has gone out. */
             int pending_out = 0;
             for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+                pthread_mutex_lock(&c->lock);
                 pending_out |= c->out.len > 0;
+                pthread_mutex_unlock(&c->lock);
             }
             if ((srv->in_flight == 0 && !pending_out) || now_ns() > drain_deadline) {
                 break;
@@ -1029,7 +1107,10 @@ int rpc_server_run(struct rpc_server *srv)
                     drain_deadline = now_ns() + DRAIN_TIMEOUT_NS;
                     (void)epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
                     for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+                        pthread_mutex_lock(&c->lock);
+                        c->stopping = 1;
                         conn_update_events(srv, c);
+                        pthread_mutex_unlock(&c->lock);
                     }
                 }
             }
