@@ -445,6 +445,7 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     echo "|---|---|---|---|"
     for key in $KEYS; do
         for f in cpu_us cpu_us_terminator cpu_us_signer hs_per_s sat_p99 half_rate half_p50 half_p99 half_cpu_us errors tickets req_cpu_us req_per_s req_errors; do
+            [ -n "$(get nginx-file/$key/$f)$(get nginx-pkcs11/$key/$f)$(get keyless/$key/$f)" ] || continue
             printf '| %s %s | %s | %s | %s |\n' "$key" "$f" "$(get nginx-file/$key/$f)" "$(get nginx-pkcs11/$key/$f)" "$(get keyless/$key/$f)"
         done
         printf '| %s raw C_Sign CPU µs | %s | | |\n' "$key" "$(get floor/$key/csign_cpu_us)"
@@ -458,7 +459,7 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     printf '| record seal AES-128-GCM MB/s per core (tls_bench) | | | %s |\n' "$(get floor/tls_seal_aes128_mbs)"
     echo
     echo "µs/handshake = (utime+stime of every server process, /proc/PID/stat) / handshakes; KiB/conn = RSS delta / connections."
-    echo "The RSS target (<= 16 KiB) and the C_Sign share (>= 75% for RSA) are absolute: read the 'ours' and 'ratio' columns."
+    echo "A target marked (ours) applies to our figure itself, every other one to the ratio ours/peer; '-': no target."
 } | tee "$WORK/table.md"
 
 if [ -n "${BENCH_RESULTS:-}" ]; then
