@@ -159,6 +159,7 @@ int main(int argc, char **argv)
     cpu = cpu_s() - c0;
     printf("result key=%s signatures=%" PRIu64 " sigs_per_s=%.1f cpu_us_per_sig=%.1f wall_us_per_sig=%.1f\n", label, n,
            (double)n / wall, cpu * 1e6 / (double)n, wall * 1e6 / (double)n);
+    fflush(stdout);
     ret = 0;
 exit:
     memset(pin, 0, sizeof(pin));

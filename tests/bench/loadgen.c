@@ -573,7 +573,8 @@ int main(int argc, char **argv)
         if (conns[i].state != LG_FREE)
             conn_close(&conns[i], 1);
 
-    qsort(st.lat_us, st.lat_n, sizeof(*st.lat_us), cmp_u32);
+    if (st.lat_n > 0)
+        qsort(st.lat_us, st.lat_n, sizeof(*st.lat_us), cmp_u32);
     printf("result elapsed_s=%.3f started=%" PRIu64 " handshakes=%" PRIu64 " completed=%" PRIu64 " hs_per_s=%.1f "
            "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f errors=%" PRIu64 " err_connect=%" PRIu64
            " err_handshake=%" PRIu64 " err_io=%" PRIu64 " err_http=%" PRIu64 " timeouts=%" PRIu64 " bytes_in=%" PRIu64
