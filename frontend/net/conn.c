@@ -330,7 +330,10 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
     while (off < len && !is_closed(c) && !c->client_eof && c->bout.len < CONN_BUF_HIGH &&
            (c->state == CONN_HANDSHAKE || c->state == CONN_CONNECTING || c->state == CONN_PROXYING)) {
         size_t n = len - off;
-        size_t before = c->bout.len;
+        if (c->established && kl_buf_reserve(&c->bout, n) != 0) {
+            conn_close(c, "out of memory");
+            break;
+        }
         c->w->trace_conn = c;
         int r = tls_conn_input(c->tls, &c->cout, &c->bout, data + off, &n);
         c->w->trace_conn = NULL;
@@ -338,7 +341,6 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
         if (c->state == CONN_PROXYING || c->state == CONN_CONNECTING) {
             c->last_activity_ms = ev_now(c->w->loop);
         }
-        (void)before;
         if (r == KL_ERR_ASYNC) {
             start_sign(c);
             break;
@@ -510,7 +512,11 @@ static void backend_read(struct conn *c)
         }
         metrics_add(METRIC_BACKEND_BYTES_IN, n);
         c->last_activity_ms = ev_now(c->w->loop);
-        int r = tls_conn_send(c->tls, &c->cout, buf, (size_t)n);
+        /* Room for the records in one allocation, not a doubling series inside the engine's appends. */
+        int r = kl_buf_reserve(&c->cout, (size_t)n + 64);
+        if (r == 0) {
+            r = tls_conn_send(c->tls, &c->cout, buf, (size_t)n);
+        }
         if (r != 0) {
             conn_close(c, "cannot send to the client (connection closed by it)");
             return;

@@ -74,6 +74,24 @@ FE_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 unset FE_SIGNER_SOCK
 FE_SIGNER_EXTRA="timeout = 1" kl_start_frontend
+# An established connection, used only after the kill: the signer's absence must not touch it.
+python3 - "$FE_PORT" "$ROOT" "$T/live.go" >"$T/live.out" 2>&1 <<'EOP' &
+import hashlib, http.client, os, ssl, sys, time
+port, ca, go = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=ca), timeout=60)
+c.connect()
+print("connected", flush=True)
+for _ in range(600):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+c.request("GET", "/bytes/100000")
+r = c.getresponse()
+body = r.read()
+print("live", r.status, hashlib.sha256(body).hexdigest() == r.getheader("X-Sha256"), flush=True)
+EOP
+live_pid=$!
+wait_for grep -q connected "$T/live.out" || true
 python3 "$HSLOAD" --port "$FE_PORT" --ca "$ROOT" -n 3000 --concurrency 50 --timeout 30 >"$T/load.json" &
 load_pid=$!
 # Kill only once the load is really flowing (bounded wait).
@@ -86,6 +104,9 @@ wait "$SIGNER_PID" 2>/dev/null || true
 killed_at=$(date +%s%N)
 sleep 0.3
 check "frontend survives kill -9 of the signer" kill -0 "$FE_PID"
+touch "$T/live.go"
+wait "$live_pid" || true
+check "an established connection is untouched while the signer is away" grep -q "live 200 True" "$T/live.out"
 t0=$(date +%s%N)
 out=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 20 openssl s_client -connect "127.0.0.1:$FE_PORT" -servername localhost \
     -CAfile "$ROOT" 2>&1 || true)
