@@ -134,7 +134,6 @@ static void schedule_retry(struct sc_client *sc)
 static void became_up(struct sc_client *sc)
 {
     sc->state = SC_UP;
-    sc->backoff_ms = SC_BACKOFF_MIN_MS;
     if (sc->ever_up) {
         sc->stats.reconnects++;
         metrics_add(METRIC_SIGNER_RECONNECTS, 1);
@@ -200,6 +199,8 @@ static void handle_frame(struct sc_client *sc, const uint8_t *body, size_t len)
         return;
     }
     uint64_t slot = resp->id & (SC_MAX_PENDING_LIMIT - 1);
+    /* The signer answers: the connection is healthy, so the next loss starts the backoff afresh. */
+    sc->backoff_ms = SC_BACKOFF_MIN_MS;
     if (resp->id != 0 && slot < sc->n_slots && sc->slots[slot].id == resp->id) {
         slot_finish(sc, &sc->slots[slot], resp);
     } else {
@@ -300,7 +301,8 @@ static void sc_io_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
     if (r != 0) {
         sc_disconnect(sc, r == KL_ERR_CLOSED ? "closed by signer" : kl_err_str(r));
         sc->tried = 0;
-        sc_connect_round(sc);
+        /* After the backoff, not at once: a signer that accepts and drops us must not make us spin. */
+        schedule_retry(sc);
         return;
     }
     if (sc->state == SC_UP) {
