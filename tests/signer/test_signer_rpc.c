@@ -4,11 +4,14 @@
  * its status and audit record, bad framing, 10,000 pipelined requests from several
  * threads on one connection, graceful stop, and the audit chain of the run verified.
  */
+#include <errno.h>
+#include <grp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -375,17 +378,74 @@ static void test_list_keys(struct rpc_client *c)
     keyless__v1__response__free_unpacked(r, NULL);
 }
 
+#define OTHER_ID 65534u /* nobody / nogroup */
+
+/* In a child running as uid/gid: what does the signer let it do? Exit code says. */
+static int as_peer(uid_t uid, gid_t gid)
+{
+    pid_t pid = fork();
+    int st;
+    if (pid == 0) {
+        struct rpc_client c;
+        Keyless__V1__Response *r = NULL;
+        uint8_t hash[32] = {1};
+        if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+            _exit(10);
+        }
+        if (rpc_client_connect(&c, H.sock) != 0) {
+            _exit(errno == EACCES ? 20 : 21); /* 20: the socket directory kept it out */
+        }
+        if (rpc_client_sign(&c, &r, 1, "nobody-key", 0x0403, 1, hash, sizeof(hash)) != 0) {
+            _exit(30); /* 30: connection refused (closed) by the signer */
+        }
+        int good = r->sign != NULL && r->sign->status == KEYLESS__V1__STATUS__OK;
+        keyless__v1__response__free_unpacked(r, NULL);
+        if (rpc_client_sign(&c, &r, 2, "ecdsa-p256", 0x0403, 1, hash, sizeof(hash)) != 0) {
+            _exit(31);
+        }
+        good = good && r->sign != NULL && r->sign->status == KEYLESS__V1__STATUS__NOT_AUTHORIZED;
+        keyless__v1__response__free_unpacked(r, NULL);
+        rpc_client_close(&c);
+        _exit(good ? 40 : 41); /* 40: its own key signs, the other key is refused */
+    }
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) {
+        return -1;
+    }
+    return WEXITSTATUS(st);
+}
+
+/* Other users: the socket directory (0750, socket_group), the connection check, per-key uids. */
+static void test_other_peers(void)
+{
+    if (getuid() != 0) {
+        ok(1, "# SKIP peers with other uids need root");
+        return;
+    }
+    /* mkdtemp made the test directory 0700: let others traverse it (only) to reach run/. */
+    ok(chmod(H.dir, 0711) == 0, "test directory traversable");
+    is_int(as_peer(OTHER_ID, OTHER_ID), 40,
+           "uid in allow_uids, gid = socket_group: its key signs, others NOT_AUTHORIZED");
+    is_int(as_peer(OTHER_ID - 1, OTHER_ID), 30, "a peer allowed on no key is closed at connect");
+    ok(harness_audit_grep(&H, "\"op\":\"connect\""), "the refused connection is audited");
+    is_int(as_peer(OTHER_ID - 1, OTHER_ID - 1), 20, "a peer outside socket_group cannot reach the socket (EACCES)");
+}
+
 /* A second signer: one worker, queue_max 2, and a per-peer rate limit. */
 static void test_overload_and_peer_rate(void)
 {
     char conf[400];
     struct rpc_client c;
     unsigned okc = 0, overloaded = 0, limited = 0, answered = 0, other = 0;
+    char keys[4096];
     snprintf(conf, sizeof(conf), "%s/small.conf", H.dir);
+    snprintf(keys, sizeof(keys),
+             "%s[key nobody-key]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+             "schemes = ecdsa_secp256r1_sha256\nallow_uids = %u\n",
+             harness_std_keys, (unsigned)OTHER_ID);
     if (harness_write_config(&H, conf,
                              "workers = 1\nqueue_max = 2\naudit_sync = always\nrate_per_peer = 0.001\n"
-                             "burst_per_peer = 40\n",
-                             NULL, harness_std_keys) != 0 ||
+                             "burst_per_peer = 40\nsocket_group = 65534\n",
+                             NULL, keys) != 0 ||
         harness_start(&H, conf) != 0 || rpc_client_connect(&c, H.sock) != 0) {
         ok(0, "small signer started");
         return;
@@ -427,6 +487,7 @@ static void test_overload_and_peer_rate(void)
     is_int(limited, 20, "rate_per_peer: the 20 requests past the peer's burst are RATE_LIMITED");
     diag("small signer: %u OK, %u OVERLOADED, %u RATE_LIMITED", okc, overloaded, limited);
     ok(harness_audit_grep(&H, "\"status\":\"OVERLOADED\""), "OVERLOADED audited");
+    test_other_peers();
     rpc_client_close(&c);
     is_int(harness_stop(&H), 0, "small signer: graceful exit 0");
 }
