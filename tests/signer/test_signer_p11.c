@@ -110,7 +110,7 @@ static pid_t server_start(const char *sock)
                (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 100 && access(sock, F_OK) != 0; i++) {
+    for (int i = 0; i < 500 && access(sock, F_OK) != 0; i++) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -181,7 +181,7 @@ static void test_remote_token_removed(void)
     ok(kill(H.pid, 0) == 0, "the signer is still running");
 
     server = server_start(p11sock); /* the token is back */
-    for (int i = 0; i < 60 && !recovered; i++) {
+    for (int i = 0; i < 150 && !recovered; i++) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         st = sign_status(&c, ++id, "ecdsa-p256", 0x0403, 1);
         recovered = st == KEYLESS__V1__STATUS__OK;
