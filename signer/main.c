@@ -165,9 +165,13 @@ static int run(const char *config_path, int check_only)
         status = 0;
         goto exit;
     }
-    if (audit_open(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms) != 0) {
-        fprintf(stderr, "keyless-signer: %s: [signer] audit_log: cannot open %s\n", cfg->path, cfg->audit_log);
-        goto exit;
+    {
+        char err[512] = "";
+        if (audit_open_ex(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms, 0, err, sizeof(err)) != 0) {
+            fprintf(stderr, "keyless-signer: %s: [signer] audit_log: %s\n", cfg->path,
+                    err[0] != '\0' ? err : "cannot open the audit log");
+            goto exit;
+        }
     }
     if (rpc_server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
         goto exit;

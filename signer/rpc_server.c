@@ -933,6 +933,22 @@ static void drain_done(struct rpc_server *srv)
     }
 }
 
+/* Does something accept on the socket at path (another signer)? */
+static int socket_in_use(const char *path)
+{
+    struct sockaddr_un sa;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), in_use;
+    if (fd < 0) {
+        return 0;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path)); /* length checked by the caller */
+    in_use = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return in_use;
+}
+
 static int socket_setup(struct rpc_server *srv)
 {
     const struct signer_config *cfg = srv->cfg;
@@ -969,6 +985,11 @@ static int socket_setup(struct rpc_server *srv)
     if (lstat(cfg->socket_path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
             fprintf(stderr, "keyless-signer: %s: [signer] socket: %s exists and is not a socket\n", cfg->path,
+                    cfg->socket_path);
+            KL_ENSURE(0, KL_ERR_CONFIG);
+        }
+        if (socket_in_use(cfg->socket_path)) {
+            fprintf(stderr, "keyless-signer: %s: [signer] socket: %s is in use by a running process\n", cfg->path,
                     cfg->socket_path);
             KL_ENSURE(0, KL_ERR_CONFIG);
         }

@@ -532,6 +532,27 @@ int main(void)
         return kl_test_done();
     }
     ping_ok(&c, 1, "ping returns the version");
+    {
+        /* A second signer must not share the audit log nor steal the socket. */
+        char cmd2[1200], out2[4096], conf2[400], audit_save[320];
+        snprintf(cmd2, sizeof(cmd2), "%s --config %s 2>&1", H.bin, H.conf);
+        is_int(harness_run(out2, sizeof(out2), cmd2), 1, "a second signer on the same config: exit 1");
+        ok(strstr(out2, "[signer] audit_log:") != NULL && strstr(out2, "in use") != NULL &&
+               strchr(out2, '\n') == out2 + strlen(out2) - 1,
+           "... one line: the audit log is in use");
+        diag("%s", out2);
+        snprintf(conf2, sizeof(conf2), "%s/second.conf", H.dir);
+        memcpy(audit_save, H.audit, sizeof(audit_save));
+        snprintf(H.audit, sizeof(H.audit), "%s/audit2.jsonl", H.dir);
+        ok(harness_write_config(&H, conf2, NULL, NULL, harness_std_keys) == 0, "second config");
+        memcpy(H.audit, audit_save, sizeof(audit_save));
+        snprintf(cmd2, sizeof(cmd2), "%s --config %s 2>&1", H.bin, conf2);
+        is_int(harness_run(out2, sizeof(out2), cmd2), 1, "a second signer on the same socket: exit 1");
+        ok(strstr(out2, "[signer] socket:") != NULL && strstr(out2, "in use by a running process") != NULL,
+           "... saying the socket is in use");
+        diag("%s", out2);
+        ping_ok(&c, 2, "the first signer still answers");
+    }
     test_list_keys(&c);
     test_round_trips(&c);
     test_refusals(&c);
