@@ -19,7 +19,7 @@ int log_level_parse(const char *s)
     return -1;
 }
 
-static void vlog(const char *level, const char *fmt, va_list ap, const char *err)
+__attribute__((format(printf, 2, 0))) static void vlog(const char *level, const char *fmt, va_list ap, const char *err)
 {
     char line[1024];
     int n = snprintf(line, sizeof(line), "keyless-frontend[%d]: %s ", (int)getpid(), level);
