@@ -278,6 +278,11 @@ static void on_established(struct conn *c)
              tls_conn_group(c->tls), tls_conn_scheme(c->tls), (double)(ev_clock_us() - c->start_us) / 1000.0);
     c->state = CONN_CONNECTING;
     if (l->proxy_protocol) {
+        /* The local address is only needed here: no getsockname() per accept otherwise. */
+        socklen_t llen = sizeof(c->local);
+        if (getsockname(c->cfd, (struct sockaddr *)&c->local, &llen) != 0) {
+            memset(&c->local, 0, sizeof(c->local));
+        }
         struct kl_buf h;
         kl_buf_init(&h, BOUT_MAX);
         if (proxy_v2_header(&h, (struct sockaddr *)&c->peer, (struct sockaddr *)&c->local, tls_conn_server_name(c->tls),
@@ -480,6 +485,18 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
             conn_close(c, "client hung up");
             return;
         }
+    }
+    /* Write what the input produced now rather than after another epoll round trip. */
+    if (!is_closed(c) && c->cout.len > 0 && flush_client(c) != 0) {
+        conn_close(c, "client write error");
+        return;
+    }
+    if (!is_closed(c) && c->state == CONN_PROXYING && c->bout.len > 0 && flush_backend(c) != 0) {
+        log_info("conn=%llu backend write: %s", (unsigned long long)c->id, strerror(errno));
+        close_backend(c);
+        kl_buf_dispose(&c->bout);
+        on_client_eof(c);
+        on_backend_eof(c);
     }
     if (!is_closed(c)) {
         conn_progress(c);
@@ -748,10 +765,6 @@ void conn_accept(struct fe_worker *w, int fd, size_t listener, const struct sock
     kl_buf_init(&c->bout, BOUT_MAX);
     if (peer_len <= sizeof(c->peer)) {
         memcpy(&c->peer, peer, peer_len);
-    }
-    socklen_t llen = sizeof(c->local);
-    if (getsockname(fd, (struct sockaddr *)&c->local, &llen) != 0) {
-        memset(&c->local, 0, sizeof(c->local));
     }
     addr_text(c->peer_text, sizeof(c->peer_text), (struct sockaddr *)&c->peer);
     int one = 1;
