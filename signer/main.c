@@ -29,7 +29,12 @@ static volatile sig_atomic_t g_stop_requested;
 
 static void on_signal(int sig)
 {
-    (void)sig;
+    if (sig == SIGHUP) {
+        if (g_server != NULL) {
+            rpc_server_rotate(g_server);
+        }
+        return;
+    }
     g_stop_requested = 1;
     if (g_server != NULL) {
         rpc_server_stop(g_server);
@@ -69,7 +74,7 @@ static int install_signals(void)
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGHUP, &sa, NULL) != 0) {
         return -1;
     }
     /* A remote token (p11-kit-client.so) whose server went away raises SIGPIPE in us. */

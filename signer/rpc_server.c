@@ -101,7 +101,7 @@ struct rpc_server {
     struct audit_log *audit;
     struct rl_table *peer_rl;
     struct rl_bucket *key_rl;
-    int listen_fd, epfd, done_fd, stop_fd;
+    int listen_fd, epfd, done_fd, stop_fd, rotate_fd;
     char *socket_path;
     struct conn *conns;
     struct conn *dead; /* closed, freed by sweep_dead() once their jobs are back */
@@ -120,7 +120,7 @@ struct rpc_server {
 };
 
 /* Tags for epoll data.ptr that are not connections. */
-static char tag_listen, tag_done, tag_stop;
+static char tag_listen, tag_done, tag_stop, tag_rotate;
 
 static uint64_t now_ns(void)
 {
@@ -1027,7 +1027,7 @@ int rpc_server_new(struct rpc_server **srv_p, const struct signer_config *cfg, s
     srv->keys = keys;
     srv->n_keys = n_keys;
     srv->audit = audit;
-    srv->listen_fd = srv->epfd = srv->done_fd = srv->stop_fd = -1;
+    srv->listen_fd = srv->epfd = srv->done_fd = srv->stop_fd = srv->rotate_fd = -1;
     jobq_init(&srv->work);
     jobq_init(&srv->durable);
     jobq_init(&srv->done);
@@ -1044,7 +1044,8 @@ int rpc_server_new(struct rpc_server **srv_p, const struct signer_config *cfg, s
     srv->epfd = epoll_create1(EPOLL_CLOEXEC);
     srv->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    KL_ENSURE(srv->epfd >= 0 && srv->done_fd >= 0 && srv->stop_fd >= 0, KL_ERR_IO);
+    srv->rotate_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    KL_ENSURE(srv->epfd >= 0 && srv->done_fd >= 0 && srv->stop_fd >= 0 && srv->rotate_fd >= 0, KL_ERR_IO);
     e.events = EPOLLIN;
     e.data.ptr = &tag_listen;
     KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listen_fd, &e) == 0, KL_ERR_IO);
@@ -1052,6 +1053,8 @@ int rpc_server_new(struct rpc_server **srv_p, const struct signer_config *cfg, s
     KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->done_fd, &e) == 0, KL_ERR_IO);
     e.data.ptr = &tag_stop;
     KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->stop_fd, &e) == 0, KL_ERR_IO);
+    e.data.ptr = &tag_rotate;
+    KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->rotate_fd, &e) == 0, KL_ERR_IO);
 
     srv->n_workers = cfg->workers;
     srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
@@ -1074,6 +1077,30 @@ exit:
     }
     rpc_server_free(srv);
     return ret;
+}
+
+void rpc_server_rotate(struct rpc_server *srv)
+{
+    uint64_t one = 1;
+    if (write(srv->rotate_fd, &one, sizeof(one)) < 0) {
+        /* already signalled */
+    }
+}
+
+static void rotate_now(struct rpc_server *srv)
+{
+    char old[512] = "";
+    uint64_t v;
+    int ret;
+    if (read(srv->rotate_fd, &v, sizeof(v)) < 0) {
+        return;
+    }
+    /* Blocks the loop for one fdatasync + rename: rare, and signatures keep flowing after. */
+    if ((ret = audit_rotate_ex(srv->audit, old, sizeof(old))) != 0) {
+        fprintf(stderr, "keyless-signer: audit: rotation failed: %s\n", kl_err_str(ret));
+    } else {
+        fprintf(stderr, "keyless-signer: audit: rotated; the chain continues from %s\n", old);
+    }
 }
 
 void rpc_server_stop(struct rpc_server *srv)
@@ -1118,6 +1145,8 @@ int rpc_server_run(struct rpc_server *srv)
                 accept_all(srv);
             } else if (p == &tag_done) {
                 drain_done(srv);
+            } else if (p == &tag_rotate) {
+                rotate_now(srv);
             } else if (p == &tag_stop) {
                 uint64_t v;
                 if (read(srv->stop_fd, &v, sizeof(v)) < 0) {
@@ -1139,7 +1168,8 @@ int rpc_server_run(struct rpc_server *srv)
         /* Connections second, so a result drained above is never for a freed conn. */
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
-            if (c == (void *)&tag_listen || c == (void *)&tag_done || c == (void *)&tag_stop) {
+            if (c == (void *)&tag_listen || c == (void *)&tag_done || c == (void *)&tag_stop ||
+                c == (void *)&tag_rotate) {
                 continue;
             }
             if (c->dead) {
@@ -1201,6 +1231,9 @@ void rpc_server_free(struct rpc_server *srv)
     }
     if (srv->stop_fd >= 0) {
         close(srv->stop_fd);
+    }
+    if (srv->rotate_fd >= 0) {
+        close(srv->rotate_fd);
     }
     if (srv->key_rl != NULL) {
         for (size_t i = 0; i < srv->n_keys; i++) {

@@ -48,6 +48,12 @@ KL_MUST_CHECK int rpc_server_run(struct rpc_server *srv);
 /* Ask rpc_server_run() to finish. Async-signal-safe (it only writes to an eventfd). */
 void rpc_server_stop(struct rpc_server *srv);
 
+/*
+ * Ask the I/O thread to rotate the audit log (audit_rotate: the chain continues in a
+ * fresh file). Async-signal-safe: keyless-signer calls it on SIGHUP.
+ */
+void rpc_server_rotate(struct rpc_server *srv);
+
 /* Close the socket (and unlink it) and free everything. NULL is fine. */
 void rpc_server_free(struct rpc_server *srv);
 

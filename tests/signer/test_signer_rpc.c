@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -560,17 +562,40 @@ int main(void)
     test_bad_frames();
     test_pipelining();
 
+    /* SIGHUP rotates the audit log; the chain continues in the new file. */
+    kill(H.pid, SIGHUP);
+    {
+        int rotated = 0;
+        for (int i = 0; i < 100 && !rotated; i++) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            snprintf(cmd, sizeof(cmd), "grep -q 'audit: rotated' %s", H.errlog);
+            rotated = harness_run(NULL, 0, cmd) == 0;
+            if (!rotated) {
+                nanosleep(&ts, NULL);
+            }
+        }
+        ok(rotated, "SIGHUP: the audit log is rotated");
+    }
+    if (rpc_client_connect(&c, H.sock) == 0) {
+        expect_status(&c, 9001, "ecdsa-p384", 0x0503, 1, 48, KEYLESS__V1__STATUS__OK, "OK",
+                      "signing after the rotation");
+        rpc_client_close(&c);
+    }
     is_int(harness_stop(&H), 0, "SIGTERM: graceful exit 0");
-    test_overload_and_peer_rate();
-    snprintf(cmd, sizeof(cmd), "%s audit-verify %s 2>&1", H.bin, H.audit);
-    is_int(harness_run(out, sizeof(out), cmd), 0, "the run's audit chain verifies with keyless-signer audit-verify");
+    char old[512] = "";
+    snprintf(cmd, sizeof(cmd), "ls %s.* | head -1 | tr -d '\\n'", H.audit);
+    ok(harness_run(old, sizeof(old), cmd) == 0 && old[0] != '\0', "the rotated file is there");
+    snprintf(cmd, sizeof(cmd), "%s audit-verify %s %s 2>&1", H.bin, old, H.audit);
+    is_int(harness_run(out, sizeof(out), cmd), 0,
+           "the run's audit chain (rotated file + current) verifies with keyless-signer audit-verify");
     diag("%s", out);
     ok(strncmp(out, "OK: ", 4) == 0, "audit-verify reports OK with the record count");
     /* Tamper: flip one status in the middle; audit-verify must name that line. */
-    snprintf(cmd, sizeof(cmd), "sed -i '5s/\"status\":\"OK\"/\"status\":\"KO\"/' %s && %s audit-verify %s 2>&1",
-             H.audit, H.bin, H.audit);
+    snprintf(cmd, sizeof(cmd), "sed -i '5s/\"status\":\"OK\"/\"status\":\"KO\"/' %s && %s audit-verify %s %s 2>&1", old,
+             H.bin, old, H.audit);
     ok(harness_run(out, sizeof(out), cmd) != 0 && strstr(out, ":5:") != NULL, "an edited line is detected at line 5");
     diag("%s", out);
+    test_overload_and_peer_rate();
     harness_cleanup(&H);
     return kl_test_done();
 }
