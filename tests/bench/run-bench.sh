@@ -18,6 +18,7 @@
 #   BENCH_HSM_DIR=DIR      reuse an hsm-setup dir instead of making a new token
 #   BENCH_RESULTS=FILE     also write every raw figure there (key=value lines)
 #   BENCH_KEEP=1           keep the temp dir (configs, logs) for inspection
+#   BENCH_PROFILE=1        one more run per server under perf record (CPU by library)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -242,7 +243,7 @@ server_pids() {
 # run_load TAG ARGS...: loadgen on the client core with CPU accounting of every server process.
 # Sets LAST (the result line) and LAST_CPU_US (server CPU µs per handshake).
 run_load() {
-    local tag=$1 main extra m0 m1 e0 e1 hs
+    local tag=$1 main extra m0 m1 e0 e1 x0 x1 hs
     shift
     main=$(bench_tree $SERVER_PID)
     extra=$(bench_tree $SERVER_EXTRA_PIDS)
@@ -250,11 +251,15 @@ run_load() {
     m0=$(bench_cpu_ticks $main)
     # shellcheck disable=SC2086
     e0=$(bench_cpu_ticks $extra)
+    # shellcheck disable=SC2086
+    x0=$(bench_ctxsw $main $extra)
     LAST=$(taskset -c "$CCPU" "$LOADGEN" --port "$SERVER_PORT" --sni localhost --ciphersuites "$SUITE" "$@" | grep '^result' || true)
     # shellcheck disable=SC2086
     m1=$(bench_cpu_ticks $main)
     # shellcheck disable=SC2086
     e1=$(bench_cpu_ticks $extra)
+    # shellcheck disable=SC2086
+    x1=$(bench_ctxsw $main $extra)
     hs=$(bench_field "$LAST" handshakes)
     if [ -z "$LAST" ] || [ "${hs:-0}" -eq 0 ]; then
         LAST_CPU_US=
@@ -266,7 +271,34 @@ run_load() {
     # The split: the process that terminates TLS (nginx, keyless-frontend) and the signer (keyless only).
     LAST_CPU_MAIN_US=$(awk -v d=$((m1 - m0)) -v t="$BENCH_CLK_TCK" -v n="$hs" 'BEGIN { printf "%.1f", d * 1e6 / t / n }')
     LAST_CPU_EXTRA_US=$(awk -v d=$((e1 - e0)) -v t="$BENCH_CLK_TCK" -v n="$hs" 'BEGIN { printf "%.1f", d * 1e6 / t / n }')
-    bench_log "$tag: $LAST server_cpu_us_per_hs=$LAST_CPU_US (terminator $LAST_CPU_MAIN_US, signer $LAST_CPU_EXTRA_US)"
+    LAST_CS=$(awk -v d=$((x1 - x0)) -v n="$hs" 'BEGIN { printf "%.2f", d / n }')
+    bench_log "$tag: $LAST server_cpu_us_per_hs=$LAST_CPU_US (terminator $LAST_CPU_MAIN_US, signer $LAST_CPU_EXTRA_US) context_switches_per_hs=$LAST_CS"
+}
+
+# profile_server TAG: with BENCH_PROFILE=1, one more saturation run under `perf record` (where
+# the CPU goes, by library) for every server process (context switches per handshake are in
+# every run's figures, from /proc). Needs perf; a guest may only offer cpu-clock.
+profile_server() {
+    local tag=$1 p name out perf_pids=()
+    command -v perf >/dev/null 2>&1 || { bench_log "profile: no perf"; return 0; }
+    out=$WORK/profile-${tag//\//-}
+    mkdir -p "$out"
+    for p in $(server_pids); do
+        name=$(cat "/proc/$p/comm" 2>/dev/null || echo "$p")
+        perf record -e cpu-clock -F 2000 -g -o "$out/perf-$name-$p.data" -p "$p" -- sleep "$DUR" >/dev/null 2>&1 &
+        perf_pids+=($!)
+    done
+    sleep 0.3
+    run_load "$tag profiled" --concurrency "$CONC" --duration "$DUR" || true
+    # Only perf's own processes: the servers are background jobs of this shell too.
+    for p in "${perf_pids[@]}"; do wait "$p" || true; done
+    for p in $(server_pids); do
+        name=$(cat "/proc/$p/comm" 2>/dev/null || echo "$p")
+        [ -f "$out/perf-$name-$p.data" ] || continue
+        perf report -i "$out/perf-$name-$p.data" --no-children --sort dso --stdio 2>/dev/null |
+            awk -v who="$name[$p]" '/^ +[0-9.]+%/ { printf "profile %s: %s %s\n", who, $1, $2 }' | head -n 6 |
+            tee -a "$WORK/profile.txt" >&2
+    done
 }
 
 put() { R["$1"]=$2; }
@@ -286,6 +318,7 @@ for key in $KEYS; do
             put "$srv/$key/cpu_us" "$LAST_CPU_US"
             put "$srv/$key/cpu_us_terminator" "$LAST_CPU_MAIN_US"
             put "$srv/$key/cpu_us_signer" "$LAST_CPU_EXTRA_US"
+            put "$srv/$key/ctxsw_per_hs" "$LAST_CS"
             put "$srv/$key/sat_p99" "$(bench_field "$LAST" p99_ms)"
             put "$srv/$key/errors" "$(bench_field "$LAST" errors)"
             put "$srv/$key/tickets" "$(bench_field "$LAST" tickets)"
@@ -301,6 +334,7 @@ for key in $KEYS; do
                 put "$srv/$key/half_cpu_us" "$LAST_CPU_US"
                 put "$srv/$key/half_errors" "$(bench_field "$LAST" errors)"
             fi
+            if [ "${BENCH_PROFILE:-0}" = 1 ]; then profile_server "$srv/$key"; fi
             # Handshake plus one small request proxied to the backend: nginx then opens a backend
             # connection too, as the frontend does after every handshake.
             if [ "$key" = "${KEYS%% *}" ] && [ "$srv" != nginx-pkcs11 ] &&
@@ -374,7 +408,7 @@ done
 if [ -x "$BUILD/tests/bench/tls_bench" ]; then
     # Our engine's own costs: x25519 through libsodium, one handshake without the signature
     # (RFC 8448 replay) and record sealing, on the server core.
-    KL_TESTDATA=${KL_TESTDATA:-$SRC/../shared/testdata} taskset -c "$SCPU" "$BUILD/tests/bench/tls_bench" 2 \
+    KL_TESTDATA=${KL_TESTDATA:-$SRC/tests/vectors} taskset -c "$SCPU" "$BUILD/tests/bench/tls_bench" 2 \
         >"$WORK/tls_bench.out" 2>&1 || true
     bench_log "tls_bench: $(tr '\n' ';' <"$WORK/tls_bench.out")"
     put floor/tls_x25519_us "$(awk '$1 == "x25519_floor" { print $2 }' "$WORK/tls_bench.out")"
@@ -444,7 +478,7 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     echo "| peer/figure | nginx key file | nginx pkcs11 engine | keyless |"
     echo "|---|---|---|---|"
     for key in $KEYS; do
-        for f in cpu_us cpu_us_terminator cpu_us_signer hs_per_s sat_p99 half_rate half_p50 half_p99 half_cpu_us errors tickets req_cpu_us req_per_s req_errors; do
+        for f in cpu_us cpu_us_terminator cpu_us_signer ctxsw_per_hs hs_per_s sat_p99 half_rate half_p50 half_p99 half_cpu_us errors tickets req_cpu_us req_per_s req_errors; do
             [ -n "$(get nginx-file/$key/$f)$(get nginx-pkcs11/$key/$f)$(get keyless/$key/$f)" ] || continue
             printf '| %s %s | %s | %s | %s |\n' "$key" "$f" "$(get nginx-file/$key/$f)" "$(get nginx-pkcs11/$key/$f)" "$(get keyless/$key/$f)"
         done
@@ -461,6 +495,12 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     echo "µs/handshake = (utime+stime of every server process, /proc/PID/stat) / handshakes; KiB/conn = RSS delta / connections."
     echo "A target marked (ours) applies to our figure itself, every other one to the ratio ours/peer; '-': no target."
 } | tee "$WORK/table.md"
+
+if [ -f "$WORK/profile.txt" ]; then
+    echo
+    echo "Profile (BENCH_PROFILE=1): CPU samples by library, per server process"
+    cat "$WORK/profile.txt"
+fi | tee -a "$WORK/table.md"
 
 if [ -n "${BENCH_RESULTS:-}" ]; then
     for k in $(printf '%s\n' "${!R[@]}" | sort); do echo "$k=${R[$k]}"; done >"$BENCH_RESULTS"

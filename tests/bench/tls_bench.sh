@@ -12,7 +12,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$top/build}
 secs=${2:-2}
 bench=$build/tests/bench/tls_bench
-export KL_TESTDATA=${KL_TESTDATA:-$top/../shared/testdata}
+export KL_TESTDATA=${KL_TESTDATA:-$top/tests/vectors}
 [ -x "$bench" ] || { echo "tls_bench.sh: $bench not built (cmake --build $build --target tls_bench)" >&2; exit 2; }
 command -v openssl >/dev/null || { echo "tls_bench.sh: openssl CLI missing" >&2; exit 2; }
 

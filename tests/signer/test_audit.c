@@ -432,10 +432,11 @@ static void test_chain_and_tamper(void)
     /* An attacker who edits a line and recomputes its hash breaks the next line's prev. */
     {
         size_t a = 300, s0 = st[a - 1], l = st[a] - st[a - 1];
-        uint8_t *copy = malloc(len);
+        uint8_t *copy = malloc(len + 1);
         char hex[65];
         uint8_t h[32];
         memcpy(copy, buf, len);
+        copy[len] = 0; /* strstr below needs a C string */
         char *line = (char *)copy + s0;
         char *p = strstr(line, "\"latency_us\":");
         p[13] = p[13] == '9' ? '8' : '9';

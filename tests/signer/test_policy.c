@@ -14,7 +14,7 @@ static size_t trace_value(uint8_t *out, size_t cap, const char *file, const char
     size_t n = 0, name_len = strlen(name);
     FILE *f;
 
-    snprintf(path, sizeof(path), "%s/rfc8448/%s", dir != NULL ? dir : "/work/shared/testdata", file);
+    snprintf(path, sizeof(path), "%s/rfc8448/%s", dir != NULL ? dir : "tests/vectors", file);
     if ((f = fopen(path, "r")) == NULL)
         return 0;
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -108,7 +108,7 @@ static void test_rfc8448(void)
     FILE *f;
 
     ok(ch_len == 196 && sh_len == 90 && ee_len == 40 && cert_len == 445 && cv_len == 136, "RFC 8448 messages read");
-    snprintf(path, sizeof(path), "%s/rfc8448/server-cert.der", dir != NULL ? dir : "/work/shared/testdata");
+    snprintf(path, sizeof(path), "%s/rfc8448/server-cert.der", dir != NULL ? dir : "tests/vectors");
     if ((f = fopen(path, "rb")) != NULL) {
         der_len = fread(der, 1, sizeof(der), f);
         fclose(f);
