@@ -36,7 +36,7 @@
 #include "kl_err.h"
 
 #define AUDIT_HASH_LEN 32
-#define AUDIT_DEFAULT_GROUP_MS 5
+#define AUDIT_DEFAULT_GROUP_MS 1
 /* Upper bound on one line; a record that would be longer is refused (KL_ERR_OVERFLOW). */
 #define AUDIT_MAX_LINE (1024 * 1024)
 
