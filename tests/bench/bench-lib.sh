@@ -61,6 +61,13 @@ bench_cpu_ticks() {
     echo "$total"
 }
 
+# bench_ctxsw PID...: voluntary + involuntary context switches, summed over every thread.
+bench_ctxsw() {
+    local p
+    for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+        awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+
 # bench_rss_kb PID...: VmRSS summed (kB).
 bench_rss_kb() {
     local p total=0 v
