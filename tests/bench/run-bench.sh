@@ -156,7 +156,6 @@ socket = $dir/run/signer.sock
 workers = 1
 audit_log = $dir/audit.jsonl
 audit_sync = group
-audit_group_ms = 5
 
 [hsm]
 module = $BENCH_SOFTHSM_MODULE
