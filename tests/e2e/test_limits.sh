@@ -42,6 +42,42 @@ check "backend down: frontend alive" kill -0 "$FE_PID"
 kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
 
+# --- a backend that never accepts (full accept queue): connect timeout, then close_notify ---
+python3 - "$T/stall.port" >>"$T/stall.log" 2>&1 <<'EOP' &
+import socket, sys, time
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(0)
+port = l.getsockname()[1]
+held = []
+for _ in range(4):  # fill the accept queue: later SYNs are dropped, connects hang
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    held.append(c)
+time.sleep(0.2)
+open(sys.argv[1], "w").write(str(port))
+time.sleep(120)
+EOP
+KL_PIDS+=($!)
+wait_for test -s "$T/stall.port" || bail "stalling backend did not start"
+FE_PORT=$(free_port)
+METRICS_PORT=$(free_port)
+FE_BACKEND=127.0.0.1:$(cat "$T/stall.port") FE_LISTENER_EXTRA="backend_connect_timeout = 500ms" kl_start_frontend
+t0=$(date +%s%N)
+out=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 20 openssl s_client -connect "127.0.0.1:$FE_PORT" -servername localhost \
+    -CAfile "$ROOT" -verify_return_error -ign_eof 2>&1 || true)
+ms=$(ms_since "$t0")
+echo "# stalled backend: the client was closed after $ms ms"
+check "backend connect timeout: handshake done, then a clean close" grep -q "Verify return code: 0 (ok)" <<<"$out"
+check "... after about backend_connect_timeout (500 ms <= $ms ms < 3000 ms)" test "$ms" -ge 450 -a "$ms" -lt 3000
+check "... logged as a connect timeout" grep -q "backend 127.0.0.1:[0-9]*: connect timeout" "$T/frontend.log"
+kill -TERM "$FE_PID"
+wait "$FE_PID" 2>/dev/null || true
+
 # --- the rest with the real backend; short handshake timeout for the dribbler ---
 FE_PORT=$(free_port)
 METRICS_PORT=$(free_port)
