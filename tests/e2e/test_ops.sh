@@ -95,6 +95,11 @@ wait "$FE_PID" 2>/dev/null || true
 FE_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 FE_WORKERS=2 kl_start_frontend
+check "2 workers: the main process started them" grep -q "started 2 workers" "$T/frontend.log"
+kill -HUP "$FE_PID"
+wait_for test "$(metric keyless_reloads_total)" -ge 2 || true
+check "2 workers: SIGHUP to the main process reloads both (reloads_total = $(metric keyless_reloads_total))" \
+    test "$(metric keyless_reloads_total)" -eq 2
 kl_curl --limit-rate 3M --data-binary "@$T/big.bin" "https://localhost:$FE_PORT/echo" -o "$T/drain.out" &
 curl_pid=$!
 sleep 1
