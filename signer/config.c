@@ -203,12 +203,45 @@ static int set_string(struct parse_state *ps, char **dst, const char *section, c
     return *dst != NULL ? 1 : fail(ps, section, name, "%s", "out of memory");
 }
 
+/* user = NAME or uid: its passwd entry gives the name and the primary group. */
+static int set_user(struct parse_state *ps, const char *section, const char *name, const char *value)
+{
+    struct signer_config *cfg = ps->cfg;
+    struct passwd *pw = getpwnam(value);
+    char *end;
+    unsigned long v;
+    if (pw == NULL && value[0] >= '0' && value[0] <= '9') {
+        errno = 0;
+        v = strtoul(value, &end, 10);
+        if (errno == 0 && *end == '\0' && v < UINT32_MAX) {
+            pw = getpwuid((uid_t)v);
+        }
+    }
+    if (pw == NULL) {
+        return fail(ps, section, name, "no such user '%s'", value);
+    }
+    if (pw->pw_uid == 0) {
+        return fail(ps, section, name, "'%s' is root: name the unprivileged user to run as", value);
+    }
+    cfg->user_name = strdup(pw->pw_name);
+    if (cfg->user_name == NULL) {
+        return fail(ps, section, name, "%s", "out of memory");
+    }
+    cfg->run_uid = pw->pw_uid;
+    if (!cfg->has_group) {
+        cfg->run_gid = pw->pw_gid; /* the user's primary group unless group = is given */
+    }
+    cfg->has_user = 1;
+    cfg->user_line = ps->line;
+    return 1;
+}
+
 static int handle_signer(struct parse_state *ps, const char *section, const char *name, const char *value)
 {
     struct signer_config *cfg = ps->cfg;
-    static const char *const names[] = {"socket",          "socket_group",  "workers",    "queue_max",
-                                        "max_connections", "audit_log",     "audit_sync", "audit_group_ms",
-                                        "rate_per_peer",   "burst_per_peer"};
+    static const char *const names[] = {"socket",          "socket_group",   "workers",    "queue_max",
+                                        "max_connections", "audit_log",      "audit_sync", "audit_group_ms",
+                                        "rate_per_peer",   "burst_per_peer", "user",       "group"};
     unsigned idx = 0;
     for (; idx < sizeof(names) / sizeof(names[0]); idx++) {
         if (strcmp(names[idx], name) == 0) {
@@ -268,10 +301,22 @@ static int handle_signer(struct parse_state *ps, const char *section, const char
         return parse_rate(&cfg->rate_per_peer, value) == 0
                    ? 1
                    : fail(ps, section, name, "'%s' is not a rate >= 0 (per second)", value);
-    default:
+    case 9:
         return parse_rate(&cfg->burst_per_peer, value) == 0
                    ? 1
                    : fail(ps, section, name, "'%s' is not a number >= 0", value);
+    case 10:
+        return set_user(ps, section, name, value);
+    default: {
+        uint32_t gid;
+        if (parse_id(&gid, value, 1) != 0) {
+            return fail(ps, section, name, "no such group '%s'", value);
+        }
+        cfg->run_gid = gid;
+        cfg->has_group = 1;
+        cfg->group_line = ps->line;
+        return 1;
+    }
     }
 }
 
@@ -419,6 +464,9 @@ static int check_complete(struct parse_state *ps)
         snprintf(e, n, "%s:%u: [hsm] module_name: set only one of module and module_name", p, cfg->hsm_line);
     } else if (cfg->pin_file == NULL) {
         snprintf(e, n, "%s: [hsm] pin_file: missing (the PIN is read from a file only)", p);
+    } else if (cfg->has_group && !cfg->has_user) {
+        snprintf(e, n, "%s:%u: [signer] group: set without user (only a drop to both is supported)", p,
+                 cfg->group_line);
     } else if (cfg->n_keys == 0) {
         snprintf(e, n, "%s: [key NAME]: no key configured", p);
     } else {
@@ -492,6 +540,7 @@ void cfg_free(struct signer_config *cfg)
     }
     free(cfg->path);
     free(cfg->socket_path);
+    free(cfg->user_name);
     free(cfg->audit_log);
     free(cfg->module);
     free(cfg->module_name);

@@ -47,6 +47,12 @@ struct signer_config {
     enum audit_sync audit_sync;
     unsigned audit_group_ms;
     double rate_per_peer, burst_per_peer;
+    /* user/group: drop root to these once the token, socket and audit log are open */
+    char *user_name;
+    uid_t run_uid;
+    gid_t run_gid;
+    int has_user, has_group;
+    unsigned user_line, group_line;
     /* [hsm] */
     unsigned hsm_line;
     char *module;

@@ -6,9 +6,12 @@
  *
  * Start-up order matters: harden the process (no core dumps, not ptrace-able, umask)
  * before the PIN file is read or the token is touched; load the module only in the
- * process that uses it (PKCS#11 sessions do not survive fork()).
+ * process that uses it (PKCS#11 sessions do not survive fork()). With [signer] user =,
+ * root is dropped only once the PIN has been used for C_Login and wiped, the socket is
+ * bound and the audit log is open: nothing after that needs root.
  */
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +67,72 @@ static int harden(void)
         fprintf(stderr, "keyless-signer: cannot disable core dumps: %s\n", strerror(errno));
         return -1;
     }
+    /* The signer never execs: no setuid/file-capability gain through anything it (or a
+     * PKCS#11 module) might run. Inherited by every thread created after this. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        fprintf(stderr, "keyless-signer: cannot set no_new_privs: %s\n", strerror(errno));
+        return -1;
+    }
     umask(027);
+    return 0;
+}
+
+/* [signer] user = while not root: refused before anything is opened. Exit status or 0. */
+static int check_user(const struct signer_config *cfg)
+{
+    if (cfg->has_user && geteuid() != 0) {
+        fprintf(stderr,
+                "keyless-signer: %s:%u: [signer] user: set to '%s', but the signer is not running as root (uid %u): "
+                "remove user/group, or start it as root\n",
+                cfg->path, cfg->user_line, cfg->user_name, (unsigned)geteuid());
+        return 2;
+    }
+    return 0;
+}
+
+/*
+ * Drop root for good (STYLE rule 19: after C_Login and the PIN wipe, after the socket and
+ * the audit log are open). glibc applies set*id to every thread of the process, so the
+ * worker, audit and flusher threads already running are dropped too. Then verify: the
+ * ids are the target in all three slots, and getting root back must fail.
+ */
+static int drop_privileges(const struct signer_config *cfg)
+{
+    uid_t ruid, euid, suid;
+    gid_t rgid, egid, sgid;
+
+    if (!cfg->has_user) {
+        return 0;
+    }
+    if (setgroups(1, &cfg->run_gid) != 0 || setresgid(cfg->run_gid, cfg->run_gid, cfg->run_gid) != 0 ||
+        setresuid(cfg->run_uid, cfg->run_uid, cfg->run_uid) != 0) {
+        fprintf(stderr, "keyless-signer: %s:%u: [signer] user: cannot switch to %s (uid %u, gid %u): %s\n", cfg->path,
+                cfg->user_line, cfg->user_name, (unsigned)cfg->run_uid, (unsigned)cfg->run_gid, strerror(errno));
+        return 1;
+    }
+    if (getresuid(&ruid, &euid, &suid) != 0 || getresgid(&rgid, &egid, &sgid) != 0 || ruid != cfg->run_uid ||
+        euid != cfg->run_uid || suid != cfg->run_uid || rgid != cfg->run_gid || egid != cfg->run_gid ||
+        sgid != cfg->run_gid || setuid(0) == 0 || seteuid(0) == 0) {
+        /* An invariant of the drop broke: never go on serving with root in reach. */
+        fprintf(stderr, "keyless-signer: privilege drop to %s did not hold; aborting\n", cfg->user_name);
+        abort();
+    }
+    /* Recovery after token trouble logs in again and re-reads the PIN file, now as user:
+     * refuse to start with a PIN file that would make that fail much later. */
+    if (access(cfg->pin_file, R_OK) != 0) {
+        fprintf(stderr,
+                "keyless-signer: %s:%u: [hsm] pin_file: %s is not readable by user %s: %s (it is read again to log "
+                "in after token trouble)\n",
+                cfg->path, cfg->hsm_line, cfg->pin_file, cfg->user_name, strerror(errno));
+        return 1;
+    }
+    if (cfg->softhsm2_conf != NULL && access(cfg->softhsm2_conf, R_OK) != 0) {
+        fprintf(stderr, "keyless-signer: %s:%u: [hsm] softhsm2_conf: %s is not readable by user %s: %s\n", cfg->path,
+                cfg->hsm_line, cfg->softhsm2_conf, cfg->user_name, strerror(errno));
+        return 1;
+    }
+    fprintf(stderr, "keyless-signer: running as %s (uid %u, gid %u)\n", cfg->user_name, (unsigned)cfg->run_uid,
+            (unsigned)cfg->run_gid);
     return 0;
 }
 
@@ -140,6 +208,10 @@ static int run(const char *config_path, int check_only)
     if (cfg_load(&cfg, stderr, config_path) != 0) {
         return 2;
     }
+    if ((status = check_user(cfg)) != 0) {
+        goto exit;
+    }
+    status = 1;
     keys = calloc(cfg->n_keys, sizeof(*keys));
     if (keys == NULL) {
         goto exit;
@@ -179,6 +251,9 @@ static int run(const char *config_path, int check_only)
         }
     }
     if (rpc_server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
+        goto exit;
+    }
+    if (drop_privileges(cfg) != 0) {
         goto exit;
     }
     g_server = srv;
