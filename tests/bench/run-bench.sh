@@ -505,3 +505,16 @@ if [ -n "${BENCH_RESULTS:-}" ]; then
     for k in $(printf '%s\n' "${!R[@]}" | sort); do echo "$k=${R[$k]}"; done >"$BENCH_RESULTS"
     cat "$WORK/table.md" >>"$BENCH_RESULTS"
 fi
+
+# A benchmark that measured nothing must not look like a result: every server asked for must
+# have produced its handshake figure for every key.
+missing=
+for key in $KEYS; do
+    for srv in $SERVERS; do
+        [ -n "$(get "$srv/$key/cpu_us")" ] || missing="$missing $srv/$key"
+    done
+done
+if [ -n "$missing" ]; then
+    bench_log "no handshake figure for:$missing"
+    exit 1
+fi
