@@ -200,6 +200,13 @@ static void test_drop(uid_t uid, gid_t gid)
         return;
     }
     ok(1, "signer started as root with user = nobody");
+    /* The socket listens (and the harness connects) before the drop; requests are served
+     * only after it. Wait for the drop's log line before looking at the process. */
+    snprintf(cmd, sizeof(cmd), "grep -q 'running as nobody' %s", H.errlog);
+    for (int i = 0; i < 200 && harness_run(NULL, 0, cmd) != 0; i++) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     snprintf(cmd, sizeof(cmd), "/proc/%d/status", (int)H.pid);
     snprintf(want, sizeof(want), "%u %u %u %u", (unsigned)uid, (unsigned)uid, (unsigned)uid, (unsigned)uid);
     ok(status_field(v, sizeof(v), cmd, "Uid") && strcmp(v, want) == 0, "/proc status Uid: nobody in all four slots");
