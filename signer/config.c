@@ -239,9 +239,10 @@ static int set_user(struct parse_state *ps, const char *section, const char *nam
 static int handle_signer(struct parse_state *ps, const char *section, const char *name, const char *value)
 {
     struct signer_config *cfg = ps->cfg;
-    static const char *const names[] = {"socket",          "socket_group",   "workers",    "queue_max",
-                                        "max_connections", "audit_log",      "audit_sync", "audit_group_ms",
-                                        "rate_per_peer",   "burst_per_peer", "user",       "group"};
+    static const char *const names[] = {"socket",           "socket_group",   "workers",    "queue_max",
+                                        "max_connections",  "audit_log",      "audit_sync", "audit_group_ms",
+                                        "rate_per_peer",    "burst_per_peer", "user",       "group",
+                                        "audit_repair_torn"};
     unsigned idx = 0;
     for (; idx < sizeof(names) / sizeof(names[0]); idx++) {
         if (strcmp(names[idx], name) == 0) {
@@ -307,6 +308,15 @@ static int handle_signer(struct parse_state *ps, const char *section, const char
                    : fail(ps, section, name, "'%s' is not a number >= 0", value);
     case 10:
         return set_user(ps, section, name, value);
+    case 12:
+        if (strcmp(value, "yes") == 0) {
+            cfg->audit_repair_torn = 1;
+        } else if (strcmp(value, "no") == 0) {
+            cfg->audit_repair_torn = 0;
+        } else {
+            return fail(ps, section, name, "'%s' is not yes or no", value);
+        }
+        return 1;
     default: {
         uint32_t gid;
         if (parse_id(&gid, value, 1) != 0) {

@@ -46,6 +46,7 @@ struct signer_config {
     char *audit_log;
     enum audit_sync audit_sync;
     unsigned audit_group_ms;
+    int audit_repair_torn; /* audit_repair_torn = yes: AUDIT_OPEN_REPAIR_TORN */
     double rate_per_peer, burst_per_peer;
     /* user/group: drop root to these once the token, socket and audit log are open */
     char *user_name;

@@ -244,10 +244,22 @@ static int run(const char *config_path, int check_only)
     }
     {
         char err[512] = "";
-        if (audit_open_ex(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms, 0, err, sizeof(err)) != 0) {
-            fprintf(stderr, "keyless-signer: %s: [signer] audit_log: %s\n", cfg->path,
-                    err[0] != '\0' ? err : "cannot open the audit log");
+        struct stat st;
+        /* The size before: a smaller log after the open means a torn last line was cut off. */
+        off_t before = stat(cfg->audit_log, &st) == 0 ? st.st_size : 0;
+        if (audit_open_ex(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms,
+                          cfg->audit_repair_torn ? AUDIT_OPEN_REPAIR_TORN : 0, err, sizeof(err)) != 0) {
+            /* One line: audit_open_ex() leaves the message to us (err is not NULL). */
+            fprintf(stderr, "keyless-signer: %s: [signer] audit_log: %s%s\n", cfg->path,
+                    err[0] != '\0' ? err : "cannot open the audit log",
+                    strstr(err, "torn write") != NULL ? " (audit_repair_torn = yes)" : "");
             goto exit;
+        }
+        if ((uint64_t)before > audit_size(audit)) {
+            fprintf(stderr,
+                    "keyless-signer: audit: %s: cut a torn last line (%llu bytes) off the log, kept in %s.torn.*; "
+                    "the chain continues from the last complete line\n",
+                    cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
         }
     }
     if (rpc_server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {

@@ -1,0 +1,166 @@
+/*
+ * test_signer_auditcfg.c - keyless-signer's audit log options, end to end:
+ *  - a torn last line (a crash mid-write) is refused at start with ONE line naming the
+ *    config, the key, the log file and the fix, and the log is left untouched;
+ *  - audit_repair_torn = yes: the torn bytes are kept in <log>.torn.<time>, cut off,
+ *    the signer starts and signs, and the whole chain verifies with audit-verify;
+ *  - bad values are config errors (exit 2).
+ */
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kl_test.h"
+#include "rpc_client.h"
+
+static struct harness H;
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s != '\0'; s++) {
+        n += *s == '\n';
+    }
+    return n;
+}
+
+static int sign_ok(struct rpc_client *c, uint64_t id)
+{
+    uint8_t hash[32], content[160];
+    Keyless__V1__Response *r = NULL;
+    int good = 0;
+    for (size_t i = 0; i < sizeof(hash); i++) {
+        hash[i] = (uint8_t)(id * 3 + i);
+    }
+    if (rpc_client_sign(c, &r, id, "ecdsa-p256", 0x0403, 1, hash, sizeof(hash)) != 0) {
+        return 0;
+    }
+    if (r->id == id && r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN && r->sign->status == KEYLESS__V1__STATUS__OK) {
+        size_t clen = harness_content(content, 1, hash, sizeof(hash));
+        good = harness_verify(&H, "ecdsa-p256", 0x0403, content, clen, r->sign->signature.data, r->sign->signature.len);
+    }
+    keyless__v1__response__free_unpacked(r, NULL);
+    return good;
+}
+
+/* Start on conf, sign n times (ids from *id_p), stop. 1 if all went well. */
+static int run_signing(const char *conf, int n, uint64_t *id_p, const char *what)
+{
+    struct rpc_client c;
+    char name[300];
+    int good = 1;
+    snprintf(name, sizeof(name), "%s: started", what);
+    if (!ok(harness_start(&H, conf) == 0, name)) {
+        return 0;
+    }
+    if (rpc_client_connect(&c, H.sock) != 0) {
+        ok(0, "connect");
+        (void)harness_stop(&H);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        good &= sign_ok(&c, ++*id_p);
+    }
+    rpc_client_close(&c);
+    snprintf(name, sizeof(name), "%s: %d signatures verify", what, n);
+    ok(good, name);
+    snprintf(name, sizeof(name), "%s: SIGTERM, exit 0", what);
+    is_int(harness_stop(&H), 0, name);
+    return good;
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void test_torn(void)
+{
+    static const char torn[] = "{\"v\":1,\"seq\":9999,\"time\":\"2026-11-";
+    char conf[400], cmd[1400], out[4096], pattern[400], want[1000];
+    uint64_t id = 0;
+    long size;
+    FILE *f;
+    glob_t g;
+
+    snprintf(conf, sizeof(conf), "%s/plain.conf", H.dir);
+    if (harness_write_config(&H, conf, NULL, NULL, harness_std_keys) != 0) {
+        ok(0, "config");
+        return;
+    }
+    (void)run_signing(conf, 3, &id, "first run");
+    /* A crash in the middle of write(2): the last line has no newline. */
+    f = fopen(H.audit, "a");
+    ok(f != NULL && fputs(torn, f) >= 0 && fclose(f) == 0, "a torn last line appended");
+    size = file_size(H.audit);
+
+    snprintf(cmd, sizeof(cmd), "timeout 60 %s --config %s 2>&1", H.bin, conf);
+    is_int(harness_run(out, sizeof(out), cmd), 1, "torn last line: exit 1");
+    snprintf(want, sizeof(want), "keyless-signer: %s: [signer] audit_log: %s: the last line is incomplete (%zu bytes",
+             conf, H.audit, strlen(torn));
+    if (!ok(strstr(out, want) != NULL && strstr(out, "(audit_repair_torn = yes)\n") != NULL && count_lines(out) == 1,
+            "torn last line: ONE line naming config, key, file, what and the fix")) {
+        diag("want '%s' in: %s", want, out);
+    }
+    diag("%s", out);
+    is_int(file_size(H.audit), size, "torn last line: the log is left as it was");
+    snprintf(cmd, sizeof(cmd), "%s audit-verify %s 2>&1", H.bin, H.audit);
+    is_int(harness_run(out, sizeof(out), cmd), 1, "audit-verify reports the torn line too");
+
+    /* Bad value, then the repair. */
+    snprintf(conf, sizeof(conf), "%s/bad.conf", H.dir);
+    if (harness_write_config(&H, conf, "audit_repair_torn = maybe", NULL, harness_std_keys) == 0) {
+        snprintf(cmd, sizeof(cmd), "%s --config %s 2>&1", H.bin, conf);
+        is_int(harness_run(out, sizeof(out), cmd), 2, "audit_repair_torn = maybe: exit 2");
+        ok(strstr(out, "[signer] audit_repair_torn: 'maybe' is not yes or no") != NULL && count_lines(out) == 1,
+           "audit_repair_torn = maybe: one line");
+    }
+    snprintf(conf, sizeof(conf), "%s/repair.conf", H.dir);
+    if (harness_write_config(&H, conf, "audit_repair_torn = yes", NULL, harness_std_keys) != 0) {
+        ok(0, "config");
+        return;
+    }
+    (void)run_signing(conf, 2, &id, "audit_repair_torn = yes");
+    snprintf(cmd, sizeof(cmd), "grep -c 'cut a torn last line (%zu bytes)' %s", strlen(torn), H.errlog);
+    ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 1, "the repair is logged once");
+    snprintf(pattern, sizeof(pattern), "%s.torn.*", H.audit);
+    if (ok(glob(pattern, 0, NULL, &g) == 0 && g.gl_pathc == 1, "the torn bytes are kept in <log>.torn.<time>")) {
+        char kept[128] = "";
+        f = fopen(g.gl_pathv[0], "r");
+        if (f != NULL) {
+            size_t n = fread(kept, 1, sizeof(kept) - 1, f);
+            kept[n] = '\0';
+            fclose(f);
+        }
+        is_int((int)strcmp(kept, torn), 0, "the kept bytes are exactly the torn line");
+    }
+    globfree(&g);
+    snprintf(cmd, sizeof(cmd), "%s audit-verify %s 2>&1", H.bin, H.audit);
+    ok(harness_run(out, sizeof(out), cmd) == 0 && strstr(out, "OK: ") != NULL, "after the repair the chain verifies");
+    /* 3 signatures + 2 more, nothing else logged in between: the repaired log continues at seq 4. */
+    ok(strstr(out, "OK: 5 records, seq 1..5,") != NULL, "the chain continues where the last complete line ended");
+    diag("%s", out);
+
+    /* A clean log with the option on: nothing is cut. */
+    (void)run_signing(conf, 1, &id, "audit_repair_torn = yes on a clean log");
+    snprintf(cmd, sizeof(cmd), "grep -c 'cut a torn last line' %s", H.errlog);
+    ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 1, "a clean log is not touched");
+    snprintf(cmd, sizeof(cmd), "%s audit-verify %s 2>&1", H.bin, H.audit);
+    ok(harness_run(out, sizeof(out), cmd) == 0 && strstr(out, "OK: 6 records") != NULL, "and still verifies");
+}
+
+int main(void)
+{
+    if (harness_init(&H) != 0) {
+        ok(0, "token fixture");
+        return kl_test_done();
+    }
+    test_torn();
+    harness_cleanup(&H);
+    return kl_test_done();
+}
