@@ -239,10 +239,10 @@ static int set_user(struct parse_state *ps, const char *section, const char *nam
 static int handle_signer(struct parse_state *ps, const char *section, const char *name, const char *value)
 {
     struct signer_config *cfg = ps->cfg;
-    static const char *const names[] = {"socket",           "socket_group",   "workers",    "queue_max",
-                                        "max_connections",  "audit_log",      "audit_sync", "audit_group_ms",
-                                        "rate_per_peer",    "burst_per_peer", "user",       "group",
-                                        "audit_repair_torn"};
+    static const char *const names[] = {
+        "socket",    "socket_group", "workers",           "queue_max",         "max_connections",
+        "audit_log", "audit_sync",   "audit_group_ms",    "rate_per_peer",     "burst_per_peer",
+        "user",      "group",        "audit_repair_torn", "audit_rotate_bytes"};
     unsigned idx = 0;
     for (; idx < sizeof(names) / sizeof(names[0]); idx++) {
         if (strcmp(names[idx], name) == 0) {
@@ -317,6 +317,18 @@ static int handle_signer(struct parse_state *ps, const char *section, const char
             return fail(ps, section, name, "'%s' is not yes or no", value);
         }
         return 1;
+    case 13: {
+        char *end;
+        unsigned long long v;
+        errno = 0;
+        v = strtoull(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || value[0] == '-' ||
+            (v != 0 && (v < CFG_MIN_ROTATE_BYTES || v > (1ull << 50)))) {
+            return fail(ps, section, name, "'%s' is not 0 (off) or %u..2^50 (bytes)", value, CFG_MIN_ROTATE_BYTES);
+        }
+        cfg->audit_rotate_bytes = v;
+        return 1;
+    }
     default: {
         uint32_t gid;
         if (parse_id(&gid, value, 1) != 0) {

@@ -20,6 +20,8 @@
 #define CFG_MAX_KEYS 256
 #define CFG_MAX_SCHEMES 8
 #define CFG_MAX_IDS 64
+/* audit_rotate_bytes: 0 (off) or at least this (a file must hold more than its rotate record). */
+#define CFG_MIN_ROTATE_BYTES 4096
 
 struct cfg_key {
     char *name;
@@ -46,7 +48,8 @@ struct signer_config {
     char *audit_log;
     enum audit_sync audit_sync;
     unsigned audit_group_ms;
-    int audit_repair_torn; /* audit_repair_torn = yes: AUDIT_OPEN_REPAIR_TORN */
+    int audit_repair_torn;       /* audit_repair_torn = yes: AUDIT_OPEN_REPAIR_TORN */
+    uint64_t audit_rotate_bytes; /* rotate when the file reaches this size; 0 = never */
     double rate_per_peer, burst_per_peer;
     /* user/group: drop root to these once the token, socket and audit log are open */
     char *user_name;

@@ -39,6 +39,8 @@
 #define OUT_HIGH (256u * 1024)     /* stop reading a peer's requests while its output is this big */
 #define AUDIT_STR_MAX 256          /* server_name / client_address kept for the audit line */
 #define DRAIN_TIMEOUT_NS (5ull * 1000 * 1000 * 1000)
+/* A size-triggered audit rotation that failed is tried again after this long. */
+#define ROTATE_RETRY_NS (10ull * 1000 * 1000 * 1000)
 #define PEER_TABLE_MAX 4096
 
 struct conn {
@@ -102,6 +104,7 @@ struct rpc_server {
     struct rl_table *peer_rl;
     struct rl_bucket *key_rl;
     int listen_fd, epfd, done_fd, stop_fd, rotate_fd;
+    uint64_t rotate_retry_ns; /* audit_rotate_bytes: no new try before this after a failure */
     char *socket_path;
     struct conn *conns;
     struct conn *dead; /* closed, freed by sweep_dead() once their jobs are back */
@@ -1087,19 +1090,49 @@ void rpc_server_rotate(struct rpc_server *srv)
     }
 }
 
-static void rotate_now(struct rpc_server *srv)
+/* Rotate the audit log now (I/O thread). at_size: the size that triggered it, 0 for SIGHUP. */
+static int rotate_log(struct rpc_server *srv, uint64_t at_size)
 {
     char old[512] = "";
-    uint64_t v;
     int ret;
-    if (read(srv->rotate_fd, &v, sizeof(v)) < 0) {
-        return;
-    }
     /* Blocks the loop for one fdatasync + rename: rare, and signatures keep flowing after. */
     if ((ret = audit_rotate_ex(srv->audit, old, sizeof(old))) != 0) {
         fprintf(stderr, "keyless-signer: audit: rotation failed: %s\n", kl_err_str(ret));
+    } else if (at_size != 0) {
+        fprintf(stderr, "keyless-signer: audit: rotated at %llu bytes; the chain continues from %s\n",
+                (unsigned long long)at_size, old);
     } else {
         fprintf(stderr, "keyless-signer: audit: rotated; the chain continues from %s\n", old);
+    }
+    return ret;
+}
+
+static void rotate_now(struct rpc_server *srv)
+{
+    uint64_t v;
+    if (read(srv->rotate_fd, &v, sizeof(v)) < 0) {
+        return;
+    }
+    (void)rotate_log(srv, 0);
+}
+
+/*
+ * audit_rotate_bytes: once per loop turn, rotate when the current file has reached the
+ * limit (it may exceed it by the records of one turn). A failed rotation (say, the
+ * directory is not writable) is retried at most every ROTATE_RETRY_NS, not every turn.
+ */
+static void rotate_by_size(struct rpc_server *srv)
+{
+    uint64_t limit = srv->cfg->audit_rotate_bytes, size, now;
+    if (limit == 0 || (size = audit_size(srv->audit)) < limit) {
+        return;
+    }
+    now = now_ns();
+    if (now < srv->rotate_retry_ns) {
+        return;
+    }
+    if (rotate_log(srv, size) != 0) {
+        srv->rotate_retry_ns = now + ROTATE_RETRY_NS;
     }
 }
 
@@ -1184,6 +1217,7 @@ int rpc_server_run(struct rpc_server *srv)
             }
         }
         sweep_dead(srv);
+        rotate_by_size(srv);
     }
     return 0;
 }

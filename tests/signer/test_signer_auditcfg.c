@@ -4,6 +4,10 @@
  *    config, the key, the log file and the fix, and the log is left untouched;
  *  - audit_repair_torn = yes: the torn bytes are kept in <log>.torn.<time>, cut off,
  *    the signer starts and signs, and the whole chain verifies with audit-verify;
+ *  - audit_rotate_bytes = N: the log is rotated whenever it reaches N bytes; the rotated
+ *    files are about N bytes each, and `keyless-signer audit-verify` given every file
+ *    oldest first verifies the one chain across them (a file left out or two files
+ *    swapped fail);
  *  - bad values are config errors (exit 2).
  */
 #include <glob.h>
@@ -154,6 +158,84 @@ static void test_torn(void)
     ok(harness_run(out, sizeof(out), cmd) == 0 && strstr(out, "OK: 6 records") != NULL, "and still verifies");
 }
 
+static void test_rotate_bytes(void)
+{
+    char conf[400], cmd[8192], out[4096], pattern[400], want[200];
+    uint64_t id = 1000;
+    size_t n_rot, len;
+    glob_t g;
+    int all_sized = 1;
+
+    /* A fresh log: drop the previous test's files. */
+    snprintf(cmd, sizeof(cmd), "rm -f %s %s.*", H.audit, H.audit);
+    (void)harness_run(NULL, 0, cmd);
+
+    snprintf(conf, sizeof(conf), "%s/bad.conf", H.dir);
+    if (harness_write_config(&H, conf, "audit_rotate_bytes = 100", NULL, harness_std_keys) == 0) {
+        snprintf(cmd, sizeof(cmd), "%s --config %s 2>&1", H.bin, conf);
+        is_int(harness_run(out, sizeof(out), cmd), 2, "audit_rotate_bytes = 100: exit 2");
+        ok(strstr(out, "[signer] audit_rotate_bytes: '100' is not 0 (off) or 4096..2^50 (bytes)") != NULL &&
+               count_lines(out) == 1,
+           "audit_rotate_bytes = 100: one line");
+    }
+    snprintf(conf, sizeof(conf), "%s/rotate.conf", H.dir);
+    if (harness_write_config(&H, conf, "audit_rotate_bytes = 4096", NULL, harness_std_keys) != 0) {
+        ok(0, "config");
+        return;
+    }
+    /* About 500 bytes a record: 60 signatures fill 7 to 9 files of 4 KiB. */
+    (void)run_signing(conf, 60, &id, "audit_rotate_bytes = 4096");
+    snprintf(pattern, sizeof(pattern), "%s.2*", H.audit);
+    if (!ok(glob(pattern, 0, NULL, &g) == 0, "rotated files exist")) {
+        return;
+    }
+    n_rot = g.gl_pathc;
+    ok(n_rot >= 4 && n_rot <= 14, "rotated whenever the file reached 4096 bytes (4..14 files)");
+    diag("%zu rotated files", n_rot);
+    for (size_t i = 0; i < n_rot; i++) {
+        /* One request in flight at a time: at most one record past the limit. */
+        long sz = file_size(g.gl_pathv[i]);
+        if (sz < 4096 || sz > 4096 + 1024) {
+            diag("%s: %ld bytes", g.gl_pathv[i], sz);
+            all_sized = 0;
+        }
+    }
+    ok(all_sized, "each rotated file is 4096 bytes plus at most one record");
+    ok(file_size(H.audit) < 4096 + 1024, "the current file is below the limit (plus one record)");
+    snprintf(cmd, sizeof(cmd), "grep -c 'audit: rotated at ' %s", H.errlog);
+    ok(harness_run(out, sizeof(out), cmd) == 0 && (size_t)atoi(out) == n_rot, "every size rotation is logged");
+
+    /* The whole chain, oldest first (glob sorts: the names carry the UTC time). */
+    len = (size_t)snprintf(cmd, sizeof(cmd), "%s audit-verify", H.bin);
+    for (size_t i = 0; i < n_rot && len < sizeof(cmd); i++) {
+        len += (size_t)snprintf(cmd + len, sizeof(cmd) - len, " %s", g.gl_pathv[i]);
+    }
+    snprintf(cmd + len, sizeof(cmd) - len, " %s 2>&1", H.audit);
+    is_int(harness_run(out, sizeof(out), cmd), 0, "audit-verify OLD... CURRENT: the chain verifies across the files");
+    /* 60 signatures + one rotate record per rotation, from the genesis. */
+    snprintf(want, sizeof(want), "OK: %zu records, seq 1..%zu,", 60 + n_rot, 60 + n_rot);
+    if (!ok(strstr(out, want) != NULL && strstr(out, "unanchored") == NULL,
+            "every record from seq 1, anchored at the genesis")) {
+        diag("want '%s' in: %s", want, out);
+    }
+    diag("%s", out);
+
+    /* Negative: a middle file left out, and two files swapped. */
+    len = (size_t)snprintf(cmd, sizeof(cmd), "%s audit-verify", H.bin);
+    for (size_t i = 0; i < n_rot && len < sizeof(cmd); i++) {
+        if (i != 1) {
+            len += (size_t)snprintf(cmd + len, sizeof(cmd) - len, " %s", g.gl_pathv[i]);
+        }
+    }
+    snprintf(cmd + len, sizeof(cmd) - len, " %s 2>&1", H.audit);
+    is_int(harness_run(out, sizeof(out), cmd), 1, "a rotated file left out: audit-verify fails");
+    snprintf(want, sizeof(want), "FAIL: %s:1:", g.gl_pathv[2]);
+    ok(strstr(out, want) != NULL, "at line 1 of the file after the gap");
+    snprintf(cmd, sizeof(cmd), "%s audit-verify %s %s %s 2>&1", H.bin, g.gl_pathv[1], g.gl_pathv[0], H.audit);
+    is_int(harness_run(out, sizeof(out), cmd), 1, "two rotated files swapped: audit-verify fails");
+    globfree(&g);
+}
+
 int main(void)
 {
     if (harness_init(&H) != 0) {
@@ -161,6 +243,7 @@ int main(void)
         return kl_test_done();
     }
     test_torn();
+    test_rotate_bytes();
     harness_cleanup(&H);
     return kl_test_done();
 }
