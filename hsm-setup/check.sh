@@ -206,7 +206,7 @@ for name in $KL_KEY_NAMES; do
   case ", $access," in *", extractable,"*) why="$why extractable (pkcs11-tool);" ;; esac
   case ", $access," in *", sensitive,"*) ;; *) why="$why not sensitive (pkcs11-tool);" ;; esac
   case ", $usage," in *", sign,"*) ;; *) why="$why no CKA_SIGN;" ;; esac
-  if grep -A3 '^Private Key Object' "$KL_TMP/anon" | grep -qE "^  label: +$name\$"; then
+  if grep -A3 '^Private Key Object' "$KL_TMP/anon" | grep -E "^  label: +$name\$" >/dev/null; then
     why="$why visible without login;"
   fi
   if [ -z "$why" ]; then

@@ -211,5 +211,5 @@ kl_curl() {
 # memory resident, so VmRSS bounds are loosened (and say so).
 kl_sanitized() {
     case "${KL_SANITIZE:-}" in ON | on | 1 | TRUE | true) return 0 ;; esac
-    ldd "$FE_BIN" 2>/dev/null | grep -q libasan
+    ldd "$FE_BIN" 2>/dev/null | grep libasan >/dev/null
 }
