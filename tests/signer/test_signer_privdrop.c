@@ -6,8 +6,8 @@
  * NoNewPrivs 1; signatures still verify. Token trouble after the drop: a remote token
  * (p11-kit server) goes away and comes back, and the signer, now unprivileged, logs in
  * again (re-reading the PIN file) and signs. Negative cases: an unknown user or group,
- * group without user, user = root (config errors, exit 2), and a PIN file the user
- * cannot read (one line, exit 1). Needs root for the drop itself (CI runs as root);
+ * group without user, user = root, user = while not root (config errors, exit 2), and
+ * a PIN file the user cannot read (one line, exit 1). Needs root for the drop itself (CI runs as root);
  * as another user only the config errors run.
  */
 #include <dirent.h>
@@ -332,6 +332,23 @@ int main(void)
     expect_start_error("user = nobody\n", keys_root, 1, "is not readable by user nobody",
                        "PIN file not readable by user");
     ok(chown(pin, pw->pw_uid, pw->pw_gid) == 0, "PIN file owned by nobody again");
+
+    /* user = set, but started unprivileged (as nobody, through setpriv): refused at once. */
+    {
+        char conf[400];
+        snprintf(conf, sizeof(conf), "%s/notroot.conf", H.dir);
+        if (harness_write_config(&H, conf, "user = nobody\n", NULL, keys_root) == 0 && chmod(conf, 0644) == 0) {
+            snprintf(cmd, sizeof(cmd),
+                     "timeout 60 setpriv --reuid=nobody --regid=nogroup --clear-groups %s --config %s 2>&1", H.bin,
+                     conf);
+            is_int(harness_run(out, sizeof(out), cmd), 2, "user = while not root: exit 2");
+            ok(strstr(out, "[signer] user: set to 'nobody', but the signer is not running as root (uid 65534)") !=
+                       NULL &&
+                   count_lines(out) == 1,
+               "user = while not root: one line naming it");
+            diag("%s", out);
+        }
+    }
 
     test_drop(pw->pw_uid, pw->pw_gid);
     test_relogin_after_drop();
