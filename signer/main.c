@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -91,6 +92,61 @@ static int check_user(const struct signer_config *cfg)
 }
 
 /*
+ * Recovery after token trouble logs in again and re-reads the PIN file (and SoftHSM2 its
+ * config), as the dropped user: refuse to start with files that would make that fail
+ * much later. Run after the drop (access() checks the real ids). 0, or 1 with one line.
+ */
+static int user_can_read(const struct signer_config *cfg)
+{
+    if (access(cfg->pin_file, R_OK) != 0) {
+        fprintf(stderr,
+                "keyless-signer: %s:%u: [hsm] pin_file: %s is not readable by user %s: %s (it is read again to log "
+                "in after token trouble)\n",
+                cfg->path, cfg->hsm_line, cfg->pin_file, cfg->user_name, strerror(errno));
+        return 1;
+    }
+    if (cfg->softhsm2_conf != NULL && access(cfg->softhsm2_conf, R_OK) != 0) {
+        fprintf(stderr, "keyless-signer: %s:%u: [hsm] softhsm2_conf: %s is not readable by user %s: %s\n", cfg->path,
+                cfg->hsm_line, cfg->softhsm2_conf, cfg->user_name, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * --check-config with user set: the same checks in a child that drops to the user (the
+ * parent keeps its ids; the child touches nothing but access() and exits). 0 or 1.
+ */
+static int check_user_access(const struct signer_config *cfg)
+{
+    int st;
+    pid_t pid;
+    if (!cfg->has_user) {
+        return 0;
+    }
+    pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "keyless-signer: fork: %s\n", strerror(errno));
+        return 1;
+    }
+    if (pid == 0) {
+        if (setgroups(1, &cfg->run_gid) != 0 || setresgid(cfg->run_gid, cfg->run_gid, cfg->run_gid) != 0 ||
+            setresuid(cfg->run_uid, cfg->run_uid, cfg->run_uid) != 0) {
+            fprintf(stderr, "keyless-signer: %s:%u: [signer] user: cannot switch to %s: %s\n", cfg->path,
+                    cfg->user_line, cfg->user_name, strerror(errno));
+            _exit(1);
+        }
+        _exit(user_can_read(cfg));
+    }
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            return 1;
+        }
+    }
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+}
+
+/*
  * Drop root for good (STYLE rule 19: after C_Login and the PIN wipe, after the socket and
  * the audit log are open). glibc applies set*id to every thread of the process, so the
  * worker, audit and flusher threads already running are dropped too. Then verify: the
@@ -117,18 +173,7 @@ static int drop_privileges(const struct signer_config *cfg)
         fprintf(stderr, "keyless-signer: privilege drop to %s did not hold; aborting\n", cfg->user_name);
         abort();
     }
-    /* Recovery after token trouble logs in again and re-reads the PIN file, now as user:
-     * refuse to start with a PIN file that would make that fail much later. */
-    if (access(cfg->pin_file, R_OK) != 0) {
-        fprintf(stderr,
-                "keyless-signer: %s:%u: [hsm] pin_file: %s is not readable by user %s: %s (it is read again to log "
-                "in after token trouble)\n",
-                cfg->path, cfg->hsm_line, cfg->pin_file, cfg->user_name, strerror(errno));
-        return 1;
-    }
-    if (cfg->softhsm2_conf != NULL && access(cfg->softhsm2_conf, R_OK) != 0) {
-        fprintf(stderr, "keyless-signer: %s:%u: [hsm] softhsm2_conf: %s is not readable by user %s: %s\n", cfg->path,
-                cfg->hsm_line, cfg->softhsm2_conf, cfg->user_name, strerror(errno));
+    if (user_can_read(cfg) != 0) {
         return 1;
     }
     fprintf(stderr, "keyless-signer: running as %s (uid %u, gid %u)\n", cfg->user_name, (unsigned)cfg->run_uid,
@@ -237,6 +282,9 @@ static int run(const char *config_path, int check_only)
             goto exit;
         }
         free(dir);
+        if (check_user_access(cfg) != 0) {
+            goto exit;
+        }
         fprintf(stderr, "keyless-signer: %s: OK (%zu key(s) found on the token, every scheme probed)\n", cfg->path,
                 cfg->n_keys);
         status = 0;

@@ -331,7 +331,14 @@ int main(void)
     ok(chown(pin, 0, 0) == 0, "PIN file owned by root (0600)");
     expect_start_error("user = nobody\n", keys_root, 1, "is not readable by user nobody",
                        "PIN file not readable by user");
+    /* --check-config finds it too (a child drops to the user and checks). */
+    snprintf(cmd, sizeof(cmd), "timeout 60 %s --config %s/case.conf --check-config 2>&1", H.bin, H.dir);
+    is_int(harness_run(out, sizeof(out), cmd), 1, "--check-config: PIN file not readable by user: exit 1");
+    ok(strstr(out, "[hsm] pin_file: ") != NULL && strstr(out, "is not readable by user nobody") != NULL &&
+           count_lines(out) == 1,
+       "--check-config: one line naming it");
     ok(chown(pin, pw->pw_uid, pw->pw_gid) == 0, "PIN file owned by nobody again");
+    is_int(harness_run(out, sizeof(out), cmd), 0, "--check-config with user = nobody: OK");
 
     /* user = set, but started unprivileged (as nobody, through setpriv): refused at once. */
     {
