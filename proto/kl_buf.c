@@ -75,3 +75,26 @@ void kl_buf_dispose(struct kl_buf *b)
     b->len = 0;
     b->cap = 0;
 }
+
+void kl_buf_consume_nowipe(struct kl_buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->base, b->base + n, b->len - n);
+    b->len -= n;
+}
+
+void kl_buf_reset_nowipe(struct kl_buf *b)
+{
+    b->len = 0;
+}
+
+void kl_buf_dispose_nowipe(struct kl_buf *b)
+{
+    free(b->base);
+    b->base = NULL;
+    b->len = 0;
+    b->cap = 0;
+}

@@ -43,4 +43,17 @@ void kl_buf_reset(struct kl_buf *b);
 /* Wipe and free the allocation; the buffer is empty (and reusable) afterwards. */
 void kl_buf_dispose(struct kl_buf *b);
 
+/*
+ * The same without wiping, for buffers that only ever hold bytes that were or will be on
+ * the wire in the clear anyway (TLS records: ciphertext, public handshake messages). Wiping
+ * those protects nothing and, on a bulk path, costs a memset of every byte.
+ * Never use them on a buffer that held plaintext or key material.
+ */
+/* Drop the first n bytes (n <= len), moving the rest to the front. */
+void kl_buf_consume_nowipe(struct kl_buf *b, size_t n);
+/* Set len to 0; keeps the allocation. */
+void kl_buf_reset_nowipe(struct kl_buf *b);
+/* Free the allocation; the buffer is empty (and reusable) afterwards. */
+void kl_buf_dispose_nowipe(struct kl_buf *b);
+
 #endif
