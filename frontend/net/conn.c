@@ -37,6 +37,58 @@ static int is_closed(const struct conn *c)
     return c->cfd < 0;
 }
 
+/* cout and bout hold their unsent bytes at [off, len): a partial send advances the offset
+   instead of moving the rest to the front; the sent prefix is dropped when the buffer is
+   next appended to (compact_cout, compact_bout). Outside flush_*, len > 0 implies off < len,
+   so "len == 0" still means "nothing to send". */
+static size_t cout_pending(const struct conn *c)
+{
+    return c->cout.len - c->cout_off;
+}
+
+static size_t bout_pending(const struct conn *c)
+{
+    return c->bout.len - c->bout_off;
+}
+
+static void compact_cout(struct conn *c)
+{
+    if (c->cout_off > 0) {
+        kl_buf_consume_nowipe(&c->cout, c->cout_off); /* TLS records: nothing secret */
+        c->cout_off = 0;
+    }
+}
+
+static void compact_bout(struct conn *c)
+{
+    if (c->bout_off > 0) {
+        kl_buf_consume(&c->bout, c->bout_off); /* plaintext: the freed tail is wiped */
+        c->bout_off = 0;
+    }
+}
+
+static void drop_bout(struct conn *c)
+{
+    kl_buf_dispose(&c->bout);
+    c->bout_off = 0;
+}
+
+/* Free the buffers that are allocated but empty (kept between rounds while proxying). */
+static void release_bufs(struct conn *c)
+{
+    if (c->cout.len == 0) {
+        kl_buf_dispose_nowipe(&c->cout);
+        c->cout_off = 0;
+    }
+    if (c->bout.len == 0) {
+        drop_bout(c);
+    }
+    if (c->rbuf.len == 0) {
+        kl_buf_dispose_nowipe(&c->rbuf);
+    }
+    c->bufs_kept = 0;
+}
+
 static void arm_timer(struct conn *c, uint32_t ms)
 {
     if (ev_timer_start(c->w->loop, &c->timer, ms) != 0) {
@@ -49,19 +101,28 @@ static void arm_timer(struct conn *c, uint32_t ms)
 
 static int flush_client(struct conn *c)
 {
-    while (c->cout.len > 0) {
-        ssize_t n = send(c->cfd, c->cout.base, c->cout.len, MSG_NOSIGNAL);
+    while (c->cout_off < c->cout.len) {
+        ssize_t n = send(c->cfd, c->cout.base + c->cout_off, c->cout.len - c->cout_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             return errno == EAGAIN ? 0 : KL_ERR_IO;
         }
-        kl_buf_consume(&c->cout, (size_t)n);
+        c->cout_off += (size_t)n;
         metrics_add(METRIC_BYTES_OUT, n);
         c->last_activity_ms = ev_now(c->w->loop);
     }
-    kl_buf_dispose(&c->cout); /* idle connections keep no buffer */
+    /* All out. cout only ever holds TLS records, which need no wiping. While proxying the
+       allocation is kept for the next round (freeing and faulting it in again per 64 KiB was
+       most of the bulk cost); the timer frees it once the connection has been quiet for
+       CONN_BUF_KEEP_MS. Before that, idle connections keep no buffer. */
+    c->cout_off = 0;
+    if (c->state == CONN_PROXYING) {
+        kl_buf_reset_nowipe(&c->cout);
+    } else {
+        kl_buf_dispose_nowipe(&c->cout);
+    }
     return 0;
 }
 
@@ -70,19 +131,21 @@ static int flush_backend(struct conn *c)
     if (c->bfd < 0 || c->state != CONN_PROXYING) {
         return 0;
     }
-    while (c->bout.len > 0) {
-        ssize_t n = send(c->bfd, c->bout.base, c->bout.len, MSG_NOSIGNAL);
+    while (c->bout_off < c->bout.len) {
+        ssize_t n = send(c->bfd, c->bout.base + c->bout_off, c->bout.len - c->bout_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             return errno == EAGAIN ? 0 : KL_ERR_IO;
         }
-        kl_buf_consume(&c->bout, (size_t)n);
+        c->bout_off += (size_t)n;
         metrics_add(METRIC_BACKEND_BYTES_OUT, n);
         c->last_activity_ms = ev_now(c->w->loop);
     }
-    kl_buf_dispose(&c->bout);
+    /* Plaintext: wiped now, the allocation kept for the next round (see flush_client). */
+    c->bout_off = 0;
+    kl_buf_reset(&c->bout);
     return 0;
 }
 
@@ -130,7 +193,7 @@ static void conn_progress(struct conn *c)
         conn_close(c, "done");
         return;
     }
-    if (c->bout.len < CONN_BUF_HIGH && c->rbuf.len > 0 && !c->client_eof) {
+    if (bout_pending(c) < CONN_BUF_HIGH && c->rbuf.len > 0 && !c->client_eof) {
         process_rbuf(c);
     }
 }
@@ -312,7 +375,7 @@ static void on_established(struct conn *c)
 static void on_client_eof(struct conn *c)
 {
     c->client_eof = 1;
-    kl_buf_dispose(&c->rbuf);
+    kl_buf_dispose_nowipe(&c->rbuf);
 }
 
 static void on_backend_eof(struct conn *c)
@@ -332,7 +395,8 @@ static void on_backend_eof(struct conn *c)
 static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p)
 {
     size_t off = 0;
-    while (off < len && !is_closed(c) && !c->client_eof && c->bout.len < CONN_BUF_HIGH &&
+    compact_bout(c);
+    while (off < len && !is_closed(c) && !c->client_eof && bout_pending(c) < CONN_BUF_HIGH &&
            (c->state == CONN_HANDSHAKE || c->state == CONN_CONNECTING || c->state == CONN_PROXYING)) {
         size_t n = len - off;
         if (c->established && kl_buf_reserve(&c->bout, n) != 0) {
@@ -375,9 +439,10 @@ static void process_rbuf(struct conn *c)
     }
     size_t used = 0;
     feed(c, c->rbuf.base, c->rbuf.len, &used);
-    kl_buf_consume(&c->rbuf, used);
-    if (c->rbuf.len == 0) {
-        kl_buf_dispose(&c->rbuf);
+    /* rbuf holds TLS records from the wire: nothing to wipe. Kept while proxying (see flush_client). */
+    kl_buf_consume_nowipe(&c->rbuf, used);
+    if (c->rbuf.len == 0 && c->state != CONN_PROXYING) {
+        kl_buf_dispose_nowipe(&c->rbuf);
     }
 }
 
@@ -388,7 +453,7 @@ static int want_client_read(const struct conn *c)
         return c->rbuf.len < CONN_RECORD_MAX;
     case CONN_CONNECTING:
     case CONN_PROXYING:
-        return !c->client_eof && c->bout.len < CONN_BUF_HIGH && c->rbuf.len < CONN_RECORD_MAX;
+        return !c->client_eof && bout_pending(c) < CONN_BUF_HIGH && c->rbuf.len < CONN_RECORD_MAX;
     case CONN_CLOSING:
         return c->client_shut;
     default:
@@ -494,7 +559,7 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
     if (!is_closed(c) && c->state == CONN_PROXYING && c->bout.len > 0 && flush_backend(c) != 0) {
         log_info("conn=%llu backend write: %s", (unsigned long long)c->id, strerror(errno));
         close_backend(c);
-        kl_buf_dispose(&c->bout);
+        drop_bout(c);
         on_client_eof(c);
         on_backend_eof(c);
     }
@@ -509,7 +574,9 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 static void backend_read(struct conn *c)
 {
     uint8_t *buf = c->w->scratch;
-    for (int round = 0; round < READ_ROUNDS && c->bfd >= 0 && !c->backend_eof && c->cout.len < CONN_BUF_HIGH; round++) {
+    compact_cout(c);
+    for (int round = 0; round < READ_ROUNDS && c->bfd >= 0 && !c->backend_eof && cout_pending(c) < CONN_BUF_HIGH;
+         round++) {
         ssize_t n = recv(c->bfd, buf, BACKEND_CHUNK, 0);
         if (n < 0) {
             if (errno == EINTR) {
@@ -566,7 +633,7 @@ static void backend_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         /* The backend stopped reading for good: nothing more can reach it. */
         log_info("conn=%llu backend write: %s", (unsigned long long)c->id, strerror(errno));
         close_backend(c);
-        kl_buf_dispose(&c->bout);
+        drop_bout(c);
         on_client_eof(c);
         on_backend_eof(c);
     }
@@ -597,6 +664,19 @@ static void conn_update(struct conn *c)
     if (is_closed(c)) {
         return;
     }
+    if (c->state == CONN_PROXYING && !c->bufs_kept &&
+        ((c->cout.base != NULL && c->cout.len == 0) || (c->bout.base != NULL && c->bout.len == 0) ||
+         (c->rbuf.base != NULL && c->rbuf.len == 0))) {
+        /* A buffer kept between rounds: make sure the timer comes back within CONN_BUF_KEEP_MS
+           to free it if the connection goes quiet (one re-arm per burst, not per round). */
+        c->bufs_kept = 1;
+        if (!ev_timer_armed(&c->timer) || c->timer.when_ms > ev_now(c->w->loop) + CONN_BUF_KEEP_MS) {
+            arm_timer(c, CONN_BUF_KEEP_MS);
+            if (is_closed(c)) {
+                return;
+            }
+        }
+    }
     if (c->state == CONN_SIGNING) {
         ci = EV_RDHUP;
     } else if (want_client_read(c)) {
@@ -610,7 +690,7 @@ static void conn_update(struct conn *c)
         if (c->state == CONN_CONNECTING) {
             bi = EV_WRITE;
         } else if (c->state == CONN_PROXYING) {
-            if (!c->backend_eof && c->cout.len < CONN_BUF_HIGH) {
+            if (!c->backend_eof && cout_pending(c) < CONN_BUF_HIGH) {
                 bi = EV_READ;
             }
             if (c->bout.len > 0) {
@@ -628,8 +708,8 @@ static void to_closing(struct conn *c)
     }
     c->state = CONN_CLOSING;
     close_backend(c);
-    kl_buf_dispose(&c->bout);
-    kl_buf_dispose(&c->rbuf);
+    drop_bout(c);
+    kl_buf_dispose_nowipe(&c->rbuf);
     /* A clean end toward the client: close_notify unless the engine already queued an alert. */
     if (tls_conn_close(c->tls, &c->cout) != 0) {
         log_debug("conn=%llu engine refused close_notify (already failed)", (unsigned long long)c->id);
@@ -668,7 +748,15 @@ static void timer_cb(struct ev_loop *loop, struct ev_timer *t)
             return;
         }
         /* Activity does not touch the heap; the timer re-arms for what remains. */
-        arm_timer(c, (uint32_t)(cfg->idle_timeout_ms - idle));
+        uint64_t next = cfg->idle_timeout_ms - idle;
+        if (c->bufs_kept) {
+            if (idle >= CONN_BUF_KEEP_MS) {
+                release_bufs(c); /* quiet: back to the idle footprint */
+            } else if (CONN_BUF_KEEP_MS - idle < next) {
+                next = CONN_BUF_KEEP_MS - idle;
+            }
+        }
+        arm_timer(c, (uint32_t)next);
         return;
     }
     case CONN_CLOSING:
@@ -681,8 +769,8 @@ static void conn_free(void *arg)
 {
     struct conn *c = arg;
     tls_conn_free(c->tls);
-    kl_buf_dispose(&c->rbuf);
-    kl_buf_dispose(&c->cout);
+    kl_buf_dispose_nowipe(&c->rbuf);
+    kl_buf_dispose_nowipe(&c->cout);
     kl_buf_dispose(&c->bout);
     gen_unref(c->gen);
     free(c);

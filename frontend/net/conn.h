@@ -2,8 +2,10 @@
  * net/conn.h - one client connection: TLS through the engine, the signature through
  * the signer client, then plaintext to and from the backend.
  *
- * Buffers are bounded and allocated only while they hold bytes, so an idle
- * established connection costs its struct, the engine's state and two sockets:
+ * Buffers are bounded and allocated only while they hold bytes, or, while proxying, until
+ * the connection has been quiet for CONN_BUF_KEEP_MS (so that a bulk transfer does not
+ * free and re-allocate them every round), so an idle established connection costs its
+ * struct, the engine's state and two sockets:
  *   rbuf  partial TLS record from the client (<= 2^14 + 256 + 5 bytes: one record)
  *   cout  TLS records for the client
  *   bout  plaintext for the backend
@@ -21,6 +23,7 @@
 #define CONN_RECORD_MAX (16384 + 256 + 5)
 #define CONN_BUF_HIGH (64 * 1024)
 #define CONN_LINGER_MS 2000
+#define CONN_BUF_KEEP_MS 500
 
 struct fe_worker;
 struct fe_gen;
@@ -43,6 +46,7 @@ struct conn {
     struct ev_io cio, bio;
     struct tls_conn *tls;
     struct kl_buf rbuf, cout, bout;
+    size_t cout_off, bout_off; /* sent prefix of cout / bout (unsent bytes are [off, len)) */
     uint64_t sign_id;          /* pending signer request, 0 if none */
     unsigned client_eof : 1;   /* client sent close_notify or FIN: no more plaintext from it */
     unsigned backend_eof : 1;  /* backend closed its side: close_notify queued */
@@ -50,6 +54,7 @@ struct conn {
     unsigned client_shut : 1;  /* shutdown(SHUT_WR) sent to the client */
     unsigned established : 1;
     unsigned counted_hs : 1; /* handshake result already counted */
+    unsigned bufs_kept : 1;  /* empty buffers kept while proxying; the timer frees them when quiet */
     struct ev_timer timer;
     uint64_t last_activity_ms;
     uint64_t start_us, step_us, sign_start_us;
