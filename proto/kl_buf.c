@@ -21,6 +21,8 @@ int kl_buf_reserve(struct kl_buf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap = cap > b->max / 2 ? b->max : cap * 2;
+    if (cap > b->max)
+        cap = b->max; /* the first allocation of a small buffer */
     /* Not realloc: the old block may hold secrets and must be wiped, not just released. */
     uint8_t *p = malloc(cap);
     if (p == NULL)

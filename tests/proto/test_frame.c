@@ -86,6 +86,19 @@ static void test_bounds(void)
     is_int(kl_buf_append(&small, "9", 1), KL_ERR_OVERFLOW, "past max refused");
     kl_buf_consume(&small, 3);
     is_mem(small.base, small.len, "45678", 5, "consume shifts");
+    /* consume wipes the freed tail; the nowipe variant only shifts (wire bytes only). */
+    is_int(small.base[5] | small.base[6] | small.base[7], 0, "consume wiped the vacated tail");
+    kl_buf_consume_nowipe(&small, 2);
+    is_mem(small.base, small.len, "678", 3, "consume_nowipe shifts");
+    kl_buf_consume_nowipe(&small, 10);
+    is_int(small.len, 0, "consume_nowipe past the end empties");
+    is_int(kl_buf_append(&small, "abcdefgh", 8), 0, "refill after consume_nowipe");
+    kl_buf_reset_nowipe(&small);
+    is_int(small.len, 0, "reset_nowipe empties");
+    ok(small.base != NULL && small.cap == 8, "reset_nowipe keeps the allocation");
+    is_int(kl_buf_append(&small, "x", 1), 0, "reusable after reset_nowipe");
+    kl_buf_dispose_nowipe(&small);
+    ok(small.base == NULL && small.len == 0 && small.cap == 0, "dispose_nowipe frees");
     kl_buf_dispose(&small);
 }
 
