@@ -24,6 +24,6 @@ echo "== fuzz (clang, libFuzzer, short runs)"
 (cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
 echo "== sanitizer build (ASan + UBSan)"
 (cd build-asan && ctest --output-on-failure -LE 'fuzz|bench') || status=1
-echo "== release build (tests labelled 'once' ran in the sanitizer build)"
+echo "== release build (the hsm-setup script tests, label 'once', ran in the sanitizer build)"
 (cd build && ctest --output-on-failure -LE 'fuzz|bench|once') || status=1
 exit $status
