@@ -288,3 +288,39 @@ int harness_audit_has(const struct harness *h, uint64_t request_id, const char *
     snprintf(needle, sizeof(needle), "\"request_id\":%llu,\"status\":\"%s\"", (unsigned long long)request_id, status);
     return harness_audit_grep(h, needle);
 }
+
+pid_t harness_p11_server_start(const char *sock, int allow_nobody)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        FILE *e = freopen("/dev/null", "w", stdout);
+        (void)e;
+        setpgid(0, 0);
+        /* -u/-g: p11-kit server lets only this user/group connect (it checks the peer's uid). */
+        if (allow_nobody) {
+            execlp("p11-kit", "p11-kit", "server", "-f", "-u", "nobody", "-g", "nogroup", "-n", sock, "--provider",
+                   SOFTHSM_MODULE, "pkcs11:token=keyless", (char *)NULL);
+        } else {
+            execlp("p11-kit", "p11-kit", "server", "-f", "-n", sock, "--provider", SOFTHSM_MODULE,
+                   "pkcs11:token=keyless", (char *)NULL);
+        }
+        _exit(127);
+    }
+    for (int i = 0; i < 500 && access(sock, F_OK) != 0; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return pid;
+}
+
+void harness_p11_server_stop(pid_t pid)
+{
+    int st;
+    if (pid <= 0)
+        return;
+    kill(-pid, SIGKILL); /* the whole group: p11-kit server forks per connection */
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+}

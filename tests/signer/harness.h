@@ -64,4 +64,13 @@ int harness_audit_has(const struct harness *h, uint64_t request_id, const char *
 /* 1 if the audit log contains the substring. */
 int harness_audit_grep(const struct harness *h, const char *needle);
 
+/*
+ * Export the test token with `p11-kit server` on the Unix socket sock (for the remote
+ * p11-kit-client.so module). allow_nobody: only uid nobody may connect; else only our own
+ * uid. Returns the server's pid (its own process group), or -1.
+ */
+pid_t harness_p11_server_start(const char *sock, int allow_nobody);
+/* Kill the server and every per-connection child it forked: the token "goes away". */
+void harness_p11_server_stop(pid_t pid);
+
 #endif

@@ -97,34 +97,6 @@ static void run_module(const char *hsm_lines, const char *what)
     is_int(harness_stop(&H), 0, name);
 }
 
-static pid_t server_start(const char *sock)
-{
-    pid_t pid;
-    (void)unlink(sock);
-    pid = fork();
-    if (pid == 0) {
-        FILE *e = freopen("/dev/null", "w", stdout);
-        (void)e;
-        setpgid(0, 0);
-        execlp("p11-kit", "p11-kit", "server", "-f", "-n", sock, "--provider", SOFTHSM_MODULE, "pkcs11:token=keyless",
-               (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500 && access(sock, F_OK) != 0; i++) {
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return pid;
-}
-
-static void server_stop(pid_t pid)
-{
-    int st;
-    kill(-pid, SIGKILL); /* the whole group: p11-kit server forks per connection */
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-}
-
 static void test_remote_token_removed(void)
 {
     char p11sock[400], addr[450], conf[400];
@@ -136,7 +108,7 @@ static void test_remote_token_removed(void)
     snprintf(p11sock, sizeof(p11sock), "%s/p11-kit.sock", H.dir);
     snprintf(addr, sizeof(addr), "unix:path=%s", p11sock);
     setenv("P11_KIT_SERVER_ADDRESS", addr, 1);
-    server = server_start(p11sock);
+    server = harness_p11_server_start(p11sock, 0);
     ok(access(p11sock, F_OK) == 0, "p11-kit server exports the SoftHSM2 token");
     snprintf(conf, sizeof(conf), "%s/remote.conf", H.dir);
     {
@@ -156,19 +128,19 @@ static void test_remote_token_removed(void)
     if (harness_write_config(&H, conf, NULL, "module = " CLIENT_MODULE, remote_keys) != 0 ||
         harness_start(&H, conf) != 0) {
         ok(0, "keyless-signer started on p11-kit-client.so");
-        server_stop(server);
+        harness_p11_server_stop(server);
         return;
     }
     ok(1, "keyless-signer started on p11-kit-client.so");
     if (rpc_client_connect(&c, H.sock) != 0) {
         ok(0, "connect");
-        server_stop(server);
+        harness_p11_server_stop(server);
         return;
     }
     is_int(sign_status(&c, ++id, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK, "remote token: signs");
     is_int(sign_status(&c, ++id, "rsa-2048", 0x0804, 1), KEYLESS__V1__STATUS__OK, "remote token: RSA signs");
 
-    server_stop(server); /* the token goes away mid-run */
+    harness_p11_server_stop(server); /* the token goes away mid-run */
     st = sign_status(&c, ++id, "ecdsa-p256", 0x0403, 0);
     is_int(st, KEYLESS__V1__STATUS__HSM_ERROR, "token removed: HSM_ERROR");
     ok(harness_audit_has(&H, id, "HSM_ERROR"), "token removed: the failure is audited");
@@ -180,7 +152,7 @@ static void test_remote_token_removed(void)
     is_int(st, KEYLESS__V1__STATUS__HSM_ERROR, "token still away: HSM_ERROR again (recovery fails, no crash)");
     ok(kill(H.pid, 0) == 0, "the signer is still running");
 
-    server = server_start(p11sock); /* the token is back */
+    server = harness_p11_server_start(p11sock, 0); /* the token is back */
     for (int i = 0; i < 150 && !recovered; i++) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         st = sign_status(&c, ++id, "ecdsa-p256", 0x0403, 1);
@@ -201,7 +173,7 @@ static void test_remote_token_removed(void)
         snprintf(cmd, sizeof(cmd), "grep -c 'hsm: recovered' %s", H.errlog);
         ok(harness_run(out, sizeof(out), cmd) == 0, "the recovery is logged");
     }
-    server_stop(server);
+    harness_p11_server_stop(server);
     unsetenv("P11_KIT_SERVER_ADDRESS");
 }
 

@@ -152,41 +152,6 @@ static int threads_dropped(pid_t pid, uid_t uid, gid_t gid)
     return bad ? 0 : n;
 }
 
-/* allow_nobody: only uid nobody may connect; else only the server's own uid (root). */
-static pid_t p11_server_start(const char *sock, int allow_nobody)
-{
-    pid_t pid;
-    (void)unlink(sock);
-    pid = fork();
-    if (pid == 0) {
-        FILE *e = freopen("/dev/null", "w", stdout);
-        (void)e;
-        setpgid(0, 0);
-        /* -u/-g: p11-kit server lets only this user/group connect (it checks the peer's uid). */
-        if (allow_nobody) {
-            execlp("p11-kit", "p11-kit", "server", "-f", "-u", "nobody", "-g", "nogroup", "-n", sock, "--provider",
-                   SOFTHSM_MODULE, "pkcs11:token=keyless", (char *)NULL);
-        } else {
-            execlp("p11-kit", "p11-kit", "server", "-f", "-n", sock, "--provider", SOFTHSM_MODULE,
-                   "pkcs11:token=keyless", (char *)NULL);
-        }
-        _exit(127);
-    }
-    for (int i = 0; i < 500 && access(sock, F_OK) != 0; i++) {
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return pid;
-}
-
-static void p11_server_stop(pid_t pid)
-{
-    int st;
-    kill(-pid, SIGKILL); /* the whole group: p11-kit server forks per connection */
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-}
-
 static void test_drop(uid_t uid, gid_t gid)
 {
     char conf[400], v[128], want[64], cmd[1200], out[4096];
@@ -254,28 +219,28 @@ static void test_relogin_after_drop(void)
     snprintf(addr, sizeof(addr), "unix:path=%s", p11sock);
     setenv("P11_KIT_SERVER_ADDRESS", addr, 1);
     /* The signer logs in as root: this server accepts root only. */
-    server = p11_server_start(p11sock, 0);
+    server = harness_p11_server_start(p11sock, 0);
     snprintf(conf, sizeof(conf), "%s/remote.conf", H.dir);
     if (harness_write_config(&H, conf, "user = nobody\n", "module = " CLIENT_MODULE, keys_root) != 0 ||
         harness_start(&H, conf) != 0) {
         ok(0, "signer on p11-kit-client.so started with user = nobody");
-        p11_server_stop(server);
+        harness_p11_server_stop(server);
         unsetenv("P11_KIT_SERVER_ADDRESS");
         return;
     }
     ok(1, "signer on p11-kit-client.so started with user = nobody");
     if (rpc_client_connect(&c, H.sock) != 0) {
         ok(0, "connect");
-        p11_server_stop(server);
+        harness_p11_server_stop(server);
         unsetenv("P11_KIT_SERVER_ADDRESS");
         return;
     }
     is_int(sign_status(&c, ++id, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK, "remote token, dropped: signs");
-    p11_server_stop(server); /* the token goes away */
+    harness_p11_server_stop(server); /* the token goes away */
     is_int(sign_status(&c, ++id, "ecdsa-p256", 0x0403, 0), KEYLESS__V1__STATUS__HSM_ERROR, "token removed: HSM_ERROR");
     /* It comes back accepting nobody only: the signer's new connection and login must come
      * from the dropped process (it re-reads the PIN file as nobody). */
-    server = p11_server_start(p11sock, 1);
+    server = harness_p11_server_start(p11sock, 1);
     for (int i = 0; i < 150 && !recovered; i++) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         st = sign_status(&c, ++id, "ecdsa-p256", 0x0403, 1);
@@ -290,7 +255,7 @@ static void test_relogin_after_drop(void)
     is_int(harness_stop(&H), 0, "graceful stop after the recovery");
     snprintf(cmd, sizeof(cmd), "grep -c 'hsm: recovered' %s", H.errlog);
     ok(harness_run(out, sizeof(out), cmd) == 0, "the recovery is logged");
-    p11_server_stop(server);
+    harness_p11_server_stop(server);
     unsetenv("P11_KIT_SERVER_ADDRESS");
 }
 
