@@ -42,12 +42,14 @@ struct audit_log {
     enum audit_sync sync;
     unsigned group_ms;
     uint8_t head[AUDIT_HASH_LEN];
-    uint64_t seq;         /* last record written */
-    uint64_t durable_seq; /* last record known durable */
+    uint64_t seq;          /* last record written */
+    uint64_t durable_seq;  /* last record known durable */
+    uint64_t unwaited_seq; /* GROUP: newest record appended without a waiter (the flusher's work) */
     uint64_t size;
     uint64_t sync_count;
-    int syncing; /* an fdatasync of fd runs outside the lock: fd must stay open */
-    int failed;  /* sticky: a write or fdatasync failed */
+    int syncing;           /* an fdatasync of fd runs outside the lock: fd must stay open */
+    uint64_t last_sync_ns; /* CLOCK_MONOTONIC start of the last fdatasync (GROUP pacing) */
+    int failed;            /* sticky: a write or fdatasync failed */
     int stop;
     int has_flusher;
     pthread_t flusher;
@@ -696,6 +698,13 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t err_
     va_end(ap);
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 /* Write the line in log->line under the lock; on failure the log fails for good. */
 static int append_locked(struct audit_log *log, const struct audit_record *rec, const char *rotated_from,
                          uint64_t *seq_p)
@@ -732,8 +741,12 @@ int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t
         return KL_ERR_INVALID;
     pthread_mutex_lock(&log->lock);
     ret = append_locked(log, rec, NULL, seq_p);
-    if (ret == 0 && log->sync == AUDIT_SYNC_GROUP)
+    /* A caller that takes the sequence number waits for it (audit_wait_durable leads the
+     * sync itself); a record nobody waits for is left to the flusher. */
+    if (ret == 0 && log->sync == AUDIT_SYNC_GROUP && seq_p == NULL) {
+        log->unwaited_seq = log->seq;
         pthread_cond_signal(&log->work_cv);
+    }
     pthread_mutex_unlock(&log->lock);
     return ret;
 }
@@ -747,6 +760,7 @@ static void sync_unlocked(struct audit_log *log)
 
     log->syncing = 1;
     log->sync_count++;
+    log->last_sync_ns = mono_ns();
     pthread_mutex_unlock(&log->lock);
     r = fdatasync(fd);
     pthread_mutex_lock(&log->lock);
@@ -776,40 +790,59 @@ int audit_wait_durable(struct audit_log *log, uint64_t seq)
         }
         if (log->durable_seq >= seq)
             break;
-        if (log->sync == AUDIT_SYNC_ALWAYS && !log->syncing)
-            sync_unlocked(log); /* this waiter syncs for every record written so far */
-        else
+        if (log->syncing || log->sync == AUDIT_SYNC_NONE) {
             pthread_cond_wait(&log->durable_cv, &log->lock);
+            continue;
+        }
+        if (log->sync == AUDIT_SYNC_GROUP) {
+            /* GROUP pacing: at most one fdatasync starts per group_ms. Until then wait
+             * (a sync that ends meanwhile may already cover seq). */
+            uint64_t next = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL, now = mono_ns();
+            if (log->last_sync_ns != 0 && now < next) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (time_t)((next - now) / 1000000000ULL);
+                ts.tv_nsec += (long)((next - now) % 1000000000ULL);
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                (void)pthread_cond_timedwait(&log->durable_cv, &log->lock, &ts);
+                continue;
+            }
+        }
+        /* This waiter leads: one fdatasync for every record written so far, no hand-off to
+         * another thread (the others wait for it and find their records covered). */
+        sync_unlocked(log);
     }
 exit:
     pthread_mutex_unlock(&log->lock);
     return ret;
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 /*
- * GROUP mode: as soon as records are pending, fdatasync them all at once, but start
- * syncs at most every group_ms. A lone record waits for one fdatasync; under load one
- * fdatasync covers every record written during the previous interval.
+ * GROUP mode, records nobody waits for (refusals, list_keys, connection events): as soon
+ * as one is pending, fdatasync everything written so far, starting syncs at most every
+ * group_ms. Records whose callers wait (signatures) are synced by the first waiter
+ * itself (audit_wait_durable), under the same pacing, without waking this thread.
  */
 static void *flusher_main(void *arg)
 {
     struct audit_log *log = arg;
-    uint64_t last_start = 0, interval = (uint64_t)log->group_ms * 1000000ULL;
+    uint64_t interval = (uint64_t)log->group_ms * 1000000ULL;
 
     pthread_mutex_lock(&log->lock);
     while (!log->stop) {
-        if (log->failed || log->durable_seq >= log->seq || log->syncing) {
-            pthread_cond_wait(log->syncing ? &log->durable_cv : &log->work_cv, &log->lock);
+        /* Only records nobody waits for are the flusher's: a waiter syncs its own. */
+        if (log->failed || log->durable_seq >= log->unwaited_seq) {
+            pthread_cond_wait(&log->work_cv, &log->lock);
             continue;
         }
-        uint64_t now = mono_ns();
+        if (log->syncing) {
+            pthread_cond_wait(&log->durable_cv, &log->lock);
+            continue;
+        }
+        uint64_t now = mono_ns(), last_start = log->last_sync_ns;
         if (last_start != 0 && now < last_start + interval) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -825,7 +858,6 @@ static void *flusher_main(void *arg)
                 ;
             continue;
         }
-        last_start = now;
         sync_unlocked(log);
     }
     pthread_mutex_unlock(&log->lock);

@@ -18,8 +18,9 @@
  * audit_wait_durable() returned 0 for its record.
  *   AUDIT_SYNC_ALWAYS  every record is fdatasync()ed before its wait returns (concurrent
  *                      waiters share one fdatasync);
- *   AUDIT_SYNC_GROUP   a flusher thread fdatasync()s every group_ms and wakes the waiters
- *                      (group commit, the default);
+ *   AUDIT_SYNC_GROUP   group commit, the default: one fdatasync covers every record written
+ *                      so far, and at most one starts per group_ms. The first waiter runs
+ *                      it (no hand-off); records nobody waits for go to a flusher thread;
  *   AUDIT_SYNC_NONE    write(2) only; a crash of the machine (not of the process) may lose
  *                      records whose signatures were sent.
  * An I/O error is sticky: after a failed write or fdatasync every later append and wait
@@ -97,7 +98,9 @@ KL_MUST_CHECK int audit_open_ex(struct audit_log **log_p, const char *path, enum
 /*
  * Append rec as the next line and return its sequence number in *seq_p (may be NULL).
  * Thread-safe. The line is written to the file when this returns 0; it is durable only
- * once audit_wait_durable(seq) returned 0. Errors: KL_ERR_AUDIT (the log failed earlier or
+ * once audit_wait_durable(seq) returned 0. In GROUP mode a caller that passes seq_p
+ * promises to wait for it (its wait runs the sync); with NULL the flusher thread makes
+ * the record durable within about group_ms. Errors: KL_ERR_AUDIT (the log failed earlier or
  * now; sticky), KL_ERR_OVERFLOW (line over AUDIT_MAX_LINE), KL_ERR_NO_MEMORY, KL_ERR_INVALID.
  */
 KL_MUST_CHECK int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t *seq_p);

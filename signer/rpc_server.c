@@ -42,6 +42,8 @@
 /* A size-triggered audit rotation that failed is tried again after this long. */
 #define ROTATE_RETRY_NS (10ull * 1000 * 1000 * 1000)
 #define PEER_TABLE_MAX 4096
+/* Finished jobs that wake the I/O thread for their bookkeeping (see post_done). */
+#define DONE_WAKE_BATCH 32
 
 struct conn {
     struct conn *next, *prev; /* all live connections (I/O thread only) */
@@ -76,8 +78,9 @@ struct job {
     /* result */
     Keyless__V1__Status status;
     const char *message;
-    int sent;     /* the response went to the connection's output already */
-    int overflow; /* it did not fit: the I/O thread drops the connection */
+    int sent;         /* the response went to the connection's output already */
+    int conn_closing; /* seen by conn_deliver: the connection is closing or dead */
+    int overflow;     /* it did not fit: the I/O thread drops the connection */
     uint8_t sig[P11_SIG_MAX];
     size_t sig_len;
 };
@@ -154,9 +157,11 @@ static void jobq_dispose(struct jobq *q)
     pthread_cond_destroy(&q->cond);
 }
 
-/* Append j; with max > 0, refuse (return -1) when n already reached max. */
-static int jobq_push(struct jobq *q, struct job *j, size_t max)
+/* Append j and return how many jobs the queue holds now; with max > 0, refuse (return -1)
+ * when n already reached max. */
+static long jobq_push(struct jobq *q, struct job *j, size_t max)
 {
+    long n;
     pthread_mutex_lock(&q->lock);
     if (max > 0 && q->n >= max) {
         pthread_mutex_unlock(&q->lock);
@@ -169,10 +174,12 @@ static int jobq_push(struct jobq *q, struct job *j, size_t max)
         q->head = j;
     }
     q->tail = j;
-    q->n++;
-    pthread_cond_signal(&q->cond);
+    n = (long)++q->n;
     pthread_mutex_unlock(&q->lock);
-    return 0;
+    /* Signalled after the unlock: a taker woken under the lock would only block on it
+     * again (two more futex calls and a context switch per job on this path). */
+    pthread_cond_signal(&q->cond);
+    return n;
 }
 
 /* Take everything (all = 1) or one job; blocks while empty unless *stop is set. */
@@ -201,6 +208,15 @@ static struct job *jobq_take(struct jobq *q, int all, const int *stop)
     return j;
 }
 
+/* Does q hold a job right now? */
+static int jobq_peek_busy(struct jobq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    int busy = q->head != NULL;
+    pthread_mutex_unlock(&q->lock);
+    return busy;
+}
+
 static void jobq_wake_all(struct jobq *q)
 {
     pthread_mutex_lock(&q->lock);
@@ -216,14 +232,19 @@ static void job_free(struct job *j)
 
 static void conn_deliver(struct rpc_server *srv, struct job *j);
 
-/* Answer j on its connection now, then hand the job to the I/O thread for bookkeeping. */
+/* Answer j on its connection now, then hand the job to the I/O thread for bookkeeping.
+ * The I/O thread takes the done list at every turn of its loop, so it is woken only when
+ * the job needs it now (the answer could not be queued, the connection is closing or
+ * gone) or the list grows long; a signature costs no I/O-thread wake-up otherwise. */
 static void post_done(struct rpc_server *srv, struct job *j)
 {
     uint64_t one = 1;
     conn_deliver(srv, j);
-    (void)jobq_push(&srv->done, j, 0);
-    if (write(srv->done_fd, &one, sizeof(one)) < 0) {
-        /* the counter is saturated, which still wakes the loop */
+    int urgent = j->overflow || !j->sent || j->conn_closing;
+    if (jobq_push(&srv->done, j, 0) >= DONE_WAKE_BATCH || urgent) {
+        if (write(srv->done_fd, &one, sizeof(one)) < 0) {
+            /* the counter is saturated, which still wakes the loop */
+        }
     }
 }
 
@@ -300,7 +321,10 @@ static void *worker_main(void *arg)
         rec.status = status_name(j->status);
         rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
         rec.latency_us = (now_ns() - j->t0_ns) / 1000;
-        if ((ret = audit_append(srv->audit, &rec, &j->seq)) != 0) {
+        /* A signature waits for its record (the audit waiter runs the sync); a failure does
+         * not, and leaves its record to the flusher. */
+        int waits = j->status == KEYLESS__V1__STATUS__OK && srv->cfg->audit_sync != AUDIT_SYNC_NONE;
+        if ((ret = audit_append(srv->audit, &rec, waits ? &j->seq : NULL)) != 0) {
             /* No record, no signature: fail closed. */
             fprintf(stderr, "keyless-signer: audit: append failed (%s); withholding signature\n", kl_err_str(ret));
             sodium_memzero(j->sig, sizeof(j->sig));
@@ -310,12 +334,21 @@ static void *worker_main(void *arg)
             post_done(srv, j);
             continue;
         }
-        if (j->status == KEYLESS__V1__STATUS__OK && srv->cfg->audit_sync != AUDIT_SYNC_NONE) {
-            /* The signature waits for its record to be durable (group commit thread). */
+        if (waits && jobq_peek_busy(&srv->work)) {
+            /* More to sign: the audit thread waits for durability (one fdatasync for the
+             * whole batch) while this worker goes on signing. */
             (void)jobq_push(&srv->durable, j, 0);
-        } else {
-            post_done(srv, j);
+            continue;
         }
+        if (waits && (ret = audit_wait_durable(srv->audit, j->seq)) != 0) {
+            /* Nothing else queued: this worker runs the sync itself, saving a hand-off. */
+            fprintf(stderr, "keyless-signer: audit: not durable (%s); signature withheld\n", kl_err_str(ret));
+            sodium_memzero(j->sig, sizeof(j->sig));
+            j->sig_len = 0;
+            j->status = KEYLESS__V1__STATUS__HSM_ERROR;
+            j->message = "the audit log cannot be made durable";
+        }
+        post_done(srv, j);
     }
     return NULL;
 }
@@ -481,6 +514,7 @@ static void conn_deliver(struct rpc_server *srv, struct job *j)
     sr.signature.data = j->sig;
     sr.signature.len = j->sig_len;
     pthread_mutex_lock(&c->lock);
+    j->conn_closing = c->closing || c->dead;
     if (!c->dead) {
         if (frame_append(&c->out, &resp.base) != 0) {
             j->overflow = 1;
@@ -635,7 +669,7 @@ static void handle_sign(struct rpc_server *srv, struct conn *c, const Keyless__V
     j->t0_ns = t0;
     /* Bound every job not yet back on this thread (queued, signing, waiting for the audit,
      * done): that bounds the signer's memory however fast peers send. */
-    if (srv->in_flight >= srv->cfg->queue_max || jobq_push(&srv->work, j, 0) != 0) {
+    if (srv->in_flight >= srv->cfg->queue_max || jobq_push(&srv->work, j, 0) < 0) {
         free(j);
         sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__OVERLOADED, "signing queue full", t0);
         return;
@@ -903,14 +937,11 @@ static void accept_all(struct rpc_server *srv)
     }
 }
 
-/* Results back from the workers / audit waiter: send them (or drop them for a dead peer). */
+/* Results back from the workers / audit waiter: send them (or drop them for a dead peer).
+ * Called at every turn of the I/O loop; done_fd only wakes the loop when one is urgent. */
 static void drain_done(struct rpc_server *srv)
 {
-    uint64_t cnt;
     struct job *list;
-    if (read(srv->done_fd, &cnt, sizeof(cnt)) < 0) {
-        /* EAGAIN: nothing signalled, the list may still hold work */
-    }
     pthread_mutex_lock(&srv->done.lock);
     list = srv->done.head;
     srv->done.head = srv->done.tail = NULL;
@@ -1172,12 +1203,18 @@ int rpc_server_run(struct rpc_server *srv)
             fprintf(stderr, "keyless-signer: epoll_wait: %s\n", strerror(errno));
             return KL_ERR_IO;
         }
+        /* Finished jobs first (their references and in_flight), so that queue_max counts
+         * only jobs still being worked on and a result is never for a freed conn. */
+        drain_done(srv);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &tag_listen) {
                 accept_all(srv);
             } else if (p == &tag_done) {
-                drain_done(srv);
+                uint64_t cnt;
+                if (read(srv->done_fd, &cnt, sizeof(cnt)) < 0) {
+                    /* EAGAIN: already consumed */
+                }
             } else if (p == &tag_rotate) {
                 rotate_now(srv);
             } else if (p == &tag_stop) {

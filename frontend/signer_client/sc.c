@@ -49,6 +49,8 @@ struct sc_client {
     int ever_up;
     void (*on_change)(void *arg, int up, const char *path);
     void *on_change_arg;
+    struct ev_deferred flush_d; /* the end-of-turn send of the requests queued in this turn */
+    int flush_scheduled;
 };
 
 static void sc_io_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents);
@@ -401,6 +403,25 @@ void sc_set_observer(struct sc_client *sc, void (*on_change)(void *arg, int up, 
     sc->on_change_arg = arg;
 }
 
+/* End of the loop turn in which requests were queued: one send() for all of them, without
+ * a round trip through epoll for writability (EV_WRITE only if the socket is full). */
+static void sc_after_turn(void *arg)
+{
+    struct sc_client *sc = arg;
+    sc->flush_scheduled = 0;
+    if (sc->state != SC_UP || sc->wbuf.len == 0) {
+        return;
+    }
+    int r = sc_flush(sc);
+    if (r != 0) {
+        sc_disconnect(sc, kl_err_str(r));
+        sc->tried = 0;
+        schedule_retry(sc);
+        return;
+    }
+    ev_io_set(sc->loop, &sc->io, EV_READ | (sc->wbuf.len > 0 ? EV_WRITE : 0));
+}
+
 int sc_call(struct sc_client *sc, uint64_t *id_p, Keyless__V1__Request *req, sc_cb cb, void *arg)
 {
     if (sc->state != SC_UP) {
@@ -428,8 +449,11 @@ int sc_call(struct sc_client *sc, uint64_t *id_p, Keyless__V1__Request *req, sc_
     s->cb = cb;
     s->arg = arg;
     s->started_us = ev_clock_us();
-    /* Written when the loop reports the socket writable: one send() for a whole turn's requests. */
-    ev_io_set(sc->loop, &sc->io, EV_READ | EV_WRITE);
+    /* Sent at the end of this turn: one send() for the whole turn's requests. */
+    if (!sc->flush_scheduled) {
+        sc->flush_scheduled = 1;
+        ev_defer(sc->loop, &sc->flush_d, sc_after_turn, sc);
+    }
     *id_p = id;
     return 0;
 }

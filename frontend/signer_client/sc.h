@@ -47,6 +47,7 @@ struct sc_stats {
 KL_MUST_CHECK int sc_new(struct sc_client **sc_p, struct ev_loop *loop, const char *const *paths, size_t n_paths,
                          size_t max_pending, uint32_t timeout_ms);
 /* Fail nothing, call nothing: drop every pending request silently and free. NULL is fine. */
+/* Not from inside a loop turn that queued a request (its end-of-turn send is pending). */
 void sc_free(struct sc_client *sc);
 
 /* 1 when connected to a signer. */

@@ -700,6 +700,30 @@ static void test_modes(void)
         is_int(audit_wait_durable(log, s2 + 1), KL_ERR_INVALID, "waiting for an unwritten seq is refused");
         audit_close(log);
     }
+
+    /* GROUP: a waiter runs the sync itself; a record nobody waits for (seq_p NULL: refusals,
+     * connection events) is made durable by the flusher thread within about group_ms. */
+    {
+        char path[512];
+        struct audit_log *log = NULL;
+        struct audit_record r;
+        uint8_t h[48], head[AUDIT_HASH_LEN];
+        uint64_t s1 = 0, s2 = 0;
+        path_in(path, sizeof(path), "group-unwaited.log");
+        is_int(audit_open(&log, path, AUDIT_SYNC_GROUP, 5), 0, "GROUP 5 ms: open");
+        make_record(&r, 1, h);
+        ok(audit_append(log, &r, &s1) == 0 && audit_wait_durable(log, s1) == 0 && audit_sync_count(log) == 1,
+           "a waited record: durable after one fdatasync, run by the waiter");
+        make_record(&r, 2, h);
+        is_int(audit_append(log, &r, NULL), 0, "a record nobody waits for appended");
+        audit_head(log, head, &s2);
+        double t0 = now_s();
+        while (audit_durable_seq(log) < s2 && now_s() - t0 < 5.0)
+            usleep(1000);
+        ok(audit_durable_seq(log) >= s2, "the flusher made it durable without a waiter");
+        diag("GROUP 5 ms: unwaited record durable after %.1f ms", (now_s() - t0) * 1000);
+        audit_close(log);
+    }
 }
 
 static void test_errors(void)
