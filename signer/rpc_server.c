@@ -208,15 +208,6 @@ static struct job *jobq_take(struct jobq *q, int all, const int *stop)
     return j;
 }
 
-/* Does q hold a job right now? */
-static int jobq_peek_busy(struct jobq *q)
-{
-    pthread_mutex_lock(&q->lock);
-    int busy = q->head != NULL;
-    pthread_mutex_unlock(&q->lock);
-    return busy;
-}
-
 static void jobq_wake_all(struct jobq *q)
 {
     pthread_mutex_lock(&q->lock);
@@ -334,19 +325,11 @@ static void *worker_main(void *arg)
             post_done(srv, j);
             continue;
         }
-        if (waits && jobq_peek_busy(&srv->work)) {
-            /* More to sign: the audit thread waits for durability (one fdatasync for the
-             * whole batch) while this worker goes on signing. */
+        if (waits) {
+            /* The signature waits for its record to be durable: the audit thread waits (and
+             * runs one fdatasync for its whole batch) while this worker goes on signing. */
             (void)jobq_push(&srv->durable, j, 0);
             continue;
-        }
-        if (waits && (ret = audit_wait_durable(srv->audit, j->seq)) != 0) {
-            /* Nothing else queued: this worker runs the sync itself, saving a hand-off. */
-            fprintf(stderr, "keyless-signer: audit: not durable (%s); signature withheld\n", kl_err_str(ret));
-            sodium_memzero(j->sig, sizeof(j->sig));
-            j->sig_len = 0;
-            j->status = KEYLESS__V1__STATUS__HSM_ERROR;
-            j->message = "the audit log cannot be made durable";
         }
         post_done(srv, j);
     }
