@@ -272,7 +272,7 @@ static int handle_signer(struct parse_state *ps, const char *section, const char
         return 1;
     }
     case 2:
-        return parse_uint(&cfg->workers, value, 1, 256) == 0 ? 1 : fail(ps, section, name, "'%s' is not 1..256", value);
+        return parse_uint(&cfg->workers, value, 0, 256) == 0 ? 1 : fail(ps, section, name, "'%s' is not 0..256", value);
     case 3:
         return parse_uint(&cfg->queue_max, value, 1, 1u << 20) == 0
                    ? 1

@@ -210,7 +210,7 @@ static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const stru
         setenv("SOFTHSM2_CONF", cfg->softhsm2_conf, 1);
     }
     ret = p11_backend_new(be_p, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
-                          cfg->workers);
+                          cfg->workers > 0 ? cfg->workers : 1); /* workers = 0: the I/O thread's one session */
     if (ret != 0) {
         /* Name the config key the failure is about: the PIN file, or the module/token. */
         const char *what = strstr(err, "PIN") != NULL ? "pin_file" : cfg->module != NULL ? "module" : "module_name";

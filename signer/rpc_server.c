@@ -8,7 +8,13 @@
  *
  * Signatures are written to the socket by the thread that finished them (the worker, or
  * the audit thread once the record is durable), saving a hand-off to the I/O thread on
- * the latency path; the job still goes back to the I/O thread for the bookkeeping.
+ * the latency path; the job still goes back to the I/O thread for the bookkeeping, which
+ * it does at its next turn (it is woken for it only when that cannot wait).
+ *
+ * workers = 0: no worker threads. The I/O thread signs each turn's requests itself on
+ * PKCS#11 session 0 (run_inline), so a signature costs one thread wake-up instead of three:
+ * the lowest CPU per signature for an in-process token such as SoftHSM, at the price of
+ * serving the sockets only between signatures.
  * conn->lock serialises everything that touches the output buffer, the fd and the epoll
  * interest, so frames never interleave and a closed fd is never written.
  */
@@ -44,6 +50,8 @@
 #define PEER_TABLE_MAX 4096
 /* Finished jobs that wake the I/O thread for their bookkeeping (see post_done). */
 #define DONE_WAKE_BATCH 32
+/* workers = 0: requests the I/O thread signs per turn before it looks at the sockets again. */
+#define INLINE_TURN_MAX 32
 
 struct conn {
     struct conn *next, *prev; /* all live connections (I/O thread only) */
@@ -119,7 +127,9 @@ struct rpc_server {
     struct jobq done;    /* audit waiter / workers -> I/O */
     int threads_stop;
     struct worker *workers;
-    unsigned n_workers;
+    unsigned n_workers;                    /* 0: the I/O thread signs (run_inline) */
+    struct job *inline_head, *inline_tail; /* workers = 0: queued in this turn (I/O thread only) */
+    size_t inline_n;
     pthread_t audit_thread;
     int audit_thread_started;
     size_t in_flight;
@@ -239,6 +249,15 @@ static void post_done(struct rpc_server *srv, struct job *j)
     }
 }
 
+/* Replace j's answer by an HSM_ERROR without a signature. */
+static void withhold(struct job *j, const char *why)
+{
+    sodium_memzero(j->sig, sizeof(j->sig));
+    j->sig_len = 0;
+    j->status = KEYLESS__V1__STATUS__HSM_ERROR;
+    j->message = why;
+}
+
 /* ---- audit ---- */
 
 static void audit_fill(struct audit_record *rec, const struct conn *c, const char *op, const char *key,
@@ -267,7 +286,64 @@ static int audit_now(struct rpc_server *srv, const struct audit_record *rec)
     return ret;
 }
 
-/* ---- workers ---- */
+/* ---- signing ---- */
+
+/*
+ * Sign j on PKCS#11 session `session` and append its audit record. Returns 1 if the answer
+ * must wait for the record to be durable (a signature, audit_sync group/always), 0 if it can
+ * go now (a failure, or audit_sync none). Either way j holds the answer to send.
+ */
+static int sign_job(struct rpc_server *srv, unsigned session, struct job *j)
+{
+    const struct rpc_key *k = &srv->keys[j->key_idx];
+    uint8_t content[POLICY_MAX_CONTENT];
+    size_t content_len = 0;
+    struct audit_record rec;
+    int ret;
+
+    j->sig_len = sizeof(j->sig);
+    ret = policy_build_content(content, &content_len, j->context, j->hash, j->hash_len);
+    if (ret == 0) {
+        ret = p11_sign(srv->be, j->sig, &j->sig_len, session, k->p11, j->scheme, content, content_len);
+    }
+    if (ret == 0) {
+        j->status = KEYLESS__V1__STATUS__OK;
+    } else {
+        j->status = KEYLESS__V1__STATUS__HSM_ERROR;
+        j->message = ret == KL_ERR_CRYPTO ? "the token's signature did not verify" : "the HSM failed to sign";
+        sodium_memzero(j->sig, sizeof(j->sig));
+        j->sig_len = 0;
+    }
+    memset(&rec, 0, sizeof(rec));
+    rec.pid = j->conn->pid; /* immutable after accept: safe to read here */
+    rec.uid = j->conn->uid;
+    rec.gid = j->conn->gid;
+    rec.op = "sign";
+    rec.key = k->cfg->name;
+    rec.scheme = j->scheme;
+    rec.context = j->context;
+    rec.hash = j->hash;
+    rec.hash_len = j->hash_len;
+    rec.server_name = j->server_name;
+    rec.client_address = j->client_address;
+    rec.connection_id = j->connection_id;
+    rec.request_id = j->id;
+    rec.status = status_name(j->status);
+    rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
+    rec.latency_us = (now_ns() - j->t0_ns) / 1000;
+    /* A signature waits for its record (its waiter runs the sync); a failure does not, and
+     * leaves its record to the flusher. */
+    int waits = j->status == KEYLESS__V1__STATUS__OK && srv->cfg->audit_sync != AUDIT_SYNC_NONE;
+    if ((ret = audit_append(srv->audit, &rec, waits ? &j->seq : NULL)) != 0) {
+        /* No record, no signature: fail closed. */
+        fprintf(stderr, "keyless-signer: audit: append failed (%s); withholding signature\n", kl_err_str(ret));
+        withhold(j, "the audit log cannot be written");
+        return 0;
+    }
+    return waits;
+}
+
+/* ---- workers (workers >= 1) ---- */
 
 static void *worker_main(void *arg)
 {
@@ -276,62 +352,13 @@ static void *worker_main(void *arg)
     struct job *j;
 
     while ((j = jobq_take(&srv->work, 0, &srv->threads_stop)) != NULL) {
-        const struct rpc_key *k = &srv->keys[j->key_idx];
-        uint8_t content[POLICY_MAX_CONTENT];
-        size_t content_len = 0;
-        struct audit_record rec;
-        int ret;
-
-        j->sig_len = sizeof(j->sig);
-        ret = policy_build_content(content, &content_len, j->context, j->hash, j->hash_len);
-        if (ret == 0) {
-            ret = p11_sign(srv->be, j->sig, &j->sig_len, w->index, k->p11, j->scheme, content, content_len);
-        }
-        if (ret == 0) {
-            j->status = KEYLESS__V1__STATUS__OK;
-        } else {
-            j->status = KEYLESS__V1__STATUS__HSM_ERROR;
-            j->message = ret == KL_ERR_CRYPTO ? "the token's signature did not verify" : "the HSM failed to sign";
-            sodium_memzero(j->sig, sizeof(j->sig));
-            j->sig_len = 0;
-        }
-        memset(&rec, 0, sizeof(rec));
-        rec.pid = j->conn->pid; /* immutable after accept: safe to read here */
-        rec.uid = j->conn->uid;
-        rec.gid = j->conn->gid;
-        rec.op = "sign";
-        rec.key = k->cfg->name;
-        rec.scheme = j->scheme;
-        rec.context = j->context;
-        rec.hash = j->hash;
-        rec.hash_len = j->hash_len;
-        rec.server_name = j->server_name;
-        rec.client_address = j->client_address;
-        rec.connection_id = j->connection_id;
-        rec.request_id = j->id;
-        rec.status = status_name(j->status);
-        rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
-        rec.latency_us = (now_ns() - j->t0_ns) / 1000;
-        /* A signature waits for its record (the audit waiter runs the sync); a failure does
-         * not, and leaves its record to the flusher. */
-        int waits = j->status == KEYLESS__V1__STATUS__OK && srv->cfg->audit_sync != AUDIT_SYNC_NONE;
-        if ((ret = audit_append(srv->audit, &rec, waits ? &j->seq : NULL)) != 0) {
-            /* No record, no signature: fail closed. */
-            fprintf(stderr, "keyless-signer: audit: append failed (%s); withholding signature\n", kl_err_str(ret));
-            sodium_memzero(j->sig, sizeof(j->sig));
-            j->sig_len = 0;
-            j->status = KEYLESS__V1__STATUS__HSM_ERROR;
-            j->message = "the audit log cannot be written";
-            post_done(srv, j);
-            continue;
-        }
-        if (waits) {
-            /* The signature waits for its record to be durable: the audit thread waits (and
-             * runs one fdatasync for its whole batch) while this worker goes on signing. */
+        if (sign_job(srv, w->index, j)) {
+            /* The audit thread waits for durability (one fdatasync for its whole batch)
+             * while this worker goes on signing. */
             (void)jobq_push(&srv->durable, j, 0);
-            continue;
+        } else {
+            post_done(srv, j);
         }
-        post_done(srv, j);
     }
     return NULL;
 }
@@ -353,10 +380,7 @@ static void *audit_waiter_main(void *arg)
             struct job *j = batch;
             batch = j->next;
             if (ret != 0) {
-                sodium_memzero(j->sig, sizeof(j->sig));
-                j->sig_len = 0;
-                j->status = KEYLESS__V1__STATUS__HSM_ERROR;
-                j->message = "the audit log cannot be made durable";
+                withhold(j, "the audit log cannot be made durable");
             }
             post_done(srv, j);
         }
@@ -652,10 +676,20 @@ static void handle_sign(struct rpc_server *srv, struct conn *c, const Keyless__V
     j->t0_ns = t0;
     /* Bound every job not yet back on this thread (queued, signing, waiting for the audit,
      * done): that bounds the signer's memory however fast peers send. */
-    if (srv->in_flight >= srv->cfg->queue_max || jobq_push(&srv->work, j, 0) < 0) {
+    if (srv->in_flight >= srv->cfg->queue_max || (srv->n_workers > 0 && jobq_push(&srv->work, j, 0) < 0)) {
         free(j);
         sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__OVERLOADED, "signing queue full", t0);
         return;
+    }
+    if (srv->n_workers == 0) {
+        /* Signed by this thread once the turn's input is read (run_inline). */
+        if (srv->inline_tail != NULL) {
+            srv->inline_tail->next = j;
+        } else {
+            srv->inline_head = j;
+        }
+        srv->inline_tail = j;
+        srv->inline_n++;
     }
     c->refs++;
     srv->in_flight++;
@@ -920,6 +954,25 @@ static void accept_all(struct rpc_server *srv)
     }
 }
 
+/* I/O thread: the bookkeeping of a finished job whose answer conn_deliver() handled. */
+static void job_retire(struct rpc_server *srv, struct job *j)
+{
+    struct conn *c = j->conn;
+    c->refs--;
+    srv->in_flight--;
+    if (j->overflow && !c->dead) {
+        fprintf(stderr, "keyless-signer: conn %llu: dropping (it does not read its answers)\n",
+                (unsigned long long)c->serial);
+        conn_kill(srv, c);
+    } else if (!j->sent && !c->dead) {
+        send_sign_status(srv, c, j->id, j->status, j->message, j->sig, j->sig_len);
+    }
+    job_free(j);
+    if (!c->dead) {
+        conn_flush(srv, c);
+    }
+}
+
 /* Results back from the workers / audit waiter: send them (or drop them for a dead peer).
  * Called at every turn of the I/O loop; done_fd only wakes the loop when one is urgent. */
 static void drain_done(struct rpc_server *srv)
@@ -932,21 +985,43 @@ static void drain_done(struct rpc_server *srv)
     pthread_mutex_unlock(&srv->done.lock);
     while (list != NULL) {
         struct job *j = list;
-        struct conn *c = j->conn;
         list = j->next;
-        c->refs--;
-        srv->in_flight--;
-        if (j->overflow && !c->dead) {
-            fprintf(stderr, "keyless-signer: conn %llu: dropping (it does not read its answers)\n",
-                    (unsigned long long)c->serial);
-            conn_kill(srv, c);
-        } else if (!j->sent && !c->dead) {
-            send_sign_status(srv, c, j->id, j->status, j->message, j->sig, j->sig_len);
+        job_retire(srv, j);
+    }
+}
+
+/*
+ * workers = 0: the I/O thread signs what this turn read, on PKCS#11 session 0, with no
+ * hand-off to another thread. A lone request also waits for its audit record here (one
+ * wake-up per signature in all); a batch goes to the audit thread for one fdatasync while
+ * this thread returns to the sockets.
+ */
+static void run_inline(struct rpc_server *srv)
+{
+    /* At most INLINE_TURN_MAX per turn: the sockets (accept, refusals, stop) are served
+     * between batches however many requests a peer pipelined. */
+    size_t n = srv->inline_n < INLINE_TURN_MAX ? srv->inline_n : INLINE_TURN_MAX;
+    for (size_t i = 0; i < n; i++) {
+        struct job *j = srv->inline_head;
+        srv->inline_head = j->next;
+        if (srv->inline_head == NULL) {
+            srv->inline_tail = NULL;
         }
-        job_free(j);
-        if (!c->dead) {
-            conn_flush(srv, c);
+        srv->inline_n--;
+        j->next = NULL;
+        if (sign_job(srv, 0, j)) {
+            if (n > 1) {
+                (void)jobq_push(&srv->durable, j, 0);
+                continue;
+            }
+            int ret = audit_wait_durable(srv->audit, j->seq);
+            if (ret != 0) {
+                fprintf(stderr, "keyless-signer: audit: not durable (%s); signature withheld\n", kl_err_str(ret));
+                withhold(j, "the audit log cannot be made durable");
+            }
         }
+        conn_deliver(srv, j);
+        job_retire(srv, j);
     }
 }
 
@@ -1074,7 +1149,7 @@ int rpc_server_new(struct rpc_server **srv_p, const struct signer_config *cfg, s
     KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->rotate_fd, &e) == 0, KL_ERR_IO);
 
     srv->n_workers = cfg->workers;
-    srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
+    srv->workers = calloc(srv->n_workers > 0 ? srv->n_workers : 1, sizeof(*srv->workers));
     KL_ENSURE(srv->workers != NULL, KL_ERR_NO_MEMORY);
     for (unsigned i = 0; i < srv->n_workers; i++) {
         srv->workers[i].srv = srv;
@@ -1178,6 +1253,9 @@ int rpc_server_run(struct rpc_server *srv)
             }
             timeout = 50;
         }
+        if (srv->inline_head != NULL) {
+            timeout = 0; /* requests still to sign: only look at the sockets */
+        }
         n = epoll_wait(srv->epfd, evs, 64, timeout);
         if (n < 0) {
             if (errno == EINTR) {
@@ -1236,6 +1314,7 @@ int rpc_server_run(struct rpc_server *srv)
                 conn_flush(srv, c);
             }
         }
+        run_inline(srv);
         sweep_dead(srv);
         rotate_by_size(srv);
     }
@@ -1257,6 +1336,12 @@ void rpc_server_free(struct rpc_server *srv)
         pthread_join(srv->audit_thread, NULL);
     }
     /* Anything left (the drain timed out): drop it. */
+    while (srv->inline_head != NULL) {
+        struct job *j = srv->inline_head;
+        srv->inline_head = j->next;
+        j->conn->refs--;
+        job_free(j);
+    }
     struct jobq *queues[3] = {&srv->work, &srv->durable, &srv->done};
     for (size_t i = 0; i < 3; i++) {
         while (queues[i]->head != NULL) {

@@ -153,10 +153,12 @@ start_keyless() {
     fi
     mkdir -p "$dir"
     SERVER_PORT=$(bench_free_port)
+    # workers = 0: one PKCS#11 session, signed on the signer's I/O thread (no hand-off between
+    # threads; docs/SIGNER.md). nginx runs one worker process with one session too.
     cat >"$dir/signer.conf" <<EOF
 [signer]
 socket = $dir/run/signer.sock
-workers = 1
+workers = 0
 audit_log = $dir/audit.jsonl
 audit_sync = $sync
 

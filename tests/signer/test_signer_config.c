@@ -84,8 +84,8 @@ int main(void)
     expect_conf(NULL, NULL, harness_std_keys, "--check-config", 0, "OK (4 key(s)", "--check-config on a good config");
 
     /* Bad lines: exit 2 with FILE:LINE: [section] key: reason. */
-    snprintf(sub, sizeof(sub), "case.conf:3: [signer] workers: '0' is not 1..256");
-    expect_raw("[signer]\nsocket = /tmp/x.sock\nworkers = 0\n", "", 2, sub, "workers = 0");
+    snprintf(sub, sizeof(sub), "case.conf:3: [signer] workers: '257' is not 0..256");
+    expect_raw("[signer]\nsocket = /tmp/x.sock\nworkers = 257\n", "", 2, sub, "workers = 257");
     snprintf(sub, sizeof(sub), "case.conf:2: [signer] colour: unknown key");
     expect_raw("[signer]\ncolour = blue\n", "", 2, sub, "unknown key in [signer]");
     snprintf(sub, sizeof(sub), "case.conf:4: [signer] audit_sync: 'sometimes' is not always, group or none");

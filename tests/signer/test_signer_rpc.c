@@ -444,11 +444,13 @@ static void test_overload_and_peer_rate(void)
              "%s[key nobody-key]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
              "schemes = ecdsa_secp256r1_sha256\nallow_uids = %u\n",
              harness_std_keys, (unsigned)OTHER_ID);
-    if (harness_write_config(&H, conf,
-                             "workers = 1\nqueue_max = 2\naudit_sync = always\nrate_per_peer = 0.001\n"
-                             "burst_per_peer = 40\nsocket_group = 65534\n",
-                             NULL, keys) != 0 ||
-        harness_start(&H, conf) != 0 || rpc_client_connect(&c, H.sock) != 0) {
+    char extra[300];
+    snprintf(extra, sizeof(extra),
+             "workers = %s\nqueue_max = 2\naudit_sync = always\nrate_per_peer = 0.001\n"
+             "burst_per_peer = 40\nsocket_group = 65534\n",
+             getenv("KL_TEST_WORKERS") != NULL ? getenv("KL_TEST_WORKERS") : "1");
+    if (harness_write_config(&H, conf, extra, NULL, keys) != 0 || harness_start(&H, conf) != 0 ||
+        rpc_client_connect(&c, H.sock) != 0) {
         ok(0, "small signer started");
         return;
     }
@@ -505,8 +507,13 @@ int main(void)
     }
     snprintf(keys, sizeof(keys), "%s", harness_std_keys);
     snprintf(keys + strlen(keys), sizeof(keys) - strlen(keys), extra_keys, (unsigned)getuid() + 4242);
-    ok(harness_write_config(&H, H.conf, "workers = 2\nqueue_max = 4096\naudit_sync = group\n", NULL, keys) == 0,
-       "config written");
+    /* KL_TEST_WORKERS=0 (ctest test_signer_rpc_inline): the whole test again with the I/O
+     * thread signing itself (workers = 0). */
+    char extra[200];
+    snprintf(extra, sizeof(extra), "workers = %s\nqueue_max = 4096\naudit_sync = group\n",
+             getenv("KL_TEST_WORKERS") != NULL ? getenv("KL_TEST_WORKERS") : "2");
+    diag("signer config: %s", extra);
+    ok(harness_write_config(&H, H.conf, extra, NULL, keys) == 0, "config written");
     if (harness_start(&H, H.conf) != 0) {
         ok(0, "keyless-signer started");
         harness_run(out, sizeof(out), "cat /dev/null");
