@@ -772,6 +772,31 @@ static void sync_unlocked(struct audit_log *log)
     pthread_cond_broadcast(&log->durable_cv);
 }
 
+int audit_sync_if_idle(struct audit_log *log, uint64_t seq)
+{
+    int ret = 0;
+
+    if (log == NULL)
+        return KL_ERR_INVALID;
+    pthread_mutex_lock(&log->lock);
+    if (seq > log->seq) {
+        ret = KL_ERR_INVALID;
+    } else if (log->failed) {
+        ret = KL_ERR_AUDIT;
+    } else if (log->durable_seq < seq) {
+        uint64_t next = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL;
+        if (log->sync == AUDIT_SYNC_NONE || log->syncing ||
+            (log->sync == AUDIT_SYNC_GROUP && log->last_sync_ns != 0 && mono_ns() < next)) {
+            ret = KL_ERR_WANT_READ; /* it would have to wait: the caller hands it off */
+        } else {
+            sync_unlocked(log);
+            ret = log->failed ? KL_ERR_AUDIT : 0;
+        }
+    }
+    pthread_mutex_unlock(&log->lock);
+    return ret;
+}
+
 int audit_wait_durable(struct audit_log *log, uint64_t seq)
 {
     int ret = 0;

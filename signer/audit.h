@@ -109,6 +109,14 @@ KL_MUST_CHECK int audit_append(struct audit_log *log, const struct audit_record 
 KL_MUST_CHECK int audit_wait_durable(struct audit_log *log, uint64_t seq);
 
 /*
+ * Make record seq durable now if that needs no waiting: 0 if it is durable when this
+ * returns (already, or after an fdatasync run here), KL_ERR_WANT_READ if it would have to
+ * wait (a sync is running, or GROUP pacing has not let the next one start yet) - then
+ * call audit_wait_durable() elsewhere. KL_ERR_AUDIT if the log failed.
+ */
+KL_MUST_CHECK int audit_sync_if_idle(struct audit_log *log, uint64_t seq);
+
+/*
  * Rotate: make everything written durable, rename the file to "<path>.<UTC timestamp>"
  * (never replacing a file), create a fresh file at path and write its first line, an
  * op "rotate" record with "rotated_from" (the old file's base name) that chains to the

@@ -992,9 +992,10 @@ static void drain_done(struct rpc_server *srv)
 
 /*
  * workers = 0: the I/O thread signs what this turn read, on PKCS#11 session 0, with no
- * hand-off to another thread. A lone request also waits for its audit record here (one
- * wake-up per signature in all); a batch goes to the audit thread for one fdatasync while
- * this thread returns to the sockets.
+ * hand-off to another thread. A lone request whose fdatasync can start at once also
+ * gets it here (one wake-up per signature in all); a batch, or a record that would have
+ * to wait (a sync running, GROUP pacing), goes to the audit thread, so this thread never
+ * sleeps on the audit log.
  */
 static void run_inline(struct rpc_server *srv)
 {
@@ -1010,11 +1011,13 @@ static void run_inline(struct rpc_server *srv)
         srv->inline_n--;
         j->next = NULL;
         if (sign_job(srv, 0, j)) {
-            if (n > 1) {
+            /* A lone request whose sync can start now: run it here. Otherwise (a batch, a
+             * sync already running, GROUP pacing) the audit thread waits, not this one. */
+            int ret = n > 1 ? KL_ERR_WANT_READ : audit_sync_if_idle(srv->audit, j->seq);
+            if (ret == KL_ERR_WANT_READ) {
                 (void)jobq_push(&srv->durable, j, 0);
                 continue;
             }
-            int ret = audit_wait_durable(srv->audit, j->seq);
             if (ret != 0) {
                 fprintf(stderr, "keyless-signer: audit: not durable (%s); signature withheld\n", kl_err_str(ret));
                 withhold(j, "the audit log cannot be made durable");

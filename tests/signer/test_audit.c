@@ -721,6 +721,22 @@ static void test_modes(void)
         while (audit_durable_seq(log) < s2 && now_s() - t0 < 5.0)
             usleep(1000);
         ok(audit_durable_seq(log) >= s2, "the flusher made it durable without a waiter");
+        /* audit_sync_if_idle: syncs here only when nothing would make it wait. */
+        uint64_t s3 = 0, s4 = 0, syncs;
+        usleep(10 * 1000); /* past the 5 ms pacing */
+        make_record(&r, 3, h);
+        syncs = audit_sync_count(log);
+        ok(audit_append(log, &r, &s3) == 0 && audit_sync_if_idle(log, s3) == 0 && audit_durable_seq(log) >= s3 &&
+               audit_sync_count(log) == syncs + 1,
+           "sync_if_idle past the pacing: one fdatasync here, durable on return");
+        is_int(audit_sync_if_idle(log, s3), 0, "sync_if_idle on a durable record: 0, no sync");
+        make_record(&r, 4, h);
+        ok(audit_append(log, &r, &s4) == 0, "one more record");
+        int idle = audit_sync_if_idle(log, s4);
+        ok(idle == KL_ERR_WANT_READ || (idle == 0 && audit_durable_seq(log) >= s4),
+           "right after a sync: WANT_READ (pacing: wait elsewhere), or durable if 5 ms passed");
+        is_int(audit_wait_durable(log, s4), 0, "the record is made durable by a waiter");
+        is_int(audit_sync_if_idle(log, s4 + 1), KL_ERR_INVALID, "sync_if_idle on an unwritten seq is refused");
         diag("GROUP 5 ms: unwaited record durable after %.1f ms", (now_s() - t0) * 1000);
         audit_close(log);
     }
