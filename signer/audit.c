@@ -772,25 +772,69 @@ static void sync_unlocked(struct audit_log *log)
     pthread_cond_broadcast(&log->durable_cv);
 }
 
+/* What stands between record seq and durability, with the lock held. */
+enum durable_step {
+    STEP_DONE,   /* durable */
+    STEP_FAILED, /* the log failed */
+    STEP_WAIT,   /* a sync runs, or NONE mode: wait for durable_cv */
+    STEP_PACE,   /* GROUP pacing: no sync may start before *until_ns */
+    STEP_SYNC,   /* this caller may run the sync now */
+};
+
+static enum durable_step durable_step_locked(const struct audit_log *log, uint64_t seq, uint64_t *until_ns)
+{
+    if (log->failed)
+        return STEP_FAILED;
+    if (log->durable_seq >= seq)
+        return STEP_DONE;
+    if (log->syncing || log->sync == AUDIT_SYNC_NONE)
+        return STEP_WAIT;
+    if (log->sync == AUDIT_SYNC_GROUP && log->last_sync_ns != 0) {
+        /* At most one fdatasync starts per group_ms. */
+        *until_ns = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL;
+        if (mono_ns() < *until_ns)
+            return STEP_PACE;
+    }
+    return STEP_SYNC;
+}
+
+/* An absolute CLOCK_REALTIME deadline wait_ns from now, for pthread_cond_timedwait. */
+static void deadline_in(struct timespec *ts, uint64_t wait_ns)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += (time_t)(wait_ns / 1000000000ULL);
+    ts->tv_nsec += (long)(wait_ns % 1000000000ULL);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 int audit_sync_if_idle(struct audit_log *log, uint64_t seq)
 {
     int ret = 0;
+    uint64_t until = 0;
 
     if (log == NULL)
         return KL_ERR_INVALID;
     pthread_mutex_lock(&log->lock);
     if (seq > log->seq) {
         ret = KL_ERR_INVALID;
-    } else if (log->failed) {
-        ret = KL_ERR_AUDIT;
-    } else if (log->durable_seq < seq) {
-        uint64_t next = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL;
-        if (log->sync == AUDIT_SYNC_NONE || log->syncing ||
-            (log->sync == AUDIT_SYNC_GROUP && log->last_sync_ns != 0 && mono_ns() < next)) {
+    } else {
+        switch (durable_step_locked(log, seq, &until)) {
+        case STEP_DONE:
+            break;
+        case STEP_FAILED:
+            ret = KL_ERR_AUDIT;
+            break;
+        case STEP_WAIT:
+        case STEP_PACE:
             ret = KL_ERR_WANT_READ; /* it would have to wait: the caller hands it off */
-        } else {
+            break;
+        case STEP_SYNC:
             sync_unlocked(log);
             ret = log->failed ? KL_ERR_AUDIT : 0;
+            break;
         }
     }
     pthread_mutex_unlock(&log->lock);
@@ -800,6 +844,7 @@ int audit_sync_if_idle(struct audit_log *log, uint64_t seq)
 int audit_wait_durable(struct audit_log *log, uint64_t seq)
 {
     int ret = 0;
+    uint64_t until = 0;
 
     if (log == NULL)
         return KL_ERR_INVALID;
@@ -809,36 +854,26 @@ int audit_wait_durable(struct audit_log *log, uint64_t seq)
         goto exit;
     }
     for (;;) {
-        if (log->failed) {
+        enum durable_step step = durable_step_locked(log, seq, &until);
+        if (step == STEP_DONE)
+            break;
+        if (step == STEP_FAILED) {
             ret = KL_ERR_AUDIT;
             break;
         }
-        if (log->durable_seq >= seq)
-            break;
-        if (log->syncing || log->sync == AUDIT_SYNC_NONE) {
+        if (step == STEP_WAIT) {
             pthread_cond_wait(&log->durable_cv, &log->lock);
-            continue;
+        } else if (step == STEP_PACE) {
+            /* Until the next sync may start (a sync that ends meanwhile may cover seq). */
+            struct timespec ts;
+            uint64_t now = mono_ns();
+            deadline_in(&ts, until > now ? until - now : 0);
+            (void)pthread_cond_timedwait(&log->durable_cv, &log->lock, &ts);
+        } else {
+            /* This waiter leads: one fdatasync for every record written so far, no hand-off
+             * to another thread (the others wait for it and find their records covered). */
+            sync_unlocked(log);
         }
-        if (log->sync == AUDIT_SYNC_GROUP) {
-            /* GROUP pacing: at most one fdatasync starts per group_ms. Until then wait
-             * (a sync that ends meanwhile may already cover seq). */
-            uint64_t next = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL, now = mono_ns();
-            if (log->last_sync_ns != 0 && now < next) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += (time_t)((next - now) / 1000000000ULL);
-                ts.tv_nsec += (long)((next - now) % 1000000000ULL);
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                (void)pthread_cond_timedwait(&log->durable_cv, &log->lock, &ts);
-                continue;
-            }
-        }
-        /* This waiter leads: one fdatasync for every record written so far, no hand-off to
-         * another thread (the others wait for it and find their records covered). */
-        sync_unlocked(log);
     }
 exit:
     pthread_mutex_unlock(&log->lock);
@@ -870,14 +905,7 @@ static void *flusher_main(void *arg)
         uint64_t now = mono_ns(), last_start = log->last_sync_ns;
         if (last_start != 0 && now < last_start + interval) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t wait_ns = last_start + interval - now;
-            ts.tv_sec += (time_t)(wait_ns / 1000000000ULL);
-            ts.tv_nsec += (long)(wait_ns % 1000000000ULL);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            deadline_in(&ts, last_start + interval - now);
             /* Wakes early only for stop (appends signal work_cv, ignored until the deadline). */
             while (!log->stop && pthread_cond_timedwait(&log->work_cv, &log->lock, &ts) != ETIMEDOUT)
                 ;
