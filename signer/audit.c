@@ -810,38 +810,9 @@ static void deadline_in(struct timespec *ts, uint64_t wait_ns)
     }
 }
 
-int audit_sync_if_idle(struct audit_log *log, uint64_t seq)
-{
-    int ret = 0;
-    uint64_t until = 0;
-
-    if (log == NULL)
-        return KL_ERR_INVALID;
-    pthread_mutex_lock(&log->lock);
-    if (seq > log->seq) {
-        ret = KL_ERR_INVALID;
-    } else {
-        switch (durable_step_locked(log, seq, &until)) {
-        case STEP_DONE:
-            break;
-        case STEP_FAILED:
-            ret = KL_ERR_AUDIT;
-            break;
-        case STEP_WAIT:
-        case STEP_PACE:
-            ret = KL_ERR_WANT_READ; /* it would have to wait: the caller hands it off */
-            break;
-        case STEP_SYNC:
-            sync_unlocked(log);
-            ret = log->failed ? KL_ERR_AUDIT : 0;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&log->lock);
-    return ret;
-}
-
-int audit_wait_durable(struct audit_log *log, uint64_t seq)
+/* Make seq durable: run the sync when this caller may, wait for others when may_wait, else
+ * KL_ERR_WANT_READ as soon as it would have to wait. */
+static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
 {
     int ret = 0;
     uint64_t until = 0;
@@ -861,23 +832,36 @@ int audit_wait_durable(struct audit_log *log, uint64_t seq)
             ret = KL_ERR_AUDIT;
             break;
         }
-        if (step == STEP_WAIT) {
+        if (step == STEP_SYNC) {
+            /* This caller leads: one fdatasync for every record written so far, no hand-off
+             * to another thread (the others wait for it and find their records covered). */
+            sync_unlocked(log);
+        } else if (!may_wait) {
+            ret = KL_ERR_WANT_READ; /* it would have to wait: the caller hands it off */
+            break;
+        } else if (step == STEP_WAIT) {
             pthread_cond_wait(&log->durable_cv, &log->lock);
-        } else if (step == STEP_PACE) {
+        } else {
             /* Until the next sync may start (a sync that ends meanwhile may cover seq). */
             struct timespec ts;
             uint64_t now = mono_ns();
             deadline_in(&ts, until > now ? until - now : 0);
             (void)pthread_cond_timedwait(&log->durable_cv, &log->lock, &ts);
-        } else {
-            /* This waiter leads: one fdatasync for every record written so far, no hand-off
-             * to another thread (the others wait for it and find their records covered). */
-            sync_unlocked(log);
         }
     }
 exit:
     pthread_mutex_unlock(&log->lock);
     return ret;
+}
+
+int audit_sync_if_idle(struct audit_log *log, uint64_t seq)
+{
+    return make_durable(log, seq, 0);
+}
+
+int audit_wait_durable(struct audit_log *log, uint64_t seq)
+{
+    return make_durable(log, seq, 1);
 }
 
 /*

@@ -10,7 +10,11 @@
 # generator and the plaintext backend to core $BENCH_CLIENT_CPU (1).
 #
 # Knobs (environment):
-#   BENCH_DURATION=10      seconds per measurement
+#   BENCH_DURATION=10      seconds per measurement (bulk, floors)
+#   BENCH_ROUNDS=3         handshake rounds: every server is measured once per round, in
+#                          turn, and the median round is reported (the machine's speed drifts
+#                          over minutes; interleaving keeps each ratio within one period)
+#   BENCH_HS_DURATION=5    seconds per handshake measurement (per round)
 #   BENCH_CONCURRENCY=32   handshakes in flight for the saturation run
 #   BENCH_IDLE_CONNS=10000 idle established connections for the RSS figure
 #   BENCH_KEYS="ecdsa-p256 rsa-2048"
@@ -29,6 +33,8 @@ SRC=$(cd "${KL_SOURCE_DIR:-$HERE/../..}" && pwd)
 . "$HERE/bench-lib.sh"
 
 DUR=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+HS_DUR=${BENCH_HS_DURATION:-5}
 CONC=${BENCH_CONCURRENCY:-32}
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
 HOLD=${BENCH_IDLE_HOLD:-3}
@@ -290,11 +296,11 @@ profile_server() {
     mkdir -p "$out"
     for p in $(server_pids); do
         name=$(cat "/proc/$p/comm" 2>/dev/null || echo "$p")
-        perf record -e cpu-clock -F 2000 -g -o "$out/perf-$name-$p.data" -p "$p" -- sleep "$DUR" >/dev/null 2>&1 &
+        perf record -e cpu-clock -F 2000 -g -o "$out/perf-$name-$p.data" -p "$p" -- sleep "$HS_DUR" >/dev/null 2>&1 &
         perf_pids+=($!)
     done
     sleep 0.3
-    run_load "$tag profiled" --concurrency "$CONC" --duration "$DUR" || true
+    run_load "$tag profiled" --concurrency "$CONC" --duration "$HS_DUR" || true
     # Only perf's own processes: the servers are background jobs of this shell too.
     for p in "${perf_pids[@]}"; do wait "$p" || true; done
     for p in $(server_pids); do
@@ -309,48 +315,66 @@ profile_server() {
 put() { R["$1"]=$2; }
 get() { echo "${R[$1]:-}"; }
 
+# add KEY VALUE: one more round's value of a figure (the median is taken after the rounds).
+add() { R["$1"]="${R[$1]:+${R[$1]} }$2"; }
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
 # ---------------------------------------------------------------- handshakes
-for key in $KEYS; do
-    half_rate=
-    for srv in $SERVERS; do
-        if ! start_server "$srv" "$key"; then
+# Rounds: every server of every key once per round, in turn, so that a slow minute of this
+# shared machine hits all of them alike; the median round of each figure is reported, and
+# the per-round CPU figures are listed under the table.
+declare -A HALF # key -> the open-loop rate of the latency rows (set in round 1)
+for round in $(seq "$ROUNDS"); do
+    for key in $KEYS; do
+        for srv in $SERVERS; do
+            if ! start_server "$srv" "$key"; then
+                stop_server
+                continue
+            fi
+            run_load "$srv/$key warm-up" --concurrency "$CONC" --duration 1 >/dev/null 2>&1 || true
+            if run_load "$srv/$key saturation (round $round)" --concurrency "$CONC" --duration "$HS_DUR"; then
+                add "$srv/$key/hs_per_s" "$(bench_field "$LAST" hs_per_s)"
+                add "$srv/$key/cpu_us" "$LAST_CPU_US"
+                add "$srv/$key/cpu_us_terminator" "$LAST_CPU_MAIN_US"
+                add "$srv/$key/cpu_us_signer" "$LAST_CPU_EXTRA_US"
+                add "$srv/$key/ctxsw_per_hs" "$LAST_CS"
+                add "$srv/$key/sat_p99" "$(bench_field "$LAST" p99_ms)"
+                add "$srv/$key/errors" "$(bench_field "$LAST" errors)"
+                add "$srv/$key/tickets" "$(bench_field "$LAST" tickets)"
+                # Latency is compared at one rate for every server of this key: half of the first
+                # server's saturation in round 1 (nginx with the key file when it runs), the load
+                # a deployment would plan for.
+                if [ -z "${HALF[$key]:-}" ]; then
+                    HALF[$key]=$(awk -v r="$(bench_field "$LAST" hs_per_s)" 'BEGIN { printf "%d", r / 2 }')
+                fi
+                if run_load "$srv/$key half-rate (round $round)" --concurrency "$CONC" --duration "$HS_DUR" --rate "${HALF[$key]}"; then
+                    put "$srv/$key/half_rate" "${HALF[$key]}"
+                    add "$srv/$key/half_p50" "$(bench_field "$LAST" p50_ms)"
+                    add "$srv/$key/half_p99" "$(bench_field "$LAST" p99_ms)"
+                    add "$srv/$key/half_cpu_us" "$LAST_CPU_US"
+                    add "$srv/$key/half_errors" "$(bench_field "$LAST" errors)"
+                fi
+                if [ "$round" = 1 ] && [ "${BENCH_PROFILE:-0}" = 1 ]; then profile_server "$srv/$key"; fi
+                # Handshake plus one small request proxied to the backend: nginx then opens a backend
+                # connection too, as the frontend does after every handshake.
+                if [ "$key" = "${KEYS%% *}" ] && [ "$srv" != nginx-pkcs11 ] && [ "$srv" != keyless-nosync ] &&
+                    run_load "$srv/$key with a request (round $round)" --concurrency "$CONC" --duration "$HS_DUR" --request /; then
+                    add "$srv/$key/req_cpu_us" "$LAST_CPU_US"
+                    add "$srv/$key/req_per_s" "$(bench_field "$LAST" hs_per_s)"
+                    add "$srv/$key/req_errors" "$(bench_field "$LAST" errors)"
+                fi
+            fi
             stop_server
-            continue
-        fi
-        run_load "$srv/$key warm-up" --concurrency "$CONC" --duration 1 >/dev/null 2>&1 || true
-        if run_load "$srv/$key saturation" --concurrency "$CONC" --duration "$DUR"; then
-            put "$srv/$key/hs_per_s" "$(bench_field "$LAST" hs_per_s)"
-            put "$srv/$key/cpu_us" "$LAST_CPU_US"
-            put "$srv/$key/cpu_us_terminator" "$LAST_CPU_MAIN_US"
-            put "$srv/$key/cpu_us_signer" "$LAST_CPU_EXTRA_US"
-            put "$srv/$key/ctxsw_per_hs" "$LAST_CS"
-            put "$srv/$key/sat_p99" "$(bench_field "$LAST" p99_ms)"
-            put "$srv/$key/errors" "$(bench_field "$LAST" errors)"
-            put "$srv/$key/tickets" "$(bench_field "$LAST" tickets)"
-            # Latency is compared at one rate for every server of this key: half of the first server's
-            # saturation (nginx with the key file when it runs), the load a deployment would plan for.
-            if [ -z "$half_rate" ]; then
-                half_rate=$(awk -v r="$(bench_field "$LAST" hs_per_s)" 'BEGIN { printf "%d", r / 2 }')
-            fi
-            if run_load "$srv/$key half-rate" --concurrency "$CONC" --duration "$DUR" --rate "$half_rate"; then
-                put "$srv/$key/half_rate" "$half_rate"
-                put "$srv/$key/half_p50" "$(bench_field "$LAST" p50_ms)"
-                put "$srv/$key/half_p99" "$(bench_field "$LAST" p99_ms)"
-                put "$srv/$key/half_cpu_us" "$LAST_CPU_US"
-                put "$srv/$key/half_errors" "$(bench_field "$LAST" errors)"
-            fi
-            if [ "${BENCH_PROFILE:-0}" = 1 ]; then profile_server "$srv/$key"; fi
-            # Handshake plus one small request proxied to the backend: nginx then opens a backend
-            # connection too, as the frontend does after every handshake.
-            if [ "$key" = "${KEYS%% *}" ] && [ "$srv" != nginx-pkcs11 ] && [ "$srv" != keyless-nosync ] &&
-                run_load "$srv/$key with a request" --concurrency "$CONC" --duration "$DUR" --request /; then
-                put "$srv/$key/req_cpu_us" "$LAST_CPU_US"
-                put "$srv/$key/req_per_s" "$(bench_field "$LAST" hs_per_s)"
-                put "$srv/$key/req_errors" "$(bench_field "$LAST" errors)"
-            fi
-        fi
-        stop_server
+        done
     done
+done
+declare -A ROUND_CPU # the per-round server CPU µs/handshake, for the table
+for k in "${!R[@]}"; do
+    case $k in */cpu_us) ROUND_CPU[$k]=${R[$k]} ;; esac
+    # shellcheck disable=SC2086
+    R[$k]=$(median ${R[$k]})
 done
 
 # ---------------------------------------------------------------- idle connections (RSS)
@@ -458,7 +482,7 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
 {
     echo
     echo "keyless benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-    echo "duration ${DUR}s per figure, concurrency $CONC, servers on core $SCPU, load generator on core $CCPU, $SUITE"
+    echo "handshake figures: median of $ROUNDS rounds of ${HS_DUR}s (servers interleaved); bulk ${DUR}s; concurrency $CONC, servers on core $SCPU, load generator on core $CCPU, $SUITE"
     echo
     echo "| figure | ours | peer | ratio | target | met? |"
     echo "|---|---|---|---|---|---|"
@@ -502,6 +526,9 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     printf '| idle KiB/conn (%s conns) | %s | | %s |\n' "$(get idle/n)" "$(get nginx-file/idle/kib_per_conn)" "$(get keyless/idle/kib_per_conn)"
     printf '| bulk MB/s | %s | | %s |\n' "$(get nginx-file/bulk/mbytes_per_s)" "$(get keyless/bulk/mbytes_per_s)"
     printf '| bulk server CPU µs/MB | %s | | %s |\n' "$(get nginx-file/bulk/cpu_us_per_mb)" "$(get keyless/bulk/cpu_us_per_mb)"
+    for key in $KEYS; do
+        printf '| %s cpu_us, each round | %s | %s | %s | %s |\n' "$key" "${ROUND_CPU[nginx-file/$key/cpu_us]:-}" "${ROUND_CPU[nginx-pkcs11/$key/cpu_us]:-}" "${ROUND_CPU[keyless/$key/cpu_us]:-}" "${ROUND_CPU[keyless-nosync/$key/cpu_us]:-}"
+    done
     printf '| x25519 keygen+derive µs (openssl speed, 2 derives) | %s | | |\n' "$(get floor/x25519_us)"
     printf '| x25519 keygen+derive µs (tls_bench, libsodium as the frontend uses it) | | | %s |\n' "$(get floor/tls_x25519_us)"
     printf '| engine handshake CPU µs without signature (tls_bench, RFC 8448 replay) | | | %s |\n' "$(get floor/tls_handshake_us)"
