@@ -309,10 +309,7 @@ static int sign_job(struct rpc_server *srv, unsigned session, struct job *j)
     if (ret == 0) {
         j->status = KEYLESS__V1__STATUS__OK;
     } else {
-        j->status = KEYLESS__V1__STATUS__HSM_ERROR;
-        j->message = ret == KL_ERR_CRYPTO ? "the token's signature did not verify" : "the HSM failed to sign";
-        sodium_memzero(j->sig, sizeof(j->sig));
-        j->sig_len = 0;
+        withhold(j, ret == KL_ERR_CRYPTO ? "the token's signature did not verify" : "the HSM failed to sign");
     }
     memset(&rec, 0, sizeof(rec));
     rec.pid = j->conn->pid; /* immutable after accept: safe to read here */
