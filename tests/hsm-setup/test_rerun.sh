@@ -9,24 +9,7 @@ run_setup --dir "$D"
 ok $rc "first setup.sh exits 0"
 [ $rc -eq 0 ] || {
   sed 's/^/# /' "$T/err"
-  # 7. Two first runs at once on one fresh directory: the lock serialises
-# them, the second reuses what the first made.
-C=$T/concurrent/hsm
-bash "$SETUP" --dir "$C" --no-check >"$T/c1.out" 2>&1 &
-p1=$!
-bash "$SETUP" --dir "$C" --no-check >"$T/c2.out" 2>&1 &
-p2=$!
-rc1=0 rc2=0
-wait $p1 || rc1=$?
-wait $p2 || rc2=$?
-check "two concurrent first runs both exit 0" test $rc1 -eq 0 -a $rc2 -eq 0
-check "only one of them initialised the token and generated keys" \
-  test "$(cat "$T/c1.out" "$T/c2.out" | grep -c 'generated in the token')" -eq 4 -a \
-  "$(cat "$T/c1.out" "$T/c2.out" | grep -c 'initialised')" -eq 1
-check "one token directory" test "$(find "$C/tokens" -mindepth 1 -maxdepth 1 -type d | wc -l)" -eq 1
-check "check.sh passes on the result" bash "$CHECK" --dir "$C"
-
-done_testing
+  done_testing
 }
 fixture_digest "$D" >"$T/d0"
 check "the fixture digest covers 4 keys and 4 key ids" \
