@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 
 #include "harness.h"
+#include "rpc_client.h"
 
 const char harness_std_keys[] = "[key ecdsa-p256]\n"
                                 "uri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
@@ -323,4 +324,29 @@ void harness_p11_server_stop(pid_t pid)
     kill(-pid, SIGKILL); /* the whole group: p11-kit server forks per connection */
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
+}
+
+int harness_sign_status(const struct harness *h, struct rpc_client *c, uint64_t id, const char *key, uint16_t scheme,
+                        int verify)
+{
+    uint8_t hash[32], content[160];
+    Keyless__V1__Response *r = NULL;
+    int st = -1;
+    for (size_t i = 0; i < sizeof(hash); i++) {
+        hash[i] = (uint8_t)(id * 7 + i);
+    }
+    if (rpc_client_sign(c, &r, id, key, scheme, 1, hash, sizeof(hash)) != 0) {
+        return -1;
+    }
+    if (r->id == id && r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN) {
+        st = (int)r->sign->status;
+        if (st == KEYLESS__V1__STATUS__OK && verify) {
+            size_t clen = harness_content(content, 1, hash, sizeof(hash));
+            if (!harness_verify(h, key, scheme, content, clen, r->sign->signature.data, r->sign->signature.len)) {
+                st = -2;
+            }
+        }
+    }
+    keyless__v1__response__free_unpacked(r, NULL);
+    return st;
 }

@@ -56,6 +56,15 @@ size_t harness_content(uint8_t *out, int context, const uint8_t *hash, size_t ha
 int harness_verify(const struct harness *h, const char *key, uint16_t scheme, const uint8_t *content,
                    size_t content_len, const uint8_t *sig, size_t sig_len);
 
+struct rpc_client;
+/*
+ * One sign request (server context, a 32-byte hash derived from id) on c. Returns the
+ * answer's status (KEYLESS__V1__STATUS__*), -1 if there was no answer for id, and with
+ * verify, -2 if an OK signature does not verify against pki/<key>.crt.pem.
+ */
+int harness_sign_status(const struct harness *h, struct rpc_client *c, uint64_t id, const char *key, uint16_t scheme,
+                        int verify);
+
 /* DER SPKI of pki/<key>.crt.pem into out; returns its length or 0. */
 size_t harness_cert_spki(const struct harness *h, const char *key, uint8_t *out, size_t cap);
 

@@ -34,21 +34,7 @@ static int count_lines(const char *s)
 
 static int sign_ok(struct rpc_client *c, uint64_t id)
 {
-    uint8_t hash[32], content[160];
-    Keyless__V1__Response *r = NULL;
-    int good = 0;
-    for (size_t i = 0; i < sizeof(hash); i++) {
-        hash[i] = (uint8_t)(id * 3 + i);
-    }
-    if (rpc_client_sign(c, &r, id, "ecdsa-p256", 0x0403, 1, hash, sizeof(hash)) != 0) {
-        return 0;
-    }
-    if (r->id == id && r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN && r->sign->status == KEYLESS__V1__STATUS__OK) {
-        size_t clen = harness_content(content, 1, hash, sizeof(hash));
-        good = harness_verify(&H, "ecdsa-p256", 0x0403, content, clen, r->sign->signature.data, r->sign->signature.len);
-    }
-    keyless__v1__response__free_unpacked(r, NULL);
-    return good;
+    return harness_sign_status(&H, c, id, "ecdsa-p256", 0x0403, 1) == KEYLESS__V1__STATUS__OK;
 }
 
 /* Start on conf, sign n times (ids from *id_p), stop. 1 if all went well. */

@@ -24,26 +24,7 @@ static struct harness H;
 
 static int sign_status(struct rpc_client *c, uint64_t id, const char *key, uint16_t scheme, int verify)
 {
-    uint8_t hash[32], content[160];
-    Keyless__V1__Response *r = NULL;
-    int st = -1;
-    for (size_t i = 0; i < sizeof(hash); i++) {
-        hash[i] = (uint8_t)(id + i);
-    }
-    if (rpc_client_sign(c, &r, id, key, scheme, 1, hash, sizeof(hash)) != 0) {
-        return -1;
-    }
-    if (r->id == id && r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN) {
-        st = (int)r->sign->status;
-        if (st == KEYLESS__V1__STATUS__OK && verify) {
-            size_t clen = harness_content(content, 1, hash, sizeof(hash));
-            if (!harness_verify(&H, key, scheme, content, clen, r->sign->signature.data, r->sign->signature.len)) {
-                st = -2;
-            }
-        }
-    }
-    keyless__v1__response__free_unpacked(r, NULL);
-    return st;
+    return harness_sign_status(&H, c, id, key, scheme, verify);
 }
 
 static void spki_matches(struct rpc_client *c, const char *what)
