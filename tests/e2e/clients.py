@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Misbehaving and idle clients for tests/e2e/test_limits.sh (python3 standard library only).
+"""Misbehaving, idle and long-lived clients for the e2e tests (python3 standard library only).
 
   clients.py idle PORT N [--tls CA]   hold N connections (TCP only, or TLS handshaken) open;
                                       prints "ready K" when K are open, then waits for stdin EOF
@@ -7,6 +7,9 @@
   clients.py dribble PORT SECONDS     send a ClientHello one byte per second; prints how long
                                       until the frontend closed the connection (or "open")
   clients.py abandon PORT MS          send a whole ClientHello, close the connection MS later
+  clients.py live PORT CA GO BYTES    handshake (prints "connected"), wait (<= 60 s) until the
+                                      file GO exists, then GET /bytes/BYTES on the same connection
+                                      and print "live STATUS SHA256-MATCHES"
 """
 import os
 import socket
@@ -99,6 +102,21 @@ def dribble(port, seconds):
     print("open", flush=True)
 
 
+def live(port, ca, go, nbytes):
+    import hashlib
+    import http.client
+    c = http.client.HTTPSConnection("localhost", port, context=tls_ctx(ca), timeout=60)
+    c.connect()
+    print("connected", flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.request("GET", "/bytes/%d" % nbytes)
+    r = c.getresponse()
+    body = r.read()
+    print("live", r.status, hashlib.sha256(body).hexdigest() == r.getheader("X-Sha256"), flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "idle":
@@ -110,5 +128,7 @@ if __name__ == "__main__":
         abandon(int(sys.argv[2]), int(sys.argv[3]))
     elif cmd == "dribble":
         dribble(int(sys.argv[2]), float(sys.argv[3]))
+    elif cmd == "live":
+        live(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         sys.exit(__doc__)

@@ -57,20 +57,7 @@ METRICS_PORT=$(free_port)
 FE_CERTS=ecdsa-p256 kl_start_frontend
 check "before SIGHUP: the P-256 certificate" test "$(peer_bits)" = 256
 # A live connection: handshake done before the reload, request sent after it.
-python3 - "$FE_PORT" "$ROOT" "$T/live.fifo" >"$T/live.out" 2>&1 <<'EOP' &
-import hashlib, http.client, os, ssl, sys, time
-port, ca, fifo = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-ctx = ssl.create_default_context(cafile=ca)
-c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=60)
-c.connect()
-print("connected", flush=True)
-while not os.path.exists(fifo):
-    time.sleep(0.05)
-c.request("GET", "/bytes/1000000")
-r = c.getresponse()
-body = r.read()
-print("live", r.status, hashlib.sha256(body).hexdigest() == r.getheader("X-Sha256"), flush=True)
-EOP
+python3 "$KL_SOURCE_DIR/tests/e2e/clients.py" live "$FE_PORT" "$ROOT" "$T/live.fifo" 1000000 >"$T/live.out" 2>&1 &
 live_pid=$!
 wait_for grep -q connected "$T/live.out" || true
 sed -i "s#ecdsa-p256#ecdsa-p384#g" "$FE_CONF"

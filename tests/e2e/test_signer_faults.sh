@@ -75,21 +75,7 @@ METRICS_PORT=$(free_port)
 unset FE_SIGNER_SOCK
 FE_SIGNER_EXTRA="timeout = 1" kl_start_frontend
 # An established connection, used only after the kill: the signer's absence must not touch it.
-python3 - "$FE_PORT" "$ROOT" "$T/live.go" >"$T/live.out" 2>&1 <<'EOP' &
-import hashlib, http.client, os, ssl, sys, time
-port, ca, go = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-c = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=ca), timeout=60)
-c.connect()
-print("connected", flush=True)
-for _ in range(600):
-    if os.path.exists(go):
-        break
-    time.sleep(0.05)
-c.request("GET", "/bytes/100000")
-r = c.getresponse()
-body = r.read()
-print("live", r.status, hashlib.sha256(body).hexdigest() == r.getheader("X-Sha256"), flush=True)
-EOP
+python3 "$KL_SOURCE_DIR/tests/e2e/clients.py" live "$FE_PORT" "$ROOT" "$T/live.go" 100000 >"$T/live.out" 2>&1 &
 live_pid=$!
 wait_for grep -q connected "$T/live.out" || true
 python3 "$HSLOAD" --port "$FE_PORT" --ca "$ROOT" -n 3000 --concurrency 50 --timeout 30 >"$T/load.json" &
