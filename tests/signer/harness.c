@@ -350,3 +350,12 @@ int harness_sign_status(const struct harness *h, struct rpc_client *c, uint64_t 
     keyless__v1__response__free_unpacked(r, NULL);
     return st;
 }
+
+int harness_count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s != '\0'; s++) {
+        n += *s == '\n';
+    }
+    return n;
+}

@@ -46,6 +46,9 @@ int harness_start(struct harness *h, const char *conf);
 /* SIGTERM and wait; returns the exit status (or -1 if it had to be killed). */
 int harness_stop(struct harness *h);
 
+/* How many '\n' s holds: "one line" checks on captured error output. */
+int harness_count_lines(const char *s);
+
 /* Run a command line with sh -c, capturing stdout+stderr into out (NUL-terminated); returns exit status. */
 int harness_run(char *out, size_t out_cap, const char *cmd);
 

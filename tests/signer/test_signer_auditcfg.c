@@ -23,15 +23,6 @@
 
 static struct harness H;
 
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s != '\0'; s++) {
-        n += *s == '\n';
-    }
-    return n;
-}
-
 static int sign_ok(struct rpc_client *c, uint64_t id)
 {
     return harness_sign_status(&H, c, id, "ecdsa-p256", 0x0403, 1) == KEYLESS__V1__STATUS__OK;
@@ -93,7 +84,8 @@ static void test_torn(void)
     is_int(harness_run(out, sizeof(out), cmd), 1, "torn last line: exit 1");
     snprintf(want, sizeof(want), "keyless-signer: %s: [signer] audit_log: %s: the last line is incomplete (%zu bytes",
              conf, H.audit, strlen(torn));
-    if (!ok(strstr(out, want) != NULL && strstr(out, "(audit_repair_torn = yes)\n") != NULL && count_lines(out) == 1,
+    if (!ok(strstr(out, want) != NULL && strstr(out, "(audit_repair_torn = yes)\n") != NULL &&
+                harness_count_lines(out) == 1,
             "torn last line: ONE line naming config, key, file, what and the fix")) {
         diag("want '%s' in: %s", want, out);
     }
@@ -107,7 +99,7 @@ static void test_torn(void)
     if (harness_write_config(&H, conf, "audit_repair_torn = maybe", NULL, harness_std_keys) == 0) {
         snprintf(cmd, sizeof(cmd), "%s --config %s 2>&1", H.bin, conf);
         is_int(harness_run(out, sizeof(out), cmd), 2, "audit_repair_torn = maybe: exit 2");
-        ok(strstr(out, "[signer] audit_repair_torn: 'maybe' is not yes or no") != NULL && count_lines(out) == 1,
+        ok(strstr(out, "[signer] audit_repair_torn: 'maybe' is not yes or no") != NULL && harness_count_lines(out) == 1,
            "audit_repair_torn = maybe: one line");
     }
     snprintf(conf, sizeof(conf), "%s/repair.conf", H.dir);
@@ -161,7 +153,7 @@ static void test_rotate_bytes(void)
         snprintf(cmd, sizeof(cmd), "%s --config %s 2>&1", H.bin, conf);
         is_int(harness_run(out, sizeof(out), cmd), 2, "audit_rotate_bytes = 100: exit 2");
         ok(strstr(out, "[signer] audit_rotate_bytes: '100' is not 0 (off) or 4096..2^50 (bytes)") != NULL &&
-               count_lines(out) == 1,
+               harness_count_lines(out) == 1,
            "audit_rotate_bytes = 100: one line");
     }
     snprintf(conf, sizeof(conf), "%s/rotate.conf", H.dir);

@@ -14,15 +14,6 @@
 
 static struct harness H;
 
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s != '\0'; s++) {
-        n += *s == '\n';
-    }
-    return n;
-}
-
 /* Write text as the config (verbatim, no harness additions), run the check, compare. */
 static void expect_raw(const char *text, const char *args, int want_status, const char *want_sub, const char *what)
 {
@@ -42,7 +33,7 @@ static void expect_raw(const char *text, const char *args, int want_status, cons
     snprintf(name, sizeof(name), "%s: exit %d", what, want_status);
     is_int(st, want_status, name);
     snprintf(name, sizeof(name), "%s: one line naming it", what);
-    if (!ok(strstr(out, want_sub) != NULL && (want_status == 0 || count_lines(out) == 1), name)) {
+    if (!ok(strstr(out, want_sub) != NULL && (want_status == 0 || harness_count_lines(out) == 1), name)) {
         diag("want '%s' in: %s", want_sub, out);
     }
 }
@@ -179,7 +170,7 @@ int main(void)
         }
         snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", H.bin, conf);
         is_int(harness_run(out, sizeof(out), cmd), 1, "wrong PIN: exit 1");
-        ok(strstr(out, "[hsm] pin_file: C_Login failed: CKR_PIN_INCORRECT") != NULL && count_lines(out) == 1,
+        ok(strstr(out, "[hsm] pin_file: C_Login failed: CKR_PIN_INCORRECT") != NULL && harness_count_lines(out) == 1,
            "wrong PIN: one line naming the login failure");
         ok(strstr(out, "0000-wrong") == NULL, "the PIN is never printed");
         diag("%s", out);

@@ -35,15 +35,6 @@ static const char keys_root[] = "[key ecdsa-p256]\n"
                                 "uri = pkcs11:token=keyless;object=rsa-2048;type=private\n"
                                 "schemes = rsa_pss_rsae_sha256\nallow_uids = 0\n";
 
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s != '\0'; s++) {
-        n += *s == '\n';
-    }
-    return n;
-}
-
 static int sign_status(struct rpc_client *c, uint64_t id, const char *key, uint16_t scheme, int verify)
 {
     return harness_sign_status(&H, c, id, key, scheme, verify);
@@ -65,7 +56,7 @@ static void expect_start_error(const char *signer_extra, const char *keys, int w
     snprintf(name, sizeof(name), "%s: exit %d", what, want_status);
     is_int(st, want_status, name);
     snprintf(name, sizeof(name), "%s: one line naming it", what);
-    if (!ok(strstr(out, want) != NULL && count_lines(out) == 1, name)) {
+    if (!ok(strstr(out, want) != NULL && harness_count_lines(out) == 1, name)) {
         diag("want '%s' in: %s", want, out);
     }
 }
@@ -281,7 +272,7 @@ int main(void)
     snprintf(cmd, sizeof(cmd), "timeout 60 %s --config %s/case.conf --check-config 2>&1", H.bin, H.dir);
     is_int(harness_run(out, sizeof(out), cmd), 1, "--check-config: PIN file not readable by user: exit 1");
     ok(strstr(out, "[hsm] pin_file: ") != NULL && strstr(out, "is not readable by user nobody") != NULL &&
-           count_lines(out) == 1,
+           harness_count_lines(out) == 1,
        "--check-config: one line naming it");
     ok(chown(pin, pw->pw_uid, pw->pw_gid) == 0, "PIN file owned by nobody again");
     is_int(harness_run(out, sizeof(out), cmd), 0, "--check-config with user = nobody: OK");
@@ -297,7 +288,7 @@ int main(void)
             is_int(harness_run(out, sizeof(out), cmd), 2, "user = while not root: exit 2");
             ok(strstr(out, "[signer] user: set to 'nobody', but the signer is not running as root (uid 65534)") !=
                        NULL &&
-                   count_lines(out) == 1,
+                   harness_count_lines(out) == 1,
                "user = while not root: one line naming it");
             diag("%s", out);
         }
