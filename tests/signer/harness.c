@@ -359,3 +359,11 @@ int harness_count_lines(const char *s)
     }
     return n;
 }
+
+void harness_p11_socket(const struct harness *h, char *sock, size_t cap)
+{
+    char addr[600];
+    snprintf(sock, cap, "%s/p11-kit.sock", h->dir);
+    snprintf(addr, sizeof(addr), "unix:path=%s", sock);
+    setenv("P11_KIT_SERVER_ADDRESS", addr, 1);
+}

@@ -82,6 +82,8 @@ int harness_audit_grep(const struct harness *h, const char *needle);
  * uid. Returns the server's pid (its own process group), or -1.
  */
 pid_t harness_p11_server_start(const char *sock, int allow_nobody);
+/* <h->dir>/p11-kit.sock into sock, and P11_KIT_SERVER_ADDRESS pointing at it (for the client module). */
+void harness_p11_socket(const struct harness *h, char *sock, size_t cap);
 /* Kill the server and every per-connection child it forked: the token "goes away". */
 void harness_p11_server_stop(pid_t pid);
 

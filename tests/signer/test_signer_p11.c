@@ -80,15 +80,13 @@ static void run_module(const char *hsm_lines, const char *what)
 
 static void test_remote_token_removed(void)
 {
-    char p11sock[400], addr[450], conf[400];
+    char p11sock[400], conf[400];
     struct rpc_client c;
     pid_t server;
     int st, recovered = 0;
     uint64_t id = 100;
 
-    snprintf(p11sock, sizeof(p11sock), "%s/p11-kit.sock", H.dir);
-    snprintf(addr, sizeof(addr), "unix:path=%s", p11sock);
-    setenv("P11_KIT_SERVER_ADDRESS", addr, 1);
+    harness_p11_socket(&H, p11sock, sizeof(p11sock));
     server = harness_p11_server_start(p11sock, 0);
     ok(access(p11sock, F_OK) == 0, "p11-kit server exports the SoftHSM2 token");
     snprintf(conf, sizeof(conf), "%s/remote.conf", H.dir);

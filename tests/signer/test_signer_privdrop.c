@@ -181,15 +181,13 @@ static void test_drop(uid_t uid, gid_t gid)
 /* After the drop the remote token goes away and comes back: the unprivileged signer logs in again. */
 static void test_relogin_after_drop(void)
 {
-    char p11sock[400], addr[450], conf[400], cmd[800], out[4096];
+    char p11sock[400], conf[400], cmd[800], out[4096];
     struct rpc_client c;
     pid_t server;
     int st, recovered = 0;
     uint64_t id = 100;
 
-    snprintf(p11sock, sizeof(p11sock), "%s/p11-kit.sock", H.dir);
-    snprintf(addr, sizeof(addr), "unix:path=%s", p11sock);
-    setenv("P11_KIT_SERVER_ADDRESS", addr, 1);
+    harness_p11_socket(&H, p11sock, sizeof(p11sock));
     /* The signer logs in as root: this server accepts root only. */
     server = harness_p11_server_start(p11sock, 0);
     snprintf(conf, sizeof(conf), "%s/remote.conf", H.dir);
