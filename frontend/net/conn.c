@@ -389,6 +389,17 @@ static void on_backend_eof(struct conn *c)
     }
 }
 
+/* The backend stopped reading for good: nothing more can reach it, so both directions end
+   (close_notify to the client once its pending records are out). */
+static void backend_write_failed(struct conn *c)
+{
+    log_info("conn=%llu backend write: %s", (unsigned long long)c->id, strerror(errno));
+    close_backend(c);
+    drop_bout(c);
+    on_client_eof(c);
+    on_backend_eof(c);
+}
+
 /* --- the client --- */
 
 /* Feed data to the engine while it may take more; *used_p gets the bytes consumed. */
@@ -557,11 +568,7 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         return;
     }
     if (!is_closed(c) && c->state == CONN_PROXYING && c->bout.len > 0 && flush_backend(c) != 0) {
-        log_info("conn=%llu backend write: %s", (unsigned long long)c->id, strerror(errno));
-        close_backend(c);
-        drop_bout(c);
-        on_client_eof(c);
-        on_backend_eof(c);
+        backend_write_failed(c);
     }
     if (!is_closed(c)) {
         conn_progress(c);
@@ -630,12 +637,7 @@ static void backend_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         revents |= EV_WRITE;
     }
     if (c->state == CONN_PROXYING && (revents & EV_WRITE) && flush_backend(c) != 0) {
-        /* The backend stopped reading for good: nothing more can reach it. */
-        log_info("conn=%llu backend write: %s", (unsigned long long)c->id, strerror(errno));
-        close_backend(c);
-        drop_bout(c);
-        on_client_eof(c);
-        on_backend_eof(c);
+        backend_write_failed(c);
     }
     if (c->state == CONN_PROXYING && c->bfd >= 0) {
         if (revents & EV_READ) {
