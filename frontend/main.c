@@ -19,7 +19,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "server.h"
+#include "worker.h"
 
 static void usage(FILE *f)
 {
@@ -144,6 +144,7 @@ static int supervise(struct fe_gen *gen, int trace)
 
 int main(int argc, char **argv)
 {
+    log_init("keyless-frontend");
     const char *path = NULL;
     int check = 0, trace = 0;
     for (int i = 1; i < argc; i++) {
@@ -192,7 +193,7 @@ int main(int argc, char **argv)
         gen_unref(gen);
         return 1;
     }
-    if (server_check_signer(gen, err, sizeof(err)) != 0) {
+    if (gen_check_signer(gen, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
         gen_unref(gen);
         return 1;

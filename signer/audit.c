@@ -21,6 +21,7 @@
 #include <sodium.h>
 #include "audit.h"
 #include "policy.h"
+#include "clock.h"
 
 /* `,"hash":"` + 64 hex digits + `"}` */
 #define HASH_TAIL_LEN (9 + 2 * AUDIT_HASH_LEN + 2)
@@ -698,13 +699,6 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t err_
     va_end(ap);
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 /* Write the line in log->line under the lock; on failure the log fails for good. */
 static int append_locked(struct audit_log *log, const struct audit_record *rec, const char *rotated_from,
                          uint64_t *seq_p)
@@ -760,7 +754,7 @@ static void sync_unlocked(struct audit_log *log)
 
     log->syncing = 1;
     log->sync_count++;
-    log->last_sync_ns = mono_ns();
+    log->last_sync_ns = kl_clock_ns();
     pthread_mutex_unlock(&log->lock);
     r = fdatasync(fd);
     pthread_mutex_lock(&log->lock);
@@ -792,7 +786,7 @@ static enum durable_step durable_step_locked(const struct audit_log *log, uint64
     if (log->sync == AUDIT_SYNC_GROUP && log->last_sync_ns != 0) {
         /* At most one fdatasync starts per group_ms. */
         *until_ns = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL;
-        if (mono_ns() < *until_ns)
+        if (kl_clock_ns() < *until_ns)
             return STEP_PACE;
     }
     return STEP_SYNC;
@@ -844,7 +838,7 @@ static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
         } else {
             /* Until the next sync may start (a sync that ends meanwhile may cover seq). */
             struct timespec ts;
-            uint64_t now = mono_ns();
+            uint64_t now = kl_clock_ns();
             deadline_in(&ts, until > now ? until - now : 0);
             (void)pthread_cond_timedwait(&log->durable_cv, &log->lock, &ts);
         }
@@ -886,7 +880,7 @@ static void *flusher_main(void *arg)
             pthread_cond_wait(&log->durable_cv, &log->lock);
             continue;
         }
-        uint64_t now = mono_ns(), last_start = log->last_sync_ns;
+        uint64_t now = kl_clock_ns(), last_start = log->last_sync_ns;
         if (last_start != 0 && now < last_start + interval) {
             struct timespec ts;
             deadline_in(&ts, last_start + interval - now);

@@ -22,11 +22,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "audit.h"
 #include "config.h"
 #include "p11_backend.h"
 #include "policy.h"
-#include "rpc_server.h"
+#include "server.h"
 
 static struct rpc_server *volatile g_server;
 static volatile sig_atomic_t g_stop_requested;
@@ -338,6 +339,7 @@ exit:
 
 int main(int argc, char **argv)
 {
+    log_init("keyless-signer");
     const char *config = NULL;
     int check = 0;
 

@@ -32,6 +32,7 @@
 #include <sodium.h>
 
 #include "p11_backend.h"
+#include "clock.h"
 
 #define PIN_MAX 256
 #define RECOVER_MIN_INTERVAL_NS (100 * 1000 * 1000ull) /* do not hammer a token that is away */
@@ -70,13 +71,6 @@ struct p11_backend {
     uint64_t last_recover_ns;
     atomic_uint recoveries;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static const char *rv_str(CK_RV rv)
 {
@@ -787,7 +781,7 @@ void p11_backend_free(struct p11_backend *be)
 static void recover(struct p11_backend *be)
 {
     char err[256] = "";
-    uint64_t t = now_ns();
+    uint64_t t = kl_clock_ns();
 
     pthread_rwlock_wrlock(&be->lock);
     if (!atomic_load(&be->broken) || t - be->last_recover_ns < RECOVER_MIN_INTERVAL_NS) {

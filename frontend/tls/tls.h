@@ -23,24 +23,7 @@
 #include <stdint.h>
 #include "kl_buf.h"
 #include "kl_err.h"
-
-/* Cipher suites (RFC 8446 B.4). */
-#define TLS_AES_128_GCM_SHA256 0x1301
-#define TLS_AES_256_GCM_SHA384 0x1302
-#define TLS_CHACHA20_POLY1305_SHA256 0x1303
-
-/* Named groups (RFC 8446 4.2.7). */
-#define TLS_GROUP_SECP256R1 0x0017
-#define TLS_GROUP_SECP384R1 0x0018
-#define TLS_GROUP_X25519 0x001d
-
-/* Signature schemes (RFC 8446 4.2.3) the signer can produce. */
-#define TLS_SIG_ECDSA_SECP256R1_SHA256 0x0403
-#define TLS_SIG_ECDSA_SECP384R1_SHA384 0x0503
-#define TLS_SIG_RSA_PSS_RSAE_SHA256 0x0804
-#define TLS_SIG_RSA_PSS_RSAE_SHA384 0x0805
-#define TLS_SIG_RSA_PSS_RSAE_SHA512 0x0806
-#define TLS_SIG_ED25519 0x0807
+#include "tls_ids.h" /* the code points: TLS_AES_*, TLS_GROUP_*, TLS_SIG_* */
 
 #define TLS_MAX_CHAIN 8
 #define TLS_MAX_SCHEMES 8

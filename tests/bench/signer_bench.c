@@ -14,8 +14,7 @@
  * The signer runs with workers = N (N sessions), so both sides have N HSM sessions.
  * Label `bench`: never run by tests/run.sh. The token comes from hsm-setup (mktoken.sh).
  *
- * Built as one file by tests/bench/CMakeLists.txt, so it includes the few sources it
- * needs (the RPC test client, the harness and the PKCS#11 backend) directly.
+ * Links kl_signer (the PKCS#11 backend) and the signer test harness (token, RPC client).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -24,9 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../signer/p11_backend.c"
-#include "../signer/harness.c"
-#include "../signer/rpc_client.c"
+#include "clock.h"
+#include "harness.h"
+#include "p11_backend.h"
+#include "rpc_client.h"
 
 #define MAX_SAMPLES (1u << 21)
 #define MAX_ROUNDS 15
@@ -54,13 +54,6 @@ struct bench_thread {
     uint16_t scheme;
 };
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void record(struct bench_thread *t, uint64_t ns)
 {
     if (t->n < t->cap) {
@@ -73,14 +66,14 @@ static void *raw_main(void *arg)
     struct bench_thread *t = arg;
     uint8_t digest[32], sig[P11_SIG_MAX];
     memset(digest, 0x5a, sizeof(digest));
-    while (mono_ns() < t->deadline) {
+    while (kl_clock_ns() < t->deadline) {
         size_t sig_len = sizeof(sig);
-        uint64_t t0 = mono_ns();
+        uint64_t t0 = kl_clock_ns();
         if (p11_sign_raw(t->be, sig, &sig_len, t->index, t->key, t->scheme, digest, sizeof(digest)) != 0) {
             t->errors++;
             continue;
         }
-        record(t, mono_ns() - t0);
+        record(t, kl_clock_ns() - t0);
     }
     return NULL;
 }
@@ -100,13 +93,13 @@ static void *rpc_main(void *arg)
         return NULL;
     }
     for (;;) {
-        int more = mono_ns() < t->deadline;
+        int more = kl_clock_ns() < t->deadline;
         while (more && in_flight < t->window) {
             Keyless__V1__Request req;
             Keyless__V1__SignRequest sr;
             uint64_t id = next_id++;
             rpc_client_sign_request(&req, &sr, id, t->key_name, t->scheme, 1, hash, sizeof(hash));
-            sent_at[id % t->window] = mono_ns();
+            sent_at[id % t->window] = kl_clock_ns();
             if (rpc_client_send(&c, &req) != 0) {
                 t->errors++;
                 goto exit;
@@ -123,7 +116,7 @@ static void *rpc_main(void *arg)
         }
         in_flight--;
         if (r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN && r->sign->status == KEYLESS__V1__STATUS__OK) {
-            record(t, mono_ns() - sent_at[r->id % t->window]);
+            record(t, kl_clock_ns() - sent_at[r->id % t->window]);
         } else {
             t->errors++;
         }
@@ -144,7 +137,7 @@ static int cmp_u32(const void *a, const void *b)
 static struct result run_threads(struct bench_thread *ts, unsigned n, double seconds, void *(*fn)(void *))
 {
     struct result r;
-    uint64_t start = mono_ns(), total = 0;
+    uint64_t start = kl_clock_ns(), total = 0;
     uint32_t *all;
     memset(&r, 0, sizeof(r));
     for (unsigned i = 0; i < n; i++) {
@@ -161,7 +154,7 @@ static struct result run_threads(struct bench_thread *ts, unsigned n, double sec
         total += ts[i].n;
         r.errors += ts[i].errors;
     }
-    double elapsed = (double)(mono_ns() - start) / 1e9;
+    double elapsed = (double)(kl_clock_ns() - start) / 1e9;
     all = malloc((total + 1) * sizeof(uint32_t));
     size_t k = 0;
     for (unsigned i = 0; i < n; i++) {

@@ -19,15 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-/* The bench CMake entry lists only this file: take the trace loader in directly. */
-#include "frontend/rfc8448.c"
+#include "frontend/rfc8448.h"
 #include "record.h"
 #include "tls.h"
-
-/* The engine half (tls.h) is in kl_tls once hs_server.c exists. */
-#if __has_include("hs_server.c")
-#define KL_BENCH_HANDSHAKE 1
-#endif
 
 static double cpu_now(void)
 {
@@ -134,7 +128,6 @@ static int bench_x25519(double seconds)
     return 0;
 }
 
-#ifdef KL_BENCH_HANDSHAKE
 /*
  * One full handshake replaying RFC 8448 §3: the engine gets the trace's server random and
  * ephemeral private key (so the client's Finished verifies), computes its key share from
@@ -220,7 +213,6 @@ exit:
     rfc8448_free(t);
     return ret;
 }
-#endif
 
 int main(int argc, char **argv)
 {
@@ -237,11 +229,7 @@ int main(int argc, char **argv)
         ret |= bench_records(suites[i], seconds);
     if (!*only || !strcmp(only, "x25519"))
         ret |= bench_x25519(seconds);
-#ifdef KL_BENCH_HANDSHAKE
     if (!*only || !strcmp(only, "handshake"))
         ret |= bench_handshake(seconds);
-#else
-    printf("# handshake_cpu: hs_server.c not built into kl_tls\n");
-#endif
     return ret;
 }

@@ -7,7 +7,7 @@
 #include <unistd.h>
 #include <sodium.h>
 #include "kl_test.h"
-#include "../../signer/audit.h"
+#include "audit.h"
 
 static char tmpdir[256];
 static int have_python;

@@ -4,7 +4,7 @@
 #include <openssl/rsa.h>
 #include <openssl/obj_mac.h>
 #include "kl_test.h"
-#include "../../signer/policy.h"
+#include "policy.h"
 
 /* Read "name = hex" from an RFC 8448 trace file (format in the testdata README). */
 static size_t trace_value(uint8_t *out, size_t cap, const char *file, const char *name)

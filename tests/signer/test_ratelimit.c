@@ -1,7 +1,7 @@
 /* rl_: token buckets and the bounded per-uid table, with simulated time. */
 #include <pthread.h>
 #include "kl_test.h"
-#include "../../signer/ratelimit.h"
+#include "ratelimit.h"
 
 #define SEC 1000000000ULL
 

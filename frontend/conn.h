@@ -1,5 +1,5 @@
 /*
- * net/conn.h - one client connection: TLS through the engine, the signature through
+ * conn.h - one client connection: TLS through the engine, the signature through
  * the signer client, then plaintext to and from the backend.
  *
  * Buffers are bounded and allocated only while they hold bytes, or, while proxying, until
@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 #include <sys/socket.h>
-#include "ev/loop.h"
+#include "ev.h"
 #include "kl_buf.h"
 
 #define CONN_RECORD_MAX (16384 + 256 + 5)

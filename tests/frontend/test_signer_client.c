@@ -1,5 +1,5 @@
 /*
- * Unit tests for frontend/signer_client/sc.c against a scripted fake signer (a thread
+ * Unit tests for frontend/signer_client.c against a scripted fake signer (a thread
  * with blocking sockets): ids matched out of order, deadlines with the late answer
  * dropped, cancel, max_pending, the signer going away (fail at once, fail fast,
  * reconnect) and failover between sockets.
@@ -11,7 +11,8 @@
 #include <sys/un.h>
 #include "kl_test.h"
 #include "frame.h"
-#include "signer_client/sc.h"
+#include "signer_client.h"
+#include "clock.h"
 
 static char dir[32], path_good[64], path_dead[64];
 
@@ -171,8 +172,8 @@ static int call(struct sc_client *sc, uint64_t *id, const char *key, struct resu
 /* Run the loop until cond or ms pass. */
 #define RUN_UNTIL(loop, cond, ms)                                                                                      \
     do {                                                                                                               \
-        uint64_t end_ = ev_clock_ms() + (ms);                                                                          \
-        while (!(cond) && ev_clock_ms() < end_) {                                                                      \
+        uint64_t end_ = kl_clock_ms() + (ms);                                                                          \
+        while (!(cond) && kl_clock_ms() < end_) {                                                                      \
             if (ev_run_once((loop), 20) != 0) {                                                                        \
                 break;                                                                                                 \
             }                                                                                                          \
@@ -229,9 +230,9 @@ int main(void)
     is_int(call(sc, &id[2], "third", &r[2]), KL_ERR_OVERFLOW, "a third fails fast: max_pending");
     sc_cancel(sc, id[1]);
     is_int(sc_pending(sc), 1, "cancel frees the slot");
-    uint64_t t0 = ev_clock_ms();
+    uint64_t t0 = kl_clock_ms();
     RUN_UNTIL(loop, r[0].calls, 2000);
-    uint64_t dt = ev_clock_ms() - t0;
+    uint64_t dt = kl_clock_ms() - t0;
     ok(r[0].calls == 1 && r[0].null == 1, "past the deadline the callback gets NULL");
     ok(dt >= 90 && dt < 550, "... at the deadline (before the late answer at 600 ms)");
     RUN_UNTIL(loop, 0, 700); /* the late answers arrive now */
@@ -254,9 +255,9 @@ int main(void)
     RUN_UNTIL(loop, sc_up(sc), 2000);
     memset(r, 0, sizeof(r));
     ok(call(sc, &id[0], "inflight", &r[0]) == 0, "request in flight");
-    t0 = ev_clock_ms();
+    t0 = kl_clock_ms();
     RUN_UNTIL(loop, r[0].calls, 3000);
-    dt = ev_clock_ms() - t0;
+    dt = kl_clock_ms() - t0;
     ok(r[0].null == 1 && dt < 1000, "the signer went away: the in-flight request fails at once, not at its deadline");
     pthread_join(th, NULL);
     is_int(call(sc, &id[1], "away", &r[1]), KL_ERR_IO, "while it is away, new requests fail fast");
@@ -265,9 +266,9 @@ int main(void)
     lfd = srv_listen(path_good);
     scenario = 1;
     pthread_create(&th, NULL, server, NULL);
-    t0 = ev_clock_ms();
+    t0 = kl_clock_ms();
     RUN_UNTIL(loop, sc_up(sc), 3000);
-    dt = ev_clock_ms() - t0;
+    dt = kl_clock_ms() - t0;
     ok(sc_up(sc) && dt < 1000, "reconnects within a second of the signer's return");
     ok(sc_stats(sc)->reconnects >= 1, "reconnect counted");
     memset(r, 0, sizeof(r));

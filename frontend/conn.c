@@ -10,9 +10,10 @@
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
-#include "proxy/proxy.h"
-#include "server.h"
+#include "backend.h"
+#include "worker.h"
 #include "tls/tls.h"
+#include "clock.h"
 
 /* The server's first flight (certificate chain included) and a few records of slack. */
 #define COUT_MAX (CONN_BUF_HIGH + 4 * CONN_RECORD_MAX + 128 * 1024)
@@ -205,7 +206,7 @@ static void trace_step(struct conn *c, const char *event)
     if (!c->w->trace) {
         return;
     }
-    uint64_t now = ev_clock_us();
+    uint64_t now = kl_clock_us();
     fprintf(stderr, "keyless-frontend[%d]: trace conn=%llu %-22s +%.3f ms (total %.3f ms)\n", (int)getpid(),
             (unsigned long long)c->id, event, (double)(now - c->step_us) / 1000.0,
             (double)(now - c->start_us) / 1000.0);
@@ -338,7 +339,7 @@ static void on_established(struct conn *c)
              (unsigned long long)c->id, c->peer_text,
              tls_conn_server_name(c->tls)[0] ? tls_conn_server_name(c->tls) : "-",
              tls_conn_alpn(c->tls)[0] ? tls_conn_alpn(c->tls) : "-", tls_conn_cipher_suite(c->tls),
-             tls_conn_group(c->tls), tls_conn_scheme(c->tls), (double)(ev_clock_us() - c->start_us) / 1000.0);
+             tls_conn_group(c->tls), tls_conn_scheme(c->tls), (double)(kl_clock_us() - c->start_us) / 1000.0);
     c->state = CONN_CONNECTING;
     if (l->proxy_protocol) {
         /* The local address is only needed here: no getsockname() per accept otherwise. */
@@ -849,7 +850,7 @@ void conn_accept(struct fe_worker *w, int fd, size_t listener, const struct sock
     c->id = ((uint64_t)w->index << 40) | ++w->next_conn_id;
     c->cfd = fd;
     c->bfd = -1;
-    c->start_us = c->step_us = ev_clock_us();
+    c->start_us = c->step_us = kl_clock_us();
     kl_buf_init(&c->rbuf, CONN_RECORD_MAX);
     kl_buf_init(&c->cout, COUT_MAX);
     kl_buf_init(&c->bout, BOUT_MAX);

@@ -4,10 +4,11 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include "sc.h"
+#include "signer_client.h"
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
+#include "clock.h"
 
 #define SC_BACKOFF_MIN_MS 20
 /* Below one second so that a restarted signer is found again within a second. */
@@ -75,7 +76,7 @@ static void slot_finish(struct sc_client *sc, struct sc_slot *s, const Keyless__
     uint64_t started = s->started_us;
     slot_release(sc, s);
     if (resp != NULL) {
-        metrics_signer_latency(ev_clock_us() - started);
+        metrics_signer_latency(kl_clock_us() - started);
     }
     if (cb != NULL) {
         cb(arg, resp);
@@ -448,7 +449,7 @@ int sc_call(struct sc_client *sc, uint64_t *id_p, Keyless__V1__Request *req, sc_
     s->id = id;
     s->cb = cb;
     s->arg = arg;
-    s->started_us = ev_clock_us();
+    s->started_us = kl_clock_us();
     /* Sent at the end of this turn: one send() for the whole turn's requests. */
     if (!sc->flush_scheduled) {
         sc->flush_scheduled = 1;
@@ -464,4 +465,13 @@ void sc_cancel(struct sc_client *sc, uint64_t id)
     if (id != 0 && slot < sc->n_slots && sc->slots[slot].id == id) {
         slot_release(sc, &sc->slots[slot]);
     }
+}
+
+int sc_list_keys(struct sc_client *sc, uint64_t *id_p, sc_cb cb, void *arg)
+{
+    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+    Keyless__V1__ListKeysRequest lk = KEYLESS__V1__LIST_KEYS_REQUEST__INIT;
+    req.body_case = KEYLESS__V1__REQUEST__BODY_LIST_KEYS;
+    req.list_keys = &lk;
+    return sc_call(sc, id_p, &req, cb, arg);
 }

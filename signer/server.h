@@ -1,5 +1,5 @@
 /*
- * rpc_server.h - the signer's RPC service on a Unix socket.
+ * server.h - the signer's RPC service on a Unix socket.
  *
  * Threads: one I/O thread (the caller of rpc_server_run) owns the listener and every
  * connection (level-triggered epoll); N workers each own PKCS#11 session N of the

@@ -3,16 +3,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "log.h"
 
 int log_level = LOG_LEVEL_INFO;
+static const char *g_prog = "keyless";
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void log_init(const char *prog)
+{
+    g_prog = prog;
+}
+
+const char *log_prog(void)
+{
+    return g_prog;
+}
 
 int log_level_parse(const char *s)
 {
-    static const char *const names[] = {"error", "warn", "info", "debug"};
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(s, names[i]) == 0) {
+    for (int i = 0; i < (int)(sizeof(level_names) / sizeof(level_names[0])); i++) {
+        if (strcmp(s, level_names[i]) == 0) {
             return i;
         }
     }
@@ -22,7 +35,13 @@ int log_level_parse(const char *s)
 __attribute__((format(printf, 2, 0))) static void vlog(const char *level, const char *fmt, va_list ap, const char *err)
 {
     char line[1024];
-    int n = snprintf(line, sizeof(line), "keyless-frontend[%d]: %s ", (int)getpid(), level);
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s[%d]: %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000), g_prog,
+                     (int)getpid(), level);
     if (n < 0 || (size_t)n >= sizeof(line)) {
         return;
     }
@@ -38,41 +57,52 @@ __attribute__((format(printf, 2, 0))) static void vlog(const char *level, const 
     if (len < sizeof(line) - 1) {
         line[len++] = '\n';
     }
-    /* One write per line so that lines from several workers never interleave. */
+    /* One write per line so that lines from several workers or threads never interleave. */
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
 
-#define LOG_BODY(minlevel, name, err)                                                                                  \
+#define LOG_BODY(minlevel, err)                                                                                        \
     do {                                                                                                               \
         if (log_level < (minlevel)) {                                                                                  \
             return;                                                                                                    \
         }                                                                                                              \
         va_list ap;                                                                                                    \
         va_start(ap, fmt);                                                                                             \
-        vlog((name), fmt, ap, (err));                                                                                  \
+        vlog(level_names[(minlevel)], fmt, ap, (err));                                                                 \
         va_end(ap);                                                                                                    \
     } while (0)
+
+void log_err(const char *fmt, ...)
+{
+    const char *e = strerror(errno);
+    LOG_BODY(LOG_LEVEL_ERROR, e);
+}
+
+void log_errx(const char *fmt, ...)
+{
+    LOG_BODY(LOG_LEVEL_ERROR, NULL);
+}
 
 void log_warn(const char *fmt, ...)
 {
     const char *e = strerror(errno);
-    LOG_BODY(LOG_LEVEL_WARN, "warn", e);
+    LOG_BODY(LOG_LEVEL_WARN, e);
 }
 
 void log_warnx(const char *fmt, ...)
 {
-    LOG_BODY(LOG_LEVEL_WARN, "warn", NULL);
+    LOG_BODY(LOG_LEVEL_WARN, NULL);
 }
 
 void log_info(const char *fmt, ...)
 {
-    LOG_BODY(LOG_LEVEL_INFO, "info", NULL);
+    LOG_BODY(LOG_LEVEL_INFO, NULL);
 }
 
 void log_debug(const char *fmt, ...)
 {
-    LOG_BODY(LOG_LEVEL_DEBUG, "debug", NULL);
+    LOG_BODY(LOG_LEVEL_DEBUG, NULL);
 }
 
 void fatal(const char *fmt, ...)

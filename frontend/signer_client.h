@@ -1,5 +1,5 @@
 /*
- * signer_client/sc.h - the frontend's asynchronous client for keyless-signer.
+ * signer_client.h - the frontend's asynchronous client for keyless-signer.
  *
  * One non-blocking Unix-socket connection per worker, requests pipelined with ids
  * and answers matched by id in any order (proto/keyless.proto). Every request has
@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "ev/loop.h"
+#include "ev.h"
 #include "keyless.pb-c.h"
 #include "kl_err.h"
 
@@ -67,6 +67,8 @@ void sc_set_observer(struct sc_client *sc, void (*on_change)(void *arg, int up, 
  */
 KL_MUST_CHECK int sc_call(struct sc_client *sc, uint64_t *id_p, Keyless__V1__Request *req, sc_cb cb, void *arg);
 /* Forget request id: its callback will not run and its reply, if any, is dropped. Unknown ids are ignored. */
+/* sc_call with a ListKeysRequest (the signer's keys, schemes and public keys). */
+KL_MUST_CHECK int sc_list_keys(struct sc_client *sc, uint64_t *id_p, sc_cb cb, void *arg);
 void sc_cancel(struct sc_client *sc, uint64_t id);
 
 #endif

@@ -1,7 +1,13 @@
 #include <stdlib.h>
 #include <string.h>
-#include <sodium.h>
 #include "kl_buf.h"
+
+void kl_wipe(void *p, size_t len)
+{
+    if (p != NULL && len > 0) {
+        explicit_bzero(p, len); /* glibc: never optimised away, like sodium_memzero */
+    }
+}
 
 void kl_buf_init(struct kl_buf *b, size_t max)
 {
@@ -29,7 +35,7 @@ int kl_buf_reserve(struct kl_buf *b, size_t extra)
         return KL_ERR_NO_MEMORY;
     if (b->base != NULL) {
         memcpy(p, b->base, b->len);
-        sodium_memzero(b->base, b->cap);
+        kl_wipe(b->base, b->cap);
         free(b->base);
     }
     b->base = p;
@@ -56,21 +62,21 @@ void kl_buf_consume(struct kl_buf *b, size_t n)
         return;
     }
     memmove(b->base, b->base + n, b->len - n);
-    sodium_memzero(b->base + b->len - n, n);
+    kl_wipe(b->base + b->len - n, n);
     b->len -= n;
 }
 
 void kl_buf_reset(struct kl_buf *b)
 {
     if (b->base != NULL)
-        sodium_memzero(b->base, b->len);
+        kl_wipe(b->base, b->len);
     b->len = 0;
 }
 
 void kl_buf_dispose(struct kl_buf *b)
 {
     if (b->base != NULL) {
-        sodium_memzero(b->base, b->cap);
+        kl_wipe(b->base, b->cap);
         free(b->base);
     }
     b->base = NULL;

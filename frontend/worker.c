@@ -7,204 +7,14 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sodium.h>
-#include "server.h"
+#include "worker.h"
 #include "log.h"
 #include "metrics.h"
-#include "net/conn.h"
+#include "conn.h"
+#include "clock.h"
 
 #define ACCEPT_BATCH 64
 #define METRICS_MAX 16384
-
-/* --- generations --- */
-
-int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg)
-{
-    int ret = 0;
-    struct fe_gen *gen = calloc(1, sizeof(*gen));
-    if (gen == NULL) {
-        config_free(cfg);
-        snprintf(err, err_len, "keyless-frontend: out of memory");
-        return KL_ERR_NO_MEMORY;
-    }
-    gen->refs = 1;
-    gen->cfg = cfg;
-    for (size_t i = 0; i < cfg->n_certs; i++) {
-        const struct config_cert *cc = &cfg->certs[i];
-        char why[256] = "";
-        ret = certs_load(&gen->certs[i], why, sizeof(why), cc->chain_path);
-        if (ret != 0) {
-            snprintf(err, err_len, "keyless-frontend: %s:%d: [cert %s] chain: %s: %s", cfg->path, cc->chain_line,
-                     cc->name, cc->chain_path, why);
-            goto exit;
-        }
-        struct tls_cert *tc = &gen->tls_certs[i];
-        tc->key_name = cc->key_name;
-        for (size_t j = 0; j < gen->certs[i].n_der; j++) {
-            tc->chain[j] = gen->certs[i].der[j];
-            tc->chain_len[j] = gen->certs[i].der_len[j];
-        }
-        tc->n_chain = gen->certs[i].n_der;
-        for (size_t j = 0; j < gen->certs[i].n_names; j++) {
-            tc->names[j] = gen->certs[i].names[j];
-        }
-        tc->n_names = gen->certs[i].n_names;
-        /* Until the signer has said what the key can do, the key type's schemes. */
-        memcpy(tc->schemes, gen->certs[i].allowed, gen->certs[i].n_allowed * sizeof(uint16_t));
-        tc->n_schemes = gen->certs[i].n_allowed;
-    }
-    struct tls_config *t = &gen->tls;
-    t->certs = gen->tls_certs;
-    t->n_certs = cfg->n_certs;
-    memcpy(t->suites, cfg->suites, sizeof(t->suites));
-    t->n_suites = cfg->n_suites;
-    memcpy(t->groups, cfg->groups, sizeof(t->groups));
-    t->n_groups = cfg->n_groups;
-    for (size_t i = 0; i < cfg->n_alpn && i < TLS_MAX_ALPN; i++) {
-        t->alpn[i] = cfg->alpn[i];
-    }
-    t->n_alpn = cfg->n_alpn < TLS_MAX_ALPN ? cfg->n_alpn : TLS_MAX_ALPN;
-    /* A fresh HelloRetryRequest cookie key per generation: cookies need not survive a reload. */
-    randombytes_buf(t->cookie_key, sizeof(t->cookie_key));
-    *gen_p = gen;
-    gen = NULL;
-exit:
-    if (gen != NULL) {
-        gen_unref(gen);
-    }
-    return ret;
-}
-
-int gen_check_keys(struct fe_gen *gen, char *err, size_t err_len, const Keyless__V1__ListKeysResponse *keys)
-{
-    const struct config *cfg = gen->cfg;
-    for (size_t i = 0; i < cfg->n_certs; i++) {
-        const struct config_cert *cc = &cfg->certs[i];
-        const struct fe_cert *fc = &gen->certs[i];
-        const Keyless__V1__KeyInfo *k = NULL;
-        for (size_t j = 0; j < keys->n_keys; j++) {
-            if (keys->keys[j]->name != NULL && strcmp(keys->keys[j]->name, cc->key_name) == 0) {
-                k = keys->keys[j];
-            }
-        }
-        if (k == NULL) {
-            snprintf(err, err_len, "keyless-frontend: %s:%d: [cert %s] key: the signer has no key named '%s'",
-                     cfg->path, cc->key_line, cc->name, cc->key_name);
-            return KL_ERR_CONFIG;
-        }
-        if (k->public_key_spki.len != fc->spki_len || memcmp(k->public_key_spki.data, fc->spki, fc->spki_len) != 0) {
-            snprintf(err, err_len,
-                     "keyless-frontend: %s:%d: [cert %s] key: certificate %s does not match signer key '%s' "
-                     "(its public key differs)",
-                     cfg->path, cc->key_line, cc->name, cc->chain_path, cc->key_name);
-            return KL_ERR_CONFIG;
-        }
-        struct tls_cert *tc = &gen->tls_certs[i];
-        tc->n_schemes = 0;
-        for (size_t a = 0; a < fc->n_allowed; a++) {
-            for (size_t s = 0; s < k->n_schemes; s++) {
-                if (k->schemes[s] == fc->allowed[a] && tc->n_schemes < TLS_MAX_SCHEMES) {
-                    tc->schemes[tc->n_schemes++] = fc->allowed[a];
-                    break;
-                }
-            }
-        }
-        if (tc->n_schemes == 0) {
-            snprintf(
-                err, err_len,
-                "keyless-frontend: %s:%d: [cert %s] key: signer key '%s' allows no scheme a %s certificate can use",
-                cfg->path, cc->key_line, cc->name, cc->key_name, fc->key_desc);
-            return KL_ERR_CONFIG;
-        }
-    }
-    return 0;
-}
-
-void gen_ref(struct fe_gen *gen)
-{
-    gen->refs++;
-}
-
-void gen_unref(struct fe_gen *gen)
-{
-    if (gen == NULL || --gen->refs > 0) {
-        return;
-    }
-    for (size_t i = 0; i < CONFIG_MAX_CERTS; i++) {
-        certs_dispose(&gen->certs[i]);
-    }
-    sodium_memzero(gen->tls.cookie_key, sizeof(gen->tls.cookie_key));
-    config_free(gen->cfg);
-    free(gen);
-}
-
-/* --- start-up check against the signer --- */
-
-struct startup_wait {
-    int done;
-    int ok;
-    char *err;
-    size_t err_len;
-    struct fe_gen *gen;
-};
-
-static void startup_keys_cb(void *arg, const Keyless__V1__Response *resp)
-{
-    struct startup_wait *sw = arg;
-    sw->done = 1;
-    if (resp == NULL || resp->body_case != KEYLESS__V1__RESPONSE__BODY_LIST_KEYS || resp->list_keys == NULL ||
-        resp->list_keys->status != KEYLESS__V1__STATUS__OK) {
-        snprintf(sw->err, sw->err_len, "keyless-frontend: %s:%d: [signer] socket: ListKeys failed (%s)",
-                 sw->gen->cfg->path, sw->gen->cfg->signer_line, resp == NULL ? "no answer" : "error status");
-        return;
-    }
-    sw->ok = gen_check_keys(sw->gen, sw->err, sw->err_len, resp->list_keys) == 0;
-}
-
-static KL_MUST_CHECK int list_keys(struct sc_client *sc, uint64_t *id_p, sc_cb cb, void *arg)
-{
-    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
-    Keyless__V1__ListKeysRequest lk = KEYLESS__V1__LIST_KEYS_REQUEST__INIT;
-    req.body_case = KEYLESS__V1__REQUEST__BODY_LIST_KEYS;
-    req.list_keys = &lk;
-    return sc_call(sc, id_p, &req, cb, arg);
-}
-
-int server_check_signer(struct fe_gen *gen, char *err, size_t err_len)
-{
-    int ret = 0;
-    const struct config *cfg = gen->cfg;
-    struct sc_client *sc = NULL;
-    struct ev_loop *loop = ev_loop_new();
-    struct startup_wait sw = {.err = err, .err_len = err_len, .gen = gen};
-    KL_ENSURE(loop != NULL, KL_ERR_NO_MEMORY);
-    KL_TRY(sc_new(&sc, loop, (const char *const *)cfg->signer_sockets, cfg->n_signer_sockets, 4,
-                  cfg->signer_timeout_ms > 5000 ? cfg->signer_timeout_ms : 5000));
-    uint64_t deadline = ev_clock_ms() + cfg->signer_startup_wait_ms;
-    int logged = 0;
-    while (!sc_up(sc) && ev_clock_ms() < deadline) {
-        if (!logged) {
-            log_info("waiting up to %u ms for the signer at %s", cfg->signer_startup_wait_ms, cfg->signer_sockets[0]);
-            logged = 1;
-        }
-        KL_TRY(ev_run_once(loop, 50));
-    }
-    if (!sc_up(sc)) {
-        snprintf(err, err_len, "keyless-frontend: %s:%d: [signer] socket: cannot connect to %s%s", cfg->path,
-                 cfg->signer_line, cfg->signer_sockets[0], cfg->n_signer_sockets > 1 ? " (nor the others)" : "");
-        ret = KL_ERR_IO;
-        goto exit;
-    }
-    uint64_t id;
-    KL_TRY(list_keys(sc, &id, startup_keys_cb, &sw));
-    while (!sw.done) {
-        KL_TRY(ev_run_once(loop, 100));
-    }
-    KL_ENSURE(sw.ok, KL_ERR_CONFIG);
-exit:
-    sc_free(sc);
-    ev_loop_free(loop);
-    return ret;
-}
 
 /* --- the worker --- */
 
@@ -214,7 +24,7 @@ static void trace_cb(void *arg, uint64_t conn_id, const char *event)
 {
     struct fe_worker *w = arg;
     struct conn *c = w->trace_conn;
-    uint64_t now = ev_clock_us();
+    uint64_t now = kl_clock_us();
     if (c == NULL || c->id != conn_id) {
         fprintf(stderr, "keyless-frontend[%d]: trace conn=%llu %s\n", (int)getpid(), (unsigned long long)conn_id,
                 event);
@@ -510,7 +320,7 @@ static void start_reload(struct fe_worker *w)
         gen_unref(w->pending_gen);
     }
     w->pending_gen = gen;
-    if (list_keys(w->sc, &w->pending_id, reload_keys_cb, w) != 0) {
+    if (sc_list_keys(w->sc, &w->pending_id, reload_keys_cb, w) != 0) {
         w->pending_gen = NULL;
         gen_unref(gen);
         log_warnx("reload failed: the signer is not connected; keeping the running configuration");

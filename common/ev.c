@@ -5,7 +5,8 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include "loop.h"
+#include "ev.h"
+#include "clock.h"
 
 #define EV_MAX_EVENTS 256
 
@@ -22,20 +23,6 @@ struct ev_loop {
     void *sig_arg;
 };
 
-uint64_t ev_clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-uint64_t ev_clock_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 struct ev_loop *ev_loop_new(void)
 {
     struct ev_loop *loop = calloc(1, sizeof(*loop));
@@ -47,7 +34,7 @@ struct ev_loop *ev_loop_new(void)
         free(loop);
         return NULL;
     }
-    loop->now = ev_clock_ms();
+    loop->now = kl_clock_ms();
     loop->sig_io.fd = -1;
     return loop;
 }
@@ -316,7 +303,7 @@ int ev_run_once(struct ev_loop *loop, int max_wait_ms)
 {
     struct epoll_event events[EV_MAX_EVENTS];
     apply_changes(loop);
-    loop->now = ev_clock_ms();
+    loop->now = kl_clock_ms();
     int timeout = max_wait_ms;
     if (loop->heap_len > 0) {
         uint64_t when = loop->heap[0]->when_ms;
@@ -336,7 +323,7 @@ int ev_run_once(struct ev_loop *loop, int max_wait_ms)
     if (n < 0) {
         return KL_ERR_IO;
     }
-    loop->now = ev_clock_ms();
+    loop->now = kl_clock_ms();
     for (int i = 0; i < n; i++) {
         struct ev_io *io = events[i].data.ptr;
         /* Closed earlier in this turn (its memory lives until run_deferred): skip. */

@@ -1,5 +1,5 @@
 /*
- * proxy/proxy.h - the backend side of a connection: non-blocking connect to a TCP or
+ * backend.h - the backend side of a connection: non-blocking connect to a TCP or
  * Unix-socket backend, and the PROXY protocol v2 header (haproxy's proxy-protocol.txt
  * section 2.2) that tells the backend who the client was, its SNI and ALPN.
  */

@@ -1,8 +1,8 @@
-/* Unit tests for frontend/proxy/proxy.c: the PROXY protocol v2 header, byte for byte. */
+/* Unit tests for frontend/backend.c: the PROXY protocol v2 header, byte for byte. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include "kl_test.h"
-#include "proxy/proxy.h"
+#include "backend.h"
 
 int main(void)
 {

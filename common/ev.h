@@ -1,5 +1,5 @@
 /*
- * ev/loop.h - the frontend's event loop: level-triggered epoll, timers, signals.
+ * ev.h - the event loop both processes run: level-triggered epoll, timers, signals.
  *
  * - epoll_event.data.ptr points at the struct ev_io, which the owner embeds, so a
  *   callback finds its object without a lookup (h2o evloop).
@@ -67,9 +67,6 @@ void ev_loop_free(struct ev_loop *loop);
 
 /* Monotonic milliseconds, cached at the start of each turn. */
 uint64_t ev_now(const struct ev_loop *loop);
-/* Monotonic milliseconds / microseconds, read now. */
-uint64_t ev_clock_ms(void);
-uint64_t ev_clock_us(void);
 
 /* Prepare io for fd; nothing is registered until ev_io_set asks for interest. */
 void ev_io_init(struct ev_io *io, int fd, ev_io_cb cb, void *owner);

@@ -1,5 +1,5 @@
 /*
- * rpc_server.c - Unix socket RPC: accept, SO_PEERCRED, framing, dispatch, workers, audit.
+ * server.c - Unix socket RPC: accept, SO_PEERCRED, framing, dispatch, workers, audit.
  *
  * Ownership: connections belong to the I/O thread. A job holds a reference on its
  * connection (conn->refs, touched only by the I/O thread: incremented when the job is
@@ -39,7 +39,8 @@
 #include "keyless.pb-c.h"
 #include "policy.h"
 #include "ratelimit.h"
-#include "rpc_server.h"
+#include "server.h"
+#include "clock.h"
 
 #define OUT_MAX (4u * 1024 * 1024) /* a peer that stops reading is dropped past this */
 #define OUT_HIGH (256u * 1024)     /* stop reading a peer's requests while its output is this big */
@@ -137,13 +138,6 @@ struct rpc_server {
 
 /* Tags for epoll data.ptr that are not connections. */
 static char tag_listen, tag_done, tag_stop, tag_rotate;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static const char *status_name(Keyless__V1__Status st)
 {
@@ -272,7 +266,7 @@ static void audit_fill(struct audit_record *rec, const struct conn *c, const cha
     rec->request_id = request_id;
     rec->status = status_name(st);
     rec->reason = reason;
-    rec->latency_us = t0_ns != 0 ? (now_ns() - t0_ns) / 1000 : 0;
+    rec->latency_us = t0_ns != 0 ? (kl_clock_ns() - t0_ns) / 1000 : 0;
 }
 
 /* Append a refusal (or a non-signing answer) from the I/O thread: written before the
@@ -327,7 +321,7 @@ static int sign_job(struct rpc_server *srv, unsigned session, struct job *j)
     rec.request_id = j->id;
     rec.status = status_name(j->status);
     rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
-    rec.latency_us = (now_ns() - j->t0_ns) / 1000;
+    rec.latency_us = (kl_clock_ns() - j->t0_ns) / 1000;
     /* A signature waits for its record (its waiter runs the sync); a failure does not, and
      * leaves its record to the flusher. */
     int waits = j->status == KEYLESS__V1__STATUS__OK && srv->cfg->audit_sync != AUDIT_SYNC_NONE;
@@ -649,7 +643,7 @@ static void handle_sign(struct rpc_server *srv, struct conn *c, const Keyless__V
         sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__NOT_AUTHORIZED, "peer uid/gid may not use this key", t0);
         return;
     }
-    now = now_ns();
+    now = kl_clock_ns();
     if ((srv->peer_rl != NULL && !rl_table_take(srv->peer_rl, (uint32_t)c->uid, now)) ||
         !rl_bucket_take(&srv->key_rl[idx], now)) {
         sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__RATE_LIMITED, "rate limit exceeded", t0);
@@ -796,7 +790,7 @@ static void bad_request(struct rpc_server *srv, struct conn *c, uint64_t id, con
 
 static void handle_frame(struct rpc_server *srv, struct conn *c, struct kl_span body)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = kl_clock_ns();
     Keyless__V1__Request *req = keyless__v1__request__unpack(NULL, body.len, body.base);
     size_t i;
 
@@ -833,7 +827,7 @@ static void conn_read(struct rpc_server *srv, struct conn *c)
         }
         if (n <= 0) {
             if (n == 0 && c->in.len > 0) {
-                bad_request(srv, c, 0, "connection closed inside a frame (truncated)", now_ns());
+                bad_request(srv, c, 0, "connection closed inside a frame (truncated)", kl_clock_ns());
                 c->in.len = 0;
             }
             /* The peer is gone or half-closed: answer what is in flight, then close. */
@@ -852,7 +846,7 @@ static void conn_read(struct rpc_server *srv, struct conn *c)
             }
             if (ret != 0) {
                 /* The stream cannot be resynchronised after an oversize header. */
-                bad_request(srv, c, 0, "frame over FRAME_MAX", now_ns());
+                bad_request(srv, c, 0, "frame over FRAME_MAX", kl_clock_ns());
                 pthread_mutex_lock(&c->lock);
                 c->closing = 1;
                 pthread_mutex_unlock(&c->lock);
@@ -1216,7 +1210,7 @@ static void rotate_by_size(struct rpc_server *srv)
     if (limit == 0 || (size = audit_size(srv->audit)) < limit) {
         return;
     }
-    now = now_ns();
+    now = kl_clock_ns();
     if (now < srv->rotate_retry_ns) {
         return;
     }
@@ -1248,7 +1242,7 @@ int rpc_server_run(struct rpc_server *srv)
                 pending_out |= c->out.len > 0;
                 pthread_mutex_unlock(&c->lock);
             }
-            if ((srv->in_flight == 0 && !pending_out) || now_ns() > drain_deadline) {
+            if ((srv->in_flight == 0 && !pending_out) || kl_clock_ns() > drain_deadline) {
                 break;
             }
             timeout = 50;
@@ -1285,7 +1279,7 @@ int rpc_server_run(struct rpc_server *srv)
                 }
                 if (!srv->stopping) {
                     srv->stopping = 1;
-                    drain_deadline = now_ns() + DRAIN_TIMEOUT_NS;
+                    drain_deadline = kl_clock_ns() + DRAIN_TIMEOUT_NS;
                     (void)epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
                     for (struct conn *c = srv->conns; c != NULL; c = c->next) {
                         pthread_mutex_lock(&c->lock);

@@ -30,6 +30,12 @@ static inline struct kl_span kl_span_of(const void *base, size_t len)
     return s;
 }
 
+/*
+ * Wipe len bytes at p in a way the compiler cannot remove (explicit_bzero). For key
+ * material outside the crypto files, which use their library's own wipe.
+ */
+void kl_wipe(void *p, size_t len);
+
 /* Start an empty buffer that may grow to max bytes. Allocates nothing. */
 void kl_buf_init(struct kl_buf *b, size_t max);
 /* Make room for extra more bytes. KL_ERR_OVERFLOW past max, KL_ERR_NO_MEMORY. */

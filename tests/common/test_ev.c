@@ -1,10 +1,10 @@
-/* Unit tests for frontend/ev/loop.c: timers, deferred free, skipped events of closed objects, signals. */
+/* Unit tests for common/ev.c: timers, deferred free, skipped events of closed objects, signals. */
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include "kl_test.h"
-#include "ev/loop.h"
+#include "ev.h"
 
 #define NT 500
 
