@@ -15,6 +15,16 @@ void kl_buf_init(struct kl_buf *b, size_t max)
     b->len = 0;
     b->cap = 0;
     b->max = max;
+    b->fixed = 0;
+}
+
+void kl_buf_init_fixed(struct kl_buf *b, void *mem, size_t size)
+{
+    b->base = mem;
+    b->len = 0;
+    b->cap = size;
+    b->max = size;
+    b->fixed = 1;
 }
 
 int kl_buf_reserve(struct kl_buf *b, size_t extra)
@@ -24,6 +34,8 @@ int kl_buf_reserve(struct kl_buf *b, size_t extra)
     size_t need = b->len + extra;
     if (need <= b->cap)
         return 0;
+    if (b->fixed)
+        return KL_ERR_OVERFLOW; /* caller memory never grows (cap == max, so unreachable) */
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap = cap > b->max / 2 ? b->max : cap * 2;
@@ -75,6 +87,11 @@ void kl_buf_reset(struct kl_buf *b)
 
 void kl_buf_dispose(struct kl_buf *b)
 {
+    if (b->fixed) {
+        kl_wipe(b->base, b->cap);
+        b->len = 0;
+        return;
+    }
     if (b->base != NULL) {
         kl_wipe(b->base, b->cap);
         free(b->base);
@@ -101,6 +118,10 @@ void kl_buf_reset_nowipe(struct kl_buf *b)
 
 void kl_buf_dispose_nowipe(struct kl_buf *b)
 {
+    if (b->fixed) {
+        b->len = 0;
+        return;
+    }
     free(b->base);
     b->base = NULL;
     b->len = 0;

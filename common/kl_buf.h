@@ -22,6 +22,7 @@ struct kl_buf {
     size_t len; /* bytes in use */
     size_t cap; /* bytes allocated */
     size_t max; /* hard upper bound on cap; growing past it fails with KL_ERR_OVERFLOW */
+    int fixed;  /* base is caller memory (kl_buf_init_fixed): never reallocated or freed */
 };
 
 static inline struct kl_span kl_span_of(const void *base, size_t len)
@@ -38,6 +39,12 @@ void kl_wipe(void *p, size_t len);
 
 /* Start an empty buffer that may grow to max bytes. Allocates nothing. */
 void kl_buf_init(struct kl_buf *b, size_t max);
+/*
+ * Start an empty buffer over caller memory mem[0..size): it never allocates, growing past
+ * size fails with KL_ERR_OVERFLOW, and kl_buf_dispose() wipes it without freeing it. For
+ * small fixed messages on hot paths (no malloc) and stack scratch that must be wiped.
+ */
+void kl_buf_init_fixed(struct kl_buf *b, void *mem, size_t size);
 /* Make room for extra more bytes. KL_ERR_OVERFLOW past max, KL_ERR_NO_MEMORY. */
 KL_MUST_CHECK int kl_buf_reserve(struct kl_buf *b, size_t extra);
 /* Append len bytes. */

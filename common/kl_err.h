@@ -96,10 +96,22 @@ enum kl_alert {
         }                                                                                                              \
     } while (0)
 
+#define KL_FAIL(err)                                                                                                   \
+    do {                                                                                                               \
+        ret = (err);                                                                                                   \
+        goto exit;                                                                                                     \
+    } while (0)
+
 /* True if err asks us to send an alert. */
 static inline int kl_err_is_alert(int err)
 {
     return err < 0 && ((-err) & 0xf00) == KL_ERR_CLASS_ALERT;
+}
+
+/* True if err reports an alert the peer sent us (we must not answer it with one). */
+static inline int kl_err_is_peer_alert(int err)
+{
+    return err < 0 && ((-err) & 0xf00) == KL_ERR_CLASS_PEER_ALERT;
 }
 
 /* The alert to send for any error: the alert itself, or internal_error. */

@@ -1,5 +1,5 @@
 /*
- * crypto.c - the TLS engine's only door to libsodium and libcrypto (STYLE rule 15).
+ * crypto.c - the TLS engine's only door to libsodium and libcrypto (docs/HACKING.md: one dependency, one file).
  * Contracts are in crypto.h. Nothing here implements a primitive: it picks the library
  * call, checks lengths and peer input, and wipes temporaries.
  */

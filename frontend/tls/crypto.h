@@ -1,5 +1,5 @@
 /*
- * crypto.h - every cryptographic primitive the TLS engine uses (STYLE rule 15).
+ * crypto.h - every cryptographic primitive the TLS engine uses (docs/HACKING.md: one dependency, one file).
  *
  * crypto.c is the only file of the engine that includes libsodium or OpenSSL headers.
  * libsodium provides X25519, one-shot SHA-256, randomness, constant-time compare and

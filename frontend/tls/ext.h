@@ -1,10 +1,10 @@
 /*
  * ext.h - TLS 1.3 extensions codec (RFC 8446 4.2): the extension table and plain structs.
  *
- * The codec never touches connection state (STYLE rule 8): ext_client_hello_decode() turns
- * the extensions block of a ClientHello into struct ext_client_hello, checking every length,
- * refusing duplicates and extensions we know but that may not appear in a ClientHello; the
- * encoders write the server's extensions. hs_server.c decides with these structs only.
+ * The codec never touches connection state (docs/HACKING.md: parsing and deciding are apart): ext_client_hello_decode()
+ * turns the extensions block of a ClientHello into struct ext_client_hello, checking every length, refusing duplicates
+ * and extensions we know but that may not appear in a ClientHello; the encoders write the server's extensions.
+ * hs_server.c decides with these structs only.
  *
  * Spans in the decoded struct borrow from the input message and are valid as long as it is.
  */

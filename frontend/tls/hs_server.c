@@ -1,9 +1,9 @@
 /*
  * hs_server.c - the TLS 1.3 server handshake state machine (RFC 8446), sans-I/O.
  *
- * One enum hs_state and one dispatch point, hs_dispatch() (STYLE rule 9): each state
- * names the only handshake message it accepts; everything else is unexpected_message.
- * Parsing is done by msg_/ext_ (plain structs); this file only decides (STYLE rule 8).
+ * One enum hs_state and one dispatch point, hs_dispatch() (docs/HACKING.md: one dispatch point per state machine): each
+ * state names the only handshake message it accepts; everything else is unexpected_message. Parsing is done by
+ * msg_/ext_ (plain structs); this file only decides (docs/HACKING.md: parsing and deciding are apart).
  *
  * Flow: ClientHello → [HelloRetryRequest → ClientHello2] → ServerHello (plaintext record,
  * then one CCS in middlebox compatibility mode) → EncryptedExtensions, Certificate are
@@ -165,7 +165,7 @@ static int hs_fail(struct tls_conn *c, struct kl_buf *out, int err)
 {
     if (c->state == HS_FAILED)
         return c->error;
-    if (err != KL_ERR_CLOSED && ((-err) & 0xf00) != KL_ERR_CLASS_PEER_ALERT && out != NULL) {
+    if (err != KL_ERR_CLOSED && !kl_err_is_peer_alert(err) && out != NULL) {
         /* Best effort: if out is full the peer just sees the connection close. */
         if (rec_alert(&c->wr, out, kl_err_alert(err)) != 0) {
             /* nothing more we can do */
@@ -1021,10 +1021,7 @@ int tls_conn_key_update(struct tls_conn *c, struct kl_buf *out, int request_peer
     if (!tls_conn_established(c) || c->sent_close)
         return KL_ERR_INVALID;
     /* A fixed 5-byte message: encode into a stack buffer (no allocation on the record path). */
-    b.base = m;
-    b.len = 0;
-    b.cap = sizeof(m);
-    b.max = sizeof(m);
+    kl_buf_init_fixed(&b, m, sizeof(m));
     if ((ret = msg_key_update_encode(&b, request_peer)) != 0)
         return ret;
     if ((ret = rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, m, b.len, 0)) != 0)

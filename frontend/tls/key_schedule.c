@@ -65,8 +65,10 @@ int ks_hkdf_expand_label(enum crypto_hash_alg alg, uint8_t *out, size_t out_len,
     size_t label_len = strlen(label), hl = crypto_hash_len(alg);
     /* HkdfLabel: uint16 length ‖ opaque label<7..255> ‖ opaque context<0..255>. */
     uint8_t info[2 + 1 + 255 + 1 + 255];
-    struct kl_buf b = {info, 0, sizeof(info), sizeof(info)};
+    struct kl_buf b;
     size_t mark;
+
+    kl_buf_init_fixed(&b, info, sizeof(info));
 
     KL_ENSURE(hl != 0 && out_len <= 0xffff && label_len <= 255 - (sizeof(prefix) - 1) && context_len <= 255,
               KL_ERR_INVALID);

@@ -2,8 +2,8 @@
  * msg.h - TLS 1.3 handshake message codec (RFC 8446 4): plain structs, no connection state.
  *
  * Decoders borrow from their input (spans stay valid as long as the input does) and check
- * every length; a message with trailing bytes is a decode_error (STYLE rule 7). Encoders
- * append one whole handshake message (type, u24 length, body) to a bounded kl_buf.
+ * every length; a message with trailing bytes is a decode_error (docs/HACKING.md: parsing and deciding are apart).
+ * Encoders append one whole handshake message (type, u24 length, body) to a bounded kl_buf.
  */
 #ifndef KL_MSG_H
 #define KL_MSG_H

@@ -1,5 +1,5 @@
 /*
- * wire.h - the one reader and writer for every TLS byte (STYLE rules 6, 7).
+ * wire.h - the one reader and writer for every TLS byte (docs/HACKING.md: buffers).
  *
  * Reading: a wire_reader is a borrowed (p, end) cursor. Every read is bounds-checked
  * and fails with KL_ERR_DECODE (decode_error) when the input is short. A length-prefixed
