@@ -709,7 +709,7 @@ int kl_ini_load(const struct kl_ini_spec *spec, void *user, const char *path, ch
     }
     r = ini_parse_stream(reader, &ini, handler, &ini);
     /* inih's own error (a line it cannot parse) unless one of ours came first. */
-    if (r > 0 && (ini.ret == 0 || (unsigned)r < ini.err_line)) {
+    if (r > 0 && (ini.ret == 0 || (unsigned)r <= ini.err_line)) {
         ini.ret = 0;
         kl_ini_fail_at(&ini, (unsigned)r, NULL, NULL, "syntax error (expected [section] or key = value)");
     } else if (r < 0 && ini.ret == 0) {
