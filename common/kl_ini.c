@@ -54,6 +54,9 @@ struct kl_ini {
 };
 
 static void vfail_at(struct kl_ini *ini, unsigned line, const char *section, const char *key, const char *fmt,
+                     va_list ap) __attribute__((format(printf, 5, 0)));
+
+static void vfail_at(struct kl_ini *ini, unsigned line, const char *section, const char *key, const char *fmt,
                      va_list ap)
 {
     char why[400];

@@ -225,32 +225,38 @@ static int add_scheme(struct kl_ini *ini, void *obj, const char *tok)
     return 0;
 }
 
+/* One item of allow_uids/allow_gids, n of them already listed. */
+static int parse_allowed_id(struct kl_ini *ini, uint32_t *id, size_t n, const char *tok, int is_group)
+{
+    if (parse_id(id, tok, is_group) != 0) {
+        return kl_ini_fail(ini, "no such %s '%s'", is_group ? "group" : "user", tok);
+    }
+    if (n == CFG_MAX_IDS) {
+        return kl_ini_fail(ini, "at most %d %s", CFG_MAX_IDS, is_group ? "gids" : "uids");
+    }
+    return 0;
+}
+
 static int add_uid(struct kl_ini *ini, void *obj, const char *tok)
 {
     struct cfg_key *k = obj;
-    uint32_t id;
-    if (parse_id(&id, tok, 0) != 0) {
-        return kl_ini_fail(ini, "no such user '%s'", tok);
+    uint32_t id = 0;
+    int ret = parse_allowed_id(ini, &id, k->n_uids, tok, 0);
+    if (ret == 0) {
+        k->uids[k->n_uids++] = id;
     }
-    if (k->n_uids == CFG_MAX_IDS) {
-        return kl_ini_fail(ini, "at most %d uids", CFG_MAX_IDS);
-    }
-    k->uids[k->n_uids++] = id;
-    return 0;
+    return ret;
 }
 
 static int add_gid(struct kl_ini *ini, void *obj, const char *tok)
 {
     struct cfg_key *k = obj;
-    uint32_t id;
-    if (parse_id(&id, tok, 1) != 0) {
-        return kl_ini_fail(ini, "no such group '%s'", tok);
+    uint32_t id = 0;
+    int ret = parse_allowed_id(ini, &id, k->n_gids, tok, 1);
+    if (ret == 0) {
+        k->gids[k->n_gids++] = id;
     }
-    if (k->n_gids == CFG_MAX_IDS) {
-        return kl_ini_fail(ini, "at most %d gids", CFG_MAX_IDS);
-    }
-    k->gids[k->n_gids++] = id;
-    return 0;
+    return ret;
 }
 
 /* The lists may be split over several lines: each line adds to them. */
