@@ -287,7 +287,7 @@ static void store_line(void *obj, size_t offset, unsigned line)
     memcpy((char *)obj + offset, &line, sizeof(line));
 }
 
-/* ", " + "[a]" into a list of names, "a, b or c" style. */
+/* names (NULL-terminated) joined as "a, b or c". */
 static void join_names(char *buf, size_t len, const char *const *names)
 {
     size_t n = 0, off = 0;
