@@ -1,5 +1,6 @@
 /*
- * config.h - keyless-frontend's INI configuration (parsed with inih, like the signer).
+ * config.h - keyless-frontend's INI configuration: a key table over common/kl_ini,
+ * which the signer's config uses too (same durations, booleans, error lines).
  *
  * Every error is one line, "keyless-frontend: FILE:LINE: [section] key: reason",
  * written into the caller's buffer; main prints it and exits 2. Relative paths are

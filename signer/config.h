@@ -1,5 +1,6 @@
 /*
- * config.h - keyless-signer's INI configuration (parsed with inih).
+ * config.h - keyless-signer's INI configuration: a key table over common/kl_ini, which
+ * the frontend's config uses too (same durations, booleans, error lines).
  *
  * Sections: [signer], [hsm], and one [key NAME] per key. docs/SIGNER.md documents every
  * key; examples/signer.conf is an annotated example. Relative paths are resolved against

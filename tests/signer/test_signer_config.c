@@ -81,7 +81,8 @@ int main(void)
     expect_raw("[signer]\ncolour = blue\n", "", 2, sub, "unknown key in [signer]");
     snprintf(sub, sizeof(sub), "case.conf:4: [signer] audit_sync: 'sometimes' is not always, group or none");
     expect_raw("; comment\n[signer]\nsocket = s\naudit_sync = sometimes\n", "", 2, sub, "bad audit_sync");
-    snprintf(sub, sizeof(sub), "case.conf:2: [frobnicate] x: unknown section");
+    /* About the section itself: its header line, no key. */
+    snprintf(sub, sizeof(sub), "case.conf:1: [frobnicate]: unknown section (expected [signer], [hsm] or [key NAME])");
     expect_raw("[frobnicate]\nx = 1\n", "", 2, sub, "unknown section");
     snprintf(sub, sizeof(sub), "case.conf:3: [key a] schemes: unknown signature scheme 'ecdsa_sha1'");
     expect_raw("[key a]\nuri = pkcs11:token=keyless;object=a\nschemes = ecdsa_sha1\n", "", 2, sub,
@@ -96,9 +97,51 @@ int main(void)
     expect_raw("[hsm]\nmodule = x\n", "", 2, sub, "missing socket");
     snprintf(sub, sizeof(sub), "case.conf:3: [signer] socket: set twice");
     expect_raw("[signer]\nsocket = a\nsocket = b\n", "", 2, sub, "a key set twice");
-    snprintf(sub, sizeof(sub), "case.conf:6: [key a] uri: key 'a' is defined twice");
+    snprintf(sub, sizeof(sub), "case.conf:5: [key a]: defined twice (first at line 1)");
     expect_raw("[key a]\nuri = pkcs11:object=a\n[signer]\nsocket = a\n[key a]\nuri = pkcs11:object=b\n", "", 2, sub,
                "a key section repeated");
+
+    /* The same spellings as the frontend (common/kl_ini): durations with a unit, every boolean word. */
+    expect_conf("audit_group_ms = 20ms\naudit_repair_torn = on\n", NULL, harness_std_keys, "--check-config", 0,
+                "OK (4 key(s)", "audit_group_ms = 20ms, audit_repair_torn = on");
+    expect_conf("audit_group_ms = 0.5s\naudit_repair_torn = TRUE\n", NULL, harness_std_keys, "--check-config", 0,
+                "OK (4 key(s)", "audit_group_ms = 0.5s, audit_repair_torn = TRUE");
+    expect_conf("audit_group_ms = 7\naudit_repair_torn = 0\n", NULL, harness_std_keys, "--check-config", 0,
+                "OK (4 key(s)", "audit_group_ms = 7 (a bare number stays milliseconds), audit_repair_torn = 0");
+    expect_conf("audit_repair_torn = off\n", NULL, harness_std_keys, "--check-config", 0, "OK (4 key(s)",
+                "audit_repair_torn = off");
+    snprintf(sub, sizeof(sub),
+             "case.conf:3: [signer] audit_group_ms: '2s' is not a duration from 1ms to 1s (500ms, 5s, 2m; a bare "
+             "number is milliseconds)");
+    expect_raw("[signer]\nsocket = s\naudit_group_ms = 2s\n", "", 2, sub, "audit_group_ms over 1s with a unit");
+    snprintf(sub, sizeof(sub), "case.conf:2: [signer] audit_group_ms: '1001' is not a duration from 1ms to 1s");
+    expect_raw("[signer]\naudit_group_ms = 1001\n", "", 2, sub, "audit_group_ms = 1001 (bare: milliseconds)");
+    snprintf(sub, sizeof(sub), "case.conf:2: [signer] audit_group_ms: '5 ms' is not a duration");
+    expect_raw("[signer]\naudit_group_ms = 5 ms\n", "", 2, sub, "a blank inside a duration");
+    snprintf(sub, sizeof(sub), "case.conf:2: [signer] audit_repair_torn: 'enabled' is not yes or no");
+    expect_raw("[signer]\naudit_repair_torn = enabled\n", "", 2, sub, "a boolean word no process takes");
+    /* Schemes by code point, from the one table (common/tls_ids). */
+    expect_conf(NULL, NULL, "[key p256]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\nschemes = 0x0403\n",
+                "--check-config", 0, "OK (1 key(s)", "schemes = 0x0403");
+    snprintf(sub, sizeof(sub), "case.conf:3: [key a] schemes: unknown signature scheme '0x04030'");
+    expect_raw("[key a]\nuri = pkcs11:object=a\nschemes = 0x04030\n", "", 2, sub, "five hex digits");
+    snprintf(sub, sizeof(sub), "case.conf:3: [key a] schemes: unknown signature scheme '0x0201'");
+    expect_raw("[key a]\nuri = pkcs11:object=a\nschemes = 0x0201\n", "", 2, sub, "a code point keyless does not do");
+    snprintf(sub, sizeof(sub), "case.conf:3: [key a] schemes: scheme 'ed25519' listed twice");
+    expect_raw("[key a]\nuri = pkcs11:object=a\nschemes = 0x0807 ed25519\n", "", 2, sub, "a scheme by name and code");
+    /* Set twice, section names, sections again further down. */
+    snprintf(sub, sizeof(sub), "case.conf:3: [key a] uri: set twice (first at line 2)");
+    expect_raw("[key a]\nuri = pkcs11:object=a\nuri = pkcs11:object=b\n", "", 2, sub, "uri set twice");
+    snprintf(sub, sizeof(sub), "case.conf:5: [signer] workers: set twice (first at line 2)");
+    expect_raw("[signer]\nworkers = 1\n[hsm]\n[signer]\nworkers = 2\n", "", 2, sub,
+               "[signer] again further down: the same section, workers set twice");
+    snprintf(sub, sizeof(sub), "case.conf:1: [key a/b]: key name 'a/b' must be 1..64 of [A-Za-z0-9._-]");
+    expect_raw("[key a/b]\nuri = pkcs11:object=a\n", "", 2, sub, "a key name with a slash");
+    snprintf(sub, sizeof(sub), "case.conf: [key NAME]: missing (no key configured)");
+    expect_raw("[signer]\nsocket = s\naudit_log = a\n[hsm]\nmodule = m\npin_file = p\n", "", 2, sub, "no key");
+    snprintf(sub, sizeof(sub), "case.conf:7: [key a] schemes: missing (list the schemes this key may sign)");
+    expect_raw("[signer]\nsocket = s\naudit_log = a\n[hsm]\nmodule = m\npin_file = p\n[key a]\nuri = pkcs11:x\n", "", 2,
+               sub, "a key without schemes");
 
     /* Start-up against the real token: exit 1, one line. */
     snprintf(text, sizeof(text),

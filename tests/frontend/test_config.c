@@ -1,0 +1,375 @@
+/*
+ * Unit tests for frontend/config.c (the frontend's key table over common/kl_ini): a full
+ * valid config, the defaults, and for every key a bad value whose message names the
+ * file, the line, the section and the key:
+ *   keyless-frontend: FILE:LINE: [section] key: why
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+#include "kl_test.h"
+#include "config.h"
+#include "log.h"
+#include "tls_ids.h"
+
+static char dir[64], path[128], chain[128];
+static struct config *cfg;
+
+static int write_file(const char *p, const char *text)
+{
+    FILE *f = fopen(p, "w");
+    if (f == NULL) {
+        return -1;
+    }
+    fputs(text, f);
+    return fclose(f);
+}
+
+static int load(const char *text, char *err)
+{
+    config_free(cfg);
+    cfg = NULL;
+    if (write_file(path, text) != 0) {
+        snprintf(err, CONFIG_ERR_LEN, "cannot write %s", path);
+        return -1;
+    }
+    return config_load(&cfg, err, path);
+}
+
+/* The smallest valid config: 8 lines. */
+static const char base[] = "[signer]\n"
+                           "socket = signer.sock\n"
+                           "[cert a]\n"
+                           "chain = c.pem\n"
+                           "key = ecdsa-p256\n"
+                           "[listener main]\n"
+                           "listen = 127.0.0.1:1\n"
+                           "backend = 127.0.0.1:2\n";
+#define BASE_LINES 8
+
+/* base + extra; expect KL_ERR_CONFIG and exactly "keyless-frontend: PATH" + want. */
+static void expect_err(const char *extra, const char *want, const char *name)
+{
+    char text[4096], err[CONFIG_ERR_LEN], full[CONFIG_ERR_LEN + 200];
+    snprintf(text, sizeof(text), "%s%s", base, extra);
+    int ret = load(text, err);
+    snprintf(full, sizeof(full), "keyless-frontend: %s%s", path, want);
+    if (!ok(ret == KL_ERR_CONFIG && cfg == NULL && strcmp(err, full) == 0, name)) {
+        diag("ret %d, got  '%s'", ret, err);
+        diag("want '%s'", full);
+    }
+}
+
+/* The same with a whole text of its own. */
+static void expect_err_text(const char *text, const char *want, const char *name)
+{
+    char err[CONFIG_ERR_LEN], full[CONFIG_ERR_LEN + 200];
+    int ret = load(text, err);
+    snprintf(full, sizeof(full), "keyless-frontend: %s%s", path, want);
+    if (!ok(ret == KL_ERR_CONFIG && cfg == NULL && strcmp(err, full) == 0, name)) {
+        diag("ret %d, got  '%s'", ret, err);
+        diag("want '%s'", full);
+    }
+}
+
+static void test_defaults(void)
+{
+    char err[CONFIG_ERR_LEN], want[200];
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!ok(load(base, err) == 0 && cfg != NULL, "the smallest config loads")) {
+        diag("%s", err);
+        return;
+    }
+    is_int(cfg->workers, ncpu > 0 ? ncpu : 1, "workers: one per CPU");
+    is_int(cfg->log_level, LOG_LEVEL_INFO, "log_level: info");
+    is_int(cfg->max_connections, 10000, "max_connections: 10000");
+    is_int(cfg->handshake_timeout_ms, 10000, "handshake_timeout: 10s");
+    is_int(cfg->idle_timeout_ms, 300000, "idle_timeout: 300s");
+    is_int(cfg->drain_timeout_ms, 30000, "drain_timeout: 30s");
+    is_int(cfg->metrics.len, 0, "metrics: none");
+    ok(cfg->keylog_file == NULL, "keylog_file: none");
+    is_int(cfg->signer_timeout_ms, 1000, "[signer] timeout: 1s");
+    is_int(cfg->max_pending_sign, 4096, "[signer] max_pending: 4096");
+    is_int(cfg->signer_startup_wait_ms, 10000, "[signer] startup_wait: 10s");
+    is_int(cfg->n_suites, 3, "three suites");
+    ok(cfg->suites[0] == TLS_AES_128_GCM_SHA256 && cfg->suites[1] == TLS_AES_256_GCM_SHA384 &&
+           cfg->suites[2] == TLS_CHACHA20_POLY1305_SHA256,
+       "suites in preference order");
+    is_int(cfg->n_groups, 3, "three groups");
+    ok(cfg->groups[0] == TLS_GROUP_X25519 && cfg->groups[1] == TLS_GROUP_SECP256R1 &&
+           cfg->groups[2] == TLS_GROUP_SECP384R1,
+       "groups in preference order");
+    is_int(cfg->n_alpn, 0, "no ALPN");
+    is_int(cfg->n_signer_sockets, 1, "one signer socket");
+    snprintf(want, sizeof(want), "%s/signer.sock", dir);
+    ok(strcmp(cfg->signer_sockets[0], want) == 0, "the socket path is resolved against the config's directory");
+    is_int(cfg->signer_line, 2, "signer_line: the socket's line");
+    is_int(cfg->n_certs, 1, "one certificate");
+    ok(strcmp(cfg->certs[0].name, "a") == 0 && strcmp(cfg->certs[0].chain_path, chain) == 0 &&
+           strcmp(cfg->certs[0].key_name, "ecdsa-p256") == 0,
+       "[cert a]: name, resolved chain, key");
+    ok(cfg->certs[0].line == 3 && cfg->certs[0].chain_line == 4 && cfg->certs[0].key_line == 5, "[cert a]: lines");
+    is_int(cfg->n_listeners, 1, "one listener");
+    ok(strcmp(cfg->listeners[0].name, "main") == 0 && cfg->listeners[0].line == 6, "[listener main]: name, line");
+    is_int(cfg->listeners[0].backend_connect_timeout_ms, 5000, "backend_connect_timeout: 5s");
+    is_int(cfg->listeners[0].proxy_protocol, 0, "proxy_protocol: off");
+    ok(strcmp(cfg->path, path) == 0, "the path is kept for reloads");
+}
+
+static void test_full(void)
+{
+    char err[CONFIG_ERR_LEN], want[200];
+    const char *text = "; every key\n"
+                       "[frontend]\n"
+                       "workers = 3\n"
+                       "log_level = debug\n"
+                       "max_connections = 50\n"
+                       "handshake_timeout = 500ms\n"
+                       "idle_timeout = 2m\n"
+                       "drain_timeout = 0\n"
+                       "metrics = [::1]:9100\n"
+                       "keylog_file = keys.log\n"
+                       "[signer]\n"
+                       "socket = /run/a.sock\n"
+                       "socket = b.sock\n"
+                       "timeout = 1.5\n"
+                       "max_pending = 7\n"
+                       "startup_wait = 0.3\n"
+                       "[tls]\n"
+                       "suites = TLS_CHACHA20_POLY1305_SHA256, tls_aes_128_gcm_sha256\n"
+                       "groups = P-256 x25519\n"
+                       "alpn = h2, http/1.1\n"
+                       "[cert a]\n"
+                       "key = ecdsa-p256\n"
+                       "chain = c.pem\n"
+                       "[cert \"b\"]\n"
+                       "chain = c.pem\n"
+                       "key = rsa-2048\n"
+                       "[listener main]\n"
+                       "listen = 127.0.0.1:8443\n"
+                       "backend = unix:backend.sock\n"
+                       "proxy_protocol = on\n"
+                       "backend_connect_timeout = 250ms\n"
+                       "[listener v6]\n"
+                       "listen = [::1]:8443\n"
+                       "backend = localhost:80\n"
+                       "proxy_protocol = false\n"
+                       "[frontend]\n"
+                       "; the section again: its keys are still set once each\n";
+    if (!ok(load(text, err) == 0 && cfg != NULL, "a config with every key loads")) {
+        diag("%s", err);
+        return;
+    }
+    is_int(cfg->workers, 3, "workers = 3");
+    is_int(cfg->log_level, LOG_LEVEL_DEBUG, "log_level = debug");
+    is_int(cfg->max_connections, 50, "max_connections = 50");
+    is_int(cfg->handshake_timeout_ms, 500, "handshake_timeout = 500ms");
+    is_int(cfg->idle_timeout_ms, 120000, "idle_timeout = 2m");
+    is_int(cfg->drain_timeout_ms, 0, "drain_timeout = 0");
+    ok(cfg->metrics.len == sizeof(struct sockaddr_in6) && cfg->metrics.ss.ss_family == AF_INET6 &&
+           ntohs(((struct sockaddr_in6 *)&cfg->metrics.ss)->sin6_port) == 9100,
+       "metrics = [::1]:9100");
+    snprintf(want, sizeof(want), "%s/keys.log", dir);
+    ok(cfg->keylog_file != NULL && strcmp(cfg->keylog_file, want) == 0, "keylog_file resolved");
+    is_int(cfg->n_signer_sockets, 2, "two signer sockets");
+    snprintf(want, sizeof(want), "%s/b.sock", dir);
+    ok(strcmp(cfg->signer_sockets[0], "/run/a.sock") == 0 && strcmp(cfg->signer_sockets[1], want) == 0,
+       "absolute socket kept, relative resolved, in order");
+    is_int(cfg->signer_line, 12, "signer_line: the first socket");
+    is_int(cfg->signer_timeout_ms, 1500, "timeout = 1.5 (bare: seconds)");
+    is_int(cfg->max_pending_sign, 7, "max_pending = 7");
+    is_int(cfg->signer_startup_wait_ms, 300, "startup_wait = 0.3");
+    ok(cfg->n_suites == 2 && cfg->suites[0] == TLS_CHACHA20_POLY1305_SHA256 && cfg->suites[1] == TLS_AES_128_GCM_SHA256,
+       "suites: the list replaces the defaults, names in any case");
+    ok(cfg->n_groups == 2 && cfg->groups[0] == TLS_GROUP_SECP256R1 && cfg->groups[1] == TLS_GROUP_X25519,
+       "groups: aliases, blank-separated");
+    ok(cfg->n_alpn == 2 && strcmp(cfg->alpn[0], "h2") == 0 && strcmp(cfg->alpn[1], "http/1.1") == 0, "alpn");
+    ok(cfg->n_certs == 2 && strcmp(cfg->certs[1].name, "b") == 0 && strcmp(cfg->certs[1].key_name, "rsa-2048") == 0,
+       "[cert \"b\"]");
+    ok(cfg->certs[0].key_line == 22 && cfg->certs[0].chain_line == 23, "key and chain lines in any order");
+    is_int(cfg->n_listeners, 2, "two listeners");
+    struct config_listener *l = &cfg->listeners[0];
+    snprintf(want, sizeof(want), "%s/backend.sock", dir);
+    ok(l->backend.ss.ss_family == AF_UNIX && strcmp(((struct sockaddr_un *)&l->backend.ss)->sun_path, want) == 0,
+       "a relative unix: backend is resolved");
+    is_int(l->proxy_protocol, 1, "proxy_protocol = on");
+    is_int(l->backend_connect_timeout_ms, 250, "backend_connect_timeout = 250ms");
+    l = &cfg->listeners[1];
+    ok(l->listen.ss.ss_family == AF_INET6 && l->backend.ss.ss_family == AF_INET &&
+           ((struct sockaddr_in *)&l->backend.ss)->sin_addr.s_addr == htonl(INADDR_LOOPBACK),
+       "[::1] listen, localhost backend is 127.0.0.1");
+    is_int(l->proxy_protocol, 0, "proxy_protocol = false");
+    is_int(l->backend_connect_timeout_ms, 5000, "backend_connect_timeout default in the second listener");
+
+    ok(load("[signer]\nsocket = s\n[tls]\nalpn =\n[cert a]\nchain = c.pem\nkey = k\n[listener m]\nlisten = "
+            "127.0.0.1:1\nbackend = 127.0.0.1:2\n[frontend]\nworkers = auto\nmetrics =\nkeylog_file =\n",
+            err) == 0 &&
+           cfg->n_alpn == 0 && cfg->metrics.len == 0 && cfg->keylog_file == NULL,
+       "empty alpn, metrics and keylog_file; workers = auto");
+}
+
+static void test_errors(void)
+{
+    char long_sock[200], text[1200], want[400];
+    /* [frontend] */
+    expect_err("[frontend]\nworkers = 0\n", ":10: [frontend] workers: '0' is not 'auto' or 1..256", "workers = 0");
+    expect_err("[frontend]\nworkers = lots\n", ":10: [frontend] workers: 'lots' is not 'auto' or 1..256",
+               "workers = lots");
+    expect_err("[frontend]\nlog_level = loud\n", ":10: [frontend] log_level: 'loud' is not error, warn, info or debug",
+               "log_level");
+    expect_err("[frontend]\nmax_connections = 1000001\n",
+               ":10: [frontend] max_connections: '1000001' is not 1..1000000", "max_connections");
+    expect_err("[frontend]\nhandshake_timeout = 5ms\n",
+               ":10: [frontend] handshake_timeout: '5ms' is not a duration from 10ms to 3600s (500ms, 5s, 2m; a bare "
+               "number is seconds)",
+               "handshake_timeout below 10ms");
+    expect_err("[frontend]\nidle_timeout = 2d\n",
+               ":10: [frontend] idle_timeout: '2d' is not a duration from 10ms to 86400s (500ms, 5s, 2m; a bare "
+               "number is seconds)",
+               "idle_timeout with an unknown unit");
+    expect_err("[frontend]\ndrain_timeout = 3601\n",
+               ":10: [frontend] drain_timeout: '3601' is not a duration from 0 to 3600s (500ms, 5s, 2m; a bare "
+               "number is seconds)",
+               "drain_timeout above 3600s");
+    expect_err("[frontend]\nmetrics = 10.1.2.3:9100\n",
+               ":10: [frontend] metrics: '10.1.2.3:9100' is not a loopback address", "metrics not loopback");
+    expect_err("[frontend]\nmetrics = nowhere\n", ":10: [frontend] metrics: 'nowhere' is not host:port",
+               "metrics not an address");
+    expect_err("[frontend]\nworkers = 1\nworkers = 2\n", ":11: [frontend] workers: set twice (first at line 10)",
+               "workers set twice");
+    expect_err("[frontend]\ncolour = blue\n", ":10: [frontend] colour: unknown key", "unknown key");
+    /* [signer] */
+    memset(long_sock, 'x', 100);
+    long_sock[100] = '\0';
+    snprintf(text, sizeof(text), "[signer]\nsocket = %s\n", long_sock);
+    expect_err(text, ":10: [signer] socket: a socket path of 1 to 99 bytes is needed", "socket path too long");
+    expect_err("[signer]\nsocket = 2\nsocket = 3\nsocket = 4\nsocket = 5\nsocket = 6\nsocket = 7\nsocket = 8\n"
+               "socket = 9\n",
+               ":17: [signer] socket: at most 8 signer sockets", "nine signer sockets");
+    expect_err("[signer]\ntimeout = 0\n",
+               ":10: [signer] timeout: '0' is not a duration from 1ms to 60s (500ms, 5s, 2m; a bare number is "
+               "seconds)",
+               "signer timeout 0");
+    expect_err("[signer]\nmax_pending = 1048577\n", ":10: [signer] max_pending: '1048577' is not 1..1048576",
+               "max_pending");
+    expect_err("[signer]\nstartup_wait = 11m\n",
+               ":10: [signer] startup_wait: '11m' is not a duration from 0 to 600s (500ms, 5s, 2m; a bare number is "
+               "seconds)",
+               "startup_wait");
+    expect_err("[signer]\nsocket =\n", ":10: [signer] socket: empty value", "empty socket");
+    /* [tls] */
+    expect_err("[tls]\nsuites = TLS_AES_128_CCM_SHA256\n",
+               ":10: [tls] suites: unknown cipher suite 'TLS_AES_128_CCM_SHA256' (TLS_AES_128_GCM_SHA256, "
+               "TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256)",
+               "unknown suite");
+    expect_err("[tls]\nsuites = TLS_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256\n",
+               ":10: [tls] suites: TLS_AES_128_GCM_SHA256 listed twice", "a suite listed twice");
+    expect_err("[tls]\nsuites = ,\n", ":10: [tls] suites: empty list", "no suite");
+    expect_err("[tls]\ngroups = x448\n",
+               ":10: [tls] groups: unknown group 'x448' (x25519, secp256r1/P-256/prime256v1, secp384r1/P-384)",
+               "unknown group");
+    expect_err("[tls]\ngroups = P-256, prime256v1\n", ":10: [tls] groups: prime256v1 listed twice",
+               "a group under two names");
+    expect_err("[tls]\nalpn = a b c d e f g h i\n", ":10: [tls] alpn: at most 8 protocols", "nine protocols");
+    expect_err("[tls]\nalpn = h2\nalpn = http/1.1\n", ":11: [tls] alpn: set twice (first at line 10)",
+               "alpn set twice");
+    /* [cert NAME] */
+    snprintf(want, sizeof(want), ":4: [cert a] chain: cannot read %s/missing.pem: No such file or directory", dir);
+    expect_err_text("[signer]\nsocket = s\n[cert a]\nchain = missing.pem\nkey = k\n", want, "chain not readable");
+    expect_err_text("[signer]\nsocket = s\n[cert a]\nchain = c.pem\nkey =\n", ":5: [cert a] key: empty value",
+                    "empty key name");
+    expect_err("[cert b]\nchain = c.pem\n", ":9: [cert b] key: missing", "cert without key");
+    expect_err("[cert b]\nkey = k\n", ":9: [cert b] chain: missing", "cert without chain");
+    expect_err("[cert a]\nkey = k\n", ":9: [cert a]: defined twice (first at line 3)", "cert defined twice");
+    expect_err("[cert a/b]\nfile = x\n", ":10: [cert a/b] file: unknown key", "unknown key in [cert]");
+    {
+        size_t off = 0;
+        for (int i = 0; i < 16; i++) {
+            off += (size_t)snprintf(text + off, sizeof(text) - off, "[cert c%d]\nchain = c.pem\nkey = k\n", i);
+        }
+        expect_err(text, ":54: [cert c15]: at most 16 certificates", "seventeen certificates");
+    }
+    /* [listener NAME] */
+    expect_err_text("[signer]\nsocket = s\n[cert a]\nchain = c.pem\nkey = k\n[listener main]\nlisten = nowhere\n",
+                    ":7: [listener main] listen: 'nowhere' is not host:port", "listen not an address");
+    expect_err_text("[signer]\nsocket = s\n[cert a]\nchain = c.pem\nkey = k\n[listener main]\nlisten = unix:/x\n",
+                    ":7: [listener main] listen: 'unix:/x' is not host:port", "listen on a unix socket");
+    expect_err_text("[signer]\nsocket = s\n[cert a]\nchain = c.pem\nkey = k\n[listener main]\nlisten = 127.0.0.1:0\n",
+                    ":7: [listener main] listen: '127.0.0.1:0' is not host:port", "port 0");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = unix:\n",
+               ":11: [listener b] backend: 'unix:' is not host:port or unix:/path", "backend unix: without a path");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nproxy_protocol = maybe\n",
+               ":12: [listener b] proxy_protocol: 'maybe' is not yes or no (true/false, on/off and 1/0 work too)",
+               "proxy_protocol");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nbackend_connect_timeout = 1h\n",
+               ":12: [listener b] backend_connect_timeout: '1h' is not a duration from 10ms to 600s (500ms, 5s, 2m; "
+               "a bare number is seconds)",
+               "backend_connect_timeout");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\n", ":9: [listener b] backend: missing", "listener without backend");
+    expect_err("[listener b]\nbackend = 127.0.0.1:3\n", ":9: [listener b] listen: missing", "listener without listen");
+    expect_err("[listener b]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:3\n",
+               ":9: [listener b] listen: 127.0.0.1:1 is already used by listener 'main'",
+               "two listeners on one address");
+    /* The file as a whole. */
+    expect_err_text("[cert a]\nchain = c.pem\nkey = k\n[listener m]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\n",
+                    ": [signer] socket: missing (at least one signer socket is needed)", "no signer socket");
+    expect_err_text("[signer]\nsocket = s\n[listener m]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\n",
+                    ": [cert NAME]: missing (at least one [cert NAME] section is needed)", "no certificate");
+    expect_err_text("[signer]\nsocket = s\n[cert a]\nchain = c.pem\nkey = k\n",
+                    ": [listener NAME]: missing (at least one [listener NAME] section is needed)", "no listener");
+    expect_err("[signers]\nsocket = s\n",
+               ":9: [signers]: unknown section (expected [frontend], [signer], [tls], [cert NAME] or [listener NAME])",
+               "unknown section");
+    expect_err("this is not ini\n", ":9: syntax error (expected [section] or key = value)", "syntax error");
+    {
+        char err[CONFIG_ERR_LEN], nopath[200];
+        snprintf(nopath, sizeof(nopath), "%s/none.conf", dir);
+        config_free(cfg);
+        cfg = NULL;
+        int ret = config_load(&cfg, err, nopath);
+        snprintf(want, sizeof(want), "keyless-frontend: %s: cannot open: No such file or directory", nopath);
+        ok(ret == KL_ERR_CONFIG && cfg == NULL && strcmp(err, want) == 0, "a missing file");
+    }
+}
+
+static void test_parse_addr(void)
+{
+    struct config_addr a;
+    ok(config_parse_addr(&a, "127.0.0.1:443", 0) == 0 && a.ss.ss_family == AF_INET &&
+           strcmp(a.text, "127.0.0.1:443") == 0,
+       "v4");
+    ok(config_parse_addr(&a, "[2001:db8::1]:443", 0) == 0 && a.ss.ss_family == AF_INET6, "v6 in brackets");
+    ok(config_parse_addr(&a, "unix:/run/b.sock", 1) == 0 && a.ss.ss_family == AF_UNIX, "unix when allowed");
+    is_int(config_parse_addr(&a, "unix:/run/b.sock", 0), KL_ERR_CONFIG, "unix when not allowed");
+    is_int(config_parse_addr(&a, "127.0.0.1:65536", 0), KL_ERR_CONFIG, "port above 65535");
+    is_int(config_parse_addr(&a, "127.0.0.1", 0), KL_ERR_CONFIG, "no port");
+    is_int(config_parse_addr(&a, "[::1:443", 0), KL_ERR_CONFIG, "unclosed bracket");
+    is_int(config_parse_addr(&a, "example.com:443", 0), KL_ERR_CONFIG, "names other than localhost");
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/kl-fe-config.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "mkdtemp");
+        return kl_test_done();
+    }
+    snprintf(path, sizeof(path), "%s/frontend.conf", dir);
+    snprintf(chain, sizeof(chain), "%s/c.pem", dir);
+    if (!ok(write_file(chain, "not parsed here: gen.c loads the chain\n") == 0, "chain file")) {
+        return kl_test_done();
+    }
+    test_defaults();
+    test_full();
+    test_errors();
+    test_parse_addr();
+    config_free(cfg);
+    unlink(chain);
+    unlink(path);
+    rmdir(dir);
+    return kl_test_done();
+}
