@@ -70,11 +70,9 @@ check "--check-config accepts a valid file" grep -q "configuration OK" <<<"$out"
 expect_err() {
     local name=$1 pattern=$2 out rc=0
     out=$("$FE_BIN" --config "$T/bad.conf" --check-config 2>&1) || rc=$?
-    if [ "$rc" -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -Eq "$pattern" <<<"$out"; then
-        ok 0 "$name"
-    else
-        not_ok "$name (rc=$rc: $out)"
-    fi
+    is "exit $rc, $(wc -l <<<"$out") line(s), $(grep -Ec -- "$pattern" <<<"$out") matching" \
+        "exit 2, 1 line(s), 1 matching" "$name"
+    diag "  $out"
 }
 base | sed 's/^workers = 1/workers = lots/' >"$T/bad.conf"
 expect_err "bad number: file, line 2, [frontend] workers" "^keyless-frontend: $T/bad.conf:2: \[frontend\] workers: "
