@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/e2e/lib.sh - shared helpers for the end-to-end tests (sourced, bash).
 #
 # Each test gets its own temporary directory ($T) with its own SoftHSM2 token
