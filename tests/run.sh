@@ -2,6 +2,9 @@
 # Command 2 of the README: install what is missing, build (normal, ASan+UBSan, and
 # the clang libFuzzer build), run every test, end with ctest's summary.
 # Idempotent; build trees: build/, build-asan/, build-fuzz/.
+# Test labels: unit (C unit tests, the shell TAP library's self-test), lint (clang-format,
+# the layering lint and its self-test; seconds), e2e (script tests), once (the hsm-setup
+# script tests, run only in the sanitizer build), fuzz, bench (not run here).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

@@ -1,9 +1,11 @@
+# shellcheck shell=bash
 # tests/e2e/lib.sh - shared helpers for the end-to-end tests (sourced, bash).
 #
 # Each test gets its own temporary directory ($T) with its own SoftHSM2 token
 # (hsm-setup/setup.sh --dir), its own signer, backend and frontend on free loopback
-# ports, and an EXIT trap that stops them all and removes $T (KL_KEEP=1 keeps it).
-# Output is TAP: "ok N - ..." / "not ok N - ...", then the plan.
+# ports, and a cleanup at exit that stops them all and removes $T (KL_KEEP=1 keeps it).
+# Checks and the plan come from tests/lib/tap.sh (ok STATUS DESC, check DESC CMD...,
+# is, skip, bail, done_testing); a failed run ends with the daemons' last log lines.
 set -eu
 set -o pipefail
 : "${KL_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -15,8 +17,6 @@ T=$(mktemp -d /tmp/kl-e2e.XXXXXX)
 HSM=$T/hsm
 PKI=$HSM/pki
 ROOT=$PKI/root.pem
-KL_N=0
-KL_FAILED=0
 KL_PIDS=()
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
 
@@ -35,25 +35,9 @@ kl_cleanup() {
         rm -rf "$T"
     fi
 }
-trap kl_cleanup EXIT
-
-ok() {
-    KL_N=$((KL_N + 1))
-    echo "ok $KL_N - $*"
-}
-
-not_ok() {
-    KL_N=$((KL_N + 1))
-    KL_FAILED=$((KL_FAILED + 1))
-    echo "not ok $KL_N - $*"
-}
-
-# check "description" command...: ok if the command succeeds.
-check() {
-    local name=$1
-    shift
-    if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
+. "$KL_SOURCE_DIR/tests/lib/tap.sh"
+tap_at_exit kl_cleanup
+tap_on_failure kl_logs
 
 kl_logs() {
     local f
@@ -62,22 +46,6 @@ kl_logs() {
         echo "# --- $f (last 30 lines)"
         tail -n 30 "$f" | sed 's/^/#   /'
     done
-}
-
-kl_done() {
-    echo "1..$KL_N"
-    if [ "$KL_FAILED" -ne 0 ] || [ "$KL_N" -eq 0 ]; then
-        kl_logs
-        echo "# $KL_FAILED of $KL_N checks failed"
-        exit 1
-    fi
-    exit 0
-}
-
-bail() {
-    echo "Bail out! $*"
-    kl_logs
-    exit 1
 }
 
 free_port() {

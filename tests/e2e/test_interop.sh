@@ -30,7 +30,7 @@ for suite in TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305
         esac
         label="$suite with $group"
         case $group in X448:*) label="$label (HelloRetryRequest)" ;; esac
-        if [ $pass = 1 ]; then ok "$label"; else not_ok "$label"; fi
+        is "$pass" 1 "$label"
     done
 done
 
@@ -46,12 +46,12 @@ check "rsa_pss_rsae_sha512 works (signer scheme list intersected with the key ty
     grep -q "Hello from the keyless demo backend" <<<"$out"
 
 out=$(sclient -tls1_2)
-if grep -q "Hello from the keyless demo backend" <<<"$out"; then not_ok "TLS 1.2 only client is refused"; else ok "TLS 1.2 only client is refused"; fi
+is "$(grep -c "Hello from the keyless demo backend" <<<"$out")" 0 "TLS 1.2 only client is refused"
 out=$(sclient -groups X448)
-if grep -q "Hello from the keyless demo backend" <<<"$out"; then not_ok "no common group is refused"; else ok "no common group is refused"; fi
+is "$(grep -c "Hello from the keyless demo backend" <<<"$out")" 0 "no common group is refused"
 check "frontend still serves after the failures" grep -q "Hello from the keyless demo backend" <<<"$(sclient)"
 hs_ok=$(metric 'keyless_handshakes_total{result="ok"}')
 hs_alert=$(metric 'keyless_handshakes_total{result="alert"}')
 check "metrics count the successful handshakes (>= 19: $hs_ok)" test "$hs_ok" -ge 19
 check "metrics count the refused handshakes (>= 2: $hs_alert)" test "$hs_alert" -ge 2
-kl_done
+done_testing

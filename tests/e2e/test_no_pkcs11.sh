@@ -1,20 +1,50 @@
 #!/usr/bin/env bash
-# keyless-frontend never links PKCS#11 (DESIGN: it cannot touch the key), and its
+# keyless-frontend never links PKCS#11 (DESIGN: it cannot touch the key) nor libssl,
+# keyless-signer never links libssl (checked with ldd, readelf and nm), and its
 # configuration errors are one clear line with file, line, section and key (exit 2).
 . "$(dirname "$0")/lib.sh"
 [ -x "$FE_BIN" ] || bail "no $FE_BIN"
+[ -x "$SIGNER_BIN" ] || bail "no $SIGNER_BIN"
 
-libs=$(ldd "$FE_BIN")
-check "ldd keyless-frontend works" test -n "$libs"
-if grep -Eiq 'p11-kit|pkcs11|softhsm' <<<"$libs"; then not_ok "no p11-kit / pkcs11 in ldd"; else ok "no p11-kit / pkcs11 in ldd"; fi
-if nm -D "$FE_BIN" 2>/dev/null | grep -q ' C_Sign\| p11_kit_'; then
-    not_ok "no PKCS#11 symbol in the binary"
-else
-    ok "no PKCS#11 symbol in the binary"
-fi
-check "ldd shows libcrypto (the engine's crypto)" grep -q libcrypto <<<"$libs"
-check "ldd shows libsodium" grep -q libsodium <<<"$libs"
-if grep -q 'libssl\.' <<<"$libs"; then not_ok "no libssl (only libcrypto)"; else ok "no libssl (only libcrypto)"; fi
+# Each tool's output goes to a file, and its own exit status is a check: a tool that
+# fails or prints nothing must not read as "no forbidden library found". The same
+# patterns are run on the signer, which does link p11-kit, to show they can match.
+# tool_out NAME CMD...: runs CMD into $T/NAME; fails unless it exits 0 with output.
+tool_out() {
+    local name=$1
+    shift
+    "$@" >"$T/$name" 2>&1 && test -s "$T/$name"
+}
+for b in frontend signer; do
+    bin=$FE_BIN
+    [ $b = signer ] && bin=$SIGNER_BIN
+    check "ldd keyless-$b works" tool_out $b.ldd ldd "$bin"
+    check "readelf -d keyless-$b works and lists NEEDED libraries" tool_out $b.needed \
+        bash -c 'set -o pipefail; readelf -d "$1" | grep "(NEEDED)"' _ "$bin"
+    check "nm -D keyless-$b works" tool_out $b.nm nm -D "$bin"
+done
+# count PATTERN FILE: how many lines match (0 when none; grep's own errors are fatal).
+count() {
+    local n=0
+    n=$(grep -Eic "$1" "$2") || [ $? -eq 1 ] || bail "grep -E '$1' $2 failed"
+    echo "${n:-0}"
+}
+P11='p11-kit|pkcs11|softhsm'
+P11SYM=' (C_[A-Z][A-Za-z]+|p11_kit_[a-z_]+)(@|$)'
+SSL='libssl\.'
+is "$(count "$P11" "$T/frontend.ldd")" 0 "ldd: keyless-frontend loads no p11-kit / pkcs11"
+is "$(count "$P11" "$T/frontend.needed")" 0 "readelf: keyless-frontend NEEDs no p11-kit / pkcs11"
+is "$(count "$P11SYM" "$T/frontend.nm")" 0 "nm: no PKCS#11 or p11-kit symbol in keyless-frontend"
+is "$(count "$SSL" "$T/frontend.ldd")" 0 "ldd: keyless-frontend loads no libssl (only libcrypto)"
+is "$(count "$SSL" "$T/frontend.needed")" 0 "readelf: keyless-frontend NEEDs no libssl"
+is "$(count "$SSL" "$T/signer.ldd")" 0 "ldd: keyless-signer loads no libssl"
+is "$(count "$SSL" "$T/signer.needed")" 0 "readelf: keyless-signer NEEDs no libssl"
+check "ldd shows libcrypto in keyless-frontend (the engine's crypto)" grep -q libcrypto "$T/frontend.ldd"
+check "readelf: keyless-frontend NEEDs libsodium" grep -q libsodium "$T/frontend.needed"
+check "nm sees the frontend's libcrypto symbols (EVP_)" grep -q ' EVP_' "$T/frontend.nm"
+check "the patterns match the signer: p11-kit in ldd" grep -Eiq "$P11" "$T/signer.ldd"
+check "... p11-kit in readelf NEEDED" grep -Eiq "$P11" "$T/signer.needed"
+check "... p11-kit symbols in nm" grep -Eq "$P11SYM" "$T/signer.nm"
 
 # Config errors: one line, named file:line: [section] key: reason, exit 2.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/k.pem" -out "$T/c.pem" \
@@ -40,11 +70,9 @@ check "--check-config accepts a valid file" grep -q "configuration OK" <<<"$out"
 expect_err() {
     local name=$1 pattern=$2 out rc=0
     out=$("$FE_BIN" --config "$T/bad.conf" --check-config 2>&1) || rc=$?
-    if [ "$rc" -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -Eq "$pattern" <<<"$out"; then
-        ok "$name"
-    else
-        not_ok "$name (rc=$rc: $out)"
-    fi
+    is "exit $rc, $(wc -l <<<"$out") line(s), $(grep -Ec -- "$pattern" <<<"$out") matching" \
+        "exit 2, 1 line(s), 1 matching" "$name"
+    diag "  $out"
 }
 base | sed 's/^workers = 1/workers = lots/' >"$T/bad.conf"
 expect_err "bad number: file, line 2, [frontend] workers" "^keyless-frontend: $T/bad.conf:2: \[frontend\] workers: "
@@ -78,4 +106,4 @@ rc=0
 out=$(timeout 10 "$FE_BIN" --config "$T/nosigner.conf" 2>&1) || rc=$?
 check "no signer: the frontend refuses to start (exit 1)" test "$rc" -eq 1
 check "no signer: one line naming the socket" grep -q "\[signer\] socket: cannot connect to $T/none.sock" <<<"$out"
-kl_done
+done_testing

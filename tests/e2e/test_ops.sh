@@ -92,7 +92,9 @@ curl_pid=$!
 sleep 1
 kill -TERM "$FE_PID"
 sleep 0.5
-if port_open "$FE_PORT" 2>/dev/null; then not_ok "SIGTERM: stops accepting"; else ok "SIGTERM: stops accepting"; fi
+rc=0
+port_open "$FE_PORT" 2>/dev/null || rc=$?
+check "SIGTERM: stops accepting (connect fails: rc=$rc)" test "$rc" -ne 0
 rc=0
 wait "$curl_pid" || rc=$?
 check "SIGTERM: the live 10 MiB transfer finished (curl rc=$rc)" test "$rc" -eq 0
@@ -118,4 +120,4 @@ check "metrics: 0 active" test "$(metric keyless_active_connections)" -eq 0
 check "metrics: 3 signer requests" test "$(metric keyless_signer_requests_total)" -eq 3
 check "metrics: bytes in/out counted" test "$(metric keyless_client_bytes_out_total)" -gt 1000
 check "metrics: signer latency histogram has +Inf bucket" grep -q 'keyless_signer_latency_seconds_bucket{le="+Inf"}' <<<"$body"
-kl_done
+done_testing

@@ -139,4 +139,4 @@ FE_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 FE_SIGNER_SOCK=$T/dead.sock FE_SIGNER_EXTRA="socket = $SIGNER_SOCK" kl_start_frontend
 check "failover to the second signer socket" kl_curl -o /dev/null "https://localhost:$FE_PORT/"
-kl_done
+done_testing

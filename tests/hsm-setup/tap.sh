@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2034
-# tests/hsm-setup/tap.sh: TAP-ish helpers for the hsm-setup script tests
-# (sourced). Every test works in its own mktemp directory, removed on exit.
+# tests/hsm-setup/tap.sh: fixtures for the hsm-setup script tests (sourced), over
+# the shared TAP library tests/lib/tap.sh. Every test works in its own mktemp
+# directory, removed on exit.
 set -eu
 set -o pipefail
 export LC_ALL=C
@@ -13,33 +14,10 @@ MODULE=${KL_HSM_MODULE:-/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so}
 unset SOFTHSM2_CONF KL_TOKEN_LABEL KL_PIN_FILE KL_HSM_DIR
 export KL_HSM_MODULE=$MODULE
 
+# ok STATUS DESC, check DESC CMD..., is, skip, diag, bail, done_testing: the shared library.
+. "$SRC/tests/lib/tap.sh"
 T=$(mktemp -d "${TMPDIR:-/tmp}/kl-hsm-test.XXXXXX")
-trap 'rm -rf -- "$T"' EXIT
-
-tap_n=0
-tap_failed=0
-ok() { # ok COND_STATUS DESCRIPTION: use as "cmd; ok $? desc" or via check
-  tap_n=$((tap_n + 1))
-  if [ "$1" -eq 0 ]; then
-    echo "ok $tap_n - $2"
-  else
-    echo "not ok $tap_n - $2"
-    tap_failed=1
-  fi
-}
-# check DESCRIPTION CMD...: run CMD, report its status.
-check() {
-  local d=$1 rc=0
-  shift
-  "$@" >"$T/.check.out" 2>&1 || rc=$?
-  ok $rc "$d"
-  [ $rc -eq 0 ] || sed 's/^/#   /' "$T/.check.out"
-}
-diag() { echo "# $*"; }
-done_testing() {
-  echo "1..$tap_n"
-  exit $tap_failed
-}
+tap_at_exit 'rm -rf -- "$T"'
 
 # Run setup.sh; stdout in $T/out, stderr in $T/err, status in $rc.
 run_setup() {

@@ -33,12 +33,12 @@ for f in user.pin so.pin; do
     bash -c "! grep -qF \"\$(cat '$D/$f')\" '$T/out' '$T/err'"
 done
 check "CA keys are mode 600" test "$(stat -c %a "$D/pki/root.key")$(stat -c %a "$D/pki/intermediate.key")" = 600600
-(
+env_exports() (
   . "$D/env"
   [ "$SOFTHSM2_CONF" = "$D/softhsm2.conf" ] && [ "$KL_HSM_MODULE" = "$MODULE" ] &&
     [ "$KL_TOKEN_LABEL" = keyless ] && [ "$KL_PIN_FILE" = "$D/user.pin" ]
 )
-ok $? "env exports SOFTHSM2_CONF, KL_HSM_MODULE, KL_TOKEN_LABEL, KL_PIN_FILE"
+check "env exports SOFTHSM2_CONF, KL_HSM_MODULE, KL_TOKEN_LABEL, KL_PIN_FILE" env_exports
 
 export SOFTHSM2_CONF=$D/softhsm2.conf
 pkcs11-tool --module "$MODULE" --list-token-slots </dev/null >"$T/slots" 2>&1 || true

@@ -41,8 +41,8 @@ check "only ed25519.crt.pem was issued" bash -c "grep 'issued' '$T/out' | grep -
 fixture_digest "$D" >"$T/d3"
 check "every other file and every key is unchanged" \
   cmp <(grep -v 'ed25519.c' "$T/d0") <(grep -v 'ed25519.c' "$T/d3")
-cmp -s <(token_spki "$D" ed25519) <(cert_spki "$D/pki/ed25519.crt.pem")
-ok $? "ed25519.crt.pem carries the token's ed25519 key"
+check "ed25519.crt.pem carries the token's ed25519 key" \
+  cmp <(token_spki "$D" ed25519) <(cert_spki "$D/pki/ed25519.crt.pem")
 
 # 4. A broken intermediate (key no longer matches) is remade with all leaves; keys stay.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$D/pki/intermediate.key" 2>/dev/null
@@ -72,8 +72,8 @@ for k in $KEYS; do
   check "--force: $k has a new public key" \
     bash -c "! cmp -s <(grep '^$k ' '$T/d4') <(grep '^$k ' '$T/d5')"
   check "--force: $k.crt.pem differs" bash -c "! cmp -s '$T/pki.before/$k.crt.pem' '$D/pki/$k.crt.pem'"
-  cmp -s <(token_spki "$D" "$k") <(cert_spki "$D/pki/$k.crt.pem")
-  ok $? "--force: $k.crt.pem carries the new token key"
+  check "--force: $k.crt.pem carries the new token key" \
+    cmp <(token_spki "$D" "$k") <(cert_spki "$D/pki/$k.crt.pem")
 done
 check "--force: new root CA" bash -c "! cmp -s '$T/pki.before/root.pem' '$D/pki/root.pem'"
 check "--force: new PINs" bash -c "! cmp -s <(grep ' user.pin' '$T/d4') <(grep ' user.pin' '$T/d5')"

@@ -101,7 +101,7 @@ if [ -e "$PROXY" ] && grep -qs softhsm /usr/share/p11-kit/modules/*.module; then
       cmp <(cert_spki "$D/pki/$k.crt.pem") <(cert_spki "$T/via-proxy/pki/$k.crt.pem")
   done
 else
-  diag "skip: no p11-kit proxy with a registered SoftHSM2 module"
+  skip "no p11-kit proxy with a registered SoftHSM2 module"
 fi
 
 done_testing
