@@ -8,6 +8,8 @@
 #include <sodium.h>
 #include "kl_test.h"
 #include "audit.h"
+#include "audit_line.h"
+#include "audit_verify.h"
 
 static char tmpdir[256];
 static int have_python;
@@ -487,9 +489,11 @@ static void test_reopen_damage(void)
     is_int(audit_sync_count(log), 5, "ALWAYS, one thread: one fdatasync per record");
     /* A second writer on the same file would fork the chain. */
     struct audit_log *log2 = NULL;
-    is_int(audit_open_ex(&log2, path, AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)), KL_ERR_IO,
+    enum audit_open_fail why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log2, path, AUDIT_SYNC_NONE, 0, 0, &why, err, sizeof(err)), KL_ERR_IO,
            "second open of a log in use refused");
     ok(strstr(err, "in use") != NULL, "message says the log is in use");
+    is_int(why, AUDIT_OPEN_FAIL_LOCKED, "typed reason: AUDIT_OPEN_FAIL_LOCKED");
     audit_close(log);
 
     /* Simulate a crash mid-write. */
@@ -501,12 +505,16 @@ static void test_reopen_damage(void)
     is_int(verify_both(&res, paths, 1, NULL, "torn tail"), KL_ERR_AUDIT, "verifier flags the torn line");
     is_int(res.bad_line, 6, "at line 6");
     log = NULL;
-    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, 0, err, sizeof(err)), KL_ERR_AUDIT,
+    why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, 0, &why, err, sizeof(err)), KL_ERR_AUDIT,
            "open refuses a torn last line by default");
     ok(log == NULL && strstr(err, "incomplete") != NULL, "with a clear message");
+    is_int(why, AUDIT_OPEN_FAIL_TORN, "typed reason: AUDIT_OPEN_FAIL_TORN");
     diag("message: %s", err);
-    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, AUDIT_OPEN_REPAIR_TORN, err, sizeof(err)), 0,
+    why = AUDIT_OPEN_FAIL_TORN;
+    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, AUDIT_OPEN_REPAIR_TORN, &why, err, sizeof(err)), 0,
            "open with AUDIT_OPEN_REPAIR_TORN");
+    is_int(why, AUDIT_OPEN_FAIL_NONE, "typed reason on success: AUDIT_OPEN_FAIL_NONE");
     make_record(&r, 6, h);
     is_int(audit_append(log, &r, &seq), 0, "append after repair");
     is_int(seq, 6, "the torn record's seq is reused (it was never acknowledged)");
@@ -534,9 +542,11 @@ static void test_reopen_damage(void)
     if (buf != NULL && len > 100) {
         buf[len - 80] ^= 1; /* inside the last line's hash value */
         ok(write_all_file(path, buf, len) == 0, "last line corrupted");
-        is_int(audit_open_ex(&log, path, AUDIT_SYNC_NONE, 0, AUDIT_OPEN_REPAIR_TORN, err, sizeof(err)), KL_ERR_AUDIT,
-               "open refuses a last line that does not verify");
+        why = AUDIT_OPEN_FAIL_NONE;
+        is_int(audit_open_ex(&log, path, AUDIT_SYNC_NONE, 0, AUDIT_OPEN_REPAIR_TORN, &why, err, sizeof(err)),
+               KL_ERR_AUDIT, "open refuses a last line that does not verify");
         ok(strstr(err, "does not verify") != NULL, "with a clear message");
+        is_int(why, AUDIT_OPEN_FAIL_BAD_TAIL, "typed reason: AUDIT_OPEN_FAIL_BAD_TAIL (not TORN: no repair offered)");
     }
     free(buf);
 }
@@ -760,15 +770,20 @@ static void test_errors(void)
     uint64_t seq = 0;
 
     is_int(audit_open(NULL, "/tmp/x", AUDIT_SYNC_NONE, 0), KL_ERR_INVALID, "NULL log_p refused");
-    is_int(audit_open_ex(&log, "", AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)), KL_ERR_INVALID, "empty path refused");
-    is_int(audit_open_ex(&log, "/tmp/x", (enum audit_sync)7, 0, 0, err, sizeof(err)), KL_ERR_INVALID,
-           "bad sync mode refused");
-    is_int(audit_open_ex(&log, "/nonexistent-dir/a.log", AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)), KL_ERR_IO,
+    enum audit_open_fail why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log, "", AUDIT_SYNC_NONE, 0, 0, &why, err, sizeof(err)), KL_ERR_INVALID,
+           "empty path refused");
+    is_int(why, AUDIT_OPEN_FAIL_ARGS, "typed reason: AUDIT_OPEN_FAIL_ARGS");
+    is_int(audit_open_ex(&log, "/tmp/x", (enum audit_sync)7, 0, 0, NULL, err, sizeof(err)), KL_ERR_INVALID,
+           "bad sync mode refused (fail_p may be NULL)");
+    why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log, "/nonexistent-dir/a.log", AUDIT_SYNC_NONE, 0, 0, &why, err, sizeof(err)), KL_ERR_IO,
            "unwritable path refused");
     ok(strstr(err, "/nonexistent-dir/a.log") != NULL, "message names the file");
+    is_int(why, AUDIT_OPEN_FAIL_IO, "typed reason: AUDIT_OPEN_FAIL_IO");
 
     /* Write failures are sticky: /dev/full refuses every write. */
-    if (audit_open_ex(&log, "/dev/full", AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)) == 0) {
+    if (audit_open_ex(&log, "/dev/full", AUDIT_SYNC_NONE, 0, 0, NULL, err, sizeof(err)) == 0) {
         make_record(&r, 1, h);
         is_int(audit_append(log, &r, &seq), KL_ERR_AUDIT, "write failure reported");
         is_int(audit_append(log, &r, &seq), KL_ERR_AUDIT, "and sticky: later appends fail too");
