@@ -11,6 +11,10 @@
  *
  * Ownership: struct audit_log is opened and closed here and owns its file descriptor,
  * path copy, flusher thread and line buffer; records are borrowed for one call.
+ * Errors: 0 or a negative kl_err, listed at each function; audit_open_ex() also gives the
+ * reason of a failure as an enum audit_open_fail, so callers never match on its message.
+ * Invariants: one writer per file (flock); sequence numbers increase by one per line with
+ * no gap; a record is in the file (write(2) returned) before audit_append() returns 0.
  *
  * Durability (enum audit_sync): the caller sends a signature only after
  * audit_wait_durable() returned 0 for its record.
