@@ -1,38 +1,23 @@
 /*
- * audit.c - the append-only, hash-chained decision log and its verifier.
- *
- * Format and chain (docs/AUDIT.md has the full description): one canonical JSON object
- * per line, printable ASCII only; the last two members are "prev" (hex hash of the line
- * before, 64 zeros for the first record of a fresh log) and "hash" = hex SHA-256 of the
- * line's bytes up to (not including) the `,"hash":` member. The verifier accepts exactly
- * the canonical form the writer produces, so there is one byte string per record.
+ * audit.c - the audit log writer: append, group commit, the flusher, rotation, and the
+ * torn-line check and repair at open (audit.h). Lines are formatted and checked by
+ * audit_line.c; the offline verifier is audit_verify.c.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <sodium.h>
 #include "audit.h"
-#include "policy.h"
 #include "clock.h"
-
-/* `,"hash":"` + 64 hex digits + `"}` */
-#define HASH_TAIL_LEN (9 + 2 * AUDIT_HASH_LEN + 2)
-#define FORMAT_VERSION 1
-#define MAX_MEMBERS 40
-
-struct line_buf {
-    char *base;
-    size_t len, cap;
-    int overflow; /* a bounded append failed: the line is unusable */
-};
+#include "crypto.h"
+#include "log.h"
 
 struct audit_log {
     pthread_mutex_t lock;
@@ -54,594 +39,8 @@ struct audit_log {
     int stop;
     int has_flusher;
     pthread_t flusher;
-    struct line_buf line;
+    struct kl_buf line; /* the line being written (audit_line_format), reused */
 };
-
-/* ------------------------------------------------------------------ line writer */
-
-static void lb_reserve(struct line_buf *b, size_t extra)
-{
-    if (b->overflow)
-        return;
-    if (extra > AUDIT_MAX_LINE - b->len) {
-        b->overflow = 1;
-        return;
-    }
-    if (b->len + extra + 1 <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + extra + 1)
-        cap *= 2;
-    char *p = realloc(b->base, cap);
-    if (p == NULL) {
-        b->overflow = 1;
-        return;
-    }
-    b->base = p;
-    b->cap = cap;
-}
-
-static void lb_put(struct line_buf *b, const char *s, size_t n)
-{
-    lb_reserve(b, n);
-    if (b->overflow)
-        return;
-    memcpy(b->base + b->len, s, n);
-    b->len += n;
-    b->base[b->len] = '\0';
-}
-
-static void lb_str(struct line_buf *b, const char *s)
-{
-    lb_put(b, s, strlen(s));
-}
-
-static void lb_u64(struct line_buf *b, uint64_t v)
-{
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
-    lb_put(b, tmp, (size_t)n);
-}
-
-static void lb_i64(struct line_buf *b, int64_t v)
-{
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-    lb_put(b, tmp, (size_t)n);
-}
-
-static const char hexdigits[] = "0123456789abcdef";
-
-static void lb_hex(struct line_buf *b, const uint8_t *p, size_t n)
-{
-    if (n > AUDIT_MAX_LINE / 2) {
-        b->overflow = 1;
-        return;
-    }
-    lb_reserve(b, 2 * n);
-    if (b->overflow)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        b->base[b->len++] = hexdigits[p[i] >> 4];
-        b->base[b->len++] = hexdigits[p[i] & 15];
-    }
-    b->base[b->len] = '\0';
-}
-
-size_t audit_json_escape(char *out, size_t out_cap, const void *s, size_t len)
-{
-    const uint8_t *p = s;
-    size_t n = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        char tmp[7];
-        size_t k;
-        uint8_t c = p[i];
-        if (c == '"' || c == '\\') {
-            tmp[0] = '\\';
-            tmp[1] = (char)c;
-            k = 2;
-        } else if (c >= 0x20 && c < 0x7f) {
-            tmp[0] = (char)c;
-            k = 1;
-        } else {
-            /* Controls, DEL and every byte >= 0x80: one \u00XX per byte, so the line stays
-             * printable ASCII and the original bytes are recoverable one-to-one. */
-            tmp[0] = '\\';
-            tmp[1] = 'u';
-            tmp[2] = '0';
-            tmp[3] = '0';
-            tmp[4] = hexdigits[c >> 4];
-            tmp[5] = hexdigits[c & 15];
-            k = 6;
-        }
-        if (out != NULL && n + k < out_cap)
-            memcpy(out + n, tmp, k);
-        n += k;
-    }
-    if (out != NULL && out_cap > 0)
-        out[n < out_cap ? n : out_cap - 1] = '\0';
-    return n;
-}
-
-/* A JSON string member value, or null for NULL. */
-static void lb_jstr(struct line_buf *b, const char *s)
-{
-    if (s == NULL) {
-        lb_str(b, "null");
-        return;
-    }
-    size_t len = strlen(s);
-    if (len > AUDIT_MAX_LINE) {
-        b->overflow = 1;
-        return;
-    }
-    size_t need = audit_json_escape(NULL, 0, s, len);
-    lb_reserve(b, need + 2);
-    if (b->overflow)
-        return;
-    b->base[b->len++] = '"';
-    audit_json_escape(b->base + b->len, need + 1, s, len);
-    b->len += need;
-    b->base[b->len++] = '"';
-    b->base[b->len] = '\0';
-}
-
-static void lb_key(struct line_buf *b, const char *key)
-{
-    /* Keys are our own constants: plain ASCII, nothing to escape. */
-    lb_str(b, b->len > 1 ? ",\"" : "\"");
-    lb_str(b, key);
-    lb_str(b, "\":");
-}
-
-static void format_time(char out[40], const struct timespec *ts)
-{
-    struct tm tm;
-    time_t secs = ts->tv_sec;
-    long usec = ts->tv_nsec / 1000;
-    if (usec < 0 || usec > 999999)
-        usec = 0;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 40 - n, ".%06ldZ", usec);
-}
-
-/*
- * Build record seq chained to prev into b (cleared first), including the hash member and
- * the newline; hash_out receives the line's hash. KL_ERR_OVERFLOW if the line would be too
- * long (or memory ran out while growing it).
- */
-static int build_line(struct line_buf *b, uint8_t hash_out[AUDIT_HASH_LEN], const struct audit_record *rec,
-                      uint64_t seq, const uint8_t prev[AUDIT_HASH_LEN], const char *rotated_from)
-{
-    char tbuf[40];
-    struct timespec now = rec->time;
-
-    if (now.tv_sec == 0 && now.tv_nsec == 0)
-        clock_gettime(CLOCK_REALTIME, &now);
-    format_time(tbuf, &now);
-    b->len = 0;
-    b->overflow = 0;
-    lb_str(b, "{");
-    lb_key(b, "v");
-    lb_u64(b, FORMAT_VERSION);
-    lb_key(b, "seq");
-    lb_u64(b, seq);
-    lb_key(b, "time");
-    lb_jstr(b, tbuf);
-    lb_key(b, "pid");
-    lb_i64(b, (int64_t)rec->pid);
-    lb_key(b, "uid");
-    lb_u64(b, (uint64_t)rec->uid);
-    lb_key(b, "gid");
-    lb_u64(b, (uint64_t)rec->gid);
-    lb_key(b, "op");
-    lb_jstr(b, rec->op);
-    lb_key(b, "key");
-    lb_jstr(b, rec->key);
-    lb_key(b, "scheme");
-    lb_jstr(b, policy_scheme_name(rec->scheme));
-    lb_key(b, "scheme_code");
-    lb_u64(b, rec->scheme);
-    lb_key(b, "context");
-    lb_i64(b, rec->context);
-    lb_key(b, "transcript_hash");
-    if (rec->hash != NULL) {
-        lb_str(b, "\"");
-        lb_hex(b, rec->hash, rec->hash_len);
-        lb_str(b, "\"");
-    } else {
-        lb_str(b, "null");
-    }
-    lb_key(b, "server_name");
-    lb_jstr(b, rec->server_name);
-    lb_key(b, "client_address");
-    lb_jstr(b, rec->client_address);
-    lb_key(b, "connection_id");
-    lb_u64(b, rec->connection_id);
-    lb_key(b, "request_id");
-    lb_u64(b, rec->request_id);
-    lb_key(b, "status");
-    lb_jstr(b, rec->status);
-    lb_key(b, "reason");
-    lb_jstr(b, rec->reason);
-    lb_key(b, "latency_us");
-    lb_u64(b, rec->latency_us);
-    if (rotated_from != NULL) {
-        lb_key(b, "rotated_from");
-        lb_jstr(b, rotated_from);
-    }
-    lb_key(b, "prev");
-    lb_str(b, "\"");
-    lb_hex(b, prev, AUDIT_HASH_LEN);
-    lb_str(b, "\"");
-    /* Reserve the tail now so that the hash covers a line that is sure to fit. */
-    lb_reserve(b, HASH_TAIL_LEN + 1);
-    if (b->overflow)
-        return KL_ERR_OVERFLOW;
-    crypto_hash_sha256(hash_out, (const uint8_t *)b->base, b->len);
-    lb_str(b, ",\"hash\":\"");
-    lb_hex(b, hash_out, AUDIT_HASH_LEN);
-    lb_str(b, "\"}\n");
-    return b->overflow ? KL_ERR_OVERFLOW : 0;
-}
-
-/* ------------------------------------------------------------------ line parser */
-
-enum jtype { J_STRING, J_INT, J_NULL };
-
-struct member {
-    const char *key;
-    size_t key_len;
-    enum jtype type;
-    const char *val; /* string: the raw (escaped) inside of the quotes; int: the digits */
-    size_t val_len;
-};
-
-struct parsed_line {
-    uint64_t seq;
-    uint8_t prev[AUDIT_HASH_LEN];
-    uint8_t hash[AUDIT_HASH_LEN];
-    int has_rotated_from;
-};
-
-/* A canonical string starting after the opening quote at s[*i]: printable ASCII, with
- * only \" \\ and \u00XX (lowercase hex, for a byte the writer escapes) as escapes. */
-static int parse_string(const char *s, size_t len, size_t *i, const char **out, size_t *out_len)
-{
-    size_t start = *i;
-    while (*i < len) {
-        char c = s[*i];
-        if (c == '"') {
-            *out = s + start;
-            *out_len = *i - start;
-            (*i)++;
-            return 0;
-        }
-        if (c == '\\') {
-            if (*i + 1 >= len)
-                return -1;
-            char e = s[*i + 1];
-            if (e == '"' || e == '\\') {
-                *i += 2;
-                continue;
-            }
-            if (e != 'u' || *i + 6 > len || s[*i + 2] != '0' || s[*i + 3] != '0')
-                return -1;
-            const char *h1 = strchr(hexdigits, s[*i + 4]), *h2 = strchr(hexdigits, s[*i + 5]);
-            if (s[*i + 4] == '\0' || s[*i + 5] == '\0' || h1 == NULL || h2 == NULL)
-                return -1;
-            unsigned v = (unsigned)((h1 - hexdigits) << 4 | (h2 - hexdigits));
-            if (v >= 0x20 && v < 0x7f)
-                return -1; /* not canonical: this byte is written as itself */
-            *i += 6;
-            continue;
-        }
-        (*i)++;
-    }
-    return -1;
-}
-
-static int key_is(const struct member *m, const char *key)
-{
-    return m->key_len == strlen(key) && memcmp(m->key, key, m->key_len) == 0;
-}
-
-static int hex_decode32(uint8_t out[AUDIT_HASH_LEN], const char *s, size_t len)
-{
-    if (len != 2 * AUDIT_HASH_LEN)
-        return -1;
-    for (size_t i = 0; i < AUDIT_HASH_LEN; i++) {
-        const char *a = s[2 * i] ? strchr(hexdigits, s[2 * i]) : NULL;
-        const char *c = s[2 * i + 1] ? strchr(hexdigits, s[2 * i + 1]) : NULL;
-        if (a == NULL || c == NULL)
-            return -1;
-        out[i] = (uint8_t)((a - hexdigits) << 4 | (c - hexdigits));
-    }
-    return 0;
-}
-
-#define BAD(...)                                                                                                       \
-    do {                                                                                                               \
-        snprintf(what, what_len, __VA_ARGS__);                                                                         \
-        return -1;                                                                                                     \
-    } while (0)
-
-/*
- * Check one line (without its newline) on its own: canonical flat JSON object, the
- * members every record has, and its own hash. Fills p. -1 with a message in what.
- */
-static int check_line(struct parsed_line *p, char *what, size_t what_len, const char *s, size_t len)
-{
-    struct member m[MAX_MEMBERS];
-    size_t n = 0, i = 0;
-    int have_v = 0, have_seq = 0;
-
-    if (len > AUDIT_MAX_LINE)
-        BAD("line longer than %d bytes", AUDIT_MAX_LINE);
-    for (size_t k = 0; k < len; k++) {
-        if ((unsigned char)s[k] < 0x20 || (unsigned char)s[k] > 0x7e)
-            BAD("byte 0x%02x at column %zu is not printable ASCII", (unsigned char)s[k], k + 1);
-    }
-    if (len == 0 || s[0] != '{')
-        BAD("not a JSON object");
-    i = 1;
-    for (;;) {
-        if (n == MAX_MEMBERS)
-            BAD("more than %d members", MAX_MEMBERS);
-        if (i >= len || s[i] != '"')
-            BAD("malformed JSON (expected a member name at column %zu)", i + 1);
-        i++;
-        if (parse_string(s, len, &i, &m[n].key, &m[n].key_len) != 0)
-            BAD("malformed JSON string (column %zu)", i + 1);
-        if (i >= len || s[i] != ':')
-            BAD("malformed JSON (expected ':' at column %zu)", i + 1);
-        i++;
-        if (i < len && s[i] == '"') {
-            i++;
-            m[n].type = J_STRING;
-            if (parse_string(s, len, &i, &m[n].val, &m[n].val_len) != 0)
-                BAD("malformed JSON string (column %zu)", i + 1);
-        } else if (i + 4 <= len && memcmp(s + i, "null", 4) == 0) {
-            m[n].type = J_NULL;
-            m[n].val = s + i;
-            m[n].val_len = 4;
-            i += 4;
-        } else {
-            /* Canonical integer: -?(0|[1-9][0-9]*), and no "-0". */
-            size_t st = i;
-            if (i < len && s[i] == '-')
-                i++;
-            size_t d = i;
-            while (i < len && s[i] >= '0' && s[i] <= '9')
-                i++;
-            if (i == d || (s[d] == '0' && i - d > 1) || (s[d] == '0' && d > st))
-                BAD("malformed JSON value (column %zu)", st + 1);
-            m[n].type = J_INT;
-            m[n].val = s + st;
-            m[n].val_len = i - st;
-        }
-        for (size_t k = 0; k < n; k++) {
-            if (m[k].key_len == m[n].key_len && memcmp(m[k].key, m[n].key, m[n].key_len) == 0)
-                BAD("duplicate member \"%.*s\"", (int)(m[n].key_len > 40 ? 40 : m[n].key_len), m[n].key);
-        }
-        n++;
-        if (i < len && s[i] == ',') {
-            i++;
-            continue;
-        }
-        if (i < len && s[i] == '}') {
-            i++;
-            break;
-        }
-        BAD("malformed JSON (expected ',' or '}' at column %zu)", i + 1);
-    }
-    if (i != len)
-        BAD("trailing bytes after the JSON object (column %zu)", i + 1);
-    if (n < 2 || !key_is(&m[n - 2], "prev") || !key_is(&m[n - 1], "hash"))
-        BAD("the last two members are not \"prev\" and \"hash\"");
-    p->has_rotated_from = 0;
-    for (size_t k = 0; k < n; k++) {
-        if (key_is(&m[k], "v")) {
-            if (m[k].type != J_INT || m[k].val_len != 1 || m[k].val[0] != '0' + FORMAT_VERSION)
-                BAD("unsupported format version");
-            have_v = 1;
-        } else if (key_is(&m[k], "seq")) {
-            uint64_t v = 0;
-            if (m[k].type != J_INT || m[k].val[0] == '-' || m[k].val_len > 20)
-                BAD("seq is not a positive integer");
-            for (size_t j = 0; j < m[k].val_len; j++) {
-                unsigned dgt = (unsigned)(m[k].val[j] - '0');
-                if (v > (UINT64_MAX - dgt) / 10)
-                    BAD("seq out of range");
-                v = v * 10 + dgt;
-            }
-            if (v == 0)
-                BAD("seq is not a positive integer");
-            p->seq = v;
-            have_seq = 1;
-        } else if (key_is(&m[k], "prev") || key_is(&m[k], "hash")) {
-            if (m[k].type != J_STRING ||
-                hex_decode32(key_is(&m[k], "prev") ? p->prev : p->hash, m[k].val, m[k].val_len) != 0)
-                BAD("\"%s\" is not 64 lowercase hex digits", key_is(&m[k], "prev") ? "prev" : "hash");
-        } else if (key_is(&m[k], "rotated_from")) {
-            if (m[k].type != J_STRING)
-                BAD("rotated_from is not a string");
-            p->has_rotated_from = 1;
-        }
-    }
-    if (!have_v)
-        BAD("no format version \"v\"");
-    if (!have_seq)
-        BAD("no \"seq\"");
-    /* The canonical form ends exactly in ,"hash":"<64 hex>"} (checked above). */
-    uint8_t h[AUDIT_HASH_LEN];
-    crypto_hash_sha256(h, (const uint8_t *)s, len - HASH_TAIL_LEN);
-    if (sodium_memcmp(h, p->hash, AUDIT_HASH_LEN) != 0)
-        BAD("hash does not match the line's content (line edited)");
-    return 0;
-}
-
-static void hex_str(char out[2 * AUDIT_HASH_LEN + 1], const uint8_t *h)
-{
-    for (size_t i = 0; i < AUDIT_HASH_LEN; i++) {
-        out[2 * i] = hexdigits[h[i] >> 4];
-        out[2 * i + 1] = hexdigits[h[i] & 15];
-    }
-    out[2 * AUDIT_HASH_LEN] = '\0';
-}
-
-/* ------------------------------------------------------------------ verifier */
-
-static const uint8_t genesis[AUDIT_HASH_LEN];
-
-int audit_verify_files(FILE *report, struct audit_verify_result *res, const char *const *paths, size_t n_paths,
-                       const uint8_t *expect_head)
-{
-    struct audit_verify_result local, *r = res != NULL ? res : &local;
-    char *line = NULL;
-    size_t line_cap = 0;
-    int ret = 0;
-    const char *bad_path = NULL;
-    char hex[2 * AUDIT_HASH_LEN + 1], hex2[2 * AUDIT_HASH_LEN + 1];
-
-    memset(r, 0, sizeof(*r));
-    r->anchored = 1;
-    for (size_t fi = 0; fi < n_paths && ret == 0; fi++) {
-        FILE *f = fopen(paths[fi], "rb");
-        uint64_t ln = 0;
-        ssize_t got;
-        if (f == NULL) {
-            r->bad_file = fi;
-            snprintf(r->what, sizeof(r->what), "cannot open: %s", strerror(errno));
-            bad_path = paths[fi];
-            ret = KL_ERR_IO;
-            break;
-        }
-        while ((got = getline(&line, &line_cap, f)) > 0) {
-            struct parsed_line p;
-            size_t len = (size_t)got;
-            char *what = r->what;
-            size_t what_len = sizeof(r->what);
-            ln++;
-            r->bad_file = fi;
-            r->bad_line = ln;
-            ret = KL_ERR_AUDIT;
-            bad_path = paths[fi];
-            if (line[len - 1] != '\n') {
-                snprintf(what, what_len, "incomplete line (no newline at end of file: truncated or torn write)");
-                break;
-            }
-            len--;
-            if (check_line(&p, what, what_len, line, len) != 0)
-                break;
-            if (p.has_rotated_from && ln != 1) {
-                snprintf(what, what_len, "rotated_from on a line that is not the first of its file (line inserted)");
-                break;
-            }
-            if (r->records == 0) {
-                if (p.has_rotated_from) {
-                    r->anchored = 0;
-                } else if (sodium_memcmp(p.prev, genesis, AUDIT_HASH_LEN) != 0 || p.seq != 1) {
-                    snprintf(what, what_len,
-                             "first record (seq %" PRIu64 ") does not start a fresh log (prev is not the genesis "
-                             "hash, or seq is not 1) and is not a rotation record: records deleted before it",
-                             p.seq);
-                    break;
-                }
-            } else {
-                if (ln == 1 && !p.has_rotated_from) {
-                    snprintf(what, what_len, "file does not begin with a rotation record continuing the previous file");
-                    break;
-                }
-                if (sodium_memcmp(p.prev, r->head, AUDIT_HASH_LEN) != 0) {
-                    snprintf(what, what_len,
-                             "prev does not match the hash of the previous record (seq %" PRIu64
-                             "): a record was deleted, inserted, reordered or edited",
-                             r->last_seq);
-                    break;
-                }
-                if (p.seq != r->last_seq + 1) {
-                    snprintf(what, what_len, "seq %" PRIu64 " where %" PRIu64 " was expected", p.seq, r->last_seq + 1);
-                    break;
-                }
-            }
-            if (r->records == 0)
-                r->first_seq = p.seq;
-            r->records++;
-            r->last_seq = p.seq;
-            memcpy(r->head, p.hash, AUDIT_HASH_LEN);
-            r->bad_line = 0;
-            r->what[0] = '\0';
-            ret = 0;
-            bad_path = NULL;
-        }
-        if (ret == 0 && ferror(f)) {
-            r->bad_file = fi;
-            snprintf(r->what, sizeof(r->what), "read error: %s", strerror(errno));
-            bad_path = paths[fi];
-            ret = KL_ERR_IO;
-        }
-        fclose(f);
-    }
-    free(line);
-    if (ret == 0 && expect_head != NULL && sodium_memcmp(expect_head, r->head, AUDIT_HASH_LEN) != 0) {
-        hex_str(hex, r->head);
-        hex_str(hex2, expect_head);
-        r->bad_file = n_paths > 0 ? n_paths - 1 : 0;
-        r->bad_line = 0;
-        snprintf(r->what, sizeof(r->what), "head %s is not the expected %s: records at the end were removed", hex,
-                 hex2);
-        bad_path = n_paths > 0 ? paths[n_paths - 1] : "(no file)";
-        ret = KL_ERR_AUDIT;
-    }
-    if (report != NULL) {
-        if (ret == 0) {
-            hex_str(hex, r->head);
-            fprintf(report, "OK: %" PRIu64 " records, seq %" PRIu64 "..%" PRIu64 ", head %s%s\n", r->records,
-                    r->first_seq, r->last_seq, hex,
-                    r->anchored ? "" : ", unanchored start (first file continues a rotated file)");
-        } else if (r->bad_line != 0) {
-            fprintf(report, "FAIL: %s:%" PRIu64 ": %s\n", bad_path, r->bad_line, r->what);
-        } else {
-            fprintf(report, "FAIL: %s:end: %s\n", bad_path, r->what);
-        }
-    }
-    return ret;
-}
-
-int audit_verify_file(FILE *report, const char *path, const uint8_t *expect_head)
-{
-    const char *paths[1] = {path};
-    return audit_verify_files(report, NULL, paths, 1, expect_head);
-}
-
-int audit_verify_main(int argc, char **argv)
-{
-    uint8_t head[AUDIT_HASH_LEN];
-    const uint8_t *expect = NULL;
-    int i = 1;
-
-    if (i < argc && strcmp(argv[i], "--expect-head") == 0) {
-        if (i + 1 >= argc || hex_decode32(head, argv[i + 1], strlen(argv[i + 1])) != 0) {
-            fprintf(stderr, "audit-verify: --expect-head needs 64 lowercase hex digits\n");
-            return 2;
-        }
-        expect = head;
-        i += 2;
-    }
-    if (i < argc && strcmp(argv[i], "--") == 0)
-        i++;
-    if (i >= argc) {
-        fprintf(stderr, "usage: keyless-signer audit-verify [--expect-head HEX] FILE... (oldest file first)\n");
-        return 2;
-    }
-    int ret = audit_verify_files(stdout, NULL, (const char *const *)(argv + i), (size_t)(argc - i), expect);
-    return ret == 0 ? 0 : ret == KL_ERR_AUDIT ? 1 : 2;
-}
-
-/* ------------------------------------------------------------------ writer */
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -684,17 +83,27 @@ static int fsync_dir_of(const char *path)
     return r;
 }
 
-/* The one-line reason an open failed: into err, or to stderr when err is NULL. */
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t err_len, const char *fmt, ...)
+/* Where an open reports its failure: the typed reason, and the one-line message into err,
+ * or to the log when err is NULL. */
+struct open_report {
+    enum audit_open_fail fail;
+    char *err;
+    size_t err_len;
+};
+
+__attribute__((format(printf, 3, 4))) static void open_fail(struct open_report *o, enum audit_open_fail why,
+                                                            const char *fmt, ...)
 {
+    char msg[512];
     va_list ap;
+
+    o->fail = why;
     va_start(ap, fmt);
-    if (err != NULL && err_len > 0) {
-        vsnprintf(err, err_len, fmt, ap);
+    if (o->err != NULL && o->err_len > 0) {
+        vsnprintf(o->err, o->err_len, fmt, ap);
     } else {
-        fprintf(stderr, "audit: ");
-        vfprintf(stderr, fmt, ap);
-        fprintf(stderr, "\n");
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        log_errx("audit: %s", msg);
     }
     va_end(ap);
 }
@@ -708,9 +117,9 @@ static int append_locked(struct audit_log *log, const struct audit_record *rec, 
 
     if (log->failed)
         return KL_ERR_AUDIT;
-    if ((ret = build_line(&log->line, h, rec, log->seq + 1, log->head, rotated_from)) != 0)
+    if ((ret = audit_line_format(&log->line, h, rec, log->seq + 1, log->head, rotated_from)) != 0)
         return ret;
-    if (write_all(log->fd, log->line.base, log->line.len) != 0) {
+    if (write_all(log->fd, (const char *)log->line.base, log->line.len) != 0) {
         /* A partial line may be on disk now; nothing after it could be trusted to chain
          * correctly, so refuse every further record (the signer fails closed). */
         log->failed = 1;
@@ -896,7 +305,7 @@ static void *flusher_main(void *arg)
 }
 
 /* Read the last line of fd (size bytes) and check it; fill head and seq. */
-static int load_tail(struct audit_log *log, unsigned flags, char *err, size_t err_len)
+static int load_tail(struct audit_log *log, unsigned flags, struct open_report *o)
 {
     struct stat st;
     size_t window, start;
@@ -905,7 +314,7 @@ static int load_tail(struct audit_log *log, unsigned flags, char *err, size_t er
     int ret = 0;
 
     if (fstat(log->fd, &st) != 0) {
-        set_err(err, err_len, "%s: fstat: %s", log->path, strerror(errno));
+        open_fail(o, AUDIT_OPEN_FAIL_IO, "%s: fstat: %s", log->path, strerror(errno));
         return KL_ERR_IO;
     }
     log->size = (uint64_t)st.st_size;
@@ -919,7 +328,7 @@ static int load_tail(struct audit_log *log, unsigned flags, char *err, size_t er
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
-            set_err(err, err_len, "%s: read: %s", log->path, r < 0 ? strerror(errno) : "short read");
+            open_fail(o, AUDIT_OPEN_FAIL_IO, "%s: read: %s", log->path, r < 0 ? strerror(errno) : "short read");
             ret = KL_ERR_IO;
             goto exit;
         }
@@ -931,7 +340,8 @@ static int load_tail(struct audit_log *log, unsigned flags, char *err, size_t er
         while (keep > 0 && buf[keep - 1] != '\n')
             keep--;
         if (keep == 0 && off > 0) {
-            set_err(err, err_len, "%s: %s", log->path, "the last line is longer than the maximum line length");
+            open_fail(o, AUDIT_OPEN_FAIL_LONG_LINE, "%s: %s", log->path,
+                      "the last line is longer than the maximum line length");
             ret = KL_ERR_AUDIT;
             goto exit;
         }
@@ -942,7 +352,7 @@ static int load_tail(struct audit_log *log, unsigned flags, char *err, size_t er
                      "the last line is incomplete (%" PRIu64 " bytes after offset %" PRIu64
                      ", a torn write); refusing to continue the chain: inspect it, then open with repair",
                      (uint64_t)st.st_size - good, good);
-            set_err(err, err_len, "%s: %s", log->path, detail);
+            open_fail(o, AUDIT_OPEN_FAIL_TORN, "%s: %s", log->path, detail);
             ret = KL_ERR_AUDIT;
             goto exit;
         }
@@ -956,7 +366,7 @@ static int load_tail(struct audit_log *log, unsigned flags, char *err, size_t er
         if (sfd >= 0)
             close(sfd);
         if (!ok || ftruncate(log->fd, (off_t)good) != 0 || fsync(log->fd) != 0) {
-            set_err(err, err_len, "%s: repairing the torn last line: %s", log->path, strerror(errno));
+            open_fail(o, AUDIT_OPEN_FAIL_REPAIR, "%s: repairing the torn last line: %s", log->path, strerror(errno));
             free(saved);
             ret = KL_ERR_IO;
             goto exit;
@@ -972,13 +382,14 @@ static int load_tail(struct audit_log *log, unsigned flags, char *err, size_t er
     while (start > 0 && buf[start - 1] != '\n')
         start--;
     if (start == 0 && off > 0) {
-        set_err(err, err_len, "%s: %s", log->path, "the last line is longer than the maximum line length");
+        open_fail(o, AUDIT_OPEN_FAIL_LONG_LINE, "%s: %s", log->path,
+                  "the last line is longer than the maximum line length");
         ret = KL_ERR_AUDIT;
         goto exit;
     }
-    struct parsed_line p;
-    if (check_line(&p, what, sizeof(what), buf + start, window - 1 - start) != 0) {
-        set_err(err, err_len, "%s: the last line does not verify: %s", log->path, what);
+    struct audit_line_info p;
+    if (audit_line_check(&p, what, sizeof(what), buf + start, window - 1 - start) != 0) {
+        open_fail(o, AUDIT_OPEN_FAIL_BAD_TAIL, "%s: the last line does not verify: %s", log->path, what);
         ret = KL_ERR_AUDIT;
         goto exit;
     }
@@ -990,17 +401,18 @@ exit:
     return ret;
 }
 
-static int open_file(struct audit_log *log, int extra_flags, char *err, size_t err_len)
+static int open_file(struct audit_log *log, int extra_flags, struct open_report *o)
 {
     int fd = open(log->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | extra_flags, 0600);
     if (fd < 0) {
-        set_err(err, err_len, "%s: open: %s", log->path, strerror(errno));
+        open_fail(o, AUDIT_OPEN_FAIL_IO, "%s: open: %s", log->path, strerror(errno));
         return KL_ERR_IO;
     }
     /* Two writers would fork the chain: one signer per log file. */
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        set_err(err, err_len, "%s: %s", log->path,
-                errno == EWOULDBLOCK ? "in use by another process (flock)" : strerror(errno));
+        int locked = errno == EWOULDBLOCK;
+        open_fail(o, locked ? AUDIT_OPEN_FAIL_LOCKED : AUDIT_OPEN_FAIL_IO, "%s: %s", log->path,
+                  locked ? "in use by another process (flock)" : strerror(errno));
         close(fd);
         return KL_ERR_IO;
     }
@@ -1009,23 +421,25 @@ static int open_file(struct audit_log *log, int extra_flags, char *err, size_t e
 }
 
 int audit_open_ex(struct audit_log **log_p, const char *path, enum audit_sync sync, unsigned group_ms, unsigned flags,
-                  char *err, size_t err_len)
+                  enum audit_open_fail *fail_p, char *err, size_t err_len)
 {
     struct audit_log *log = NULL;
+    struct open_report o = {AUDIT_OPEN_FAIL_NONE, err, err_len};
     int ret = 0, mutex_ok = 0;
 
     if (err != NULL && err_len > 0)
         err[0] = '\0';
     if (log_p == NULL || path == NULL || path[0] == '\0' ||
         (sync != AUDIT_SYNC_ALWAYS && sync != AUDIT_SYNC_GROUP && sync != AUDIT_SYNC_NONE) || group_ms > 60000) {
-        set_err(err, err_len, "%s: %s", path != NULL ? path : "(null)", "invalid arguments");
-        return KL_ERR_INVALID;
+        open_fail(&o, AUDIT_OPEN_FAIL_ARGS, "%s: %s", path != NULL ? path : "(null)", "invalid arguments");
+        ret = KL_ERR_INVALID;
+        goto exit;
     }
     *log_p = NULL;
-    if (sodium_init() < 0)
-        return KL_ERR_CRYPTO;
+    KL_TRY(crypto_init());
     KL_ENSURE((log = calloc(1, sizeof(*log))) != NULL, KL_ERR_NO_MEMORY);
     log->fd = -1;
+    kl_buf_init(&log->line, AUDIT_MAX_LINE);
     KL_ENSURE((log->path = strdup(path)) != NULL, KL_ERR_NO_MEMORY);
     log->sync = sync;
     log->group_ms = group_ms != 0 ? group_ms : AUDIT_DEFAULT_GROUP_MS;
@@ -1033,18 +447,18 @@ int audit_open_ex(struct audit_log **log_p, const char *path, enum audit_sync sy
     pthread_cond_init(&log->durable_cv, NULL);
     pthread_cond_init(&log->work_cv, NULL);
     mutex_ok = 1;
-    KL_TRY(open_file(log, 0, err, err_len));
-    KL_TRY(load_tail(log, flags, err, err_len));
+    KL_TRY(open_file(log, 0, &o));
+    KL_TRY(load_tail(log, flags, &o));
     /* The file (and its name, if just created) must survive a crash before any record
      * that depends on it is acknowledged. */
     if (sync != AUDIT_SYNC_NONE && (fsync(log->fd) != 0 || fsync_dir_of(log->path) != 0)) {
-        set_err(err, err_len, "%s: fsync: %s", log->path, strerror(errno));
+        open_fail(&o, AUDIT_OPEN_FAIL_IO, "%s: fsync: %s", log->path, strerror(errno));
         ret = KL_ERR_IO;
         goto exit;
     }
     if (sync == AUDIT_SYNC_GROUP) {
         if (pthread_create(&log->flusher, NULL, flusher_main, log) != 0) {
-            set_err(err, err_len, "%s: %s", log->path, "cannot start the flusher thread");
+            open_fail(&o, AUDIT_OPEN_FAIL_RESOURCE, "%s: %s", log->path, "cannot start the flusher thread");
             ret = KL_ERR_NO_MEMORY;
             goto exit;
         }
@@ -1064,12 +478,16 @@ exit:
         free(log->path);
         free(log);
     }
+    if (ret != 0 && o.fail == AUDIT_OPEN_FAIL_NONE)
+        o.fail = AUDIT_OPEN_FAIL_RESOURCE; /* out of memory or no libsodium: nothing was said yet */
+    if (fail_p != NULL)
+        *fail_p = o.fail;
     return ret;
 }
 
 int audit_open(struct audit_log **log_p, const char *path, enum audit_sync sync, unsigned group_ms)
 {
-    return audit_open_ex(log_p, path, sync, group_ms, 0, NULL, 0);
+    return audit_open_ex(log_p, path, sync, group_ms, 0, NULL, NULL, 0);
 }
 
 /* With the lock held: wait out a running fdatasync, then make everything durable. */
@@ -1129,7 +547,8 @@ int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_na
         usleep(2);
     }
     old_fd = log->fd;
-    if (open_file(log, O_EXCL, NULL, 0) != 0) {
+    struct open_report o = {AUDIT_OPEN_FAIL_NONE, NULL, 0}; /* the reason goes to the log */
+    if (open_file(log, O_EXCL, &o) != 0) {
         /* Could not start the new file: keep writing nowhere rather than to a renamed one. */
         log->fd = old_fd;
         log->failed = 1;
@@ -1220,7 +639,7 @@ void audit_close(struct audit_log *log)
     pthread_mutex_destroy(&log->lock);
     pthread_cond_destroy(&log->durable_cv);
     pthread_cond_destroy(&log->work_cv);
-    free(log->line.base);
+    kl_buf_dispose_nowipe(&log->line);
     free(log->path);
     free(log);
 }

@@ -1,18 +1,20 @@
 /*
- * audit.h - the signer's append-only, hash-chained decision log.
+ * audit.h - the signer's append-only, hash-chained decision log: the writer.
  *
  * Every decision (signed or refused, with its reason) is one line of JSON, written with
  * write(2) to a file opened O_APPEND before audit_append() returns. Each line carries the
  * hash of the line before it ("prev") and its own hash ("hash"), so that editing,
- * deleting, inserting, reordering or truncating any line is detected offline. The exact
- * format and chain construction are in docs/AUDIT.md; in short, a line is
+ * deleting, inserting, reordering or truncating any line is detected offline. The line
+ * format is audit_line.h's (docs/AUDIT.md has the whole of it); the offline verifier is
+ * audit_verify.h's. This module owns the file: append, group commit, the flusher thread,
+ * rotation, and the check (and optional repair) of the last line when a log is reopened.
  *
- *   B + ",\"hash\":\"" + hex(SHA-256(B)) + "\"}\n"
- *
- * where B is the line's JSON object up to and including its "prev" member (the hex hash
- * of the previous line, or 64 zeros for the first record of a fresh log). Lines are
- * printable ASCII only: every string byte outside 0x20..0x7e, '"' and '\\' is escaped, so
- * untrusted strings (SNI, client address) can never split or forge a line.
+ * Ownership: struct audit_log is opened and closed here and owns its file descriptor,
+ * path copy, flusher thread and line buffer; records are borrowed for one call.
+ * Errors: 0 or a negative kl_err, listed at each function; audit_open_ex() also gives the
+ * reason of a failure as an enum audit_open_fail, so callers never match on its message.
+ * Invariants: one writer per file (flock); sequence numbers increase by one per line with
+ * no gap; a record is in the file (write(2) returned) before audit_append() returns 0.
  *
  * Durability (enum audit_sync): the caller sends a signature only after
  * audit_wait_durable() returned 0 for its record.
@@ -31,48 +33,30 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <sys/types.h>
-#include <time.h>
+#include "audit_line.h"
 #include "kl_err.h"
 
-#define AUDIT_HASH_LEN 32
 #define AUDIT_DEFAULT_GROUP_MS 1
-/* Upper bound on one line; a record that would be longer is refused (KL_ERR_OVERFLOW). */
-#define AUDIT_MAX_LINE (1024 * 1024)
 
 struct audit_log;
 
 enum audit_sync { AUDIT_SYNC_ALWAYS, AUDIT_SYNC_GROUP, AUDIT_SYNC_NONE };
 
-/*
- * One decision. Borrowed by audit_append() for the duration of the call only.
- * NULL strings are written as JSON null. A zero time means "now" (CLOCK_REALTIME).
- * context is the RPC Context value (0 unspecified, 1 server, 2 client); scheme 0 with an
- * unknown name is written as a code only.
- */
-struct audit_record {
-    struct timespec time;
-    pid_t pid;
-    uid_t uid;
-    gid_t gid;
-    const char *op; /* "sign", "list_keys", "rotate", ... */
-    const char *key;
-    uint16_t scheme;
-    int context;
-    const uint8_t *hash; /* transcript hash, written in hex */
-    size_t hash_len;
-    const char *server_name;    /* untrusted: as reported by the frontend */
-    const char *client_address; /* untrusted: as reported by the frontend */
-    uint64_t connection_id;
-    uint64_t request_id;
-    const char *status; /* "OK", "UNKNOWN_KEY", ... */
-    const char *reason; /* why refused, or NULL */
-    uint64_t latency_us;
-};
-
 /* Flags for audit_open_ex(). */
 #define AUDIT_OPEN_REPAIR_TORN 0x1 /* see audit_open_ex */
+
+/* Why audit_open_ex() failed, for callers that act on the reason (never parse err). */
+enum audit_open_fail {
+    AUDIT_OPEN_FAIL_NONE = 0,  /* it did not fail */
+    AUDIT_OPEN_FAIL_ARGS,      /* invalid arguments (KL_ERR_INVALID) */
+    AUDIT_OPEN_FAIL_IO,        /* open, read, fstat or fsync failed (KL_ERR_IO) */
+    AUDIT_OPEN_FAIL_LOCKED,    /* another process holds the log (flock; KL_ERR_IO) */
+    AUDIT_OPEN_FAIL_TORN,      /* the last line has no newline and no repair was asked (KL_ERR_AUDIT) */
+    AUDIT_OPEN_FAIL_REPAIR,    /* saving or cutting off a torn last line failed (KL_ERR_IO) */
+    AUDIT_OPEN_FAIL_LONG_LINE, /* the last line is longer than AUDIT_MAX_LINE (KL_ERR_AUDIT) */
+    AUDIT_OPEN_FAIL_BAD_TAIL,  /* the last line does not verify (KL_ERR_AUDIT) */
+    AUDIT_OPEN_FAIL_RESOURCE,  /* no memory, no flusher thread, no libsodium (KL_ERR_NO_MEMORY, KL_ERR_CRYPTO) */
+};
 
 /*
  * Open (creating it 0600 if needed) the log at path and continue its chain.
@@ -81,19 +65,20 @@ struct audit_record {
  * AUDIT_DEFAULT_GROUP_MS; ignored in the other modes).
  * A file whose last line has no newline (a torn write from a crash) is refused with
  * KL_ERR_AUDIT, see audit_open_ex() to repair it. Other errors: KL_ERR_IO, KL_ERR_NO_MEMORY,
- * KL_ERR_INVALID. On failure one line saying why is written to stderr.
+ * KL_ERR_INVALID, KL_ERR_CRYPTO. On failure one line saying why is logged (log_errx).
  */
 KL_MUST_CHECK int audit_open(struct audit_log **log_p, const char *path, enum audit_sync sync, unsigned group_ms);
 
 /*
- * audit_open() with flags and an error message buffer (err may be NULL: then the message
- * goes to stderr). With AUDIT_OPEN_REPAIR_TORN a torn last line is copied to
+ * audit_open() with flags, the typed reason of a failure in *fail_p (may be NULL; set to
+ * AUDIT_OPEN_FAIL_NONE on success) and an error message buffer (err may be NULL: then the
+ * message is logged). With AUDIT_OPEN_REPAIR_TORN a torn last line is copied to
  * "<path>.torn.<seconds>" and cut off the log before the chain continues. That is safe
  * in the ALWAYS and GROUP modes: a torn line was never fdatasync()ed in full, so the
  * signature it recorded was never sent.
  */
 KL_MUST_CHECK int audit_open_ex(struct audit_log **log_p, const char *path, enum audit_sync sync, unsigned group_ms,
-                                unsigned flags, char *err, size_t err_len);
+                                unsigned flags, enum audit_open_fail *fail_p, char *err, size_t err_len);
 
 /*
  * Append rec as the next line and return its sequence number in *seq_p (may be NULL).
@@ -139,48 +124,5 @@ uint64_t audit_sync_count(struct audit_log *log);
 
 /* Make everything written durable (all modes), stop the flusher, close. NULL is a no-op. */
 void audit_close(struct audit_log *log);
-
-/*
- * Escape len bytes of s as the inside of a JSON string into out (capacity out_cap; the
- * output is NUL-terminated when it fits). Returns the escaped length, which may exceed
- * out_cap - 1: then the output is incomplete. Bytes 0x20..0x7e other than '"' and '\\'
- * are copied; '"' and '\\' become \" and \\; every other byte (controls, NUL, DEL, all
- * bytes >= 0x80, valid UTF-8 or not) becomes \u00XX, so a JSON string decodes to code
- * points U+0000..U+00FF that stand one-to-one for the original bytes.
- */
-size_t audit_json_escape(char *out, size_t out_cap, const void *s, size_t len);
-
-/* The result of a verification. */
-struct audit_verify_result {
-    uint64_t records;             /* good records checked */
-    uint64_t first_seq, last_seq; /* seq range of the good records (0 if none) */
-    uint8_t head[AUDIT_HASH_LEN]; /* hash of the last good record (the genesis if none) */
-    int anchored;                 /* 1 if the chain starts at the genesis, 0 if at a rotated_from */
-    size_t bad_file;              /* index into paths of the first bad file (if failed) */
-    uint64_t bad_line;            /* 1-based line number of the first bad line, 0 if none */
-    char what[256];               /* what is wrong, empty if nothing */
-};
-
-/*
- * Verify the chain across paths[0..n_paths-1], in order (oldest first; each later file
- * must begin with the rotate record continuing the previous file). If expect_head is not
- * NULL the last hash must equal it: this is the only way to detect that lines were cut
- * off the end, so anchor the head externally (see docs/AUDIT.md).
- * Prints to report (may be NULL) either
- *   "OK: N records, seq A..B, head HEX\n"  or  "FAIL: FILE:LINE: what\n".
- * Returns 0 if the chain is good, KL_ERR_AUDIT if tampering or damage was found (res says
- * where), KL_ERR_IO if a file cannot be read. res may be NULL.
- */
-KL_MUST_CHECK int audit_verify_files(FILE *report, struct audit_verify_result *res, const char *const *paths,
-                                     size_t n_paths, const uint8_t *expect_head);
-
-/* audit_verify_files() on one file. */
-KL_MUST_CHECK int audit_verify_file(FILE *report, const char *path, const uint8_t *expect_head);
-
-/*
- * The `keyless-signer audit-verify [--expect-head HEX] FILE...` command: argv[0] is
- * "audit-verify". Returns the process exit status: 0 good, 1 bad chain, 2 usage or I/O.
- */
-int audit_verify_main(int argc, char **argv);
 
 #endif

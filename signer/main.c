@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "audit.h"
+#include "audit_verify.h"
 #include "config.h"
 #include "p11_backend.h"
 #include "policy.h"
@@ -200,6 +201,7 @@ static int install_signals(void)
 static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const struct signer_config *cfg)
 {
     char err[512] = "";
+    enum p11_fail fail = P11_FAIL_NONE;
     int ret;
 
     if (cfg->softhsm2_conf != NULL) {
@@ -210,11 +212,11 @@ static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const stru
         }
         setenv("SOFTHSM2_CONF", cfg->softhsm2_conf, 1);
     }
-    ret = p11_backend_new(be_p, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
+    ret = p11_backend_new(be_p, &fail, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
                           cfg->workers > 0 ? cfg->workers : 1); /* workers = 0: the I/O thread's one session */
     if (ret != 0) {
         /* Name the config key the failure is about: the PIN file, or the module/token. */
-        const char *what = strstr(err, "PIN") != NULL ? "pin_file" : cfg->module != NULL ? "module" : "module_name";
+        const char *what = fail == P11_FAIL_PIN ? "pin_file" : cfg->module != NULL ? "module" : "module_name";
         fprintf(stderr, "keyless-signer: %s:%u: [hsm] %s: %s\n", cfg->path, cfg->hsm_line, what,
                 err[0] != '\0' ? err : kl_err_str(ret));
         return 1;
@@ -293,15 +295,16 @@ static int run(const char *config_path, int check_only)
     }
     {
         char err[512] = "";
+        enum audit_open_fail why = AUDIT_OPEN_FAIL_NONE;
         struct stat st;
         /* The size before: a smaller log after the open means a torn last line was cut off. */
         off_t before = stat(cfg->audit_log, &st) == 0 ? st.st_size : 0;
         if (audit_open_ex(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms,
-                          cfg->audit_repair_torn ? AUDIT_OPEN_REPAIR_TORN : 0, err, sizeof(err)) != 0) {
+                          cfg->audit_repair_torn ? AUDIT_OPEN_REPAIR_TORN : 0, &why, err, sizeof(err)) != 0) {
             /* One line: audit_open_ex() leaves the message to us (err is not NULL). */
             fprintf(stderr, "keyless-signer: %s: [signer] audit_log: %s%s\n", cfg->path,
                     err[0] != '\0' ? err : "cannot open the audit log",
-                    strstr(err, "torn write") != NULL ? " (audit_repair_torn = yes)" : "");
+                    why == AUDIT_OPEN_FAIL_TORN ? " (audit_repair_torn = yes)" : "");
             goto exit;
         }
         if ((uint64_t)before > audit_size(audit)) {

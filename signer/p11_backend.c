@@ -1,5 +1,6 @@
 /*
  * p11_backend.c - PKCS#11 through p11-kit: module, token, login, session pool, keys, C_Sign.
+ * Hashing, public keys and signature encodings around the token are crypto.c's.
  *
  * Locking: be->lock is a rwlock. Signing holds it shared (each worker uses only its
  * own session, and PKCS#11 with CKF_OS_LOCKING_OK allows concurrent calls on distinct
@@ -22,17 +23,12 @@
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
-#include <openssl/core_names.h>
-#include <openssl/ec.h>
-#include <openssl/evp.h>
-#include <openssl/objects.h>
-#include <openssl/param_build.h>
-#include <openssl/rsa.h>
-#include <openssl/x509.h>
-#include <sodium.h>
-
 #include "p11_backend.h"
 #include "clock.h"
+#include "crypto.h"
+#include "kl_buf.h"
+#include "log.h"
+#include "tls_ids.h"
 
 #define PIN_MAX 256
 #define RECOVER_MIN_INTERVAL_NS (100 * 1000 * 1000ull) /* do not hammer a token that is away */
@@ -44,12 +40,12 @@ struct p11_key {
     CK_OBJECT_HANDLE priv; /* valid for the current module generation */
     CK_KEY_TYPE ck_type;
     enum p11_key_type type;
-    int curve_nid; /* EC: NID_X9_62_prime256v1 / NID_secp384r1 */
+    enum crypto_curve curve; /* EC only */
     size_t ec_field_len;
     int can_sign;
     CK_MECHANISM_TYPE allowed[32];
     size_t allowed_n; /* 0: the token gave no list (treated as "any") */
-    EVP_PKEY *pub;
+    struct crypto_pubkey *pub;
     uint8_t spki[P11_SPKI_MAX];
     size_t spki_len;
 };
@@ -150,34 +146,70 @@ static int rv_needs_recovery(CK_RV rv)
 
 /* ---- the scheme table: what each TLS SignatureScheme needs from the key and token ---- */
 
+/* The key type, curve and hash of a scheme come from common/tls_ids; this table adds what
+ * PKCS#11 needs for it. A scheme missing here is one the signer cannot sign with. */
 struct scheme_info {
     uint16_t scheme;
     enum p11_key_type type;
-    int curve_nid; /* EC only */
+    enum crypto_curve curve; /* EC only */
+    enum tls_hash hash;      /* TLS_HASH_NONE: Ed25519 signs the content itself */
+    size_t hash_len;
     CK_MECHANISM_TYPE mech;
     CK_MECHANISM_TYPE ck_hash; /* RSA-PSS hashAlg */
     CK_RSA_PKCS_MGF_TYPE mgf;
-    int hash_nid; /* 0: Ed25519 signs the content itself */
-    size_t hash_len;
 };
 
-static const struct scheme_info schemes[] = {
-    {0x0403, P11_KEY_EC, NID_X9_62_prime256v1, CKM_ECDSA, 0, 0, NID_sha256, 32},
-    {0x0503, P11_KEY_EC, NID_secp384r1, CKM_ECDSA, 0, 0, NID_sha384, 48},
-    {0x0804, P11_KEY_RSA, 0, CKM_RSA_PKCS_PSS, CKM_SHA256, CKG_MGF1_SHA256, NID_sha256, 32},
-    {0x0805, P11_KEY_RSA, 0, CKM_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384, NID_sha384, 48},
-    {0x0806, P11_KEY_RSA, 0, CKM_RSA_PKCS_PSS, CKM_SHA512, CKG_MGF1_SHA512, NID_sha512, 64},
-    {0x0807, P11_KEY_ED25519, 0, CKM_EDDSA, 0, 0, 0, 0},
+static const struct {
+    uint16_t scheme;
+    CK_MECHANISM_TYPE mech;
+    CK_MECHANISM_TYPE ck_hash;
+    CK_RSA_PKCS_MGF_TYPE mgf;
+} mechanisms[] = {
+    {TLS_SIG_ECDSA_SECP256R1_SHA256, CKM_ECDSA, 0, 0},
+    {TLS_SIG_ECDSA_SECP384R1_SHA384, CKM_ECDSA, 0, 0},
+    {TLS_SIG_RSA_PSS_RSAE_SHA256, CKM_RSA_PKCS_PSS, CKM_SHA256, CKG_MGF1_SHA256},
+    {TLS_SIG_RSA_PSS_RSAE_SHA384, CKM_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384},
+    {TLS_SIG_RSA_PSS_RSAE_SHA512, CKM_RSA_PKCS_PSS, CKM_SHA512, CKG_MGF1_SHA512},
+    {TLS_SIG_ED25519, CKM_EDDSA, 0, 0},
 };
 
-static const struct scheme_info *scheme_lookup(uint16_t scheme)
+/* Everything about scheme in *si; 0, or -1 if the signer cannot sign with it. */
+static int scheme_lookup(struct scheme_info *si, uint16_t scheme)
 {
-    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-        if (schemes[i].scheme == scheme) {
-            return &schemes[i];
+    const struct tls_scheme_info *t = tls_scheme_by_id(scheme);
+
+    for (size_t i = 0; t != NULL && i < sizeof(mechanisms) / sizeof(mechanisms[0]); i++) {
+        if (mechanisms[i].scheme != scheme) {
+            continue;
+        }
+        memset(si, 0, sizeof(*si));
+        si->scheme = scheme;
+        si->mech = mechanisms[i].mech;
+        si->ck_hash = mechanisms[i].ck_hash;
+        si->mgf = mechanisms[i].mgf;
+        si->hash = t->hash;
+        si->hash_len = tls_hash_len(t->hash);
+        switch (t->key) {
+        case TLS_KEY_EC_P256:
+            si->type = P11_KEY_EC;
+            si->curve = CRYPTO_CURVE_P256;
+            return 0;
+        case TLS_KEY_EC_P384:
+            si->type = P11_KEY_EC;
+            si->curve = CRYPTO_CURVE_P384;
+            return 0;
+        case TLS_KEY_RSA:
+            si->type = P11_KEY_RSA;
+            return 0;
+        case TLS_KEY_ED25519:
+            si->type = P11_KEY_ED25519;
+            return 0;
+        case TLS_KEY_NONE:
+        default:
+            return -1;
         }
     }
-    return NULL;
+    return -1;
 }
 
 /* ---- PIN ---- */
@@ -222,21 +254,26 @@ exit:
     return ret;
 }
 
-static int login(struct p11_backend *be, char *err, size_t err_len)
+/* Log in with the PIN file's PIN. *fail_p says whether a failure is the PIN's (the file, or
+ * a PIN the token refuses) or the token's. */
+static int login(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_t err_len)
 {
     int ret = 0;
     char pin[PIN_MAX];
     size_t pin_len = 0;
     CK_RV rv;
 
+    *fail_p = P11_FAIL_PIN;
     KL_TRY(pin_read(pin, sizeof(pin), &pin_len, err, err_len, be->pin_file));
     rv = be->f->C_Login(be->sessions[0], CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+        int pin_refused = rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED;
         snprintf(err, err_len, "C_Login failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
-        KL_ENSURE(0, rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED ? KL_ERR_CONFIG : KL_ERR_HSM);
+        *fail_p = pin_refused ? P11_FAIL_PIN : P11_FAIL_TOKEN;
+        KL_ENSURE(0, pin_refused ? KL_ERR_CONFIG : KL_ERR_HSM);
     }
 exit:
-    sodium_memzero(pin, sizeof(pin));
+    kl_wipe(pin, sizeof(pin));
     return ret;
 }
 
@@ -496,45 +533,16 @@ exit:
     return ret;
 }
 
-static int pkey_from_params(EVP_PKEY **pkey_p, const char *type, OSSL_PARAM_BLD *bld)
-{
-    int ret = 0;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-
-    params = OSSL_PARAM_BLD_to_param(bld);
-    KL_ENSURE(params != NULL, KL_ERR_CRYPTO);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
-    KL_ENSURE(ctx != NULL, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_fromdata_init(ctx) == 1, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_fromdata(ctx, pkey_p, EVP_PKEY_PUBLIC_KEY, params) == 1, KL_ERR_CRYPTO);
-exit:
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
-    return ret;
-}
-
 static int key_public_rsa(struct p11_backend *be, struct p11_key *key, CK_OBJECT_HANDLE obj)
 {
     int ret = 0;
     uint8_t *mod = NULL, *exp = NULL;
     size_t mod_len = 0, exp_len = 0;
-    BIGNUM *n = NULL, *e = NULL;
-    OSSL_PARAM_BLD *bld = NULL;
 
     KL_TRY(attr_get(be, obj, CKA_MODULUS, &mod, &mod_len));
     KL_TRY(attr_get(be, obj, CKA_PUBLIC_EXPONENT, &exp, &exp_len));
-    n = BN_bin2bn(mod, (int)mod_len, NULL);
-    e = BN_bin2bn(exp, (int)exp_len, NULL);
-    bld = OSSL_PARAM_BLD_new();
-    KL_ENSURE(n != NULL && e != NULL && bld != NULL, KL_ERR_NO_MEMORY);
-    KL_ENSURE(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) == 1, KL_ERR_CRYPTO);
-    KL_ENSURE(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) == 1, KL_ERR_CRYPTO);
-    KL_TRY(pkey_from_params(&key->pub, "RSA", bld));
+    KL_TRY(crypto_pubkey_rsa(&key->pub, mod, mod_len, exp, exp_len));
 exit:
-    OSSL_PARAM_BLD_free(bld);
-    BN_free(n);
-    BN_free(e);
     free(mod);
     free(exp);
     return ret;
@@ -570,8 +578,6 @@ static int key_public_ec(struct p11_backend *be, struct p11_key *key, CK_OBJECT_
     uint8_t *params = NULL, *point = NULL;
     size_t params_len = 0, point_len = 0, pt_len = 0;
     const uint8_t *pt = NULL;
-    ASN1_OBJECT *oid = NULL;
-    OSSL_PARAM_BLD *bld = NULL;
 
     KL_TRY(attr_get(be, obj, CKA_EC_PARAMS, &params, &params_len));
     KL_TRY(attr_get(be, obj, CKA_EC_POINT, &point, &point_len));
@@ -585,32 +591,21 @@ static int key_public_ec(struct p11_backend *be, struct p11_key *key, CK_OBJECT_
             KL_ENSURE(0, KL_ERR_CONFIG);
         }
         key->type = P11_KEY_ED25519;
-        key->pub = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pt, pt_len);
-        KL_ENSURE(key->pub != NULL, KL_ERR_CRYPTO);
+        KL_TRY(crypto_pubkey_ed25519(&key->pub, pt, pt_len));
     } else {
-        const uint8_t *p = params;
-        oid = d2i_ASN1_OBJECT(NULL, &p, (long)params_len);
-        key->curve_nid = oid != NULL ? OBJ_obj2nid(oid) : NID_undef;
-        if (key->curve_nid != NID_X9_62_prime256v1 && key->curve_nid != NID_secp384r1 &&
-            key->curve_nid != NID_secp521r1) {
+        key->curve = crypto_curve_from_params(params, params_len);
+        if (key->curve == CRYPTO_CURVE_UNKNOWN) {
             snprintf(err, err_len, "EC key on an unsupported curve (CKA_EC_PARAMS is not P-256/P-384/P-521)");
             KL_ENSURE(0, KL_ERR_CONFIG);
         }
         key->type = P11_KEY_EC;
-        key->ec_field_len = key->curve_nid == NID_X9_62_prime256v1 ? 32 : key->curve_nid == NID_secp384r1 ? 48 : 66;
-        bld = OSSL_PARAM_BLD_new();
-        KL_ENSURE(bld != NULL, KL_ERR_NO_MEMORY);
-        KL_ENSURE(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(key->curve_nid), 0) == 1,
-                  KL_ERR_CRYPTO);
-        KL_ENSURE(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, pt_len) == 1, KL_ERR_CRYPTO);
-        if ((ret = pkey_from_params(&key->pub, "EC", bld)) != 0) {
+        key->ec_field_len = crypto_curve_field_len(key->curve);
+        if ((ret = crypto_pubkey_ec(&key->pub, key->curve, pt, pt_len)) != 0) {
             snprintf(err, err_len, "the token's EC public key does not parse");
             goto exit;
         }
     }
 exit:
-    ASN1_OBJECT_free(oid);
-    OSSL_PARAM_BLD_free(bld);
     free(params);
     free(point);
     return ret;
@@ -626,8 +621,6 @@ static int key_load(struct p11_backend *be, struct p11_key *key, char *err, size
     CK_ATTRIBUTE a[2] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_SIGN, &can_sign, sizeof(can_sign)}};
     uint8_t *mechs = NULL;
     size_t mechs_len = 0;
-    unsigned char *der = NULL;
-    int der_len;
 
     KL_TRY(key_find_private(be, &priv, err, err_len, key));
     if (be->f->C_GetAttributeValue(be->sessions[0], priv, a, 2) != CKR_OK) {
@@ -669,12 +662,12 @@ static int key_load(struct p11_backend *be, struct p11_key *key, char *err, size
         snprintf(err, err_len, "%s has unsupported key type 0x%lx", key->uri_str, (unsigned long)kt);
         KL_ENSURE(0, KL_ERR_CONFIG);
     }
-    der_len = i2d_PUBKEY(key->pub, &der);
-    KL_ENSURE(der_len > 0 && (size_t)der_len <= sizeof(key->spki), KL_ERR_CRYPTO);
-    memcpy(key->spki, der, (size_t)der_len);
-    key->spki_len = (size_t)der_len;
+    key->spki_len = sizeof(key->spki);
+    if ((ret = crypto_pubkey_spki(key->pub, key->spki, &key->spki_len)) != 0) {
+        ret = KL_ERR_CRYPTO; /* an SPKI over P11_SPKI_MAX included */
+        goto exit;
+    }
 exit:
-    OPENSSL_free(der);
     free(mechs);
     return ret;
 }
@@ -682,12 +675,14 @@ exit:
 /* ---- start, recovery, stop ---- */
 
 /* Bring up slot, sessions, login and key handles on an initialised module. */
-static int token_open(struct p11_backend *be, char *err, size_t err_len)
+static int token_open(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_t err_len)
 {
     int ret = 0;
+    *fail_p = P11_FAIL_TOKEN;
     KL_TRY(slot_find(be, err, err_len));
     KL_TRY(sessions_open(be, err, err_len));
-    KL_TRY(login(be, err, err_len));
+    KL_TRY(login(be, fail_p, err, err_len));
+    *fail_p = P11_FAIL_TOKEN;
     for (struct p11_key *k = be->keys; k != NULL; k = k->next) {
         KL_TRY(key_load(be, k, err, err_len, 0));
     }
@@ -695,16 +690,19 @@ exit:
     return ret;
 }
 
-int p11_backend_new(struct p11_backend **be_p, char *err, size_t err_len, const char *module_path,
-                    const char *module_name, const char *token_uri, const char *pin_file, unsigned sessions)
+int p11_backend_new(struct p11_backend **be_p, enum p11_fail *fail_p, char *err, size_t err_len,
+                    const char *module_path, const char *module_name, const char *token_uri, const char *pin_file,
+                    unsigned sessions)
 {
     int ret = 0;
     struct p11_backend *be = NULL;
+    enum p11_fail fail = P11_FAIL_INVALID;
 
     *be_p = NULL;
     KL_ENSURE((module_path == NULL) != (module_name == NULL) && sessions > 0 && sessions <= 1024 && pin_file != NULL &&
                   token_uri != NULL,
               KL_ERR_INVALID);
+    fail = P11_FAIL_NO_MEMORY;
     be = calloc(1, sizeof(*be));
     KL_ENSURE(be != NULL, KL_ERR_NO_MEMORY);
     pthread_rwlock_init(&be->lock, NULL);
@@ -716,17 +714,23 @@ int p11_backend_new(struct p11_backend **be_p, char *err, size_t err_len, const 
     for (unsigned i = 0; i < sessions; i++) {
         be->sessions[i] = CK_INVALID_HANDLE;
     }
+    fail = P11_FAIL_INVALID;
     if (p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_ANY, be->token_uri) != P11_KIT_URI_OK) {
         snprintf(err, err_len, "not a valid RFC 7512 pkcs11: URI: %s", token_uri);
         KL_ENSURE(0, KL_ERR_CONFIG);
     }
+    fail = P11_FAIL_MODULE;
     KL_TRY(module_load(be, err, err_len, module_path, module_name));
     KL_TRY(module_initialize(be, err, err_len));
-    KL_TRY(token_open(be, err, err_len));
+    KL_TRY(token_open(be, &fail, err, err_len));
+    fail = P11_FAIL_NONE;
     *be_p = be;
     be = NULL;
 exit:
     p11_backend_free(be);
+    if (fail_p != NULL) {
+        *fail_p = ret != 0 ? fail : P11_FAIL_NONE;
+    }
     return ret;
 }
 
@@ -751,7 +755,7 @@ void p11_backend_free(struct p11_backend *be)
     while (be->keys != NULL) {
         struct p11_key *k = be->keys;
         be->keys = k->next;
-        EVP_PKEY_free(k->pub);
+        crypto_pubkey_free(k->pub);
         p11_kit_uri_free(k->uri);
         free(k->uri_str);
         free(k);
@@ -781,6 +785,7 @@ void p11_backend_free(struct p11_backend *be)
 static void recover(struct p11_backend *be)
 {
     char err[256] = "";
+    enum p11_fail fail;
     uint64_t t = kl_clock_ns();
 
     pthread_rwlock_wrlock(&be->lock);
@@ -789,14 +794,14 @@ static void recover(struct p11_backend *be)
     }
     be->last_recover_ns = t;
     module_finalize(be);
-    if (module_initialize(be, err, sizeof(err)) != 0 || token_open(be, err, sizeof(err)) != 0) {
-        fprintf(stderr, "keyless-signer: hsm: recovery failed: %s\n", err);
+    if (module_initialize(be, err, sizeof(err)) != 0 || token_open(be, &fail, err, sizeof(err)) != 0) {
+        log_warnx("hsm: recovery failed: %s", err);
         sessions_close(be);
         goto exit;
     }
     atomic_store(&be->broken, 0);
     atomic_fetch_add(&be->recoveries, 1);
-    fprintf(stderr, "keyless-signer: hsm: recovered (sessions reopened, logged in, keys re-found)\n");
+    log_info("hsm: recovered (sessions reopened, logged in, keys re-found)");
 exit:
     pthread_rwlock_unlock(&be->lock);
 }
@@ -844,7 +849,7 @@ int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size
     pthread_rwlock_unlock(&be->lock);
 exit:
     if (key != NULL) {
-        EVP_PKEY_free(key->pub);
+        crypto_pubkey_free(key->pub);
         if (key->uri != NULL) {
             p11_kit_uri_free(key->uri);
         }
@@ -867,15 +872,15 @@ enum p11_key_type p11_key_type(const struct p11_key *key)
 
 int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char *err, size_t err_len, uint16_t scheme)
 {
-    const struct scheme_info *si = scheme_lookup(scheme);
+    struct scheme_info sinfo, *si = &sinfo;
     CK_MECHANISM_INFO mi;
     CK_RV rv;
 
-    if (si == NULL) {
+    if (scheme_lookup(si, scheme) != 0) {
         snprintf(err, err_len, "scheme 0x%04x is not a TLS 1.3 signature scheme the signer supports", scheme);
         return KL_ERR_DENIED;
     }
-    if (si->type != key->type || (si->type == P11_KEY_EC && si->curve_nid != key->curve_nid)) {
+    if (si->type != key->type || (si->type == P11_KEY_EC && si->curve != key->curve)) {
         snprintf(err, err_len, "the key's type/curve cannot do scheme 0x%04x", scheme);
         return KL_ERR_DENIED;
     }
@@ -896,7 +901,7 @@ int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char
     }
     if (si->type == P11_KEY_RSA) {
         /* PSS with salt = hash length needs emLen >= 2 * hLen + 2 (RFC 8017 section 9.1.1). */
-        if ((size_t)EVP_PKEY_get_size(key->pub) < 2 * si->hash_len + 2) {
+        if (crypto_pubkey_size(key->pub) < 2 * si->hash_len + 2) {
             snprintf(err, err_len, "the RSA key is too small for scheme 0x%04x", scheme);
             return KL_ERR_DENIED;
         }
@@ -946,8 +951,8 @@ static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, u
         if (rv_needs_recovery(rv)) {
             atomic_store(&be->broken, 1);
         }
-        fprintf(stderr, "keyless-signer: hsm: C_Sign failed: %s (0x%lx)%s\n", rv_str(rv), (unsigned long)rv,
-                rv_needs_recovery(rv) ? "; will reopen sessions and log in again" : "");
+        log_warnx("hsm: C_Sign failed: %s (0x%lx)%s", rv_str(rv), (unsigned long)rv,
+                  rv_needs_recovery(rv) ? "; will reopen sessions and log in again" : "");
         return KL_ERR_HSM;
     }
     *sig_len_p = out_len;
@@ -957,90 +962,43 @@ static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, u
 int p11_sign_raw(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index,
                  const struct p11_key *key, uint16_t scheme, const uint8_t *digest, size_t digest_len)
 {
-    const struct scheme_info *si = scheme_lookup(scheme);
-    if (si == NULL) {
+    struct scheme_info si;
+    if (scheme_lookup(&si, scheme) != 0) {
         return KL_ERR_INVALID;
     }
-    return sign_token(be, sig, sig_len_p, session_index, key, si, digest, digest_len);
-}
-
-/* Raw r || s (each field_len bytes) to the DER ECDSA-Sig-Value TLS wants. */
-static int ecdsa_to_der(uint8_t *out, size_t *out_len_p, const uint8_t *rs, size_t rs_len)
-{
-    int ret = 0, n;
-    ECDSA_SIG *es = ECDSA_SIG_new();
-    BIGNUM *r = NULL, *s = NULL;
-    unsigned char *p = out;
-
-    KL_ENSURE(es != NULL, KL_ERR_NO_MEMORY);
-    KL_ENSURE(rs_len > 0 && rs_len % 2 == 0, KL_ERR_CRYPTO);
-    r = BN_bin2bn(rs, (int)(rs_len / 2), NULL);
-    s = BN_bin2bn(rs + rs_len / 2, (int)(rs_len / 2), NULL);
-    KL_ENSURE(r != NULL && s != NULL, KL_ERR_NO_MEMORY);
-    KL_ENSURE(ECDSA_SIG_set0(es, r, s) == 1, KL_ERR_CRYPTO);
-    r = s = NULL;
-    n = i2d_ECDSA_SIG(es, NULL);
-    KL_ENSURE(n > 0 && (size_t)n <= *out_len_p, KL_ERR_OVERFLOW);
-    KL_ENSURE(i2d_ECDSA_SIG(es, &p) == n, KL_ERR_CRYPTO);
-    *out_len_p = (size_t)n;
-exit:
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(es);
-    return ret;
-}
-
-/* RSA-PSS verification of sig over digest: a faulty RSA-CRT signature would leak the key. */
-static int rsa_pss_verify(const struct p11_key *key, const struct scheme_info *si, const uint8_t *sig, size_t sig_len,
-                          const uint8_t *digest, size_t digest_len)
-{
-    int ret = 0;
-    const EVP_MD *md = EVP_get_digestbynid(si->hash_nid);
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key->pub, NULL);
-
-    KL_ENSURE(ctx != NULL && md != NULL, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_verify_init(ctx) == 1, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) == 1, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_CTX_set_signature_md(ctx, md) == 1, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) == 1, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)si->hash_len) == 1, KL_ERR_CRYPTO);
-    KL_ENSURE(EVP_PKEY_verify(ctx, sig, sig_len, digest, digest_len) == 1, KL_ERR_CRYPTO);
-exit:
-    EVP_PKEY_CTX_free(ctx);
-    return ret;
+    return sign_token(be, sig, sig_len_p, session_index, key, &si, digest, digest_len);
 }
 
 int p11_sign(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index, const struct p11_key *key,
              uint16_t scheme, const uint8_t *content, size_t content_len)
 {
     int ret = 0;
-    const struct scheme_info *si = scheme_lookup(scheme);
-    uint8_t digest[EVP_MAX_MD_SIZE], raw[P11_SIG_MAX];
-    unsigned digest_len = 0;
-    size_t raw_len = sizeof(raw);
+    struct scheme_info sinfo, *si = &sinfo;
+    uint8_t digest[CRYPTO_MAX_DIGEST], raw[P11_SIG_MAX];
+    size_t digest_len = 0, raw_len = sizeof(raw);
 
-    KL_ENSURE(si != NULL && si->type == key->type, KL_ERR_INVALID);
+    KL_ENSURE(scheme_lookup(si, scheme) == 0 && si->type == key->type, KL_ERR_INVALID);
     if (si->type == P11_KEY_ED25519) {
         /* RFC 8032 PureEdDSA signs the message itself; there is no pre-hash variant in TLS. */
         KL_TRY(sign_token(be, sig, sig_len_p, session_index, key, si, content, content_len));
         goto exit;
     }
-    KL_ENSURE(EVP_Digest(content, content_len, digest, &digest_len, EVP_get_digestbynid(si->hash_nid), NULL) == 1,
-              KL_ERR_CRYPTO);
+    KL_TRY(crypto_digest(digest, &digest_len, si->hash, content, content_len));
     KL_TRY(sign_token(be, raw, &raw_len, session_index, key, si, digest, digest_len));
     if (si->type == P11_KEY_EC) {
         KL_ENSURE(raw_len == 2 * key->ec_field_len, KL_ERR_HSM);
-        KL_TRY(ecdsa_to_der(sig, sig_len_p, raw, raw_len));
+        KL_TRY(crypto_ecdsa_raw_to_der(sig, sig_len_p, raw, raw_len));
     } else {
         KL_ENSURE(raw_len <= *sig_len_p, KL_ERR_OVERFLOW);
-        if ((ret = rsa_pss_verify(key, si, raw, raw_len, digest, digest_len)) != 0) {
-            fprintf(stderr, "keyless-signer: hsm: an RSA signature from the token does not verify; withheld\n");
+        /* A faulty RSA-CRT signature would leak the key: check it before it leaves. */
+        if ((ret = crypto_rsa_pss_verify(key->pub, si->hash, raw, raw_len, digest, digest_len)) != 0) {
+            log_errx("hsm: an RSA signature from the token does not verify; withheld");
             goto exit;
         }
         memcpy(sig, raw, raw_len);
         *sig_len_p = raw_len;
     }
 exit:
-    sodium_memzero(raw, sizeof(raw));
+    kl_wipe(raw, sizeof(raw));
     return ret;
 }

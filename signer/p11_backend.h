@@ -2,9 +2,9 @@
  * p11_backend.h - the signer's only door to the HSM (PKCS#11 through p11-kit).
  *
  * This is the only module that includes p11-kit or PKCS#11 headers; everything it
- * exposes is plain C. One backend = one PKCS#11 module, one token (found by the
- * token label of the keys' RFC 7512 URIs), one login, and a pool of sessions: one
- * per worker thread, addressed by index, so a worker never waits for another's session.
+ * exposes is plain C. The hashing and public-key work around the token is crypto.h's. One backend = one PKCS#11 module,
+ * one token (found by the token label of the keys' RFC 7512 URIs), one login, and a pool of sessions: one per worker
+ * thread, addressed by index, so a worker never waits for another's session.
  *
  * Token trouble (session handle invalid or closed, user not logged in, device
  * removed or in error, token not present, stale object handles) fails the request
@@ -31,17 +31,29 @@ enum p11_key_type {
     P11_KEY_ED25519 = 3,
 };
 
+/* What p11_backend_new() failed on, so that a caller can name the config key to blame. */
+enum p11_fail {
+    P11_FAIL_NONE = 0,  /* it did not fail */
+    P11_FAIL_INVALID,   /* bad arguments, or token_uri is not an RFC 7512 URI */
+    P11_FAIL_NO_MEMORY, /* out of memory before the module was touched */
+    P11_FAIL_MODULE,    /* the module cannot be loaded, or C_Initialize failed */
+    P11_FAIL_TOKEN,     /* no (or more than one) matching token, no session, a login failure not due to the PIN */
+    P11_FAIL_PIN,       /* the PIN file cannot be used (missing, not a regular file, readable by others,
+                         * empty), or the token refused its PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED) */
+};
+
 /*
  * Load the module and log in. Exactly one of module_path (a module file; p11-kit-proxy.so
  * is accepted too) and module_name (a module registered with p11-kit, e.g. "softhsm2").
  * token_uri is an RFC 7512 URI whose token attributes (token=, serial=, ...) select the
  * token. The PIN is read from pin_file (first line), used for C_Login and wiped.
  * sessions is the size of the session pool (one per worker).
- * On failure a one-line reason is written to err (never containing the PIN).
+ * On failure a one-line reason is written to err (never containing the PIN) and, if fail_p
+ * is not NULL, what failed to *fail_p (P11_FAIL_NONE on success).
  */
-KL_MUST_CHECK int p11_backend_new(struct p11_backend **be_p, char *err, size_t err_len, const char *module_path,
-                                  const char *module_name, const char *token_uri, const char *pin_file,
-                                  unsigned sessions);
+KL_MUST_CHECK int p11_backend_new(struct p11_backend **be_p, enum p11_fail *fail_p, char *err, size_t err_len,
+                                  const char *module_path, const char *module_name, const char *token_uri,
+                                  const char *pin_file, unsigned sessions);
 
 /* Log out, close the sessions, C_Finalize and unload. NULL is fine. */
 void p11_backend_free(struct p11_backend *be);

@@ -274,7 +274,7 @@ int main(int argc, char **argv)
         char err[256], pin[400], conf[400], extra[200], label[64];
         struct result raw[MAX_ROUNDS], w1[MAX_ROUNDS], ww[MAX_ROUNDS];
         snprintf(pin, sizeof(pin), "%s/user.pin", h.hsm);
-        if (p11_backend_new(&be, err, sizeof(err), SOFTHSM_MODULE, NULL, keys[k].uri, pin, threads) != 0 ||
+        if (p11_backend_new(&be, NULL, err, sizeof(err), SOFTHSM_MODULE, NULL, keys[k].uri, pin, threads) != 0 ||
             p11_key_find(be, &key, err, sizeof(err), keys[k].uri) != 0) {
             fprintf(stderr, "signer_bench: %s\n", err);
             harness_cleanup(&h);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # audit_tamper.sh - the two audit verifiers agree, through their command lines:
-#   keyless-signer audit-verify   (the C verifier in signer/audit.c)
+#   keyless-signer audit-verify   (the C verifier in signer/audit_verify.c)
 #   python3 signer/audit-verify.py (the independent one, stdlib only)
 # on every good and tampered log that test_audit makes (it keeps them with
 # KL_KEEP_TMP=1), plus a few tamperings done here with sed on a log written by the

@@ -8,6 +8,8 @@
 #include <sodium.h>
 #include "kl_test.h"
 #include "audit.h"
+#include "audit_line.h"
+#include "audit_verify.h"
 
 static char tmpdir[256];
 static int have_python;
@@ -217,6 +219,185 @@ static void test_escape(void)
     is_int(audit_json_escape(small, sizeof(small), "\n\n", 2), 12, "escape reports the full length");
     ok(small[7] == '\0' && memcmp(small, "\\u000a", 6) == 0, "short output truncated, terminated, no overflow");
     is_int(audit_json_escape(NULL, 0, in, sizeof(in) - 1), sizeof(want) - 1, "length-only call");
+}
+
+/* Append ,"hash":"<SHA-256 of body>"} to body (a line without its hash member). */
+static void seal(char *line, size_t cap)
+{
+    uint8_t h[32];
+    char hex[65];
+    crypto_hash_sha256(h, (const uint8_t *)line, strlen(line));
+    sodium_bin2hex(hex, sizeof(hex), h, 32);
+    snprintf(line + strlen(line), cap - strlen(line), ",\"hash\":\"%s\"}", hex);
+}
+
+/* check on a NUL-terminated line; what receives the message. */
+static int check_str(struct audit_line_info *info, char *what, size_t what_len, const char *line)
+{
+    return audit_line_check(info, what, what_len, line, strlen(line));
+}
+
+/* audit_line on its own: format then check gives back every field; each kind of damage is
+ * refused with its own message. */
+static void test_audit_line(void)
+{
+    struct kl_buf b;
+    struct audit_line_info info;
+    uint8_t th[48], prev[AUDIT_HASH_LEN], hash[AUDIT_HASH_LEN];
+    char what[256], prev_hex[65], hash_hex[65], want[256], line[4096];
+
+    for (int i = 0; i < 48; i++)
+        th[i] = (uint8_t)(0xa0 + i);
+    for (int i = 0; i < AUDIT_HASH_LEN; i++)
+        prev[i] = (uint8_t)(0x11 * (i % 16));
+    kl_buf_init(&b, AUDIT_MAX_LINE);
+    struct audit_record r = {.time = {1700000000, 5000},
+                             .pid = -7,
+                             .uid = 4294967294u,
+                             .gid = 3,
+                             .op = "rotate",
+                             .key = "k\\ey",
+                             .scheme = 0x0807,
+                             .context = 2,
+                             .hash = th,
+                             .hash_len = 48,
+                             .server_name = "sni\x01",
+                             .client_address = "[2001:db8::1]:443",
+                             .connection_id = UINT64_MAX,
+                             .request_id = 0,
+                             .status = "OK",
+                             .reason = "why \"not\"",
+                             .latency_us = 12345};
+    is_int(audit_line_format(&b, hash, &r, 424242, prev, "old.log.20260101T000000.000000Z"), 0, "line: format");
+    ok(b.len > 0 && b.base[b.len - 1] == '\n' && memchr(b.base, '\n', b.len - 1) == NULL,
+       "line: one line, ends in its newline");
+    memset(&info, 0xee, sizeof(info));
+    is_int(audit_line_check(&info, what, sizeof(what), (const char *)b.base, b.len - 1), 0,
+           "line: the formatted line checks");
+    is_int(info.seq, 424242, "line: seq round-trips");
+    is_mem(info.prev, AUDIT_HASH_LEN, prev, AUDIT_HASH_LEN, "line: prev round-trips");
+    is_mem(info.hash, AUDIT_HASH_LEN, hash, AUDIT_HASH_LEN, "line: hash round-trips (= the formatter's hash_out)");
+    is_int(info.has_rotated_from, 1, "line: rotated_from seen");
+    /* Every other field, as the member the formatter must write. */
+    audit_hex_hash(prev_hex, prev);
+    audit_hex_hash(hash_hex, hash);
+    static const char *members[] = {
+        "{\"v\":1,\"seq\":424242,\"time\":\"2023-11-14T22:13:20.000005Z\",",
+        ",\"pid\":-7,",
+        ",\"uid\":4294967294,",
+        ",\"gid\":3,",
+        ",\"op\":\"rotate\",",
+        ",\"key\":\"k\\\\ey\",",
+        ",\"scheme\":\"ed25519\",\"scheme_code\":2055,",
+        ",\"context\":2,",
+        ",\"transcript_hash\":"
+        "\"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf\",",
+        ",\"server_name\":\"sni\\u0001\",",
+        ",\"client_address\":\"[2001:db8::1]:443\",",
+        ",\"connection_id\":18446744073709551615,",
+        ",\"request_id\":0,",
+        ",\"status\":\"OK\",",
+        ",\"reason\":\"why \\\"not\\\"\",",
+        ",\"latency_us\":12345,",
+        ",\"rotated_from\":\"old.log.20260101T000000.000000Z\",",
+    };
+    for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+        char name[300];
+        snprintf(name, sizeof(name), "line: member %.60s", members[i]);
+        ok(memmem(b.base, b.len, members[i], strlen(members[i])) != NULL, name);
+    }
+    snprintf(want, sizeof(want), ",\"prev\":\"%s\",\"hash\":\"%s\"}\n", prev_hex, hash_hex);
+    ok(b.len > strlen(want) && memcmp(b.base + b.len - strlen(want), want, strlen(want)) == 0,
+       "line: ends in prev, hash, newline");
+
+    /* Truncation sweep: no strict prefix of a good line checks. */
+    int prefixes_ok = 0;
+    for (size_t n = 0; n < b.len - 1; n++)
+        prefixes_ok += audit_line_check(&info, what, sizeof(what), (const char *)b.base, n) == 0;
+    is_int(prefixes_ok, 0, "line: every strict prefix (truncated line) is refused");
+    snprintf(line, sizeof(line), "%.*s", (int)(b.len - 1), (const char *)b.base);
+
+    /* A plain record (no rotated_from, the genesis as prev, NULL strings, unknown scheme). */
+    static const uint8_t genesis[AUDIT_HASH_LEN];
+    struct audit_record plain = {.op = "list_keys", .scheme = 0x1234};
+    is_int(audit_line_format(&b, hash, &plain, 1, genesis, NULL), 0, "line: format a plain record");
+    is_int(audit_line_check(&info, what, sizeof(what), (const char *)b.base, b.len - 1), 0, "line: plain checks");
+    ok(info.seq == 1 && info.has_rotated_from == 0 && memcmp(info.prev, genesis, AUDIT_HASH_LEN) == 0,
+       "line: plain: seq 1, genesis prev, no rotated_from");
+    ok(memmem(b.base, b.len, "\"key\":null,\"scheme\":null,\"scheme_code\":4660,", 44) != NULL &&
+           memmem(b.base, b.len, "\"transcript_hash\":null,", 23) != NULL,
+       "line: NULL strings and an unknown scheme written as null");
+
+    /* Damage, one kind at a time, on copies of the good line. */
+    char bad[4200];
+    size_t hpos = strlen(line) - 2 - 64; /* the first hex digit of the hash value */
+    snprintf(bad, sizeof(bad), "%s", line);
+    bad[hpos] = bad[hpos] == '0' ? '1' : '0';
+    is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, "line: wrong hash refused");
+    ok(strstr(what, "hash does not match") != NULL, "line: wrong hash: says so");
+    snprintf(bad, sizeof(bad), "%s", line);
+    bad[hpos] = 'g';
+    is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, "line: bad hex in hash refused");
+    ok(strstr(what, "\"hash\" is not 64 lowercase hex digits") != NULL, "line: bad hex: says so");
+    snprintf(bad, sizeof(bad), "%s", line);
+    char *pp = strstr(bad, "\"prev\":\"") + 8;
+    *pp = 'A';
+    is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, "line: uppercase hex in prev refused");
+    ok(strstr(what, "\"prev\" is not 64 lowercase hex digits") != NULL, "line: prev hex: says so");
+    snprintf(bad, sizeof(bad), "%s", line);
+    pp = strstr(bad, "\\u0001");
+    pp[4] = 'z';
+    is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, "line: bad hex in a \\u escape refused");
+    snprintf(bad, sizeof(bad), "%s ", line);
+    is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, "line: a trailing space refused");
+    ok(strstr(what, "trailing bytes") != NULL, "line: trailing bytes: says so");
+    snprintf(bad, sizeof(bad), "%s}", line);
+    is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, "line: a trailing brace refused");
+    is_int(audit_line_check(&info, what, sizeof(what), line, strlen(line) + 1), KL_ERR_AUDIT,
+           "line: a trailing NUL refused");
+    snprintf(bad, sizeof(bad), "%s", line);
+    bad[10] = '\t';
+    is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, "line: a control byte refused");
+    ok(strstr(what, "not printable ASCII") != NULL, "line: control byte: says so");
+
+    /* Missing keys, each on an otherwise good (correctly hashed) line. */
+    static const char *missing[][2] = {
+        {"{\"v\":1,\"time\":\"t\",\"prev\":\"%s\"", "no \"seq\""},
+        {"{\"seq\":1,\"time\":\"t\",\"prev\":\"%s\"", "no format version"},
+        {"{\"v\":1,\"seq\":1,\"time\":\"%s\"", "the last two members are not"},
+    };
+    for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
+        char name[200];
+        const char *mark = strstr(missing[i][0], "%s");
+        snprintf(bad, sizeof(bad), "%.*s%s%s", (int)(mark - missing[i][0]), missing[i][0], prev_hex, mark + 2);
+        seal(bad, sizeof(bad));
+        snprintf(name, sizeof(name), "line: missing key refused (%s)", missing[i][1]);
+        is_int(check_str(&info, what, sizeof(what), bad), KL_ERR_AUDIT, name);
+        snprintf(name, sizeof(name), "line: missing key: says \"%s\"", missing[i][1]);
+        ok(strstr(what, missing[i][1]) != NULL, name);
+    }
+    /* Its control: the same shape with every key present checks. */
+    snprintf(bad, sizeof(bad), "{\"v\":1,\"seq\":9,\"time\":\"t\",\"prev\":\"%s\"", prev_hex);
+    seal(bad, sizeof(bad));
+    is_int(check_str(&info, what, sizeof(what), bad), 0, "line: the control with every key checks");
+    is_int(info.seq, 9, "line: control seq");
+
+    /* The hex helpers. */
+    uint8_t dec[AUDIT_HASH_LEN];
+    is_int(audit_hex_decode_hash(dec, prev_hex, 64), 0, "hex: decode 64 digits");
+    is_mem(dec, AUDIT_HASH_LEN, prev, AUDIT_HASH_LEN, "hex: round trip");
+    is_int(audit_hex_decode_hash(dec, prev_hex, 63), KL_ERR_DECODE, "hex: 63 digits refused");
+    memcpy(want, prev_hex, 65);
+    want[5] = 'F';
+    is_int(audit_hex_decode_hash(dec, want, 64), KL_ERR_DECODE, "hex: uppercase refused");
+
+    /* Formatter errors. */
+    is_int(audit_line_format(&b, hash, NULL, 1, prev, NULL), KL_ERR_INVALID, "format: NULL record refused");
+    struct kl_buf small;
+    kl_buf_init(&small, 200);
+    is_int(audit_line_format(&small, hash, &r, 1, prev, NULL), KL_ERR_OVERFLOW, "format: a line over max refused");
+    kl_buf_dispose_nowipe(&small);
+    kl_buf_dispose_nowipe(&b);
 }
 
 /* One record with fixed inputs produces exactly the documented line. */
@@ -487,9 +668,11 @@ static void test_reopen_damage(void)
     is_int(audit_sync_count(log), 5, "ALWAYS, one thread: one fdatasync per record");
     /* A second writer on the same file would fork the chain. */
     struct audit_log *log2 = NULL;
-    is_int(audit_open_ex(&log2, path, AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)), KL_ERR_IO,
+    enum audit_open_fail why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log2, path, AUDIT_SYNC_NONE, 0, 0, &why, err, sizeof(err)), KL_ERR_IO,
            "second open of a log in use refused");
     ok(strstr(err, "in use") != NULL, "message says the log is in use");
+    is_int(why, AUDIT_OPEN_FAIL_LOCKED, "typed reason: AUDIT_OPEN_FAIL_LOCKED");
     audit_close(log);
 
     /* Simulate a crash mid-write. */
@@ -501,12 +684,16 @@ static void test_reopen_damage(void)
     is_int(verify_both(&res, paths, 1, NULL, "torn tail"), KL_ERR_AUDIT, "verifier flags the torn line");
     is_int(res.bad_line, 6, "at line 6");
     log = NULL;
-    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, 0, err, sizeof(err)), KL_ERR_AUDIT,
+    why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, 0, &why, err, sizeof(err)), KL_ERR_AUDIT,
            "open refuses a torn last line by default");
     ok(log == NULL && strstr(err, "incomplete") != NULL, "with a clear message");
+    is_int(why, AUDIT_OPEN_FAIL_TORN, "typed reason: AUDIT_OPEN_FAIL_TORN");
     diag("message: %s", err);
-    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, AUDIT_OPEN_REPAIR_TORN, err, sizeof(err)), 0,
+    why = AUDIT_OPEN_FAIL_TORN;
+    is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, AUDIT_OPEN_REPAIR_TORN, &why, err, sizeof(err)), 0,
            "open with AUDIT_OPEN_REPAIR_TORN");
+    is_int(why, AUDIT_OPEN_FAIL_NONE, "typed reason on success: AUDIT_OPEN_FAIL_NONE");
     make_record(&r, 6, h);
     is_int(audit_append(log, &r, &seq), 0, "append after repair");
     is_int(seq, 6, "the torn record's seq is reused (it was never acknowledged)");
@@ -534,9 +721,11 @@ static void test_reopen_damage(void)
     if (buf != NULL && len > 100) {
         buf[len - 80] ^= 1; /* inside the last line's hash value */
         ok(write_all_file(path, buf, len) == 0, "last line corrupted");
-        is_int(audit_open_ex(&log, path, AUDIT_SYNC_NONE, 0, AUDIT_OPEN_REPAIR_TORN, err, sizeof(err)), KL_ERR_AUDIT,
-               "open refuses a last line that does not verify");
+        why = AUDIT_OPEN_FAIL_NONE;
+        is_int(audit_open_ex(&log, path, AUDIT_SYNC_NONE, 0, AUDIT_OPEN_REPAIR_TORN, &why, err, sizeof(err)),
+               KL_ERR_AUDIT, "open refuses a last line that does not verify");
         ok(strstr(err, "does not verify") != NULL, "with a clear message");
+        is_int(why, AUDIT_OPEN_FAIL_BAD_TAIL, "typed reason: AUDIT_OPEN_FAIL_BAD_TAIL (not TORN: no repair offered)");
     }
     free(buf);
 }
@@ -760,15 +949,20 @@ static void test_errors(void)
     uint64_t seq = 0;
 
     is_int(audit_open(NULL, "/tmp/x", AUDIT_SYNC_NONE, 0), KL_ERR_INVALID, "NULL log_p refused");
-    is_int(audit_open_ex(&log, "", AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)), KL_ERR_INVALID, "empty path refused");
-    is_int(audit_open_ex(&log, "/tmp/x", (enum audit_sync)7, 0, 0, err, sizeof(err)), KL_ERR_INVALID,
-           "bad sync mode refused");
-    is_int(audit_open_ex(&log, "/nonexistent-dir/a.log", AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)), KL_ERR_IO,
+    enum audit_open_fail why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log, "", AUDIT_SYNC_NONE, 0, 0, &why, err, sizeof(err)), KL_ERR_INVALID,
+           "empty path refused");
+    is_int(why, AUDIT_OPEN_FAIL_ARGS, "typed reason: AUDIT_OPEN_FAIL_ARGS");
+    is_int(audit_open_ex(&log, "/tmp/x", (enum audit_sync)7, 0, 0, NULL, err, sizeof(err)), KL_ERR_INVALID,
+           "bad sync mode refused (fail_p may be NULL)");
+    why = AUDIT_OPEN_FAIL_NONE;
+    is_int(audit_open_ex(&log, "/nonexistent-dir/a.log", AUDIT_SYNC_NONE, 0, 0, &why, err, sizeof(err)), KL_ERR_IO,
            "unwritable path refused");
     ok(strstr(err, "/nonexistent-dir/a.log") != NULL, "message names the file");
+    is_int(why, AUDIT_OPEN_FAIL_IO, "typed reason: AUDIT_OPEN_FAIL_IO");
 
     /* Write failures are sticky: /dev/full refuses every write. */
-    if (audit_open_ex(&log, "/dev/full", AUDIT_SYNC_NONE, 0, 0, err, sizeof(err)) == 0) {
+    if (audit_open_ex(&log, "/dev/full", AUDIT_SYNC_NONE, 0, 0, NULL, err, sizeof(err)) == 0) {
         make_record(&r, 1, h);
         is_int(audit_append(log, &r, &seq), KL_ERR_AUDIT, "write failure reported");
         is_int(audit_append(log, &r, &seq), KL_ERR_AUDIT, "and sticky: later appends fail too");
@@ -878,6 +1072,7 @@ int main(void)
     if (!have_python)
         diag("python3 not found: skipping the C/Python agreement checks");
     test_escape();
+    test_audit_line();
     test_golden_line();
     test_chain_and_tamper();
     test_reopen_damage();

@@ -134,6 +134,38 @@ static void test_torn(void)
     ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 1, "a clean log is not touched");
     snprintf(cmd, sizeof(cmd), "%s audit-verify %s 2>&1", H.bin, H.audit);
     ok(harness_run(out, sizeof(out), cmd) == 0 && strstr(out, "OK: 6 records") != NULL, "and still verifies");
+
+    /* A complete last line that does not verify is not a torn write: refused, and the hint
+     * to repair (chosen by the typed reason, not by the message) is not given. */
+    char *saved = NULL;
+    size_t saved_len = 0;
+    f = fopen(H.audit, "rb");
+    if (f != NULL) {
+        saved = malloc(1 << 20);
+        saved_len = saved != NULL ? fread(saved, 1, 1 << 20, f) : 0;
+        fclose(f);
+    }
+    if (!ok(saved != NULL && saved_len > 2 && saved[saved_len - 1] == '\n', "the log read back")) {
+        free(saved);
+        return;
+    }
+    size_t last = saved_len - 1;
+    while (last > 0 && saved[last - 1] != '\n') {
+        last--;
+    }
+    saved[last + 2] ^= 1; /* the "v" member's name: the line no longer checks */
+    f = fopen(H.audit, "wb");
+    ok(f != NULL && fwrite(saved, 1, saved_len, f) == saved_len && fclose(f) == 0, "the last line edited");
+    snprintf(cmd, sizeof(cmd), "timeout 60 %s --config %s 2>&1", H.bin, conf);
+    is_int(harness_run(out, sizeof(out), cmd), 1, "edited last line: exit 1 (even with audit_repair_torn = yes)");
+    ok(strstr(out, "[signer] audit_log: ") != NULL && strstr(out, "the last line does not verify") != NULL &&
+           strstr(out, "audit_repair_torn") == NULL && harness_count_lines(out) == 1,
+       "edited last line: one line, no repair hint");
+    diag("%s", out);
+    saved[last + 2] ^= 1;
+    f = fopen(H.audit, "wb");
+    ok(f != NULL && fwrite(saved, 1, saved_len, f) == saved_len && fclose(f) == 0, "the log restored");
+    free(saved);
 }
 
 static void test_rotate_bytes(void)

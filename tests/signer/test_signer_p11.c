@@ -6,10 +6,15 @@
  *  - a remote token: `p11-kit server` exports the SoftHSM2 token, the signer uses
  *    p11-kit-client.so. Killing the server mid-run is a real token removal: the
  *    signer answers HSM_ERROR (and audits it), keeps running, and once the server is
- *    back it re-initialises the module, logs in again, re-finds its keys and signs.
+ *    back it re-initialises the module, logs in again, re-finds its keys and signs;
+ *  - in process, p11_backend_new()'s typed failure (enum p11_fail) for a missing module,
+ *    an unregistered module name, a URI that is not one, a token that is not there, PIN
+ *    files that cannot be used and a PIN the token refuses; and on success the keys' SPKI
+ *    (built by crypto.c from the token's attributes) and p11_sign()'s signatures.
  */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -18,6 +23,7 @@
 
 #include "harness.h"
 #include "kl_test.h"
+#include "p11_backend.h"
 #include "rpc_client.h"
 
 static struct harness H;
@@ -156,12 +162,125 @@ static void test_remote_token_removed(void)
     unsetenv("P11_KIT_SERVER_ADDRESS");
 }
 
+/* p11_backend_new() on args; returns its result, *fail_p the typed reason. */
+static int backend_try(enum p11_fail *fail_p, const char *module, const char *name, const char *uri, const char *pin)
+{
+    struct p11_backend *be = NULL;
+    char err[512] = "";
+    int ret;
+    *fail_p = (enum p11_fail) - 1;
+    ret = p11_backend_new(&be, fail_p, err, sizeof(err), module, name, uri, pin, 2);
+    if (ret != 0) {
+        diag("p11_backend_new: %s", err);
+    }
+    ok(ret != 0 || be != NULL, "a backend exactly when it succeeds");
+    p11_backend_free(be);
+    return ret;
+}
+
+static int write_pin(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        return -1;
+    }
+    fputs(text, f);
+    return fclose(f) == 0 && chmod(path, mode) == 0 ? 0 : -1;
+}
+
+static void test_backend_in_process(void)
+{
+    static const struct {
+        const char *key;
+        const char *uri;
+        uint16_t scheme;
+    } keys[] = {
+        {"ecdsa-p256", "pkcs11:token=keyless;object=ecdsa-p256;type=private", 0x0403},
+        {"ecdsa-p384", "pkcs11:token=keyless;object=ecdsa-p384;type=private", 0x0503},
+        {"rsa-2048", "pkcs11:token=keyless;object=rsa-2048;type=private", 0x0806},
+        {"ed25519", "pkcs11:token=keyless;id=%04;type=private", 0x0807},
+    };
+    const char *uri = "pkcs11:token=keyless";
+    char pin[400], bad_pin[400], missing[400];
+    enum p11_fail fail;
+    struct p11_backend *be = NULL;
+    char err[512] = "";
+
+    snprintf(pin, sizeof(pin), "%s/user.pin", H.hsm);
+    snprintf(bad_pin, sizeof(bad_pin), "%s/inproc-wrong.pin", H.dir);
+    snprintf(missing, sizeof(missing), "%s/no-such.pin", H.dir);
+
+    ok(backend_try(&fail, "/nonexistent/libnope.so", NULL, uri, pin) != 0, "missing module file refused");
+    is_int(fail, P11_FAIL_MODULE, "missing module file: P11_FAIL_MODULE");
+    ok(backend_try(&fail, NULL, "no-such-module", uri, pin) != 0, "unregistered module name refused");
+    is_int(fail, P11_FAIL_MODULE, "unregistered module name: P11_FAIL_MODULE");
+    ok(backend_try(&fail, SOFTHSM_MODULE, NULL, "token=keyless", pin) != 0, "a token URI that is not a URI refused");
+    is_int(fail, P11_FAIL_INVALID, "not a URI: P11_FAIL_INVALID");
+    ok(backend_try(&fail, SOFTHSM_MODULE, NULL, "pkcs11:token=no-such-token", pin) != 0, "absent token refused");
+    is_int(fail, P11_FAIL_TOKEN, "absent token: P11_FAIL_TOKEN");
+    ok(backend_try(&fail, SOFTHSM_MODULE, NULL, uri, missing) != 0, "missing PIN file refused");
+    is_int(fail, P11_FAIL_PIN, "missing PIN file: P11_FAIL_PIN");
+    if (write_pin(bad_pin, "0000-wrong\n", 0644) == 0) {
+        ok(backend_try(&fail, SOFTHSM_MODULE, NULL, uri, bad_pin) != 0, "world-readable PIN file refused");
+        is_int(fail, P11_FAIL_PIN, "world-readable PIN file: P11_FAIL_PIN");
+    }
+    if (write_pin(bad_pin, "0000-wrong\n", 0600) == 0) {
+        ok(backend_try(&fail, SOFTHSM_MODULE, NULL, uri, bad_pin) != 0, "wrong PIN refused by the token");
+        is_int(fail, P11_FAIL_PIN, "wrong PIN (CKR_PIN_INCORRECT): P11_FAIL_PIN");
+    }
+    if (write_pin(bad_pin, "\n", 0600) == 0) {
+        ok(backend_try(&fail, SOFTHSM_MODULE, NULL, uri, bad_pin) != 0, "empty PIN file refused");
+        is_int(fail, P11_FAIL_PIN, "empty PIN file: P11_FAIL_PIN");
+    }
+    unlink(bad_pin);
+
+    /* The control: the real module, token and PIN. */
+    fail = (enum p11_fail) - 1;
+    if (!ok(p11_backend_new(&be, &fail, err, sizeof(err), SOFTHSM_MODULE, NULL, uri, pin, 1) == 0,
+            "in process: the backend opens")) {
+        diag("%s", err);
+        return;
+    }
+    is_int(fail, P11_FAIL_NONE, "success: P11_FAIL_NONE");
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        struct p11_key *key = NULL;
+        uint8_t want[2048], hash[32], content[200], sig[P11_SIG_MAX];
+        size_t wl, sl = 0, cl, sig_len = sizeof(sig);
+        const uint8_t *spki;
+        char name[200];
+        snprintf(name, sizeof(name), "in process: %s found", keys[i].key);
+        if (!ok(p11_key_find(be, &key, err, sizeof(err), keys[i].uri) == 0, name)) {
+            diag("%s", err);
+            continue;
+        }
+        wl = harness_cert_spki(&H, keys[i].key, want, sizeof(want));
+        spki = p11_key_spki(key, &sl);
+        snprintf(name, sizeof(name), "in process: %s SPKI (crypto.c) equals its certificate's", keys[i].key);
+        is_mem(spki, sl, want, wl, name);
+        for (size_t k = 0; k < sizeof(hash); k++) {
+            hash[k] = (uint8_t)(i * 31 + k);
+        }
+        cl = harness_content(content, 1, hash, sizeof(hash));
+        snprintf(name, sizeof(name), "in process: %s signs (scheme 0x%04x)", keys[i].key, keys[i].scheme);
+        is_int(p11_sign(be, sig, &sig_len, 0, key, keys[i].scheme, content, cl), 0, name);
+        snprintf(name, sizeof(name), "in process: %s signature verifies against the certificate", keys[i].key);
+        ok(harness_verify(&H, keys[i].key, keys[i].scheme, content, cl, sig, sig_len), name);
+        content[cl - 1] ^= 1;
+        snprintf(name, sizeof(name), "in process: %s signature does not verify over other content", keys[i].key);
+        ok(!harness_verify(&H, keys[i].key, keys[i].scheme, content, cl, sig, sig_len), name);
+        snprintf(name, sizeof(name), "in process: %s refuses a scheme of another key type", keys[i].key);
+        ok(p11_key_check_scheme(be, key, err, sizeof(err), keys[i].scheme == 0x0807 ? 0x0403 : 0x0807) != 0, name);
+    }
+    p11_backend_free(be);
+}
+
 int main(void)
 {
     if (harness_init(&H) != 0) {
         ok(0, "token fixture");
         return kl_test_done();
     }
+    test_backend_in_process();
     run_module("module = " SOFTHSM_MODULE, "softhsm2-direct");
     run_module("module = " PROXY_MODULE, "p11-kit-proxy");
     run_module("module_name = softhsm2", "p11-kit-registered-name");

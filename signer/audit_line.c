@@ -1,0 +1,442 @@
+/*
+ * audit_line.c - format one audit record line, and parse and check one line (audit_line.h).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include "audit_line.h"
+#include "crypto.h"
+#include "tls_ids.h"
+
+/* `,"hash":"` + 64 hex digits + `"}` */
+#define HASH_TAIL_LEN (9 + 2 * AUDIT_HASH_LEN + 2)
+#define MAX_MEMBERS 40
+
+static const char hexdigits[] = "0123456789abcdef";
+
+/* ------------------------------------------------------------------ formatter */
+
+/* The line being built: the first error sticks and every later put is a no-op, so the
+ * formatter reads as the line it writes and checks once at the end. */
+struct line_w {
+    struct kl_buf *b;
+    int err;
+};
+
+static void w_put(struct line_w *w, const char *s, size_t n)
+{
+    if (w->err == 0)
+        w->err = kl_buf_append(w->b, s, n);
+}
+
+static void w_str(struct line_w *w, const char *s)
+{
+    w_put(w, s, strlen(s));
+}
+
+static void w_u64(struct line_w *w, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+    w_put(w, tmp, (size_t)n);
+}
+
+static void w_i64(struct line_w *w, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
+    w_put(w, tmp, (size_t)n);
+}
+
+static void w_hex(struct line_w *w, const uint8_t *p, size_t n)
+{
+    if (w->err == 0 && n > AUDIT_MAX_LINE / 2)
+        w->err = KL_ERR_OVERFLOW;
+    if (w->err == 0)
+        w->err = kl_buf_reserve(w->b, 2 * n);
+    if (w->err != 0)
+        return;
+    char *o = (char *)w->b->base + w->b->len;
+    for (size_t i = 0; i < n; i++) {
+        o[2 * i] = hexdigits[p[i] >> 4];
+        o[2 * i + 1] = hexdigits[p[i] & 15];
+    }
+    w->b->len += 2 * n;
+}
+
+size_t audit_json_escape(char *out, size_t out_cap, const void *s, size_t len)
+{
+    const uint8_t *p = s;
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char tmp[7];
+        size_t k;
+        uint8_t c = p[i];
+        if (c == '"' || c == '\\') {
+            tmp[0] = '\\';
+            tmp[1] = (char)c;
+            k = 2;
+        } else if (c >= 0x20 && c < 0x7f) {
+            tmp[0] = (char)c;
+            k = 1;
+        } else {
+            /* Controls, DEL and every byte >= 0x80: one \u00XX per byte, so the line stays
+             * printable ASCII and the original bytes are recoverable one-to-one. */
+            tmp[0] = '\\';
+            tmp[1] = 'u';
+            tmp[2] = '0';
+            tmp[3] = '0';
+            tmp[4] = hexdigits[c >> 4];
+            tmp[5] = hexdigits[c & 15];
+            k = 6;
+        }
+        if (out != NULL && n + k < out_cap)
+            memcpy(out + n, tmp, k);
+        n += k;
+    }
+    if (out != NULL && out_cap > 0)
+        out[n < out_cap ? n : out_cap - 1] = '\0';
+    return n;
+}
+
+/* A JSON string member value, or null for NULL. */
+static void w_jstr(struct line_w *w, const char *s)
+{
+    if (s == NULL) {
+        w_str(w, "null");
+        return;
+    }
+    size_t len = strlen(s);
+    if (w->err == 0 && len > AUDIT_MAX_LINE)
+        w->err = KL_ERR_OVERFLOW; /* also keeps the escaped length below from overflowing */
+    if (w->err != 0)
+        return;
+    size_t need = audit_json_escape(NULL, 0, s, len);
+    /* Both quotes; the escape's NUL lands where the closing quote goes. */
+    if ((w->err = kl_buf_reserve(w->b, need + 2)) != 0)
+        return;
+    char *o = (char *)w->b->base + w->b->len;
+    o[0] = '"';
+    audit_json_escape(o + 1, need + 1, s, len);
+    o[need + 1] = '"';
+    w->b->len += need + 2;
+}
+
+static void w_key(struct line_w *w, const char *key)
+{
+    /* Keys are our own constants: plain ASCII, nothing to escape. */
+    w_str(w, w->b->len > 1 ? ",\"" : "\"");
+    w_str(w, key);
+    w_str(w, "\":");
+}
+
+static void format_time(char out[40], const struct timespec *ts)
+{
+    struct tm tm;
+    time_t secs = ts->tv_sec;
+    long usec = ts->tv_nsec / 1000;
+    if (usec < 0 || usec > 999999)
+        usec = 0;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 40 - n, ".%06ldZ", usec);
+}
+
+int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_HASH_LEN], const struct audit_record *rec,
+                      uint64_t seq, const uint8_t prev[AUDIT_HASH_LEN], const char *rotated_from)
+{
+    struct line_w w = {out, 0};
+    const struct tls_scheme_info *si;
+    char tbuf[40];
+    struct timespec now;
+
+    if (out == NULL || hash_out == NULL || rec == NULL || prev == NULL)
+        return KL_ERR_INVALID;
+    now = rec->time;
+    if (now.tv_sec == 0 && now.tv_nsec == 0)
+        clock_gettime(CLOCK_REALTIME, &now);
+    format_time(tbuf, &now);
+    si = tls_scheme_by_id(rec->scheme);
+    kl_buf_reset_nowipe(out);
+    w_str(&w, "{");
+    w_key(&w, "v");
+    w_u64(&w, AUDIT_FORMAT_VERSION);
+    w_key(&w, "seq");
+    w_u64(&w, seq);
+    w_key(&w, "time");
+    w_jstr(&w, tbuf);
+    w_key(&w, "pid");
+    w_i64(&w, (int64_t)rec->pid);
+    w_key(&w, "uid");
+    w_u64(&w, (uint64_t)rec->uid);
+    w_key(&w, "gid");
+    w_u64(&w, (uint64_t)rec->gid);
+    w_key(&w, "op");
+    w_jstr(&w, rec->op);
+    w_key(&w, "key");
+    w_jstr(&w, rec->key);
+    w_key(&w, "scheme");
+    w_jstr(&w, si != NULL ? si->name : NULL);
+    w_key(&w, "scheme_code");
+    w_u64(&w, rec->scheme);
+    w_key(&w, "context");
+    w_i64(&w, rec->context);
+    w_key(&w, "transcript_hash");
+    if (rec->hash != NULL) {
+        w_str(&w, "\"");
+        w_hex(&w, rec->hash, rec->hash_len);
+        w_str(&w, "\"");
+    } else {
+        w_str(&w, "null");
+    }
+    w_key(&w, "server_name");
+    w_jstr(&w, rec->server_name);
+    w_key(&w, "client_address");
+    w_jstr(&w, rec->client_address);
+    w_key(&w, "connection_id");
+    w_u64(&w, rec->connection_id);
+    w_key(&w, "request_id");
+    w_u64(&w, rec->request_id);
+    w_key(&w, "status");
+    w_jstr(&w, rec->status);
+    w_key(&w, "reason");
+    w_jstr(&w, rec->reason);
+    w_key(&w, "latency_us");
+    w_u64(&w, rec->latency_us);
+    if (rotated_from != NULL) {
+        w_key(&w, "rotated_from");
+        w_jstr(&w, rotated_from);
+    }
+    w_key(&w, "prev");
+    w_str(&w, "\"");
+    w_hex(&w, prev, AUDIT_HASH_LEN);
+    w_str(&w, "\"");
+    /* Reserve the tail and the newline now so that the hash covers a line sure to fit;
+     * the line, newline included, stays within AUDIT_MAX_LINE. */
+    if (w.err == 0 && out->len > AUDIT_MAX_LINE - (HASH_TAIL_LEN + 1))
+        w.err = KL_ERR_OVERFLOW;
+    if (w.err == 0)
+        w.err = kl_buf_reserve(out, HASH_TAIL_LEN + 1);
+    if (w.err != 0)
+        return w.err;
+    crypto_sha256(hash_out, out->base, out->len);
+    w_str(&w, ",\"hash\":\"");
+    w_hex(&w, hash_out, AUDIT_HASH_LEN);
+    w_str(&w, "\"}\n");
+    return w.err;
+}
+
+/* ------------------------------------------------------------------ parser and checker */
+
+enum jtype { J_STRING, J_INT, J_NULL };
+
+struct member {
+    const char *key;
+    size_t key_len;
+    enum jtype type;
+    const char *val; /* string: the raw (escaped) inside of the quotes; int: the digits */
+    size_t val_len;
+};
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1; /* uppercase is not canonical */
+}
+
+/* A canonical string starting after the opening quote at s[*i]: printable ASCII, with
+ * only \" \\ and \u00XX (lowercase hex, for a byte the writer escapes) as escapes. */
+static int parse_string(const char *s, size_t len, size_t *i, const char **out, size_t *out_len)
+{
+    size_t start = *i;
+    while (*i < len) {
+        char c = s[*i];
+        if (c == '"') {
+            *out = s + start;
+            *out_len = *i - start;
+            (*i)++;
+            return 0;
+        }
+        if (c == '\\') {
+            if (*i + 1 >= len)
+                return KL_ERR_DECODE;
+            char e = s[*i + 1];
+            if (e == '"' || e == '\\') {
+                *i += 2;
+                continue;
+            }
+            if (e != 'u' || *i + 6 > len || s[*i + 2] != '0' || s[*i + 3] != '0')
+                return KL_ERR_DECODE;
+            int h1 = hex_value(s[*i + 4]), h2 = hex_value(s[*i + 5]);
+            if (h1 < 0 || h2 < 0)
+                return KL_ERR_DECODE;
+            unsigned v = (unsigned)(h1 << 4 | h2);
+            if (v >= 0x20 && v < 0x7f)
+                return KL_ERR_DECODE; /* not canonical: this byte is written as itself */
+            *i += 6;
+            continue;
+        }
+        (*i)++;
+    }
+    return KL_ERR_DECODE;
+}
+
+static int key_is(const struct member *m, const char *key)
+{
+    return m->key_len == strlen(key) && memcmp(m->key, key, m->key_len) == 0;
+}
+
+int audit_hex_decode_hash(uint8_t out[AUDIT_HASH_LEN], const char *s, size_t len)
+{
+    if (out == NULL || s == NULL || len != 2 * AUDIT_HASH_LEN)
+        return KL_ERR_DECODE;
+    for (size_t i = 0; i < AUDIT_HASH_LEN; i++) {
+        int a = hex_value(s[2 * i]), c = hex_value(s[2 * i + 1]);
+        if (a < 0 || c < 0)
+            return KL_ERR_DECODE;
+        out[i] = (uint8_t)(a << 4 | c);
+    }
+    return 0;
+}
+
+void audit_hex_hash(char out[2 * AUDIT_HASH_LEN + 1], const uint8_t hash[AUDIT_HASH_LEN])
+{
+    for (size_t i = 0; i < AUDIT_HASH_LEN; i++) {
+        out[2 * i] = hexdigits[hash[i] >> 4];
+        out[2 * i + 1] = hexdigits[hash[i] & 15];
+    }
+    out[2 * AUDIT_HASH_LEN] = '\0';
+}
+
+#define BAD(...)                                                                                                       \
+    do {                                                                                                               \
+        snprintf(what, what_len, __VA_ARGS__);                                                                         \
+        return KL_ERR_AUDIT;                                                                                           \
+    } while (0)
+
+/* Split s into members (canonical flat JSON object, unique keys); *n_p receives the count. */
+static int parse_object(struct member m[MAX_MEMBERS], size_t *n_p, char *what, size_t what_len, const char *s,
+                        size_t len)
+{
+    size_t n = 0, i;
+
+    if (len == 0 || s[0] != '{')
+        BAD("not a JSON object");
+    i = 1;
+    for (;;) {
+        if (n == MAX_MEMBERS)
+            BAD("more than %d members", MAX_MEMBERS);
+        if (i >= len || s[i] != '"')
+            BAD("malformed JSON (expected a member name at column %zu)", i + 1);
+        i++;
+        if (parse_string(s, len, &i, &m[n].key, &m[n].key_len) != 0)
+            BAD("malformed JSON string (column %zu)", i + 1);
+        if (i >= len || s[i] != ':')
+            BAD("malformed JSON (expected ':' at column %zu)", i + 1);
+        i++;
+        if (i < len && s[i] == '"') {
+            i++;
+            m[n].type = J_STRING;
+            if (parse_string(s, len, &i, &m[n].val, &m[n].val_len) != 0)
+                BAD("malformed JSON string (column %zu)", i + 1);
+        } else if (i + 4 <= len && memcmp(s + i, "null", 4) == 0) {
+            m[n].type = J_NULL;
+            m[n].val = s + i;
+            m[n].val_len = 4;
+            i += 4;
+        } else {
+            /* Canonical integer: -?(0|[1-9][0-9]*), and no "-0". */
+            size_t st = i;
+            if (i < len && s[i] == '-')
+                i++;
+            size_t d = i;
+            while (i < len && s[i] >= '0' && s[i] <= '9')
+                i++;
+            if (i == d || (s[d] == '0' && i - d > 1) || (s[d] == '0' && d > st))
+                BAD("malformed JSON value (column %zu)", st + 1);
+            m[n].type = J_INT;
+            m[n].val = s + st;
+            m[n].val_len = i - st;
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (m[k].key_len == m[n].key_len && memcmp(m[k].key, m[n].key, m[n].key_len) == 0)
+                BAD("duplicate member \"%.*s\"", (int)(m[n].key_len > 40 ? 40 : m[n].key_len), m[n].key);
+        }
+        n++;
+        if (i < len && s[i] == ',') {
+            i++;
+            continue;
+        }
+        if (i < len && s[i] == '}') {
+            i++;
+            break;
+        }
+        BAD("malformed JSON (expected ',' or '}' at column %zu)", i + 1);
+    }
+    if (i != len)
+        BAD("trailing bytes after the JSON object (column %zu)", i + 1);
+    *n_p = n;
+    return 0;
+}
+
+int audit_line_check(struct audit_line_info *info, char *what, size_t what_len, const char *s, size_t len)
+{
+    struct member m[MAX_MEMBERS];
+    size_t n = 0;
+    int have_v = 0, have_seq = 0, ret;
+    uint8_t h[AUDIT_HASH_LEN];
+
+    if (len > AUDIT_MAX_LINE)
+        BAD("line longer than %d bytes", AUDIT_MAX_LINE);
+    for (size_t k = 0; k < len; k++) {
+        if ((unsigned char)s[k] < 0x20 || (unsigned char)s[k] > 0x7e)
+            BAD("byte 0x%02x at column %zu is not printable ASCII", (unsigned char)s[k], k + 1);
+    }
+    if ((ret = parse_object(m, &n, what, what_len, s, len)) != 0)
+        return ret;
+    if (n < 2 || !key_is(&m[n - 2], "prev") || !key_is(&m[n - 1], "hash"))
+        BAD("the last two members are not \"prev\" and \"hash\"");
+    info->has_rotated_from = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (key_is(&m[k], "v")) {
+            if (m[k].type != J_INT || m[k].val_len != 1 || m[k].val[0] != '0' + AUDIT_FORMAT_VERSION)
+                BAD("unsupported format version");
+            have_v = 1;
+        } else if (key_is(&m[k], "seq")) {
+            uint64_t v = 0;
+            if (m[k].type != J_INT || m[k].val[0] == '-' || m[k].val_len > 20)
+                BAD("seq is not a positive integer");
+            for (size_t j = 0; j < m[k].val_len; j++) {
+                unsigned dgt = (unsigned)(m[k].val[j] - '0');
+                if (v > (UINT64_MAX - dgt) / 10)
+                    BAD("seq out of range");
+                v = v * 10 + dgt;
+            }
+            if (v == 0)
+                BAD("seq is not a positive integer");
+            info->seq = v;
+            have_seq = 1;
+        } else if (key_is(&m[k], "prev") || key_is(&m[k], "hash")) {
+            if (m[k].type != J_STRING ||
+                audit_hex_decode_hash(key_is(&m[k], "prev") ? info->prev : info->hash, m[k].val, m[k].val_len) != 0)
+                BAD("\"%s\" is not 64 lowercase hex digits", key_is(&m[k], "prev") ? "prev" : "hash");
+        } else if (key_is(&m[k], "rotated_from")) {
+            if (m[k].type != J_STRING)
+                BAD("rotated_from is not a string");
+            info->has_rotated_from = 1;
+        }
+    }
+    if (!have_v)
+        BAD("no format version \"v\"");
+    if (!have_seq)
+        BAD("no \"seq\"");
+    /* The canonical form ends exactly in ,"hash":"<64 hex>"} (checked above). */
+    crypto_sha256(h, s, len - HASH_TAIL_LEN);
+    if (!crypto_equal(h, info->hash, AUDIT_HASH_LEN))
+        BAD("hash does not match the line's content (line edited)");
+    return 0;
+}

@@ -1,0 +1,60 @@
+/*
+ * audit_verify.h - the offline verifier of the audit log's hash chain, and its command
+ * `keyless-signer audit-verify`.
+ *
+ * Purpose: read log files (oldest first, as rotation left them) and say whether the chain
+ * is whole: every line checks on its own (audit_line_check), each chains to the one before
+ * ("prev" = the previous "hash", seq + 1), the first file starts at the genesis or with a
+ * rotation record, each later file begins with the rotation record continuing the one
+ * before. Editing, deleting, inserting or reordering lines is found; cutting lines off the
+ * end is found only against a head anchored elsewhere (expect_head; docs/AUDIT.md).
+ *
+ * Ownership: paths and expect_head are borrowed for the call; report is written to, never
+ * closed. Errors: 0 good, KL_ERR_AUDIT tampering or damage (where: in the result),
+ * KL_ERR_IO a file cannot be read. Invariants: the verifier never writes to a log file,
+ * and its one-line report is the same as signer/audit-verify.py's for the same files.
+ */
+#ifndef SIGNER_AUDIT_VERIFY_H
+#define SIGNER_AUDIT_VERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "audit_line.h"
+#include "kl_err.h"
+
+/* The result of a verification. */
+struct audit_verify_result {
+    uint64_t records;             /* good records checked */
+    uint64_t first_seq, last_seq; /* seq range of the good records (0 if none) */
+    uint8_t head[AUDIT_HASH_LEN]; /* hash of the last good record (the genesis if none) */
+    int anchored;                 /* 1 if the chain starts at the genesis, 0 if at a rotated_from */
+    size_t bad_file;              /* index into paths of the first bad file (if failed) */
+    uint64_t bad_line;            /* 1-based line number of the first bad line, 0 if none */
+    char what[256];               /* what is wrong, empty if nothing */
+};
+
+/*
+ * Verify the chain across paths[0..n_paths-1], in order (oldest first; each later file
+ * must begin with the rotate record continuing the previous file). If expect_head is not
+ * NULL the last hash must equal it: this is the only way to detect that lines were cut
+ * off the end, so anchor the head externally (see docs/AUDIT.md).
+ * Prints to report (may be NULL) either
+ *   "OK: N records, seq A..B, head HEX\n"  or  "FAIL: FILE:LINE: what\n".
+ * Returns 0 if the chain is good, KL_ERR_AUDIT if tampering or damage was found (res says
+ * where), KL_ERR_IO if a file cannot be read. res may be NULL.
+ */
+KL_MUST_CHECK int audit_verify_files(FILE *report, struct audit_verify_result *res, const char *const *paths,
+                                     size_t n_paths, const uint8_t *expect_head);
+
+/* audit_verify_files() on one file. */
+KL_MUST_CHECK int audit_verify_file(FILE *report, const char *path, const uint8_t *expect_head);
+
+/*
+ * The `keyless-signer audit-verify [--expect-head HEX] FILE...` command: argv[0] is
+ * "audit-verify". The report goes to stdout, usage errors to stderr. Returns the process
+ * exit status: 0 good, 1 bad chain, 2 usage or I/O.
+ */
+int audit_verify_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,286 @@
+/*
+ * crypto.c - libcrypto and libsodium for the signer (the contracts are in crypto.h).
+ *
+ * libsodium for SHA-256 and the constant-time compare, libcrypto for everything with a
+ * public key and for SHA-384/512, as in the design's table of who provides what.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <sodium.h>
+
+#include "crypto.h"
+
+struct crypto_pubkey {
+    EVP_PKEY *pkey;
+};
+
+int crypto_init(void)
+{
+    /* sodium_init() returns 1 when it already ran: both are success. */
+    return sodium_init() < 0 ? KL_ERR_CRYPTO : 0;
+}
+
+void crypto_sha256(uint8_t out[CRYPTO_SHA256_LEN], const void *data, size_t len)
+{
+    crypto_hash_sha256(out, data, len);
+}
+
+static const EVP_MD *md_of(enum tls_hash hash)
+{
+    switch (hash) {
+    case TLS_HASH_SHA256:
+        return EVP_sha256();
+    case TLS_HASH_SHA384:
+        return EVP_sha384();
+    case TLS_HASH_SHA512:
+        return EVP_sha512();
+    case TLS_HASH_NONE:
+    default:
+        return NULL;
+    }
+}
+
+int crypto_digest(uint8_t out[CRYPTO_MAX_DIGEST], size_t *out_len_p, enum tls_hash hash, const void *data, size_t len)
+{
+    const EVP_MD *md = md_of(hash);
+    unsigned n = 0;
+
+    if (md == NULL || out == NULL || out_len_p == NULL)
+        return KL_ERR_INVALID;
+    if (EVP_Digest(data, len, out, &n, md, NULL) != 1)
+        return KL_ERR_CRYPTO;
+    *out_len_p = n;
+    return 0;
+}
+
+int crypto_equal(const void *a, const void *b, size_t len)
+{
+    return sodium_memcmp(a, b, len) == 0;
+}
+
+enum crypto_curve crypto_curve_from_params(const uint8_t *der, size_t len)
+{
+    const uint8_t *p = der;
+    ASN1_OBJECT *oid;
+    int nid;
+
+    if (der == NULL || len == 0 || len > LONG_MAX)
+        return CRYPTO_CURVE_UNKNOWN;
+    oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
+    nid = oid != NULL ? OBJ_obj2nid(oid) : NID_undef;
+    ASN1_OBJECT_free(oid);
+    switch (nid) {
+    case NID_X9_62_prime256v1:
+        return CRYPTO_CURVE_P256;
+    case NID_secp384r1:
+        return CRYPTO_CURVE_P384;
+    case NID_secp521r1:
+        return CRYPTO_CURVE_P521;
+    default:
+        return CRYPTO_CURVE_UNKNOWN;
+    }
+}
+
+size_t crypto_curve_field_len(enum crypto_curve curve)
+{
+    switch (curve) {
+    case CRYPTO_CURVE_P256:
+        return 32;
+    case CRYPTO_CURVE_P384:
+        return 48;
+    case CRYPTO_CURVE_P521:
+        return 66;
+    case CRYPTO_CURVE_UNKNOWN:
+    default:
+        return 0;
+    }
+}
+
+static const char *curve_name(enum crypto_curve curve)
+{
+    switch (curve) {
+    case CRYPTO_CURVE_P256:
+        return SN_X9_62_prime256v1;
+    case CRYPTO_CURVE_P384:
+        return SN_secp384r1;
+    case CRYPTO_CURVE_P521:
+        return SN_secp521r1;
+    case CRYPTO_CURVE_UNKNOWN:
+    default:
+        return NULL;
+    }
+}
+
+/* Wrap pkey (taking it) into a fresh crypto_pubkey. */
+static int pubkey_wrap(struct crypto_pubkey **pk_p, EVP_PKEY *pkey)
+{
+    struct crypto_pubkey *pk = calloc(1, sizeof(*pk));
+    if (pk == NULL) {
+        EVP_PKEY_free(pkey);
+        return KL_ERR_NO_MEMORY;
+    }
+    pk->pkey = pkey;
+    *pk_p = pk;
+    return 0;
+}
+
+/* A public EVP_PKEY of type ("RSA", "EC") from the parameters in bld. */
+static int pubkey_from_params(struct crypto_pubkey **pk_p, const char *type, OSSL_PARAM_BLD *bld)
+{
+    int ret = 0;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    params = OSSL_PARAM_BLD_to_param(bld);
+    KL_ENSURE(params != NULL, KL_ERR_CRYPTO);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    KL_ENSURE(ctx != NULL, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_fromdata_init(ctx) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) == 1, KL_ERR_CRYPTO);
+    ret = pubkey_wrap(pk_p, pkey);
+exit:
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    return ret;
+}
+
+int crypto_pubkey_rsa(struct crypto_pubkey **pk_p, const uint8_t *n, size_t n_len, const uint8_t *e, size_t e_len)
+{
+    int ret = 0;
+    BIGNUM *bn_n = NULL, *bn_e = NULL;
+    OSSL_PARAM_BLD *bld = NULL;
+
+    KL_ENSURE(pk_p != NULL && n != NULL && e != NULL && n_len > 0 && e_len > 0 && n_len <= INT_MAX && e_len <= INT_MAX,
+              KL_ERR_INVALID);
+    bn_n = BN_bin2bn(n, (int)n_len, NULL);
+    bn_e = BN_bin2bn(e, (int)e_len, NULL);
+    bld = OSSL_PARAM_BLD_new();
+    KL_ENSURE(bn_n != NULL && bn_e != NULL && bld != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) == 1, KL_ERR_CRYPTO);
+    KL_TRY(pubkey_from_params(pk_p, "RSA", bld));
+exit:
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(bn_n);
+    BN_free(bn_e);
+    return ret;
+}
+
+int crypto_pubkey_ec(struct crypto_pubkey **pk_p, enum crypto_curve curve, const uint8_t *point, size_t point_len)
+{
+    int ret = 0;
+    const char *name = curve_name(curve);
+    OSSL_PARAM_BLD *bld = NULL;
+
+    KL_ENSURE(pk_p != NULL && name != NULL && point != NULL && point_len > 0, KL_ERR_INVALID);
+    bld = OSSL_PARAM_BLD_new();
+    KL_ENSURE(bld != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, name, 0) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, point_len) == 1, KL_ERR_CRYPTO);
+    KL_TRY(pubkey_from_params(pk_p, "EC", bld));
+exit:
+    OSSL_PARAM_BLD_free(bld);
+    return ret;
+}
+
+int crypto_pubkey_ed25519(struct crypto_pubkey **pk_p, const uint8_t *point, size_t point_len)
+{
+    EVP_PKEY *pkey;
+
+    if (pk_p == NULL || point == NULL || point_len != 32)
+        return KL_ERR_INVALID;
+    pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, point, point_len);
+    if (pkey == NULL)
+        return KL_ERR_CRYPTO;
+    return pubkey_wrap(pk_p, pkey);
+}
+
+int crypto_pubkey_spki(const struct crypto_pubkey *pk, uint8_t *out, size_t *len_p)
+{
+    int ret = 0, der_len;
+    unsigned char *der = NULL;
+
+    KL_ENSURE(pk != NULL && out != NULL && len_p != NULL, KL_ERR_INVALID);
+    der_len = i2d_PUBKEY(pk->pkey, &der);
+    KL_ENSURE(der_len > 0, KL_ERR_CRYPTO);
+    KL_ENSURE((size_t)der_len <= *len_p, KL_ERR_OVERFLOW);
+    memcpy(out, der, (size_t)der_len);
+    *len_p = (size_t)der_len;
+exit:
+    OPENSSL_free(der);
+    return ret;
+}
+
+size_t crypto_pubkey_size(const struct crypto_pubkey *pk)
+{
+    int n = pk != NULL ? EVP_PKEY_get_size(pk->pkey) : 0;
+    return n > 0 ? (size_t)n : 0;
+}
+
+int crypto_rsa_pss_verify(const struct crypto_pubkey *pk, enum tls_hash hash, const uint8_t *sig, size_t sig_len,
+                          const uint8_t *digest, size_t digest_len)
+{
+    int ret = 0;
+    const EVP_MD *md = md_of(hash);
+    EVP_PKEY_CTX *ctx = NULL;
+
+    KL_ENSURE(pk != NULL && md != NULL && sig != NULL && digest != NULL, KL_ERR_INVALID);
+    ctx = EVP_PKEY_CTX_new(pk->pkey, NULL);
+    KL_ENSURE(ctx != NULL, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_verify_init(ctx) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_CTX_set_signature_md(ctx, md) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) == 1, KL_ERR_CRYPTO);
+    /* RFC 8446 section 4.2.3: "the length of the Salt MUST be equal to the length of the
+     * output of the digest algorithm". */
+    KL_ENSURE(EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, EVP_MD_get_size(md)) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_verify(ctx, sig, sig_len, digest, digest_len) == 1, KL_ERR_CRYPTO);
+exit:
+    EVP_PKEY_CTX_free(ctx);
+    return ret;
+}
+
+void crypto_pubkey_free(struct crypto_pubkey *pk)
+{
+    if (pk == NULL)
+        return;
+    EVP_PKEY_free(pk->pkey);
+    free(pk);
+}
+
+int crypto_ecdsa_raw_to_der(uint8_t *out, size_t *out_len_p, const uint8_t *rs, size_t rs_len)
+{
+    int ret = 0, n;
+    ECDSA_SIG *es = NULL;
+    BIGNUM *r = NULL, *s = NULL;
+    unsigned char *p = out;
+
+    KL_ENSURE(out != NULL && out_len_p != NULL && rs != NULL, KL_ERR_INVALID);
+    KL_ENSURE(rs_len > 0 && rs_len % 2 == 0 && rs_len / 2 <= INT_MAX, KL_ERR_CRYPTO);
+    es = ECDSA_SIG_new();
+    KL_ENSURE(es != NULL, KL_ERR_NO_MEMORY);
+    r = BN_bin2bn(rs, (int)(rs_len / 2), NULL);
+    s = BN_bin2bn(rs + rs_len / 2, (int)(rs_len / 2), NULL);
+    KL_ENSURE(r != NULL && s != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(ECDSA_SIG_set0(es, r, s) == 1, KL_ERR_CRYPTO);
+    r = s = NULL; /* owned by es now */
+    n = i2d_ECDSA_SIG(es, NULL);
+    KL_ENSURE(n > 0 && (size_t)n <= *out_len_p, KL_ERR_OVERFLOW);
+    KL_ENSURE(i2d_ECDSA_SIG(es, &p) == n, KL_ERR_CRYPTO);
+    *out_len_p = (size_t)n;
+exit:
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    return ret;
+}
