@@ -26,20 +26,20 @@
 #include "privsep.h"
 #include "server.h"
 
-static struct rpc_server *volatile g_server;
+static struct server *volatile g_server;
 static volatile sig_atomic_t g_stop_requested;
 
 static void on_signal(int sig)
 {
     if (sig == SIGHUP) {
         if (g_server != NULL) {
-            rpc_server_rotate(g_server);
+            server_rotate(g_server);
         }
         return;
     }
     g_stop_requested = 1;
     if (g_server != NULL) {
-        rpc_server_stop(g_server);
+        server_stop(g_server);
     }
 }
 
@@ -72,7 +72,7 @@ static int install_signals(void)
 }
 
 /* Open the token and find every key; check each scheme. Exit status on failure. */
-static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const struct signer_config *cfg)
+static int open_keys(struct p11_backend **be_p, struct server_key *keys, const struct signer_config *cfg)
 {
     char err[512] = "";
     int ret;
@@ -116,9 +116,9 @@ static int run(const char *config_path, int check_only)
 {
     struct signer_config *cfg = NULL;
     struct p11_backend *be = NULL;
-    struct rpc_key *keys = NULL;
+    struct server_key *keys = NULL;
     struct audit_log *audit = NULL;
-    struct rpc_server *srv = NULL;
+    struct server *srv = NULL;
     int status = 1;
 
     if (privsep_harden() != 0 || install_signals() != 0) {
@@ -182,7 +182,7 @@ static int run(const char *config_path, int check_only)
                     cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
         }
     }
-    if (rpc_server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
+    if (server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
         goto exit;
     }
     if (privsep_drop(cfg) != 0) {
@@ -190,17 +190,17 @@ static int run(const char *config_path, int check_only)
     }
     g_server = srv;
     if (g_stop_requested) {
-        rpc_server_stop(srv); /* a signal that came during start-up */
+        server_stop(srv); /* a signal that came during start-up */
     }
     log_info("listening on %s (%zu key(s), %u worker(s), audit %s)", cfg->socket_path, cfg->n_keys, cfg->workers,
              cfg->audit_log);
-    if (rpc_server_run(srv) == 0) {
+    if (server_run(srv) == 0) {
         status = 0;
     }
     log_info("shutting down (%u HSM recoveries during this run)", p11_backend_recoveries(be));
 exit:
     g_server = NULL;
-    rpc_server_free(srv);
+    server_free(srv);
     audit_close(audit);
     p11_backend_free(be);
     free(keys);
