@@ -18,11 +18,10 @@
  * the I/O thread calls ev_io_set (conn_update_events, under conn->lock, recording the
  * interest it asked for in conn->events). A signing thread that sends an answer never
  * changes interest: it computes the interest the connection needs now (under the lock)
- * and, only if that differs from conn->events (a partial send needs EV_WRITE, a full
- * buffer must stop EV_READ), tells jobs.c the job is urgent, which wakes the I/O thread
- * through the done eventfd; the I/O thread's bookkeeping for that job (job_retire ->
- * conn_flush) then sets the interest. In the common case (the answer went out whole)
- * nothing changes and the I/O thread is not woken per signature.
+ * and, only if that adds to conn->events (a partial send needs EV_WRITE), tells jobs.c
+ * the job is urgent, which wakes the I/O thread through the done eventfd; the I/O
+ * thread's bookkeeping for that job (job_retire -> conn_flush) then sets the interest. In the common case (the answer
+ * went out whole) nothing changes and the I/O thread is not woken per signature.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -291,8 +290,12 @@ static int conn_deliver(void *arg, struct job *j)
         } else {
             j->sent = 1;
             /* A send error is left for the I/O thread to notice on the socket. */
+            /* Only interest to add needs the I/O thread now (EV_WRITE after a partial
+             * send). Interest to drop can wait: a stale EV_WRITE fires at once on the
+             * writable socket and conn_flush() drops it; a stale EV_READ is harmless,
+             * conn_read() stops at OUT_HIGH by itself. */
             if (out_send(c) == 0) {
-                interest_changes = conn_want(c) != c->events;
+                interest_changes = (conn_want(c) & ~c->events) != 0;
             }
         }
     }
