@@ -11,15 +11,11 @@
  * bound and the audit log is open: nothing after that needs root.
  */
 #include <errno.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -28,22 +24,23 @@
 #include "config.h"
 #include "p11_backend.h"
 #include "policy.h"
+#include "privsep.h"
 #include "server.h"
 
-static struct rpc_server *volatile g_server;
+static struct server *volatile g_server;
 static volatile sig_atomic_t g_stop_requested;
 
 static void on_signal(int sig)
 {
     if (sig == SIGHUP) {
         if (g_server != NULL) {
-            rpc_server_rotate(g_server);
+            server_rotate(g_server);
         }
         return;
     }
     g_stop_requested = 1;
     if (g_server != NULL) {
-        rpc_server_stop(g_server);
+        server_stop(g_server);
     }
 }
 
@@ -61,128 +58,6 @@ static void usage(FILE *out)
                  "  audit-verify      check the hash chain of audit log files (oldest first)\n");
 }
 
-static int harden(void)
-{
-    struct rlimit rl = {0, 0};
-    /* The process will hold a logged-in session and, briefly, the PIN: no core file, no
-     * ptrace attach by other processes of the same user. */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &rl) != 0) {
-        fprintf(stderr, "keyless-signer: cannot disable core dumps: %s\n", strerror(errno));
-        return -1;
-    }
-    /* The signer never execs: no setuid/file-capability gain through anything it (or a
-     * PKCS#11 module) might run. Inherited by every thread created after this. */
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-        fprintf(stderr, "keyless-signer: cannot set no_new_privs: %s\n", strerror(errno));
-        return -1;
-    }
-    umask(027);
-    return 0;
-}
-
-/* [signer] user = while not root: refused before anything is opened. Exit status or 0. */
-static int check_user(const struct signer_config *cfg)
-{
-    if (cfg->has_user && geteuid() != 0) {
-        fprintf(stderr,
-                "keyless-signer: %s:%u: [signer] user: set to '%s', but the signer is not running as root (uid %u): "
-                "remove user/group, or start it as root\n",
-                cfg->path, cfg->user_line, cfg->user_name, (unsigned)geteuid());
-        return 2;
-    }
-    return 0;
-}
-
-/*
- * Recovery after token trouble logs in again and re-reads the PIN file (and SoftHSM2 its
- * config), as the dropped user: refuse to start with files that would make that fail
- * much later. Run after the drop (access() checks the real ids). 0, or 1 with one line.
- */
-static int user_can_read(const struct signer_config *cfg)
-{
-    if (access(cfg->pin_file, R_OK) != 0) {
-        fprintf(stderr,
-                "keyless-signer: %s:%u: [hsm] pin_file: %s is not readable by user %s: %s (it is read again to log "
-                "in after token trouble)\n",
-                cfg->path, cfg->hsm_line, cfg->pin_file, cfg->user_name, strerror(errno));
-        return 1;
-    }
-    if (cfg->softhsm2_conf != NULL && access(cfg->softhsm2_conf, R_OK) != 0) {
-        fprintf(stderr, "keyless-signer: %s:%u: [hsm] softhsm2_conf: %s is not readable by user %s: %s\n", cfg->path,
-                cfg->hsm_line, cfg->softhsm2_conf, cfg->user_name, strerror(errno));
-        return 1;
-    }
-    return 0;
-}
-
-/*
- * --check-config with user set: the same checks in a child that drops to the user (the
- * parent keeps its ids; the child touches nothing but access() and exits). 0 or 1.
- */
-static int check_user_access(const struct signer_config *cfg)
-{
-    int st;
-    pid_t pid;
-    if (!cfg->has_user) {
-        return 0;
-    }
-    pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "keyless-signer: fork: %s\n", strerror(errno));
-        return 1;
-    }
-    if (pid == 0) {
-        if (setgroups(1, &cfg->run_gid) != 0 || setresgid(cfg->run_gid, cfg->run_gid, cfg->run_gid) != 0 ||
-            setresuid(cfg->run_uid, cfg->run_uid, cfg->run_uid) != 0) {
-            fprintf(stderr, "keyless-signer: %s:%u: [signer] user: cannot switch to %s: %s\n", cfg->path,
-                    cfg->user_line, cfg->user_name, strerror(errno));
-            _exit(1);
-        }
-        _exit(user_can_read(cfg));
-    }
-    while (waitpid(pid, &st, 0) < 0) {
-        if (errno != EINTR) {
-            return 1;
-        }
-    }
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
-}
-
-/*
- * Drop root for good (STYLE rule 19: after C_Login and the PIN wipe, after the socket and
- * the audit log are open). glibc applies set*id to every thread of the process, so the
- * worker, audit and flusher threads already running are dropped too. Then verify: the
- * ids are the target in all three slots, and getting root back must fail.
- */
-static int drop_privileges(const struct signer_config *cfg)
-{
-    uid_t ruid, euid, suid;
-    gid_t rgid, egid, sgid;
-
-    if (!cfg->has_user) {
-        return 0;
-    }
-    if (setgroups(1, &cfg->run_gid) != 0 || setresgid(cfg->run_gid, cfg->run_gid, cfg->run_gid) != 0 ||
-        setresuid(cfg->run_uid, cfg->run_uid, cfg->run_uid) != 0) {
-        fprintf(stderr, "keyless-signer: %s:%u: [signer] user: cannot switch to %s (uid %u, gid %u): %s\n", cfg->path,
-                cfg->user_line, cfg->user_name, (unsigned)cfg->run_uid, (unsigned)cfg->run_gid, strerror(errno));
-        return 1;
-    }
-    if (getresuid(&ruid, &euid, &suid) != 0 || getresgid(&rgid, &egid, &sgid) != 0 || ruid != cfg->run_uid ||
-        euid != cfg->run_uid || suid != cfg->run_uid || rgid != cfg->run_gid || egid != cfg->run_gid ||
-        sgid != cfg->run_gid || setuid(0) == 0 || seteuid(0) == 0) {
-        /* An invariant of the drop broke: never go on serving with root in reach. */
-        fprintf(stderr, "keyless-signer: privilege drop to %s did not hold; aborting\n", cfg->user_name);
-        abort();
-    }
-    if (user_can_read(cfg) != 0) {
-        return 1;
-    }
-    fprintf(stderr, "keyless-signer: running as %s (uid %u, gid %u)\n", cfg->user_name, (unsigned)cfg->run_uid,
-            (unsigned)cfg->run_gid);
-    return 0;
-}
-
 static int install_signals(void)
 {
     struct sigaction sa;
@@ -198,7 +73,7 @@ static int install_signals(void)
 }
 
 /* Open the token and find every key; check each scheme. Exit status on failure. */
-static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const struct signer_config *cfg)
+static int open_keys(struct p11_backend **be_p, struct server_key *keys, const struct signer_config *cfg)
 {
     char err[512] = "";
     enum p11_fail fail = P11_FAIL_NONE;
@@ -206,8 +81,7 @@ static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const stru
 
     if (cfg->softhsm2_conf != NULL) {
         if (access(cfg->softhsm2_conf, R_OK) != 0) {
-            fprintf(stderr, "keyless-signer: %s: [hsm] softhsm2_conf: cannot read %s: %s\n", cfg->path,
-                    cfg->softhsm2_conf, strerror(errno));
+            log_errx("%s: [hsm] softhsm2_conf: cannot read %s: %s", cfg->path, cfg->softhsm2_conf, strerror(errno));
             return 1;
         }
         setenv("SOFTHSM2_CONF", cfg->softhsm2_conf, 1);
@@ -225,15 +99,14 @@ static int open_keys(struct p11_backend **be_p, struct rpc_key *keys, const stru
         const struct cfg_key *k = &cfg->keys[i];
         keys[i].cfg = k;
         if ((ret = p11_key_find(*be_p, &keys[i].p11, err, sizeof(err), k->uri)) != 0) {
-            fprintf(stderr, "keyless-signer: %s:%u: [key %s] uri: %s\n", cfg->path, k->line, k->name,
-                    err[0] != '\0' ? err : kl_err_str(ret));
+            log_errx("%s:%u: [key %s] uri: %s", cfg->path, k->line, k->name, err[0] != '\0' ? err : kl_err_str(ret));
             return 1;
         }
         for (size_t s = 0; s < k->n_schemes; s++) {
             if (p11_key_check_scheme(*be_p, keys[i].p11, err, sizeof(err), k->schemes[s]) != 0) {
                 const char *name = policy_scheme_name(k->schemes[s]);
-                fprintf(stderr, "keyless-signer: %s:%u: [key %s] schemes: %s: %s\n", cfg->path, k->line, k->name,
-                        name != NULL ? name : "?", err);
+                log_errx("%s:%u: [key %s] schemes: %s: %s", cfg->path, k->line, k->name, name != NULL ? name : "?",
+                         err);
                 return 1;
             }
         }
@@ -245,18 +118,18 @@ static int run(const char *config_path, int check_only)
 {
     struct signer_config *cfg = NULL;
     struct p11_backend *be = NULL;
-    struct rpc_key *keys = NULL;
+    struct server_key *keys = NULL;
     struct audit_log *audit = NULL;
-    struct rpc_server *srv = NULL;
+    struct server *srv = NULL;
     int status = 1;
 
-    if (harden() != 0 || install_signals() != 0) {
+    if (privsep_harden() != 0 || install_signals() != 0) {
         return 1;
     }
     if (cfg_load(&cfg, stderr, config_path) != 0) {
         return 2;
     }
-    if ((status = check_user(cfg)) != 0) {
+    if ((status = privsep_check_user(cfg)) != 0) {
         goto exit;
     }
     status = 1;
@@ -268,8 +141,8 @@ static int run(const char *config_path, int check_only)
         goto exit;
     }
     if (cfg_mkdir_parents(cfg->audit_log, 0750) != 0) {
-        fprintf(stderr, "keyless-signer: %s: [signer] audit_log: cannot create the directory of %s: %s\n", cfg->path,
-                cfg->audit_log, strerror(errno));
+        log_errx("%s: [signer] audit_log: cannot create the directory of %s: %s", cfg->path, cfg->audit_log,
+                 strerror(errno));
         goto exit;
     }
     if (check_only) {
@@ -279,17 +152,15 @@ static int run(const char *config_path, int check_only)
             *slash = '\0';
         }
         if (dir == NULL || access(slash != NULL ? dir : ".", W_OK) != 0) {
-            fprintf(stderr, "keyless-signer: %s: [signer] audit_log: directory of %s is not writable\n", cfg->path,
-                    cfg->audit_log);
+            log_errx("%s: [signer] audit_log: directory of %s is not writable", cfg->path, cfg->audit_log);
             free(dir);
             goto exit;
         }
         free(dir);
-        if (check_user_access(cfg) != 0) {
+        if (privsep_check_user_access(cfg) != 0) {
             goto exit;
         }
-        fprintf(stderr, "keyless-signer: %s: OK (%zu key(s) found on the token, every scheme probed)\n", cfg->path,
-                cfg->n_keys);
+        log_info("%s: OK (%zu key(s) found on the token, every scheme probed)", cfg->path, cfg->n_keys);
         status = 0;
         goto exit;
     }
@@ -314,25 +185,25 @@ static int run(const char *config_path, int check_only)
                     cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
         }
     }
-    if (rpc_server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
+    if (server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
         goto exit;
     }
-    if (drop_privileges(cfg) != 0) {
+    if (privsep_drop(cfg) != 0) {
         goto exit;
     }
     g_server = srv;
     if (g_stop_requested) {
-        rpc_server_stop(srv); /* a signal that came during start-up */
+        server_stop(srv); /* a signal that came during start-up */
     }
-    fprintf(stderr, "keyless-signer: listening on %s (%zu key(s), %u worker(s), audit %s)\n", cfg->socket_path,
-            cfg->n_keys, cfg->workers, cfg->audit_log);
-    if (rpc_server_run(srv) == 0) {
+    log_info("listening on %s (%zu key(s), %u worker(s), audit %s)", cfg->socket_path, cfg->n_keys, cfg->workers,
+             cfg->audit_log);
+    if (server_run(srv) == 0) {
         status = 0;
     }
-    fprintf(stderr, "keyless-signer: shutting down (%u HSM recoveries during this run)\n", p11_backend_recoveries(be));
+    log_info("shutting down (%u HSM recoveries during this run)", p11_backend_recoveries(be));
 exit:
     g_server = NULL;
-    rpc_server_free(srv);
+    server_free(srv);
     audit_close(audit);
     p11_backend_free(be);
     free(keys);
@@ -363,7 +234,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--check-config") == 0) {
             check = 1;
         } else {
-            fprintf(stderr, "keyless-signer: unknown argument '%s'\n", argv[i]);
+            log_errx("unknown argument '%s'", argv[i]);
             usage(stderr);
             return 2;
         }

@@ -1,29 +1,9 @@
 /*
- * policy.c - the TLS 1.3 CertificateVerify content and the supported signature schemes.
+ * policy.c - the TLS 1.3 CertificateVerify content, scheme names (from common/tls_ids)
+ * and the sign decision.
  */
 #include <string.h>
-#include <strings.h>
-#include <openssl/obj_mac.h>
 #include "policy.h"
-
-const uint16_t policy_schemes[POLICY_NUM_SCHEMES] = {
-    POLICY_SCHEME_ECDSA_SECP256R1_SHA256, POLICY_SCHEME_ECDSA_SECP384R1_SHA384, POLICY_SCHEME_RSA_PSS_RSAE_SHA256,
-    POLICY_SCHEME_RSA_PSS_RSAE_SHA384,    POLICY_SCHEME_RSA_PSS_RSAE_SHA512,    POLICY_SCHEME_ED25519,
-};
-
-static const struct {
-    uint16_t code;
-    const char *name;
-    int hash_nid;
-} scheme_table[POLICY_NUM_SCHEMES] = {
-    {POLICY_SCHEME_ECDSA_SECP256R1_SHA256, "ecdsa_secp256r1_sha256", NID_sha256},
-    {POLICY_SCHEME_ECDSA_SECP384R1_SHA384, "ecdsa_secp384r1_sha384", NID_sha384},
-    {POLICY_SCHEME_RSA_PSS_RSAE_SHA256, "rsa_pss_rsae_sha256", NID_sha256},
-    {POLICY_SCHEME_RSA_PSS_RSAE_SHA384, "rsa_pss_rsae_sha384", NID_sha384},
-    {POLICY_SCHEME_RSA_PSS_RSAE_SHA512, "rsa_pss_rsae_sha512", NID_sha512},
-    /* Ed25519 signs the whole content (PureEdDSA, RFC 8032), no prehash. */
-    {POLICY_SCHEME_ED25519, "ed25519", 0},
-};
 
 /* RFC 8446 section 4.4.3: the context strings, without their terminating NUL. */
 static const char context_server[] = "TLS 1.3, server CertificateVerify";
@@ -78,6 +58,8 @@ static int hex_digit(char c)
 
 int policy_scheme_from_name(uint16_t *scheme_p, const char *name)
 {
+    const struct tls_scheme_info *info;
+
     if (scheme_p == NULL || name == NULL)
         return KL_ERR_INVALID;
     if (name[0] == '0' && (name[1] == 'x' || name[1] == 'X')) {
@@ -89,34 +71,65 @@ int policy_scheme_from_name(uint16_t *scheme_p, const char *name)
                 return KL_ERR_NOT_FOUND;
             v = v << 4 | (unsigned)d;
         }
-        if (name[i] != '\0' || policy_scheme_name((uint16_t)v) == NULL)
+        if (name[i] != '\0' || tls_scheme_by_id((uint16_t)v) == NULL)
             return KL_ERR_NOT_FOUND;
         *scheme_p = (uint16_t)v;
         return 0;
     }
-    for (size_t i = 0; i < POLICY_NUM_SCHEMES; i++) {
-        if (strcasecmp(name, scheme_table[i].name) == 0) {
-            *scheme_p = scheme_table[i].code;
-            return 0;
-        }
-    }
-    return KL_ERR_NOT_FOUND;
+    if ((info = tls_scheme_by_name(name)) == NULL)
+        return KL_ERR_NOT_FOUND;
+    *scheme_p = info->id;
+    return 0;
 }
 
 const char *policy_scheme_name(uint16_t scheme)
 {
-    for (size_t i = 0; i < POLICY_NUM_SCHEMES; i++) {
-        if (scheme_table[i].code == scheme)
-            return scheme_table[i].name;
-    }
-    return NULL;
+    const struct tls_scheme_info *info = tls_scheme_by_id(scheme);
+    return info != NULL ? info->name : NULL;
 }
 
-int policy_scheme_hash(uint16_t scheme)
+int policy_peer_allowed(const struct policy_key *k, uid_t uid, gid_t gid, uid_t self_uid)
 {
-    for (size_t i = 0; i < POLICY_NUM_SCHEMES; i++) {
-        if (scheme_table[i].code == scheme)
-            return scheme_table[i].hash_nid;
+    if (k->n_uids == 0 && k->n_gids == 0) {
+        return uid == self_uid;
     }
-    return -1;
+    for (size_t i = 0; i < k->n_uids; i++) {
+        if (k->uids[i] == uid) {
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < k->n_gids; i++) {
+        if (k->gids[i] == gid) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+Keyless__V1__Status policy_check_sign(const char **why_p, const struct policy_key *k,
+                                      const struct policy_sign_request *req)
+{
+    int scheme_ok = 0;
+
+    *why_p = NULL;
+    if (req->context != POLICY_CONTEXT_SERVER && req->context != POLICY_CONTEXT_CLIENT) {
+        *why_p = "context must be server or client";
+        return KEYLESS__V1__STATUS__BAD_REQUEST;
+    }
+    for (size_t i = 0; i < k->n_schemes; i++) {
+        scheme_ok |= k->schemes[i] == req->scheme;
+    }
+    if (!scheme_ok) {
+        *why_p = "scheme not allowed for this key";
+        return KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED;
+    }
+    if (!policy_hash_len_ok(req->hash_len)) {
+        *why_p = "transcript hash must be 32 or 48 bytes";
+        return KEYLESS__V1__STATUS__BAD_REQUEST;
+    }
+    if (!policy_peer_allowed(k, req->peer_uid, req->peer_gid, req->self_uid)) {
+        *why_p = "peer uid/gid may not use this key";
+        return KEYLESS__V1__STATUS__NOT_AUTHORIZED;
+    }
+    return KEYLESS__V1__STATUS__OK;
 }

@@ -1,6 +1,6 @@
 /*
- * policy.h - the signer's narrow oracle: TLS 1.3 CertificateVerify content and the
- * signature schemes the signer knows.
+ * policy.h - the signer's narrow oracle: TLS 1.3 CertificateVerify content, the signature
+ * schemes the signer knows, and the one decision whether a sign request may be served.
  *
  * The signer never signs bytes it did not build itself. policy_build_content() is the
  * only way content to be signed comes into existence: RFC 8446 section 4.4.3,
@@ -9,33 +9,28 @@
  * A compromised frontend therefore cannot obtain a signature over a certificate, a
  * CSR, a TLS 1.2 ServerKeyExchange or any digest of its choosing.
  *
- * No function here parses wire bytes or touches connection state (house rule 8).
+ * Scheme code points and names come from common/tls_ids.h (TLS_SIG_*, tls_schemes[]):
+ * the signer supports exactly the schemes listed there.
+ *
+ * No function here parses wire bytes or touches connection state (STYLE rule 8): the
+ * server decodes the request and hands the fields in.
  */
 #ifndef SIGNER_POLICY_H
 #define SIGNER_POLICY_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include "keyless.pb-c.h"
 #include "kl_err.h"
+#include "tls_ids.h"
 
 /* 64 spaces, the longest context string (33 bytes), the 0x00 separator, a SHA-384 hash. */
 #define POLICY_MAX_CONTENT (64 + 33 + 1 + 48)
 
 /* Values of the RPC's Context enum (keyless.proto). */
-#define POLICY_CONTEXT_SERVER 1
-#define POLICY_CONTEXT_CLIENT 2
-
-/* TLS SignatureScheme code points (RFC 8446 section 4.2.3) the signer supports. */
-#define POLICY_SCHEME_ECDSA_SECP256R1_SHA256 0x0403
-#define POLICY_SCHEME_ECDSA_SECP384R1_SHA384 0x0503
-#define POLICY_SCHEME_RSA_PSS_RSAE_SHA256 0x0804
-#define POLICY_SCHEME_RSA_PSS_RSAE_SHA384 0x0805
-#define POLICY_SCHEME_RSA_PSS_RSAE_SHA512 0x0806
-#define POLICY_SCHEME_ED25519 0x0807
-
-/* The supported schemes, in a fixed order (for listing and for iteration in tests). */
-extern const uint16_t policy_schemes[6];
-#define POLICY_NUM_SCHEMES 6
+#define POLICY_CONTEXT_SERVER KEYLESS__V1__CONTEXT__SERVER_CERTIFICATE_VERIFY
+#define POLICY_CONTEXT_CLIENT KEYLESS__V1__CONTEXT__CLIENT_CERTIFICATE_VERIFY
 
 /*
  * Build the CertificateVerify content for context (POLICY_CONTEXT_SERVER or _CLIENT) and
@@ -52,9 +47,9 @@ int policy_hash_len_ok(size_t hash_len);
 
 /*
  * Parse a scheme given by its IANA name ("ecdsa_secp256r1_sha256", case-insensitive) or
- * by its code point in hex ("0x0403", exactly "0x" and 4 hex digits). Only the six
- * supported schemes are accepted. Errors: KL_ERR_NOT_FOUND for an unknown or malformed
- * name, KL_ERR_INVALID for NULL arguments.
+ * by its code point in hex ("0x0403", exactly "0x" and 4 hex digits). Only the schemes of
+ * tls_schemes[] are accepted. Errors: KL_ERR_NOT_FOUND for an unknown or malformed name,
+ * KL_ERR_INVALID for NULL arguments.
  */
 KL_MUST_CHECK int policy_scheme_from_name(uint16_t *scheme_p, const char *name);
 
@@ -62,10 +57,42 @@ KL_MUST_CHECK int policy_scheme_from_name(uint16_t *scheme_p, const char *name);
 const char *policy_scheme_name(uint16_t scheme);
 
 /*
- * The OpenSSL NID of the hash the scheme signs with (NID_sha256, NID_sha384, NID_sha512)
- * for ECDSA and RSA-PSS, 0 for ed25519 (which signs the whole content), -1 for an unknown
- * scheme.
+ * Who may use a key and how: the parts of a [key NAME] section the policy reads (borrowed
+ * from the config). Empty uid and gid lists mean "only the signer's own uid" (self_uid).
  */
-int policy_scheme_hash(uint16_t scheme);
+struct policy_key {
+    const uint16_t *schemes;
+    size_t n_schemes;
+    const uid_t *uids;
+    size_t n_uids;
+    const gid_t *gids;
+    size_t n_gids;
+};
+
+/* 1 if a peer with uid/gid (from SO_PEERCRED) may use key k, else 0. self_uid: the
+ * signer's own (real) uid, for a key without allow lists. */
+int policy_peer_allowed(const struct policy_key *k, uid_t uid, gid_t gid, uid_t self_uid);
+
+/* The fields of a sign request the decision depends on, as decoded from the wire. */
+struct policy_sign_request {
+    uid_t peer_uid, peer_gid; /* SO_PEERCRED of the connection */
+    uid_t self_uid;           /* the signer's real uid, see policy_peer_allowed() */
+    uint32_t scheme;          /* as sent: may be out of uint16_t range */
+    int context;              /* the RPC Context value */
+    size_t hash_len;          /* transcript hash length */
+};
+
+/*
+ * May the request be signed with key k? KEYLESS__V1__STATUS__OK, or the refusal status
+ * with *why_p set to a static reason (the text audited and sent back):
+ *   BAD_REQUEST          "context must be server or client"
+ *   SCHEME_NOT_ALLOWED   "scheme not allowed for this key"
+ *   BAD_REQUEST          "transcript hash must be 32 or 48 bytes"
+ *   NOT_AUTHORIZED       "peer uid/gid may not use this key"
+ * checked in that order (the first that fails is reported). *why_p is NULL on OK.
+ * Rate limits and queue space are the server's business, after this.
+ */
+Keyless__V1__Status policy_check_sign(const char **why_p, const struct policy_key *k,
+                                      const struct policy_sign_request *req);
 
 #endif

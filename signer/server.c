@@ -1,62 +1,61 @@
 /*
- * server.c - Unix socket RPC: accept, SO_PEERCRED, framing, dispatch, workers, audit.
+ * server.c - the I/O thread: loop (common/ev), accept, SO_PEERCRED, framing, connection
+ * I/O, the op table and its dispatcher, audit rotation.
  *
  * Ownership: connections belong to the I/O thread. A job holds a reference on its
  * connection (conn->refs, touched only by the I/O thread: incremented when the job is
- * queued, decremented when its result comes back), so a connection that closes while
- * its requests are being signed is freed only once the last result has been dropped.
+ * submitted, decremented when it comes back from jobs_take_done), so a connection that
+ * closes while its requests are being signed is freed only once the last result has
+ * been dropped (sweep_dead, after the loop turn).
  *
- * Signatures are written to the socket by the thread that finished them (the worker, or
- * the audit thread once the record is durable), saving a hand-off to the I/O thread on
- * the latency path; the job still goes back to the I/O thread for the bookkeeping, which
- * it does at its next turn (it is woken for it only when that cannot wait).
+ * Signatures are written to the socket by the thread that finished them (conn_deliver,
+ * called by jobs.c); conn->lock serialises everything that touches the output buffer,
+ * the fd and the poll interest, so frames never interleave and a closed fd is never
+ * written.
  *
- * workers = 0: no worker threads. The I/O thread signs each turn's requests itself on
- * PKCS#11 session 0 (run_inline), so a signature costs one thread wake-up instead of three:
- * the lowest CPU per signature for an in-process token such as SoftHSM, at the price of
- * serving the sockets only between signatures.
- * conn->lock serialises everything that touches the output buffer, the fd and the epoll
- * interest, so frames never interleave and a closed fd is never written.
+ * Poll interest and threads: common/ev collects interest changes (ev_io_set) and
+ * applies them once per turn, from the loop thread only; it is not thread-safe. So only
+ * the I/O thread calls ev_io_set (conn_update_events, under conn->lock, recording the
+ * interest it asked for in conn->events). A signing thread that sends an answer never
+ * changes interest: it computes the interest the connection needs now (under the lock)
+ * and, only if that adds to conn->events (a partial send needs EV_WRITE), tells jobs.c
+ * the job is urgent, which wakes the I/O thread through the done eventfd; the I/O
+ * thread's bookkeeping for that job (job_retire -> conn_flush) then sets the interest. In the common case (the answer
+ * went out whole) nothing changes and the I/O thread is not woken per signature.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
-#include <sodium.h>
 
+#include "clock.h"
+#include "ev.h"
 #include "frame.h"
-#include "keyless.pb-c.h"
+#include "jobs.h"
+#include "log.h"
 #include "policy.h"
 #include "ratelimit.h"
 #include "server.h"
-#include "clock.h"
+#include "sockdir.h"
 
 #define OUT_MAX (4u * 1024 * 1024) /* a peer that stops reading is dropped past this */
 #define OUT_HIGH (256u * 1024)     /* stop reading a peer's requests while its output is this big */
-#define AUDIT_STR_MAX 256          /* server_name / client_address kept for the audit line */
 #define DRAIN_TIMEOUT_NS (5ull * 1000 * 1000 * 1000)
+/* While stopping, the loop looks every this often whether everything has gone out. */
+#define DRAIN_POLL_MS 50
 /* A size-triggered audit rotation that failed is tried again after this long. */
 #define ROTATE_RETRY_NS (10ull * 1000 * 1000 * 1000)
 #define PEER_TABLE_MAX 4096
-/* Finished jobs that wake the I/O thread for their bookkeeping (see post_done). */
-#define DONE_WAKE_BATCH 32
-/* workers = 0: requests the I/O thread signs per turn before it looks at the sockets again. */
-#define INLINE_TURN_MAX 32
 
 struct conn {
     struct conn *next, *prev; /* all live connections (I/O thread only) */
-    pthread_mutex_t lock;     /* out, fd, dead and events, against the signing threads */
+    struct server *srv;
+    struct ev_io io;
+    pthread_mutex_t lock; /* out, fd, dead and events, against the signing threads */
     int fd;
     uint64_t serial;
     pid_t pid;
@@ -66,56 +65,23 @@ struct conn {
     unsigned refs;   /* jobs in flight */
     int closing;     /* close once out is flushed and no job is in flight */
     int dead;        /* fd closed; freed when refs reaches 0 */
-    uint32_t events; /* current epoll interest */
-    int stopping;    /* copy of srv->stopping, for conn_update_events under the lock */
+    unsigned events; /* the interest last asked of the loop (EV_*), see the top comment */
+    int stopping;    /* copy of srv->stopping, for conn_want under the lock */
 };
 
-struct job {
-    struct job *next;
-    struct conn *conn;
-    size_t key_idx;
-    uint64_t id;
-    uint16_t scheme;
-    int context;
-    uint8_t hash[48];
-    size_t hash_len;
-    char server_name[AUDIT_STR_MAX];
-    char client_address[AUDIT_STR_MAX];
-    uint64_t connection_id;
-    uint64_t t0_ns;
-    uint64_t seq;
-    /* result */
-    Keyless__V1__Status status;
-    const char *message;
-    int sent;         /* the response went to the connection's output already */
-    int conn_closing; /* seen by conn_deliver: the connection is closing or dead */
-    int overflow;     /* it did not fit: the I/O thread drops the connection */
-    uint8_t sig[P11_SIG_MAX];
-    size_t sig_len;
-};
-
-struct jobq {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct job *head, *tail;
-    size_t n;
-};
-
-struct worker {
-    struct rpc_server *srv;
-    unsigned index;
-    pthread_t thread;
-};
-
-struct rpc_server {
+struct server {
     const struct signer_config *cfg;
     struct p11_backend *be;
-    const struct rpc_key *keys;
+    const struct server_key *keys;
     size_t n_keys;
     struct audit_log *audit;
     struct rl_table *peer_rl;
     struct rl_bucket *key_rl;
-    int listen_fd, epfd, done_fd, stop_fd, rotate_fd;
+    struct jobs *jobs;
+    struct ev_loop *loop;
+    int listen_fd, stop_fd, rotate_fd;
+    struct ev_io listen_io, stop_io, rotate_io, done_io;
+    uid_t self_uid;           /* getuid() at server_run: keys without allow lists */
     uint64_t rotate_retry_ns; /* audit_rotate_bytes: no new try before this after a failure */
     char *socket_path;
     struct conn *conns;
@@ -123,21 +89,10 @@ struct rpc_server {
     size_t n_conns;
     uint64_t next_serial;
     int stopping;
-    struct jobq work;    /* I/O -> workers (with the others, bounded by queue_max) */
-    struct jobq durable; /* workers -> audit waiter */
-    struct jobq done;    /* audit waiter / workers -> I/O */
-    int threads_stop;
-    struct worker *workers;
-    unsigned n_workers;                    /* 0: the I/O thread signs (run_inline) */
-    struct job *inline_head, *inline_tail; /* workers = 0: queued in this turn (I/O thread only) */
-    size_t inline_n;
-    pthread_t audit_thread;
-    int audit_thread_started;
-    size_t in_flight;
+    uint64_t drain_deadline;
+    uint64_t turn, drained_turn; /* drain_done once per loop turn, before any event */
+    size_t in_flight;            /* jobs submitted and not retired yet (bounded by queue_max) */
 };
-
-/* Tags for epoll data.ptr that are not connections. */
-static char tag_listen, tag_done, tag_stop, tag_rotate;
 
 static const char *status_name(Keyless__V1__Status st)
 {
@@ -145,111 +100,20 @@ static const char *status_name(Keyless__V1__Status st)
     return v != NULL ? v->name : "STATUS_UNSPECIFIED";
 }
 
-/* ---- job queues ---- */
-
-static void jobq_init(struct jobq *q)
-{
-    pthread_mutex_init(&q->lock, NULL);
-    pthread_cond_init(&q->cond, NULL);
-    q->head = q->tail = NULL;
-    q->n = 0;
-}
-
-static void jobq_dispose(struct jobq *q)
-{
-    pthread_mutex_destroy(&q->lock);
-    pthread_cond_destroy(&q->cond);
-}
-
-/* Append j and return how many jobs the queue holds now; with max > 0, refuse (return -1)
- * when n already reached max. */
-static long jobq_push(struct jobq *q, struct job *j, size_t max)
-{
-    long n;
-    pthread_mutex_lock(&q->lock);
-    if (max > 0 && q->n >= max) {
-        pthread_mutex_unlock(&q->lock);
-        return -1;
-    }
-    j->next = NULL;
-    if (q->tail != NULL) {
-        q->tail->next = j;
-    } else {
-        q->head = j;
-    }
-    q->tail = j;
-    n = (long)++q->n;
-    pthread_mutex_unlock(&q->lock);
-    /* Signalled after the unlock: a taker woken under the lock would only block on it
-     * again (two more futex calls and a context switch per job on this path). */
-    pthread_cond_signal(&q->cond);
-    return n;
-}
-
-/* Take everything (all = 1) or one job; blocks while empty unless *stop is set. */
-static struct job *jobq_take(struct jobq *q, int all, const int *stop)
-{
-    struct job *j;
-    pthread_mutex_lock(&q->lock);
-    while (q->head == NULL && !__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
-        pthread_cond_wait(&q->cond, &q->lock);
-    }
-    j = q->head;
-    if (j != NULL) {
-        if (all) {
-            q->head = q->tail = NULL;
-            q->n = 0;
-        } else {
-            q->head = j->next;
-            if (q->head == NULL) {
-                q->tail = NULL;
-            }
-            j->next = NULL;
-            q->n--;
-        }
-    }
-    pthread_mutex_unlock(&q->lock);
-    return j;
-}
-
-static void jobq_wake_all(struct jobq *q)
-{
-    pthread_mutex_lock(&q->lock);
-    pthread_cond_broadcast(&q->cond);
-    pthread_mutex_unlock(&q->lock);
-}
-
-static void job_free(struct job *j)
-{
-    sodium_memzero(j->sig, sizeof(j->sig));
-    free(j);
-}
-
-static void conn_deliver(struct rpc_server *srv, struct job *j);
-
-/* Answer j on its connection now, then hand the job to the I/O thread for bookkeeping.
- * The I/O thread takes the done list at every turn of its loop, so it is woken only when
- * the job needs it now (the answer could not be queued, the connection is closing or
- * gone) or the list grows long; a signature costs no I/O-thread wake-up otherwise. */
-static void post_done(struct rpc_server *srv, struct job *j)
+static void signal_fd(int fd)
 {
     uint64_t one = 1;
-    conn_deliver(srv, j);
-    int urgent = j->overflow || !j->sent || j->conn_closing;
-    if (jobq_push(&srv->done, j, 0) >= DONE_WAKE_BATCH || urgent) {
-        if (write(srv->done_fd, &one, sizeof(one)) < 0) {
-            /* the counter is saturated, which still wakes the loop */
-        }
+    if (write(fd, &one, sizeof(one)) < 0) {
+        /* already signalled: the counter is saturated, which still wakes the loop */
     }
 }
 
-/* Replace j's answer by an HSM_ERROR without a signature. */
-static void withhold(struct job *j, const char *why)
+static void clear_fd(int fd)
 {
-    sodium_memzero(j->sig, sizeof(j->sig));
-    j->sig_len = 0;
-    j->status = KEYLESS__V1__STATUS__HSM_ERROR;
-    j->message = why;
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: already consumed */
+    }
 }
 
 /* ---- audit ---- */
@@ -271,140 +135,41 @@ static void audit_fill(struct audit_record *rec, const struct conn *c, const cha
 
 /* Append a refusal (or a non-signing answer) from the I/O thread: written before the
  * response is queued; durability follows with the next group commit. */
-static int audit_now(struct rpc_server *srv, const struct audit_record *rec)
+static int audit_now(struct server *srv, const struct audit_record *rec)
 {
     int ret = audit_append(srv->audit, rec, NULL);
     if (ret != 0) {
-        fprintf(stderr, "keyless-signer: audit: append failed: %s\n", kl_err_str(ret));
+        log_errx("audit: append failed: %s", kl_err_str(ret));
     }
     return ret;
 }
 
-/* ---- signing ---- */
-
-/*
- * Sign j on PKCS#11 session `session` and append its audit record. Returns 1 if the answer
- * must wait for the record to be durable (a signature, audit_sync group/always), 0 if it can
- * go now (a failure, or audit_sync none). Either way j holds the answer to send.
- */
-static int sign_job(struct rpc_server *srv, unsigned session, struct job *j)
-{
-    const struct rpc_key *k = &srv->keys[j->key_idx];
-    uint8_t content[POLICY_MAX_CONTENT];
-    size_t content_len = 0;
-    struct audit_record rec;
-    int ret;
-
-    j->sig_len = sizeof(j->sig);
-    ret = policy_build_content(content, &content_len, j->context, j->hash, j->hash_len);
-    if (ret == 0) {
-        ret = p11_sign(srv->be, j->sig, &j->sig_len, session, k->p11, j->scheme, content, content_len);
-    }
-    if (ret == 0) {
-        j->status = KEYLESS__V1__STATUS__OK;
-    } else {
-        withhold(j, ret == KL_ERR_CRYPTO ? "the token's signature did not verify" : "the HSM failed to sign");
-    }
-    memset(&rec, 0, sizeof(rec));
-    rec.pid = j->conn->pid; /* immutable after accept: safe to read here */
-    rec.uid = j->conn->uid;
-    rec.gid = j->conn->gid;
-    rec.op = "sign";
-    rec.key = k->cfg->name;
-    rec.scheme = j->scheme;
-    rec.context = j->context;
-    rec.hash = j->hash;
-    rec.hash_len = j->hash_len;
-    rec.server_name = j->server_name;
-    rec.client_address = j->client_address;
-    rec.connection_id = j->connection_id;
-    rec.request_id = j->id;
-    rec.status = status_name(j->status);
-    rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
-    rec.latency_us = (kl_clock_ns() - j->t0_ns) / 1000;
-    /* A signature waits for its record (its waiter runs the sync); a failure does not, and
-     * leaves its record to the flusher. */
-    int waits = j->status == KEYLESS__V1__STATUS__OK && srv->cfg->audit_sync != AUDIT_SYNC_NONE;
-    if ((ret = audit_append(srv->audit, &rec, waits ? &j->seq : NULL)) != 0) {
-        /* No record, no signature: fail closed. */
-        fprintf(stderr, "keyless-signer: audit: append failed (%s); withholding signature\n", kl_err_str(ret));
-        withhold(j, "the audit log cannot be written");
-        return 0;
-    }
-    return waits;
-}
-
-/* ---- workers (workers >= 1) ---- */
-
-static void *worker_main(void *arg)
-{
-    struct worker *w = arg;
-    struct rpc_server *srv = w->srv;
-    struct job *j;
-
-    while ((j = jobq_take(&srv->work, 0, &srv->threads_stop)) != NULL) {
-        if (sign_job(srv, w->index, j)) {
-            /* The audit thread waits for durability (one fdatasync for its whole batch)
-             * while this worker goes on signing. */
-            (void)jobq_push(&srv->durable, j, 0);
-        } else {
-            post_done(srv, j);
-        }
-    }
-    return NULL;
-}
-
-/* Group commit: wait once for the newest record of a batch, then release the whole batch. */
-static void *audit_waiter_main(void *arg)
-{
-    struct rpc_server *srv = arg;
-    struct job *batch;
-
-    while ((batch = jobq_take(&srv->durable, 1, &srv->threads_stop)) != NULL) {
-        uint64_t max_seq = 0;
-        int ret;
-        for (struct job *j = batch; j != NULL; j = j->next) {
-            max_seq = j->seq > max_seq ? j->seq : max_seq;
-        }
-        ret = audit_wait_durable(srv->audit, max_seq);
-        while (batch != NULL) {
-            struct job *j = batch;
-            batch = j->next;
-            if (ret != 0) {
-                withhold(j, "the audit log cannot be made durable");
-            }
-            post_done(srv, j);
-        }
-        if (ret != 0) {
-            fprintf(stderr, "keyless-signer: audit: not durable (%s); signatures withheld\n", kl_err_str(ret));
-        }
-    }
-    return NULL;
-}
-
 /* ---- connections ---- */
 
-/* Called with c->lock held. */
-static void conn_update_events(struct rpc_server *srv, struct conn *c)
+/* The interest c needs now. Called with c->lock held, from any thread. */
+static unsigned conn_want(const struct conn *c)
 {
-    uint32_t ev = 0;
-    struct epoll_event e;
+    unsigned want = 0;
+    if (!c->closing && !c->stopping && c->out.len < OUT_HIGH) {
+        want |= EV_READ;
+    }
+    if (c->out.len > 0) {
+        want |= EV_WRITE;
+    }
+    return want;
+}
+
+/* I/O thread only, with c->lock held: ask the loop for the interest c needs now. */
+static void conn_update_events(struct server *srv, struct conn *c)
+{
+    unsigned want;
     if (c->dead) {
         return;
     }
-    if (!c->closing && !c->stopping && c->out.len < OUT_HIGH) {
-        ev |= EPOLLIN;
-    }
-    if (c->out.len > 0) {
-        ev |= EPOLLOUT;
-    }
-    if (ev == c->events) {
-        return;
-    }
-    e.events = ev;
-    e.data.ptr = c;
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &e) == 0) {
-        c->events = ev;
+    want = conn_want(c);
+    if (want != c->events) {
+        ev_io_set(srv->loop, &c->io, want);
+        c->events = want;
     }
 }
 
@@ -418,16 +183,16 @@ static void conn_free(struct conn *c)
 
 /*
  * Close the socket now. The struct is only freed by sweep_dead() after the turn, once
- * its last job has come back: events later in the same epoll batch may still name it
- * (they see c->dead), and so may jobs still in the workers' hands.
+ * its last job has come back: events later in the same turn are skipped by the loop
+ * (ev_io_close), and jobs still in the signing threads' hands see c->dead.
  */
-static void conn_kill(struct rpc_server *srv, struct conn *c)
+static void conn_kill(struct server *srv, struct conn *c)
 {
     if (c->dead) {
         return;
     }
     pthread_mutex_lock(&c->lock);
-    (void)epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    ev_io_close(srv->loop, &c->io);
     close(c->fd);
     c->fd = -1;
     c->dead = 1;
@@ -446,7 +211,7 @@ static void conn_kill(struct rpc_server *srv, struct conn *c)
     srv->dead = c;
 }
 
-static void sweep_dead(struct rpc_server *srv)
+static void sweep_dead(struct server *srv)
 {
     struct conn **pp = &srv->dead;
     while (*pp != NULL) {
@@ -480,7 +245,7 @@ static int out_send(struct conn *c)
     return 0;
 }
 
-static void conn_flush(struct rpc_server *srv, struct conn *c)
+static void conn_flush(struct server *srv, struct conn *c)
 {
     int gone, done;
     if (c->dead) {
@@ -498,12 +263,18 @@ static void conn_flush(struct rpc_server *srv, struct conn *c)
     }
 }
 
-/* Signing threads: put j's response on its connection and send it right away. */
-static void conn_deliver(struct rpc_server *srv, struct job *j)
+/*
+ * jobs_env.deliver, on the thread that finished j: put j's response on its connection
+ * and send it right away. Urgent (1) when the I/O thread must look now: the answer was
+ * not queued, the connection is closing or gone, or its interest must change.
+ */
+static int conn_deliver(void *arg, struct job *j)
 {
     Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
     Keyless__V1__SignResponse sr = KEYLESS__V1__SIGN_RESPONSE__INIT;
     struct conn *c = j->conn;
+    int interest_changes = 0;
+    (void)arg;
     resp.id = j->id;
     resp.body_case = KEYLESS__V1__RESPONSE__BODY_SIGN;
     resp.sign = &sr;
@@ -519,16 +290,21 @@ static void conn_deliver(struct rpc_server *srv, struct job *j)
         } else {
             j->sent = 1;
             /* A send error is left for the I/O thread to notice on the socket. */
+            /* Only interest to add needs the I/O thread now (EV_WRITE after a partial
+             * send). Interest to drop can wait: a stale EV_WRITE fires at once on the
+             * writable socket and conn_flush() drops it; a stale EV_READ is harmless,
+             * conn_read() stops at OUT_HIGH by itself. */
             if (out_send(c) == 0) {
-                conn_update_events(srv, c);
+                interest_changes = (conn_want(c) & ~c->events) != 0;
             }
         }
     }
     pthread_mutex_unlock(&c->lock);
+    return j->overflow || !j->sent || j->conn_closing || interest_changes;
 }
 
 /* Queue one response on c's output. A peer that lets OUT_MAX pile up is dropped. */
-static void conn_send(struct rpc_server *srv, struct conn *c, const Keyless__V1__Response *resp)
+static void conn_send(struct server *srv, struct conn *c, const Keyless__V1__Response *resp)
 {
     int ret;
     if (c->dead) {
@@ -538,13 +314,12 @@ static void conn_send(struct rpc_server *srv, struct conn *c, const Keyless__V1_
     ret = frame_append(&c->out, &resp->base);
     pthread_mutex_unlock(&c->lock);
     if (ret != 0) {
-        fprintf(stderr, "keyless-signer: conn %llu: dropping (output: %s)\n", (unsigned long long)c->serial,
-                kl_err_str(ret));
+        log_warnx("conn %llu: dropping (output: %s)", (unsigned long long)c->serial, kl_err_str(ret));
         conn_kill(srv, c);
     }
 }
 
-static void send_sign_status(struct rpc_server *srv, struct conn *c, uint64_t id, Keyless__V1__Status st,
+static void send_sign_status(struct server *srv, struct conn *c, uint64_t id, Keyless__V1__Status st,
                              const char *message, const uint8_t *sig, size_t sig_len)
 {
     Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
@@ -559,44 +334,114 @@ static void send_sign_status(struct rpc_server *srv, struct conn *c, uint64_t id
     conn_send(srv, c, &resp);
 }
 
-/* ---- request handlers (I/O thread) ---- */
-
-static int peer_allowed(const struct cfg_key *k, uid_t uid, gid_t gid)
+/* I/O thread: the bookkeeping of a finished job whose answer conn_deliver() handled. */
+static void job_retire(struct server *srv, struct job *j)
 {
-    if (k->n_uids == 0 && k->n_gids == 0) {
-        return uid == getuid();
+    struct conn *c = j->conn;
+    c->refs--;
+    srv->in_flight--;
+    if (j->overflow && !c->dead) {
+        log_warnx("conn %llu: dropping (it does not read its answers)", (unsigned long long)c->serial);
+        conn_kill(srv, c);
+    } else if (!j->sent && !c->dead) {
+        send_sign_status(srv, c, j->id, j->status, j->message, j->sig, j->sig_len);
     }
-    for (size_t i = 0; i < k->n_uids; i++) {
-        if (k->uids[i] == uid) {
-            return 1;
-        }
+    job_free(j);
+    if (!c->dead) {
+        conn_flush(srv, c);
     }
-    for (size_t i = 0; i < k->n_gids; i++) {
-        if (k->gids[i] == gid) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
-/* Refuse a sign request: audit, then answer. */
-static void sign_refuse(struct rpc_server *srv, struct conn *c, const Keyless__V1__Request *req,
-                        const Keyless__V1__SignRequest *sr, Keyless__V1__Status st, const char *why, uint64_t t0)
+/* Results back from the signing threads: send them (or drop them for a dead peer). */
+static void drain_done(struct server *srv)
 {
-    struct audit_record rec;
-    audit_fill(&rec, c, "sign", sr->key, req->id, st, why, t0);
-    rec.scheme = (uint16_t)(sr->scheme <= 0xffff ? sr->scheme : 0);
-    rec.context = (int)sr->context;
-    rec.hash = sr->transcript_hash.data;
-    rec.hash_len = sr->transcript_hash.len <= 64 ? sr->transcript_hash.len : 64;
-    rec.server_name = sr->server_name;
-    rec.client_address = sr->client_address;
-    rec.connection_id = sr->connection_id;
-    if (audit_now(srv, &rec) != 0) {
-        st = KEYLESS__V1__STATUS__HSM_ERROR;
-        why = "the audit log cannot be written";
+    struct job *list = jobs_take_done(srv->jobs);
+    while (list != NULL) {
+        struct job *j = list;
+        list = j->next;
+        job_retire(srv, j);
     }
-    send_sign_status(srv, c, req->id, st, why, NULL, 0);
+}
+
+/*
+ * Once per loop turn, before any event of the turn is handled: finished jobs first
+ * (their references and in_flight), so that queue_max counts only jobs still being
+ * worked on. Every callback calls it first; the loop calls it after a turn without
+ * events.
+ */
+static void drain_once(struct server *srv)
+{
+    if (srv->drained_turn != srv->turn) {
+        srv->drained_turn = srv->turn;
+        drain_done(srv);
+    }
+}
+
+/* ---- the op table and its dispatcher ---- */
+
+/* Refuse a request of op: audit, then answer (every refusal is a SignResponse, as the
+ * only op the dispatcher refuses is sign; see server_new's table check). */
+struct op;
+static void op_refuse(struct server *srv, struct conn *c, const struct op *op, const Keyless__V1__Request *req,
+                      Keyless__V1__Status st, const char *why, uint64_t t0);
+
+/*
+ * The flags decide what the dispatcher does before the operation's handler (OpenSSH's
+ * mon_table): they are the only place an operation's authorization is stated.
+ */
+#define OP_NEEDS_KEY_AUTH 0x1 /* names a key: found, op->authorize (the policy) and the rate limits pass first */
+#define OP_ASYNC 0x2          /* signed off the I/O thread: a job for jobs.c, bounded by queue_max */
+
+struct op {
+    Keyless__V1__Request__BodyCase body;
+    const char *name; /* the audit record's "op" */
+    unsigned flags;
+    /* OP_NEEDS_KEY_AUTH: the key name the request carries. */
+    const char *(*key_name)(const Keyless__V1__Request *req);
+    /* OP_NEEDS_KEY_AUTH: OK, or a refusal status with a static reason. */
+    Keyless__V1__Status (*authorize)(const struct server *srv, const struct conn *c, const struct server_key *k,
+                                     const Keyless__V1__Request *req, const char **why_p);
+    /* The request's fields for the audit record of a refusal (NULL: none). */
+    void (*audit_fields)(struct audit_record *rec, const Keyless__V1__Request *req);
+    /* OP_ASYNC: fill the request part of a job. */
+    void (*make_job)(struct job *j, const Keyless__V1__Request *req);
+    /* Not OP_ASYNC: answer now (audit included). */
+    void (*handle)(struct server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0);
+};
+
+static const char *sign_key_name(const Keyless__V1__Request *req)
+{
+    return req->sign->key;
+}
+
+static Keyless__V1__Status sign_authorize(const struct server *srv, const struct conn *c, const struct server_key *k,
+                                          const Keyless__V1__Request *req, const char **why_p)
+{
+    const Keyless__V1__SignRequest *sr = req->sign;
+    const struct policy_key pk = {k->cfg->schemes, k->cfg->n_schemes, k->cfg->uids,
+                                  k->cfg->n_uids,  k->cfg->gids,      k->cfg->n_gids};
+    const struct policy_sign_request pr = {
+        .peer_uid = c->uid,
+        .peer_gid = c->gid,
+        .self_uid = srv->self_uid,
+        .scheme = sr->scheme,
+        .context = (int)sr->context,
+        .hash_len = sr->transcript_hash.len,
+    };
+    return policy_check_sign(why_p, &pk, &pr);
+}
+
+static void sign_audit_fields(struct audit_record *rec, const Keyless__V1__Request *req)
+{
+    const Keyless__V1__SignRequest *sr = req->sign;
+    rec->key = sr->key;
+    rec->scheme = (uint16_t)(sr->scheme <= 0xffff ? sr->scheme : 0);
+    rec->context = (int)sr->context;
+    rec->hash = sr->transcript_hash.data;
+    rec->hash_len = sr->transcript_hash.len <= 64 ? sr->transcript_hash.len : 64;
+    rec->server_name = sr->server_name;
+    rec->client_address = sr->client_address;
+    rec->connection_id = sr->connection_id;
 }
 
 static void copy_str(char *dst, size_t cap, const char *src)
@@ -604,59 +449,10 @@ static void copy_str(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src != NULL ? src : "");
 }
 
-static void handle_sign(struct rpc_server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0)
+/* Only called once authorize passed: the scheme is a configured one and the hash 32 or 48 bytes. */
+static void sign_make_job(struct job *j, const Keyless__V1__Request *req)
 {
     const Keyless__V1__SignRequest *sr = req->sign;
-    const struct rpc_key *k = NULL;
-    size_t idx = 0;
-    int scheme_ok = 0;
-    uint64_t now;
-    struct job *j;
-
-    for (; idx < srv->n_keys; idx++) {
-        if (strcmp(srv->keys[idx].cfg->name, sr->key) == 0) {
-            k = &srv->keys[idx];
-            break;
-        }
-    }
-    if (k == NULL) {
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__UNKNOWN_KEY, "no such key", t0);
-        return;
-    }
-    if (sr->context != KEYLESS__V1__CONTEXT__SERVER_CERTIFICATE_VERIFY &&
-        sr->context != KEYLESS__V1__CONTEXT__CLIENT_CERTIFICATE_VERIFY) {
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__BAD_REQUEST, "context must be server or client", t0);
-        return;
-    }
-    for (size_t i = 0; i < k->cfg->n_schemes; i++) {
-        scheme_ok |= k->cfg->schemes[i] == sr->scheme;
-    }
-    if (!scheme_ok) {
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED, "scheme not allowed for this key", t0);
-        return;
-    }
-    if (!policy_hash_len_ok(sr->transcript_hash.len)) {
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__BAD_REQUEST, "transcript hash must be 32 or 48 bytes", t0);
-        return;
-    }
-    if (!peer_allowed(k->cfg, c->uid, c->gid)) {
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__NOT_AUTHORIZED, "peer uid/gid may not use this key", t0);
-        return;
-    }
-    now = kl_clock_ns();
-    if ((srv->peer_rl != NULL && !rl_table_take(srv->peer_rl, (uint32_t)c->uid, now)) ||
-        !rl_bucket_take(&srv->key_rl[idx], now)) {
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__RATE_LIMITED, "rate limit exceeded", t0);
-        return;
-    }
-    j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__OVERLOADED, "out of memory", t0);
-        return;
-    }
-    j->conn = c;
-    j->key_idx = idx;
-    j->id = req->id;
     j->scheme = (uint16_t)sr->scheme;
     j->context = (int)sr->context;
     memcpy(j->hash, sr->transcript_hash.data, sr->transcript_hash.len);
@@ -664,29 +460,9 @@ static void handle_sign(struct rpc_server *srv, struct conn *c, const Keyless__V
     copy_str(j->server_name, sizeof(j->server_name), sr->server_name);
     copy_str(j->client_address, sizeof(j->client_address), sr->client_address);
     j->connection_id = sr->connection_id;
-    j->t0_ns = t0;
-    /* Bound every job not yet back on this thread (queued, signing, waiting for the audit,
-     * done): that bounds the signer's memory however fast peers send. */
-    if (srv->in_flight >= srv->cfg->queue_max || (srv->n_workers > 0 && jobq_push(&srv->work, j, 0) < 0)) {
-        free(j);
-        sign_refuse(srv, c, req, sr, KEYLESS__V1__STATUS__OVERLOADED, "signing queue full", t0);
-        return;
-    }
-    if (srv->n_workers == 0) {
-        /* Signed by this thread once the turn's input is read (run_inline). */
-        if (srv->inline_tail != NULL) {
-            srv->inline_tail->next = j;
-        } else {
-            srv->inline_head = j;
-        }
-        srv->inline_tail = j;
-        srv->inline_n++;
-    }
-    c->refs++;
-    srv->in_flight++;
 }
 
-static void handle_list_keys(struct rpc_server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0)
+static void handle_list_keys(struct server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0)
 {
     Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
     Keyless__V1__ListKeysResponse lr = KEYLESS__V1__LIST_KEYS_RESPONSE__INIT;
@@ -729,7 +505,7 @@ static void handle_list_keys(struct rpc_server *srv, struct conn *c, const Keyle
     free(schemes);
 }
 
-static void handle_ping(struct rpc_server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0)
+static void handle_ping(struct server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0)
 {
     Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
     Keyless__V1__PingResponse pr = KEYLESS__V1__PING_RESPONSE__INIT;
@@ -746,20 +522,117 @@ static void handle_ping(struct rpc_server *srv, struct conn *c, const Keyless__V
     conn_send(srv, c, &resp);
 }
 
-/* The dispatch table: the only operations the signer performs, with their flags. */
-#define OP_NEEDS_KEY_AUTH 0x1 /* peer must be allowed for the key it names (checked in the handler) */
-#define OP_ASYNC 0x2          /* answered later by a worker */
-
-static const struct rpc_op {
-    Keyless__V1__Request__BodyCase body;
-    const char *name;
-    unsigned flags;
-    void (*handle)(struct rpc_server *, struct conn *, const Keyless__V1__Request *, uint64_t);
-} ops[] = {
-    {KEYLESS__V1__REQUEST__BODY_SIGN, "sign", OP_NEEDS_KEY_AUTH | OP_ASYNC, handle_sign},
-    {KEYLESS__V1__REQUEST__BODY_LIST_KEYS, "list_keys", 0, handle_list_keys},
-    {KEYLESS__V1__REQUEST__BODY_PING, "ping", 0, handle_ping},
+/* The only operations the signer performs. */
+static const struct op ops[] = {
+    {KEYLESS__V1__REQUEST__BODY_SIGN, "sign", OP_NEEDS_KEY_AUTH | OP_ASYNC, sign_key_name, sign_authorize,
+     sign_audit_fields, sign_make_job, NULL},
+    {KEYLESS__V1__REQUEST__BODY_LIST_KEYS, "list_keys", 0, NULL, NULL, NULL, NULL, handle_list_keys},
+    {KEYLESS__V1__REQUEST__BODY_PING, "ping", 0, NULL, NULL, NULL, NULL, handle_ping},
 };
+
+static void op_refuse(struct server *srv, struct conn *c, const struct op *op, const Keyless__V1__Request *req,
+                      Keyless__V1__Status st, const char *why, uint64_t t0)
+{
+    struct audit_record rec;
+    audit_fill(&rec, c, op->name, NULL, req->id, st, why, t0);
+    if (op->audit_fields != NULL) {
+        op->audit_fields(&rec, req);
+    }
+    if (audit_now(srv, &rec) != 0) {
+        st = KEYLESS__V1__STATUS__HSM_ERROR;
+        why = "the audit log cannot be written";
+    }
+    send_sign_status(srv, c, req->id, st, why, NULL, 0);
+}
+
+static void bad_request(struct server *srv, struct conn *c, uint64_t id, const char *why, uint64_t t0)
+{
+    struct audit_record rec;
+    audit_fill(&rec, c, "request", NULL, id, KEYLESS__V1__STATUS__BAD_REQUEST, why, t0);
+    if (audit_now(srv, &rec) != 0) {
+        conn_kill(srv, c);
+        return;
+    }
+    send_sign_status(srv, c, id, KEYLESS__V1__STATUS__BAD_REQUEST, why, NULL, 0);
+}
+
+/* The index of the key called name, or n_keys. */
+static size_t key_index(const struct server *srv, const char *name)
+{
+    size_t i = 0;
+    while (i < srv->n_keys && strcmp(srv->keys[i].cfg->name, name) != 0) {
+        i++;
+    }
+    return i;
+}
+
+/* Run req through the op table: the flags decide the checks and where it is answered. */
+static void dispatch(struct server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0)
+{
+    const struct op *op = NULL;
+    const struct server_key *k = NULL;
+    Keyless__V1__Status st;
+    const char *why = NULL;
+    struct job *j;
+
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]) && op == NULL; i++) {
+        op = ops[i].body == req->body_case ? &ops[i] : NULL;
+    }
+    if (op == NULL) {
+        bad_request(srv, c, req->id, "request has no known operation", t0);
+        return;
+    }
+    if (op->flags & OP_NEEDS_KEY_AUTH) {
+        size_t idx = key_index(srv, op->key_name(req));
+        uint64_t now;
+        if (idx == srv->n_keys) {
+            op_refuse(srv, c, op, req, KEYLESS__V1__STATUS__UNKNOWN_KEY, "no such key", t0);
+            return;
+        }
+        k = &srv->keys[idx];
+        if ((st = op->authorize(srv, c, k, req, &why)) != KEYLESS__V1__STATUS__OK) {
+            op_refuse(srv, c, op, req, st, why, t0);
+            return;
+        }
+        now = kl_clock_ns();
+        if ((srv->peer_rl != NULL && !rl_table_take(srv->peer_rl, (uint32_t)c->uid, now)) ||
+            !rl_bucket_take(&srv->key_rl[idx], now)) {
+            op_refuse(srv, c, op, req, KEYLESS__V1__STATUS__RATE_LIMITED, "rate limit exceeded", t0);
+            return;
+        }
+    }
+    if (!(op->flags & OP_ASYNC)) {
+        op->handle(srv, c, req, t0);
+        return;
+    }
+    /* OP_ASYNC implies OP_NEEDS_KEY_AUTH (checked in server_new): k is the key to sign with. */
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        op_refuse(srv, c, op, req, KEYLESS__V1__STATUS__OVERLOADED, "out of memory", t0);
+        return;
+    }
+    /* Bound every job not yet back on this thread (queued, signing, waiting for the audit,
+     * done): that bounds the signer's memory however fast peers send. */
+    if (srv->in_flight >= srv->cfg->queue_max) {
+        free(j);
+        op_refuse(srv, c, op, req, KEYLESS__V1__STATUS__OVERLOADED, "signing queue full", t0);
+        return;
+    }
+    j->conn = c;
+    j->key_name = k->cfg->name;
+    j->key = k->p11;
+    j->id = req->id;
+    j->pid = c->pid;
+    j->uid = c->uid;
+    j->gid = c->gid;
+    j->t0_ns = t0;
+    op->make_job(j, req);
+    c->refs++;
+    srv->in_flight++;
+    jobs_submit(srv->jobs, j);
+}
+
+/* ---- framing ---- */
 
 /* Best effort: the id (field 1, varint) at the start of a Request that does not unpack. */
 static uint64_t salvage_id(const uint8_t *p, size_t len)
@@ -777,40 +650,36 @@ static uint64_t salvage_id(const uint8_t *p, size_t len)
     return 0;
 }
 
-static void bad_request(struct rpc_server *srv, struct conn *c, uint64_t id, const char *why, uint64_t t0)
+int server_decode_request(Keyless__V1__Request **req_p, uint64_t *id_p, size_t *used_p, const uint8_t *buf, size_t len)
 {
-    struct audit_record rec;
-    audit_fill(&rec, c, "request", NULL, id, KEYLESS__V1__STATUS__BAD_REQUEST, why, t0);
-    if (audit_now(srv, &rec) != 0) {
-        conn_kill(srv, c);
-        return;
+    struct kl_span body;
+    size_t used = 0;
+    int ret;
+
+    *req_p = NULL;
+    *id_p = 0;
+    *used_p = 0;
+    if ((ret = frame_next(&body, &used, buf, len)) != 0) {
+        return ret;
     }
-    send_sign_status(srv, c, id, KEYLESS__V1__STATUS__BAD_REQUEST, why, NULL, 0);
+    *used_p = used;
+    *req_p = keyless__v1__request__unpack(NULL, body.len, body.base);
+    if (*req_p == NULL) {
+        *id_p = salvage_id(body.base, body.len);
+        return KL_ERR_PROTOBUF;
+    }
+    *id_p = (*req_p)->id;
+    return 0;
 }
 
-static void handle_frame(struct rpc_server *srv, struct conn *c, struct kl_span body)
+static void conn_set_closing(struct conn *c)
 {
-    uint64_t t0 = kl_clock_ns();
-    Keyless__V1__Request *req = keyless__v1__request__unpack(NULL, body.len, body.base);
-    size_t i;
-
-    if (req == NULL) {
-        bad_request(srv, c, salvage_id(body.base, body.len), "request does not decode", t0);
-        return;
-    }
-    for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-        if (ops[i].body == req->body_case) {
-            ops[i].handle(srv, c, req, t0);
-            break;
-        }
-    }
-    if (i == sizeof(ops) / sizeof(ops[0])) {
-        bad_request(srv, c, req->id, "request has no known operation", t0);
-    }
-    keyless__v1__request__free_unpacked(req, NULL);
+    pthread_mutex_lock(&c->lock);
+    c->closing = 1;
+    pthread_mutex_unlock(&c->lock);
 }
 
-static void conn_read(struct rpc_server *srv, struct conn *c)
+static void conn_read(struct server *srv, struct conn *c)
 {
     for (;;) {
         ssize_t n;
@@ -831,30 +700,31 @@ static void conn_read(struct rpc_server *srv, struct conn *c)
                 c->in.len = 0;
             }
             /* The peer is gone or half-closed: answer what is in flight, then close. */
-            pthread_mutex_lock(&c->lock);
-            c->closing = 1;
-            pthread_mutex_unlock(&c->lock);
+            conn_set_closing(c);
             break;
         }
         c->in.len += (size_t)n;
         for (;;) {
-            struct kl_span body;
-            size_t used = 0;
-            int ret = frame_next(&body, &used, c->in.base + off, c->in.len - off);
+            Keyless__V1__Request *req;
+            uint64_t id, t0 = kl_clock_ns();
+            size_t used;
+            int ret = server_decode_request(&req, &id, &used, c->in.base + off, c->in.len - off);
             if (ret == KL_ERR_WANT_READ) {
                 break;
             }
-            if (ret != 0) {
+            if (ret == KL_ERR_FRAME_TOO_BIG) {
                 /* The stream cannot be resynchronised after an oversize header. */
-                bad_request(srv, c, 0, "frame over FRAME_MAX", kl_clock_ns());
-                pthread_mutex_lock(&c->lock);
-                c->closing = 1;
-                pthread_mutex_unlock(&c->lock);
+                bad_request(srv, c, 0, "frame over FRAME_MAX", t0);
+                conn_set_closing(c);
                 c->in.len = 0;
-                off = 0;
                 goto done;
             }
-            handle_frame(srv, c, body);
+            if (ret != 0) {
+                bad_request(srv, c, id, "request does not decode", t0);
+            } else {
+                dispatch(srv, c, req, t0);
+                keyless__v1__request__free_unpacked(req, NULL);
+            }
             if (c->dead) {
                 return;
             }
@@ -874,12 +744,35 @@ done:
     }
 }
 
-static void accept_all(struct rpc_server *srv)
+/* ---- loop callbacks ---- */
+
+static void conn_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 {
+    struct conn *c = io->owner;
+    struct server *srv = c->srv;
+    (void)loop;
+    drain_once(srv);
+    if (c->dead) {
+        return; /* killed by a result drained just now */
+    }
+    if ((revents & (EV_RDHUP | EV_ERROR)) && c->closing) {
+        conn_kill(srv, c); /* gone both ways: nobody will read the answers */
+    } else if ((revents & (EV_READ | EV_RDHUP | EV_ERROR)) && !c->closing) {
+        conn_read(srv, c);
+    } else if (revents & EV_WRITE) {
+        conn_flush(srv, c);
+    }
+}
+
+static void accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
+{
+    struct server *srv = io->owner;
+    (void)loop;
+    (void)revents;
+    drain_once(srv);
     for (;;) {
         struct ucred cred;
         socklen_t cl = sizeof(cred);
-        struct epoll_event e;
         struct conn *c;
         int allowed = 0;
         int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -895,7 +788,9 @@ static void accept_all(struct rpc_server *srv)
             continue;
         }
         for (size_t i = 0; i < srv->n_keys; i++) {
-            allowed |= peer_allowed(srv->keys[i].cfg, cred.uid, cred.gid);
+            const struct cfg_key *kc = srv->keys[i].cfg;
+            const struct policy_key pk = {kc->schemes, kc->n_schemes, kc->uids, kc->n_uids, kc->gids, kc->n_gids};
+            allowed |= policy_peer_allowed(&pk, cred.uid, cred.gid, srv->self_uid);
         }
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
@@ -903,6 +798,7 @@ static void accept_all(struct rpc_server *srv)
             continue;
         }
         pthread_mutex_init(&c->lock, NULL);
+        c->srv = srv;
         c->fd = fd;
         c->serial = ++srv->next_serial;
         c->pid = cred.pid;
@@ -914,8 +810,8 @@ static void accept_all(struct rpc_server *srv)
             audit_fill(&rec, c, "connect", NULL, 0, KEYLESS__V1__STATUS__NOT_AUTHORIZED, "peer uid/gid may use no key",
                        0);
             (void)audit_now(srv, &rec);
-            fprintf(stderr, "keyless-signer: refused connection from uid %u gid %u pid %d\n", (unsigned)cred.uid,
-                    (unsigned)cred.gid, (int)cred.pid);
+            log_warnx("refused connection from uid %u gid %u pid %d", (unsigned)cred.uid, (unsigned)cred.gid,
+                      (int)cred.pid);
             close(fd);
             pthread_mutex_destroy(&c->lock);
             free(c);
@@ -928,14 +824,9 @@ static void accept_all(struct rpc_server *srv)
             conn_free(c);
             continue;
         }
-        e.events = EPOLLIN;
-        e.data.ptr = c;
-        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
-            close(fd);
-            conn_free(c);
-            continue;
-        }
-        c->events = EPOLLIN;
+        ev_io_init(&c->io, fd, conn_cb, c);
+        ev_io_set(srv->loop, &c->io, EV_READ);
+        c->events = EV_READ;
         c->next = srv->conns;
         if (srv->conns != NULL) {
             srv->conns->prev = c;
@@ -945,257 +836,60 @@ static void accept_all(struct rpc_server *srv)
     }
 }
 
-/* I/O thread: the bookkeeping of a finished job whose answer conn_deliver() handled. */
-static void job_retire(struct rpc_server *srv, struct job *j)
+static void done_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 {
-    struct conn *c = j->conn;
-    c->refs--;
-    srv->in_flight--;
-    if (j->overflow && !c->dead) {
-        fprintf(stderr, "keyless-signer: conn %llu: dropping (it does not read its answers)\n",
-                (unsigned long long)c->serial);
-        conn_kill(srv, c);
-    } else if (!j->sent && !c->dead) {
-        send_sign_status(srv, c, j->id, j->status, j->message, j->sig, j->sig_len);
+    struct server *srv = io->owner;
+    (void)loop;
+    (void)revents;
+    jobs_done_clear(srv->jobs);
+    drain_once(srv);
+}
+
+static void stop_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
+{
+    struct server *srv = io->owner;
+    (void)revents;
+    drain_once(srv);
+    clear_fd(srv->stop_fd);
+    if (srv->stopping) {
+        return;
     }
-    job_free(j);
-    if (!c->dead) {
-        conn_flush(srv, c);
+    srv->stopping = 1;
+    srv->drain_deadline = kl_clock_ns() + DRAIN_TIMEOUT_NS;
+    ev_io_set(loop, &srv->listen_io, 0);
+    for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->lock);
+        c->stopping = 1;
+        conn_update_events(srv, c);
+        pthread_mutex_unlock(&c->lock);
     }
 }
 
-/* Results back from the workers / audit waiter: send them (or drop them for a dead peer).
- * Called at every turn of the I/O loop; done_fd only wakes the loop when one is urgent. */
-static void drain_done(struct rpc_server *srv)
-{
-    struct job *list;
-    pthread_mutex_lock(&srv->done.lock);
-    list = srv->done.head;
-    srv->done.head = srv->done.tail = NULL;
-    srv->done.n = 0;
-    pthread_mutex_unlock(&srv->done.lock);
-    while (list != NULL) {
-        struct job *j = list;
-        list = j->next;
-        job_retire(srv, j);
-    }
-}
+/* ---- audit rotation (I/O thread) ---- */
 
-/*
- * workers = 0: the I/O thread signs what this turn read, on PKCS#11 session 0, with no
- * hand-off to another thread. A lone request whose fdatasync can start at once also
- * gets it here (one wake-up per signature in all); a batch, or a record that would have
- * to wait (a sync running, GROUP pacing), goes to the audit thread, so this thread never
- * sleeps on the audit log.
- */
-static void run_inline(struct rpc_server *srv)
-{
-    /* At most INLINE_TURN_MAX per turn: the sockets (accept, refusals, stop) are served
-     * between batches however many requests a peer pipelined. */
-    size_t n = srv->inline_n < INLINE_TURN_MAX ? srv->inline_n : INLINE_TURN_MAX;
-    for (size_t i = 0; i < n; i++) {
-        struct job *j = srv->inline_head;
-        srv->inline_head = j->next;
-        if (srv->inline_head == NULL) {
-            srv->inline_tail = NULL;
-        }
-        srv->inline_n--;
-        j->next = NULL;
-        if (sign_job(srv, 0, j)) {
-            /* A lone request whose sync can start now: run it here. Otherwise (a batch, a
-             * sync already running, GROUP pacing) the audit thread waits, not this one. */
-            int ret = n > 1 ? KL_ERR_WANT_READ : audit_sync_if_idle(srv->audit, j->seq);
-            if (ret == KL_ERR_WANT_READ) {
-                (void)jobq_push(&srv->durable, j, 0);
-                continue;
-            }
-            if (ret != 0) {
-                fprintf(stderr, "keyless-signer: audit: not durable (%s); signature withheld\n", kl_err_str(ret));
-                withhold(j, "the audit log cannot be made durable");
-            }
-        }
-        conn_deliver(srv, j);
-        job_retire(srv, j);
-    }
-}
-
-/* Does something accept on the socket at path (another signer)? */
-static int socket_in_use(const char *path)
-{
-    struct sockaddr_un sa;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), in_use;
-    if (fd < 0) {
-        return 0;
-    }
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path)); /* length checked by the caller */
-    in_use = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return in_use;
-}
-
-static int socket_setup(struct rpc_server *srv)
-{
-    const struct signer_config *cfg = srv->cfg;
-    char *dup = strdup(cfg->socket_path);
-    char *dir = dup != NULL ? dirname(dup) : NULL;
-    struct sockaddr_un sa;
-    struct stat st;
-    int ret = 0;
-
-    KL_ENSURE(dir != NULL, KL_ERR_NO_MEMORY);
-    if (strlen(cfg->socket_path) >= sizeof(sa.sun_path)) {
-        fprintf(stderr, "keyless-signer: %s: [signer] socket: path longer than %zu bytes\n", cfg->path,
-                sizeof(sa.sun_path) - 1);
-        KL_ENSURE(0, KL_ERR_CONFIG);
-    }
-    if (cfg_mkdir_parents(dir, 0755) != 0 || (mkdir(dir, 0750) != 0 && errno != EEXIST)) {
-        fprintf(stderr, "keyless-signer: %s: [signer] socket: cannot create directory %s: %s\n", cfg->path, dir,
-                strerror(errno));
-        KL_ENSURE(0, KL_ERR_CONFIG);
-    }
-    /* Only a directory of our own is tightened: never chmod a shared one like /tmp. */
-    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
-        fprintf(stderr,
-                "keyless-signer: %s: [signer] socket: directory %s must be a directory owned by the signer "
-                "user (it is made 0750)\n",
-                cfg->path, dir);
-        KL_ENSURE(0, KL_ERR_CONFIG);
-    }
-    if (chmod(dir, 0750) != 0 || (cfg->has_socket_gid && chown(dir, (uid_t)-1, cfg->socket_gid) != 0)) {
-        fprintf(stderr, "keyless-signer: %s: [signer] socket_group: cannot set mode/group of %s: %s\n", cfg->path, dir,
-                strerror(errno));
-        KL_ENSURE(0, KL_ERR_CONFIG);
-    }
-    if (lstat(cfg->socket_path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            fprintf(stderr, "keyless-signer: %s: [signer] socket: %s exists and is not a socket\n", cfg->path,
-                    cfg->socket_path);
-            KL_ENSURE(0, KL_ERR_CONFIG);
-        }
-        if (socket_in_use(cfg->socket_path)) {
-            fprintf(stderr, "keyless-signer: %s: [signer] socket: %s is in use by a running process\n", cfg->path,
-                    cfg->socket_path);
-            KL_ENSURE(0, KL_ERR_CONFIG);
-        }
-        (void)unlink(cfg->socket_path); /* stale socket of an earlier run */
-    }
-    srv->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    KL_ENSURE(srv->listen_fd >= 0, KL_ERR_IO);
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, cfg->socket_path, strlen(cfg->socket_path));
-    if (bind(srv->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || chmod(cfg->socket_path, 0660) != 0 ||
-        (cfg->has_socket_gid && chown(cfg->socket_path, (uid_t)-1, cfg->socket_gid) != 0) ||
-        listen(srv->listen_fd, 128) != 0) {
-        fprintf(stderr, "keyless-signer: %s: [signer] socket: cannot listen on %s: %s\n", cfg->path, cfg->socket_path,
-                strerror(errno));
-        KL_ENSURE(0, KL_ERR_CONFIG);
-    }
-    srv->socket_path = strdup(cfg->socket_path);
-exit:
-    free(dup);
-    return ret;
-}
-
-int rpc_server_new(struct rpc_server **srv_p, const struct signer_config *cfg, struct p11_backend *be,
-                   const struct rpc_key *keys, size_t n_keys, struct audit_log *audit)
-{
-    int ret = 0;
-    struct rpc_server *srv = calloc(1, sizeof(*srv));
-    struct epoll_event e;
-
-    *srv_p = NULL;
-    KL_ENSURE(srv != NULL, KL_ERR_NO_MEMORY);
-    srv->cfg = cfg;
-    srv->be = be;
-    srv->keys = keys;
-    srv->n_keys = n_keys;
-    srv->audit = audit;
-    srv->listen_fd = srv->epfd = srv->done_fd = srv->stop_fd = srv->rotate_fd = -1;
-    jobq_init(&srv->work);
-    jobq_init(&srv->durable);
-    jobq_init(&srv->done);
-    srv->key_rl = calloc(n_keys, sizeof(*srv->key_rl));
-    KL_ENSURE(srv->key_rl != NULL, KL_ERR_NO_MEMORY);
-    for (size_t i = 0; i < n_keys; i++) {
-        rl_bucket_init(&srv->key_rl[i], keys[i].cfg->rate, keys[i].cfg->burst);
-    }
-    if (cfg->rate_per_peer > 0) {
-        srv->peer_rl = rl_table_new(cfg->rate_per_peer, cfg->burst_per_peer, PEER_TABLE_MAX);
-        KL_ENSURE(srv->peer_rl != NULL, KL_ERR_NO_MEMORY);
-    }
-    KL_TRY(socket_setup(srv));
-    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-    srv->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    srv->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    srv->rotate_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    KL_ENSURE(srv->epfd >= 0 && srv->done_fd >= 0 && srv->stop_fd >= 0 && srv->rotate_fd >= 0, KL_ERR_IO);
-    e.events = EPOLLIN;
-    e.data.ptr = &tag_listen;
-    KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listen_fd, &e) == 0, KL_ERR_IO);
-    e.data.ptr = &tag_done;
-    KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->done_fd, &e) == 0, KL_ERR_IO);
-    e.data.ptr = &tag_stop;
-    KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->stop_fd, &e) == 0, KL_ERR_IO);
-    e.data.ptr = &tag_rotate;
-    KL_ENSURE(epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->rotate_fd, &e) == 0, KL_ERR_IO);
-
-    srv->n_workers = cfg->workers;
-    srv->workers = calloc(srv->n_workers > 0 ? srv->n_workers : 1, sizeof(*srv->workers));
-    KL_ENSURE(srv->workers != NULL, KL_ERR_NO_MEMORY);
-    for (unsigned i = 0; i < srv->n_workers; i++) {
-        srv->workers[i].srv = srv;
-        srv->workers[i].index = i;
-        if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
-            srv->n_workers = i;
-            KL_ENSURE(0, KL_ERR_NO_MEMORY);
-        }
-    }
-    KL_ENSURE(pthread_create(&srv->audit_thread, NULL, audit_waiter_main, srv) == 0, KL_ERR_NO_MEMORY);
-    srv->audit_thread_started = 1;
-    *srv_p = srv;
-    srv = NULL;
-exit:
-    if (ret != 0 && ret != KL_ERR_CONFIG) {
-        fprintf(stderr, "keyless-signer: cannot start the RPC server: %s (%s)\n", kl_err_str(ret), strerror(errno));
-    }
-    rpc_server_free(srv);
-    return ret;
-}
-
-void rpc_server_rotate(struct rpc_server *srv)
-{
-    uint64_t one = 1;
-    if (write(srv->rotate_fd, &one, sizeof(one)) < 0) {
-        /* already signalled */
-    }
-}
-
-/* Rotate the audit log now (I/O thread). at_size: the size that triggered it, 0 for SIGHUP. */
-static int rotate_log(struct rpc_server *srv, uint64_t at_size)
+/* Rotate the audit log now. at_size: the size that triggered it, 0 for SIGHUP. */
+static int rotate_log(struct server *srv, uint64_t at_size)
 {
     char old[512] = "";
     int ret;
     /* Blocks the loop for one fdatasync + rename: rare, and signatures keep flowing after. */
     if ((ret = audit_rotate_ex(srv->audit, old, sizeof(old))) != 0) {
-        fprintf(stderr, "keyless-signer: audit: rotation failed: %s\n", kl_err_str(ret));
+        log_errx("audit: rotation failed: %s", kl_err_str(ret));
     } else if (at_size != 0) {
-        fprintf(stderr, "keyless-signer: audit: rotated at %llu bytes; the chain continues from %s\n",
-                (unsigned long long)at_size, old);
+        log_info("audit: rotated at %llu bytes; the chain continues from %s", (unsigned long long)at_size, old);
     } else {
-        fprintf(stderr, "keyless-signer: audit: rotated; the chain continues from %s\n", old);
+        log_info("audit: rotated; the chain continues from %s", old);
     }
     return ret;
 }
 
-static void rotate_now(struct rpc_server *srv)
+static void rotate_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 {
-    uint64_t v;
-    if (read(srv->rotate_fd, &v, sizeof(v)) < 0) {
-        return;
-    }
+    struct server *srv = io->owner;
+    (void)loop;
+    (void)revents;
+    drain_once(srv);
+    clear_fd(srv->rotate_fd);
     (void)rotate_log(srv, 0);
 }
 
@@ -1204,7 +898,7 @@ static void rotate_now(struct rpc_server *srv)
  * limit (it may exceed it by the records of one turn). A failed rotation (say, the
  * directory is not writable) is retried at most every ROTATE_RETRY_NS, not every turn.
  */
-static void rotate_by_size(struct rpc_server *srv)
+static void rotate_by_size(struct server *srv)
 {
     uint64_t limit = srv->cfg->audit_rotate_bytes, size, now;
     if (limit == 0 || (size = audit_size(srv->audit)) < limit) {
@@ -1219,134 +913,141 @@ static void rotate_by_size(struct rpc_server *srv)
     }
 }
 
-void rpc_server_stop(struct rpc_server *srv)
+/* ---- the server ---- */
+
+void server_rotate(struct server *srv)
 {
-    uint64_t one = 1;
-    if (write(srv->stop_fd, &one, sizeof(one)) < 0) {
-        /* already signalled */
-    }
+    signal_fd(srv->rotate_fd);
 }
 
-int rpc_server_run(struct rpc_server *srv)
+void server_stop(struct server *srv)
 {
-    struct epoll_event evs[64];
-    uint64_t drain_deadline = 0;
+    signal_fd(srv->stop_fd);
+}
 
+/* Stopping: finished when nothing is in flight and every answer has gone out, or at the deadline. */
+static int drained(struct server *srv)
+{
+    int pending_out = 0;
+    for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->lock);
+        pending_out |= c->out.len > 0;
+        pthread_mutex_unlock(&c->lock);
+    }
+    return (srv->in_flight == 0 && !pending_out) || kl_clock_ns() > srv->drain_deadline;
+}
+
+int server_run(struct server *srv)
+{
+    /* After the privilege drop: the uid a key without allow lists is for. */
+    srv->self_uid = getuid();
     for (;;) {
-        int timeout = -1, n;
+        int timeout = -1;
         if (srv->stopping) {
-            /* Finished when nothing is in flight and every answer has gone out. */
-            int pending_out = 0;
-            for (struct conn *c = srv->conns; c != NULL; c = c->next) {
-                pthread_mutex_lock(&c->lock);
-                pending_out |= c->out.len > 0;
-                pthread_mutex_unlock(&c->lock);
-            }
-            if ((srv->in_flight == 0 && !pending_out) || kl_clock_ns() > drain_deadline) {
+            if (drained(srv)) {
                 break;
             }
-            timeout = 50;
+            timeout = DRAIN_POLL_MS;
         }
-        if (srv->inline_head != NULL) {
+        if (jobs_inline_pending(srv->jobs) > 0) {
             timeout = 0; /* requests still to sign: only look at the sockets */
         }
-        n = epoll_wait(srv->epfd, evs, 64, timeout);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            fprintf(stderr, "keyless-signer: epoll_wait: %s\n", strerror(errno));
+        srv->turn++;
+        if (ev_run_once(srv->loop, timeout) != 0) {
+            log_err("epoll_wait");
             return KL_ERR_IO;
         }
-        /* Finished jobs first (their references and in_flight), so that queue_max counts
-         * only jobs still being worked on and a result is never for a freed conn. */
-        drain_done(srv);
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == &tag_listen) {
-                accept_all(srv);
-            } else if (p == &tag_done) {
-                uint64_t cnt;
-                if (read(srv->done_fd, &cnt, sizeof(cnt)) < 0) {
-                    /* EAGAIN: already consumed */
-                }
-            } else if (p == &tag_rotate) {
-                rotate_now(srv);
-            } else if (p == &tag_stop) {
-                uint64_t v;
-                if (read(srv->stop_fd, &v, sizeof(v)) < 0) {
-                    /* spurious */
-                }
-                if (!srv->stopping) {
-                    srv->stopping = 1;
-                    drain_deadline = kl_clock_ns() + DRAIN_TIMEOUT_NS;
-                    (void)epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
-                    for (struct conn *c = srv->conns; c != NULL; c = c->next) {
-                        pthread_mutex_lock(&c->lock);
-                        c->stopping = 1;
-                        conn_update_events(srv, c);
-                        pthread_mutex_unlock(&c->lock);
-                    }
-                }
-            }
+        drain_once(srv); /* a turn without events */
+        if (jobs_inline_pending(srv->jobs) > 0) {
+            jobs_run_inline(srv->jobs);
+            drain_done(srv);
         }
-        /* Connections second, so a result drained above is never for a freed conn. */
-        for (int i = 0; i < n; i++) {
-            struct conn *c = evs[i].data.ptr;
-            if (c == (void *)&tag_listen || c == (void *)&tag_done || c == (void *)&tag_stop ||
-                c == (void *)&tag_rotate) {
-                continue;
-            }
-            if (c->dead) {
-                continue; /* killed earlier in this turn */
-            }
-            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && c->closing) {
-                conn_kill(srv, c); /* gone both ways: nobody will read the answers */
-            } else if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing) {
-                conn_read(srv, c);
-            } else if (evs[i].events & EPOLLOUT) {
-                conn_flush(srv, c);
-            }
-        }
-        run_inline(srv);
         sweep_dead(srv);
         rotate_by_size(srv);
     }
     return 0;
 }
 
-void rpc_server_free(struct rpc_server *srv)
+int server_new(struct server **srv_p, const struct signer_config *cfg, struct p11_backend *be,
+               const struct server_key *keys, size_t n_keys, struct audit_log *audit)
+{
+    int ret = 0;
+    struct server *srv = calloc(1, sizeof(*srv));
+    struct jobs_env env;
+
+    *srv_p = NULL;
+    KL_ENSURE(srv != NULL, KL_ERR_NO_MEMORY);
+    srv->cfg = cfg;
+    srv->be = be;
+    srv->keys = keys;
+    srv->n_keys = n_keys;
+    srv->audit = audit;
+    srv->listen_fd = srv->stop_fd = srv->rotate_fd = -1;
+    srv->self_uid = getuid();
+    /* The dispatcher signs an OP_ASYNC request with the key OP_NEEDS_KEY_AUTH found. */
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        unsigned f = ops[i].flags;
+        KL_ENSURE((f & OP_ASYNC) ? (f & OP_NEEDS_KEY_AUTH) && ops[i].make_job != NULL : ops[i].handle != NULL,
+                  KL_ERR_INVALID);
+        KL_ENSURE(!(f & OP_NEEDS_KEY_AUTH) || (ops[i].key_name != NULL && ops[i].authorize != NULL), KL_ERR_INVALID);
+    }
+    srv->key_rl = calloc(n_keys, sizeof(*srv->key_rl));
+    KL_ENSURE(srv->key_rl != NULL, KL_ERR_NO_MEMORY);
+    for (size_t i = 0; i < n_keys; i++) {
+        rl_bucket_init(&srv->key_rl[i], keys[i].cfg->rate, keys[i].cfg->burst);
+    }
+    if (cfg->rate_per_peer > 0) {
+        srv->peer_rl = rl_table_new(cfg->rate_per_peer, cfg->burst_per_peer, PEER_TABLE_MAX);
+        KL_ENSURE(srv->peer_rl != NULL, KL_ERR_NO_MEMORY);
+    }
+    KL_TRY(sockdir_listen(&srv->listen_fd, cfg));
+    srv->socket_path = strdup(cfg->socket_path);
+    KL_ENSURE(srv->socket_path != NULL, KL_ERR_NO_MEMORY);
+    srv->loop = ev_loop_new();
+    srv->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    srv->rotate_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    KL_ENSURE(srv->loop != NULL && srv->stop_fd >= 0 && srv->rotate_fd >= 0, KL_ERR_IO);
+
+    memset(&env, 0, sizeof(env));
+    env.be = be;
+    env.audit = audit;
+    env.audit_sync = cfg->audit_sync;
+    env.workers = cfg->workers;
+    env.deliver = conn_deliver;
+    env.arg = srv;
+    KL_TRY(jobs_new(&srv->jobs, &env));
+
+    ev_io_init(&srv->listen_io, srv->listen_fd, accept_cb, srv);
+    ev_io_set(srv->loop, &srv->listen_io, EV_READ);
+    ev_io_init(&srv->done_io, jobs_done_fd(srv->jobs), done_cb, srv);
+    ev_io_set(srv->loop, &srv->done_io, EV_READ);
+    ev_io_init(&srv->stop_io, srv->stop_fd, stop_cb, srv);
+    ev_io_set(srv->loop, &srv->stop_io, EV_READ);
+    ev_io_init(&srv->rotate_io, srv->rotate_fd, rotate_cb, srv);
+    ev_io_set(srv->loop, &srv->rotate_io, EV_READ);
+    *srv_p = srv;
+    srv = NULL;
+exit:
+    if (ret != 0 && ret != KL_ERR_CONFIG) {
+        log_errx("cannot start the RPC server: %s (%s)", kl_err_str(ret), strerror(errno));
+    }
+    server_free(srv);
+    return ret;
+}
+
+void server_free(struct server *srv)
 {
     if (srv == NULL) {
         return;
     }
-    __atomic_store_n(&srv->threads_stop, 1, __ATOMIC_RELEASE);
-    jobq_wake_all(&srv->work);
-    jobq_wake_all(&srv->durable);
-    for (unsigned i = 0; i < srv->n_workers; i++) {
-        pthread_join(srv->workers[i].thread, NULL);
-    }
-    if (srv->audit_thread_started) {
-        pthread_join(srv->audit_thread, NULL);
-    }
-    /* Anything left (the drain timed out): drop it. */
-    while (srv->inline_head != NULL) {
-        struct job *j = srv->inline_head;
-        srv->inline_head = j->next;
-        j->conn->refs--;
-        job_free(j);
-    }
-    struct jobq *queues[3] = {&srv->work, &srv->durable, &srv->done};
-    for (size_t i = 0; i < 3; i++) {
-        while (queues[i]->head != NULL) {
-            struct job *j = queues[i]->head;
-            queues[i]->head = j->next;
-            j->conn->refs--;
-            job_free(j);
-        }
-    }
+    /* The threads first: nothing touches a connection after this. The jobs they still
+     * held (the drain timed out) are dropped with them, so every reference is gone. */
+    jobs_free(srv->jobs);
     while (srv->conns != NULL) {
         conn_kill(srv, srv->conns);
+    }
+    for (struct conn *c = srv->dead; c != NULL; c = c->next) {
+        c->refs = 0;
     }
     sweep_dead(srv);
     if (srv->listen_fd >= 0) {
@@ -1356,18 +1057,13 @@ void rpc_server_free(struct rpc_server *srv)
         (void)unlink(srv->socket_path);
         free(srv->socket_path);
     }
-    if (srv->epfd >= 0) {
-        close(srv->epfd);
-    }
-    if (srv->done_fd >= 0) {
-        close(srv->done_fd);
-    }
     if (srv->stop_fd >= 0) {
         close(srv->stop_fd);
     }
     if (srv->rotate_fd >= 0) {
         close(srv->rotate_fd);
     }
+    ev_loop_free(srv->loop);
     if (srv->key_rl != NULL) {
         for (size_t i = 0; i < srv->n_keys; i++) {
             rl_bucket_dispose(&srv->key_rl[i]);
@@ -1375,9 +1071,5 @@ void rpc_server_free(struct rpc_server *srv)
     }
     free(srv->key_rl);
     rl_table_free(srv->peer_rl);
-    free(srv->workers);
-    jobq_dispose(&srv->work);
-    jobq_dispose(&srv->durable);
-    jobq_dispose(&srv->done);
     free(srv);
 }

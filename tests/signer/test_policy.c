@@ -1,10 +1,37 @@
-/* policy_: CertificateVerify content bytes (hand-built and RFC 8448 section 3), scheme names. */
+/* policy_: CertificateVerify content bytes (hand-built and RFC 8448 section 3), scheme names,
+ * policy_check_sign() (one refusal per reason). */
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/rsa.h>
 #include <openssl/obj_mac.h>
 #include "kl_test.h"
 #include "policy.h"
+
+/* Strings compared exactly (the reasons are audited and sent back as they are). */
+#define is_str(got, want, name)                                                                                        \
+    do {                                                                                                               \
+        const char *kl_gs_ = (got), *kl_ws_ = (want);                                                                  \
+        if (!ok(strcmp(kl_gs_, kl_ws_) == 0, (name)))                                                                  \
+            diag("got \"%s\", want \"%s\"", kl_gs_, kl_ws_);                                                           \
+    } while (0)
+
+/* The OpenSSL digest NID of a scheme's hash (tls_ids.h names it), 0 for none, -1 unknown. */
+static int scheme_nid(uint16_t scheme)
+{
+    const struct tls_scheme_info *info = tls_scheme_by_id(scheme);
+    if (info == NULL)
+        return -1;
+    switch (info->hash) {
+    case TLS_HASH_SHA256:
+        return NID_sha256;
+    case TLS_HASH_SHA384:
+        return NID_sha384;
+    case TLS_HASH_SHA512:
+        return NID_sha512;
+    default:
+        return 0;
+    }
+}
 
 /* Read "name = hex" from an RFC 8448 trace file (format in the testdata README). */
 static size_t trace_value(uint8_t *out, size_t cap, const char *file, const char *name)
@@ -123,11 +150,11 @@ static void test_rfc8448(void)
     EVP_MD_CTX_free(md);
 
     /* CertificateVerify: type 0x0f, uint24 length, scheme, uint16 signature length, signature. */
-    ok(cv[0] == 0x0f && (cv[4] << 8 | cv[5]) == POLICY_SCHEME_RSA_PSS_RSAE_SHA256 &&
+    ok(cv[0] == 0x0f && (cv[4] << 8 | cv[5]) == TLS_SIG_RSA_PSS_RSAE_SHA256 &&
            (size_t)(cv[6] << 8 | cv[7]) == cv_len - 8,
        "CertificateVerify is rsa_pss_rsae_sha256");
     is_int(policy_build_content(content, &content_len, POLICY_CONTEXT_SERVER, th, 32), 0, "content built");
-    is_int(policy_scheme_hash(POLICY_SCHEME_RSA_PSS_RSAE_SHA256), NID_sha256, "scheme hash is SHA-256");
+    is_int(scheme_nid(TLS_SIG_RSA_PSS_RSAE_SHA256), NID_sha256, "scheme hash is SHA-256");
 
     const uint8_t *p = der;
     X509 *x = d2i_X509(NULL, &p, (long)der_len);
@@ -144,7 +171,7 @@ static void test_rfc8448(void)
             continue;
         EVP_MD_CTX *v = EVP_MD_CTX_new();
         EVP_PKEY_CTX *pctx = NULL;
-        const EVP_MD *h = EVP_get_digestbynid(policy_scheme_hash(POLICY_SCHEME_RSA_PSS_RSAE_SHA256));
+        const EVP_MD *h = EVP_get_digestbynid(scheme_nid(TLS_SIG_RSA_PSS_RSAE_SHA256));
         if (v != NULL && EVP_DigestVerifyInit(v, &pctx, h, NULL, pub) == 1 &&
             EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1)
@@ -177,10 +204,13 @@ static void test_schemes(void)
         snprintf(name, sizeof(name), "%s: name -> code -> name, hex, hash", want[i].name);
         int pass = policy_scheme_from_name(&s, want[i].name) == 0 && s == want[i].code &&
                    policy_scheme_name(s) != NULL && strcmp(policy_scheme_name(s), want[i].name) == 0 &&
-                   policy_scheme_from_name(&s2, want[i].hex) == 0 && s2 == want[i].code &&
-                   policy_scheme_hash(s) == want[i].nid;
+                   policy_scheme_from_name(&s2, want[i].hex) == 0 && s2 == want[i].code && scheme_nid(s) == want[i].nid;
         ok(pass, name);
-        ok(policy_schemes[i] != 0 && policy_scheme_name(policy_schemes[i]) != NULL, "policy_schemes entry known");
+    }
+    is_int((long)tls_n_schemes, (long)(sizeof(want) / sizeof(want[0])), "the signer knows exactly the tls_ids schemes");
+    for (size_t i = 0; i < tls_n_schemes; i++) {
+        uint16_t s = 0;
+        ok(policy_scheme_from_name(&s, tls_schemes[i].name) == 0 && s == tls_schemes[i].id, "tls_schemes entry known");
     }
     static const char *bad[] = {"",
                                 "ecdsa",
@@ -209,8 +239,93 @@ static void test_schemes(void)
     is_int(policy_scheme_from_name(&s, "ED25519"), 0, "names are case-insensitive");
     is_int(policy_scheme_from_name(&s, NULL), KL_ERR_INVALID, "NULL name refused");
     ok(policy_scheme_name(0x0401) == NULL && policy_scheme_name(0) == NULL, "unknown code has no name");
-    is_int(policy_scheme_hash(0x0401), -1, "unknown code has no hash");
-    is_int(policy_scheme_hash(0x0807), 0, "ed25519 has no prehash");
+    is_int(scheme_nid(0x0401), -1, "unknown code has no hash");
+    is_int(scheme_nid(0x0807), 0, "ed25519 has no prehash");
+}
+
+/* policy_check_sign: OK for a good request, then one refusal per reason with its text. */
+static void test_check_sign(void)
+{
+    static const uint16_t schemes[] = {TLS_SIG_ECDSA_SECP256R1_SHA256, TLS_SIG_RSA_PSS_RSAE_SHA256};
+    static const uid_t uids[] = {1001, 1002};
+    static const gid_t gids[] = {2001};
+    const struct policy_key key = {schemes, 2, uids, 2, gids, 1};
+    const struct policy_key own = {schemes, 2, NULL, 0, NULL, 0}; /* no allow lists: the signer's uid only */
+    const struct policy_sign_request good = {1002, 5, 77, TLS_SIG_RSA_PSS_RSAE_SHA256, POLICY_CONTEXT_SERVER, 32};
+    struct policy_sign_request r;
+    const char *why = "unset";
+
+    is_int(policy_check_sign(&why, &key, &good), KEYLESS__V1__STATUS__OK, "good request (uid listed): OK");
+    ok(why == NULL, "no reason on OK");
+    r = good;
+    r.peer_uid = 9;
+    r.peer_gid = 2001;
+    r.context = POLICY_CONTEXT_CLIENT;
+    r.hash_len = 48;
+    is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__OK, "gid listed, client context, 48 bytes: OK");
+    r = good;
+    r.peer_uid = 77;
+    is_int(policy_check_sign(&why, &own, &r), KEYLESS__V1__STATUS__OK, "no allow lists: the signer's own uid is OK");
+
+    static const int bad_ctx[] = {0, 3, -1};
+    for (size_t i = 0; i < sizeof(bad_ctx) / sizeof(bad_ctx[0]); i++) {
+        r = good;
+        r.context = bad_ctx[i];
+        why = NULL;
+        is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__BAD_REQUEST, "bad context refused");
+        is_str(why != NULL ? why : "", "context must be server or client", "... with its reason");
+    }
+    static const uint32_t bad_scheme[] = {TLS_SIG_ED25519, 0x0401, 0, 0x10804};
+    for (size_t i = 0; i < sizeof(bad_scheme) / sizeof(bad_scheme[0]); i++) {
+        r = good;
+        r.scheme = bad_scheme[i];
+        why = NULL;
+        is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED,
+               "scheme not configured for the key refused (incl. one past uint16_t)");
+        is_str(why != NULL ? why : "", "scheme not allowed for this key", "... with its reason");
+    }
+    static const size_t bad_len[] = {0, 20, 31, 33, 64};
+    for (size_t i = 0; i < sizeof(bad_len) / sizeof(bad_len[0]); i++) {
+        r = good;
+        r.hash_len = bad_len[i];
+        why = NULL;
+        is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__BAD_REQUEST, "bad hash length refused");
+        is_str(why != NULL ? why : "", "transcript hash must be 32 or 48 bytes", "... with its reason");
+    }
+    r = good;
+    r.peer_uid = 1003;
+    r.peer_gid = 2002;
+    why = NULL;
+    is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED, "unlisted uid and gid refused");
+    is_str(why != NULL ? why : "", "peer uid/gid may not use this key", "... with its reason");
+    r = good;
+    r.peer_uid = 78;
+    why = NULL;
+    is_int(policy_check_sign(&why, &own, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED,
+           "no allow lists: another uid refused");
+    r.peer_uid = 1001; /* listed for the other key only */
+    is_int(policy_check_sign(&why, &own, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED,
+           "no allow lists: a uid listed elsewhere refused");
+
+    /* Order: the first failing check is the one reported. */
+    r = good;
+    r.context = 0;
+    r.scheme = 0x0401;
+    r.hash_len = 1;
+    r.peer_uid = 1;
+    r.peer_gid = 1;
+    is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__BAD_REQUEST, "all wrong: context reported first");
+    r.context = POLICY_CONTEXT_SERVER;
+    is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED, "then the scheme");
+    r.scheme = TLS_SIG_ECDSA_SECP256R1_SHA256;
+    is_str(policy_check_sign(&why, &key, &r) == KEYLESS__V1__STATUS__BAD_REQUEST ? why : "",
+           "transcript hash must be 32 or 48 bytes", "then the hash length");
+    r.hash_len = 32;
+    is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED, "then the peer");
+
+    ok(policy_peer_allowed(&key, 1001, 0, 0) && policy_peer_allowed(&key, 0, 2001, 0) &&
+           !policy_peer_allowed(&key, 0, 0, 0),
+       "policy_peer_allowed: listed uid or gid only (the signer's own uid is not implied)");
 }
 
 int main(void)
@@ -219,5 +334,6 @@ int main(void)
     test_content_refusals();
     test_rfc8448();
     test_schemes();
+    test_check_sign();
     return kl_test_done();
 }

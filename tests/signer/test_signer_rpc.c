@@ -89,7 +89,7 @@ static void test_round_trips(struct rpc_client *c)
 }
 
 static void expect_status(struct rpc_client *c, uint64_t id, const char *key, uint32_t scheme, int ctx, size_t hash_len,
-                          Keyless__V1__Status want, const char *want_name, const char *what)
+                          Keyless__V1__Status want, const char *want_name, const char *why, const char *what)
 {
     uint8_t hash[64];
     Keyless__V1__Response *r = NULL;
@@ -101,6 +101,10 @@ static void expect_status(struct rpc_client *c, uint64_t id, const char *key, ui
     if (ret == 0) {
         ok(r->id == id, "response echoes the id");
         ok(want == KEYLESS__V1__STATUS__OK || r->sign->signature.len == 0, "no signature on a refusal");
+        snprintf(name, sizeof(name), "%s: reason \"%s\"", what, why != NULL ? why : "");
+        ok(r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN && r->sign->message != NULL &&
+               strcmp(r->sign->message, why != NULL ? why : "") == 0,
+           name);
     }
     snprintf(name, sizeof(name), "%s: audited with status %s", what, want_name);
     ok(harness_audit_has(&H, id, want_name), name);
@@ -131,27 +135,27 @@ static void ping_ok(struct rpc_client *c, uint64_t id, const char *what)
 
 static void test_refusals(struct rpc_client *c)
 {
-    expect_status(c, 1001, "no-such-key", 0x0403, 1, 32, KEYLESS__V1__STATUS__UNKNOWN_KEY, "UNKNOWN_KEY",
+    expect_status(c, 1001, "no-such-key", 0x0403, 1, 32, KEYLESS__V1__STATUS__UNKNOWN_KEY, "UNKNOWN_KEY", "no such key",
                   "unknown key");
     expect_status(c, 1002, "ecdsa-p256", 0x0503, 1, 32, KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED, "SCHEME_NOT_ALLOWED",
-                  "P-256 key with the P-384 scheme");
+                  "scheme not allowed for this key", "P-256 key with the P-384 scheme");
     expect_status(c, 1003, "rsa-2048", 0x0401, 1, 32, KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED, "SCHEME_NOT_ALLOWED",
-                  "RSA key with rsa_pkcs1_sha256 (not TLS 1.3)");
+                  "scheme not allowed for this key", "RSA key with rsa_pkcs1_sha256 (not TLS 1.3)");
     expect_status(c, 1004, "ecdsa-p256", 0x0403, 1, 20, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
-                  "20-byte hash");
+                  "transcript hash must be 32 or 48 bytes", "20-byte hash");
     expect_status(c, 1005, "ecdsa-p256", 0x0403, 1, 64, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
-                  "64-byte hash");
+                  "transcript hash must be 32 or 48 bytes", "64-byte hash");
     expect_status(c, 1006, "ecdsa-p256", 0x0403, 0, 32, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
-                  "context unspecified");
+                  "context must be server or client", "context unspecified");
     expect_status(c, 1007, "ecdsa-p256", 0x0403, 7, 32, KEYLESS__V1__STATUS__BAD_REQUEST, "BAD_REQUEST",
-                  "context out of range");
+                  "context must be server or client", "context out of range");
     expect_status(c, 1008, "forbidden", 0x0403, 1, 32, KEYLESS__V1__STATUS__NOT_AUTHORIZED, "NOT_AUTHORIZED",
-                  "peer uid not allowed for the key");
+                  "peer uid/gid may not use this key", "peer uid not allowed for the key");
     for (uint64_t i = 0; i < 3; i++) {
-        expect_status(c, 1010 + i, "limited", 0x0403, 1, 32, KEYLESS__V1__STATUS__OK, "OK", "within the burst");
+        expect_status(c, 1010 + i, "limited", 0x0403, 1, 32, KEYLESS__V1__STATUS__OK, "OK", NULL, "within the burst");
     }
     expect_status(c, 1013, "limited", 0x0403, 1, 32, KEYLESS__V1__STATUS__RATE_LIMITED, "RATE_LIMITED",
-                  "over the key's rate");
+                  "rate limit exceeded", "over the key's rate");
     ping_ok(c, 1014, "connection still usable after the refusals");
 
     /* Garbage protobuf inside a well-formed frame: id salvaged (field 1 = 42), connection kept. */
@@ -584,7 +588,7 @@ int main(void)
         ok(rotated, "SIGHUP: the audit log is rotated");
     }
     if (rpc_client_connect(&c, H.sock) == 0) {
-        expect_status(&c, 9001, "ecdsa-p384", 0x0503, 1, 48, KEYLESS__V1__STATUS__OK, "OK",
+        expect_status(&c, 9001, "ecdsa-p384", 0x0503, 1, 48, KEYLESS__V1__STATUS__OK, "OK", NULL,
                       "signing after the rotation");
         rpc_client_close(&c);
     }
