@@ -6,7 +6,6 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sodium.h>
 #include "worker.h"
 #include "log.h"
 #include "metrics.h"
