@@ -2,6 +2,10 @@
  * conn.h - one client connection: TLS through the engine, the signature through
  * the signer client, then plaintext to and from the backend.
  *
+ * A connection knows its owner only through a struct conn_env (loop, signer operations,
+ * scratch buffer, trace switch, on_close): the worker passes its own, a unit test a fake
+ * one (tests/frontend/test_conn.c), and conn.c never includes worker.h.
+ *
  * Buffers are bounded and allocated only while they hold bytes, or, while proxying, until
  * the connection has been quiet for CONN_BUF_KEEP_MS (so that a bulk transfer does not
  * free and re-allocate them every round), so an idle established connection costs its

@@ -326,14 +326,47 @@ static int to_signing(struct fx *f, size_t listener)
            f->c->state == CONN_SIGNING;
 }
 
+/* Does the file at path hold a line matching every word of words, in order? */
+static int log_has(const char *path, const char *const *words, size_t n)
+{
+    char line[512];
+    int found = 0;
+    FILE *fp = fopen(path, "r");
+    while (fp != NULL && !found && fgets(line, sizeof(line), fp) != NULL) {
+        const char *at = line;
+        size_t i = 0;
+        for (; i < n && (at = strstr(at, words[i])) != NULL; i++) {
+            at += strlen(words[i]);
+        }
+        found = i == n;
+    }
+    if (fp != NULL) {
+        fclose(fp);
+    }
+    return found;
+}
+
 static void test_happy_path(void)
 {
     struct fx f;
+    char trace_path[128];
     uint64_t ok0 = metrics_get(METRIC_HS_OK);
     if (!ok(setup(&f) == 0, "happy: fixture")) {
         teardown(&f);
         return;
     }
+    /* --trace on: the engine's steps and the connection's go through the log, into a file. */
+    snprintf(trace_path, sizeof(trace_path), "%s/trace.log", f.dir);
+    int saved_err = dup(2), tfd = open(trace_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (tfd >= 0) {
+        dup2(tfd, 2);
+        close(tfd);
+    }
+    int level = log_level;
+    log_level = LOG_LEVEL_INFO;
+    f.env.trace = 1;
+    f.gen->tls.trace = conn_trace_engine;
+    f.gen->tls.trace_arg = &f.env;
     ok(to_signing(&f, LISTENER_OK), "happy: ClientHello -> the connection waits for the signer");
     ok(strcmp(f.fs.key, "rsa-key") == 0 && f.fs.scheme == TLS_SIG_RSA_PSS_RSAE_SHA256 && f.fs.th_len == 32 &&
            f.fs.context == KEYLESS__V1__CONTEXT__SERVER_CERTIFICATE_VERIFY,
@@ -360,6 +393,18 @@ static void test_happy_path(void)
     shutdown(f.cfd, SHUT_WR);
     ok(RUN_UNTIL(&f, f.closed == 1, 2000) && f.c == NULL, "happy: client FIN -> closed, on_close called once");
     is_int(f.fs.cancels, 0, "happy: nothing cancelled");
+    log_level = level;
+    dup2(saved_err, 2);
+    close(saved_err);
+    static const char *const ch[] = {"info: trace conn=7 ClientHello ", " +", " ms (total "};
+    static const char *const signer[] = {"trace conn=7 waiting for signer", "trace conn=7 signer answered "};
+    static const char *const est[] = {"trace conn=7 established ", " ms"};
+    ok(log_has(trace_path, ch, 3), "happy: --trace: the engine's ClientHello step, timed, through the log");
+    ok(log_has(trace_path, signer, 1) && log_has(trace_path, signer + 1, 1), "happy: --trace: the signer's wait");
+    ok(log_has(trace_path, est, 2), "happy: --trace: established");
+    static const char *const nothing[] = {"trace conn=8"};
+    ok(!log_has(trace_path, nothing, 1), "happy: --trace: no line for a connection that does not exist");
+    unlink(trace_path);
     teardown(&f);
 }
 
