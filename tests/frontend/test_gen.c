@@ -103,6 +103,39 @@ static void test_certs_load(void)
     tls_cert_file_dispose(&rsa);
 }
 
+/* Certificates made by the openssl CLI: SAN names, P-384, and a key type TLS 1.3 here cannot use. */
+static void test_cli_certs(void)
+{
+    struct tls_cert_file c;
+    char cmd[1024], p384[128], p521[128], why[256];
+    snprintf(p384, sizeof(p384), "%s/p384.pem", g_dir);
+    snprintf(p521, sizeof(p521), "%s/p521.pem", g_dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout %s/k1.pem -out %s "
+             "-subj /CN=t -days 1 -addext 'subjectAltName=DNS:a.example,IP:127.0.0.1,DNS:*.b.example' "
+             ">/dev/null 2>&1 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-521 -nodes -keyout "
+             "%s/k2.pem -out %s -subj /CN=t -days 1 >/dev/null 2>&1",
+             g_dir, p384, g_dir, p521);
+    if (system(cmd) != 0) {
+        skip("SAN names, P-384 and an unsupported curve", "the openssl CLI is unavailable");
+        return;
+    }
+    ok(certs_load(&c, why, sizeof(why), p384) == 0, "P-384 chain with SAN loads");
+    ok(c.n_schemes == 1 && c.schemes[0] == TLS_SIG_ECDSA_SECP384R1_SHA384 && strcmp(c.key_desc, "ECDSA P-384") == 0,
+       "  P-384 key -> ecdsa_secp384r1_sha384 only");
+    ok(c.n_names == 2 && strcmp(c.names[0], "a.example") == 0 && strcmp(c.names[1], "*.b.example") == 0,
+       "  the SAN DNS names, IP entries skipped");
+    tls_cert_file_dispose(&c);
+    why[0] = '\0';
+    is_int(certs_load(&c, why, sizeof(why), p521), KL_ERR_CONFIG, "P-521 leaf refused");
+    ok(strstr(why, "unsupported leaf key type (ECDSA P-256/P-384, RSA, Ed25519)") != NULL, "  says the key type");
+    ok(c.n_der == 0, "  nothing left loaded");
+    snprintf(cmd, sizeof(cmd), "rm -f %s %s %s/k1.pem %s/k2.pem", p384, p521, g_dir, g_dir);
+    if (system(cmd) != 0) {
+        diag("cleanup failed");
+    }
+}
+
 /* A generation from a config naming chain_file under key name "k". */
 static int make_gen(struct fe_gen **gen_p, char *err, size_t err_len, const char *chain_file)
 {
@@ -225,6 +258,7 @@ int main(void)
         return 1;
     }
     test_certs_load();
+    test_cli_certs();
     test_gen_new();
     static const char *made[] = {"two.pem", "key-only.pem", "nine.pem", "broken.pem"};
     for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++) {
