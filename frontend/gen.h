@@ -3,9 +3,10 @@
  *
  * A generation (struct fe_gen) is everything a SIGHUP can change: the parsed config,
  * the loaded certificate chains (PEM in; DER chains, SAN names and the leaf's SPKI out,
- * read by the engine's tls_cert_file_load) and the tls_config made from them. Each connection holds a reference to the
- * generation it was accepted under, so a reload swaps the worker's pointer for new
- * connections while old ones keep theirs until they end.
+ * read by the engine's tls_cert_file_load, so this file never touches libcrypto) and the
+ * tls_config made from them. Each connection holds a reference to the generation it was
+ * accepted under, so a reload swaps the worker's pointer for new connections while old
+ * ones keep theirs until they end.
  */
 #ifndef KL_FE_GEN_H
 #define KL_FE_GEN_H
