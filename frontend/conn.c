@@ -11,7 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "backend.h"
-#include "worker.h"
+#include "gen.h"
 #include "tls/tls.h"
 #include "clock.h"
 
@@ -92,7 +92,7 @@ static void release_bufs(struct conn *c)
 
 static void arm_timer(struct conn *c, uint32_t ms)
 {
-    if (ev_timer_start(c->w->loop, &c->timer, ms) != 0) {
+    if (ev_timer_start(c->env->loop, &c->timer, ms) != 0) {
         /* No memory for the heap: a connection without a deadline is not allowed to live. */
         conn_close(c, "out of memory (timer)");
     }
@@ -112,7 +112,7 @@ static int flush_client(struct conn *c)
         }
         c->cout_off += (size_t)n;
         metrics_add(METRIC_BYTES_OUT, n);
-        c->last_activity_ms = ev_now(c->w->loop);
+        c->last_activity_ms = ev_now(c->env->loop);
     }
     /* All out. cout only ever holds TLS records, which need no wiping. While proxying the
        allocation is kept for the next round (freeing and faulting it in again per 64 KiB was
@@ -142,7 +142,7 @@ static int flush_backend(struct conn *c)
         }
         c->bout_off += (size_t)n;
         metrics_add(METRIC_BACKEND_BYTES_OUT, n);
-        c->last_activity_ms = ev_now(c->w->loop);
+        c->last_activity_ms = ev_now(c->env->loop);
     }
     /* Plaintext: wiped now, the allocation kept for the next round (see flush_client). */
     c->bout_off = 0;
@@ -153,7 +153,7 @@ static int flush_backend(struct conn *c)
 static void close_backend(struct conn *c)
 {
     if (c->bfd >= 0) {
-        ev_io_close(c->w->loop, &c->bio);
+        ev_io_close(c->env->loop, &c->bio);
         close(c->bfd);
         c->bfd = -1;
     }
@@ -201,16 +201,31 @@ static void conn_progress(struct conn *c)
 
 /* --- the signature --- */
 
+/* One --trace line: the step's event, its time since the previous step and since accept. */
+static void trace_line(struct conn *c, const char *event)
+{
+    uint64_t now = kl_clock_us();
+    log_info("trace conn=%llu %-22s +%.3f ms (total %.3f ms)", (unsigned long long)c->id, event,
+             (double)(now - c->step_us) / 1000.0, (double)(now - c->start_us) / 1000.0);
+    c->step_us = now;
+}
+
 static void trace_step(struct conn *c, const char *event)
 {
-    if (!c->w->trace) {
+    if (c->env->trace) {
+        trace_line(c, event);
+    }
+}
+
+void conn_trace_engine(void *arg, uint64_t conn_id, const char *event)
+{
+    struct conn_env *env = arg;
+    struct conn *c = env->tracing;
+    if (c == NULL || c->id != conn_id) {
+        log_info("trace conn=%llu %s", (unsigned long long)conn_id, event);
         return;
     }
-    uint64_t now = kl_clock_us();
-    fprintf(stderr, "keyless-frontend[%d]: trace conn=%llu %-22s +%.3f ms (total %.3f ms)\n", (int)getpid(),
-            (unsigned long long)c->id, event, (double)(now - c->step_us) / 1000.0,
-            (double)(now - c->start_us) / 1000.0);
-    c->step_us = now;
+    trace_line(c, event);
 }
 
 static void fail_tls(struct conn *c, int err)
@@ -232,15 +247,15 @@ static void fail_tls(struct conn *c, int err)
 
 static void finish_sign(struct conn *c, const uint8_t *sig, size_t sig_len, const char *why)
 {
-    if (c->w->trace) {
+    if (c->env->trace) {
         char ev[64];
         snprintf(ev, sizeof(ev), "signer %s", sig != NULL ? "answered" : "failed");
         trace_step(c, ev);
     }
     c->state = CONN_HANDSHAKE;
-    c->w->trace_conn = c;
+    c->env->tracing = c;
     int r = tls_conn_sign_done(c->tls, &c->cout, sig, sig_len);
-    c->w->trace_conn = NULL;
+    c->env->tracing = NULL;
     if (sig == NULL || r != 0) {
         if (!c->counted_hs) {
             c->counted_hs = 1;
@@ -302,7 +317,7 @@ static void start_sign(struct conn *c)
     req.sign = &s;
     c->state = CONN_SIGNING;
     metrics_add(METRIC_SIGN_REQUESTS, 1);
-    int r = sc_call(c->w->sc, &c->sign_id, &req, sign_cb, c);
+    int r = c->env->signer->call(c->env->signer_ctx, &c->sign_id, &req, sign_cb, c);
     if (r != 0) {
         c->sign_id = 0;
         /* Fail fast: the signer is away or max_pending requests already wait. */
@@ -323,7 +338,7 @@ static void backend_failed(struct conn *c, const char *why)
 static void backend_connected(struct conn *c)
 {
     c->state = CONN_PROXYING;
-    c->last_activity_ms = ev_now(c->w->loop);
+    c->last_activity_ms = ev_now(c->env->loop);
     arm_timer(c, c->gen->cfg->idle_timeout_ms);
     log_debug("conn=%llu backend %s connected", (unsigned long long)c->id, lconf(c)->backend.text);
 }
@@ -415,12 +430,12 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
             conn_close(c, "out of memory");
             break;
         }
-        c->w->trace_conn = c;
+        c->env->tracing = c;
         int r = tls_conn_input(c->tls, &c->cout, &c->bout, data + off, &n);
-        c->w->trace_conn = NULL;
+        c->env->tracing = NULL;
         off += n;
         if (c->state == CONN_PROXYING || c->state == CONN_CONNECTING) {
-            c->last_activity_ms = ev_now(c->w->loop);
+            c->last_activity_ms = ev_now(c->env->loop);
         }
         if (r == KL_ERR_ASYNC) {
             start_sign(c);
@@ -475,7 +490,7 @@ static int want_client_read(const struct conn *c)
 
 static void client_read(struct conn *c)
 {
-    uint8_t *scratch = c->w->scratch;
+    uint8_t *scratch = c->env->scratch;
     for (int round = 0; round < READ_ROUNDS && !is_closed(c) && want_client_read(c); round++) {
         int use_scratch = c->rbuf.len == 0 || c->state == CONN_CLOSING;
         uint8_t *dst;
@@ -581,7 +596,7 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 
 static void backend_read(struct conn *c)
 {
-    uint8_t *buf = c->w->scratch;
+    uint8_t *buf = c->env->scratch;
     compact_cout(c);
     for (int round = 0; round < READ_ROUNDS && c->bfd >= 0 && !c->backend_eof && cout_pending(c) < CONN_BUF_HIGH;
          round++) {
@@ -603,7 +618,7 @@ static void backend_read(struct conn *c)
             break;
         }
         metrics_add(METRIC_BACKEND_BYTES_IN, n);
-        c->last_activity_ms = ev_now(c->w->loop);
+        c->last_activity_ms = ev_now(c->env->loop);
         /* Room for the records in one allocation, not a doubling series inside the engine's appends. */
         int r = kl_buf_reserve(&c->cout, (size_t)n + 64);
         if (r == 0) {
@@ -673,7 +688,7 @@ static void conn_update(struct conn *c)
         /* A buffer kept between rounds: make sure the timer comes back within CONN_BUF_KEEP_MS
            to free it if the connection goes quiet (one re-arm per burst, not per round). */
         c->bufs_kept = 1;
-        if (!ev_timer_armed(&c->timer) || c->timer.when_ms > ev_now(c->w->loop) + CONN_BUF_KEEP_MS) {
+        if (!ev_timer_armed(&c->timer) || c->timer.when_ms > ev_now(c->env->loop) + CONN_BUF_KEEP_MS) {
             arm_timer(c, CONN_BUF_KEEP_MS);
             if (is_closed(c)) {
                 return;
@@ -688,7 +703,7 @@ static void conn_update(struct conn *c)
     if (c->cout.len > 0) {
         ci |= EV_WRITE;
     }
-    ev_io_set(c->w->loop, &c->cio, ci);
+    ev_io_set(c->env->loop, &c->cio, ci);
     if (c->bfd >= 0) {
         if (c->state == CONN_CONNECTING) {
             bi = EV_WRITE;
@@ -700,7 +715,7 @@ static void conn_update(struct conn *c)
                 bi |= EV_WRITE;
             }
         }
-        ev_io_set(c->w->loop, &c->bio, bi);
+        ev_io_set(c->env->loop, &c->bio, bi);
     }
 }
 
@@ -781,38 +796,32 @@ static void conn_free(void *arg)
 
 static void conn_close(struct conn *c, const char *why)
 {
-    struct fe_worker *w = c->w;
+    struct conn_env *env = c->env;
     if (is_closed(c)) {
         return;
     }
     if (c->sign_id != 0) {
         /* Cancelled cleanly: the reply, if it still comes, finds no slot and is dropped. */
-        sc_cancel(w->sc, c->sign_id);
+        env->signer->cancel(env->signer_ctx, c->sign_id);
         c->sign_id = 0;
     }
     if (!c->counted_hs) {
         c->counted_hs = 1;
         metrics_add(METRIC_HS_CLOSED, 1);
     }
-    ev_timer_stop(w->loop, &c->timer);
-    ev_io_close(w->loop, &c->cio);
+    ev_timer_stop(env->loop, &c->timer);
+    ev_io_close(env->loop, &c->cio);
     close(c->cfd);
     c->cfd = -1;
     close_backend(c);
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
-    } else {
-        w->conns = c->next;
+    if (env->tracing == c) {
+        env->tracing = NULL;
     }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    }
-    w->n_conns--;
     metrics_add(METRIC_CONN_ACTIVE, -1);
     log_debug("conn=%llu closed: %s", (unsigned long long)c->id, why);
     /* Freed after this turn: events already collected for it are skipped, not dangling. */
-    ev_defer(w->loop, &c->dfr, conn_free, c);
-    server_conn_closed(w);
+    ev_defer(env->loop, &c->dfr, conn_free, c);
+    env->on_close(env->arg, c);
 }
 
 void conn_abort(struct conn *c, const char *why)
@@ -836,18 +845,21 @@ static void addr_text(char *out, size_t out_len, const struct sockaddr *sa)
     }
 }
 
-void conn_accept(struct fe_worker *w, int fd, size_t listener, const struct sockaddr *peer, socklen_t peer_len)
+struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listener, uint64_t id, int fd,
+                         const struct sockaddr *peer, socklen_t peer_len)
 {
+    metrics_add(METRIC_CONN_ACCEPTED, 1);
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        metrics_add(METRIC_HS_CLOSED, 1);
         close(fd);
-        return;
+        return NULL;
     }
-    c->w = w;
-    c->gen = w->gen;
+    c->env = env;
+    c->gen = gen;
     gen_ref(c->gen);
     c->listener = listener;
-    c->id = ((uint64_t)w->index << 40) | ++w->next_conn_id;
+    c->id = id;
     c->cfd = fd;
     c->bfd = -1;
     c->start_us = c->step_us = kl_clock_us();
@@ -862,22 +874,17 @@ void conn_accept(struct fe_worker *w, int fd, size_t listener, const struct sock
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_init(&c->cio, fd, client_cb, c);
     ev_timer_init(&c->timer, timer_cb, c);
-    c->next = w->conns;
-    if (w->conns != NULL) {
-        w->conns->prev = c;
-    }
-    w->conns = c;
-    w->n_conns++;
-    metrics_add(METRIC_CONN_ACCEPTED, 1);
-    metrics_add(METRIC_CONN_ACTIVE, 1);
     c->tls = tls_conn_new(&c->gen->tls, c->id);
-    if (c->tls == NULL) {
-        conn_close(c, "out of memory (engine)");
-        return;
+    /* Until the handshake deadline is armed the connection is not live: no on_close for it. */
+    if (c->tls == NULL || ev_timer_start(env->loop, &c->timer, c->gen->cfg->handshake_timeout_ms) != 0) {
+        log_warnx("conn=%llu out of memory at accept: closed", (unsigned long long)c->id);
+        metrics_add(METRIC_HS_CLOSED, 1);
+        close(fd);
+        conn_free(c);
+        return NULL;
     }
+    metrics_add(METRIC_CONN_ACTIVE, 1);
     log_debug("conn=%llu accepted from %s on %s", (unsigned long long)c->id, c->peer_text, lconf(c)->name);
-    arm_timer(c, c->gen->cfg->handshake_timeout_ms);
-    if (!is_closed(c)) {
-        conn_update(c);
-    }
+    conn_update(c);
+    return c;
 }

@@ -2,6 +2,10 @@
  * conn.h - one client connection: TLS through the engine, the signature through
  * the signer client, then plaintext to and from the backend.
  *
+ * A connection knows its owner only through a struct conn_env (loop, signer operations,
+ * scratch buffer, trace switch, on_close): the worker passes its own, a unit test a fake
+ * one (tests/frontend/test_conn.c), and conn.c never includes worker.h.
+ *
  * Buffers are bounded and allocated only while they hold bytes, or, while proxying, until
  * the connection has been quiet for CONN_BUF_KEEP_MS (so that a bulk transfer does not
  * free and re-allocate them every round), so an idle established connection costs its
@@ -19,14 +23,46 @@
 #include <sys/socket.h>
 #include "ev.h"
 #include "kl_buf.h"
+#include "signer_client.h" /* sc_cb and the request/response types */
 
 #define CONN_RECORD_MAX (16384 + 256 + 5)
 #define CONN_BUF_HIGH (64 * 1024)
 #define CONN_LINGER_MS 2000
 #define CONN_BUF_KEEP_MS 500
 
-struct fe_worker;
 struct fe_gen;
+struct conn;
+
+/*
+ * The signer as a connection sees it: sc_call/sc_cancel on the worker's sc_client, or a
+ * test's fake. call has sc_call's contract (fail fast without calling cb; cb exactly once
+ * otherwise, with NULL on deadline or loss), cancel has sc_cancel's (cb never runs after it).
+ */
+struct conn_signer_ops {
+    int (*call)(void *ctx, uint64_t *id_p, Keyless__V1__Request *req, sc_cb cb, void *arg);
+    void (*cancel)(void *ctx, uint64_t id);
+};
+
+/*
+ * What a connection needs from its owner, shared by every connection of one loop.
+ * The connection never sees who owns it: the owner (the worker) keeps the list,
+ * counts connections and learns about each end through on_close.
+ */
+struct conn_env {
+    struct ev_loop *loop;
+    const struct conn_signer_ops *signer;
+    void *signer_ctx;
+    uint8_t *scratch; /* CONN_RECORD_MAX bytes: one read buffer for every connection of this loop */
+    int trace;        /* --trace: one log line per handshake step, with its time */
+    /* Set by the connection around its engine calls, so that conn_trace_engine can time the step. */
+    struct conn *tracing;
+    /*
+     * The connection ended (called once, from conn_close, after its sockets are closed).
+     * The owner unlinks it here; it is freed after the current loop turn.
+     */
+    void (*on_close)(void *arg, struct conn *c);
+    void *arg;
+};
 
 enum conn_state {
     CONN_HANDSHAKE,  /* feeding the engine */
@@ -37,9 +73,9 @@ enum conn_state {
 };
 
 struct conn {
-    struct fe_worker *w;
-    struct fe_gen *gen; /* referenced */
-    size_t listener;    /* index into gen->cfg->listeners */
+    struct conn_env *env; /* borrowed: outlives the connection */
+    struct fe_gen *gen;   /* referenced */
+    size_t listener;      /* index into gen->cfg->listeners */
     uint64_t id;
     enum conn_state state;
     int cfd, bfd;
@@ -61,12 +97,24 @@ struct conn {
     struct sockaddr_storage peer, local;
     char peer_text[64];
     struct ev_deferred dfr;
-    struct conn *prev, *next;
+    struct conn *prev, *next; /* the owner's list: conn never touches these */
 };
 
-/* Take over an accepted client socket. Closes fd on failure. */
-void conn_accept(struct fe_worker *w, int fd, size_t listener, const struct sockaddr *peer, socklen_t peer_len);
-/* Drop a connection now (no flushing): used at the end of the drain timeout. */
+/*
+ * Take over an accepted client socket fd for listener (an index into gen's listeners),
+ * under gen (referenced until the connection ends). id names it in logs, traces and sign
+ * requests. Returns the live connection, which ends later through env->on_close; or
+ * NULL when it could not be set up (fd closed, on_close not called).
+ */
+struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listener, uint64_t id, int fd,
+                         const struct sockaddr *peer, socklen_t peer_len);
+/* Drop a connection now (no flushing): used at the end of the drain timeout. on_close runs. */
 void conn_abort(struct conn *c, const char *why);
+
+/*
+ * The engine's trace hook (tls_config.trace, with trace_arg = the env): logs one step of
+ * connection conn_id, timed from the previous step when it is env->tracing.
+ */
+void conn_trace_engine(void *env, uint64_t conn_id, const char *event);
 
 #endif

@@ -2,10 +2,11 @@
  * gen.h - configuration generations and the certificates they carry.
  *
  * A generation (struct fe_gen) is everything a SIGHUP can change: the parsed config,
- * the loaded certificate chains (PEM in; DER chains, SAN names and the leaf's SPKI out)
- * and the tls_config made from them. Each connection holds a reference to the
- * generation it was accepted under, so a reload swaps the worker's pointer for new
- * connections while old ones keep theirs until they end.
+ * the loaded certificate chains (PEM in; DER chains, SAN names and the leaf's SPKI out,
+ * read by the engine's tls_cert_file_load, so this file never touches libcrypto) and the
+ * tls_config made from them. Each connection holds a reference to the generation it was
+ * accepted under, so a reload swaps the worker's pointer for new connections while old
+ * ones keep theirs until they end.
  */
 #ifndef KL_FE_GEN_H
 #define KL_FE_GEN_H
@@ -17,27 +18,16 @@
 #include "keyless.pb-c.h"
 #include "tls/tls.h"
 
-struct fe_cert {
-    uint8_t *der[TLS_MAX_CHAIN];
-    size_t der_len[TLS_MAX_CHAIN];
-    size_t n_der;
-    char *names[TLS_MAX_NAMES];
-    size_t n_names;
-    uint8_t *spki; /* leaf SubjectPublicKeyInfo, DER */
-    size_t spki_len;
-    uint16_t allowed[TLS_MAX_SCHEMES]; /* schemes the leaf's key type can use, preference order */
-    size_t n_allowed;
-    char key_desc[32]; /* "ECDSA P-256", "RSA 2048", ... for logs */
-};
-
-/* Load a PEM chain (leaf first). On failure, a reason (no file name) in why. */
-KL_MUST_CHECK int certs_load(struct fe_cert *c, char *why, size_t why_len, const char *path);
-void certs_dispose(struct fe_cert *c);
+/*
+ * Load the PEM chain at path (tls_cert_file_load). On failure, a reason (no file name)
+ * in why: the e2e tests and operators read these words.
+ */
+KL_MUST_CHECK int certs_load(struct tls_cert_file *c, char *why, size_t why_len, const char *path);
 
 struct fe_gen {
     int refs;
-    struct config *cfg; /* owned */
-    struct fe_cert certs[CONFIG_MAX_CERTS];
+    struct config *cfg;                           /* owned */
+    struct tls_cert_file certs[CONFIG_MAX_CERTS]; /* loaded chains, backing tls_certs */
     struct tls_cert tls_certs[CONFIG_MAX_CERTS];
     struct tls_config tls;
 };

@@ -6,7 +6,6 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sodium.h>
 #include "worker.h"
 #include "log.h"
 #include "metrics.h"
@@ -18,23 +17,18 @@
 
 /* --- the worker --- */
 
-static struct fe_worker *g_worker; /* for the engine's trace/keylog callbacks */
-
-static void trace_cb(void *arg, uint64_t conn_id, const char *event)
+/* The connections' signer: this worker's sc_client. */
+static int signer_call(void *ctx, uint64_t *id_p, Keyless__V1__Request *req, sc_cb cb, void *arg)
 {
-    struct fe_worker *w = arg;
-    struct conn *c = w->trace_conn;
-    uint64_t now = kl_clock_us();
-    if (c == NULL || c->id != conn_id) {
-        fprintf(stderr, "keyless-frontend[%d]: trace conn=%llu %s\n", (int)getpid(), (unsigned long long)conn_id,
-                event);
-        return;
-    }
-    fprintf(stderr, "keyless-frontend[%d]: trace conn=%llu %-22s +%.3f ms (total %.3f ms)\n", (int)getpid(),
-            (unsigned long long)conn_id, event, (double)(now - c->step_us) / 1000.0,
-            (double)(now - c->start_us) / 1000.0);
-    c->step_us = now;
+    return sc_call(ctx, id_p, req, cb, arg);
 }
+
+static void signer_cancel(void *ctx, uint64_t id)
+{
+    sc_cancel(ctx, id);
+}
+
+static const struct conn_signer_ops signer_ops = {signer_call, signer_cancel};
 
 static void keylog_cb(void *arg, const char *line)
 {
@@ -48,8 +42,8 @@ static void keylog_cb(void *arg, const char *line)
 static void gen_attach(struct fe_worker *w, struct fe_gen *gen)
 {
     if (w->trace) {
-        gen->tls.trace = trace_cb;
-        gen->tls.trace_arg = w;
+        gen->tls.trace = conn_trace_engine;
+        gen->tls.trace_arg = &w->env;
     }
     if (w->keylog != NULL) {
         gen->tls.keylog = keylog_cb;
@@ -106,7 +100,18 @@ static void listener_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents
             close(fd);
             continue;
         }
-        conn_accept(w, fd, l->index, (struct sockaddr *)&ss, len);
+        uint64_t id = ((uint64_t)w->index << 40) | ++w->next_conn_id;
+        struct conn *c = conn_accept(&w->env, w->gen, l->index, id, fd, (struct sockaddr *)&ss, len);
+        if (c == NULL) {
+            continue;
+        }
+        c->prev = NULL;
+        c->next = w->conns;
+        if (w->conns != NULL) {
+            w->conns->prev = c;
+        }
+        w->conns = c;
+        w->n_conns++;
     }
 }
 
@@ -206,8 +211,20 @@ static void metrics_accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned r
     }
 }
 
-void server_conn_closed(struct fe_worker *w)
+/* env.on_close: unlink the connection; the last one to end finishes a drain. */
+static void conn_closed(void *arg, struct conn *c)
 {
+    struct fe_worker *w = arg;
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        w->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+    w->n_conns--;
     if (w->draining && w->n_conns == 0) {
         log_info("drained: exiting");
         ev_stop(w->loop);
@@ -345,15 +362,19 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
     struct fe_worker *w = &wk;
     const struct config *cfg = gen->cfg;
     int code = 1;
-    g_worker = w;
     w->gen = gen;
     w->loop = ev_loop_new();
     if (w->loop == NULL) {
         log_warn("event loop");
         return 1;
     }
-    w->scratch = malloc(CONN_RECORD_MAX);
-    if (w->scratch == NULL) {
+    w->env.loop = w->loop;
+    w->env.signer = &signer_ops;
+    w->env.trace = trace;
+    w->env.on_close = conn_closed;
+    w->env.arg = w;
+    w->env.scratch = malloc(CONN_RECORD_MAX);
+    if (w->env.scratch == NULL) {
         log_warnx("out of memory");
         goto exit;
     }
@@ -378,6 +399,7 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
         log_warnx("signer client: out of memory");
         goto exit;
     }
+    w->env.signer_ctx = w->sc;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct fe_listener *l = &w->listeners[i];
         l->w = w;
@@ -432,9 +454,8 @@ exit:
     if (w->keylog != NULL) {
         fclose(w->keylog);
     }
-    free(w->scratch);
+    free(w->env.scratch);
     ev_loop_free(w->loop);
     gen_unref(w->gen);
-    g_worker = NULL;
     return code;
 }

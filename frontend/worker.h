@@ -10,9 +10,8 @@
 #include "gen.h"
 #include "ev.h"
 #include "signer_client.h"
+#include "conn.h"
 #include "tls/tls.h"
-
-struct conn;
 
 struct fe_listener {
     struct fe_worker *w;
@@ -33,7 +32,8 @@ struct fe_worker {
     int metrics_fd;
     struct ev_io metrics_io;
     struct sc_client *sc;
-    struct conn *conns; /* doubly linked list of live connections */
+    struct conn_env env; /* what every connection of this worker shares (loop, signer, scratch, trace) */
+    struct conn *conns;  /* doubly linked list of live connections, linked here, unlinked by on_close */
     size_t n_conns;
     size_t max_conns; /* this worker's share of max_connections */
     uint64_t next_conn_id;
@@ -42,12 +42,7 @@ struct fe_worker {
     int exit_code;
     FILE *keylog;
     int trace;
-    struct conn *trace_conn; /* the connection whose engine call is running, for trace lines */
-    uint8_t *scratch;        /* one read buffer shared by the worker's connections */
 };
-
-/* A connection ended (called by conn): ends the worker once it has drained. */
-void server_conn_closed(struct fe_worker *w);
 
 /* Run one worker until it has drained after SIGTERM. Returns the process exit code. */
 int server_run_worker(struct fe_gen *gen, unsigned index, int trace);

@@ -132,4 +132,50 @@ uint16_t tls_conn_cipher_suite(const struct tls_conn *c);
 uint16_t tls_conn_group(const struct tls_conn *c);
 uint16_t tls_conn_scheme(const struct tls_conn *c);
 
+/* ---- certificate files and randomness, for the caller's configuration ---- */
+
+#define TLS_MAX_SPKI 2048 /* a leaf's SubjectPublicKeyInfo, DER (RSA 8192 is ~1.1 KiB) */
+#define TLS_MAX_NAME_LEN 256
+
+/* Why tls_cert_file_load() failed: the caller words the message (typed, not text to match). */
+enum tls_cert_error {
+    TLS_CERT_OK = 0,
+    TLS_CERT_CANNOT_OPEN,     /* the file cannot be opened for reading */
+    TLS_CERT_NO_CHAIN,        /* no certificate, a block that does not parse, or more than TLS_MAX_CHAIN */
+    TLS_CERT_BAD_LEAF_KEY,    /* the leaf's public key does not parse */
+    TLS_CERT_UNSUPPORTED_KEY, /* the leaf's key is none of ECDSA P-256/P-384, RSA, Ed25519 */
+    TLS_CERT_NO_MEMORY,
+};
+
+/*
+ * A PEM certificate chain as the server presents it: the DER certificates (leaf first),
+ * the leaf's subjectAltName DNS names, its SubjectPublicKeyInfo (compared with the
+ * signer's public key), and the TLS 1.3 schemes its key type can produce in our
+ * preference order (P-256: 0x0403; P-384: 0x0503; RSA: 0x0804 0x0805 0x0806; Ed25519: 0x0807).
+ * Public data only. The DER buffers are owned; tls_cert_file_dispose() frees them.
+ */
+struct tls_cert_file {
+    uint8_t *der[TLS_MAX_CHAIN];
+    size_t der_len[TLS_MAX_CHAIN];
+    size_t n_der;
+    char names[TLS_MAX_NAMES][TLS_MAX_NAME_LEN]; /* longer names and names past TLS_MAX_NAMES are skipped */
+    size_t n_names;
+    uint8_t spki[TLS_MAX_SPKI];
+    size_t spki_len;
+    uint16_t schemes[TLS_MAX_SCHEMES];
+    size_t n_schemes;
+    char key_desc[32]; /* "ECDSA P-256", "RSA", "Ed25519", ... for logs */
+};
+
+/*
+ * Load the PEM chain at path into f. 0, or KL_ERR_CONFIG (KL_ERR_NO_MEMORY) with *why_p
+ * saying which of enum tls_cert_error went wrong; f is then empty (disposed).
+ */
+KL_MUST_CHECK int tls_cert_file_load(struct tls_cert_file *f, enum tls_cert_error *why_p, const char *path);
+/* Free the DER buffers and clear f. Idempotent on a cleared or zeroed struct. */
+void tls_cert_file_dispose(struct tls_cert_file *f);
+
+/* Fill buf with len bytes from the engine's CSPRNG (for keys the caller hands the engine, e.g. cookie_key). */
+void tls_random(void *buf, size_t len);
+
 #endif

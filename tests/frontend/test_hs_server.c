@@ -1772,8 +1772,12 @@ static void test_idle_memory(void)
     is_int(established, N, "200 connections established (RFC 8448 3 replayed)");
     size_t per = after.uordblks > before.uordblks ? (after.uordblks - before.uordblks) / N : 0;
     diag("heap per idle established connection: %zu bytes (struct tls_conn %zu bytes)", per, tls_conn_sizeof());
-    ok(per == 0 /* sanitizer allocator: not measurable */ || per <= 4096,
-       "idle established connection holds <= 4 KiB of heap (handshake buffers freed)");
+    if (after.uordblks == before.uordblks) {
+        /* A sanitizer's allocator bypasses malloc's accounting: nothing was measured. */
+        skip("idle established connection holds <= 4 KiB of heap", "mallinfo2 does not see this allocator");
+    } else {
+        ok(per <= 4096, "idle established connection holds <= 4 KiB of heap (handshake buffers freed)");
+    }
     for (int i = 0; i < N; i++)
         tls_conn_free(conns[i]);
     fx_free(&f);
