@@ -47,7 +47,7 @@ struct jobs {
     int audit_thread_started;
 };
 
-static const char *status_name(Keyless__V1__Status st)
+const char *job_status_name(Keyless__V1__Status st)
 {
     const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&keyless__v1__status__descriptor, (int)st);
     return v != NULL ? v->name : "STATUS_UNSPECIFIED";
@@ -203,7 +203,7 @@ static int sign_job(struct jobs *jobs, unsigned session, struct job *j)
     rec.client_address = j->client_address;
     rec.connection_id = j->connection_id;
     rec.request_id = j->id;
-    rec.status = status_name(j->status);
+    rec.status = job_status_name(j->status);
     rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
     rec.latency_us = (kl_clock_ns() - j->t0_ns) / 1000;
     /* A signature waits for its record (its waiter runs the sync); a failure does not, and

@@ -120,6 +120,9 @@ void jobs_done_clear(struct jobs *jobs);
 /* I/O thread: every finished job so far, oldest first (NULL if none); the caller owns them. */
 struct job *jobs_take_done(struct jobs *jobs);
 
+/* The name of an RPC status as the audit log writes it ("OK", "HSM_ERROR", ...). */
+const char *job_status_name(Keyless__V1__Status st);
+
 /* Wipe the signature and free j. NULL is fine. */
 void job_free(struct job *j);
 

@@ -94,12 +94,6 @@ struct server {
     size_t in_flight;            /* jobs submitted and not retired yet (bounded by queue_max) */
 };
 
-static const char *status_name(Keyless__V1__Status st)
-{
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&keyless__v1__status__descriptor, (int)st);
-    return v != NULL ? v->name : "STATUS_UNSPECIFIED";
-}
-
 static void signal_fd(int fd)
 {
     uint64_t one = 1;
@@ -128,7 +122,7 @@ static void audit_fill(struct audit_record *rec, const struct conn *c, const cha
     rec->op = op;
     rec->key = key;
     rec->request_id = request_id;
-    rec->status = status_name(st);
+    rec->status = job_status_name(st);
     rec->reason = reason;
     rec->latency_us = t0_ns != 0 ? (kl_clock_ns() - t0_ns) / 1000 : 0;
 }
@@ -379,12 +373,6 @@ static void drain_once(struct server *srv)
 
 /* ---- the op table and its dispatcher ---- */
 
-/* Refuse a request of op: audit, then answer (every refusal is a SignResponse, as the
- * only op the dispatcher refuses is sign; see server_new's table check). */
-struct op;
-static void op_refuse(struct server *srv, struct conn *c, const struct op *op, const Keyless__V1__Request *req,
-                      Keyless__V1__Status st, const char *why, uint64_t t0);
-
 /*
  * The flags decide what the dispatcher does before the operation's handler (OpenSSH's
  * mon_table): they are the only place an operation's authorization is stated.
@@ -409,6 +397,13 @@ struct op {
     void (*handle)(struct server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0);
 };
 
+/* The parts of a key's config the policy reads (borrowed from kc). */
+static struct policy_key policy_key_of(const struct cfg_key *kc)
+{
+    const struct policy_key pk = {kc->schemes, kc->n_schemes, kc->uids, kc->n_uids, kc->gids, kc->n_gids};
+    return pk;
+}
+
 static const char *sign_key_name(const Keyless__V1__Request *req)
 {
     return req->sign->key;
@@ -418,8 +413,7 @@ static Keyless__V1__Status sign_authorize(const struct server *srv, const struct
                                           const Keyless__V1__Request *req, const char **why_p)
 {
     const Keyless__V1__SignRequest *sr = req->sign;
-    const struct policy_key pk = {k->cfg->schemes, k->cfg->n_schemes, k->cfg->uids,
-                                  k->cfg->n_uids,  k->cfg->gids,      k->cfg->n_gids};
+    const struct policy_key pk = policy_key_of(k->cfg);
     const struct policy_sign_request pr = {
         .peer_uid = c->uid,
         .peer_gid = c->gid,
@@ -530,6 +524,11 @@ static const struct op ops[] = {
     {KEYLESS__V1__REQUEST__BODY_PING, "ping", 0, NULL, NULL, NULL, NULL, handle_ping},
 };
 
+/*
+ * Refuse a request of op: audit (with the request's fields), then answer. The dispatcher
+ * refuses only ops with flags, and sign is the only one: the answer is a SignResponse.
+ * An op with flags and another response type would need its own refusal answer here.
+ */
 static void op_refuse(struct server *srv, struct conn *c, const struct op *op, const Keyless__V1__Request *req,
                       Keyless__V1__Status st, const char *why, uint64_t t0)
 {
@@ -788,8 +787,7 @@ static void accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
             continue;
         }
         for (size_t i = 0; i < srv->n_keys; i++) {
-            const struct cfg_key *kc = srv->keys[i].cfg;
-            const struct policy_key pk = {kc->schemes, kc->n_schemes, kc->uids, kc->n_uids, kc->gids, kc->n_gids};
+            const struct policy_key pk = policy_key_of(srv->keys[i].cfg);
             allowed |= policy_peer_allowed(&pk, cred.uid, cred.gid, srv->self_uid);
         }
         c = calloc(1, sizeof(*c));
