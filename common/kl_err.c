@@ -38,7 +38,7 @@ const char *kl_err_str(int err)
             return "tls alert";
         }
     }
-    if (err < 0 && ((-err) & 0xf00) == KL_ERR_CLASS_PEER_ALERT)
+    if (kl_err_is_peer_alert(err))
         return "alert received from peer";
     switch (err) {
     case KL_ERR_NO_MEMORY:

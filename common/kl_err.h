@@ -102,23 +102,29 @@ enum kl_alert {
         goto exit;                                                                                                     \
     } while (0)
 
+/* The magnitude of a negative error as unsigned (defined for INT_MIN too). */
+static inline unsigned kl_err_code(int err)
+{
+    return 0u - (unsigned)err;
+}
+
 /* True if err asks us to send an alert. */
 static inline int kl_err_is_alert(int err)
 {
-    return err < 0 && ((-err) & 0xf00) == KL_ERR_CLASS_ALERT;
+    return err < 0 && (kl_err_code(err) & 0xf00u) == KL_ERR_CLASS_ALERT;
 }
 
 /* True if err reports an alert the peer sent us (we must not answer it with one). */
 static inline int kl_err_is_peer_alert(int err)
 {
-    return err < 0 && ((-err) & 0xf00) == KL_ERR_CLASS_PEER_ALERT;
+    return err < 0 && (kl_err_code(err) & 0xf00u) == KL_ERR_CLASS_PEER_ALERT;
 }
 
 /* The alert to send for any error: the alert itself, or internal_error. */
 static inline uint8_t kl_err_alert(int err)
 {
     if (kl_err_is_alert(err))
-        return (uint8_t)((-err) & 0xff);
+        return (uint8_t)(kl_err_code(err) & 0xffu);
     return KL_ALERT_INTERNAL_ERROR;
 }
 

@@ -54,9 +54,10 @@ __attribute__((format(printf, 2, 0))) static void vlog(const char *level, const 
         snprintf(line + len, sizeof(line) - len, ": %s", err);
         len = strnlen(line, sizeof(line) - 1);
     }
-    if (len < sizeof(line) - 1) {
-        line[len++] = '\n';
+    if (len > sizeof(line) - 2) {
+        len = sizeof(line) - 2; /* a cut message still ends its line */
     }
+    line[len++] = '\n';
     /* One write per line so that lines from several workers or threads never interleave. */
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
