@@ -608,6 +608,23 @@ static char *reader(char *str, int num, void *stream)
     return r;
 }
 
+/* "missing" or "missing (why)". */
+static void fail_missing(struct kl_ini *ini, unsigned line, const char *section, const char *key, const char *why)
+{
+    kl_ini_fail_at(ini, line, section, key, "missing%s%s%s", why ? " (" : "", why ? why : "", why ? ")" : "");
+}
+
+/* The first required key of sec that is not set (key_lines NULL: none is), or NULL. */
+static const struct kl_ini_key *first_missing(const struct kl_ini_section *sec, const unsigned *key_lines)
+{
+    for (size_t i = 0; i < sec->n_keys; i++) {
+        if ((sec->keys[i].flags & KL_INI_REQUIRED) && (key_lines == NULL || key_lines[i] == 0)) {
+            return &sec->keys[i];
+        }
+    }
+    return NULL;
+}
+
 /* Required keys and sections, in table order. */
 static void check_required(struct kl_ini *ini)
 {
@@ -615,46 +632,35 @@ static void check_required(struct kl_ini *ini)
     char sect[300];
     for (size_t s = 0; s < spec->n_sections && ini->ret == 0; s++) {
         const struct kl_ini_section *sec = &spec->sections[s];
+        const struct kl_ini_key *k;
         size_t found = 0;
         for (size_t j = 0; j < ini->n_insts && ini->ret == 0; j++) {
-            struct inst *in = &ini->insts[j];
+            const struct inst *in = &ini->insts[j];
             if (in->sec != sec) {
                 continue;
             }
             found++;
+            if ((k = first_missing(sec, in->key_lines)) == NULL) {
+                continue;
+            }
             if (in->name != NULL) {
                 snprintf(sect, sizeof(sect), "%s %s", sec->name, in->name);
+                fail_missing(ini, in->line, sect, k->name, k->missing);
             } else {
-                snprintf(sect, sizeof(sect), "%s", sec->name);
-            }
-            for (size_t i = 0; i < sec->n_keys; i++) {
-                const struct kl_ini_key *k = &sec->keys[i];
-                if ((k->flags & KL_INI_REQUIRED) && in->key_lines[i] == 0) {
-                    /* A fixed section may be split over several headers: no one line to name. */
-                    kl_ini_fail_at(ini, in->name != NULL ? in->line : 0, sect, k->name, "missing%s%s%s",
-                                   k->missing ? " (" : "", k->missing ? k->missing : "", k->missing ? ")" : "");
-                    break;
-                }
+                /* A fixed section may be split over several headers: no one line to name. */
+                fail_missing(ini, 0, sec->name, k->name, k->missing);
             }
         }
-        if (found > 0 || ini->ret != 0) {
+        if (found > 0) {
             continue;
         }
         if (sec->flags & KL_INI_NAMED) {
             if (sec->flags & KL_INI_REQUIRED) {
                 snprintf(sect, sizeof(sect), "%s NAME", sec->name);
-                kl_ini_fail_at(ini, 0, sect, NULL, "missing%s%s%s", sec->missing ? " (" : "",
-                               sec->missing ? sec->missing : "", sec->missing ? ")" : "");
+                fail_missing(ini, 0, sect, NULL, sec->missing);
             }
-            continue;
-        }
-        for (size_t i = 0; i < sec->n_keys; i++) {
-            const struct kl_ini_key *k = &sec->keys[i];
-            if (k->flags & KL_INI_REQUIRED) {
-                kl_ini_fail_at(ini, 0, sec->name, k->name, "missing%s%s%s", k->missing ? " (" : "",
-                               k->missing ? k->missing : "", k->missing ? ")" : "");
-                break;
-            }
+        } else if ((k = first_missing(sec, NULL)) != NULL) {
+            fail_missing(ini, 0, sec->name, k->name, k->missing);
         }
     }
 }
