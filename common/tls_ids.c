@@ -1,4 +1,5 @@
 #include <stddef.h>
+#include <string.h>
 #include <strings.h>
 #include "tls_ids.h"
 
@@ -92,6 +93,25 @@ const struct tls_scheme_info *tls_scheme_by_name(const char *name)
         }
     }
     return NULL;
+}
+
+const struct tls_scheme_info *tls_scheme_parse(const char *s)
+{
+    if (s == NULL) {
+        return NULL;
+    }
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        unsigned v = 0;
+        if (strlen(s) != 6 || strspn(s + 2, "0123456789abcdefABCDEF") != 4) {
+            return NULL;
+        }
+        for (size_t i = 2; i < 6; i++) {
+            unsigned char ch = (unsigned char)s[i];
+            v = v << 4 | (unsigned)(ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10);
+        }
+        return tls_scheme_by_id((uint16_t)v);
+    }
+    return tls_scheme_by_name(s);
 }
 
 size_t tls_hash_len(enum tls_hash hash)

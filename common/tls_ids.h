@@ -74,6 +74,13 @@ const struct tls_suite_info *tls_suite_by_name(const char *name);
 const struct tls_group_info *tls_group_by_name(const char *name);
 const struct tls_scheme_info *tls_scheme_by_name(const char *name);
 
+/*
+ * A scheme as the config files write it: its IANA name (case-insensitive) or its code
+ * point as "0x" and exactly four hex digits ("0x0403"). NULL for anything else, for a
+ * scheme keyless does not implement, and for NULL.
+ */
+const struct tls_scheme_info *tls_scheme_parse(const char *s);
+
 /* Output length in bytes of a hash (32, 48, 64), 0 for TLS_HASH_NONE. */
 size_t tls_hash_len(enum tls_hash hash);
 

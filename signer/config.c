@@ -189,23 +189,10 @@ static int set_uri(struct kl_ini *ini, void *obj, const char *value)
     return 0;
 }
 
-/* A scheme by IANA name, or by code point written as exactly four hex digits ("0x0403"). */
-static const struct tls_scheme_info *scheme_lookup(const char *tok)
-{
-    char *end;
-    if (tok[0] == '0' && (tok[1] == 'x' || tok[1] == 'X')) {
-        if (strlen(tok) != 6 || strspn(tok + 2, "0123456789abcdefABCDEF") != 4) {
-            return NULL;
-        }
-        return tls_scheme_by_id((uint16_t)strtoul(tok + 2, &end, 16));
-    }
-    return tls_scheme_by_name(tok);
-}
-
 static int add_scheme(struct kl_ini *ini, void *obj, const char *tok)
 {
     struct cfg_key *k = obj;
-    const struct tls_scheme_info *s = scheme_lookup(tok);
+    const struct tls_scheme_info *s = tls_scheme_parse(tok);
     char names[300] = "";
     if (s == NULL) {
         for (size_t i = 0; i < tls_n_schemes; i++) {

@@ -45,43 +45,6 @@ int policy_build_content(uint8_t *out, size_t *out_len_p, int context, const uin
     return 0;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int policy_scheme_from_name(uint16_t *scheme_p, const char *name)
-{
-    const struct tls_scheme_info *info;
-
-    if (scheme_p == NULL || name == NULL)
-        return KL_ERR_INVALID;
-    if (name[0] == '0' && (name[1] == 'x' || name[1] == 'X')) {
-        unsigned v = 0;
-        size_t i;
-        for (i = 2; i < 6; i++) {
-            int d = hex_digit(name[i]);
-            if (d < 0)
-                return KL_ERR_NOT_FOUND;
-            v = v << 4 | (unsigned)d;
-        }
-        if (name[i] != '\0' || tls_scheme_by_id((uint16_t)v) == NULL)
-            return KL_ERR_NOT_FOUND;
-        *scheme_p = (uint16_t)v;
-        return 0;
-    }
-    if ((info = tls_scheme_by_name(name)) == NULL)
-        return KL_ERR_NOT_FOUND;
-    *scheme_p = info->id;
-    return 0;
-}
-
 const char *policy_scheme_name(uint16_t scheme)
 {
     const struct tls_scheme_info *info = tls_scheme_by_id(scheme);

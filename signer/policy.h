@@ -45,14 +45,6 @@ KL_MUST_CHECK int policy_build_content(uint8_t *out, size_t *out_len_p, int cont
 /* 1 if hash_len is a TLS 1.3 transcript hash length (32 or 48), else 0. */
 int policy_hash_len_ok(size_t hash_len);
 
-/*
- * Parse a scheme given by its IANA name ("ecdsa_secp256r1_sha256", case-insensitive) or
- * by its code point in hex ("0x0403", exactly "0x" and 4 hex digits). Only the schemes of
- * tls_schemes[] are accepted. Errors: KL_ERR_NOT_FOUND for an unknown or malformed name,
- * KL_ERR_INVALID for NULL arguments.
- */
-KL_MUST_CHECK int policy_scheme_from_name(uint16_t *scheme_p, const char *name);
-
 /* The IANA name of scheme, or NULL if it is not one of the supported schemes. */
 const char *policy_scheme_name(uint16_t scheme);
 

@@ -9,6 +9,8 @@
 #   crypto-include   <openssl/...> or <sodium.h> in a product source not in CRYPTO_ALLOWED
 #   p11-include      a p11-kit or pkcs11 header in a product source not in P11_ALLOWED
 #   common-depends   common/ including a header of frontend/, signer/ or proto/
+#   engine-internal  a frontend file outside frontend/tls/ including an engine header
+#                    other than tls/tls.h (the engine's only public interface)
 #   cmake-silent     if(EXISTS ...) or return() in a CMakeLists.txt: a missing file
 #                    must fail the configure step, not drop a binary and its tests
 #
@@ -150,6 +152,16 @@ for path in sources:
             finding("%s:%d" % (path, n), "common-depends",
                     '#include "%s" (%s): common/ must not depend on frontend/, signer/ or proto/'
                     % (name, target or "generated or out-of-tree"))
+
+# Rule e: outside the engine, only its public header.
+for path in sources:
+    if area(path) != "frontend" or path.startswith("frontend/tls/"):
+        continue
+    for n, kind, name in includes[path]:
+        target = resolve(path, name) if kind == '"' else None
+        if target is not None and target.startswith("frontend/tls/") and target != "frontend/tls/tls.h":
+            finding("%s:%d" % (path, n), "engine-internal",
+                    '#include "%s": outside frontend/tls/ only tls/tls.h is public' % name)
 
 # Rule a: include cycles between modules.
 edges = {}  # module -> {module: (file, line, header)}

@@ -108,6 +108,9 @@ expect_finding common3 '^layering: common/a\.c:3: common-depends: #include "keyl
 plant common4 common/a.c '#include "../signer/config.h"'
 expect_finding common4 '^layering: common/a\.c:3: common-depends: #include "\.\./signer/config\.h" ' \
     "common/ including a signer header by relative path"
+plant internal frontend/tls/crypto.h '' frontend/main.c '#include "tls/crypto.h"'
+expect_finding internal '^layering: frontend/main\.c:2: engine-internal: #include "tls/crypto\.h": outside frontend/tls/ only tls/tls\.h is public$' \
+    "an engine-internal header included outside frontend/tls"
 plant exists tests/CMakeLists.txt 'if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/x.c)'
 expect_finding exists '^layering: tests/CMakeLists\.txt:2: cmake-silent: if\(EXISTS \.\.\.\)' \
     "if(EXISTS ...) in a CMakeLists.txt"

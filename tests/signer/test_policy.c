@@ -199,18 +199,17 @@ static void test_schemes(void)
         {"ed25519", "0x0807", 0x0807, 0},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-        uint16_t s = 0, s2 = 0;
+        const struct tls_scheme_info *a = tls_scheme_parse(want[i].name), *b = tls_scheme_parse(want[i].hex);
+        uint16_t s = a != NULL ? a->id : 0;
         char name[96];
         snprintf(name, sizeof(name), "%s: name -> code -> name, hex, hash", want[i].name);
-        int pass = policy_scheme_from_name(&s, want[i].name) == 0 && s == want[i].code &&
-                   policy_scheme_name(s) != NULL && strcmp(policy_scheme_name(s), want[i].name) == 0 &&
-                   policy_scheme_from_name(&s2, want[i].hex) == 0 && s2 == want[i].code && scheme_nid(s) == want[i].nid;
+        int pass = a != NULL && s == want[i].code && policy_scheme_name(s) != NULL &&
+                   strcmp(policy_scheme_name(s), want[i].name) == 0 && b == a && scheme_nid(s) == want[i].nid;
         ok(pass, name);
     }
     is_int((long)tls_n_schemes, (long)(sizeof(want) / sizeof(want[0])), "the signer knows exactly the tls_ids schemes");
     for (size_t i = 0; i < tls_n_schemes; i++) {
-        uint16_t s = 0;
-        ok(policy_scheme_from_name(&s, tls_schemes[i].name) == 0 && s == tls_schemes[i].id, "tls_schemes entry known");
+        ok(tls_scheme_parse(tls_schemes[i].name) == &tls_schemes[i], "tls_schemes entry known");
     }
     static const char *bad[] = {"",
                                 "ecdsa",
@@ -229,15 +228,13 @@ static void test_schemes(void)
                                 " ed25519",
                                 "ed25519 "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        uint16_t s = 0x7777;
         char name[96];
         snprintf(name, sizeof(name), "unknown scheme name \"%s\" refused", bad[i]);
-        is_int(policy_scheme_from_name(&s, bad[i]), KL_ERR_NOT_FOUND, name);
-        ok(s == 0x7777, "output untouched");
+        ok(tls_scheme_parse(bad[i]) == NULL, name);
     }
-    uint16_t s;
-    is_int(policy_scheme_from_name(&s, "ED25519"), 0, "names are case-insensitive");
-    is_int(policy_scheme_from_name(&s, NULL), KL_ERR_INVALID, "NULL name refused");
+    ok(tls_scheme_parse("ED25519") == tls_scheme_by_id(TLS_SIG_ED25519), "names are case-insensitive");
+    ok(tls_scheme_parse("0X0807") == tls_scheme_by_id(TLS_SIG_ED25519), "hex digits and prefix in either case");
+    ok(tls_scheme_parse(NULL) == NULL, "NULL name refused");
     ok(policy_scheme_name(0x0401) == NULL && policy_scheme_name(0) == NULL, "unknown code has no name");
     is_int(scheme_nid(0x0401), -1, "unknown code has no hash");
     is_int(scheme_nid(0x0807), 0, "ed25519 has no prehash");
