@@ -63,6 +63,29 @@ __attribute__((format(printf, 2, 0))) static void vlog(const char *level, const 
     (void)w;
 }
 
+void log_diag(const char *fmt, ...)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s: ", g_prog);
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (m < 0) {
+        return;
+    }
+    size_t len = strnlen(line, sizeof(line) - 1);
+    if (len > sizeof(line) - 2) {
+        len = sizeof(line) - 2;
+    }
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
 #define LOG_BODY(minlevel, err)                                                                                        \
     do {                                                                                                               \
         if (log_level < (minlevel)) {                                                                                  \

@@ -26,6 +26,12 @@ const char *log_prog(void);
 /* Parse "error", "warn", "info" or "debug". -1 if unknown. */
 int log_level_parse(const char *s);
 
+/*
+ * One operator-facing line without time or level, "prog: message", for what a person
+ * reads at the terminal when a start fails or a check ends: configuration errors in the
+ * one format "FILE:LINE: [section] key: why", --check-config results. Always printed.
+ */
+void log_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -16,8 +16,6 @@
 #include "log.h"
 #include "tls_ids.h"
 
-#define PROG_PREFIX "keyless-frontend: "
-
 int config_parse_addr(struct config_addr *a, const char *s, int allow_unix)
 {
     memset(a, 0, sizeof(*a));
@@ -394,11 +392,11 @@ int config_load(struct config **cfg_p, char *err, const char *path)
 {
     int ret = 0;
     /* The line with the program name in front fits CONFIG_ERR_LEN. */
-    char why[CONFIG_ERR_LEN - sizeof(PROG_PREFIX) + 1];
+    char why[CONFIG_ERR_LEN];
     struct config *cfg = calloc(1, sizeof(*cfg));
     err[0] = '\0';
     if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
-        snprintf(err, CONFIG_ERR_LEN, PROG_PREFIX "%s: out of memory", path);
+        snprintf(err, CONFIG_ERR_LEN, "%s: out of memory", path);
         KL_ENSURE(0, KL_ERR_NO_MEMORY);
     }
     cfg->workers = ncpu();
@@ -419,7 +417,7 @@ int config_load(struct config **cfg_p, char *err, const char *path)
     }
     ret = kl_ini_load(&spec, cfg, path, why, sizeof(why));
     if (ret != 0) {
-        snprintf(err, CONFIG_ERR_LEN, PROG_PREFIX "%s", why);
+        snprintf(err, CONFIG_ERR_LEN, "%s", why);
         goto exit;
     }
     *cfg_p = cfg;

@@ -2,7 +2,7 @@
  * config.h - keyless-frontend's INI configuration: a key table over common/kl_ini,
  * which the signer's config uses too (same durations, booleans, error lines).
  *
- * Every error is one line, "keyless-frontend: FILE:LINE: [section] key: reason",
+ * Every error is one line, "FILE:LINE: [section] key: reason" (main prefixes "keyless-frontend: "),
  * written into the caller's buffer; main prints it and exits 2. Relative paths are
  * resolved against the directory of the config file. docs/FRONTEND.md documents
  * every key; examples/frontend.conf is an annotated example.

@@ -45,7 +45,7 @@ int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg
     struct fe_gen *gen = calloc(1, sizeof(*gen));
     if (gen == NULL) {
         config_free(cfg);
-        snprintf(err, err_len, "keyless-frontend: out of memory");
+        snprintf(err, err_len, "out of memory");
         return KL_ERR_NO_MEMORY;
     }
     gen->refs = 1;
@@ -55,8 +55,8 @@ int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg
         char why[256] = "";
         ret = certs_load(&gen->certs[i], why, sizeof(why), cc->chain_path);
         if (ret != 0) {
-            snprintf(err, err_len, "keyless-frontend: %s:%d: [cert %s] chain: %s: %s", cfg->path, cc->chain_line,
-                     cc->name, cc->chain_path, why);
+            snprintf(err, err_len, "%s:%d: [cert %s] chain: %s: %s", cfg->path, cc->chain_line, cc->name,
+                     cc->chain_path, why);
             goto exit;
         }
         struct tls_cert *tc = &gen->tls_certs[i];
@@ -109,13 +109,13 @@ int gen_check_keys(struct fe_gen *gen, char *err, size_t err_len, const Keyless_
             }
         }
         if (k == NULL) {
-            snprintf(err, err_len, "keyless-frontend: %s:%d: [cert %s] key: the signer has no key named '%s'",
-                     cfg->path, cc->key_line, cc->name, cc->key_name);
+            snprintf(err, err_len, "%s:%d: [cert %s] key: the signer has no key named '%s'", cfg->path, cc->key_line,
+                     cc->name, cc->key_name);
             return KL_ERR_CONFIG;
         }
         if (k->public_key_spki.len != fc->spki_len || memcmp(k->public_key_spki.data, fc->spki, fc->spki_len) != 0) {
             snprintf(err, err_len,
-                     "keyless-frontend: %s:%d: [cert %s] key: certificate %s does not match signer key '%s' "
+                     "%s:%d: [cert %s] key: certificate %s does not match signer key '%s' "
                      "(its public key differs)",
                      cfg->path, cc->key_line, cc->name, cc->chain_path, cc->key_name);
             return KL_ERR_CONFIG;
@@ -131,10 +131,8 @@ int gen_check_keys(struct fe_gen *gen, char *err, size_t err_len, const Keyless_
             }
         }
         if (tc->n_schemes == 0) {
-            snprintf(
-                err, err_len,
-                "keyless-frontend: %s:%d: [cert %s] key: signer key '%s' allows no scheme a %s certificate can use",
-                cfg->path, cc->key_line, cc->name, cc->key_name, fc->key_desc);
+            snprintf(err, err_len, "%s:%d: [cert %s] key: signer key '%s' allows no scheme a %s certificate can use",
+                     cfg->path, cc->key_line, cc->name, cc->key_name, fc->key_desc);
             return KL_ERR_CONFIG;
         }
     }
@@ -175,8 +173,8 @@ static void startup_keys_cb(void *arg, const Keyless__V1__Response *resp)
     sw->done = 1;
     if (resp == NULL || resp->body_case != KEYLESS__V1__RESPONSE__BODY_LIST_KEYS || resp->list_keys == NULL ||
         resp->list_keys->status != KEYLESS__V1__STATUS__OK) {
-        snprintf(sw->err, sw->err_len, "keyless-frontend: %s:%d: [signer] socket: ListKeys failed (%s)",
-                 sw->gen->cfg->path, sw->gen->cfg->signer_line, resp == NULL ? "no answer" : "error status");
+        snprintf(sw->err, sw->err_len, "%s:%d: [signer] socket: ListKeys failed (%s)", sw->gen->cfg->path,
+                 sw->gen->cfg->signer_line, resp == NULL ? "no answer" : "error status");
         return;
     }
     sw->ok = gen_check_keys(sw->gen, sw->err, sw->err_len, resp->list_keys) == 0;
@@ -202,8 +200,8 @@ int gen_check_signer(struct fe_gen *gen, char *err, size_t err_len)
         KL_TRY(ev_run_once(loop, 50));
     }
     if (!sc_up(sc)) {
-        snprintf(err, err_len, "keyless-frontend: %s:%d: [signer] socket: cannot connect to %s%s", cfg->path,
-                 cfg->signer_line, cfg->signer_sockets[0], cfg->n_signer_sockets > 1 ? " (nor the others)" : "");
+        snprintf(err, err_len, "%s:%d: [signer] socket: cannot connect to %s%s", cfg->path, cfg->signer_line,
+                 cfg->signer_sockets[0], cfg->n_signer_sockets > 1 ? " (nor the others)" : "");
         ret = KL_ERR_IO;
         goto exit;
     }

@@ -34,7 +34,7 @@ struct fe_gen {
 
 /*
  * Build a generation from cfg (taking ownership of cfg even on failure): load the chains.
- * err gets "keyless-frontend: FILE:LINE: [cert X] chain: reason" on failure.
+ * err gets "FILE:LINE: [cert X] chain: reason" on failure.
  */
 KL_MUST_CHECK int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg);
 /*

@@ -172,18 +172,18 @@ int main(int argc, char **argv)
     char err[CONFIG_ERR_LEN];
     struct config *cfg = NULL;
     if (config_load(&cfg, err, path) != 0) {
-        fprintf(stderr, "%s\n", err);
+        log_diag("%s", err);
         return 2;
     }
     log_level = cfg->log_level;
     struct fe_gen *gen = NULL;
     if (gen_new(&gen, err, sizeof(err), cfg) != 0) {
-        fprintf(stderr, "%s\n", err);
+        log_diag("%s", err);
         return 2;
     }
     if (check) {
-        printf("keyless-frontend: %s: configuration OK (%zu listeners, %zu certificates)\n", path,
-               gen->cfg->n_listeners, gen->cfg->n_certs);
+        log_diag("%s: configuration OK (%zu listeners, %zu certificates)\n", path, gen->cfg->n_listeners,
+                 gen->cfg->n_certs);
         gen_unref(gen);
         return 0;
     }
@@ -194,7 +194,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (gen_check_signer(gen, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s\n", err);
+        log_diag("%s", err);
         gen_unref(gen);
         return 1;
     }

@@ -91,8 +91,7 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
     if (ret != 0) {
         /* Name the config key the failure is about: the PIN file, or the module/token. */
         const char *what = fail == P11_FAIL_PIN ? "pin_file" : cfg->module != NULL ? "module" : "module_name";
-        fprintf(stderr, "keyless-signer: %s:%u: [hsm] %s: %s\n", cfg->path, cfg->hsm_line, what,
-                err[0] != '\0' ? err : kl_err_str(ret));
+        log_diag("%s:%u: [hsm] %s: %s", cfg->path, cfg->hsm_line, what, err[0] != '\0' ? err : kl_err_str(ret));
         return 1;
     }
     for (size_t i = 0; i < cfg->n_keys; i++) {
@@ -160,7 +159,7 @@ static int run(const char *config_path, int check_only)
         if (privsep_check_user_access(cfg) != 0) {
             goto exit;
         }
-        log_info("%s: OK (%zu key(s) found on the token, every scheme probed)", cfg->path, cfg->n_keys);
+        log_diag("%s: OK (%zu key(s) found on the token, every scheme probed)", cfg->path, cfg->n_keys);
         status = 0;
         goto exit;
     }
@@ -173,16 +172,14 @@ static int run(const char *config_path, int check_only)
         if (audit_open_ex(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms,
                           cfg->audit_repair_torn ? AUDIT_OPEN_REPAIR_TORN : 0, &why, err, sizeof(err)) != 0) {
             /* One line: audit_open_ex() leaves the message to us (err is not NULL). */
-            fprintf(stderr, "keyless-signer: %s: [signer] audit_log: %s%s\n", cfg->path,
-                    err[0] != '\0' ? err : "cannot open the audit log",
-                    why == AUDIT_OPEN_FAIL_TORN ? " (audit_repair_torn = yes)" : "");
+            log_diag("%s: [signer] audit_log: %s%s", cfg->path, err[0] != '\0' ? err : "cannot open the audit log",
+                     why == AUDIT_OPEN_FAIL_TORN ? " (audit_repair_torn = yes)" : "");
             goto exit;
         }
         if ((uint64_t)before > audit_size(audit)) {
-            fprintf(stderr,
-                    "keyless-signer: audit: %s: cut a torn last line (%llu bytes) off the log, kept in %s.torn.*; "
-                    "the chain continues from the last complete line\n",
-                    cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
+            log_warnx("audit: %s: cut a torn last line (%llu bytes) off the log, kept in %s.torn.*; "
+                      "the chain continues from the last complete line",
+                      cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
         }
     }
     if (server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {

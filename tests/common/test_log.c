@@ -176,6 +176,27 @@ static void test_levels(void)
     ok(strstr(got, ": debug: d 1\n") != NULL, "level debug: debug prints");
     log_level = LOG_LEVEL_INFO;
 
+    /* log_diag: the operator's one-liner, no time or level, printed at every level. */
+    log_level = LOG_LEVEL_ERROR;
+    capture_start();
+    log_diag("%s:%d: [signer] workers: not a number", "x.conf", 3);
+    got = capture_end();
+    ok(strcmp(got, PROG ": x.conf:3: [signer] workers: not a number\n") == 0, "log_diag: prog: message, nothing else");
+    log_level = LOG_LEVEL_INFO;
+
+    /* A message longer than the line buffer is cut but still ends its line. */
+    {
+        char big[2000];
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        capture_start();
+        log_warnx("%s", big);
+        log_warnx("next");
+        got = capture_end();
+        is_int(count_lines(got), 2, "an over-long message is cut and the next line stays its own");
+        ok(strstr(got, ": warn: next\n") != NULL, "... the next line is intact");
+    }
+
     is_int(log_level_parse("error"), LOG_LEVEL_ERROR, "parse error");
     is_int(log_level_parse("warn"), LOG_LEVEL_WARN, "parse warn");
     is_int(log_level_parse("info"), LOG_LEVEL_INFO, "parse info");

@@ -2,7 +2,7 @@
  * Unit tests for frontend/config.c (the frontend's key table over common/kl_ini): a full
  * valid config, the defaults, and for every key a bad value whose message names the
  * file, the line, the section and the key:
- *   keyless-frontend: FILE:LINE: [section] key: why
+ *   FILE:LINE: [section] key: why   (main prints it after "keyless-frontend: ")
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,13 +51,13 @@ static const char base[] = "[signer]\n"
                            "backend = 127.0.0.1:2\n";
 #define BASE_LINES 8
 
-/* base + extra; expect KL_ERR_CONFIG and exactly "keyless-frontend: PATH" + want. */
+/* base + extra; expect KL_ERR_CONFIG and exactly PATH + want. */
 static void expect_err(const char *extra, const char *want, const char *name)
 {
     char text[4096], err[CONFIG_ERR_LEN], full[CONFIG_ERR_LEN + 200];
     snprintf(text, sizeof(text), "%s%s", base, extra);
     int ret = load(text, err);
-    snprintf(full, sizeof(full), "keyless-frontend: %s%s", path, want);
+    snprintf(full, sizeof(full), "%s%s", path, want);
     if (!ok(ret == KL_ERR_CONFIG && cfg == NULL && strcmp(err, full) == 0, name)) {
         diag("ret %d, got  '%s'", ret, err);
         diag("want '%s'", full);
@@ -69,7 +69,7 @@ static void expect_err_text(const char *text, const char *want, const char *name
 {
     char err[CONFIG_ERR_LEN], full[CONFIG_ERR_LEN + 200];
     int ret = load(text, err);
-    snprintf(full, sizeof(full), "keyless-frontend: %s%s", path, want);
+    snprintf(full, sizeof(full), "%s%s", path, want);
     if (!ok(ret == KL_ERR_CONFIG && cfg == NULL && strcmp(err, full) == 0, name)) {
         diag("ret %d, got  '%s'", ret, err);
         diag("want '%s'", full);
@@ -331,7 +331,7 @@ static void test_errors(void)
         config_free(cfg);
         cfg = NULL;
         int ret = config_load(&cfg, err, nopath);
-        snprintf(want, sizeof(want), "keyless-frontend: %s: cannot open: No such file or directory", nopath);
+        snprintf(want, sizeof(want), "%s: cannot open: No such file or directory", nopath);
         ok(ret == KL_ERR_CONFIG && cfg == NULL && strcmp(err, want) == 0, "a missing file");
     }
 }
