@@ -290,8 +290,8 @@ static void test_audit_line(void)
         ",\"key\":\"k\\\\ey\",",
         ",\"scheme\":\"ed25519\",\"scheme_code\":2055,",
         ",\"context\":2,",
-        ",\"transcript_hash\":"
-        "\"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf\",",
+        (",\"transcript_hash\":"
+         "\"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf\","),
         ",\"server_name\":\"sni\\u0001\",",
         ",\"client_address\":\"[2001:db8::1]:443\",",
         ",\"connection_id\":18446744073709551615,",
