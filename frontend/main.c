@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include "config.h"
+#include "cli.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -25,7 +26,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: keyless-frontend --config FILE [--check-config] [--trace]\n"
                "       keyless-frontend --version\n"
-               "  --config FILE    the INI configuration (see docs/FRONTEND.md, examples/frontend.conf)\n"
+               "  --config FILE    the INI configuration (also --config=FILE; see docs/FRONTEND.md)\n"
                "  --check-config   parse the configuration and the certificates, then exit (0 = valid)\n"
                "  --trace          print each handshake's steps with their timings\n");
 }
@@ -145,31 +146,23 @@ static int supervise(struct fe_gen *gen, int trace)
 int main(int argc, char **argv)
 {
     log_init("keyless-frontend");
-    const char *path = NULL;
-    int check = 0, trace = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            path = argv[++i];
-        } else if (strcmp(argv[i], "--check-config") == 0) {
-            check = 1;
-        } else if (strcmp(argv[i], "--trace") == 0) {
-            trace = 1;
-        } else if (strcmp(argv[i], "--version") == 0) {
-            printf("keyless-frontend %s\n", KL_VERSION);
-            return 0;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (path == NULL) {
+    struct kl_cli cli;
+    char err[CONFIG_ERR_LEN];
+    if (kl_cli_parse(&cli, argc, argv, KL_CLI_TRACE, err, sizeof(err)) != 0) {
+        log_diag("%s", err);
         usage(stderr);
         return 2;
     }
-    char err[CONFIG_ERR_LEN];
+    if (cli.help) {
+        usage(stdout);
+        return 0;
+    }
+    if (cli.version) {
+        puts(kl_cli_version("keyless-frontend", err, sizeof(err)));
+        return 0;
+    }
+    const char *path = cli.config;
+    int check = cli.check_config, trace = cli.trace;
     struct config *cfg = NULL;
     if (config_load(&cfg, err, path) != 0) {
         log_diag("%s", err);

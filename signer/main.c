@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "log.h"
 #include "audit.h"
 #include "audit_verify.h"
@@ -52,7 +53,7 @@ static void usage(FILE *out)
                  "\n"
                  "Signs TLS 1.3 CertificateVerify content with keys held in a PKCS#11 token, for\n"
                  "keyless frontends on a Unix socket. See docs/SIGNER.md.\n"
-                 "  --config FILE     the INI configuration (examples/signer.conf)\n"
+                 "  --config FILE     the INI configuration (also --config=FILE; examples/signer.conf)\n"
                  "  --check-config    validate it, open the token, find the keys, probe the\n"
                  "                    schemes, then exit 0 (or 1/2 with the reason)\n"
                  "  audit-verify      check the hash chain of audit log files (oldest first)\n");
@@ -211,34 +212,24 @@ exit:
 int main(int argc, char **argv)
 {
     log_init("keyless-signer");
-    const char *config = NULL;
-    int check = 0;
+    struct kl_cli cli;
+    char err[256];
 
     if (argc >= 2 && strcmp(argv[1], "audit-verify") == 0) {
         return audit_verify_main(argc - 1, argv + 1);
     }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--version") == 0) {
-            printf("keyless-signer %s\n", KL_VERSION);
-            return 0;
-        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            config = argv[++i];
-        } else if (strncmp(argv[i], "--config=", 9) == 0) {
-            config = argv[i] + 9;
-        } else if (strcmp(argv[i], "--check-config") == 0) {
-            check = 1;
-        } else {
-            log_errx("unknown argument '%s'", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (config == NULL) {
+    if (kl_cli_parse(&cli, argc, argv, 0, err, sizeof(err)) != 0) {
+        log_diag("%s", err);
         usage(stderr);
         return 2;
     }
-    return run(config, check);
+    if (cli.help) {
+        usage(stdout);
+        return 0;
+    }
+    if (cli.version) {
+        puts(kl_cli_version("keyless-signer", err, sizeof(err)));
+        return 0;
+    }
+    return run(cli.config, cli.check_config);
 }
