@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include "config.h"
 #include "cli.h"
@@ -143,6 +144,47 @@ static int supervise(struct fe_gen *gen, int trace)
     return code;
 }
 
+/*
+ * Each worker binds its listeners with SO_REUSEPORT, which would also let a second
+ * keyless-frontend (same user) bind the same address and silently take half of the
+ * connections. A socket bound *without* SO_REUSEPORT cannot share a port with one that
+ * has it, in either order, so a probe bind here fails while anything - another frontend
+ * included - holds the address. The probe is closed before the workers bind.
+ */
+static int probe_address(const char *what, const struct config_addr *a)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0) {
+        log_diag("%s %s: cannot make a socket: %s", what, a->text, strerror(errno));
+        return -1;
+    }
+    /* SO_REUSEADDR only: TIME_WAIT connections of an earlier run do not block a restart. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0) {
+        int e = errno;
+        close(fd);
+        log_diag("%s %s: %s%s", what, a->text, strerror(e),
+                 e == EADDRINUSE ? " (is another keyless-frontend running on it?)" : "");
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static int probe_listeners(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (probe_address("listen", &cfg->listeners[i].listen) != 0) {
+            return -1;
+        }
+    }
+    if (cfg->metrics.len != 0 && probe_address("metrics", &cfg->metrics) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     log_init("keyless-frontend");
@@ -183,6 +225,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (metrics_init() != 0) {
         log_warnx("cannot map the shared metrics");
+        gen_unref(gen);
+        return 1;
+    }
+    if (probe_listeners(gen->cfg) != 0) {
         gen_unref(gen);
         return 1;
     }

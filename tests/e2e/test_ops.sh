@@ -83,6 +83,15 @@ FE_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 FE_WORKERS=2 kl_start_frontend
 check "2 workers: the main process started them" grep -q "started 2 workers" "$T/frontend.log"
+# A second frontend on the same address must not bind beside it (SO_REUSEPORT would let
+# it take half of the connections): one line, exit 1, and the first keeps serving.
+rc=0
+timeout 20 "$FE_BIN" --config "$FE_CONF" >"$T/second.out" 2>&1 || rc=$?
+is "$rc" 1 "a second frontend on the same address exits 1"
+check "... with one line naming the address" \
+    grep -q "^keyless-frontend: listen 127.0.0.1:$FE_PORT: Address already in use (is another keyless-frontend running on it?)$" "$T/second.out"
+check "... and nothing else" test "$(wc -l <"$T/second.out")" -eq 1
+check "... while the first still serves" kl_curl -sf -o /dev/null "https://localhost:$FE_PORT/"
 kill -HUP "$FE_PID"
 wait_for test "$(metric keyless_reloads_total)" -ge 2 || true
 check "2 workers: SIGHUP to the main process reloads both (reloads_total = $(metric keyless_reloads_total))" \
