@@ -450,3 +450,17 @@ void config_free(struct config *cfg)
     }
     free(cfg);
 }
+
+int config_same_listeners(const struct config *a, const struct config *b)
+{
+    if (a->n_listeners != b->n_listeners) {
+        return 0;
+    }
+    for (size_t i = 0; i < a->n_listeners; i++) {
+        if (a->listeners[i].listen.len != b->listeners[i].listen.len ||
+            memcmp(&a->listeners[i].listen.ss, &b->listeners[i].listen.ss, a->listeners[i].listen.len) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}

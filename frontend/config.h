@@ -87,4 +87,7 @@ void config_free(struct config *cfg);
 /* Parse "host:port", "[v6]:port" or "unix:/path" (unix only if allow_unix). */
 KL_MUST_CHECK int config_parse_addr(struct config_addr *a, const char *s, int allow_unix);
 
+/* 1 if a and b listen on the same addresses in the same order (a reload cannot change them). */
+int config_same_listeners(const struct config *a, const struct config *b);
+
 #endif

@@ -14,11 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "config.h"
 #include "cli.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -41,11 +44,93 @@ static void on_signal(int signo)
     }
 }
 
+/* A worker that dies is restarted after this long, doubling up to the maximum; the delay
+   goes back to the minimum once a worker has lived WORKER_STABLE_MS. */
+#define WORKER_BACKOFF_MIN_MS 100
+#define WORKER_BACKOFF_MAX_MS 10000
+#define WORKER_STABLE_MS 30000
+
+struct worker_slot {
+    pid_t pid;           /* 0: not running */
+    uint64_t started_ms; /* when it was forked */
+    uint64_t restart_at; /* 0: no restart pending */
+    uint32_t backoff_ms; /* the delay before its next restart */
+};
+
+/* Fork worker i with the signal state a worker expects. 0, or -1 (logged). */
+static int spawn_worker(struct fe_gen *gen, unsigned i, int trace, const sigset_t *old, struct worker_slot *slots)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_warn("fork of worker %u", i);
+        return -1;
+    }
+    if (pid == 0) {
+        sigprocmask(SIG_SETMASK, old, NULL);
+        signal(SIGHUP, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        free(slots);
+        _exit(server_run_worker(gen, i, trace));
+    }
+    slots[i].pid = pid;
+    slots[i].started_ms = kl_clock_ms();
+    slots[i].restart_at = 0;
+    return 0;
+}
+
+static void signal_workers(const struct worker_slot *slots, unsigned n, int signo)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (slots[i].pid > 0) {
+            kill(slots[i].pid, signo);
+        }
+    }
+}
+
+/*
+ * SIGHUP in the main process: the workers reload themselves; the main process loads the
+ * same configuration too, checked against the signer the way a worker checks it, so that
+ * a worker restarted later starts from what the others now serve, not from the
+ * configuration of the start. On any failure the current generation is kept (the workers
+ * keep theirs too, and say why).
+ */
+static struct fe_gen *reload_for_restarts(struct fe_gen *gen)
+{
+    char err[CONFIG_ERR_LEN];
+    struct config *cfg = NULL;
+    struct fe_gen *next = NULL;
+    if (config_load(&cfg, err, gen->cfg->path) != 0) {
+        return gen;
+    }
+    if (!config_same_listeners(cfg, gen->cfg)) {
+        config_free(cfg);
+        return gen;
+    }
+    if (gen_new(&next, err, sizeof(err), cfg) != 0) {
+        return gen;
+    }
+    if (gen_check_signer(next, err, sizeof(err)) != 0) {
+        gen_unref(next);
+        return gen;
+    }
+    gen_unref(gen);
+    return next;
+}
+
+/*
+ * The main process of a multi-worker frontend: forks the workers, forwards SIGHUP and
+ * SIGTERM, and restarts a worker that died on its own with exponential backoff while the
+ * others keep serving (each has its own SO_REUSEPORT listeners). Returns the exit code:
+ * 0 when every worker drained and exited 0 after SIGTERM.
+ */
 static int supervise(struct fe_gen *gen, int trace)
 {
     unsigned n = gen->cfg->workers;
-    pid_t *pids = calloc(n, sizeof(pid_t));
-    if (pids == NULL) {
+    struct worker_slot *slots = calloc(n, sizeof(*slots));
+    if (slots == NULL) {
         return 1;
     }
     sigset_t block, old;
@@ -64,82 +149,90 @@ static int supervise(struct fe_gen *gen, int trace)
     unsigned alive = 0;
     int stopping = 0, code = 0;
     for (unsigned i = 0; i < n; i++) {
-        pid_t pid = fork();
-        if (pid < 0) {
-            log_warn("fork");
+        slots[i].backoff_ms = WORKER_BACKOFF_MIN_MS;
+        if (spawn_worker(gen, i, trace, &old, slots) != 0) {
             code = 1;
+            stopping = 1;
+            signal_workers(slots, n, SIGTERM);
             break;
         }
-        if (pid == 0) {
-            sigprocmask(SIG_SETMASK, &old, NULL);
-            signal(SIGHUP, SIG_DFL);
-            signal(SIGTERM, SIG_DFL);
-            signal(SIGINT, SIG_DFL);
-            signal(SIGCHLD, SIG_DFL);
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
-            free(pids);
-            _exit(server_run_worker(gen, i, trace));
-        }
-        pids[i] = pid;
         alive++;
     }
-    if (code != 0) {
-        for (unsigned i = 0; i < n; i++) {
-            if (pids[i] > 0) {
-                kill(pids[i], SIGTERM);
-            }
-        }
-        stopping = 1;
+    if (!stopping) {
+        log_info("started %u workers", alive);
     }
-    log_info("started %u workers", alive);
-    while (alive > 0) {
-        sigsuspend(&old);
-        if (got_signal[SIGHUP]) {
-            got_signal[SIGHUP] = 0;
-            for (unsigned i = 0; i < n; i++) {
-                if (pids[i] > 0) {
-                    kill(pids[i], SIGHUP);
+    for (;;) {
+        int pending = 0;
+        uint64_t now = kl_clock_ms(), next = UINT64_MAX;
+        for (unsigned i = 0; i < n && !stopping; i++) {
+            if (slots[i].restart_at != 0 && slots[i].restart_at <= now) {
+                if (spawn_worker(gen, i, trace, &old, slots) == 0) {
+                    alive++;
+                    log_info("worker %u restarted (pid %d)", i, (int)slots[i].pid);
+                } else {
+                    slots[i].restart_at = now + slots[i].backoff_ms; /* try again later */
                 }
             }
+            if (slots[i].restart_at != 0) {
+                pending = 1;
+                next = slots[i].restart_at < next ? slots[i].restart_at : next;
+            }
+        }
+        if (alive == 0 && (stopping || !pending)) {
+            break;
+        }
+        if (next == UINT64_MAX) {
+            sigsuspend(&old);
+        } else {
+            /* sigsuspend with a deadline: signals are unblocked only while waiting. */
+            uint64_t wait_ms = next > now ? next - now : 0;
+            struct timespec ts = {(time_t)(wait_ms / 1000), (long)(wait_ms % 1000) * 1000000L};
+            ppoll(NULL, 0, &ts, &old);
+        }
+        if (got_signal[SIGHUP]) {
+            got_signal[SIGHUP] = 0;
+            signal_workers(slots, n, SIGHUP);
+            gen = reload_for_restarts(gen);
         }
         if (got_signal[SIGTERM] || got_signal[SIGINT]) {
             got_signal[SIGTERM] = got_signal[SIGINT] = 0;
             stopping = 1;
-            for (unsigned i = 0; i < n; i++) {
-                if (pids[i] > 0) {
-                    kill(pids[i], SIGTERM);
-                }
-            }
+            signal_workers(slots, n, SIGTERM);
         }
         got_signal[SIGCHLD] = 0;
         int status;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
             for (unsigned i = 0; i < n; i++) {
-                if (pids[i] != pid) {
+                if (slots[i].pid != pid) {
                     continue;
                 }
-                pids[i] = 0;
+                slots[i].pid = 0;
                 alive--;
-                int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-                if (!ok) {
-                    code = 1;
-                }
-                if (!stopping) {
-                    /* A worker died on its own: the others cannot cover for it forever. Stop all. */
-                    log_warnx("worker %u (pid %d) ended unexpectedly (status 0x%x); stopping", i, (int)pid, status);
-                    stopping = 1;
-                    code = 1;
-                    for (unsigned j = 0; j < n; j++) {
-                        if (pids[j] > 0) {
-                            kill(pids[j], SIGTERM);
-                        }
+                int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (stopping) {
+                    if (!clean) {
+                        code = 1;
                     }
+                    continue;
                 }
+                /* A worker died on its own: the others keep serving; restart it with backoff. */
+                uint64_t lived = kl_clock_ms() - slots[i].started_ms;
+                if (lived >= WORKER_STABLE_MS) {
+                    slots[i].backoff_ms = WORKER_BACKOFF_MIN_MS;
+                }
+                slots[i].restart_at = kl_clock_ms() + slots[i].backoff_ms;
+                metrics_add(METRIC_WORKER_RESTARTS, 1);
+                log_warnx("worker %u (pid %d) ended unexpectedly (%s %d) after %llu ms; restarting it in %u ms", i,
+                          (int)pid, WIFSIGNALED(status) ? "signal" : "exit status",
+                          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), (unsigned long long)lived,
+                          slots[i].backoff_ms);
+                slots[i].backoff_ms =
+                    slots[i].backoff_ms >= WORKER_BACKOFF_MAX_MS / 2 ? WORKER_BACKOFF_MAX_MS : slots[i].backoff_ms * 2;
             }
         }
     }
-    free(pids);
+    free(slots);
     gen_unref(gen);
     return code;
 }

@@ -101,6 +101,8 @@ size_t metrics_render(char *buf, size_t cap)
          "Sign requests refused because max_pending_sign were waiting."},
         {METRIC_RELOADS, "keyless_reloads_total", "counter", "Successful configuration reloads (SIGHUP)."},
         {METRIC_RELOAD_FAILURES, "keyless_reload_failures_total", "counter", "Failed configuration reloads."},
+        {METRIC_WORKER_RESTARTS, "keyless_worker_restarts_total", "counter",
+         "Worker processes that died on their own and were restarted."},
     };
     for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
         EMIT("# HELP %s %s\n# TYPE %s %s\n%s %lld\n", simple[i].name, simple[i].help, simple[i].name, simple[i].type,

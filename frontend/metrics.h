@@ -32,6 +32,7 @@ enum metric_id {
     METRIC_SIGN_REQUESTS,
     METRIC_RELOADS,
     METRIC_RELOAD_FAILURES,
+    METRIC_WORKER_RESTARTS, /* workers that died on their own and were restarted */
     METRIC_COUNT
 };
 

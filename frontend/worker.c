@@ -263,20 +263,6 @@ static void start_drain(struct fe_worker *w)
     }
 }
 
-static int same_listeners(const struct config *a, const struct config *b)
-{
-    if (a->n_listeners != b->n_listeners) {
-        return 0;
-    }
-    for (size_t i = 0; i < a->n_listeners; i++) {
-        if (a->listeners[i].listen.len != b->listeners[i].listen.len ||
-            memcmp(&a->listeners[i].listen.ss, &b->listeners[i].listen.ss, a->listeners[i].listen.len) != 0) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static void reload_keys_cb(void *arg, const Keyless__V1__Response *resp)
 {
     struct fe_worker *w = arg;
@@ -320,7 +306,7 @@ static void start_reload(struct fe_worker *w)
         metrics_add(METRIC_RELOAD_FAILURES, 1);
         return;
     }
-    if (!same_listeners(cfg, w->gen->cfg)) {
+    if (!config_same_listeners(cfg, w->gen->cfg)) {
         log_warnx("reload failed: listener addresses changed (that needs a restart); keeping the running "
                   "configuration");
         metrics_add(METRIC_RELOAD_FAILURES, 1);

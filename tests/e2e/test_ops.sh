@@ -96,6 +96,28 @@ kill -HUP "$FE_PID"
 wait_for test "$(metric keyless_reloads_total)" -ge 2 || true
 check "2 workers: SIGHUP to the main process reloads both (reloads_total = $(metric keyless_reloads_total))" \
     test "$(metric keyless_reloads_total)" -eq 2
+# A worker that dies is restarted with backoff while the other keeps serving, and starts
+# from the configuration the others serve now (here: after a reload to P-384), not from
+# the one of the start.
+sed -i "s#ecdsa-p256#ecdsa-p384#g" "$FE_CONF"
+kill -HUP "$FE_PID"
+wait_for test "$(metric keyless_reloads_total)" -ge 4 || true
+check "2 workers: the P-384 reload reached both (reloads_total = $(metric keyless_reloads_total))" \
+    test "$(metric keyless_reloads_total)" -eq 4
+victim=$(pgrep -P "$FE_PID" | head -n 1)
+check "2 workers: found a worker to kill (pid ${victim:-none})" test -n "$victim"
+kill -KILL "$victim" 2>/dev/null || true
+check "... the others keep serving while it is down" kl_curl -sf -o /dev/null "https://localhost:$FE_PORT/"
+wait_for grep -q "worker [01] restarted (pid" "$T/frontend.log" || true
+check "... its death is logged with the signal and the backoff" \
+    grep -Eq "worker [01] \(pid $victim\) ended unexpectedly \(signal 9\) after [0-9]+ ms; restarting it in 100 ms" "$T/frontend.log"
+check "... and it is restarted" grep -q "worker [01] restarted (pid" "$T/frontend.log"
+check "... two workers again" test "$(pgrep -P "$FE_PID" | wc -l)" -eq 2
+check "... counted in keyless_worker_restarts_total" test "$(metric keyless_worker_restarts_total)" -eq 1
+bits=""
+for _ in 1 2 3 4 5 6 7 8; do bits="$bits $(peer_bits)"; done
+check "... every handshake, whichever worker takes it, gets the reloaded P-384 certificate:$bits" \
+    test "$(tr ' ' '\n' <<<"$bits" | grep -c '^384$')" -eq 8
 kl_curl --limit-rate 3M --data-binary "@$T/big.bin" "https://localhost:$FE_PORT/echo" -o "$T/drain.out" &
 curl_pid=$!
 sleep 1
