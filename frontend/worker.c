@@ -127,6 +127,61 @@ static void accept_resume_cb(struct ev_loop *loop, struct ev_timer *t)
 }
 
 /* The metrics endpoint: one tiny object per scrape. */
+/* --- readiness --- */
+
+/* NULL when this worker can complete handshakes, else why not (for /readyz). */
+static const char *worker_not_ready(const struct fe_worker *w)
+{
+    if (w->draining) {
+        return "draining";
+    }
+    if (w->sc == NULL || !sc_up(w->sc)) {
+        return "signer not connected";
+    }
+    if (!w->signer_keys_ok) {
+        return "the signer's keys are not (yet) confirmed for every certificate";
+    }
+    return NULL;
+}
+
+static void verify_keys_cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct fe_worker *w = arg;
+    char err[CONFIG_ERR_LEN];
+    w->verify_id = 0;
+    if (resp == NULL || resp->body_case != KEYLESS__V1__RESPONSE__BODY_LIST_KEYS || resp->list_keys == NULL ||
+        resp->list_keys->status != KEYLESS__V1__STATUS__OK) {
+        w->signer_keys_ok = 0;
+        log_warnx("signer reconnected but did not list its keys: not ready");
+        return;
+    }
+    if (gen_check_keys(w->gen, err, sizeof(err), resp->list_keys) != 0) {
+        w->signer_keys_ok = 0;
+        log_warnx("signer reconnected with other keys: %s; not ready", err);
+        return;
+    }
+    w->signer_keys_ok = 1;
+}
+
+/* The signer connection went up (after a loss or a failover) or down: whoever answers
+   now must hold every certificate's key, so ask it again before calling ourselves ready. */
+static void signer_changed(void *arg, int up, const char *path)
+{
+    struct fe_worker *w = arg;
+    if (!up) {
+        return;
+    }
+    if (w->verify_id != 0) {
+        sc_cancel(w->sc, w->verify_id);
+        w->verify_id = 0;
+    }
+    w->signer_keys_ok = 0;
+    if (sc_list_keys(w->sc, &w->verify_id, verify_keys_cb, w) != 0) {
+        w->verify_id = 0;
+        log_warnx("signer at %s: cannot ask for its keys: not ready", path);
+    }
+}
+
 struct mconn {
     struct fe_worker *w;
     int fd;
@@ -168,18 +223,32 @@ static void mconn_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         return;
     }
     m->got += (size_t)n;
-    /* Any request gets the metrics; the body fits in the socket buffer of a fresh connection. */
+    /* The request line picks the answer: /healthz (the process runs its loop), /readyz
+       (it can complete handshakes), anything else the metrics. One read is enough: a
+       probe's request line fits in the first segment. */
+    req[n < (ssize_t)sizeof(req) ? n : (ssize_t)sizeof(req) - 1] = '\0';
     char *body = malloc(METRICS_MAX);
-    char head[160];
+    char head[200];
+    const char *status = "200 OK", *type = "text/plain; version=0.0.4";
+    size_t blen;
     if (body == NULL) {
         mconn_close(m);
         return;
     }
-    size_t blen = metrics_render(body, METRICS_MAX);
+    if (strncmp(req, "GET /healthz ", 13) == 0) {
+        blen = (size_t)snprintf(body, METRICS_MAX, "ok\n");
+        type = "text/plain";
+    } else if (strncmp(req, "GET /readyz ", 12) == 0) {
+        const char *why = worker_not_ready(m->w);
+        blen = (size_t)snprintf(body, METRICS_MAX, "%s%s\n", why == NULL ? "ready" : "not ready: ", why ? why : "");
+        status = why == NULL ? "200 OK" : "503 Service Unavailable";
+        type = "text/plain";
+    } else {
+        blen = metrics_render(body, METRICS_MAX);
+    }
     int hlen = snprintf(head, sizeof(head),
-                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
-                        "Connection: close\r\n\r\n",
-                        blen);
+                        "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
+                        type, blen);
     ssize_t w1 = send(m->fd, head, (size_t)hlen, MSG_NOSIGNAL);
     ssize_t w2 = send(m->fd, body, blen, MSG_NOSIGNAL);
     (void)w1;
@@ -386,6 +455,8 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
         goto exit;
     }
     w->env.signer_ctx = w->sc;
+    w->signer_keys_ok = 1; /* the main process checked them before starting the workers */
+    sc_set_observer(w->sc, signer_changed, w);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct fe_listener *l = &w->listeners[i];
         l->w = w;

@@ -26,6 +26,8 @@ struct fe_worker {
     struct fe_gen *gen;
     struct fe_gen *pending_gen; /* a reload waiting for the signer's ListKeys */
     uint64_t pending_id;
+    uint64_t verify_id; /* a ListKeys after a signer (re)connect, 0 if none in flight */
+    int signer_keys_ok; /* the signer's keys match every certificate (checked at start and per reconnect) */
     struct fe_listener listeners[CONFIG_MAX_LISTENERS];
     size_t n_listeners;
     struct ev_timer accept_pause; /* out of fds: stop accepting for a moment */

@@ -74,6 +74,16 @@ FE_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 unset FE_SIGNER_SOCK
 FE_SIGNER_EXTRA="timeout = 1" kl_start_frontend
+# probe PATH: "CODE BODY" of the metrics listener's health endpoints.
+probe() {
+    local body code
+    body=$(curl -s --max-time 5 -o - -w '\n%{http_code}' "http://127.0.0.1:$METRICS_PORT$1") || true
+    code=$(tail -n 1 <<<"$body")
+    echo "$code $(head -n 1 <<<"$body")"
+}
+wait_for test "$(probe /readyz)" = "200 ready" || true
+is "$(probe /readyz)" "200 ready" "/readyz: ready with the signer connected and its keys confirmed"
+is "$(probe /healthz)" "200 ok" "/healthz: alive"
 # An established connection, used only after the kill: the signer's absence must not touch it.
 python3 "$KL_SOURCE_DIR/tests/e2e/clients.py" live "$FE_PORT" "$ROOT" "$T/live.go" 100000 >"$T/live.out" 2>&1 &
 live_pid=$!
@@ -90,6 +100,8 @@ wait "$SIGNER_PID" 2>/dev/null || true
 killed_at=$(date +%s%N)
 sleep 0.3
 check "frontend survives kill -9 of the signer" kill -0 "$FE_PID"
+is "$(probe /readyz)" "503 not ready: signer not connected" "/readyz while the signer is away: 503 with the reason"
+is "$(probe /healthz)" "200 ok" "/healthz while the signer is away: still alive"
 touch "$T/live.go"
 wait "$live_pid" || true
 check "an established connection is untouched while the signer is away" grep -q "live 200 True" "$T/live.out"
@@ -131,6 +143,31 @@ ms=$(((okat - back) / 1000000))
 echo "# first successful handshake $ms ms after the signer was back (killed $(((back - killed_at) / 1000000)) ms before)"
 check "a handshake succeeds within 1 s of the signer's restart ($ms ms)" test "$okat" -gt 0 -a "$ms" -lt 1000
 check "metrics: the reconnect is counted" test "$(metric keyless_signer_reconnects_total)" -ge 1
+wait_for test "$(probe /readyz)" = "200 ready" || true
+is "$(probe /readyz)" "200 ready" "/readyz: ready again once the restarted signer confirmed the keys"
+# A signer that comes back with another key under the same name (a wrong failover target):
+# connected, but not ready, because a certificate no longer matches its key.
+kill -9 "$SIGNER_PID"
+wait "$SIGNER_PID" 2>/dev/null || true
+sed -e 's#object=ecdsa-p256;#object=ecdsa-p384;#' -e 's#^schemes = ecdsa_secp256r1_sha256$#schemes = ecdsa_secp384r1_sha384#' \
+    "$T/signer.conf" >"$T/signer-wrong.conf"
+rm -f "$SIGNER_SOCK"
+"$SIGNER_BIN" --config "$T/signer-wrong.conf" >>"$T/signer.log" 2>&1 &
+SIGNER_PID=$!
+KL_PIDS+=("$SIGNER_PID")
+wait_for grep -q "signer reconnected with other keys" "$T/frontend.log" || true
+is "$(probe /readyz)" "503 not ready: the signer's keys are not (yet) confirmed for every certificate" \
+    "/readyz with a signer whose key differs from the certificate: 503"
+check "... and the frontend says which certificate and key" \
+    grep -q "signer reconnected with other keys: .*\[cert ecdsa-p256\] key: certificate .* does not match signer key 'ecdsa-p256'" "$T/frontend.log"
+kill -9 "$SIGNER_PID"
+wait "$SIGNER_PID" 2>/dev/null || true
+rm -f "$SIGNER_SOCK"
+"$SIGNER_BIN" --config "$T/signer.conf" >>"$T/signer.log" 2>&1 &
+SIGNER_PID=$!
+KL_PIDS+=("$SIGNER_PID")
+wait_for test "$(probe /readyz)" = "200 ready" || true
+is "$(probe /readyz)" "200 ready" "/readyz: ready again with the right signer back"
 kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
 
