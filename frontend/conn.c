@@ -322,7 +322,9 @@ static void start_sign(struct conn *c)
         c->sign_id = 0;
         /* Fail fast: the signer is away or max_pending requests already wait. */
         finish_sign(c, NULL, 0,
-                    r == KL_ERR_OVERFLOW ? "signer: too many pending requests (max_pending)" : "signer: not connected");
+                    r == KL_ERR_OVERFLOW ? "signer: too many pending requests (max_pending)"
+                    : r == KL_ERR_DENIED ? "signer: its keys are not confirmed for the certificates"
+                                         : "signer: not connected");
     }
 }
 

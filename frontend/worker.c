@@ -17,15 +17,25 @@
 
 /* --- the worker --- */
 
-/* The connections' signer: this worker's sc_client. */
+/*
+ * The connections' signer: this worker's sc_client, but only while the signer's keys are
+ * confirmed for every certificate. A signer that came back with another key under the
+ * same name would sign with the wrong key: the client would see a bad CertificateVerify
+ * and the audit log a signature nobody could use, so the handshake ends at once instead.
+ */
 static int signer_call(void *ctx, uint64_t *id_p, Keyless__V1__Request *req, sc_cb cb, void *arg)
 {
-    return sc_call(ctx, id_p, req, cb, arg);
+    struct fe_worker *w = ctx;
+    if (!w->signer_keys_ok) {
+        return KL_ERR_DENIED;
+    }
+    return sc_call(w->sc, id_p, req, cb, arg);
 }
 
 static void signer_cancel(void *ctx, uint64_t id)
 {
-    sc_cancel(ctx, id);
+    struct fe_worker *w = ctx;
+    sc_cancel(w->sc, id);
 }
 
 static const struct conn_signer_ops signer_ops = {signer_call, signer_cancel};
@@ -454,7 +464,7 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
         log_warnx("signer client: out of memory");
         goto exit;
     }
-    w->env.signer_ctx = w->sc;
+    w->env.signer_ctx = w;
     w->signer_keys_ok = 1; /* the main process checked them before starting the workers */
     sc_set_observer(w->sc, signer_changed, w);
     for (size_t i = 0; i < cfg->n_listeners; i++) {

@@ -160,6 +160,12 @@ is "$(probe /readyz)" "503 not ready: the signer's keys are not (yet) confirmed 
     "/readyz with a signer whose key differs from the certificate: 503"
 check "... and the frontend says which certificate and key" \
     grep -q "signer reconnected with other keys: .*\[cert ecdsa-p256\] key: certificate .* does not match signer key 'ecdsa-p256'" "$T/frontend.log"
+audit_before=$(grep -c '"op":"sign"' "$T/audit.jsonl" || true)
+out=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 20 openssl s_client -connect "127.0.0.1:$FE_PORT" -servername localhost \
+    -sigalgs ecdsa_secp256r1_sha256 -CAfile "$ROOT" 2>&1 || true)
+check "... a handshake then ends with internal_error instead of a CertificateVerify from the wrong key" \
+    grep -q 'alert internal error' <<<"$out"
+is "$(grep -c '"op":"sign"' "$T/audit.jsonl" || true)" "$audit_before" "... and nothing was sent to that signer to sign"
 kill -9 "$SIGNER_PID"
 wait "$SIGNER_PID" 2>/dev/null || true
 rm -f "$SIGNER_SOCK"
