@@ -112,6 +112,7 @@ static int flush_client(struct conn *c)
         }
         c->cout_off += (size_t)n;
         metrics_add(METRIC_BYTES_OUT, n);
+        c->bytes_out += (uint64_t)n;
         c->last_activity_ms = ev_now(c->env->loop);
     }
     /* All out. cout only ever holds TLS records, which need no wiping. While proxying the
@@ -247,6 +248,7 @@ static void fail_tls(struct conn *c, int err)
 
 static void finish_sign(struct conn *c, const uint8_t *sig, size_t sig_len, const char *why)
 {
+    c->signer_us = kl_clock_us() - c->sign_start_us;
     if (c->env->trace) {
         char ev[64];
         snprintf(ev, sizeof(ev), "signer %s", sig != NULL ? "answered" : "failed");
@@ -316,6 +318,7 @@ static void start_sign(struct conn *c)
     req.body_case = KEYLESS__V1__REQUEST__BODY_SIGN;
     req.sign = &s;
     c->state = CONN_SIGNING;
+    c->sign_start_us = kl_clock_us();
     metrics_add(METRIC_SIGN_REQUESTS, 1);
     int r = c->env->signer->call(c->env->signer_ctx, &c->sign_id, &req, sign_cb, c);
     if (r != 0) {
@@ -533,6 +536,7 @@ static void client_read(struct conn *c)
             return;
         }
         metrics_add(METRIC_BYTES_IN, n);
+        c->bytes_in += (uint64_t)n;
         if (c->state == CONN_CLOSING) {
             continue; /* draining until the client's FIN */
         }
@@ -796,6 +800,24 @@ static void conn_free(void *arg)
     free(c);
 }
 
+/*
+ * One line per connection when it ends, for operators and log pipelines: who, what was
+ * negotiated, what the signer cost, how much went through, and why it ended. Key
+ * material and plaintext never appear; SNI and ALPN are the client's (printable) words.
+ */
+static void access_line(const struct conn *c, const char *why)
+{
+    const struct tls_suite_info *suite = tls_suite_by_id(tls_conn_cipher_suite(c->tls));
+    const struct tls_group_info *group = tls_group_by_id(tls_conn_group(c->tls));
+    const char *sni = tls_conn_server_name(c->tls), *alpn = tls_conn_alpn(c->tls);
+    log_info("conn=%llu access client=%s sni=%s alpn=%s suite=%s group=%s established=%s signer_ms=%.2f "
+             "bytes_in=%llu bytes_out=%llu duration_ms=%.1f close=\"%s\"",
+             (unsigned long long)c->id, c->peer_text, sni[0] ? sni : "-", alpn[0] ? alpn : "-",
+             suite != NULL ? suite->name : "-", group != NULL ? group->name : "-", c->established ? "yes" : "no",
+             (double)c->signer_us / 1000.0, (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
+             (double)(kl_clock_us() - c->start_us) / 1000.0, why);
+}
+
 static void conn_close(struct conn *c, const char *why)
 {
     struct conn_env *env = c->env;
@@ -820,7 +842,7 @@ static void conn_close(struct conn *c, const char *why)
         env->tracing = NULL;
     }
     metrics_add(METRIC_CONN_ACTIVE, -1);
-    log_debug("conn=%llu closed: %s", (unsigned long long)c->id, why);
+    access_line(c, why);
     /* Freed after this turn: events already collected for it are skipped, not dangling. */
     ev_defer(env->loop, &c->dfr, conn_free, c);
     env->on_close(env->arg, c);

@@ -94,6 +94,8 @@ struct conn {
     struct ev_timer timer;
     uint64_t last_activity_ms;
     uint64_t start_us, step_us, sign_start_us;
+    uint64_t signer_us;           /* the signer round trip, 0 if none finished */
+    uint64_t bytes_in, bytes_out; /* TLS bytes from / to the client, for the access line */
     struct sockaddr_storage peer, local;
     char peer_text[64];
     struct ev_deferred dfr;

@@ -34,6 +34,11 @@ SSLKEYLOGFILE=$T/client.keys kl_curl -o /dev/null "https://localhost:$FE_PORT/"
 check "--trace: ClientHello step with its time" grep -Eq "trace conn=[0-9]+ ClientHello +\+[0-9.]+ ms" "$T/frontend.log"
 check "--trace: the wait for the signer is a step" grep -Eq "trace conn=[0-9]+ signer answered +\+[0-9.]+ ms" "$T/frontend.log"
 check "--trace: Finished and established" grep -q "established" "$T/frontend.log"
+# One access line per connection when it ends (curl has closed by now; bounded wait).
+wait_for grep -q " access client=127.0.0.1:" "$T/frontend.log" || true
+check "access line: client, SNI, ALPN, suite and group by name, signer time, bytes, duration, close reason" \
+    grep -Eq 'conn=[0-9]+ access client=127\.0\.0\.1:[0-9]+ sni=localhost alpn=http/1\.1 suite=TLS_[A-Z0-9_]+ group=x25519 established=yes signer_ms=[0-9]+\.[0-9]+ bytes_in=[1-9][0-9]* bytes_out=[1-9][0-9]* duration_ms=[0-9.]+ close="[^"]+"' \
+    "$T/frontend.log"
 grep -E '^(CLIENT|SERVER)_(HANDSHAKE_)?TRAFFIC_SECRET' "$T/client.keys" | sort >"$T/c.sorted" || true
 grep -E '^(CLIENT|SERVER)_(HANDSHAKE_)?TRAFFIC_SECRET' "$T/server.keys" | sort >"$T/s.sorted" || true
 check "keylog_file: 4 traffic secrets logged" test "$(wc -l <"$T/s.sorted")" -eq 4
