@@ -571,8 +571,9 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     int sni_ack, second = c->state == HS_EXPECT_CLIENT_HELLO_2, ret;
     uint16_t suite1 = c->suite;
 
-    kl_buf_init(&e, 1024);
-    kl_buf_init(&m, 1024);
+    /* ServerHello's extensions and the message: our key_share is up to CRYPTO_MAX_SHARE (ffdhe8192). */
+    kl_buf_init(&e, 1024 + CRYPTO_MAX_SHARE);
+    kl_buf_init(&m, 1024 + CRYPTO_MAX_SHARE);
     KL_TRY(msg_client_hello_decode(&ch, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
     hs_trace(c, "ClientHello");
     KL_TRY(hs_negotiate(c, &ch, &share, &sni_ack));
