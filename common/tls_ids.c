@@ -12,12 +12,25 @@ const struct tls_suite_info tls_suites[] = {
 };
 const size_t tls_n_suites = COUNT(tls_suites);
 
+/*
+ * Server preference: the fast elliptic curves first, then X448 and P-521 (stronger, slower),
+ * then the finite-field groups, cheapest first (a client that offers only those still
+ * connects, as with OpenSSL and GnuTLS servers).
+ */
 const struct tls_group_info tls_groups[] = {
-    {TLS_GROUP_X25519, "x25519", {NULL, NULL}},
-    {TLS_GROUP_SECP256R1, "secp256r1", {"P-256", "prime256v1"}},
-    {TLS_GROUP_SECP384R1, "secp384r1", {"P-384", NULL}},
+    {TLS_GROUP_X25519, "x25519", {NULL, NULL}, 1},
+    {TLS_GROUP_SECP256R1, "secp256r1", {"P-256", "prime256v1"}, 1},
+    {TLS_GROUP_SECP384R1, "secp384r1", {"P-384", NULL}, 1},
+    {TLS_GROUP_X448, "x448", {NULL, NULL}, 1},
+    {TLS_GROUP_SECP521R1, "secp521r1", {"P-521", NULL}, 1},
+    {TLS_GROUP_FFDHE2048, "ffdhe2048", {NULL, NULL}, 1},
+    {TLS_GROUP_FFDHE3072, "ffdhe3072", {NULL, NULL}, 1},
+    {TLS_GROUP_FFDHE4096, "ffdhe4096", {NULL, NULL}, 1},
+    {TLS_GROUP_FFDHE6144, "ffdhe6144", {NULL, NULL}, 0},
+    {TLS_GROUP_FFDHE8192, "ffdhe8192", {NULL, NULL}, 0},
 };
 const size_t tls_n_groups = COUNT(tls_groups);
+_Static_assert(COUNT(tls_groups) <= TLS_MAX_GROUPS, "TLS_MAX_GROUPS holds every group");
 
 const struct tls_scheme_info tls_schemes[] = {
     {TLS_SIG_ECDSA_SECP256R1_SHA256, "ecdsa_secp256r1_sha256", TLS_KEY_EC_P256, TLS_HASH_SHA256},

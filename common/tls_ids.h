@@ -17,10 +17,20 @@
 #define TLS_AES_256_GCM_SHA384 0x1302
 #define TLS_CHACHA20_POLY1305_SHA256 0x1303
 
-/* Named groups (RFC 8446 section 4.2.7). */
+/* Named groups (RFC 8446 section 4.2.7; the finite-field ones are RFC 7919's). */
 #define TLS_GROUP_SECP256R1 0x0017
 #define TLS_GROUP_SECP384R1 0x0018
+#define TLS_GROUP_SECP521R1 0x0019
 #define TLS_GROUP_X25519 0x001d
+#define TLS_GROUP_X448 0x001e
+#define TLS_GROUP_FFDHE2048 0x0100
+#define TLS_GROUP_FFDHE3072 0x0101
+#define TLS_GROUP_FFDHE4096 0x0102
+#define TLS_GROUP_FFDHE6144 0x0103
+#define TLS_GROUP_FFDHE8192 0x0104
+
+/* How many groups keyless implements: a preference list without repeats fits in this many. */
+#define TLS_MAX_GROUPS 10
 
 /* Signature schemes (RFC 8446 section 4.2.3). */
 #define TLS_SIG_ECDSA_SECP256R1_SHA256 0x0403
@@ -45,8 +55,14 @@ struct tls_suite_info {
 
 struct tls_group_info {
     uint16_t id;
-    const char *name;     /* IANA name, e.g. "x25519", "secp256r1" */
+    const char *name;     /* IANA name, e.g. "x25519", "secp256r1", "ffdhe2048" */
     const char *alias[2]; /* other names the config accepts ("P-256", "prime256v1"), NULL-padded */
+    /*
+     * 1 if the group is in the default server list. ffdhe6144 and ffdhe8192 are not: each
+     * handshake on them costs the server several milliseconds of CPU that any client can ask
+     * for (docs/FRONTEND.md), so they must be named in [tls] groups to be offered.
+     */
+    int by_default;
 };
 
 struct tls_scheme_info {

@@ -413,7 +413,9 @@ int config_load(struct config **cfg_p, char *err, const char *path)
         cfg->suites[cfg->n_suites++] = tls_suites[i].id;
     }
     for (size_t i = 0; i < tls_n_groups && i < sizeof(cfg->groups) / sizeof(cfg->groups[0]); i++) {
-        cfg->groups[cfg->n_groups++] = tls_groups[i].id;
+        if (tls_groups[i].by_default) {
+            cfg->groups[cfg->n_groups++] = tls_groups[i].id;
+        }
     }
     ret = kl_ini_load(&spec, cfg, path, why, sizeof(why));
     if (ret != 0) {

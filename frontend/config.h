@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include "kl_err.h"
+#include "tls_ids.h" /* TLS_MAX_GROUPS */
 
 #define CONFIG_MAX_LISTENERS 16
 #define CONFIG_MAX_CERTS 16
@@ -66,7 +67,7 @@ struct config {
     /* [tls] */
     uint16_t suites[3];
     size_t n_suites;
-    uint16_t groups[3];
+    uint16_t groups[TLS_MAX_GROUPS];
     size_t n_groups;
     char *alpn[CONFIG_MAX_ALPN];
     size_t n_alpn;

@@ -7,6 +7,7 @@
 #include <sodium.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/dh.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -352,6 +353,44 @@ void crypto_aead_dispose(struct crypto_aead *a)
 
 /* ---- key exchange ---- */
 
+/* OpenSSL's names for the RFC 7919 groups, whose primes it has built in; NULL for any other group. */
+static const char *ffdhe_name(uint16_t group)
+{
+    switch (group) {
+    case TLS_GROUP_FFDHE2048:
+        return "ffdhe2048";
+    case TLS_GROUP_FFDHE3072:
+        return "ffdhe3072";
+    case TLS_GROUP_FFDHE4096:
+        return "ffdhe4096";
+    case TLS_GROUP_FFDHE6144:
+        return "ffdhe6144";
+    case TLS_GROUP_FFDHE8192:
+        return "ffdhe8192";
+    default:
+        return NULL;
+    }
+}
+
+/* The size of p in bytes: both the key_share and the shared secret are padded to it. */
+static size_t ffdhe_len(uint16_t group)
+{
+    switch (group) {
+    case TLS_GROUP_FFDHE2048:
+        return 256;
+    case TLS_GROUP_FFDHE3072:
+        return 384;
+    case TLS_GROUP_FFDHE4096:
+        return 512;
+    case TLS_GROUP_FFDHE6144:
+        return 768;
+    case TLS_GROUP_FFDHE8192:
+        return 1024;
+    default:
+        return 0;
+    }
+}
+
 size_t crypto_kex_share_len(uint16_t group)
 {
     switch (group) {
@@ -361,8 +400,12 @@ size_t crypto_kex_share_len(uint16_t group)
         return 65;
     case TLS_GROUP_SECP384R1:
         return 97;
+    case TLS_GROUP_SECP521R1:
+        return 133;
+    case TLS_GROUP_X448:
+        return 56;
     default:
-        return 0;
+        return ffdhe_len(group);
     }
 }
 
@@ -374,19 +417,34 @@ size_t crypto_kex_secret_len(uint16_t group)
         return 32;
     case TLS_GROUP_SECP384R1:
         return 48;
+    case TLS_GROUP_SECP521R1:
+        return 66;
+    case TLS_GROUP_X448:
+        return 56;
     default:
-        return 0;
+        return ffdhe_len(group);
     }
 }
 
 static const char *ec_group_name(uint16_t group)
 {
-    return group == TLS_GROUP_SECP256R1 ? "P-256" : group == TLS_GROUP_SECP384R1 ? "P-384" : NULL;
+    switch (group) {
+    case TLS_GROUP_SECP256R1:
+        return "P-256";
+    case TLS_GROUP_SECP384R1:
+        return "P-384";
+    case TLS_GROUP_SECP521R1:
+        return "P-521";
+    default:
+        return NULL;
+    }
 }
 
 static int ec_group_nid(uint16_t group)
 {
-    return group == TLS_GROUP_SECP256R1 ? NID_X9_62_prime256v1 : NID_secp384r1;
+    return group == TLS_GROUP_SECP256R1   ? NID_X9_62_prime256v1
+           : group == TLS_GROUP_SECP384R1 ? NID_secp384r1
+                                          : NID_secp521r1;
 }
 
 /* Fill k->pub from k->pkey (uncompressed point). */
@@ -401,8 +459,48 @@ static int ec_export_pub(struct crypto_kex *k)
     return 0;
 }
 
+/* Fill k->pub from an X448 k->pkey (the 56-byte u-coordinate). */
+static int x448_export_pub(struct crypto_kex *k)
+{
+    size_t len = crypto_kex_share_len(TLS_GROUP_X448);
+    if (EVP_PKEY_get_raw_public_key(k->pkey, k->pub, &len) != 1 || len != crypto_kex_share_len(TLS_GROUP_X448))
+        return KL_ERR_CRYPTO;
+    k->pub_len = len;
+    return 0;
+}
+
+/*
+ * A key pair in an RFC 7919 group. OpenSSL knows each group's q and draws the private
+ * exponent with the group's recommended short length (225 bits for ffdhe2048 up to 400 for
+ * ffdhe8192, RFC 7919 5.2), which is what keeps the modular exponentiations affordable.
+ * The share is Y padded on the left with zeros to the size of p (RFC 8446 4.2.8.1).
+ */
+static int ffdhe_generate(struct crypto_kex *k)
+{
+    int ret;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pkey = NULL;
+    BIGNUM *y = NULL;
+    size_t len = ffdhe_len(k->group);
+
+    KL_ENSURE((ctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL)) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_CTX_set_group_name(ctx, ffdhe_name(k->group)) == 1,
+              KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_PKEY_keygen(ctx, &pkey) == 1, KL_ERR_CRYPTO);
+    k->pkey = pkey;
+    KL_ENSURE(EVP_PKEY_get_bn_param(k->pkey, OSSL_PKEY_PARAM_PUB_KEY, &y) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(BN_bn2binpad(y, k->pub, (int)len) == (int)len, KL_ERR_CRYPTO);
+    k->pub_len = len;
+    ret = 0;
+exit:
+    BN_free(y); /* Y is public */
+    EVP_PKEY_CTX_free(ctx);
+    return ret;
+}
+
 int crypto_kex_generate(struct crypto_kex *k, uint16_t group)
 {
+    int ret;
     memset(k, 0, sizeof(*k));
     if (group == TLS_GROUP_X25519) {
         randombytes_buf(k->priv, sizeof(k->priv));
@@ -414,15 +512,24 @@ int crypto_kex_generate(struct crypto_kex *k, uint16_t group)
         k->group = group;
         return 0;
     }
-    const char *name = ec_group_name(group);
-    if (name == NULL)
-        return KL_ERR_INVALID;
-    k->group = group;
-    if ((k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", name)) == NULL || ec_export_pub(k) != 0) {
-        crypto_kex_dispose(k);
-        return KL_ERR_CRYPTO;
+    if (group == TLS_GROUP_X448) {
+        k->group = group;
+        ret = (k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "X448")) == NULL ? KL_ERR_CRYPTO : x448_export_pub(k);
+    } else if (ffdhe_name(group) != NULL) {
+        k->group = group;
+        ret = ffdhe_generate(k);
+    } else {
+        const char *name = ec_group_name(group);
+        if (name == NULL)
+            return KL_ERR_INVALID;
+        k->group = group;
+        ret = (k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", name)) == NULL ? KL_ERR_CRYPTO : ec_export_pub(k);
     }
-    return 0;
+    if (ret != 0) {
+        crypto_kex_dispose(k);
+        ERR_clear_error();
+    }
+    return ret;
 }
 
 /* An EVP_PKEY for a NIST group from a raw private scalar and/or an encoded public point. */
@@ -432,7 +539,7 @@ static EVP_PKEY *ec_pkey_fromdata(uint16_t group, const BIGNUM *priv, const uint
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *ctx = NULL;
     EVP_PKEY *pkey = NULL;
-    const char *curve = group == TLS_GROUP_SECP256R1 ? "prime256v1" : "secp384r1";
+    const char *curve = OBJ_nid2sn(ec_group_nid(group));
 
     if (bld == NULL || OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curve, 0) != 1 ||
         OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, pub_len) != 1 ||
@@ -443,6 +550,26 @@ static EVP_PKEY *ec_pkey_fromdata(uint16_t group, const BIGNUM *priv, const uint
         pkey = NULL;
     EVP_PKEY_CTX_free(ctx);
     OSSL_PARAM_free(params); /* OSSL_PARAM_BLD_to_param copies the BN into secure-cleared memory on free */
+    OSSL_PARAM_BLD_free(bld);
+    return pkey;
+}
+
+/* A public EVP_PKEY in an RFC 7919 group from the peer's Y (already range-checked). */
+static EVP_PKEY *ffdhe_pkey_fromdata(uint16_t group, const BIGNUM *y)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    if (bld == NULL || OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, ffdhe_name(group), 0) != 1 ||
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PUB_KEY, y) != 1 ||
+        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pkey = NULL;
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     return pkey;
 }
@@ -464,6 +591,15 @@ int crypto_kex_set_private(struct crypto_kex *k, uint16_t group, const uint8_t *
         ret = 0;
         goto exit;
     }
+    if (group == TLS_GROUP_X448) {
+        KL_ENSURE(priv_len == crypto_kex_secret_len(group), KL_ERR_INVALID);
+        k->group = group;
+        KL_ENSURE((k->pkey = EVP_PKEY_new_raw_private_key_ex(NULL, "X448", NULL, priv, priv_len)) != NULL,
+                  KL_ERR_CRYPTO);
+        KL_TRY(x448_export_pub(k));
+        ret = 0;
+        goto exit;
+    }
     KL_ENSURE(ec_group_name(group) != NULL && priv_len == crypto_kex_secret_len(group), KL_ERR_INVALID);
     k->group = group;
     KL_ENSURE((d = BN_secure_new()) != NULL && BN_bin2bn(priv, (int)priv_len, d) != NULL, KL_ERR_NO_MEMORY);
@@ -480,9 +616,45 @@ exit:
     BN_clear_free(d);
     EC_POINT_free(q);
     EC_GROUP_free(g);
-    if (ret != 0)
+    if (ret != 0) {
         crypto_kex_dispose(k);
+        ERR_clear_error();
+    }
     return ret;
+}
+
+/*
+ * The peer's public key as an EVP_PKEY, after the checks RFC 8446 4.2.8.1-2 and RFC 7919
+ * ask for; NULL (and *ret_p = KL_ERR_ILLEGAL_PARAMETER) when it fails them.
+ */
+static EVP_PKEY *kex_peer_key(const struct crypto_kex *k, const uint8_t *peer, size_t peer_len, int *ret_p)
+{
+    EVP_PKEY *pkey = NULL;
+    BIGNUM *y = NULL, *p = NULL;
+
+    *ret_p = KL_ERR_ILLEGAL_PARAMETER;
+    if (k->group == TLS_GROUP_X448) {
+        pkey = EVP_PKEY_new_raw_public_key_ex(NULL, "X448", NULL, peer, peer_len);
+    } else if (ffdhe_name(k->group) != NULL) {
+        /*
+         * RFC 7919 5.1 / RFC 8446 4.2.8.1: "Peers MUST validate each other's public key Y by
+         * ensuring that 1 < Y < p-1." That is all we check: the optional subgroup test
+         * (Y^q = 1 mod p) would be a second full-size exponentiation a client could make us do
+         * on every handshake, and a safe-prime group has no small subgroup beyond {1, p-1}.
+         */
+        if ((y = BN_bin2bn(peer, (int)peer_len, NULL)) == NULL ||
+            EVP_PKEY_get_bn_param(k->pkey, OSSL_PKEY_PARAM_FFC_P, &p) != 1 || BN_sub_word(p, 1) != 1) {
+            *ret_p = KL_ERR_NO_MEMORY;
+        } else if (BN_cmp(y, BN_value_one()) > 0 && BN_cmp(y, p) < 0) {
+            pkey = ffdhe_pkey_fromdata(k->group, y);
+        }
+    } else if (peer[0] == 0x04) {
+        /* 4.2.8.2: only the uncompressed form; the curve check is derive's (validate_peer). */
+        pkey = ec_pkey_fromdata(k->group, NULL, peer, peer_len);
+    }
+    BN_free(y);
+    BN_free(p);
+    return pkey;
 }
 
 int crypto_kex_derive(struct crypto_kex *k, uint8_t *secret, size_t *secret_len_p, const uint8_t *peer, size_t peer_len)
@@ -491,10 +663,12 @@ int crypto_kex_derive(struct crypto_kex *k, uint8_t *secret, size_t *secret_len_
     EVP_PKEY *peer_key = NULL;
     EVP_PKEY_CTX *ctx = NULL;
     size_t want = crypto_kex_secret_len(k->group), len;
+    int ffdhe = ffdhe_name(k->group) != NULL;
 
     *secret_len_p = 0;
     KL_ENSURE(want != 0, KL_ERR_INVALID);
-    /* 4.2.8: a share of the wrong length for its group is an illegal parameter. */
+    /* 4.2.8: a share of the wrong length for its group is an illegal parameter. A finite-field
+     * Y is "padded to the left with zeros to the size of p" (4.2.8.1), so exactly that long. */
     KL_ENSURE(peer_len == crypto_kex_share_len(k->group), KL_ERR_ILLEGAL_PARAMETER);
     if (k->group == TLS_GROUP_X25519) {
         /*
@@ -507,16 +681,30 @@ int crypto_kex_derive(struct crypto_kex *k, uint8_t *secret, size_t *secret_len_
         ret = 0;
         goto exit;
     }
-    /* 4.2.8.2: only the uncompressed form, and the point must be on the curve. */
-    KL_ENSURE(peer[0] == 0x04, KL_ERR_ILLEGAL_PARAMETER);
     KL_ENSURE(k->pkey != NULL, KL_ERR_INVALID);
-    KL_ENSURE((peer_key = ec_pkey_fromdata(k->group, NULL, peer, peer_len)) != NULL, KL_ERR_ILLEGAL_PARAMETER);
+    if ((peer_key = kex_peer_key(k, peer, peer_len, &ret)) == NULL)
+        goto exit;
     KL_ENSURE((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL)) != NULL, KL_ERR_NO_MEMORY);
     KL_ENSURE(EVP_PKEY_derive_init(ctx) == 1, KL_ERR_CRYPTO);
-    /* validate_peer = 1: a full public-key check (on curve, not infinity, right order). */
-    KL_ENSURE(EVP_PKEY_derive_set_peer_ex(ctx, peer_key, 1) == 1, KL_ERR_ILLEGAL_PARAMETER);
+    /* 7.4.1: "The negotiated key (Z) is converted to a byte string by encoding in big-endian form
+     * and left-padded with zeros up to the size of the prime." OpenSSL strips them unless asked. */
+    KL_ENSURE(!ffdhe || EVP_PKEY_CTX_set_dh_pad(ctx, 1) == 1, KL_ERR_CRYPTO);
+    /*
+     * validate_peer = 1 for the curves: a full public-key check (on the curve, not infinity,
+     * right order). For FFDHE the range check above is the one RFC 7919 asks for, and
+     * OpenSSL's derive repeats it (its partial check); its full check is the costly one.
+     */
+    KL_ENSURE(EVP_PKEY_derive_set_peer_ex(ctx, peer_key, !ffdhe) == 1, KL_ERR_ILLEGAL_PARAMETER);
     len = want;
-    KL_ENSURE(EVP_PKEY_derive(ctx, secret, &len) == 1 && len == want, KL_ERR_CRYPTO);
+    if (EVP_PKEY_derive(ctx, secret, &len) != 1) {
+        /* X448: OpenSSL refuses an all-zero output (a low-order peer point, 7.4.2), the one
+         * failure the peer's value can cause once the checks above passed. */
+        ret = k->group == TLS_GROUP_X448 ? KL_ERR_ILLEGAL_PARAMETER : KL_ERR_CRYPTO;
+        goto exit;
+    }
+    KL_ENSURE(len == want, KL_ERR_CRYPTO);
+    /* 7.4.2 for X448 as for X25519: abort on an all-zero shared secret. */
+    KL_ENSURE(k->group != TLS_GROUP_X448 || !sodium_is_zero(secret, want), KL_ERR_ILLEGAL_PARAMETER);
     *secret_len_p = want;
     ret = 0;
 exit:

@@ -45,7 +45,10 @@ enum hs_state {
 
 static const uint16_t hs_default_suites[] = {TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384,
                                              TLS_CHACHA20_POLY1305_SHA256};
-static const uint16_t hs_default_groups[] = {TLS_GROUP_X25519, TLS_GROUP_SECP256R1, TLS_GROUP_SECP384R1};
+/* The groups of common/tls_ids.c marked by_default, in its order (config.c's default list). */
+static const uint16_t hs_default_groups[] = {TLS_GROUP_X25519,    TLS_GROUP_SECP256R1, TLS_GROUP_SECP384R1,
+                                             TLS_GROUP_X448,      TLS_GROUP_SECP521R1, TLS_GROUP_FFDHE2048,
+                                             TLS_GROUP_FFDHE3072, TLS_GROUP_FFDHE4096};
 
 /* Handshake-only state: allocated at the first ClientHello, wiped and freed after the client Finished. */
 struct hs_hand {
@@ -124,9 +127,9 @@ static void hs_suites(const struct tls_config *cfg, const uint16_t **v, size_t *
 
 static void hs_groups(const struct tls_config *cfg, const uint16_t **v, size_t *n)
 {
-    if (cfg->n_groups == 0 || cfg->n_groups > 3) {
+    if (cfg->n_groups == 0 || cfg->n_groups > TLS_MAX_GROUPS) {
         *v = hs_default_groups;
-        *n = 3;
+        *n = sizeof(hs_default_groups) / sizeof(hs_default_groups[0]);
     } else {
         *v = cfg->groups;
         *n = cfg->n_groups;
@@ -568,8 +571,9 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     int sni_ack, second = c->state == HS_EXPECT_CLIENT_HELLO_2, ret;
     uint16_t suite1 = c->suite;
 
-    kl_buf_init(&e, 1024);
-    kl_buf_init(&m, 1024);
+    /* ServerHello's extensions and the message: our key_share is up to CRYPTO_MAX_SHARE (ffdhe8192). */
+    kl_buf_init(&e, 1024 + CRYPTO_MAX_SHARE);
+    kl_buf_init(&m, 1024 + CRYPTO_MAX_SHARE);
     KL_TRY(msg_client_hello_decode(&ch, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
     hs_trace(c, "ClientHello");
     KL_TRY(hs_negotiate(c, &ch, &share, &sni_ack));

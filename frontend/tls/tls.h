@@ -47,7 +47,7 @@ struct tls_config {
     size_t n_certs;
     uint16_t suites[3]; /* server preference order */
     size_t n_suites;
-    uint16_t groups[3]; /* server preference order */
+    uint16_t groups[TLS_MAX_GROUPS]; /* server preference order */
     size_t n_groups;
     const char *alpn[TLS_MAX_ALPN]; /* protocols we accept, server preference order */
     size_t n_alpn;

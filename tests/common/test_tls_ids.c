@@ -48,7 +48,8 @@ static void test_suites(void)
 
 static void test_groups(void)
 {
-    is_int((int)tls_n_groups, 3, "3 groups");
+    is_int((int)tls_n_groups, 10, "10 groups");
+    ok(tls_n_groups <= TLS_MAX_GROUPS, "TLS_MAX_GROUPS holds them all");
     int bad = 0;
     for (size_t i = 0; i < tls_n_groups; i++) {
         const struct tls_group_info *g = &tls_groups[i];
@@ -67,11 +68,33 @@ static void test_groups(void)
     ok(tls_group_by_id(0x0017) == tls_group_by_name("P-256"), "P-256 is secp256r1 (0x0017)");
     ok(tls_group_by_name("prime256v1") == tls_group_by_name("secp256r1"), "prime256v1 is secp256r1");
     ok(tls_group_by_id(0x0018) == tls_group_by_name("p-384"), "p-384 is secp384r1 (0x0018)");
-    ok(tls_group_by_id(0x001e) == NULL, "x448 (0x001e): NULL");
-    ok(tls_group_by_id(0x0019) == NULL, "secp521r1 (0x0019): NULL");
-    ok(tls_group_by_id(0x0100) == NULL, "ffdhe2048 (0x0100): NULL");
-    ok(tls_group_by_name("x448") == NULL, "x448 by name: NULL");
-    ok(tls_group_by_name("P-521") == NULL, "P-521: NULL");
+    /* The code points of RFC 8446 4.2.7 and RFC 7919, and their names. */
+    static const struct {
+        uint16_t id;
+        const char *name;
+        int by_default;
+    } want[] = {
+        {0x001d, "X25519", 1},    {0x0017, "prime256v1", 1}, {0x0018, "P-384", 1},     {0x001e, "X448", 1},
+        {0x0019, "P-521", 1},     {0x0100, "ffdhe2048", 1},  {0x0101, "FFDHE3072", 1}, {0x0102, "ffdhe4096", 1},
+        {0x0103, "ffdhe6144", 0}, {0x0104, "ffdhe8192", 0},
+    };
+    bad = 0;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const struct tls_group_info *g = tls_group_by_id(want[i].id);
+        if (g == NULL || g != tls_group_by_name(want[i].name) || g != &tls_groups[i] ||
+            g->by_default != want[i].by_default)
+            bad++;
+    }
+    is_int(bad, 0, "each group at its code point, name, preference rank and default");
+    ok(tls_group_by_name("secp521r1") == tls_group_by_id(TLS_GROUP_SECP521R1), "secp521r1 is 0x0019");
+    ok(tls_group_by_id(0x001a) == NULL, "brainpoolP256r1 (0x001a): NULL");
+    ok(tls_group_by_id(0x0105) == NULL, "0x0105 (after ffdhe8192): NULL");
+    ok(tls_group_by_id(0x01fc) == NULL, "ffdhe private use (0x01fc): NULL");
+    ok(tls_group_by_id(0x0000) == NULL, "0: NULL");
+    ok(tls_group_by_name("ffdhe1024") == NULL, "ffdhe1024: NULL");
+    ok(tls_group_by_name("ffdhe") == NULL, "ffdhe: NULL");
+    ok(tls_group_by_name("x44") == NULL, "x44: NULL");
+    ok(tls_group_by_name("P-52") == NULL, "P-52: NULL");
     ok(tls_group_by_name("P-25") == NULL, "P-25: NULL");
     ok(tls_group_by_name("") == NULL, "empty: NULL");
     ok(tls_group_by_name(NULL) == NULL, "NULL: NULL");

@@ -99,9 +99,11 @@ static void test_defaults(void)
     ok(cfg->suites[0] == TLS_AES_128_GCM_SHA256 && cfg->suites[1] == TLS_AES_256_GCM_SHA384 &&
            cfg->suites[2] == TLS_CHACHA20_POLY1305_SHA256,
        "suites in preference order");
-    is_int(cfg->n_groups, 3, "three groups");
+    is_int(cfg->n_groups, 8, "eight groups (not ffdhe6144/8192)");
     ok(cfg->groups[0] == TLS_GROUP_X25519 && cfg->groups[1] == TLS_GROUP_SECP256R1 &&
-           cfg->groups[2] == TLS_GROUP_SECP384R1,
+           cfg->groups[2] == TLS_GROUP_SECP384R1 && cfg->groups[3] == TLS_GROUP_X448 &&
+           cfg->groups[4] == TLS_GROUP_SECP521R1 && cfg->groups[5] == TLS_GROUP_FFDHE2048 &&
+           cfg->groups[6] == TLS_GROUP_FFDHE3072 && cfg->groups[7] == TLS_GROUP_FFDHE4096,
        "groups in preference order");
     is_int(cfg->n_alpn, 0, "no ALPN");
     is_int(cfg->n_signer_sockets, 1, "one signer socket");
@@ -269,9 +271,12 @@ static void test_errors(void)
     expect_err("[tls]\nsuites = TLS_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256\n",
                ":10: [tls] suites: TLS_AES_128_GCM_SHA256 listed twice", "a suite listed twice");
     expect_err("[tls]\nsuites = ,\n", ":10: [tls] suites: empty list", "no suite");
-    expect_err("[tls]\ngroups = x448\n",
-               ":10: [tls] groups: unknown group 'x448' (x25519, secp256r1/P-256/prime256v1, secp384r1/P-384)",
+    expect_err("[tls]\ngroups = brainpoolP256r1\n",
+               ":10: [tls] groups: unknown group 'brainpoolP256r1' (x25519, secp256r1/P-256/prime256v1, "
+               "secp384r1/P-384, x448, secp521r1/P-521, ffdhe2048, ffdhe3072, ffdhe4096, ffdhe6144, ffdhe8192)",
                "unknown group");
+    expect_err("[tls]\ngroups = x448, ffdhe8192, X448\n", ":10: [tls] groups: X448 listed twice",
+               "a new group listed twice");
     expect_err("[tls]\ngroups = P-256, prime256v1\n", ":10: [tls] groups: prime256v1 listed twice",
                "a group under two names");
     expect_err("[tls]\nalpn = a b c d e f g h i\n", ":10: [tls] alpn: at most 8 protocols", "nine protocols");

@@ -1,7 +1,9 @@
 /*
  * test_crypto.c - known-answer tests for crypto.c (RFC 5869, RFC 4231, FIPS 180, RFC 8439,
- * the GCM spec, RFC 8448) and its refusals: invalid P-256/P-384 points, X25519 low-order
- * points, tampered AEAD input, bad signatures.
+ * the GCM spec, RFC 8448, RFC 7748's X448 vectors) and its refusals: invalid P-256/P-384/P-521
+ * points, X25519 and X448 low-order points, finite-field values outside 1 < Y < p-1, shares of
+ * the wrong length, tampered AEAD input, bad signatures; the left-padding of finite-field
+ * shares and shared secrets (RFC 8446 4.2.8.1, 7.4.1).
  */
 #include <stdlib.h>
 #include <unistd.h>
@@ -158,49 +160,243 @@ static void test_aead(void)
     is_int(crypto_aead_seal(&e, ct, nonce, NULL, 0, pt, 16), KL_ERR_INVALID, "disposed aead refuses");
 }
 
-static void test_kex(void)
+static int is_nist(uint16_t g)
 {
+    return g == TLS_GROUP_SECP256R1 || g == TLS_GROUP_SECP384R1 || g == TLS_GROUP_SECP521R1;
+}
+
+static int is_ffdhe(uint16_t g)
+{
+    return g >= TLS_GROUP_FFDHE2048 && g <= TLS_GROUP_FFDHE8192;
+}
+
+/* Every group: a round trip, the share length, and the refusals every group shares. */
+static void test_kex_groups(void)
+{
+    static uint8_t z1[CRYPTO_MAX_SHARED], z2[CRYPTO_MAX_SHARED], bad[CRYPTO_MAX_SHARE + 1];
     struct crypto_kex a, b;
-    uint8_t z1[48], z2[48], bad[97];
     size_t l1, l2;
 
-    for (int gi = 0; gi < 3; gi++) {
-        uint16_t g = gi == 0 ? TLS_GROUP_X25519 : gi == 1 ? TLS_GROUP_SECP256R1 : TLS_GROUP_SECP384R1;
+    is_int(tls_n_groups, 10, "ten groups");
+    for (size_t gi = 0; gi < tls_n_groups; gi++) {
+        uint16_t g = tls_groups[gi].id;
+        const char *gn = tls_groups[gi].name;
         char name[96];
-        snprintf(name, sizeof(name), "group %04x: generate + agree", g);
+        snprintf(name, sizeof(name), "%s: generate + agree", gn);
         ok(crypto_kex_generate(&a, g) == 0 && crypto_kex_generate(&b, g) == 0 &&
                crypto_kex_derive(&a, z1, &l1, b.pub, b.pub_len) == 0 &&
                crypto_kex_derive(&b, z2, &l2, a.pub, a.pub_len) == 0 && l1 == l2 && l1 == crypto_kex_secret_len(g) &&
                memcmp(z1, z2, l1) == 0,
            name);
-        snprintf(name, sizeof(name), "group %04x: share length", g);
+        snprintf(name, sizeof(name), "%s: share length", gn);
         is_int(a.pub_len, crypto_kex_share_len(g), name);
-        snprintf(name, sizeof(name), "group %04x: short share refused", g);
+        snprintf(name, sizeof(name), "%s: share and secret fit the maxima", gn);
+        ok(crypto_kex_share_len(g) <= CRYPTO_MAX_SHARE && crypto_kex_secret_len(g) <= CRYPTO_MAX_SHARED, name);
+        snprintf(name, sizeof(name), "%s: short share refused", gn);
         is_int(crypto_kex_derive(&a, z1, &l1, b.pub, b.pub_len - 1), KL_ERR_ILLEGAL_PARAMETER, name);
-        if (g != TLS_GROUP_X25519) {
+        memcpy(bad, b.pub, b.pub_len);
+        bad[b.pub_len] = 0;
+        snprintf(name, sizeof(name), "%s: long share refused", gn);
+        is_int(crypto_kex_derive(&a, z1, &l1, bad, b.pub_len + 1), KL_ERR_ILLEGAL_PARAMETER, name);
+        snprintf(name, sizeof(name), "%s: still agrees after the refusals", gn);
+        ok(crypto_kex_derive(&a, z1, &l1, b.pub, b.pub_len) == 0 && l1 == l2 && memcmp(z1, z2, l1) == 0, name);
+        if (is_nist(g)) {
             size_t n = b.pub_len;
             memcpy(bad, b.pub, n);
             bad[n - 1] ^= 1; /* y off by one: not on the curve */
-            snprintf(name, sizeof(name), "group %04x: off-curve point refused", g);
+            snprintf(name, sizeof(name), "%s: off-curve point refused", gn);
             is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
             memcpy(bad, b.pub, n);
             bad[0] = 0x02; /* compressed marker, uncompressed length */
-            snprintf(name, sizeof(name), "group %04x: non-uncompressed form refused", g);
+            snprintf(name, sizeof(name), "%s: non-uncompressed form refused", gn);
+            is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
+            bad[0] = 0x06; /* hybrid form (X9.62), uncompressed length */
+            snprintf(name, sizeof(name), "%s: hybrid form refused", gn);
             is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
             memset(bad, 0, n);
             bad[0] = 0x04;
-            snprintf(name, sizeof(name), "group %04x: (0,0) refused", g);
+            snprintf(name, sizeof(name), "%s: (0,0) refused", gn);
             is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
             memset(bad, 0xff, n);
             bad[0] = 0x04;
-            snprintf(name, sizeof(name), "group %04x: coordinates >= p refused", g);
+            snprintf(name, sizeof(name), "%s: coordinates >= p refused", gn);
             is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
-            snprintf(name, sizeof(name), "group %04x: compressed 33/49-byte share refused", g);
-            is_int(crypto_kex_derive(&a, z1, &l1, b.pub, 1 + (n - 1) / 2), KL_ERR_ILLEGAL_PARAMETER, name);
+            memcpy(bad, b.pub, 1 + (n - 1) / 2);
+            bad[0] = 0x02 | (b.pub[n - 1] & 1);
+            snprintf(name, sizeof(name), "%s: a valid compressed point (1 + x) refused", gn);
+            is_int(crypto_kex_derive(&a, z1, &l1, bad, 1 + (n - 1) / 2), KL_ERR_ILLEGAL_PARAMETER, name);
+        }
+        if (is_ffdhe(g)) {
+            size_t n = b.pub_len;
+            /* RFC 7919 5.1: 1 < Y < p-1; Y = 0, 1 and anything >= p (all ones is above p) refused. */
+            memset(bad, 0, n);
+            snprintf(name, sizeof(name), "%s: Y = 0 refused", gn);
+            is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
+            bad[n - 1] = 1;
+            snprintf(name, sizeof(name), "%s: Y = 1 refused", gn);
+            is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
+            bad[n - 1] = 2;
+            snprintf(name, sizeof(name), "%s: Y = 2 (in range) accepted", gn);
+            is_int(crypto_kex_derive(&a, z1, &l1, bad, n), 0, name);
+            memset(bad, 0xff, n);
+            snprintf(name, sizeof(name), "%s: Y = 2^n - 1 (> p) refused", gn);
+            is_int(crypto_kex_derive(&a, z1, &l1, bad, n), KL_ERR_ILLEGAL_PARAMETER, name);
         }
         crypto_kex_dispose(&a);
         crypto_kex_dispose(&b);
+        snprintf(name, sizeof(name), "%s: disposed key refuses to derive", gn);
+        ok(crypto_kex_derive(&a, z1, &l1, b.pub, crypto_kex_share_len(g)) != 0, name);
     }
+    is_int(crypto_kex_share_len(0x0105), 0, "ffdhe 0x0105 unknown");
+    is_int(crypto_kex_generate(&a, 0x001a), KL_ERR_INVALID, "brainpoolP256r1 (0x001a) unsupported");
+    is_int(crypto_kex_generate(&a, 0x01ff), KL_ERR_INVALID, "ffdhe private-use 0x01ff unsupported");
+    is_int(crypto_kex_set_private(&a, TLS_GROUP_FFDHE2048, z1, 256), KL_ERR_INVALID, "ffdhe2048 fixed key refused");
+}
+
+/* ffdhe2048's p (RFC 7919 A.1): the values around it, and the left-padding of shares and secrets. */
+static void test_kex_ffdhe2048(void)
+{
+    static const char *p_hex =
+        "ffffffffffffffffadf85458a2bb4a9aafdc5620273d3cf1d8b9c583ce2d3695a9e13641146433fbcc939dce249b3ef97d2fe363630c"
+        "75d8f681b202aec4617ad3df1ed5d5fd65612433f51f5f066ed0856365553ded1af3b557135e7f57c935984f0c70e0e68b77e2a689daf"
+        "3efe8721df158a136ade73530acca4f483a797abc0ab182b324fb61d108a94bb2c8e3fbb96adab760d7f4681d4f42a3de394df4ae56ed"
+        "e76372bb190b07a7c8ee0a6d709e02fce1cdf7e2ecc03404cd28342f619172fe9ce98583ff8e4f1232eef28183c3fe3b1b4c6fad733bb"
+        "5fcbc2ec22005c58ef1837d1683b2c6f34a26c1b2effa886b423861285c97ffffffffffffffff";
+    static uint8_t p[256], y[256], z1[256], z2[256];
+    struct crypto_kex a, b;
+    size_t l1, l2;
+    int pub_padded = 0, secret_padded = 0, agreed = 1;
+
+    is_int(unhex(p, p_hex), 256, "ffdhe2048 p is 256 bytes");
+    ok(crypto_kex_generate(&b, TLS_GROUP_FFDHE2048) == 0, "ffdhe2048 key");
+    memcpy(y, p, 256);
+    is_int(crypto_kex_derive(&b, z1, &l1, y, 256), KL_ERR_ILLEGAL_PARAMETER, "ffdhe2048: Y = p refused");
+    y[255] = 0xfe;
+    is_int(crypto_kex_derive(&b, z1, &l1, y, 256), KL_ERR_ILLEGAL_PARAMETER, "ffdhe2048: Y = p-1 refused");
+    y[255] = 0xfd;
+    is_int(crypto_kex_derive(&b, z1, &l1, y, 256), 0, "ffdhe2048: Y = p-2 accepted");
+    /* The share must be padded to the size of p: Y = 7 in 255 bytes is refused. */
+    memset(y, 0, 255);
+    y[254] = 7;
+    is_int(crypto_kex_derive(&b, z1, &l1, y, 255), KL_ERR_ILLEGAL_PARAMETER, "ffdhe2048: unpadded 255-byte Y refused");
+    memset(y, 0, 256);
+    memset(z1, 0xaa, sizeof(z1));
+    is_int(crypto_kex_derive(&b, z1, &l1, y, 256), KL_ERR_ILLEGAL_PARAMETER, "ffdhe2048: Y = 0 refused");
+    ok(l1 == 0 && z1[0] == 0 && memcmp(z1, z1 + 1, 255) == 0, "ffdhe2048: a refused derive leaves no secret");
+
+    /*
+     * A share or a secret below 2^2040 starts with a zero byte one time in 256: keep drawing
+     * keys until both have happened (at most 4096 draws: a miss is a 1e-7 event), and check
+     * that both ends agree on all 256 bytes each time.
+     */
+    for (int i = 0; i < 4096 && (!pub_padded || !secret_padded); i++) {
+        if (crypto_kex_generate(&a, TLS_GROUP_FFDHE2048) != 0 || a.pub_len != 256 ||
+            crypto_kex_derive(&a, z1, &l1, b.pub, b.pub_len) != 0 || crypto_kex_derive(&b, z2, &l2, a.pub, 256) != 0 ||
+            l1 != 256 || l2 != 256 || memcmp(z1, z2, 256) != 0)
+            agreed = 0;
+        pub_padded |= a.pub[0] == 0;
+        secret_padded |= z1[0] == 0;
+        crypto_kex_dispose(&a);
+    }
+    ok(agreed, "ffdhe2048: every draw agreed on 256 bytes");
+    ok(pub_padded, "ffdhe2048: a share with a leading zero byte is 256 bytes and accepted");
+    ok(secret_padded, "ffdhe2048: a secret with a leading zero byte is 256 bytes (7.4.1) and agreed");
+    crypto_kex_dispose(&b);
+}
+
+/* X448: RFC 7748 5.2 and 6.2, and the low-order points whose output would be all zero. */
+static void test_kex_x448(void)
+{
+    static const char *vec[][3] = {
+        /* 5.2: scalar, input u, output u */
+        {"3d262fddf9ec8e88495266fea19a34d28882acef045104d0d1aae121700a779c984c24f8cdd78fbff44943eba368f54b29259a4f1c600"
+         "ad3",
+         "06fce640fa3487bfda5f6cf2d5263f8aad88334cbd07437f020f08f9814dc031ddbdc38c19c6da2583fa5429db94ada18aa7a7fb4ef8a"
+         "086",
+         "ce3e4ff95a60dc6697da1db1d85e6afbdf79b50a2412d7546d5f239fe14fbaadeb445fc66a01b0779d98223961111e21766282f73dd96"
+         "b6f"},
+        {"203d494428b8399352665ddca42f9de8fef600908e0d461cb021f8c538345dd77c3e4806e25f46d3315c44e0a5b4371282dd2c8d5be30"
+         "95f",
+         "0fbcc2f993cd56d3305b0b7d9e55d4c1a8fb5dbb52f8e9a1e9b6201b165d015894e56c4d3570bee52fe205e28a78b91cdfbde71ce8d15"
+         "7db",
+         "884a02576239ff7a2f2f63b2db6a9ff37047ac13568e1e30fe63c4a7ad1b3ee3a5700df34321d62077e63633c575c1c954514e99da7c1"
+         "79d"},
+    };
+    static const char *alice_priv = "9a8f4925d1519f5775cf46b04b5800d4ee9ee8bae8bc5565d498c28dd9c9baf574a941974489739100"
+                                    "6382a6f127ab1d9ac2d8c0a598726b";
+    static const char *alice_pub = "9b08f7cc31b7e3e67d22d5aea121074a273bd2b83de09c63faa73d2c22c5d9bbc836647241d953d40c5"
+                                   "b12da88120d53177f80e532c41fa0";
+    static const char *bob_priv = "1c306a7ac2a0e2e0990b294470cba339e6453772b075811d8fad0d1d6927c120bb5ee8972b0d3e21374c"
+                                  "9c921b09d1b0366f10b65173992d";
+    static const char *bob_pub = "3eb7a829b0cd20f5bcfc0b599b6feccf6da4627107bdb0d4f345b43027d8b972fc3e34fb4232a13ca706d"
+                                 "cb57aec3dae07bdc1c67bf33609";
+    static const char *shared = "07fff4181ac6cc95ec1c16a94a0f74d12da232ce40a77552281d282bb60c0b56fd2464c335543936521c24"
+                                "403085d59a449a5037514a879d";
+    /* u = 0, 1, p-1, and the non-canonical p and p+1 (0 and 1 again): [4k]P is the identity for each. */
+    static const char *low_order[] = {
+        "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+        "00",
+        "01000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+        "00",
+        "fefffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffff"
+        "ff",
+        "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffff"
+        "ff",
+        "00000000000000000000000000000000000000000000000000000000ffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+        "ff",
+    };
+    uint8_t k[56], u[56], want[56], z[56];
+    struct crypto_kex a, b;
+    size_t l;
+
+    for (size_t i = 0; i < 2; i++) {
+        char name[64];
+        unhex(k, vec[i][0]);
+        unhex(u, vec[i][1]);
+        unhex(want, vec[i][2]);
+        snprintf(name, sizeof(name), "x448 RFC 7748 5.2 vector %zu", i + 1);
+        ok(crypto_kex_set_private(&a, TLS_GROUP_X448, k, 56) == 0 && crypto_kex_derive(&a, z, &l, u, 56) == 0 &&
+               l == 56,
+           name);
+        is_mem(z, 56, want, 56, name);
+        crypto_kex_dispose(&a);
+    }
+    unhex(k, alice_priv);
+    ok(crypto_kex_set_private(&a, TLS_GROUP_X448, k, 56) == 0, "x448 6.2 Alice's key");
+    unhex(want, alice_pub);
+    is_mem(a.pub, a.pub_len, want, 56, "x448 6.2 Alice's public key");
+    unhex(k, bob_priv);
+    ok(crypto_kex_set_private(&b, TLS_GROUP_X448, k, 56) == 0, "x448 6.2 Bob's key");
+    unhex(want, bob_pub);
+    is_mem(b.pub, b.pub_len, want, 56, "x448 6.2 Bob's public key");
+    unhex(want, shared);
+    ok(crypto_kex_derive(&a, z, &l, b.pub, b.pub_len) == 0, "x448 6.2 Alice derives");
+    is_mem(z, l, want, 56, "x448 6.2 shared secret (Alice)");
+    ok(crypto_kex_derive(&b, z, &l, a.pub, a.pub_len) == 0, "x448 6.2 Bob derives");
+    is_mem(z, l, want, 56, "x448 6.2 shared secret (Bob)");
+    for (size_t i = 0; i < sizeof(low_order) / sizeof(low_order[0]); i++) {
+        char name[64];
+        is_int(unhex(u, low_order[i]), 56, "low-order point is 56 bytes");
+        memset(z, 0xaa, sizeof(z));
+        snprintf(name, sizeof(name), "x448 low-order point %zu refused", i);
+        is_int(crypto_kex_derive(&a, z, &l, u, 56), KL_ERR_ILLEGAL_PARAMETER, name);
+        snprintf(name, sizeof(name), "x448 low-order point %zu: no secret left", i);
+        ok(l == 0 && z[0] == 0 && memcmp(z, z + 1, 55) == 0, name);
+    }
+    is_int(crypto_kex_set_private(&b, TLS_GROUP_X448, k, 32), KL_ERR_INVALID, "x448 32-byte private key refused");
+    crypto_kex_dispose(&a);
+    crypto_kex_dispose(&b);
+}
+
+static void test_kex(void)
+{
+    struct crypto_kex a;
+    uint8_t z1[48], bad[133];
+    size_t l1;
+
+    test_kex_groups();
+    test_kex_ffdhe2048();
+    test_kex_x448();
     /* X25519 low-order points (RFC 7748 / libsodium's blocklist): the output would be all zero. */
     static const char *low_order[] = {
         "0000000000000000000000000000000000000000000000000000000000000000",
@@ -218,12 +414,30 @@ static void test_kex(void)
         is_int(crypto_kex_derive(&a, z1, &l1, bad, 32), KL_ERR_ILLEGAL_PARAMETER, name);
     }
     crypto_kex_dispose(&a);
-    is_int(crypto_kex_generate(&a, 0x001e), KL_ERR_INVALID, "x448 unsupported");
-    uint8_t zero[32] = {0};
+    uint8_t zero[66] = {0};
     is_int(crypto_kex_set_private(&a, TLS_GROUP_SECP256R1, zero, 32), KL_ERR_INVALID, "P-256 zero scalar refused");
-    memset(bad, 0xff, 32);
+    memset(bad, 0xff, 66);
     is_int(crypto_kex_set_private(&a, TLS_GROUP_SECP256R1, bad, 32), KL_ERR_INVALID, "P-256 scalar >= n refused");
     is_int(crypto_kex_set_private(&a, TLS_GROUP_SECP256R1, bad, 31), KL_ERR_INVALID, "P-256 short scalar refused");
+    is_int(crypto_kex_set_private(&a, TLS_GROUP_SECP521R1, zero, 66), KL_ERR_INVALID, "P-521 zero scalar refused");
+    bad[0] = 0x01; /* 2^521 - 1 > n */
+    is_int(crypto_kex_set_private(&a, TLS_GROUP_SECP521R1, bad, 66), KL_ERR_INVALID, "P-521 scalar >= n refused");
+    is_int(crypto_kex_set_private(&a, TLS_GROUP_SECP521R1, bad, 65), KL_ERR_INVALID, "P-521 65-byte scalar refused");
+    /* P-521 from a fixed scalar: 1 gives the generator, the same point generate's keys live on. */
+    memset(bad, 0, 66);
+    bad[65] = 1;
+    ok(crypto_kex_set_private(&a, TLS_GROUP_SECP521R1, bad, 66) == 0 && a.pub_len == 133 && a.pub[0] == 0x04 &&
+           a.pub[1] == 0x00 && a.pub[2] == 0xc6 && a.pub[3] == 0x85,
+       "P-521 scalar 1 gives G (x = 00c685...)");
+    struct crypto_kex b;
+    uint8_t z2[66], z3[66];
+    size_t l2, l3;
+    ok(crypto_kex_generate(&b, TLS_GROUP_SECP521R1) == 0 && crypto_kex_derive(&a, z2, &l2, b.pub, b.pub_len) == 0 &&
+           crypto_kex_derive(&b, z3, &l3, a.pub, a.pub_len) == 0 && l2 == 66 && l3 == 66 && memcmp(z2, z3, 66) == 0 &&
+           memcmp(z2, b.pub + 1, 66) == 0,
+       "P-521: 1 * Q is Q (the secret is Q's x, 66 bytes)");
+    crypto_kex_dispose(&a);
+    crypto_kex_dispose(&b);
 }
 
 static void test_random_equal(void)
