@@ -180,8 +180,8 @@ static void test_trace_client_hellos(void)
         if (strcmp(files[f], "simple-1rtt.txt") == 0) {
             size_t pl;
             const uint8_t *pub = rfc8448_must(t, "client_ephemeral_public", &pl);
-            ok(ch.ext.n_shares == 1 && ch.ext.shares[0].group == TLS_GROUP_X25519, "x25519 share");
-            is_mem(ch.ext.shares[0].key.base, ch.ext.shares[0].key.len, pub, pl, "x25519 share bytes");
+            ok(ch.ext.n_shares == 1 && ch.ext.first_share.group == TLS_GROUP_X25519, "x25519 share");
+            is_mem(ch.ext.first_share.key.base, ch.ext.first_share.key.len, pub, pl, "x25519 share bytes");
             is_int(ch.ext.record_size_limit, 0x4001, "record_size_limit");
             ok(ext_u16_list_has(ch.ext.groups, TLS_GROUP_SECP384R1), "supported_groups");
             ok(!ext_has(&ch.ext, EXT_B_COOKIE) && !ext_has(&ch.ext, EXT_B_EARLY_DATA), "no cookie/early_data");
@@ -192,11 +192,11 @@ static void test_trace_client_hellos(void)
             const uint8_t *pub = rfc8448_must(t, "client_ephemeral_public", &pl);
             struct msg_client_hello ch1;
             is_int(msg_client_hello_decode(&ch1, m1 + 4, l1 - 4), 0, "HRR trace: ClientHello1 decodes");
-            ok(ch1.ext.n_shares == 1 && ch1.ext.shares[0].group == TLS_GROUP_X25519, "CH1 offers x25519 only");
+            ok(ch1.ext.n_shares == 1 && ch1.ext.first_share.group == TLS_GROUP_X25519, "CH1 offers x25519 only");
             ok(ext_u16_list_has(ch1.ext.groups, TLS_GROUP_SECP256R1), "CH1 supports secp256r1");
             ok(ext_has(&ch.ext, EXT_B_COOKIE) && ch.ext.cookie.len == 114, "CH2 echoes the 114-byte cookie");
-            ok(ch.ext.n_shares == 1 && ch.ext.shares[0].group == TLS_GROUP_SECP256R1, "CH2 P-256 share");
-            is_mem(ch.ext.shares[0].key.base, ch.ext.shares[0].key.len, pub, pl, "CH2 P-256 share bytes");
+            ok(ch.ext.n_shares == 1 && ch.ext.first_share.group == TLS_GROUP_SECP256R1, "CH2 P-256 share");
+            is_mem(ch.ext.first_share.key.base, ch.ext.first_share.key.len, pub, pl, "CH2 P-256 share bytes");
         }
         if (strcmp(files[f], "resumed-0rtt.txt") == 0) {
             ok(ext_has(&ch.ext, EXT_B_PRE_SHARED_KEY) && ch.ext.last_type == EXT_PRE_SHARED_KEY,

@@ -278,10 +278,15 @@ static void test_header_checks(void)
     /* Versions. */
     h[1] = 3, h[2] = 0;
     is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), 0, "0x0300 on the first record");
-    is_int(rec_next(&r, h, 6, 0), KL_ERR_DECODE, "0x0300 later: decode_error");
+    /* RFC 8446 5.1: after the first ClientHello legacy_record_version "MUST be ignored for all purposes". */
+    is_int(rec_next(&r, h, 6, 0), 0, "0x0300 later: ignored (5.1), no decode_error");
     h[2] = 4;
     is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), 0, "0x0304 on the first record");
-    is_int(rec_next(&r, h, 6, 0), KL_ERR_DECODE, "0x0304 later");
+    is_int(rec_next(&r, h, 6, 0), 0, "0x0304 later: ignored");
+    h[1] = 0x7f, h[2] = 0xff;
+    is_int(rec_next(&r, h, 6, 0), 0, "0x7fff later: ignored");
+    is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), KL_ERR_DECODE, "0x7fff on the first record: decode_error");
+    h[1] = 3, h[2] = 4;
     h[1] = 4, h[2] = 3;
     is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), KL_ERR_DECODE, "0x0403 first: decode_error");
     h[1] = 'G', h[2] = 'E'; /* "GET /" is not TLS */
