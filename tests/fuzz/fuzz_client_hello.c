@@ -13,7 +13,9 @@
  *     without having to forge AEAD tags.
  * Invariants (abort on violation): consumed <= offered; a failed connection keeps returning
  * the same error and reads nothing more; a decoded ClientHello has bounded fields.
- * Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both modes).
+ * Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both modes, and psk-*: the
+ * PSK ClientHello without psk_key_exchange_modes, with pre_shared_key not last, with more
+ * identities than binders, through a HelloRetryRequest, in small pieces, with legacy_version 0x0300).
  */
 #include <stdlib.h>
 #include <string.h>
