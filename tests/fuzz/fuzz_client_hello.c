@@ -41,6 +41,11 @@ static void run_codec(const uint8_t *p, size_t n)
     size_t count = 0;
     static uint8_t seen[65536];
     memset(seen, 0, sizeof(seen));
+    if (ch.ext.key_shares.base == NULL) {
+        if (ch.ext.n_shares != 0 || ext_has(&ch.ext, EXT_B_KEY_SHARE))
+            abort();
+        return;
+    }
     wire_reader_init(&r, ch.ext.key_shares.base, ch.ext.key_shares.len);
     while (ext_key_share_next(&r, &ks)) {
         if (seen[ks.group]++ != 0)
