@@ -2,7 +2,8 @@
  * test_hs_server.c - the server handshake engine (tls.h) against RFC 8448 byte for byte,
  * and the negative cases of issue 4: malformed ClientHellos, wrong record types in each
  * state, bad Finished, oversized and tampered records, signer failure, KeyUpdate,
- * close_notify, sticky errors.
+ * close_notify, sticky errors; and issue 12's conformance cases (test_conformance_*), each
+ * with the exact alert. White-box: it includes hs_server.c to see what a tls_conn holds.
  */
 #include <stdio.h>
 #include <stdlib.h>
