@@ -435,11 +435,14 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
             conn_close(c, "out of memory");
             break;
         }
+        size_t app_before = c->bout.len;
         c->env->tracing = c;
         int r = tls_conn_input(c->tls, &c->cout, &c->bout, data + off, &n);
         c->env->tracing = NULL;
         off += n;
-        if (c->state == CONN_PROXYING || c->state == CONN_CONNECTING) {
+        /* Only application data is activity: KeyUpdates, empty records and warning alerts
+           (capped by the engine, tls.h) append nothing to bout and must not keep a connection alive. */
+        if ((c->state == CONN_PROXYING || c->state == CONN_CONNECTING) && c->bout.len > app_before) {
             c->last_activity_ms = ev_now(c->env->loop);
         }
         if (r == KL_ERR_ASYNC) {

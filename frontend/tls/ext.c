@@ -61,11 +61,15 @@ static int decode_sig_algs_cert(struct ext_client_hello *e, struct wire_reader *
 
 static int decode_key_share(struct ext_client_hello *e, struct wire_reader *body)
 {
+    /* One bit per group: duplicates are found in linear time whatever the number of entries. */
+    uint64_t seen[65536 / 64];
     struct wire_reader list;
     int ret;
+    memset(seen, 0, sizeof(seen));
     /* KeyShareClientHello: KeyShareEntry client_shares<0..2^16-1>; */
-    if ((ret = wire_read_vec(body, &list, 2)) != 0)
+    if ((ret = wire_read_vec_span(body, &e->key_shares, 2, 0, 0xffff)) != 0)
         return ret;
+    wire_reader_init(&list, e->key_shares.base, e->key_shares.len);
     while (wire_remaining(&list) != 0) {
         struct ext_key_share ks;
         if ((ret = wire_read_u16(&list, &ks.group)) != 0 ||
@@ -74,15 +78,22 @@ static int decode_key_share(struct ext_client_hello *e, struct wire_reader *body
         /* RFC 8446 4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group. [...]
          * Servers MAY check for violations of these rules and abort the handshake with an
          * "illegal_parameter" alert if one is violated." */
-        for (size_t i = 0; i < e->n_shares; i++) {
-            if (e->shares[i].group == ks.group)
-                return KL_ERR_ILLEGAL_PARAMETER;
-        }
-        if (e->n_shares == EXT_MAX_KEY_SHARES)
+        if (seen[ks.group / 64] & ((uint64_t)1 << (ks.group % 64)))
             return KL_ERR_ILLEGAL_PARAMETER;
-        e->shares[e->n_shares++] = ks;
+        seen[ks.group / 64] |= (uint64_t)1 << (ks.group % 64);
+        if (e->n_shares == 0)
+            e->first_share = ks;
+        e->n_shares++;
     }
     return 0;
+}
+
+int ext_key_share_next(struct wire_reader *r, struct ext_key_share *ks)
+{
+    if (wire_remaining(r) == 0 || wire_read_u16(r, &ks->group) != 0 ||
+        wire_read_vec_span(r, &ks->key, 2, 1, 0xffff) != 0)
+        return 0;
+    return 1;
 }
 
 static int decode_versions(struct ext_client_hello *e, struct wire_reader *body)
@@ -262,7 +273,26 @@ int ext_client_hello_decode(struct ext_client_hello *out, struct wire_reader *r)
         if (x->bit >= 0)
             out->present |= EXT_BIT(x->bit);
     }
-    return wire_reader_end(&list);
+    if ((ret = wire_reader_end(&list)) != 0)
+        return ret;
+    if (ext_has(out, EXT_B_KEY_SHARE) && ext_has(out, EXT_B_SUPPORTED_GROUPS)) {
+        /* RFC 8446 4.2.8: "Each KeyShareEntry value MUST correspond to a group offered in the
+         * "supported_groups" extension". Servers MAY check (illegal_parameter), as OpenSSL does.
+         * A bitmap of the offered groups keeps this linear in the message size. */
+        struct wire_reader g, ks_r;
+        uint16_t grp;
+        struct ext_key_share ks;
+        memset(seen, 0, sizeof(seen));
+        wire_reader_init(&g, out->groups.base, out->groups.len);
+        while (wire_read_u16(&g, &grp) == 0)
+            seen[grp / 64] |= (uint64_t)1 << (grp % 64);
+        wire_reader_init(&ks_r, out->key_shares.base, out->key_shares.len);
+        while (ext_key_share_next(&ks_r, &ks)) {
+            if (!(seen[ks.group / 64] & ((uint64_t)1 << (ks.group % 64))))
+                return KL_ERR_ILLEGAL_PARAMETER;
+        }
+    }
+    return 0;
 }
 
 int ext_u16_list_has(struct kl_span list, uint16_t v)

@@ -53,9 +53,6 @@
 
 #define TLS_VERSION_13 0x0304
 
-/* More key shares than this in one ClientHello is refused (illegal_parameter): real clients send 1-3. */
-#define EXT_MAX_KEY_SHARES 16
-
 struct ext_key_share {
     uint16_t group;
     struct kl_span key; /* key_exchange, 1..2^16-1 bytes */
@@ -72,8 +69,14 @@ struct ext_client_hello {
     struct kl_span psk_modes; /* psk_key_exchange_modes: raw u8 list */
     struct kl_span alpn;      /* ProtocolNameList content, each name validated non-empty */
     struct kl_span cookie;    /* cookie content, 1..2^16-1 bytes */
-    struct ext_key_share shares[EXT_MAX_KEY_SHARES];
+    /*
+     * key_share: the raw client_shares content (walk it with ext_key_share_next()), how many
+     * entries it holds and the first one. No cap on the count: RFC 8446 9.3 has unknown groups
+     * ignored however many the message size allows.
+     */
+    struct kl_span key_shares;
     size_t n_shares;
+    struct ext_key_share first_share;
     uint16_t record_size_limit; /* 0 when absent */
     uint16_t last_type;         /* type of the last extension (pre_shared_key must be last) */
 };
@@ -106,9 +109,18 @@ static inline int ext_has(const struct ext_client_hello *e, enum ext_bit b)
  * and must end right after it). Errors (RFC 8446 4.2): decode_error for any length that
  * does not add up; illegal_parameter for a duplicate extension of any type, for a known
  * extension not allowed in a ClientHello, for pre_shared_key not last, for duplicate
- * key_share groups, and for a server_name that is not a host_name of 1..255 bytes.
+ * key_share groups (found with a bitmap over all 2^16 groups: no cap on their number), for a
+ * key_share entry whose group is not in supported_groups (when both are present), and for a
+ * server_name that is not a host_name of 1..255 bytes.
  */
 KL_MUST_CHECK int ext_client_hello_decode(struct ext_client_hello *out, struct wire_reader *r);
+
+/*
+ * Walk the key shares of a decoded ClientHello: start with
+ * wire_reader_init(r, e->key_shares.base, e->key_shares.len), then each call fills *ks and
+ * returns 1, or returns 0 at the end. The list was validated by ext_client_hello_decode().
+ */
+int ext_key_share_next(struct wire_reader *r, struct ext_key_share *ks);
 
 /* True if the u16 list span contains v. */
 int ext_u16_list_has(struct kl_span list, uint16_t v);

@@ -67,6 +67,8 @@ struct hs_hand {
     int early_data_offered;
     size_t early_skip_left;
     int ccs_seen;
+    int send_groups;            /* supported_groups in EE: the client's first share was not our preference */
+    uint16_t peer_record_limit; /* the client's record_size_limit (RFC 8449), 0 when absent */
 };
 
 struct tls_conn {
@@ -87,6 +89,9 @@ struct tls_conn {
     int ccs_sent;
     int sent_close;
     int was_established;
+    /* DoS caps (tls.h): counts since the last non-empty application data record. */
+    unsigned n_key_updates, n_empty_records, n_warning_alerts;
+    int key_update_owed; /* the peer asked for a KeyUpdate we have not sent yet (4.6.3) */
     uint8_t exporter[CRYPTO_MAX_HASH];
     char server_name[256];
 };
@@ -112,6 +117,51 @@ static void hs_keylog(const struct tls_conn *c, const char *label, const uint8_t
 static size_t hs_max_message(const struct tls_conn *c)
 {
     return c->cfg->max_handshake_message ? c->cfg->max_handshake_message : MSG_DEFAULT_MAX;
+}
+
+/*
+ * The largest body we take for a handshake message of this type in the current state, checked
+ * when its 4-byte header arrives (before anything is buffered); 0: the type is never accepted
+ * here (unexpected_message). RFC 8446 has no alert for "longer than the message can be": a body
+ * over its cap is a decode_error, like a body that does not parse.
+ *
+ * Memory a hostile client can make one connection cost through hs_in (hs_in_max()): one message
+ * at its cap plus the 4-byte header plus one record's worth of the next message, i.e. at most
+ * MSG_CLIENT_HELLO_MAX + 4 + 2^14 + 256 = 147,940 bytes before the first ClientHello is done
+ * (max_handshake_message, when configured, lowers it), and after the handshake one KeyUpdate
+ * (5 bytes) plus one record. The same bound is in docs/TLS-ENGINE.md.
+ */
+static size_t hs_msg_cap(const struct tls_conn *c, uint8_t type)
+{
+    size_t cfg_max = c->cfg->max_handshake_message;
+    switch (type) {
+    case MSG_CLIENT_HELLO:
+        if (c->state != HS_EXPECT_CLIENT_HELLO && c->state != HS_EXPECT_CLIENT_HELLO_2)
+            return 0;
+        return cfg_max != 0 && cfg_max < MSG_CLIENT_HELLO_MAX ? cfg_max : MSG_CLIENT_HELLO_MAX;
+    case MSG_FINISHED:
+        /* 4.4.4: verify_data is exactly Hash.length bytes. */
+        return c->hs != NULL ? c->hs->hash_len : 0;
+    case MSG_KEY_UPDATE:
+        return c->state == HS_ESTABLISHED ? MSG_KEY_UPDATE_LEN : 0;
+    case MSG_CERTIFICATE:
+        return hs_max_message(c);
+    case MSG_CERTIFICATE_VERIFY:
+        return hs_max_message(c) < MSG_CERTIFICATE_VERIFY_MAX ? hs_max_message(c) : MSG_CERTIFICATE_VERIFY_MAX;
+    default:
+        /* What only a server sends (ServerHello, EncryptedExtensions, ...), EndOfEarlyData (we never
+         * accept 0-RTT) and unknown types. */
+        return 0;
+    }
+}
+
+/* The reassembly buffer's bound: the largest message we take, its header, and one record more. */
+static size_t hs_in_max(const struct tls_conn *c)
+{
+    size_t m = hs_max_message(c);
+    if (c->cfg->max_handshake_message == 0 && m < MSG_CLIENT_HELLO_MAX)
+        m = MSG_CLIENT_HELLO_MAX;
+    return m + MSG_HEADER_LEN + REC_MAX_CIPHERTEXT;
 }
 
 static void hs_suites(const struct tls_config *cfg, const uint16_t **v, size_t *n)
@@ -198,7 +248,7 @@ struct tls_conn *tls_conn_new(const struct tls_config *cfg, uint64_t conn_id)
     rec_dir_init(&c->rd, 0);
     rec_dir_init(&c->wr, 1);
     /* The reassembly buffer holds at most one message plus one record's worth of the next. */
-    kl_buf_init(&c->hs_in, hs_max_message(c) + MSG_HEADER_LEN + REC_MAX_CIPHERTEXT);
+    kl_buf_init(&c->hs_in, hs_in_max(c));
     return c;
 }
 
@@ -311,16 +361,20 @@ static int hs_select_alpn(struct tls_conn *c, const struct msg_client_hello *ch)
 }
 
 /*
- * Version, suite, group, certificate, ALPN. *share_p is the client's share for the chosen
- * group, or NULL when a HelloRetryRequest is needed.
+ * Version, suite, group, certificate, ALPN. *share is the client's share for the chosen
+ * group when *have_share_p is 1; 0 when a HelloRetryRequest is needed.
  */
-static int hs_negotiate(struct tls_conn *c, const struct msg_client_hello *ch, const struct ext_key_share **share_p,
-                        int *sni_ack_p)
+static int hs_negotiate(struct tls_conn *c, const struct msg_client_hello *ch, struct ext_key_share *share,
+                        int *have_share_p, int *sni_ack_p)
 {
     const uint16_t *pref;
     size_t n;
     int ret;
 
+    /* RFC 8446 D.5: "Any endpoint receiving a Hello message with ClientHello.legacy_version [...] set to
+     * 0x0300 MUST abort the handshake with a "protocol_version" alert." Lower values (SSL 2-era) too. */
+    if (ch->legacy_version <= 0x0300)
+        return KL_ERR_ALERT(KL_ALERT_PROTOCOL_VERSION);
     /* RFC 8446 4.2.1: a server that only does TLS 1.3 answers a ClientHello without 0x0304 in
      * supported_versions (or without the extension) with protocol_version. */
     if (!ext_has(&ch->ext, EXT_B_SUPPORTED_VERSIONS) || !ext_u16_list_has(ch->ext.versions, TLS_VERSION_13))
@@ -329,6 +383,10 @@ static int hs_negotiate(struct tls_conn *c, const struct msg_client_hello *ch, c
      * and key_share; "missing_extension" otherwise. */
     if (!ext_has(&ch->ext, EXT_B_SIGNATURE_ALGORITHMS) || !ext_has(&ch->ext, EXT_B_SUPPORTED_GROUPS) ||
         !ext_has(&ch->ext, EXT_B_KEY_SHARE))
+        return KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION);
+    /* RFC 8446 4.2.9: "If clients offer "pre_shared_key" without a "psk_key_exchange_modes" extension,
+     * servers MUST abort the handshake." 9.2 names the alert: missing_extension. */
+    if (ext_has(&ch->ext, EXT_B_PRE_SHARED_KEY) && !ext_has(&ch->ext, EXT_B_PSK_KEY_EXCHANGE_MODES))
         return KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION);
 
     c->suite = 0;
@@ -341,13 +399,17 @@ static int hs_negotiate(struct tls_conn *c, const struct msg_client_hello *ch, c
         return KL_ERR_HANDSHAKE_FAILURE;
 
     c->group = 0;
-    *share_p = NULL;
+    *have_share_p = 0;
     hs_groups(c->cfg, &pref, &n);
+    /* RFC 8446 9.3: unknown groups in key_share are ignored, however many there are: one pass over the
+     * shares per preferred group (n is at most a handful). */
     for (size_t i = 0; i < n && c->group == 0; i++) {
-        for (size_t j = 0; j < ch->ext.n_shares; j++) {
-            if (ch->ext.shares[j].group == pref[i] && crypto_kex_share_len(pref[i]) != 0) {
+        struct wire_reader r;
+        wire_reader_init(&r, ch->ext.key_shares.base, ch->ext.key_shares.len);
+        while (crypto_kex_share_len(pref[i]) != 0 && ext_key_share_next(&r, share)) {
+            if (share->group == pref[i]) {
                 c->group = pref[i];
-                *share_p = &ch->ext.shares[j];
+                *have_share_p = 1;
                 break;
             }
         }
@@ -378,6 +440,19 @@ static int hs_negotiate(struct tls_conn *c, const struct msg_client_hello *ch, c
     if ((ret = hs_select_cert(c, ch, sni_ack_p)) != 0)
         return ret;
     return hs_select_alpn(c, ch);
+}
+
+/* Our most preferred group that the client lists in supported_groups (0 if none). */
+static uint16_t hs_preferred_group(const struct tls_conn *c, const struct msg_client_hello *ch)
+{
+    const uint16_t *pref;
+    size_t n;
+    hs_groups(c->cfg, &pref, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (crypto_kex_share_len(pref[i]) != 0 && ext_u16_list_has(ch->ext.groups, pref[i]))
+            return pref[i];
+    }
+    return 0;
 }
 
 /* A digest of the ClientHello fields the second ClientHello must repeat unchanged (4.1.2). */
@@ -503,7 +578,7 @@ static int hs_check_ch2(struct tls_conn *c, const struct msg_client_hello *ch)
     uint8_t digest[32];
     int ret;
 
-    if (ch->ext.n_shares != 1 || ch->ext.shares[0].group != h->hrr_group)
+    if (ch->ext.n_shares != 1 || ch->ext.first_share.group != h->hrr_group)
         return KL_ERR_ILLEGAL_PARAMETER; /* "exactly the one group requested" */
     if (ext_has(&ch->ext, EXT_B_EARLY_DATA))
         return KL_ERR_ILLEGAL_PARAMETER; /* "Removing the "early_data" extension ... if one was present" */
@@ -553,6 +628,24 @@ static int hs_encrypted_extensions(struct tls_conn *c, struct kl_buf *flight, in
         KL_TRY(ext_server_name_ack_encode(&e));
     if (c->alpn != NULL)
         KL_TRY(ext_alpn_encode(&e, c->alpn));
+    if (c->hs->send_groups) {
+        /* RFC 8446 4.2.7: the server may send supported_groups so that the client can use our preferred
+         * group in its next first key_share (it MUST NOT act on it in this handshake). */
+        const uint16_t *pref;
+        uint16_t ours[16];
+        size_t n, k = 0;
+        hs_groups(c->cfg, &pref, &n);
+        for (size_t i = 0; i < n && k < sizeof(ours) / sizeof(ours[0]); i++) {
+            if (crypto_kex_share_len(pref[i]) != 0)
+                ours[k++] = pref[i];
+        }
+        KL_TRY(ext_supported_groups_encode(&e, ours, k));
+    }
+    if (c->hs->peer_record_limit != 0) {
+        /* RFC 8449 4: the limit applies "when the record_size_limit extension is negotiated": we answer
+         * with ours (we take any record TLS 1.3 allows, 2^14 + 1). */
+        KL_TRY(ext_record_size_limit_encode(&e, REC_MAX_PLAINTEXT + 1));
+    }
     KL_TRY(msg_encrypted_extensions_encode(flight, kl_span_of(e.base, e.len)));
 exit:
     kl_buf_dispose(&e);
@@ -563,7 +656,8 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
 {
     const struct tls_test_hooks *t = c->cfg->test;
     struct msg_client_hello ch;
-    const struct ext_key_share *share;
+    struct ext_key_share share;
+    int have_share;
     struct hs_hand *h;
     uint8_t random[32], ecdhe[CRYPTO_MAX_SHARED], th[CRYPTO_MAX_HASH];
     size_t ecdhe_len = 0;
@@ -576,7 +670,7 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     kl_buf_init(&m, 1024 + CRYPTO_MAX_SHARE);
     KL_TRY(msg_client_hello_decode(&ch, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
     hs_trace(c, "ClientHello");
-    KL_TRY(hs_negotiate(c, &ch, &share, &sni_ack));
+    KL_TRY(hs_negotiate(c, &ch, &share, &have_share, &sni_ack));
     if (!second) {
         c->hs = calloc(1, sizeof(*c->hs));
         KL_ENSURE(c->hs != NULL, KL_ERR_NO_MEMORY);
@@ -589,15 +683,21 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
         c->session_id_len = ch.session_id_len;
         c->hs->early_data_offered = ext_has(&ch.ext, EXT_B_EARLY_DATA);
         c->hs->early_skip_left = c->hs->early_data_offered ? HS_MAX_EARLY_SKIP : 0;
-        if (share == NULL) {
+        c->hs->send_groups = ch.ext.n_shares == 0 || ch.ext.first_share.group != hs_preferred_group(c, &ch);
+        c->hs->peer_record_limit = ch.ext.record_size_limit;
+        if (!have_share) {
             ret = hs_send_hrr(c, out, msg, len, &ch);
             goto exit;
         }
     } else {
         /* A second HelloRetryRequest never: the share must be there now. */
-        KL_ENSURE(share != NULL, KL_ERR_ILLEGAL_PARAMETER);
+        KL_ENSURE(have_share, KL_ERR_ILLEGAL_PARAMETER);
         KL_ENSURE(c->suite == suite1, KL_ERR_ILLEGAL_PARAMETER);
         KL_TRY(hs_check_ch2(c, &ch));
+        /* RFC 8446 4.2.10: the second ClientHello cannot offer early data (hs_check_ch2), so the
+         * window for skipping undecryptable records closes here: from now on a record that does not
+         * decrypt is bad_record_mac. */
+        c->hs->early_skip_left = 0;
     }
     h = c->hs;
 
@@ -606,14 +706,18 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
         KL_TRY(crypto_kex_set_private(&h->kex, c->group, t->server_ephemeral_private, t->server_ephemeral_private_len));
     else
         KL_TRY(crypto_kex_generate(&h->kex, c->group));
-    KL_TRY(crypto_kex_derive(&h->kex, ecdhe, &ecdhe_len, share->key.base, share->key.len));
-
-    /* ServerHello: key_share then supported_versions (the order of RFC 8448). */
+    /* ServerHello: key_share then supported_versions (the order of RFC 8448). Our public share is
+     * encoded before the derivation so that the private key can go right after it. */
+    KL_TRY(ext_key_share_sh_encode(&e, c->group, h->kex.pub, h->kex.pub_len));
+    ret = crypto_kex_derive(&h->kex, ecdhe, &ecdhe_len, share.key.base, share.key.len);
+    /* The ephemeral private key has done its only job: dispose of it now, not after the signer's wait
+     * (forward secrecy depends on it being gone). */
+    crypto_kex_dispose(&h->kex);
+    KL_TRY(ret);
     if (t != NULL && t->server_random != NULL)
         memcpy(random, t->server_random, 32);
     else
         crypto_random(random, 32);
-    KL_TRY(ext_key_share_sh_encode(&e, c->group, h->kex.pub, h->kex.pub_len));
     KL_TRY(ext_supported_versions_sh_encode(&e, TLS_VERSION_13));
     struct msg_server_hello sh = {random, c->session_id, c->session_id_len, c->suite, kl_span_of(e.base, e.len)};
     KL_TRY(msg_server_hello_encode(&m, &sh, 0));
@@ -633,6 +737,8 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     KL_TRY(hs_send_ccs_once(c, out));
     KL_TRY(rec_dir_set_secret(&c->wr, c->suite, h->ks.server_hs, h->hash_len));
     KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_hs, h->hash_len));
+    if (h->peer_record_limit != 0)
+        rec_dir_set_plaintext_limit(&c->wr, h->peer_record_limit); /* from EncryptedExtensions on */
     hs_keylog(c, "CLIENT_HANDSHAKE_TRAFFIC_SECRET", h->ks.client_hs, h->hash_len);
     hs_keylog(c, "SERVER_HANDSHAKE_TRAFFIC_SECRET", h->ks.server_hs, h->hash_len);
 
@@ -747,19 +853,42 @@ exit:
     return ret;
 }
 
+/*
+ * Send the KeyUpdate the peer asked for, unless out already holds more than one record's worth
+ * of bytes the caller has not sent: then the answer is owed (one answer covers any number of
+ * requests) and goes out with the next input or just before our next application data
+ * (tls_conn_send). So a client that never reads can make KeyUpdate answers fill out up to
+ * HS_KEY_UPDATE_DEFER bytes plus one more answer, never more.
+ */
+#define HS_KEY_UPDATE_DEFER (REC_MAX_WIRE)
+static int hs_answer_key_update(struct tls_conn *c, struct kl_buf *out)
+{
+    int ret;
+    if (!c->key_update_owed || c->sent_close || !tls_conn_established(c) || out->len > HS_KEY_UPDATE_DEFER)
+        return 0;
+    if ((ret = tls_conn_key_update(c, out, 0)) != 0)
+        return ret;
+    c->key_update_owed = 0;
+    return 0;
+}
+
 static int hs_key_update_recv(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
 {
     int req, ret;
     if ((ret = msg_key_update_decode(&req, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN)) != 0)
         return ret;
+    /* DoS cap (tls.h): a peer that only rekeys makes us do HKDF work for nothing. */
+    if (++c->n_key_updates > TLS_MAX_KEY_UPDATES)
+        return KL_ERR_UNEXPECTED_MESSAGE;
     if ((ret = rec_dir_update(&c->rd)) != 0)
         return ret;
     hs_trace(c, "KeyUpdate");
     /* RFC 8446 4.6.3: on update_requested, "the receiver MUST send a KeyUpdate of its own with
-     * request_update set to "update_not_requested" prior to sending its next Application Data". */
+     * request_update set to "update_not_requested" prior to sending its next Application Data";
+     * one answer may cover several requests, so the request is only noted here (hs_answer_key_update). */
     if (req && !c->sent_close)
-        return tls_conn_key_update(c, out, 0);
-    return 0;
+        c->key_update_owed = 1;
+    return hs_answer_key_update(c, out);
 }
 
 /* The one dispatch point: each state accepts exactly the messages listed, nothing else. */
@@ -795,7 +924,17 @@ static int hs_process_messages(struct tls_conn *c, struct kl_buf *out)
         uint8_t type;
         size_t body_len;
         enum hs_state before = c->state;
-        ret = msg_header_peek(c->hs_in.base, c->hs_in.len, hs_max_message(c), &type, &body_len);
+        struct wire_reader hr;
+        size_t cap;
+        if (c->hs_in.len < MSG_HEADER_LEN)
+            return 0;
+        wire_reader_init(&hr, c->hs_in.base, c->hs_in.len);
+        if ((ret = wire_read_u8(&hr, &type)) != 0)
+            return ret;
+        /* Each type's own cap, checked now that its header is here (hs_msg_cap). */
+        if ((cap = hs_msg_cap(c, type)) == 0)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        ret = msg_header_peek(c->hs_in.base, c->hs_in.len, cap, &type, &body_len);
         if (ret == KL_ERR_WANT_READ)
             return 0;
         if (ret != 0)
@@ -835,8 +974,12 @@ static int hs_alert_recv(struct tls_conn *c, const uint8_t *p, size_t len)
     if (desc == KL_ALERT_CLOSE_NOTIFY)
         return KL_ERR_CLOSED;
     /* RFC 8446 6.1: user_canceled is followed by close_notify; keep reading until it comes. */
-    if (desc == KL_ALERT_USER_CANCELED)
+    if (desc == KL_ALERT_USER_CANCELED) {
+        /* DoS cap (tls.h): warning alerts in a row are bounded. */
+        if (++c->n_warning_alerts > TLS_MAX_WARNING_ALERTS)
+            return KL_ERR_UNEXPECTED_MESSAGE;
         return 0;
+    }
     /* RFC 8446 6.2: every other alert is fatal whatever its level says. */
     return KL_ERR_PEER_ALERT(desc);
 }
@@ -906,6 +1049,13 @@ static int hs_record(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app,
         }
         if (c->hs_in.len != 0) /* 5.1: not interleaved with a fragmented handshake message */
             return KL_ERR_UNEXPECTED_MESSAGE;
+        if (app->len == start) {
+            /* 5.1 allows zero-length application data; the DoS cap (tls.h) bounds a run of them. */
+            if (++c->n_empty_records > TLS_MAX_EMPTY_RECORDS)
+                return KL_ERR_UNEXPECTED_MESSAGE;
+            return 0;
+        }
+        c->n_key_updates = c->n_empty_records = c->n_warning_alerts = 0;
         return 0;
     }
     if (type == REC_TYPE_ALERT) {
@@ -978,6 +1128,9 @@ int tls_conn_input(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app, c
         kl_buf_dispose(&c->hs_in);
         return ret;
     }
+    /* A KeyUpdate answer deferred while out was full goes now if out has drained. */
+    if (ret == 0)
+        ret = hs_answer_key_update(c, out);
     if (ret != 0 && ret != KL_ERR_ASYNC)
         return hs_fail(c, out, ret);
     return ret;
@@ -993,6 +1146,13 @@ int tls_conn_send(struct tls_conn *c, struct kl_buf *out, const uint8_t *data, s
         return KL_ERR_INVALID;
     if (len == 0)
         return 0;
+    /* 4.6.3: the KeyUpdate the peer asked for goes "prior to sending its next Application Data". */
+    if (c->key_update_owed) {
+        int ret = tls_conn_key_update(c, out, 0);
+        if (ret != 0)
+            return ret;
+        c->key_update_owed = 0;
+    }
     /* 5.5: rekey before the write key reaches its usage limit (rec_seal refuses past it). */
     if (rec_dir_needs_update(&c->wr)) {
         int ret = tls_conn_key_update(c, out, 0);

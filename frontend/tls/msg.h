@@ -29,6 +29,17 @@
 
 #define MSG_HEADER_LEN 4
 #define MSG_DEFAULT_MAX (64 * 1024)
+/*
+ * The syntactic maximum of a ClientHello body (RFC 8446 4.1.2): legacy_version 2, random 32,
+ * legacy_session_id 1 + 32, cipher_suites 2 + 65534, legacy_compression_methods 1 + 255,
+ * extensions 2 + 65535. Anything up to this is a valid ClientHello (e.g. a 32,715-entry
+ * signature_algorithms list), so the server must be able to take it.
+ */
+#define MSG_CLIENT_HELLO_MAX (2 + 32 + 1 + 32 + 2 + 65534 + 1 + 255 + 2 + 65535)
+/* CertificateVerify (4.4.3): SignatureScheme 2, opaque signature<0..2^16-1>. */
+#define MSG_CERTIFICATE_VERIFY_MAX (2 + 2 + 65535)
+/* KeyUpdate (4.6.3): one KeyUpdateRequest byte. */
+#define MSG_KEY_UPDATE_LEN 1
 
 /* The random of a HelloRetryRequest: SHA-256("HelloRetryRequest") (RFC 8446 4.1.3). */
 extern const uint8_t msg_hrr_random[32];

@@ -81,6 +81,25 @@ int rec_dir_needs_update(const struct rec_dir *d)
     return d->seq >= UINT64_MAX - (1ULL << 20);
 }
 
+void rec_dir_set_plaintext_limit(struct rec_dir *d, size_t limit)
+{
+    if (limit > REC_MAX_PLAINTEXT + 1)
+        limit = REC_MAX_PLAINTEXT + 1;
+    if (limit < 64)
+        limit = 64;
+    d->plaintext_limit = limit;
+}
+
+/* The most content bytes one record of this type may carry (RFC 8449 applies to protected records only). */
+static size_t max_content(const struct rec_dir *d, uint8_t type)
+{
+    if (!d->keyed || type == REC_TYPE_CHANGE_CIPHER_SPEC || d->plaintext_limit == 0)
+        return REC_MAX_PLAINTEXT;
+    /* RFC 8449 4: "an endpoint MUST NOT generate a protected record with plaintext that is larger than
+     * the RecordSizeLimit value it receives from its peer"; in TLS 1.3 that counts the inner type byte. */
+    return d->plaintext_limit - 1;
+}
+
 void rec_dir_dispose(struct rec_dir *d)
 {
     int encrypt = d->encrypt;
@@ -113,11 +132,12 @@ int rec_next(struct rec_record *r, const uint8_t *in, size_t in_len, unsigned fl
         return KL_ERR_UNEXPECTED_MESSAGE;
     }
     /*
-     * 5.1: legacy_record_version is 0x0303 except that the initial ClientHello may carry
-     * 0x0301 "for compatibility purposes"; we take any 0x03xx there (old clients send 0x0300)
-     * and 0x0301..0x0303 later. Anything else is not TLS.
+     * 5.1: legacy_record_version "MUST be ignored for all purposes" except in the initial
+     * ClientHello (D.2 and 5.1: "MAY be ignored" there, any 0x03xx seen in the wild). We check
+     * that one only, as the sign that the peer speaks TLS at all (0x03xx: decode_error
+     * otherwise); every later record's version is not looked at.
      */
-    if ((flags & REC_FLAG_FIRST) ? (version >> 8) != 0x03 : (version < 0x0301 || version > 0x0303))
+    if ((flags & REC_FLAG_FIRST) && (version >> 8) != 0x03)
         return KL_ERR_DECODE;
     /* 5.1/5.2: "The length MUST NOT exceed 2^14 bytes [2^14 + 256 for TLSCiphertext] ... record_overflow". */
     if (len > (type == REC_TYPE_APPLICATION_DATA ? REC_MAX_CIPHERTEXT : REC_MAX_PLAINTEXT))
@@ -235,8 +255,8 @@ static int seal_one(struct rec_dir *d, struct kl_buf *out, uint8_t type, const u
         ret = 0;
         goto exit;
     }
-    if (len + 1 + pad > REC_MAX_PLAINTEXT + 1)
-        pad = REC_MAX_PLAINTEXT - len;
+    if (len + 1 + pad > max_content(d, type) + 1)
+        pad = max_content(d, type) - len;
     /* 5.3/5.5: never reuse a nonce, never exceed the key's usage limit. */
     KL_ENSURE(d->seq < d->limit, KL_ERR_INTERNAL);
     size_t inner = len + 1 + pad, clen = inner + CRYPTO_TAG_LEN;
@@ -275,7 +295,8 @@ int rec_seal(struct rec_dir *d, struct kl_buf *out, uint8_t type, const uint8_t 
     if (type == REC_TYPE_APPLICATION_DATA && !d->keyed)
         return KL_ERR_INVALID;
     do {
-        size_t n = len - done > REC_MAX_PLAINTEXT ? REC_MAX_PLAINTEXT : len - done;
+        size_t max = max_content(d, type);
+        size_t n = len - done > max ? max : len - done;
         /* data may be NULL for an empty application data record: no pointer arithmetic on it then. */
         KL_TRY(seal_one(d, out, type, n > 0 ? data + done : data, n, pad));
         done += n;

@@ -22,8 +22,8 @@
  *   - zero-length handshake/alert/CCS fragments, a CCS other than the single byte 0x01,
  *     an all-zero inner plaintext (no content type)        → unexpected_message
  *   - AEAD failure (any tampered byte, too short)          → bad_record_mac
- *   - a legacy_record_version that is not 0x03xx (first ClientHello) or 0x0301..0x0303
- *                                                          → decode_error
+ *   - a legacy_record_version that is not 0x03xx in the first record (the ClientHello);
+ *     after it the field is ignored for all purposes (5.1)  → decode_error
  *   - sequence number wrap (5.3), or sealing past the key usage limit (5.5) → internal error
  *
  * No allocation per record: output goes to caller kl_bufs, which grow only up to their
@@ -68,6 +68,9 @@ struct rec_dir {
     size_t secret_len;
     uint64_t seq;
     uint64_t limit; /* hard limit on seq for this key */
+    /* RFC 8449: the peer's record_size_limit, the most TLSInnerPlaintext bytes (content, type,
+     * padding) we may put in one protected record; 0 = 2^14 + 1. Survives key changes. */
+    size_t plaintext_limit;
 };
 
 /* Plaintext direction (no keys yet). */
@@ -81,6 +84,13 @@ KL_MUST_CHECK int rec_dir_set_keys(struct rec_dir *d, uint16_t suite, const uint
 KL_MUST_CHECK int rec_dir_update(struct rec_dir *d);
 /* 1 when the write key is close to its usage limit and a KeyUpdate should be sent now. */
 int rec_dir_needs_update(const struct rec_dir *d);
+/*
+ * RFC 8449 4: protected records sealed from now on carry at most limit bytes of TLSInnerPlaintext
+ * (so limit - 1 bytes of content). Values over 2^14 + 1 mean 2^14 + 1 ("A server MUST NOT enforce
+ * this restriction" on the value); values under 64 are refused by the decoder (ext.c), and are
+ * raised to 64 here. Plaintext records (ServerHello, CCS) are not subject to it.
+ */
+void rec_dir_set_plaintext_limit(struct rec_dir *d, size_t limit);
 /* Wipe keys and free the AEAD context; back to plaintext. */
 void rec_dir_dispose(struct rec_dir *d);
 
@@ -99,7 +109,8 @@ struct rec_record {
  * Find one record at the front of in. KL_ERR_WANT_READ if fewer than 5 bytes, or the whole
  * record has not arrived yet (the header is still checked first, so a bad length fails
  * early instead of waiting for 2^16 bytes). Checks the outer type, version and length
- * limits (ciphertext limit for application_data, plaintext limit otherwise).
+ * limits (ciphertext limit for application_data, plaintext limit otherwise); the version
+ * only with REC_FLAG_FIRST.
  */
 KL_MUST_CHECK int rec_next(struct rec_record *r, const uint8_t *in, size_t in_len, unsigned flags);
 
@@ -114,7 +125,8 @@ KL_MUST_CHECK int rec_next(struct rec_record *r, const uint8_t *in, size_t in_le
 KL_MUST_CHECK int rec_open(struct rec_dir *d, struct kl_buf *content, uint8_t *type_p, const struct rec_record *r);
 
 /*
- * Append records of content type type carrying data (split at 2^14; one empty record if
+ * Append records of content type type carrying data (split at 2^14, or at the peer's
+ * record_size_limit minus one once keyed: rec_dir_set_plaintext_limit; one empty record if
  * len == 0 and type is application_data, refused for other types). Plaintext records use
  * legacy_record_version 0x0303. pad adds that many zero padding bytes to each protected
  * record (5.4), bounded so the inner plaintext stays within 2^14 + 1.

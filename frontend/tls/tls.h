@@ -51,8 +51,11 @@ struct tls_config {
     size_t n_groups;
     const char *alpn[TLS_MAX_ALPN]; /* protocols we accept, server preference order */
     size_t n_alpn;
-    uint8_t cookie_key[32];       /* HMAC key authenticating HelloRetryRequest cookies */
-    size_t max_handshake_message; /* bound on one handshake message; 0 = default (64 KiB) */
+    uint8_t cookie_key[32]; /* HMAC key authenticating HelloRetryRequest cookies */
+    /* Bound on one handshake message; 0 = default: a ClientHello up to its syntactic maximum
+     * (131,396 bytes), a client Certificate up to 64 KiB, the others their own size (KeyUpdate 1,
+     * Finished one hash). When set it also bounds the ClientHello. */
+    size_t max_handshake_message;
     /* NSS key log lines (SSLKEYLOGFILE format), only when explicitly configured; else NULL. */
     void (*keylog)(void *arg, const char *line);
     void *keylog_arg;
@@ -86,6 +89,16 @@ struct tls_sign_request {
     size_t transcript_hash_len; /* 32 or 48: the cipher suite's hash */
     const char *server_name;    /* SNI, or "" */
 };
+
+/*
+ * Denial-of-service caps (as in BoringSSL and rustls): more than this many KeyUpdates, empty
+ * application data records or warning alerts (user_canceled) in a row, with no non-empty
+ * application data record in between, is unexpected_message. None of them counts as activity
+ * for an idle timer: tls_conn_input() appends nothing to app for them.
+ */
+#define TLS_MAX_KEY_UPDATES 32
+#define TLS_MAX_EMPTY_RECORDS 32
+#define TLS_MAX_WARNING_ALERTS 4
 
 struct tls_conn;
 

@@ -2,7 +2,8 @@
  * test_hs_server.c - the server handshake engine (tls.h) against RFC 8448 byte for byte,
  * and the negative cases of issue 4: malformed ClientHellos, wrong record types in each
  * state, bad Finished, oversized and tampered records, signer failure, KeyUpdate,
- * close_notify, sticky errors.
+ * close_notify, sticky errors; and issue 12's conformance cases (test_conformance_*), each
+ * with the exact alert. White-box: it includes hs_server.c to see what a tls_conn holds.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,9 @@
 #include "record.h"
 #include "tls.h"
 #include "tls_test_client.h"
+#include "wire.h"
+/* White-box: the engine itself, so that tests can see what struct tls_conn holds (the ECDHE key). */
+#include "hs_server.c"
 #include <malloc.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -1783,6 +1787,638 @@ static void test_idle_memory(void)
     fx_free(&f);
 }
 
+/* ---- issue 12: conformance (each MUST with its exact alert) ---- */
+
+/*
+ * A ClientHello message rebuilt from the trace's: legacy_version, n_fill extra (unknown) cipher
+ * suites after the trace's, the trace's extensions without those in drop[] (ended by 0xffff),
+ * then extra (whole extensions).
+ */
+static void build_ch(struct kl_buf *m, const uint8_t *ch, size_t chl, uint16_t legacy_version, size_t n_fill,
+                     const uint16_t *drop, const uint8_t *extra, size_t extra_len)
+{
+    const uint8_t *b = ch + 4;
+    size_t blen = chl - 4, o = 34, sid, suites, comp, h, e;
+    sid = o;
+    o += 1 + b[o];
+    suites = o;
+    o += 2 + ((size_t)b[o] << 8 | b[o + 1]);
+    comp = o;
+    o += 1 + b[o];
+    kl_buf_reset(m);
+    if (wire_put_u8(m, MSG_CLIENT_HELLO) != 0 || wire_block_open(m, &h, 3) != 0 ||
+        wire_put_u16(m, legacy_version) != 0 || wire_put_bytes(m, b + 2, 32) != 0 ||
+        wire_put_bytes(m, b + sid, 1 + b[sid]) != 0 || wire_block_open(m, &e, 2) != 0 ||
+        wire_put_bytes(m, b + suites + 2, comp - suites - 2) != 0)
+        diag("build_ch: prefix");
+    for (size_t i = 0; i < n_fill; i++) {
+        if (wire_put_u16(m, (uint16_t)(0x5a00 + i)) != 0)
+            diag("build_ch: suites");
+    }
+    if (wire_block_close(m, e, 2) != 0 || wire_put_bytes(m, b + comp, 1 + b[comp]) != 0 ||
+        wire_block_open(m, &e, 2) != 0)
+        diag("build_ch: comp");
+    o += 2;
+    while (o + 4 <= blen) {
+        uint16_t type = (uint16_t)(b[o] << 8 | b[o + 1]);
+        size_t el = 4 + ((size_t)b[o + 2] << 8 | b[o + 3]), k;
+        for (k = 0; drop != NULL && drop[k] != 0xffff && drop[k] != type; k++) {
+        }
+        if ((drop == NULL || drop[k] == 0xffff) && wire_put_bytes(m, b + o, el) != 0)
+            diag("build_ch: ext");
+        o += el;
+    }
+    if (wire_put_bytes(m, extra, extra_len) != 0 || wire_block_close(m, e, 2) != 0 || wire_block_close(m, h, 3) != 0)
+        diag("build_ch: close");
+}
+
+/* Plaintext handshake records (first one 0x0301) carrying msg, split at 2^14. */
+static void to_records(struct kl_buf *out, const uint8_t *msg, size_t len)
+{
+    struct rec_dir d;
+    rec_dir_init(&d, 1);
+    kl_buf_reset(out);
+    if (rec_seal(&d, out, REC_TYPE_HANDSHAKE, msg, len, 0) != 0)
+        diag("to_records");
+    out->base[2] = 1;
+}
+
+/* Run a whole ClientHello message (any size) against a fresh server: error and the plaintext alert. */
+static int try_ch_msg(struct fx *f, const struct kl_buf *msg, int *alert_p)
+{
+    struct kl_buf recs;
+    kl_buf_init(&recs, 1 << 20);
+    to_records(&recs, msg->base, msg->len);
+    int ret = try_ch(f, recs.base, recs.len, alert_p);
+    kl_buf_dispose(&recs);
+    return ret;
+}
+
+/* An extension: type, u16 length, then body. */
+static size_t put_ext(uint8_t *p, uint16_t type, const uint8_t *body, size_t len)
+{
+    p[0] = (uint8_t)(type >> 8), p[1] = (uint8_t)type, p[2] = (uint8_t)(len >> 8), p[3] = (uint8_t)len;
+    memcpy(p + 4, body, len);
+    return 4 + len;
+}
+
+static void test_conformance_client_hello(void)
+{
+    struct fx f;
+    size_t chl, l, o;
+    int al, ret;
+    struct kl_buf m;
+    static uint8_t ext[140000], body[140000];
+    kl_buf_init(&m, 1 << 20);
+    fx_init(&f, "simple-1rtt.txt", 1);
+    const uint8_t *ch = V(&f, "client_hello", &chl);
+    static const uint16_t drop_ks_groups[] = {EXT_KEY_SHARE, EXT_SUPPORTED_GROUPS, 0xffff};
+    size_t xl;
+    uint8_t x25519_share[4 + 32];
+    {
+        uint8_t ks[64];
+        xl = ch_ext(ks, ch, chl, EXT_KEY_SHARE); /* 00 33 len16 len16 001d 0020 key */
+        memcpy(x25519_share, ks + 6, sizeof(x25519_share));
+        ok(xl == 4 + 2 + sizeof(x25519_share), "trace key_share: one x25519 entry");
+    }
+
+    /* D.5: legacy_version 0x0300 or less → protocol_version; 0x0301 and 0x0303 go on. */
+    static const uint16_t versions[] = {0x0300, 0x0200, 0x0002, 0x0301, 0x0303};
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+        char name[96];
+        build_ch(&m, ch, chl, versions[i], 0, NULL, NULL, 0);
+        ret = try_ch_msg(&f, &m, &al);
+        snprintf(name, sizeof(name), "ClientHello.legacy_version %04x → %s", versions[i],
+                 versions[i] <= 0x0300 ? "protocol_version (D.5)" : "handshake goes on");
+        if (versions[i] <= 0x0300)
+            ok(ret == KL_ERR_ALERT(KL_ALERT_PROTOCOL_VERSION) && al == KL_ALERT_PROTOCOL_VERSION, name);
+        else
+            ok(ret == KL_ERR_ASYNC, name);
+    }
+
+    /* 9.3: unknown groups in key_share ignored however many; 4.2.8 duplicates found past any cap. */
+    for (int variant = 0; variant < 4; variant++) {
+        /* 0: 2000 unknown shares then x25519 (accepted); 1: a duplicate at entry 1500 (illegal_parameter);
+         * 2: an unknown share whose group is not in supported_groups (illegal_parameter);
+         * 3: x25519's share with supported_groups lacking x25519 (illegal_parameter). */
+        size_t n_unknown = variant == 3 ? 0 : 2000, ks_len = 0, g_len = 0;
+        uint8_t *ks = body, *g = body + 70000;
+        for (size_t i = 0; i < n_unknown; i++) {
+            uint16_t grp = (uint16_t)(0x6000 + (variant == 1 && i == 1500 ? 7 : i));
+            ks[2 + ks_len++] = (uint8_t)(grp >> 8), ks[2 + ks_len++] = (uint8_t)grp;
+            ks[2 + ks_len++] = 0, ks[2 + ks_len++] = 1, ks[2 + ks_len++] = 0x42;
+            if (!(variant == 2 && i == 999))
+                g[2 + g_len++] = (uint8_t)(grp >> 8), g[2 + g_len++] = (uint8_t)grp;
+        }
+        memcpy(ks + 2 + ks_len, x25519_share, sizeof(x25519_share));
+        ks_len += sizeof(x25519_share);
+        if (variant != 3)
+            g[2 + g_len++] = 0x00, g[2 + g_len++] = 0x1d;
+        g[2 + g_len++] = 0x00, g[2 + g_len++] = 0x17;
+        ks[0] = (uint8_t)(ks_len >> 8), ks[1] = (uint8_t)ks_len;
+        g[0] = (uint8_t)(g_len >> 8), g[1] = (uint8_t)g_len;
+        o = put_ext(ext, EXT_SUPPORTED_GROUPS, g, g_len + 2);
+        o += put_ext(ext + o, EXT_KEY_SHARE, ks, ks_len + 2);
+        build_ch(&m, ch, chl, 0x0303, 0, drop_ks_groups, ext, o);
+        ret = try_ch_msg(&f, &m, &al);
+        if (variant == 0)
+            ok(ret == KL_ERR_ASYNC, "2001 key shares, 2000 of unknown groups: ignored, x25519 used (9.3)");
+        else if (variant == 1)
+            ok(ret == KL_ERR_ILLEGAL_PARAMETER && al == KL_ALERT_ILLEGAL_PARAMETER,
+               "duplicate key_share group at entry 1500 → illegal_parameter (4.2.8)");
+        else if (variant == 2)
+            ok(ret == KL_ERR_ILLEGAL_PARAMETER && al == KL_ALERT_ILLEGAL_PARAMETER,
+               "unknown key_share group absent from supported_groups → illegal_parameter (4.2.8)");
+        else
+            ok(ret == KL_ERR_ILLEGAL_PARAMETER && al == KL_ALERT_ILLEGAL_PARAMETER,
+               "x25519 key_share, supported_groups without x25519 → illegal_parameter (4.2.8)");
+    }
+
+    /* A ClientHello at its syntactic maximum: 32,767 cipher suites and extensions filling 2^16 - 1
+     * bytes with a 32,7xx-entry signature_algorithms list. */
+    {
+        /* Only what a TLS 1.3 handshake needs: supported_versions, key_share, supported_groups
+         * (x25519, P-256) and the big signature_algorithms. */
+        static const uint16_t drop_sa[] = {EXT_SIGNATURE_ALGORITHMS,
+                                           EXT_SERVER_NAME,
+                                           EXT_SUPPORTED_GROUPS,
+                                           11 /* ec_point_formats */,
+                                           35 /* session_ticket */,
+                                           EXT_RECORD_SIZE_LIMIT,
+                                           EXT_PSK_KEY_EXCHANGE_MODES,
+                                           EXT_EARLY_DATA,
+                                           EXT_PRE_SHARED_KEY,
+                                           0xff01,
+                                           EXT_PADDING,
+                                           0xffff};
+        static const uint8_t groups2[] = {0, 4, 0x00, 0x1d, 0x00, 0x17};
+        size_t gl = put_ext(ext, EXT_SUPPORTED_GROUPS, groups2, sizeof(groups2));
+        build_ch(&m, ch, chl, 0x0303, 0, drop_sa, ext, gl);
+        /* Extensions already there: their block length sits right before them. */
+        const uint8_t *bb = m.base + 4;
+        size_t oo = 34;
+        oo += 1 + bb[oo];
+        oo += 2 + ((size_t)bb[oo] << 8 | bb[oo + 1]);
+        oo += 1 + bb[oo];
+        size_t have = (size_t)bb[oo] << 8 | bb[oo + 1];
+        size_t n_sa = (0xffff - have - 6) / 2;
+        uint8_t *sa = body;
+        sa[0] = (uint8_t)((2 * n_sa) >> 8), sa[1] = (uint8_t)(2 * n_sa);
+        for (size_t i = 0; i < n_sa; i++) {
+            uint16_t s = i == n_sa - 1 ? TLS_SIG_RSA_PSS_RSAE_SHA256 : (uint16_t)(0x0a0a + i);
+            sa[2 + 2 * i] = (uint8_t)(s >> 8), sa[3 + 2 * i] = (uint8_t)s;
+        }
+        o = gl + put_ext(ext + gl, EXT_SIGNATURE_ALGORITHMS, sa, 2 + 2 * n_sa);
+        size_t fill = (0xfffe - (size_t)((ch[4 + 34 + 1 + ch[4 + 34]] << 8) | ch[4 + 34 + 2 + ch[4 + 34]])) / 2;
+        build_ch(&m, ch, chl, 0x0303, fill, drop_sa, ext, o);
+        diag("ClientHello of %zu bytes (syntactic maximum %d), %zu signature algorithms", m.len - 4,
+             MSG_CLIENT_HELLO_MAX, n_sa);
+        ok(n_sa >= 32715, "signature_algorithms holds at least 32,715 entries");
+        ret = try_ch_msg(&f, &m, &al);
+        ok(ret == KL_ERR_ASYNC, "ClientHello near its syntactic maximum (> 64 KiB) is accepted");
+        ok(m.len - 4 > 2 * 65536 - 1000, "  it is over 130,000 bytes");
+    }
+    /* Over the syntactic maximum: refused from the header alone, nothing buffered. */
+    {
+        uint8_t hdr[9] = {22, 3, 1, 0, 4, 1, 0, 0, 0};
+        size_t n;
+        uint32_t big = MSG_CLIENT_HELLO_MAX + 1;
+        hdr[6] = (uint8_t)(big >> 16), hdr[7] = (uint8_t)(big >> 8), hdr[8] = (uint8_t)big;
+        struct tls_conn *c = tls_conn_new(&f.cfg, 40);
+        kl_buf_reset(&f.out);
+        is_int(feed(c, &f, hdr, sizeof(hdr), &n), KL_ERR_DECODE,
+               "ClientHello header announcing max + 1 bytes → decode_error at once");
+        is_int(plain_alert(&f.out), KL_ALERT_DECODE_ERROR, "  decode_error alert");
+        tls_conn_free(c);
+        big = MSG_CLIENT_HELLO_MAX;
+        hdr[6] = (uint8_t)(big >> 16), hdr[7] = (uint8_t)(big >> 8), hdr[8] = (uint8_t)big;
+        c = tls_conn_new(&f.cfg, 41);
+        kl_buf_reset(&f.out);
+        is_int(feed(c, &f, hdr, sizeof(hdr), &n), 0, "ClientHello header announcing exactly the max: waits");
+        is_int(n, sizeof(hdr), "  record consumed");
+        tls_conn_free(c);
+        /* Types a server never receives are refused at their header. */
+        static const uint8_t never[] = {MSG_SERVER_HELLO,         MSG_NEW_SESSION_TICKET,  MSG_END_OF_EARLY_DATA,
+                                        MSG_ENCRYPTED_EXTENSIONS, MSG_CERTIFICATE_REQUEST, 99};
+        for (size_t i = 0; i < sizeof(never); i++) {
+            char name[80];
+            hdr[5] = never[i], hdr[6] = 0, hdr[7] = 0xff, hdr[8] = 0xff;
+            c = tls_conn_new(&f.cfg, 42);
+            kl_buf_reset(&f.out);
+            snprintf(name, sizeof(name), "message type %u as first message → unexpected_message at its header",
+                     never[i]);
+            ok(feed(c, &f, hdr, sizeof(hdr), &n) == KL_ERR_UNEXPECTED_MESSAGE &&
+                   plain_alert(&f.out) == KL_ALERT_UNEXPECTED_MESSAGE,
+               name);
+            tls_conn_free(c);
+        }
+    }
+    (void)l;
+    fx_free(&f);
+
+    /* 4.2.9: pre_shared_key without psk_key_exchange_modes → missing_extension. */
+    fx_init(&f, "resumed-0rtt.txt", 0);
+    {
+        const uint8_t *chr = V(&f, "client_hello_record", &l);
+        const uint8_t *pch = V(&f, "client_hello", &chl);
+        ok(try_ch(&f, chr, l, &al) == KL_ERR_ASYNC, "PSK ClientHello with psk_key_exchange_modes: goes on");
+        static const uint16_t drop_modes[] = {EXT_PSK_KEY_EXCHANGE_MODES, 0xffff};
+        build_ch(&m, pch, chl, 0x0303, 0, drop_modes, NULL, 0);
+        ret = try_ch_msg(&f, &m, &al);
+        ok(ret == KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION) && al == KL_ALERT_MISSING_EXTENSION,
+           "pre_shared_key without psk_key_exchange_modes → missing_extension (4.2.9)");
+    }
+    fx_free(&f);
+    kl_buf_dispose(&m);
+}
+
+/* An established RFC 8448 section 3 connection and the client's application write direction. */
+static struct tls_conn *established(struct fx *f, struct rec_dir *caw)
+{
+    size_t l, n;
+    struct tls_conn *c = to_wait_finished(f);
+    const uint8_t *cfin = V(f, "client_finished_record", &l);
+    if (feed(c, f, cfin, l, &n) != 0 || !tls_conn_established(c))
+        diag("not established");
+    dir_secret(f, caw, 1, "client_application_traffic_secret_0");
+    kl_buf_reset(&f->out);
+    kl_buf_reset(&f->app);
+    return c;
+}
+
+/* Seal one record of type with the client's key and feed it. */
+static int client_rec(struct tls_conn *c, struct fx *f, struct rec_dir *caw, uint8_t type, const void *data, size_t len)
+{
+    struct kl_buf rec;
+    size_t n;
+    int ret;
+    kl_buf_init(&rec, 1 << 16);
+    ret = rec_seal(caw, &rec, type, data, len, 0);
+    if (ret == 0)
+        ret = feed(c, f, rec.base, rec.len, &n);
+    kl_buf_dispose(&rec);
+    return ret;
+}
+
+static void test_conformance_records(void)
+{
+    struct fx f;
+    struct rec_dir caw;
+    size_t l, n;
+    int ret = 0;
+    fx_init(&f, "simple-1rtt.txt", 1);
+    static const uint8_t ku0[] = {MSG_KEY_UPDATE, 0, 0, 1, 0}, ku1[] = {MSG_KEY_UPDATE, 0, 0, 1, 1};
+    static const uint8_t user_canceled[] = {1, KL_ALERT_USER_CANCELED};
+
+    /* 5.1: legacy_record_version ignored after the first ClientHello: a 0x0300 CCS is taken. */
+    {
+        struct tls_conn *c = to_wait_finished(&f);
+        static const uint8_t ccs[] = {20, 3, 0, 0, 1, 1};
+        is_int(feed(c, &f, ccs, sizeof(ccs), &n), 0, "CCS with legacy_record_version 0x0300 after ClientHello: taken");
+        const uint8_t *cfin = V(&f, "client_finished_record", &l);
+        uint8_t fin[256];
+        memcpy(fin, cfin, l);
+        fin[1] = 0x7f, fin[2] = 0x7f; /* the AAD carries the version: reseal is needed to change it */
+        is_int(feed(c, &f, fin, l, &n), KL_ERR_BAD_RECORD_MAC,
+               "a changed version on a protected record fails as AAD (bad_record_mac), not as decode_error");
+        tls_conn_free(c);
+    }
+
+    /* Per-type caps when the header arrives. */
+    {
+        struct tls_conn *c = to_wait_finished(&f);
+        static const uint8_t fin_hdr[] = {22, 3, 3, 0, 4, MSG_FINISHED, 0, 0, 33};
+        (void)fin_hdr;
+        struct rec_dir chw;
+        dir_keys(&f, &chw, 1, "client_handshake_key", "client_handshake_iv");
+        static const uint8_t fin33[] = {MSG_FINISHED, 0, 0, 33};
+        struct kl_buf rec;
+        kl_buf_init(&rec, 1 << 16);
+        is_int(rec_seal(&chw, &rec, REC_TYPE_HANDSHAKE, fin33, sizeof(fin33), 0), 0, "seal");
+        is_int(feed(c, &f, rec.base, rec.len, &n), KL_ERR_DECODE,
+               "Finished header announcing hash length + 1 → decode_error at the header");
+        is_int(enc_alert(&f, "server_application_key", "server_application_iv"), KL_ALERT_DECODE_ERROR,
+               "  alert (under the server's application key, which is on after its Finished)");
+        tls_conn_free(c);
+        rec_dir_dispose(&chw);
+        c = to_wait_finished(&f);
+        dir_keys(&f, &chw, 1, "client_handshake_key", "client_handshake_iv");
+        static const uint8_t fin32[] = {MSG_FINISHED, 0, 0, 32};
+        kl_buf_reset(&rec);
+        is_int(rec_seal(&chw, &rec, REC_TYPE_HANDSHAKE, fin32, sizeof(fin32), 0), 0, "seal");
+        is_int(feed(c, &f, rec.base, rec.len, &n), 0, "Finished header announcing 32 bytes: waits for the body");
+        tls_conn_free(c);
+        rec_dir_dispose(&chw);
+        kl_buf_dispose(&rec);
+
+        c = established(&f, &caw);
+        static const uint8_t ku2[] = {MSG_KEY_UPDATE, 0, 0, 2};
+        is_int(client_rec(c, &f, &caw, REC_TYPE_HANDSHAKE, ku2, sizeof(ku2)), KL_ERR_DECODE,
+               "KeyUpdate header announcing 2 bytes → decode_error at the header");
+        is_int(enc_alert(&f, "server_application_key", "server_application_iv"), KL_ALERT_DECODE_ERROR, "  alert");
+        tls_conn_free(c);
+        rec_dir_dispose(&caw);
+        c = established(&f, &caw);
+        static const uint8_t ch_hdr[] = {MSG_CLIENT_HELLO, 0, 0x10, 0};
+        is_int(client_rec(c, &f, &caw, REC_TYPE_HANDSHAKE, ch_hdr, sizeof(ch_hdr)), KL_ERR_UNEXPECTED_MESSAGE,
+               "ClientHello header after the handshake → unexpected_message before its body");
+        tls_conn_free(c);
+        rec_dir_dispose(&caw);
+    }
+
+    /* DoS caps: 32 KeyUpdates in a row are fine, the 33rd is unexpected_message; data resets the count. */
+    {
+        struct tls_conn *c = established(&f, &caw);
+        for (int i = 0; i < TLS_MAX_KEY_UPDATES && ret == 0; i++) {
+            ret = client_rec(c, &f, &caw, REC_TYPE_HANDSHAKE, ku0, sizeof(ku0));
+            if (ret == 0 && rec_dir_update(&caw) != 0)
+                ret = -1;
+        }
+        is_int(ret, 0, "32 KeyUpdates in a row accepted");
+        is_int(client_rec(c, &f, &caw, REC_TYPE_APPLICATION_DATA, "x", 1), 0, "then one byte of data");
+        for (int i = 0; i < TLS_MAX_KEY_UPDATES && ret == 0; i++) {
+            ret = client_rec(c, &f, &caw, REC_TYPE_HANDSHAKE, ku0, sizeof(ku0));
+            if (ret == 0 && rec_dir_update(&caw) != 0)
+                ret = -1;
+        }
+        is_int(ret, 0, "data reset the count: 32 more accepted");
+        kl_buf_reset(&f.out);
+        is_int(client_rec(c, &f, &caw, REC_TYPE_HANDSHAKE, ku0, sizeof(ku0)), KL_ERR_UNEXPECTED_MESSAGE,
+               "33rd KeyUpdate in a row → unexpected_message");
+        ok(f.out.len > 0, "  an alert is queued");
+        tls_conn_free(c);
+        rec_dir_dispose(&caw);
+
+        c = established(&f, &caw);
+        ret = 0;
+        for (int i = 0; i < TLS_MAX_EMPTY_RECORDS && ret == 0; i++)
+            ret = client_rec(c, &f, &caw, REC_TYPE_APPLICATION_DATA, NULL, 0);
+        is_int(ret, 0, "32 empty records in a row accepted");
+        is_int(client_rec(c, &f, &caw, REC_TYPE_APPLICATION_DATA, "y", 1), 0, "then one byte of data");
+        for (int i = 0; i < TLS_MAX_EMPTY_RECORDS && ret == 0; i++)
+            ret = client_rec(c, &f, &caw, REC_TYPE_APPLICATION_DATA, NULL, 0);
+        is_int(ret, 0, "data reset the count: 32 more accepted");
+        is_int(f.app.len, 1, "  only the data byte was delivered");
+        kl_buf_reset(&f.out);
+        is_int(client_rec(c, &f, &caw, REC_TYPE_APPLICATION_DATA, NULL, 0), KL_ERR_UNEXPECTED_MESSAGE,
+               "33rd empty record in a row → unexpected_message");
+        is_int(enc_alert(&f, "server_application_key", "server_application_iv"), KL_ALERT_UNEXPECTED_MESSAGE,
+               "  unexpected_message alert");
+        tls_conn_free(c);
+        rec_dir_dispose(&caw);
+
+        c = established(&f, &caw);
+        ret = 0;
+        for (int i = 0; i < TLS_MAX_WARNING_ALERTS && ret == 0; i++)
+            ret = client_rec(c, &f, &caw, REC_TYPE_ALERT, user_canceled, 2);
+        is_int(ret, 0, "4 warning alerts (user_canceled) in a row accepted");
+        kl_buf_reset(&f.out);
+        is_int(client_rec(c, &f, &caw, REC_TYPE_ALERT, user_canceled, 2), KL_ERR_UNEXPECTED_MESSAGE,
+               "5th warning alert in a row → unexpected_message");
+        is_int(enc_alert(&f, "server_application_key", "server_application_iv"), KL_ALERT_UNEXPECTED_MESSAGE,
+               "  unexpected_message alert");
+        tls_conn_free(c);
+        rec_dir_dispose(&caw);
+    }
+
+    /* A client that never reads: its KeyUpdate requests queue at most one answer. */
+    {
+        struct tls_conn *c = established(&f, &caw);
+        is_int(client_rec(c, &f, &caw, REC_TYPE_HANDSHAKE, ku1, sizeof(ku1)), 0, "KeyUpdate(update_requested)");
+        is_int(f.out.len, 27, "  answered at once while out is empty (one 27-byte record)");
+        if (rec_dir_update(&caw) != 0)
+            diag("update");
+        static uint8_t unsent[REC_MAX_WIRE + 1];
+        kl_buf_reset(&f.out);
+        if (kl_buf_append(&f.out, unsent, sizeof(unsent)) != 0)
+            diag("append");
+        ret = 0;
+        for (int i = 0; i < 20 && ret == 0; i++) {
+            ret = client_rec(c, &f, &caw, REC_TYPE_HANDSHAKE, ku1, sizeof(ku1));
+            if (ret == 0 && rec_dir_update(&caw) != 0)
+                ret = -1;
+        }
+        is_int(ret, 0, "20 more requests while out holds unsent bytes");
+        is_int(f.out.len, sizeof(unsent), "  no answer queued behind them");
+        kl_buf_reset(&f.out);
+        is_int(tls_conn_send(c, &f.out, (const uint8_t *)"hi", 2), 0, "server sends data");
+        is_int(f.out.len, 27 + 24, "  one KeyUpdate answer for all 20, then the data record");
+        /* The answer is a KeyUpdate(update_not_requested) under the first updated server key. */
+        struct rec_dir srd;
+        struct kl_buf pt;
+        struct rec_record rr;
+        uint8_t type = 0;
+        kl_buf_init(&pt, 1 << 16);
+        dir_secret(&f, &srd, 0, "server_application_traffic_secret_0");
+        if (rec_dir_update(&srd) != 0)
+            diag("update");
+        ok(rec_next(&rr, f.out.base, f.out.len, 0) == 0 && rec_open(&srd, &pt, &type, &rr) == 0 &&
+               type == REC_TYPE_HANDSHAKE && pt.len == 5 && memcmp(pt.base, ku0, 5) == 0,
+           "  it decrypts to KeyUpdate(update_not_requested)");
+        kl_buf_dispose(&pt);
+        rec_dir_dispose(&srd);
+        tls_conn_free(c);
+        rec_dir_dispose(&caw);
+    }
+    fx_free(&f);
+}
+
+/* A fresh x25519 share from ttc and a handshake driven by hand up to the server flight. */
+static void test_conformance_handshake(void)
+{
+    struct fx f;
+    EVP_PKEY *key = load_rsa_key();
+    fx_init(&f, "simple-1rtt.txt", 0);
+    f.certs[0].names[0] = "server";
+    f.cfg.groups[0] = TLS_GROUP_X25519;
+    f.cfg.groups[1] = TLS_GROUP_SECP256R1;
+    f.cfg.n_groups = 2;
+
+    /* 4.2.10: after a HelloRetryRequest an undecryptable record is bad_record_mac, not skipped. */
+    for (int hrr = 0; hrr < 2; hrr++) {
+        struct ttc t;
+        struct ttc_config cc = {{TLS_AES_128_GCM_SHA256},
+                                1,
+                                {TLS_GROUP_X25519, TLS_GROUP_SECP256R1},
+                                2,
+                                {hrr ? TLS_GROUP_SECP256R1 : TLS_GROUP_X25519},
+                                1,
+                                {0x0804},
+                                1,
+                                NULL,
+                                NULL,
+                                0,
+                                200,
+                                0};
+        struct kl_buf c2s, s2c, app;
+        size_t n;
+        int se = 0;
+        kl_buf_init(&c2s, 1 << 20);
+        kl_buf_init(&s2c, 1 << 20);
+        kl_buf_init(&app, 1 << 20);
+        f.cfg.groups[0] = hrr ? TLS_GROUP_X25519 : TLS_GROUP_X25519;
+        /* With hrr the client's only share is P-256 but the server takes only x25519. */
+        f.cfg.n_groups = hrr ? 1 : 2;
+        struct tls_conn *c = tls_conn_new(&f.cfg, 300);
+        int ce = ttc_start(&t, &cc, &c2s);
+        for (int round = 0; round < 4 && ce == 0 && (se == 0 || se == KL_ERR_ASYNC) && c2s.len > 0; round++) {
+            n = c2s.len;
+            se = tls_conn_input(c, &s2c, &app, c2s.base, &n);
+            kl_buf_consume(&c2s, n);
+            if (se == KL_ERR_ASYNC) {
+                struct tls_sign_request req;
+                uint8_t sig[512];
+                size_t sl = sizeof(sig);
+                if (tls_conn_sign_request(c, &req) != 0 || sign_rsa_pss(key, &req, sig, &sl) != 0)
+                    break;
+                se = tls_conn_sign_done(c, &s2c, sig, sl);
+                break;
+            }
+            n = s2c.len;
+            ce = ttc_input(&t, &c2s, &app, s2c.base, &n);
+            kl_buf_consume(&s2c, n);
+        }
+        is_int(se, 0, hrr ? "HRR: ClientHello2 answered, flight sent" : "no HRR: flight sent");
+        is_int(t.hrr, hrr, "  HelloRetryRequest as expected");
+        /* A record that does not decrypt with the client handshake key, as refused 0-RTT would be. */
+        uint8_t junk[5 + 64];
+        memset(junk, 0x33, sizeof(junk));
+        junk[0] = 23, junk[1] = 3, junk[2] = 3, junk[3] = 0, junk[4] = 64;
+        n = sizeof(junk);
+        int r = tls_conn_input(c, &s2c, &app, junk, &n);
+        if (hrr)
+            is_int(r, KL_ERR_BAD_RECORD_MAC, "after ClientHello2 an undecryptable record → bad_record_mac (4.2.10)");
+        else
+            is_int(r, 0, "0-RTT refused without HRR: an undecryptable record is skipped (4.2.10)");
+        ttc_dispose(&t);
+        tls_conn_free(c);
+        kl_buf_dispose(&c2s);
+        kl_buf_dispose(&s2c);
+        kl_buf_dispose(&app);
+    }
+
+    /* supported_groups in EncryptedExtensions exactly when the first share is not our preference; the
+     * ECDHE private key is gone while the signature is awaited. */
+    for (int first_pref = 0; first_pref < 2; first_pref++) {
+        struct ttc t;
+        struct ttc_config cc = {{TLS_AES_128_GCM_SHA256},
+                                1,
+                                {TLS_GROUP_X25519, TLS_GROUP_SECP256R1},
+                                2,
+                                {first_pref ? TLS_GROUP_X25519 : TLS_GROUP_SECP256R1},
+                                1,
+                                {0x0804},
+                                1,
+                                NULL,
+                                NULL,
+                                0,
+                                0,
+                                0};
+        struct kl_buf c2s, s2c, app, pt;
+        size_t n;
+        f.cfg.n_groups = 2;
+        kl_buf_init(&c2s, 1 << 20);
+        kl_buf_init(&s2c, 1 << 20);
+        kl_buf_init(&app, 1 << 20);
+        kl_buf_init(&pt, 1 << 20);
+        struct tls_conn *c = tls_conn_new(&f.cfg, 301);
+        int ce = ttc_start(&t, &cc, &c2s);
+        n = c2s.len;
+        int se = tls_conn_input(c, &s2c, &app, c2s.base, &n);
+        is_int(se, KL_ERR_ASYNC, first_pref ? "x25519 first share: no HRR" : "P-256 share only: taken without HRR");
+        ok(c->hs != NULL && c->hs->kex.group == 0 && c->hs->kex.pkey == NULL && c->hs->kex.pub_len == 0,
+           "  the ECDHE key is disposed while the signature is awaited");
+        struct tls_sign_request req;
+        uint8_t sig[512];
+        size_t sl = sizeof(sig);
+        if (tls_conn_sign_request(c, &req) == 0 && sign_rsa_pss(key, &req, sig, &sl) == 0)
+            se = tls_conn_sign_done(c, &s2c, sig, sl);
+        /* The client takes the ServerHello record only, then we read EE with its handshake key. */
+        struct rec_record rr;
+        uint8_t type;
+        int has_groups = -1;
+        if (ce == 0 && se == 0 && rec_next(&rr, s2c.base, s2c.len, 0) == 0) {
+            n = rr.wire_len;
+            if (ttc_input(&t, &c2s, &app, s2c.base, &n) == 0 && n == rr.wire_len &&
+                rec_next(&rr, s2c.base + n, s2c.len - n, 0) == 0 && rec_open(&t.rd, &pt, &type, &rr) == 0 &&
+                pt.len > 6 && pt.base[0] == MSG_ENCRYPTED_EXTENSIONS) {
+                struct wire_reader r, exts;
+                wire_reader_init(&r, pt.base + 4, pt.len - 4);
+                has_groups = 0;
+                if (wire_read_vec(&r, &exts, 2) == 0) {
+                    uint16_t et;
+                    struct kl_span body;
+                    while (wire_read_u16(&exts, &et) == 0 && wire_read_vec_span(&exts, &body, 2, 0, 0xffff) == 0) {
+                        static const uint8_t want[] = {0, 4, 0x00, 0x1d, 0x00, 0x17};
+                        if (et == EXT_SUPPORTED_GROUPS)
+                            has_groups = body.len == sizeof(want) && memcmp(body.base, want, sizeof(want)) == 0 ? 1 : 2;
+                    }
+                }
+            }
+        }
+        if (first_pref)
+            is_int(has_groups, 0, "  our preference came first: no supported_groups in EncryptedExtensions");
+        else
+            is_int(has_groups, 1, "  P-256 first, x25519 preferred: supported_groups [x25519, P-256] in EE (4.2.7)");
+        ttc_dispose(&t);
+        tls_conn_free(c);
+        kl_buf_dispose(&c2s);
+        kl_buf_dispose(&s2c);
+        kl_buf_dispose(&app);
+        kl_buf_dispose(&pt);
+    }
+    EVP_PKEY_free(key);
+    fx_free(&f);
+
+    /* RFC 8449: the client's record_size_limit bounds our protected records from EE on. */
+    fx_init(&f, "simple-1rtt.txt", 1);
+    {
+        size_t chl;
+        int al;
+        struct kl_buf m, recs;
+        kl_buf_init(&m, 1 << 20);
+        kl_buf_init(&recs, 1 << 20);
+        const uint8_t *ch = V(&f, "client_hello", &chl);
+        static const uint16_t drop_rsl[] = {EXT_RECORD_SIZE_LIMIT, 0xffff};
+        for (int lim = 0; lim < 2; lim++) {
+            uint8_t x[6] = {0, EXT_RECORD_SIZE_LIMIT, 0, 2, 0, lim ? 64 : 63};
+            build_ch(&m, ch, chl, 0x0303, 0, drop_rsl, x, sizeof(x));
+            to_records(&recs, m.base, m.len);
+            struct tls_conn *c = tls_conn_new(&f.cfg, 302);
+            kl_buf_reset(&f.out);
+            size_t n = recs.len, l2;
+            int r = feed(c, &f, recs.base, recs.len, &n);
+            if (!lim) {
+                al = plain_alert(&f.out);
+                ok(r == KL_ERR_ILLEGAL_PARAMETER && al == KL_ALERT_ILLEGAL_PARAMETER,
+                   "record_size_limit 63 → illegal_parameter (RFC 8449 4)");
+                tls_conn_free(c);
+                continue;
+            }
+            const uint8_t *cv = V(&f, "certificate_verify", &l2);
+            is_int(r, KL_ERR_ASYNC, "record_size_limit 64: handshake goes on");
+            size_t before = f.out.len;
+            is_int(tls_conn_sign_done(c, &f.out, cv + 8, l2 - 8), 0, "  flight sent");
+            size_t off = before, count = 0, biggest = 0;
+            struct rec_record rr;
+            while (off < f.out.len && rec_next(&rr, f.out.base + off, f.out.len - off, 0) == 0) {
+                if (rr.type == REC_TYPE_APPLICATION_DATA) {
+                    count++;
+                    if (rr.fragment.len > biggest)
+                        biggest = rr.fragment.len;
+                }
+                off += rr.wire_len;
+            }
+            ok(off == f.out.len && count > 10, "  the flight is split into many records");
+            is_int(biggest, 64 + CRYPTO_TAG_LEN, "  none over 64 bytes of inner plaintext (RFC 8449 4)");
+            tls_conn_free(c);
+        }
+        kl_buf_dispose(&m);
+        kl_buf_dispose(&recs);
+    }
+    fx_free(&f);
+}
+
 int main(void)
 {
     if (crypto_init() != 0) {
@@ -1800,5 +2436,8 @@ int main(void)
     test_full_handshakes();
     test_cert_choice();
     test_idle_memory();
+    test_conformance_client_hello();
+    test_conformance_records();
+    test_conformance_handshake();
     return kl_test_done();
 }

@@ -180,8 +180,8 @@ static void test_trace_client_hellos(void)
         if (strcmp(files[f], "simple-1rtt.txt") == 0) {
             size_t pl;
             const uint8_t *pub = rfc8448_must(t, "client_ephemeral_public", &pl);
-            ok(ch.ext.n_shares == 1 && ch.ext.shares[0].group == TLS_GROUP_X25519, "x25519 share");
-            is_mem(ch.ext.shares[0].key.base, ch.ext.shares[0].key.len, pub, pl, "x25519 share bytes");
+            ok(ch.ext.n_shares == 1 && ch.ext.first_share.group == TLS_GROUP_X25519, "x25519 share");
+            is_mem(ch.ext.first_share.key.base, ch.ext.first_share.key.len, pub, pl, "x25519 share bytes");
             is_int(ch.ext.record_size_limit, 0x4001, "record_size_limit");
             ok(ext_u16_list_has(ch.ext.groups, TLS_GROUP_SECP384R1), "supported_groups");
             ok(!ext_has(&ch.ext, EXT_B_COOKIE) && !ext_has(&ch.ext, EXT_B_EARLY_DATA), "no cookie/early_data");
@@ -192,11 +192,11 @@ static void test_trace_client_hellos(void)
             const uint8_t *pub = rfc8448_must(t, "client_ephemeral_public", &pl);
             struct msg_client_hello ch1;
             is_int(msg_client_hello_decode(&ch1, m1 + 4, l1 - 4), 0, "HRR trace: ClientHello1 decodes");
-            ok(ch1.ext.n_shares == 1 && ch1.ext.shares[0].group == TLS_GROUP_X25519, "CH1 offers x25519 only");
+            ok(ch1.ext.n_shares == 1 && ch1.ext.first_share.group == TLS_GROUP_X25519, "CH1 offers x25519 only");
             ok(ext_u16_list_has(ch1.ext.groups, TLS_GROUP_SECP256R1), "CH1 supports secp256r1");
             ok(ext_has(&ch.ext, EXT_B_COOKIE) && ch.ext.cookie.len == 114, "CH2 echoes the 114-byte cookie");
-            ok(ch.ext.n_shares == 1 && ch.ext.shares[0].group == TLS_GROUP_SECP256R1, "CH2 P-256 share");
-            is_mem(ch.ext.shares[0].key.base, ch.ext.shares[0].key.len, pub, pl, "CH2 P-256 share bytes");
+            ok(ch.ext.n_shares == 1 && ch.ext.first_share.group == TLS_GROUP_SECP256R1, "CH2 P-256 share");
+            is_mem(ch.ext.first_share.key.base, ch.ext.first_share.key.len, pub, pl, "CH2 P-256 share bytes");
         }
         if (strcmp(files[f], "resumed-0rtt.txt") == 0) {
             ok(ext_has(&ch.ext, EXT_B_PRE_SHARED_KEY) && ch.ext.last_type == EXT_PRE_SHARED_KEY,
@@ -561,6 +561,92 @@ static void test_server_messages(void)
     rfc8448_free(h);
 }
 
+/* Issue 12: key_share without a count cap, duplicates anywhere, shares inside supported_groups. */
+static void test_key_shares_uncapped(void)
+{
+    struct rfc8448 *t = rfc8448_load("simple-1rtt.txt");
+    size_t len;
+    const uint8_t *m = rfc8448_must(t, "client_hello", &len);
+    struct ch_parts p;
+    static uint8_t buf[140000], extra[140000];
+    int idx[64];
+    size_t k = 0;
+    ch_split(&p, m + 4, len - 4);
+    for (size_t i = 0; i < p.n; i++) {
+        if (p.type[i] != EXT_KEY_SHARE && p.type[i] != EXT_SUPPORTED_GROUPS)
+            idx[k++] = (int)i;
+    }
+    /* n shares of groups 0x6000.. (1-byte keys); supported_groups lists them all unless one is left out. */
+    for (int variant = 0; variant < 5; variant++) {
+        static const size_t counts[] = {17, 5000, 20, 20, 12000};
+        size_t n = counts[variant], o = 0, g = 0, ks_len = 5 * n, gl = 2 * n;
+        uint8_t *e = extra;
+        e[o++] = 0, e[o++] = EXT_SUPPORTED_GROUPS;
+        e[o++] = (uint8_t)((gl + 2) >> 8), e[o++] = (uint8_t)(gl + 2);
+        e[o++] = (uint8_t)(gl >> 8), e[o++] = (uint8_t)gl;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t grp = (uint16_t)(0x6000 + i);
+            if (variant == 3 && i == 19)
+                grp = 0x7777; /* listed, but no share for it: fine; the share for 0x6013 is then unlisted */
+            e[o++] = (uint8_t)(grp >> 8), e[o++] = (uint8_t)grp;
+        }
+        g = o;
+        e[o++] = 0, e[o++] = EXT_KEY_SHARE;
+        e[o++] = (uint8_t)((ks_len + 2) >> 8), e[o++] = (uint8_t)(ks_len + 2);
+        e[o++] = (uint8_t)(ks_len >> 8), e[o++] = (uint8_t)ks_len;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t grp = (uint16_t)(0x6000 + (variant == 2 && i == n - 1 ? 3 : i));
+            e[o++] = (uint8_t)(grp >> 8), e[o++] = (uint8_t)grp, e[o++] = 0, e[o++] = 1, e[o++] = 0x42;
+        }
+        (void)g;
+        size_t bl = ch_build(buf, &p, idx, k, extra, o);
+        struct msg_client_hello ch;
+        int r = msg_client_hello_decode(&ch, buf, bl);
+        switch (variant) {
+        case 0:
+            ok(r == 0 && ch.ext.n_shares == 17 && ch.ext.first_share.group == 0x6000 && ch.ext.first_share.key.len == 1,
+               "17 key shares: decoded (no cap of 16)");
+            break;
+        case 1: {
+            size_t walked = 0;
+            struct wire_reader w;
+            struct ext_key_share ks;
+            int order = 1;
+            wire_reader_init(&w, ch.ext.key_shares.base, ch.ext.key_shares.len);
+            while (r == 0 && ext_key_share_next(&w, &ks)) {
+                order &= ks.group == 0x6000 + walked;
+                walked++;
+            }
+            ok(r == 0 && ch.ext.n_shares == 5000 && walked == 5000 && order,
+               "5000 key shares: decoded and walked in order");
+            break;
+        }
+        case 2:
+            is_int(r, KL_ERR_ILLEGAL_PARAMETER, "duplicate group as the 20th share → illegal_parameter (4.2.8)");
+            break;
+        case 3:
+            is_int(r, KL_ERR_ILLEGAL_PARAMETER, "a share whose group is not in supported_groups → illegal_parameter");
+            break;
+        default:
+            /* 12000 shares do not fit in 2^16 - 1 bytes of extensions: the lengths refuse it. */
+            ok(r != 0, "key_share past the extensions' size: refused by its length");
+            break;
+        }
+    }
+    /* key_share present, supported_groups absent: left to the handshake (missing_extension, 9.2). */
+    {
+        int idx2[64];
+        size_t k2 = 0;
+        for (size_t i = 0; i < p.n; i++) {
+            if (p.type[i] != EXT_SUPPORTED_GROUPS)
+                idx2[k2++] = (int)i;
+        }
+        size_t bl = ch_build(buf, &p, idx2, k2, NULL, 0);
+        is_int(decode(buf, bl), 0, "key_share without supported_groups decodes (hs_ answers missing_extension)");
+    }
+    rfc8448_free(t);
+}
+
 int main(void)
 {
     test_trace_client_hellos();
@@ -568,5 +654,6 @@ int main(void)
     test_duplicates_and_order();
     test_extension_values();
     test_server_messages();
+    test_key_shares_uncapped();
     return kl_test_done();
 }

@@ -278,10 +278,15 @@ static void test_header_checks(void)
     /* Versions. */
     h[1] = 3, h[2] = 0;
     is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), 0, "0x0300 on the first record");
-    is_int(rec_next(&r, h, 6, 0), KL_ERR_DECODE, "0x0300 later: decode_error");
+    /* RFC 8446 5.1: after the first ClientHello legacy_record_version "MUST be ignored for all purposes". */
+    is_int(rec_next(&r, h, 6, 0), 0, "0x0300 later: ignored (5.1), no decode_error");
     h[2] = 4;
     is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), 0, "0x0304 on the first record");
-    is_int(rec_next(&r, h, 6, 0), KL_ERR_DECODE, "0x0304 later");
+    is_int(rec_next(&r, h, 6, 0), 0, "0x0304 later: ignored");
+    h[1] = 0x7f, h[2] = 0xff;
+    is_int(rec_next(&r, h, 6, 0), 0, "0x7fff later: ignored");
+    is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), KL_ERR_DECODE, "0x7fff on the first record: decode_error");
+    h[1] = 3, h[2] = 4;
     h[1] = 4, h[2] = 3;
     is_int(rec_next(&r, h, 6, REC_FLAG_FIRST), KL_ERR_DECODE, "0x0403 first: decode_error");
     h[1] = 'G', h[2] = 'E'; /* "GET /" is not TLS */
@@ -531,6 +536,68 @@ static void test_limits(void)
     kl_buf_dispose(&content);
 }
 
+/* RFC 8449: a peer's record_size_limit bounds the inner plaintext of our protected records. */
+static void test_record_size_limit(void)
+{
+    uint8_t secret[32];
+    static uint8_t data[1000];
+    struct rec_dir enc, dec, plain;
+    struct kl_buf out, content;
+    crypto_random(secret, sizeof(secret));
+    memset(data, 0x61, sizeof(data));
+    rec_dir_init(&enc, 1);
+    rec_dir_init(&dec, 0);
+    rec_dir_init(&plain, 1);
+    kl_buf_init(&out, 1 << 16);
+    kl_buf_init(&content, 1 << 16);
+    ok(rec_dir_set_secret(&enc, TLS_AES_128_GCM_SHA256, secret, 32) == 0 &&
+           rec_dir_set_secret(&dec, TLS_AES_128_GCM_SHA256, secret, 32) == 0,
+       "keys");
+    rec_dir_set_plaintext_limit(&enc, 100);
+    is_int(rec_seal(&enc, &out, REC_TYPE_APPLICATION_DATA, data, sizeof(data), 0), 0, "seal 1000 bytes, limit 100");
+    size_t off = 0, n = 0, biggest = 0;
+    int fail = 0;
+    while (off < out.len) {
+        struct rec_record r;
+        uint8_t type;
+        size_t before = content.len;
+        if (rec_next(&r, out.base + off, out.len - off, 0) != 0 || rec_open(&dec, &content, &type, &r) != 0) {
+            fail = 1;
+            break;
+        }
+        if (content.len - before > biggest)
+            biggest = content.len - before;
+        n++;
+        off += r.wire_len;
+    }
+    ok(!fail && n == 11, "1000 bytes → 11 records (10 x 99 + 10)");
+    is_int(biggest, 99, "content per record is limit - 1 (the inner type byte counts, RFC 8449 4)");
+    is_mem(content.base, content.len, data, sizeof(data), "round trip");
+    /* Padding is cut so the inner plaintext stays within the limit. */
+    kl_buf_reset(&out);
+    is_int(rec_seal(&enc, &out, REC_TYPE_APPLICATION_DATA, data, 50, 500), 0, "seal 50 bytes asking 500 of padding");
+    is_int(out.len, 5 + 100 + CRYPTO_TAG_LEN, "inner plaintext padded to exactly the limit, not past it");
+    /* Out-of-range values are clamped: over 2^14 + 1 means no limit, under 64 means 64. */
+    rec_dir_set_plaintext_limit(&enc, 0xffff);
+    is_int(enc.plaintext_limit, REC_MAX_PLAINTEXT + 1, "limit over 2^14 + 1 clamped");
+    rec_dir_set_plaintext_limit(&enc, 10);
+    is_int(enc.plaintext_limit, 64, "limit under 64 raised to 64");
+    /* Unprotected records are not subject to it (RFC 8449 4). */
+    rec_dir_set_plaintext_limit(&plain, 64);
+    kl_buf_reset(&out);
+    is_int(rec_seal(&plain, &out, REC_TYPE_HANDSHAKE, data, sizeof(data), 0), 0, "plaintext handshake, limit 64");
+    is_int(out.len, 5 + sizeof(data), "  one record: the limit applies to protected records only");
+    /* It survives a key change (KeyUpdate) and goes with rec_dir_dispose. */
+    rec_dir_set_plaintext_limit(&enc, 200);
+    is_int(rec_dir_update(&enc), 0, "KeyUpdate");
+    is_int(enc.plaintext_limit, 200, "limit kept across KeyUpdate");
+    rec_dir_dispose(&enc);
+    is_int(enc.plaintext_limit, 0, "dispose clears it");
+    rec_dir_dispose(&dec);
+    kl_buf_dispose(&out);
+    kl_buf_dispose(&content);
+}
+
 int main(void)
 {
     if (crypto_init() != 0) {
@@ -546,5 +613,6 @@ int main(void)
     round_trip(TLS_AES_256_GCM_SHA384, "aes-256-gcm");
     round_trip(TLS_CHACHA20_POLY1305_SHA256, "chacha20-poly1305");
     test_limits();
+    test_record_size_limit();
     return kl_test_done();
 }

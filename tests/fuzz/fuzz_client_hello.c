@@ -13,7 +13,9 @@
  *     without having to forge AEAD tags.
  * Invariants (abort on violation): consumed <= offered; a failed connection keeps returning
  * the same error and reads nothing more; a decoded ClientHello has bounded fields.
- * Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both modes).
+ * Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both modes, and psk-*: the
+ * PSK ClientHello without psk_key_exchange_modes, with pre_shared_key not last, with more
+ * identities than binders, through a HelloRetryRequest, in small pieces, with legacy_version 0x0300).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,15 +33,31 @@ static void run_codec(const uint8_t *p, size_t n)
     struct msg_client_hello ch;
     if (msg_client_hello_decode(&ch, p, n) != 0)
         return;
-    if (ch.session_id_len > 32 || ch.cipher_suites.len % 2 != 0 || ch.ext.n_shares > EXT_MAX_KEY_SHARES ||
-        ch.ext.server_name.len > 255)
+    if (ch.session_id_len > 32 || ch.cipher_suites.len % 2 != 0 || ch.ext.server_name.len > 255)
         abort();
-    for (size_t i = 0; i < ch.ext.n_shares; i++) {
-        for (size_t j = i + 1; j < ch.ext.n_shares; j++) {
-            if (ch.ext.shares[i].group == ch.ext.shares[j].group)
-                abort(); /* duplicates must have been refused */
-        }
+    /* Walk the shares: the count matches, no group twice, each one in supported_groups. */
+    struct wire_reader r;
+    struct ext_key_share ks;
+    size_t count = 0;
+    static uint8_t seen[65536];
+    memset(seen, 0, sizeof(seen));
+    if (ch.ext.key_shares.base == NULL) {
+        if (ch.ext.n_shares != 0 || ext_has(&ch.ext, EXT_B_KEY_SHARE))
+            abort();
+        return;
     }
+    wire_reader_init(&r, ch.ext.key_shares.base, ch.ext.key_shares.len);
+    while (ext_key_share_next(&r, &ks)) {
+        if (seen[ks.group]++ != 0)
+            abort(); /* duplicates must have been refused */
+        if (ext_has(&ch.ext, EXT_B_SUPPORTED_GROUPS) && !ext_u16_list_has(ch.ext.groups, ks.group))
+            abort(); /* a share outside supported_groups must have been refused */
+        if (count == 0 && (ks.group != ch.ext.first_share.group || ks.key.len != ch.ext.first_share.key.len))
+            abort();
+        count++;
+    }
+    if (count != ch.ext.n_shares)
+        abort();
 }
 
 static void run_engine(const uint8_t *p, size_t n, uint8_t knobs)
