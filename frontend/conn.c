@@ -874,7 +874,7 @@ struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listen
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_init(&c->cio, fd, client_cb, c);
     ev_timer_init(&c->timer, timer_cb, c);
-    c->tls = tls_conn_new(&c->gen->tls, c->id);
+    c->tls = tls_conn_new(gen_tls(c->gen, c->listener), c->id);
     /* Until the handshake deadline is armed the connection is not live: no on_close for it. */
     if (c->tls == NULL || ev_timer_start(env->loop, &c->timer, c->gen->cfg->handshake_timeout_ms) != 0) {
         log_warnx("conn=%llu out of memory at accept: closed", (unsigned long long)c->id);
