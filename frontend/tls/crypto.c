@@ -4,6 +4,7 @@
  * call, checks lengths and peer input, and wipes temporaries.
  */
 #include <string.h>
+#include <time.h>
 #include <sodium.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -1006,7 +1007,7 @@ static void client_id_fill(X509 *leaf, struct crypto_peer_id *id)
 }
 
 int crypto_client_chain_verify(const struct crypto_client_ca *ca, const uint8_t *const *der, const size_t *der_len,
-                               size_t n, struct crypto_peer_id *id, int *x509_err_p)
+                               size_t n, int64_t at, struct crypto_peer_id *id, int *x509_err_p)
 {
     int ret;
     X509 *leaf = NULL;
@@ -1029,6 +1030,8 @@ int crypto_client_chain_verify(const struct crypto_client_ca *ca, const uint8_t 
     }
     KL_ENSURE((ctx = X509_STORE_CTX_new()) != NULL, KL_ERR_NO_MEMORY);
     KL_ENSURE(X509_STORE_CTX_init(ctx, ca->store, leaf, untrusted) == 1, KL_ERR_NO_MEMORY);
+    if (at != 0)
+        X509_STORE_CTX_set_time(ctx, 0, (time_t)at);
     if (X509_verify_cert(ctx) != 1) {
         *x509_err_p = X509_STORE_CTX_get_error(ctx);
         KL_FAIL(client_verify_alert(*x509_err_p));

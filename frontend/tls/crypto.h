@@ -272,7 +272,8 @@ struct crypto_peer_id {
 
 /*
  * Check a client's chain (DER, leaf first, n >= 1; the rest are untrusted intermediates)
- * against ca for the clientAuth purpose, the current time, the depth and the CRLs. 0 with
+ * against ca for the clientAuth purpose, the time (at: Unix seconds, 0 = now; tests replay
+ * old traces), the depth and the CRLs. 0 with
  * *id filled, or the alert libssl sends for the failure: certificate_expired (expired
  * certificate or CRL), bad_certificate (not yet valid, bad signature, does not parse, ...),
  * unknown_ca (no path to an anchor, chain too long, no CRL for the issuer),
@@ -280,7 +281,7 @@ struct crypto_peer_id {
  * OpenSSL's verify code (0 = ok) for logs.
  */
 KL_MUST_CHECK int crypto_client_chain_verify(const struct crypto_client_ca *ca, const uint8_t *const *der,
-                                             const size_t *der_len, size_t n, struct crypto_peer_id *id,
+                                             const size_t *der_len, size_t n, int64_t at, struct crypto_peer_id *id,
                                              int *x509_err_p);
 
 #endif

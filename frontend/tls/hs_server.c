@@ -861,8 +861,8 @@ static int hs_client_certificate(struct tls_conn *c, const uint8_t *msg, size_t 
         der_len[i] = m.certs[i].len;
     }
     /* 4.4.2.4: a chain that does not verify ends the handshake with the alert the failure names. */
-    KL_TRY(
-        crypto_client_chain_verify(tls_client_ca_crypto(c->cfg->client_ca), der, der_len, m.n_certs, &id, &x509_err));
+    KL_TRY(crypto_client_chain_verify(tls_client_ca_crypto(c->cfg->client_ca), der, der_len, m.n_certs,
+                                      c->cfg->test != NULL ? c->cfg->test->client_verify_time : 0, &id, &x509_err));
     KL_ENSURE((h->peer_leaf = malloc(m.certs[0].len)) != NULL, KL_ERR_NO_MEMORY);
     memcpy(h->peer_leaf, m.certs[0].base, m.certs[0].len);
     h->peer_leaf_len = m.certs[0].len;

@@ -92,6 +92,8 @@ struct tls_test_hooks {
     /* Raw CertificateRequest body (context and extensions) to send instead of the engine's, or NULL. */
     const uint8_t *certificate_request_body;
     size_t certificate_request_body_len;
+    /* Check client certificates at this Unix time instead of now (0: now), to replay old traces. */
+    int64_t client_verify_time;
 };
 
 /* What the engine needs signed, valid while the connection waits in the signature state. */

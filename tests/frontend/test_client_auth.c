@@ -3,7 +3,8 @@
  * CertificateRequest, the chain check (clientAuth purpose, time, depth, CRL) and the client
  * CertificateVerify, driven by tls_test_client with the fixtures of tests/frontend/mtls/
  * (make.sh there). Every refusal is checked on both sides: the server's error and the alert
- * the client reads. Plus the codecs' negative cases and the CA loader's errors.
+ * the client reads. Plus the codecs' negative cases, the CA loader's errors and the RFC 8448
+ * section 6 trace (the server's records byte for byte, the client's flight accepted).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -487,6 +488,109 @@ static void test_codecs(void)
            "CV: trailing byte");
 }
 
+/* ---- RFC 8448 section 6: the server's side byte for byte, the client's flight accepted ---- */
+
+static void test_rfc8448_client_auth(void)
+{
+    struct rfc8448 *t = rfc8448_load("client-auth.txt");
+    uint8_t *ecdsa_der = NULL;
+    size_t ecdsa_len = 0, l, n;
+    struct tls_cert cert;
+    struct tls_config cfg;
+    struct tls_test_hooks hooks;
+    struct tls_client_ca *ca = NULL;
+    enum tls_client_ca_error why;
+    const char *td = getenv("KL_TESTDATA");
+    char p[4096];
+
+    if (!ok(t != NULL, "RFC 8448 section 6 trace loaded")) {
+        return;
+    }
+    ecdsa_der = rfc8448_read_file("client-auth-server-ecdsa-cert.der", &ecdsa_len);
+    snprintf(p, sizeof(p), "%s/rfc8448/client-auth-client-rsa-cert.pem", td != NULL ? td : ".");
+    /* The client's certificate is self-signed: it is its own anchor. */
+    is_int(tls_client_ca_load(&ca, &why, p, NULL, 0), 0, "the trace's client certificate as the client CA");
+    memset(&cert, 0, sizeof(cert));
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&hooks, 0, sizeof(hooks));
+    cert.key_name = "ecdsa";
+    cert.chain[0] = ecdsa_der;
+    cert.chain_len[0] = ecdsa_len;
+    cert.n_chain = 1;
+    cert.schemes[0] = TLS_SIG_ECDSA_SECP256R1_SHA256;
+    cert.n_schemes = 1;
+    cfg.certs = &cert;
+    cfg.n_certs = 1;
+    cfg.suites[0] = TLS_AES_128_GCM_SHA256;
+    cfg.n_suites = 1;
+    cfg.groups[0] = TLS_GROUP_X25519;
+    cfg.n_groups = 1;
+    cfg.client_auth = TLS_CLIENT_AUTH_REQUIRED;
+    cfg.client_ca = ca;
+    hooks.server_random = rfc8448_must(t, "server_random", &l);
+    hooks.server_ephemeral_private = rfc8448_must(t, "server_ephemeral_private", &hooks.server_ephemeral_private_len);
+    const uint8_t *ee = rfc8448_must(t, "encrypted_extensions", &l);
+    hooks.encrypted_extensions_body = ee + 6;
+    hooks.encrypted_extensions_body_len = l - 6;
+    /* NSS's CertificateRequest lists more schemes than we accept: replay its body as the hook. */
+    const uint8_t *cr = rfc8448_must(t, "certificate_request", &l);
+    hooks.certificate_request_body = cr + 4;
+    hooks.certificate_request_body_len = l - 4;
+    /* The trace's client certificate expired in July 2026: check it as of the trace (2016-08-01). */
+    hooks.client_verify_time = 1470009600;
+    cfg.test = &hooks;
+
+    for (int pass = 0; pass < 2; pass++) {
+        struct tls_conn *c = tls_conn_new(&cfg, 1);
+        struct kl_buf out, app;
+        const uint8_t *in, *want, *cv;
+        size_t cv_len, want_len;
+        int r;
+        kl_buf_init(&out, 1 << 16);
+        kl_buf_init(&app, 1 << 16);
+        hooks.client_verify_time = pass == 0 ? 1470009600 : 0;
+        in = rfc8448_must(t, "client_hello_record", &l);
+        n = l;
+        is_int(tls_conn_input(c, &out, &app, in, &n), KL_ERR_ASYNC, "RFC 8448 6: ClientHello -> signature wait");
+        want = rfc8448_must(t, "server_hello_record", &want_len);
+        if (pass == 0) {
+            is_mem(out.base, out.len, want, want_len, "RFC 8448 6: ServerHello record byte for byte");
+        }
+        out.len = 0;
+        /* The ECDSA signature is not deterministic: replay the trace's own (4 header, 2 scheme, 2 length). */
+        cv = rfc8448_must(t, "certificate_verify", &cv_len);
+        is_int(tls_conn_sign_done(c, &out, cv + 8, cv_len - 8), 0, "RFC 8448 6: signature in");
+        want = rfc8448_must(t, "server_encrypted_flight_record", &want_len);
+        if (pass == 0) {
+            is_mem(out.base, out.len, want, want_len,
+                   "RFC 8448 6: EE, CertificateRequest, Certificate, CertificateVerify, Finished record byte for byte");
+        }
+        out.len = 0;
+        in = rfc8448_must(t, "client_encrypted_flight_record", &l);
+        n = l;
+        r = tls_conn_input(c, &out, &app, in, &n);
+        if (pass == 0) {
+            is_int(r, 0, "RFC 8448 6: the client's Certificate, CertificateVerify and Finished accepted");
+            ok(tls_conn_established(c) && tls_conn_peer_cert(c)->present &&
+                   strcmp(tls_conn_peer_cert(c)->subject_cn, "client") == 0,
+               "RFC 8448 6: established, the client is CN=client");
+            in = rfc8448_must(t, "client_alert_record", &l);
+            n = l;
+            is_int(tls_conn_input(c, &out, &app, in, &n), KL_ERR_CLOSED, "RFC 8448 6: the client's close_notify");
+        } else {
+            is_int(r, KL_ERR_ALERT(KL_ALERT_CERTIFICATE_EXPIRED),
+                   "RFC 8448 6 today: the client's certificate has expired (certificate_expired)");
+            ok(!tls_conn_established(c) && !tls_conn_peer_cert(c)->present, "RFC 8448 6 today: no identity");
+        }
+        tls_conn_free(c);
+        kl_buf_dispose(&out);
+        kl_buf_dispose(&app);
+    }
+    tls_client_ca_free(ca);
+    free(ecdsa_der);
+    rfc8448_free(t);
+}
+
 int main(void)
 {
     if (crypto_init() != 0)
@@ -494,5 +598,6 @@ int main(void)
     test_codecs();
     test_ca_load();
     test_handshakes();
+    test_rfc8448_client_auth();
     return kl_test_done();
 }
