@@ -154,13 +154,12 @@ uint16_t tls_conn_scheme(const struct tls_conn *c);
  * The client's verified identity (mTLS). Valid from the end of the handshake to tls_conn_free.
  * present is 1 only when the client sent a certificate whose chain verified against the
  * listener's client_ca and whose CertificateVerify checked out (any failure ends the
- * handshake with an alert, so there is no "present but unverified"). Text fields are
- * NUL-terminated, truncated, with control characters replaced by '?'.
+ * handshake with an alert, so there is no "present but unverified"): present is the verify
+ * result. Text fields are NUL-terminated, truncated, with control characters replaced by '?'.
  */
 #define TLS_PEER_TEXT 256
 struct tls_peer_cert {
-    int present;
-    int verify_result;              /* 0 when present (OpenSSL's X509_V_OK); 1 when no certificate was verified */
+    int present;                    /* 1: a client certificate verified (chain and CertificateVerify) */
     uint8_t sha256[32];             /* SHA-256 of the leaf certificate's DER */
     char subject_cn[TLS_PEER_TEXT]; /* the subject's commonName, or "" */
     char san[TLS_PEER_TEXT];        /* subjectAltName DNS/email/URI entries: "DNS:a,email:b" */
