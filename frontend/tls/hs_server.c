@@ -971,7 +971,8 @@ static int hs_process_messages(struct tls_conn *c, struct kl_buf *out)
             return ret;
         /* RFC 8446 5.1: "Handshake messages MUST NOT span key changes [...] If an implementation detects
          * that they do, it MUST send an "unexpected_message" alert." Every message we accept changes keys
-         * (ClientHello, Finished, KeyUpdate), so nothing may follow it in the same record. */
+         * (ClientHello, Finished, KeyUpdate), so nothing may follow it in the same record; the client's
+         * Certificate and CertificateVerify change none (hs_client_auth_state). */
         if ((c->state != before && !hs_client_auth_state(before)) || type == MSG_KEY_UPDATE) {
             if (c->hs_in.len != 0)
                 return KL_ERR_UNEXPECTED_MESSAGE;
