@@ -34,6 +34,18 @@ const char *kl_err_str(int err)
             return "unrecognized_name";
         case KL_ALERT_NO_APPLICATION_PROTOCOL:
             return "no_application_protocol";
+        case KL_ALERT_BAD_CERTIFICATE:
+            return "bad_certificate";
+        case KL_ALERT_UNSUPPORTED_CERTIFICATE:
+            return "unsupported_certificate";
+        case KL_ALERT_CERTIFICATE_REVOKED:
+            return "certificate_revoked";
+        case KL_ALERT_CERTIFICATE_EXPIRED:
+            return "certificate_expired";
+        case KL_ALERT_UNKNOWN_CA:
+            return "unknown_ca";
+        case KL_ALERT_CERTIFICATE_REQUIRED:
+            return "certificate_required";
         default:
             return "tls alert";
         }

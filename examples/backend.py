@@ -6,7 +6,9 @@
   POST /echo         the request body back; header X-Sha256 = SHA-256 of what arrived
   POST /sha256       only the SHA-256 (hex) of the request body
   GET  /slow/MS      answers after MS milliseconds
-  GET  /proxy        what the PROXY protocol v2 header said (JSON), with --proxy-protocol
+  GET  /proxy        what the PROXY protocol v2 header said (JSON), with --proxy-protocol:
+                     addresses, ALPN, SNI and, from an mTLS listener, the client certificate
+                     (PP2_TYPE_SSL client/verify/CN, keyless's 0xE0 SHA-256, 0xE1 subject, 0xE2 SAN)
 
 Listens on 127.0.0.1:PORT (--port) or a Unix socket (--unix PATH). With
 --proxy-protocol every connection must start with a PROXY v2 header (as
@@ -70,6 +72,25 @@ def parse_pp2(sock):
             info["alpn"] = v.decode()
         elif t == 0x02:
             info["authority"] = v.decode()
+        elif t == 0x20 and ln >= 5:
+            # PP2_TYPE_SSL: client bits, verify (0 = a client certificate verified), sub-TLVs.
+            info["ssl_client"] = v[0]
+            info["ssl_verify"] = struct.unpack(">I", v[1:5])[0]
+            sub = 5
+            while sub + 3 <= len(v):
+                st, sl = v[sub], struct.unpack(">H", v[sub + 1:sub + 3])[0]
+                sv = v[sub + 3:sub + 3 + sl]
+                if st == 0x21:
+                    info["ssl_version"] = sv.decode(errors="replace")
+                elif st == 0x22:
+                    info["ssl_cn"] = sv.decode(errors="replace")
+                sub += 3 + sl
+        elif t == 0xE0:
+            info["client_sha256"] = v.hex()  # keyless: SHA-256 of the client's leaf certificate
+        elif t == 0xE1:
+            info["client_subject"] = v.decode(errors="replace")
+        elif t == 0xE2:
+            info["client_san"] = v.decode(errors="replace")
         off += 3 + ln
     return info
 

@@ -46,6 +46,51 @@ int proxy_connect_finish(int fd)
     return 0;
 }
 
+static int put_tlv_bytes(uint8_t *p, size_t *off, size_t cap, uint8_t type, const void *v, size_t len)
+{
+    if (len > 0xffff || *off + 3 + len > cap) {
+        return KL_ERR_OVERFLOW;
+    }
+    p[(*off)++] = type;
+    p[(*off)++] = (uint8_t)(len >> 8);
+    p[(*off)++] = (uint8_t)len;
+    memcpy(p + *off, v, len);
+    *off += len;
+    return 0;
+}
+
+/* The PP2_TYPE_SSL TLV and our identity TLVs (proxy_v2_header_cert). */
+static int put_cert_tlvs(uint8_t *p, size_t *off, size_t cap, const struct proxy_client_cert *cert)
+{
+    uint8_t ssl[1 + 4 + (3 + 7) + (3 + 255)];
+    size_t n = 0;
+    int r;
+    ssl[n++] = PP2_CLIENT_SSL | (cert->verified ? PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS : 0);
+    /* verify: "zero if the client presented a certificate and it was successfully verified, and non-zero otherwise" */
+    ssl[n++] = 0;
+    ssl[n++] = 0;
+    ssl[n++] = 0;
+    ssl[n++] = cert->verified ? 0 : 1;
+    if ((r = put_tlv_bytes(ssl, &n, sizeof(ssl), PP2_SUBTYPE_SSL_VERSION, "TLSv1.3", 7)) != 0) {
+        return r;
+    }
+    if (cert->verified && cert->cn[0] != '\0' &&
+        (r = put_tlv_bytes(ssl, &n, sizeof(ssl), PP2_SUBTYPE_SSL_CN, cert->cn, strlen(cert->cn))) != 0) {
+        return r;
+    }
+    if ((r = put_tlv_bytes(p, off, cap, PP2_TYPE_SSL, ssl, n)) != 0 || !cert->verified) {
+        return r;
+    }
+    if ((r = put_tlv_bytes(p, off, cap, PP2_TYPE_KL_CLIENT_SHA256, cert->sha256, 32)) != 0 ||
+        (cert->subject[0] != '\0' &&
+         (r = put_tlv_bytes(p, off, cap, PP2_TYPE_KL_CLIENT_SUBJECT, cert->subject, strlen(cert->subject))) != 0) ||
+        (cert->san[0] != '\0' &&
+         (r = put_tlv_bytes(p, off, cap, PP2_TYPE_KL_CLIENT_SAN, cert->san, strlen(cert->san))) != 0)) {
+        return r;
+    }
+    return 0;
+}
+
 static int put_tlv(uint8_t *p, size_t *off, size_t cap, uint8_t type, const char *v)
 {
     size_t len = strlen(v);
@@ -66,11 +111,22 @@ static int put_tlv(uint8_t *p, size_t *off, size_t cap, uint8_t type, const char
 int proxy_v2_header(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst, const char *sni,
                     const char *alpn)
 {
-    /* 16 fixed + 36 addresses (IPv6) + two TLVs of at most 255 + 3 bytes each (SNI <= 255, ALPN <= 255). */
-    uint8_t h[16 + 36 + 2 * (3 + 255)];
+    return proxy_v2_header_cert(out, src, dst, sni, alpn, NULL);
+}
+
+int proxy_v2_header_cert(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst, const char *sni,
+                         const char *alpn, const struct proxy_client_cert *cert)
+{
+    /* 16 fixed + 36 addresses (IPv6) + two TLVs of at most 255 + 3 bytes each (SNI <= 255, ALPN <= 255),
+     * then the TLS TLV (3 + 5 + 10 + 258) and the identity TLVs (3 + 32, 2 * (3 + 255)). */
+    uint8_t h[16 + 36 + 2 * (3 + 255) + (3 + 5 + 10 + 258) + (3 + 32) + 2 * (3 + 255)];
     size_t off = 16;
     uint8_t fam = 0x00; /* AF_UNSPEC: the backend uses the real connection's addresses */
     if (strlen(sni) > 255 || strlen(alpn) > 255) {
+        return KL_ERR_INVALID;
+    }
+    if (cert != NULL && (strlen(cert->cn) > 255 || strlen(cert->subject) > 255 || strlen(cert->san) > 255 ||
+                         (cert->verified && cert->sha256 == NULL))) {
         return KL_ERR_INVALID;
     }
     if (src != NULL && dst != NULL && src->sa_family == AF_INET && dst->sa_family == AF_INET) {
@@ -92,7 +148,8 @@ int proxy_v2_header(struct kl_buf *out, const struct sockaddr *src, const struct
     }
     int r;
     if ((r = put_tlv(h, &off, sizeof(h), PP2_TYPE_ALPN, alpn)) != 0 ||
-        (r = put_tlv(h, &off, sizeof(h), PP2_TYPE_AUTHORITY, sni)) != 0) {
+        (r = put_tlv(h, &off, sizeof(h), PP2_TYPE_AUTHORITY, sni)) != 0 ||
+        (cert != NULL && (r = put_cert_tlvs(h, &off, sizeof(h), cert)) != 0)) {
         return r;
     }
     memcpy(h, pp2_sig, sizeof(pp2_sig));

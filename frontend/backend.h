@@ -13,6 +13,20 @@
 
 #define PP2_TYPE_ALPN 0x01
 #define PP2_TYPE_AUTHORITY 0x02
+/* proxy-protocol.txt 2.2.5: the TLS TLV, its client bits and sub-TLVs. */
+#define PP2_TYPE_SSL 0x20
+#define PP2_CLIENT_SSL 0x01
+#define PP2_CLIENT_CERT_CONN 0x02
+#define PP2_CLIENT_CERT_SESS 0x04
+#define PP2_SUBTYPE_SSL_VERSION 0x21
+#define PP2_SUBTYPE_SSL_CN 0x22
+/*
+ * Our own TLVs, in the range proxy-protocol.txt 2.2.8 leaves to applications
+ * (PP2_TYPE_MIN_CUSTOM 0xE0 .. 0xEF): the verified client certificate's identity.
+ */
+#define PP2_TYPE_KL_CLIENT_SHA256 0xE0  /* 32 bytes: SHA-256 of the client's leaf certificate (DER) */
+#define PP2_TYPE_KL_CLIENT_SUBJECT 0xE1 /* text: its subject, RFC 2253 form */
+#define PP2_TYPE_KL_CLIENT_SAN 0xE2     /* text: its subjectAltName entries, "DNS:a,email:b,URI:c" */
 
 /*
  * Start a non-blocking connect to addr. *fd_p gets the socket.
@@ -30,5 +44,24 @@ KL_MUST_CHECK int proxy_connect_finish(int fd);
  */
 KL_MUST_CHECK int proxy_v2_header(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst,
                                   const char *sni, const char *alpn);
+
+/* What a listener with client authentication tells the backend about the client's certificate. */
+struct proxy_client_cert {
+    int verified;          /* the client presented a certificate and it verified (else none was given) */
+    const uint8_t *sha256; /* 32 bytes when verified */
+    const char *cn;        /* subject commonName, "" if none; at most 255 bytes, like subject and san */
+    const char *subject;
+    const char *san;
+};
+
+/*
+ * proxy_v2_header plus, when cert is not NULL, a PP2_TYPE_SSL TLV (client = PP2_CLIENT_SSL, with
+ * PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS when verified; verify = 0 when verified, 1 when no
+ * certificate was given; sub-TLVs PP2_SUBTYPE_SSL_VERSION "TLSv1.3" and, when verified and non-empty,
+ * PP2_SUBTYPE_SSL_CN) followed, when verified, by PP2_TYPE_KL_CLIENT_SHA256 and the non-empty
+ * PP2_TYPE_KL_CLIENT_SUBJECT and PP2_TYPE_KL_CLIENT_SAN. KL_ERR_INVALID for a text over 255 bytes.
+ */
+KL_MUST_CHECK int proxy_v2_header_cert(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst,
+                                       const char *sni, const char *alpn, const struct proxy_client_cert *cert);
 
 #endif

@@ -312,6 +312,7 @@ static void *open_listener(struct kl_ini *ini, void *user, const char *name)
         return NULL;
     }
     l->backend_connect_timeout_ms = 5000;
+    l->client_verify_depth = 4;
     cfg->n_listeners++;
     return l;
 }
@@ -346,12 +347,21 @@ exit:
     return ret;
 }
 
+static const char *const client_auth_names[] = {"none", "optional", "required", NULL};
+
 static const struct kl_ini_key listener_keys[] = {
     {"listen", KL_INI_CUSTOM, KL_INI_REQUIRED, .set = set_listen},
     {"backend", KL_INI_CUSTOM, KL_INI_REQUIRED, .set = set_backend},
     {"proxy_protocol", KL_INI_BOOL, KL_INI_FIELD(struct config_listener, proxy_protocol)},
     {"backend_connect_timeout", KL_INI_DURATION, KL_INI_FIELD(struct config_listener, backend_connect_timeout_ms),
      .min = 10, .max = 600000, .unit_ms = 1000},
+    {"client_auth", KL_INI_ENUM, KL_INI_FIELD(struct config_listener, client_auth), .names = client_auth_names},
+    {"client_ca", KL_INI_PATH, KL_INI_LINE, KL_INI_FIELD(struct config_listener, client_ca),
+     .line_offset = offsetof(struct config_listener, client_ca_line)},
+    {"client_crl", KL_INI_PATH, KL_INI_LINE, KL_INI_FIELD(struct config_listener, client_crl),
+     .line_offset = offsetof(struct config_listener, client_crl_line)},
+    {"client_verify_depth", KL_INI_UINT, KL_INI_FIELD(struct config_listener, client_verify_depth), .min = 0, .max = 16,
+     .hint = "intermediate CAs"},
 };
 
 #define KEYS(t) .keys = (t), .n_keys = sizeof(t) / sizeof((t)[0])
@@ -367,13 +377,25 @@ static const struct kl_ini_section sections[] = {
      .missing = "at least one [listener NAME] section is needed"},
 };
 
-/* Whole-file checks: two listeners on one address. */
+/* Whole-file checks: two listeners on one address; client_auth and client_ca go together. */
 static int check(struct kl_ini *ini, void *user)
 {
     struct config *cfg = user;
     char sect[160];
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
+        snprintf(sect, sizeof(sect), "listener %s", l->name);
+        if (l->client_auth != 0 && l->client_ca == NULL) {
+            return kl_ini_fail_at(ini, (unsigned)l->line, sect, "client_ca",
+                                  "needed when client_auth is %s (the CAs client certificates are checked against)",
+                                  client_auth_names[l->client_auth]);
+        }
+        if (l->client_auth == 0 && (l->client_ca != NULL || l->client_crl != NULL)) {
+            /* Without client_auth nothing would be checked: say so rather than run without mTLS. */
+            int line = l->client_ca != NULL ? l->client_ca_line : l->client_crl_line;
+            return kl_ini_fail_at(ini, (unsigned)line, sect, l->client_ca != NULL ? "client_ca" : "client_crl",
+                                  "set, but client_auth is none (set client_auth = optional or required)");
+        }
         for (size_t j = 0; j < i; j++) {
             if (cfg->listeners[j].listen.len == l->listen.len &&
                 memcmp(&cfg->listeners[j].listen.ss, &l->listen.ss, l->listen.len) == 0) {
@@ -449,6 +471,8 @@ void config_free(struct config *cfg)
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         free(cfg->listeners[i].name);
+        free(cfg->listeners[i].client_ca);
+        free(cfg->listeners[i].client_crl);
     }
     free(cfg);
 }

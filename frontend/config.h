@@ -35,6 +35,13 @@ struct config_listener {
     struct config_addr backend; /* AF_INET, AF_INET6 or AF_UNIX */
     int proxy_protocol;         /* send a PROXY protocol v2 header to the backend */
     uint32_t backend_connect_timeout_ms;
+    /* mTLS (RFC 8446 4.3.2): tls.h's enum tls_client_auth (0 none, 1 optional, 2 required). */
+    int client_auth;
+    char *client_ca; /* PEM CA bundle; required unless client_auth is none */
+    int client_ca_line;
+    char *client_crl; /* PEM CRLs, or NULL: no revocation check */
+    int client_crl_line;
+    unsigned client_verify_depth; /* intermediate CAs allowed between leaf and anchor (default 4) */
 };
 
 struct config_cert {

@@ -360,6 +360,20 @@ static void on_established(struct conn *c)
              tls_conn_server_name(c->tls)[0] ? tls_conn_server_name(c->tls) : "-",
              tls_conn_alpn(c->tls)[0] ? tls_conn_alpn(c->tls) : "-", tls_conn_cipher_suite(c->tls),
              tls_conn_group(c->tls), tls_conn_scheme(c->tls), (double)(kl_clock_us() - c->start_us) / 1000.0);
+    const struct tls_peer_cert *pc = tls_conn_peer_cert(c->tls);
+    struct proxy_client_cert cert = {pc->present, pc->sha256, pc->subject_cn, pc->subject, pc->san};
+    if (l->client_auth != 0) {
+        char fp[65];
+        for (size_t i = 0; i < 32; i++) {
+            snprintf(fp + 2 * i, 3, "%02x", pc->sha256[i]);
+        }
+        if (pc->present) {
+            log_info("conn=%llu client certificate cn=\"%s\" san=\"%s\" sha256=%s", (unsigned long long)c->id,
+                     pc->subject_cn, pc->san, fp);
+        } else {
+            log_info("conn=%llu no client certificate (client_auth optional)", (unsigned long long)c->id);
+        }
+    }
     c->state = CONN_CONNECTING;
     if (l->proxy_protocol) {
         /* The local address is only needed here: no getsockname() per accept otherwise. */
@@ -369,8 +383,10 @@ static void on_established(struct conn *c)
         }
         struct kl_buf h;
         kl_buf_init(&h, BOUT_MAX);
-        if (proxy_v2_header(&h, (struct sockaddr *)&c->peer, (struct sockaddr *)&c->local, tls_conn_server_name(c->tls),
-                            tls_conn_alpn(c->tls)) != 0 ||
+        /* Listeners with client authentication also tell the backend who the client is (PP2_TYPE_SSL). */
+        if (proxy_v2_header_cert(&h, (struct sockaddr *)&c->peer, (struct sockaddr *)&c->local,
+                                 tls_conn_server_name(c->tls), tls_conn_alpn(c->tls),
+                                 l->client_auth != 0 ? &cert : NULL) != 0 ||
             kl_buf_append(&h, c->bout.base, c->bout.len) != 0) {
             kl_buf_dispose(&h);
             backend_failed(c, "cannot build the PROXY header");
@@ -901,7 +917,7 @@ struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listen
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_init(&c->cio, fd, client_cb, c);
     ev_timer_init(&c->timer, timer_cb, c);
-    c->tls = tls_conn_new(&c->gen->tls, c->id);
+    c->tls = tls_conn_new(gen_tls(c->gen, c->listener), c->id);
     /* Until the handshake deadline is armed the connection is not live: no on_close for it. */
     if (c->tls == NULL || ev_timer_start(env->loop, &c->timer, c->gen->cfg->handshake_timeout_ms) != 0) {
         log_warnx("conn=%llu out of memory at accept: closed", (unsigned long long)c->id);

@@ -39,6 +39,67 @@ int certs_load(struct tls_cert_file *c, char *why, size_t why_len, const char *p
 
 /* --- generations --- */
 
+/* Why a client CA bundle or CRL did not load, in the words operators read. */
+static const char *client_ca_why(enum tls_client_ca_error e)
+{
+    switch (e) {
+    case TLS_CLIENT_CA_CANNOT_OPEN:
+    case TLS_CLIENT_CA_CRL_OPEN:
+        return "cannot open the file";
+    case TLS_CLIENT_CA_NO_CERT:
+        return "no PEM certificate in the file (or one that does not parse)";
+    case TLS_CLIENT_CA_NO_CRL:
+        return "no PEM X509 CRL in the file (or one that does not parse)";
+    case TLS_CLIENT_CA_NO_MEMORY:
+        return "out of memory";
+    case TLS_CLIENT_CA_OK:
+    default:
+        return "unknown error";
+    }
+}
+
+/* One engine configuration per listener: the shared one plus its client authentication. */
+static int gen_client_auth(struct fe_gen *gen, char *err, size_t err_len)
+{
+    const struct config *cfg = gen->cfg;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct config_listener *l = &cfg->listeners[i];
+        struct tls_config *t = &gen->listener_tls[i];
+        enum tls_client_ca_error why;
+        *t = gen->tls;
+        if (l->client_auth == 0) {
+            continue;
+        }
+        int ret = tls_client_ca_load(&gen->client_ca[i], &why, l->client_ca, l->client_crl, l->client_verify_depth);
+        if (ret != 0) {
+            int crl = why == TLS_CLIENT_CA_CRL_OPEN || why == TLS_CLIENT_CA_NO_CRL;
+            snprintf(err, err_len, "%s:%d: [listener %s] %s: %s: %s", cfg->path,
+                     crl ? l->client_crl_line : l->client_ca_line, l->name, crl ? "client_crl" : "client_ca",
+                     crl ? l->client_crl : l->client_ca, client_ca_why(why));
+            return ret;
+        }
+        t->client_auth = l->client_auth == 2 ? TLS_CLIENT_AUTH_REQUIRED : TLS_CLIENT_AUTH_OPTIONAL;
+        t->client_ca = gen->client_ca[i];
+    }
+    return 0;
+}
+
+const struct tls_config *gen_tls(struct fe_gen *gen, size_t listener)
+{
+    if (listener >= gen->cfg->n_listeners) {
+        return &gen->tls;
+    }
+    /* The shared part may change after gen_new (the worker installs its trace and keylog hooks):
+     * refresh the copy at each use. Single-threaded, and a live connection sees the same values. */
+    struct tls_config *t = &gen->listener_tls[listener];
+    enum tls_client_auth mode = t->client_auth;
+    const struct tls_client_ca *ca = t->client_ca;
+    *t = gen->tls;
+    t->client_auth = mode;
+    t->client_ca = ca;
+    return t;
+}
+
 int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg)
 {
     int ret = 0;
@@ -87,6 +148,7 @@ int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg
     t->n_alpn = cfg->n_alpn < TLS_MAX_ALPN ? cfg->n_alpn : TLS_MAX_ALPN;
     /* A fresh HelloRetryRequest cookie key per generation: cookies need not survive a reload. */
     tls_random(t->cookie_key, sizeof(t->cookie_key));
+    KL_TRY(gen_client_auth(gen, err, err_len));
     *gen_p = gen;
     gen = NULL;
 exit:
@@ -153,6 +215,10 @@ void gen_unref(struct fe_gen *gen)
         tls_cert_file_dispose(&gen->certs[i]);
     }
     kl_wipe(gen->tls.cookie_key, sizeof(gen->tls.cookie_key));
+    for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++) {
+        kl_wipe(gen->listener_tls[i].cookie_key, sizeof(gen->listener_tls[i].cookie_key));
+        tls_client_ca_free(gen->client_ca[i]);
+    }
     config_free(gen->cfg);
     free(gen);
 }

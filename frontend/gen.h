@@ -30,13 +30,22 @@ struct fe_gen {
     struct tls_cert_file certs[CONFIG_MAX_CERTS]; /* loaded chains, backing tls_certs */
     struct tls_cert tls_certs[CONFIG_MAX_CERTS];
     struct tls_config tls;
+    /* Per listener: tls plus that listener's client authentication (mTLS) and its CA bundle. */
+    struct tls_config listener_tls[CONFIG_MAX_LISTENERS];
+    struct tls_client_ca *client_ca[CONFIG_MAX_LISTENERS]; /* owned; NULL when client_auth is none */
 };
 
 /*
  * Build a generation from cfg (taking ownership of cfg even on failure): load the chains.
- * err gets "FILE:LINE: [cert X] chain: reason" on failure.
+ * err gets "FILE:LINE: [cert X] chain: reason" or "FILE:LINE: [listener X] client_ca: reason" on failure.
  */
 KL_MUST_CHECK int gen_new(struct fe_gen **gen_p, char *err, size_t err_len, struct config *cfg);
+/*
+ * The engine configuration of a listener (an index into cfg->listeners; past them, the
+ * shared gen->tls): gen->tls with that listener's client authentication. Valid as long as gen.
+ */
+const struct tls_config *gen_tls(struct fe_gen *gen, size_t listener);
+
 /*
  * Check every certificate against the signer's keys (a ListKeysResponse) and fill in
  * tls_cert.schemes = the key's schemes that the certificate's key type allows.

@@ -453,6 +453,37 @@ for name in $KL_KEY_NAMES; do
 done
 chmod 0644 "$pki/root.pem" "$pki/intermediate.pem"
 
+# A separate CA for client certificates (mTLS: [listener] client_ca) and one client
+# certificate with a software key: the client is a test tool, not a token user.
+reissue_client=0
+if ! key_matches_cert "$pki/client-ca.key" "$pki/client-ca.pem" || ! verifies "$pki/client-ca.pem" "$pki/client-ca.pem"; then
+  new_ca_key "$KL_TMP/client-ca.key"
+  printf '%s\n' 'cn = "keyless test client CA"' 'organization = "keyless test PKI"' "$ca_common" >"$KL_TMP/client-ca.tmpl"
+  cert_run --generate-self-signed --load-privkey "$KL_TMP/client-ca.key" --template "$KL_TMP/client-ca.tmpl" \
+    --outfile "$KL_TMP/client-ca.pem"
+  pem_only "$KL_TMP/client-ca.pem"
+  mv -f -- "$KL_TMP/client-ca.key" "$pki/client-ca.key"
+  mv -f -- "$KL_TMP/client-ca.pem" "$pki/client-ca.pem"
+  reissue_client=1
+  echo "hsm-setup: pki: client CA issued"
+fi
+if [ $reissue_client -eq 1 ] || ! key_matches_cert "$pki/client.key" "$pki/client.pem" ||
+  ! verifies "$pki/client.pem" "$pki/client-ca.pem"; then
+  new_ca_key "$KL_TMP/client.key"
+  printf '%s\n' 'cn = "keyless test client"' 'organization = "keyless test PKI"' 'dns_name = "client.test"' \
+    'email = "client@keyless.test"' 'tls_www_client' 'signing_key' "activation_date = \"$not_before\"" \
+    "expiration_date = \"$not_after\"" >"$KL_TMP/client.tmpl"
+  cert_run --generate-certificate --load-privkey "$KL_TMP/client.key" \
+    --load-ca-certificate "$pki/client-ca.pem" --load-ca-privkey "$pki/client-ca.key" \
+    --template "$KL_TMP/client.tmpl" --outfile "$KL_TMP/client.pem"
+  pem_only "$KL_TMP/client.pem"
+  chmod 0600 "$KL_TMP/client.key"
+  mv -f -- "$KL_TMP/client.key" "$pki/client.key"
+  mv -f -- "$KL_TMP/client.pem" "$pki/client.pem"
+  echo "hsm-setup: pki: client.pem issued"
+fi
+chmod 0644 "$pki/client-ca.pem" "$pki/client.pem"
+
 # --- env -------------------------------------------------------------------
 env_text="# keyless HSM fixture (written by hsm-setup/setup.sh); source it."
 if [ $softhsm -eq 1 ]; then

@@ -4,6 +4,7 @@
  * includes libcrypto.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "tls.h"
 #include "crypto.h"
@@ -101,4 +102,65 @@ void tls_cert_file_dispose(struct tls_cert_file *f)
 void tls_random(void *buf, size_t len)
 {
     crypto_random(buf, len);
+}
+
+/* ---- client certificate anchors (mTLS) ---- */
+
+/* The public handle wraps the engine's crypto object (only crypto.c sees X509_STORE). */
+struct tls_client_ca {
+    struct crypto_client_ca *cc;
+};
+
+int tls_client_ca_load(struct tls_client_ca **ca_p, enum tls_client_ca_error *why_p, const char *ca_path,
+                       const char *crl_path, unsigned depth)
+{
+    enum crypto_client_ca_error why = CRYPTO_CLIENT_CA_OK;
+    struct tls_client_ca *ca;
+    int ret;
+
+    *ca_p = NULL;
+    *why_p = TLS_CLIENT_CA_OK;
+    if ((ca = calloc(1, sizeof(*ca))) == NULL) {
+        *why_p = TLS_CLIENT_CA_NO_MEMORY;
+        return KL_ERR_NO_MEMORY;
+    }
+    ret = crypto_client_ca_load(&ca->cc, &why, ca_path, crl_path, depth);
+    if (ret != 0) {
+        free(ca);
+        switch (why) {
+        case CRYPTO_CLIENT_CA_CANNOT_OPEN:
+            *why_p = TLS_CLIENT_CA_CANNOT_OPEN;
+            break;
+        case CRYPTO_CLIENT_CA_NO_CERT:
+            *why_p = TLS_CLIENT_CA_NO_CERT;
+            break;
+        case CRYPTO_CLIENT_CA_CRL_OPEN:
+            *why_p = TLS_CLIENT_CA_CRL_OPEN;
+            break;
+        case CRYPTO_CLIENT_CA_NO_CRL:
+            *why_p = TLS_CLIENT_CA_NO_CRL;
+            break;
+        case CRYPTO_CLIENT_CA_OK:
+        case CRYPTO_CLIENT_CA_NO_MEMORY:
+        default:
+            *why_p = TLS_CLIENT_CA_NO_MEMORY;
+            break;
+        }
+        return ret;
+    }
+    *ca_p = ca;
+    return 0;
+}
+
+void tls_client_ca_free(struct tls_client_ca *ca)
+{
+    if (ca == NULL)
+        return;
+    crypto_client_ca_free(ca->cc);
+    free(ca);
+}
+
+const struct crypto_client_ca *tls_client_ca_crypto(const struct tls_client_ca *ca)
+{
+    return ca != NULL ? ca->cc : NULL;
 }

@@ -4,6 +4,7 @@
  * call, checks lengths and peer input, and wipes temporaries.
  */
 #include <string.h>
+#include <time.h>
 #include <sodium.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -975,5 +976,262 @@ exit:
     ERR_clear_error();
     EVP_MD_CTX_free(md);
     X509_free(x);
+    return ret;
+}
+
+/* ---- client certificates (mTLS): the chain check ---- */
+
+struct crypto_client_ca {
+    X509_STORE *store;
+    size_t n_certs;
+    uint8_t *names; /* certificate_authorities body: u16 length, then u16-prefixed DER names */
+    size_t names_len;
+};
+
+/* Append a u16-prefixed DER name to the growing names block (bounded by 2^16-1 + 2 bytes). */
+static int client_ca_add_name(struct crypto_client_ca *ca, const X509_NAME *name)
+{
+    int len = i2d_X509_NAME(name, NULL);
+    if (len <= 0)
+        return KL_ERR_CONFIG;
+    size_t used = ca->names_len == 0 ? 2 : ca->names_len;
+    if (used + 2 + (size_t)len > 2 + 0xffff) {
+        ca->names_len = SIZE_MAX; /* too many names: send none (the extension is optional) */
+        return 0;
+    }
+    uint8_t *nb = OPENSSL_realloc(ca->names, used + 2 + (size_t)len);
+    if (nb == NULL)
+        return KL_ERR_NO_MEMORY;
+    ca->names = nb;
+    nb[used] = (uint8_t)(len >> 8);
+    nb[used + 1] = (uint8_t)len;
+    unsigned char *p = nb + used + 2;
+    if (i2d_X509_NAME(name, &p) != len)
+        return KL_ERR_CONFIG;
+    used += 2 + (size_t)len;
+    nb[0] = (uint8_t)((used - 2) >> 8);
+    nb[1] = (uint8_t)(used - 2);
+    ca->names_len = used;
+    return 0;
+}
+
+int crypto_client_ca_load(struct crypto_client_ca **ca_p, enum crypto_client_ca_error *why_p, const char *ca_path,
+                          const char *crl_path, unsigned depth)
+{
+    int ret;
+    enum crypto_client_ca_error why = CRYPTO_CLIENT_CA_OK;
+    struct crypto_client_ca *ca = NULL;
+    BIO *bio = NULL;
+    X509 *x = NULL;
+    X509_CRL *crl = NULL;
+    size_t n_crl = 0;
+
+    *ca_p = NULL;
+    KL_ENSURE((ca = OPENSSL_zalloc(sizeof(*ca))) != NULL && (ca->store = X509_STORE_new()) != NULL, KL_ERR_NO_MEMORY);
+    if ((bio = BIO_new_file(ca_path, "r")) == NULL) {
+        why = CRYPTO_CLIENT_CA_CANNOT_OPEN;
+        KL_FAIL(KL_ERR_CONFIG);
+    }
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        KL_ENSURE(X509_STORE_add_cert(ca->store, x) == 1, KL_ERR_NO_MEMORY);
+        if (ca->names_len != SIZE_MAX)
+            KL_TRY(client_ca_add_name(ca, X509_get_subject_name(x)));
+        ca->n_certs++;
+        X509_free(x);
+        x = NULL;
+    }
+    /* The loop ends at end of file (PEM_R_NO_START_LINE) or at a block that does not parse. */
+    unsigned long e = ERR_peek_last_error();
+    if (ca->n_certs == 0 || (e != 0 && ERR_GET_REASON(e) != PEM_R_NO_START_LINE)) {
+        why = CRYPTO_CLIENT_CA_NO_CERT;
+        KL_FAIL(KL_ERR_CONFIG);
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    bio = NULL;
+    if (crl_path != NULL) {
+        if ((bio = BIO_new_file(crl_path, "r")) == NULL) {
+            why = CRYPTO_CLIENT_CA_CRL_OPEN;
+            KL_FAIL(KL_ERR_CONFIG);
+        }
+        while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+            KL_ENSURE(X509_STORE_add_crl(ca->store, crl) == 1, KL_ERR_NO_MEMORY);
+            n_crl++;
+            X509_CRL_free(crl);
+            crl = NULL;
+        }
+        e = ERR_peek_last_error();
+        if (n_crl == 0 || (e != 0 && ERR_GET_REASON(e) != PEM_R_NO_START_LINE)) {
+            why = CRYPTO_CLIENT_CA_NO_CRL;
+            KL_FAIL(KL_ERR_CONFIG);
+        }
+        /* The leaf's revocation is checked; intermediates are trusted as the bundle's CAs vouch for them. */
+        KL_ENSURE(X509_STORE_set_flags(ca->store, X509_V_FLAG_CRL_CHECK) == 1, KL_ERR_CRYPTO);
+    }
+    KL_ENSURE(X509_STORE_set_depth(ca->store, (int)(depth > 100 ? 100 : depth)) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(X509_STORE_set_purpose(ca->store, X509_PURPOSE_SSL_CLIENT) == 1, KL_ERR_CRYPTO);
+    if (ca->names_len == SIZE_MAX) {
+        OPENSSL_free(ca->names);
+        ca->names = NULL;
+        ca->names_len = 0;
+    }
+    *ca_p = ca;
+    ca = NULL;
+    ret = 0;
+exit:
+    if (ret == KL_ERR_NO_MEMORY)
+        why = CRYPTO_CLIENT_CA_NO_MEMORY;
+    ERR_clear_error();
+    X509_free(x);
+    X509_CRL_free(crl);
+    BIO_free(bio);
+    crypto_client_ca_free(ca);
+    *why_p = why;
+    return ret;
+}
+
+void crypto_client_ca_free(struct crypto_client_ca *ca)
+{
+    if (ca == NULL)
+        return;
+    X509_STORE_free(ca->store);
+    OPENSSL_free(ca->names);
+    OPENSSL_free(ca);
+}
+
+size_t crypto_client_ca_count(const struct crypto_client_ca *ca)
+{
+    return ca->n_certs;
+}
+
+struct kl_span crypto_client_ca_names(const struct crypto_client_ca *ca)
+{
+    return kl_span_of(ca->names, ca->names_len);
+}
+
+/* The alert libssl's ssl_verify_alarm_type() sends for a verify error. */
+static int client_verify_alert(int err)
+{
+    switch (err) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+    case X509_V_ERR_PATH_LENGTH_EXCEEDED:
+    case X509_V_ERR_INVALID_CA:
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+        return KL_ERR_ALERT(KL_ALERT_UNKNOWN_CA);
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+        return KL_ERR_ALERT(KL_ALERT_CERTIFICATE_EXPIRED);
+    case X509_V_ERR_CERT_REVOKED:
+        return KL_ERR_ALERT(KL_ALERT_CERTIFICATE_REVOKED);
+    case X509_V_ERR_INVALID_PURPOSE:
+        return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_CERTIFICATE);
+    case X509_V_ERR_OUT_OF_MEM:
+        return KL_ERR_NO_MEMORY;
+    default:
+        return KL_ERR_ALERT(KL_ALERT_BAD_CERTIFICATE);
+    }
+}
+
+/* Copy at most len bytes of s into a NUL-terminated slot of CRYPTO_ID_TEXT, controls as '?'. */
+static void id_text_append(char *dst, const unsigned char *s, size_t len)
+{
+    size_t at = strlen(dst);
+    for (size_t i = 0; i < len && at + 1 < CRYPTO_ID_TEXT; i++)
+        dst[at++] = (char)(s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i]);
+    dst[at] = '\0';
+}
+
+static void client_id_fill(X509 *leaf, struct crypto_peer_id *id)
+{
+    X509_NAME *subj = X509_get_subject_name(leaf);
+    int i = -1, last = -1;
+    while ((i = X509_NAME_get_index_by_NID(subj, NID_commonName, i)) >= 0)
+        last = i;
+    if (last >= 0) {
+        unsigned char *u = NULL;
+        int len = ASN1_STRING_to_UTF8(&u, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, last)));
+        if (len > 0)
+            id_text_append(id->subject_cn, u, (size_t)len);
+        OPENSSL_free(u);
+    }
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b != NULL && X509_NAME_print_ex(b, subj, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        char *p = NULL;
+        long len = BIO_get_mem_data(b, &p);
+        if (len > 0)
+            id_text_append(id->subject, (const unsigned char *)p, (size_t)len);
+    }
+    BIO_free(b);
+    GENERAL_NAMES *gens = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    for (int k = 0; gens != NULL && k < sk_GENERAL_NAME_num(gens); k++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, k);
+        const char *tag;
+        const ASN1_STRING *v;
+        switch (g->type) {
+        case GEN_DNS:
+            tag = "DNS:", v = g->d.dNSName;
+            break;
+        case GEN_EMAIL:
+            tag = "email:", v = g->d.rfc822Name;
+            break;
+        case GEN_URI:
+            tag = "URI:", v = g->d.uniformResourceIdentifier;
+            break;
+        default:
+            continue;
+        }
+        if (id->san[0] != '\0')
+            id_text_append(id->san, (const unsigned char *)",", 1);
+        id_text_append(id->san, (const unsigned char *)tag, strlen(tag));
+        id_text_append(id->san, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+    }
+    GENERAL_NAMES_free(gens);
+}
+
+int crypto_client_chain_verify(const struct crypto_client_ca *ca, const uint8_t *const *der, const size_t *der_len,
+                               size_t n, int64_t at, struct crypto_peer_id *id, int *x509_err_p)
+{
+    int ret;
+    X509 *leaf = NULL;
+    STACK_OF(X509) *untrusted = NULL;
+    X509_STORE_CTX *ctx = NULL;
+
+    memset(id, 0, sizeof(*id));
+    *x509_err_p = X509_V_ERR_UNSPECIFIED;
+    KL_ENSURE(ca != NULL && n >= 1, KL_ERR_INVALID);
+    /* 4.4.2.4: a certificate that does not parse is bad_certificate. */
+    KL_ENSURE((leaf = parse_cert(der[0], der_len[0])) != NULL, KL_ERR_ALERT(KL_ALERT_BAD_CERTIFICATE));
+    KL_ENSURE((untrusted = sk_X509_new_null()) != NULL, KL_ERR_NO_MEMORY);
+    for (size_t i = 1; i < n; i++) {
+        X509 *x = parse_cert(der[i], der_len[i]);
+        KL_ENSURE(x != NULL, KL_ERR_ALERT(KL_ALERT_BAD_CERTIFICATE));
+        if (sk_X509_push(untrusted, x) <= 0) {
+            X509_free(x);
+            KL_FAIL(KL_ERR_NO_MEMORY);
+        }
+    }
+    KL_ENSURE((ctx = X509_STORE_CTX_new()) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(X509_STORE_CTX_init(ctx, ca->store, leaf, untrusted) == 1, KL_ERR_NO_MEMORY);
+    if (at != 0)
+        X509_STORE_CTX_set_time(ctx, 0, (time_t)at);
+    if (X509_verify_cert(ctx) != 1) {
+        *x509_err_p = X509_STORE_CTX_get_error(ctx);
+        KL_FAIL(client_verify_alert(*x509_err_p));
+    }
+    *x509_err_p = X509_V_OK;
+    KL_TRY(crypto_digest(CRYPTO_HASH_SHA256, id->sha256, der[0], der_len[0]));
+    client_id_fill(leaf, id);
+    ret = 0;
+exit:
+    ERR_clear_error();
+    X509_STORE_CTX_free(ctx);
+    sk_X509_pop_free(untrusted, X509_free);
+    X509_free(leaf);
     return ret;
 }

@@ -235,4 +235,69 @@ KL_MUST_CHECK int crypto_cert_dns_names(const uint8_t *der, size_t der_len, char
 KL_MUST_CHECK int crypto_cert_verify(const uint8_t *der, size_t der_len, uint16_t scheme, const uint8_t *msg,
                                      size_t msg_len, const uint8_t *sig, size_t sig_len);
 
+/* ---- client certificates (mTLS, RFC 8446 4.3.2, 4.4.2): the chain check ---- */
+
+/*
+ * The trust anchors a listener checks client certificates against: an X509_STORE with the
+ * CA bundle (and the CRLs when given) plus the CAs' subject names, encoded as the body of
+ * a certificate_authorities extension (RFC 8446 4.2.4). Immutable once loaded, so every
+ * connection of a configuration shares it. Public data only.
+ */
+struct crypto_client_ca;
+
+/* Why crypto_client_ca_load() failed: the caller words the message. */
+enum crypto_client_ca_error {
+    CRYPTO_CLIENT_CA_OK = 0,
+    CRYPTO_CLIENT_CA_CANNOT_OPEN, /* the CA bundle cannot be opened */
+    CRYPTO_CLIENT_CA_NO_CERT,     /* no certificate in it, or a block that does not parse */
+    CRYPTO_CLIENT_CA_CRL_OPEN,    /* the CRL file cannot be opened */
+    CRYPTO_CLIENT_CA_NO_CRL,      /* no CRL in it, or a block that does not parse */
+    CRYPTO_CLIENT_CA_NO_MEMORY,
+};
+
+/*
+ * Load a PEM CA bundle (every CERTIFICATE block is a trust anchor) and, if crl_path is not
+ * NULL, a PEM file of X509 CRLs: then the leaf's revocation is checked (and a CA without a
+ * CRL in the file makes every leaf it issued fail as unknown_ca). depth bounds the number
+ * of intermediate CAs between the leaf and the anchor (OpenSSL's verify depth).
+ * 0 with *ca_p set, or KL_ERR_CONFIG / KL_ERR_NO_MEMORY with *why_p saying why.
+ */
+KL_MUST_CHECK int crypto_client_ca_load(struct crypto_client_ca **ca_p, enum crypto_client_ca_error *why_p,
+                                        const char *ca_path, const char *crl_path, unsigned depth);
+/* NULL-safe. */
+void crypto_client_ca_free(struct crypto_client_ca *ca);
+/* The crypto object behind tls.h's public handle (cert.c); NULL for NULL. */
+struct tls_client_ca;
+const struct crypto_client_ca *tls_client_ca_crypto(const struct tls_client_ca *ca);
+/* The number of CA certificates loaded. */
+size_t crypto_client_ca_count(const struct crypto_client_ca *ca);
+/*
+ * The certificate_authorities extension body (DistinguishedName authorities<3..2^16-1>,
+ * with its u16 length), or an empty span when the names do not fit in 2^16-1 bytes.
+ */
+struct kl_span crypto_client_ca_names(const struct crypto_client_ca *ca);
+
+#define CRYPTO_ID_TEXT 256
+/* Who a verified client certificate names. Text is printable ASCII/UTF-8: controls become '?'. */
+struct crypto_peer_id {
+    uint8_t sha256[32];              /* SHA-256 of the leaf's DER */
+    char subject_cn[CRYPTO_ID_TEXT]; /* the subject's (last) commonName, or "" */
+    char san[CRYPTO_ID_TEXT];        /* subjectAltName DNS/email/URI entries: "DNS:a,email:b", truncated */
+    char subject[CRYPTO_ID_TEXT];    /* the whole subject, RFC 2253 form, truncated */
+};
+
+/*
+ * Check a client's chain (DER, leaf first, n >= 1; the rest are untrusted intermediates)
+ * against ca for the clientAuth purpose, the time (at: Unix seconds, 0 = now; tests replay
+ * old traces), the depth and the CRLs. 0 with
+ * *id filled, or the alert libssl sends for the failure: certificate_expired (expired
+ * certificate or CRL), bad_certificate (not yet valid, bad signature, does not parse, ...),
+ * unknown_ca (no path to an anchor, chain too long, no CRL for the issuer),
+ * certificate_revoked, unsupported_certificate (not for clientAuth). *x509_err_p gets
+ * OpenSSL's verify code (0 = ok) for logs.
+ */
+KL_MUST_CHECK int crypto_client_chain_verify(const struct crypto_client_ca *ca, const uint8_t *const *der,
+                                             const size_t *der_len, size_t n, int64_t at, struct crypto_peer_id *id,
+                                             int *x509_err_p);
+
 #endif

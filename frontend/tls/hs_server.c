@@ -10,6 +10,11 @@
  * built and held → HS_WAIT_SIGNATURE (KL_ERR_ASYNC) → tls_conn_sign_done() adds
  * CertificateVerify and Finished and sends the whole encrypted flight in one record run →
  * client Finished → HS_ESTABLISHED.
+ * With client authentication (tls_config.client_auth) a CertificateRequest follows
+ * EncryptedExtensions, and after our Finished the client's Certificate
+ * (HS_EXPECT_CLIENT_CERTIFICATE) and, if it was not empty, its CertificateVerify
+ * (HS_EXPECT_CLIENT_CERTIFICATE_VERIFY) come before its Finished. The chain and the
+ * signature are checked here through crypto.c; the signer never sees them.
  *
  * Memory: handshake-only state (transcript, key schedule, ephemeral key, the held flight)
  * lives in a separate heap block freed (wiped) once the client Finished is verified; an
@@ -35,6 +40,9 @@ enum hs_state {
     HS_ESTABLISHED,
     HS_CLOSED,
     HS_FAILED,
+    /* Client authentication (4.3.2, 4.4.2): after our Finished, before the client's. */
+    HS_EXPECT_CLIENT_CERTIFICATE,
+    HS_EXPECT_CLIENT_CERTIFICATE_VERIFY,
 };
 
 /* RFC 8446 4.2.10: when we refuse 0-RTT we skip the client's early data up to this many bytes. */
@@ -69,6 +77,9 @@ struct hs_hand {
     int ccs_seen;
     int send_groups;            /* supported_groups in EE: the client's first share was not our preference */
     uint16_t peer_record_limit; /* the client's record_size_limit (RFC 8449), 0 when absent */
+    int cert_requested;         /* we sent CertificateRequest */
+    uint8_t *peer_leaf;         /* the client's leaf certificate (DER), until its CertificateVerify is checked */
+    size_t peer_leaf_len;
 };
 
 struct tls_conn {
@@ -94,6 +105,7 @@ struct tls_conn {
     int key_update_owed; /* the peer asked for a KeyUpdate we have not sent yet (4.6.3) */
     uint8_t exporter[CRYPTO_MAX_HASH];
     char server_name[256];
+    struct tls_peer_cert peer; /* the client's verified identity (mTLS) */
 };
 
 /* ---- small helpers ---- */
@@ -196,6 +208,7 @@ static void hs_hand_free(struct tls_conn *c)
     ks_schedule_dispose(&h->ks);
     crypto_kex_dispose(&h->kex);
     kl_buf_dispose(&h->flight);
+    free(h->peer_leaf);
     crypto_wipe(h, sizeof(*h));
     free(h);
     c->hs = NULL;
@@ -652,6 +665,49 @@ exit:
     return ret;
 }
 
+/* ---- client authentication (RFC 8446 4.3.2, 4.4.2, 4.4.3) ---- */
+
+/* The schemes we accept in the client's CertificateVerify (what crypto_cert_verify checks), our preference order. */
+static const uint16_t hs_client_schemes[] = {
+    TLS_SIG_ECDSA_SECP256R1_SHA256, TLS_SIG_ECDSA_SECP384R1_SHA384, TLS_SIG_ED25519,
+    TLS_SIG_RSA_PSS_RSAE_SHA256,    TLS_SIG_RSA_PSS_RSAE_SHA384,    TLS_SIG_RSA_PSS_RSAE_SHA512};
+
+/* Messages in these states do not change keys: the client's Certificate, CertificateVerify and
+ * Finished may share a record (5.1 forbids only spanning a key change). */
+static int hs_client_auth_state(enum hs_state s)
+{
+    return s == HS_EXPECT_CLIENT_CERTIFICATE || s == HS_EXPECT_CLIENT_CERTIFICATE_VERIFY;
+}
+
+/* After EncryptedExtensions, when the listener asks for client certificates (4.3.2). */
+static int hs_certificate_request(struct tls_conn *c, struct kl_buf *flight)
+{
+    struct hs_hand *h = c->hs;
+    const struct tls_test_hooks *t = c->cfg->test;
+    const struct crypto_client_ca *ca = tls_client_ca_crypto(c->cfg->client_ca);
+    size_t start = flight->len;
+    int ret;
+
+    if (c->cfg->client_auth == TLS_CLIENT_AUTH_NONE)
+        return 0;
+    /* A configuration without anchors could only refuse every client: fail closed. */
+    KL_ENSURE(ca != NULL, KL_ERR_INTERNAL);
+    if (t != NULL && t->certificate_request_body != NULL) {
+        KL_TRY(wire_put_u8(flight, MSG_CERTIFICATE_REQUEST));
+        KL_TRY(wire_put_u24(flight, (uint32_t)t->certificate_request_body_len));
+        KL_TRY(wire_put_bytes(flight, t->certificate_request_body, t->certificate_request_body_len));
+    } else {
+        KL_TRY(msg_certificate_request_encode(flight, hs_client_schemes,
+                                              sizeof(hs_client_schemes) / sizeof(hs_client_schemes[0]),
+                                              crypto_client_ca_names(ca)));
+    }
+    KL_TRY(ks_transcript_add(&h->th, flight->base + start, flight->len - start));
+    h->cert_requested = 1;
+    hs_trace(c, "CertificateRequest");
+exit:
+    return ret;
+}
+
 static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
 {
     const struct tls_test_hooks *t = c->cfg->test;
@@ -747,6 +803,7 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     KL_TRY(hs_encrypted_extensions(c, &h->flight, sni_ack));
     KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
     hs_trace(c, "EncryptedExtensions");
+    KL_TRY(hs_certificate_request(c, &h->flight));
     start = h->flight.len;
     KL_TRY(msg_certificate_encode(&h->flight, c->cert->chain, c->cert->chain_len,
                                   c->cert->n_chain < TLS_MAX_CHAIN ? c->cert->n_chain : TLS_MAX_CHAIN));
@@ -810,6 +867,8 @@ static int hs_finish_flight(struct tls_conn *c, struct kl_buf *out, const uint8_
     hs_keylog(c, "SERVER_TRAFFIC_SECRET_0", h->ks.server_ap, h->hash_len);
     hs_keylog(c, "EXPORTER_SECRET", h->ks.exporter, h->hash_len);
     c->state = HS_EXPECT_CLIENT_FINISHED;
+    if (h->cert_requested)
+        c->state = HS_EXPECT_CLIENT_CERTIFICATE;
 exit:
     crypto_wipe(vd, sizeof(vd));
     crypto_wipe(th, sizeof(th));
@@ -891,6 +950,104 @@ static int hs_key_update_recv(struct tls_conn *c, struct kl_buf *out, const uint
     return hs_answer_key_update(c, out);
 }
 
+/* The client Finished covers the transcript up to the client's last message before it (4.4.4). */
+static int hs_expect_client_finished(struct tls_conn *c)
+{
+    struct hs_hand *h = c->hs;
+    uint8_t th[CRYPTO_MAX_HASH];
+    int ret;
+    KL_TRY(ks_transcript_hash(&h->th, th));
+    KL_TRY(ks_verify_data(h->alg, h->client_finished, h->ks.client_hs, th));
+    c->state = HS_EXPECT_CLIENT_FINISHED;
+exit:
+    crypto_wipe(th, sizeof(th));
+    return ret;
+}
+
+static int hs_client_certificate(struct tls_conn *c, const uint8_t *msg, size_t len)
+{
+    struct hs_hand *h = c->hs;
+    struct msg_certificate m;
+    struct crypto_peer_id id;
+    const uint8_t *der[MSG_MAX_PEER_CHAIN];
+    size_t der_len[MSG_MAX_PEER_CHAIN];
+    int x509_err, ret;
+
+    KL_TRY(msg_certificate_decode(&m, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
+    /* 4.4.2: certificate_request_context is "the value of certificate_request_context in that message"
+     * (the CertificateRequest): ours is empty. */
+    KL_ENSURE(m.context.len == 0, KL_ERR_ILLEGAL_PARAMETER);
+    /* 4.4.2: "Extensions in the Certificate message from the client MUST correspond to extensions in the
+     * CertificateRequest message from the server." We request none; 4.2 names unsupported_extension. */
+    KL_ENSURE(!m.has_extensions, KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION));
+    KL_TRY(ks_transcript_add(&h->th, msg, len));
+    hs_trace(c, "ClientCertificate");
+    if (m.n_certs == 0) {
+        /* 4.4.2.4: with an empty Certificate the server "MAY at its discretion either continue the handshake
+         * without client authentication or abort the handshake with a "certificate_required" alert". */
+        KL_ENSURE(c->cfg->client_auth != TLS_CLIENT_AUTH_REQUIRED, KL_ERR_ALERT(KL_ALERT_CERTIFICATE_REQUIRED));
+        KL_TRY(hs_expect_client_finished(c));
+        goto exit;
+    }
+    for (size_t i = 0; i < m.n_certs; i++) {
+        der[i] = m.certs[i].base;
+        der_len[i] = m.certs[i].len;
+    }
+    /* 4.4.2.4: a chain that does not verify ends the handshake with the alert the failure names. */
+    KL_TRY(crypto_client_chain_verify(tls_client_ca_crypto(c->cfg->client_ca), der, der_len, m.n_certs,
+                                      c->cfg->test != NULL ? c->cfg->test->client_verify_time : 0, &id, &x509_err));
+    KL_ENSURE((h->peer_leaf = malloc(m.certs[0].len)) != NULL, KL_ERR_NO_MEMORY);
+    memcpy(h->peer_leaf, m.certs[0].base, m.certs[0].len);
+    h->peer_leaf_len = m.certs[0].len;
+    _Static_assert(sizeof(c->peer.subject_cn) == sizeof(id.subject_cn), "identity text sizes differ");
+    memcpy(c->peer.sha256, id.sha256, sizeof(c->peer.sha256));
+    memcpy(c->peer.subject_cn, id.subject_cn, sizeof(c->peer.subject_cn));
+    memcpy(c->peer.san, id.san, sizeof(c->peer.san));
+    memcpy(c->peer.subject, id.subject, sizeof(c->peer.subject));
+    c->state = HS_EXPECT_CLIENT_CERTIFICATE_VERIFY;
+exit:
+    return ret;
+}
+
+static int hs_client_certificate_verify(struct tls_conn *c, const uint8_t *msg, size_t len)
+{
+    struct hs_hand *h = c->hs;
+    uint8_t content[64 + 34 + CRYPTO_MAX_HASH];
+    struct kl_span sig;
+    uint16_t scheme;
+    int offered = 0, ret;
+
+    KL_TRY(msg_certificate_verify_decode(&scheme, &sig, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
+    /* 4.4.3: the signature algorithm must be one the peer offered ("signature_algorithms" of our
+     * CertificateRequest); illegal_parameter otherwise, as for the server's side. */
+    for (size_t i = 0; i < sizeof(hs_client_schemes) / sizeof(hs_client_schemes[0]); i++)
+        offered |= hs_client_schemes[i] == scheme;
+    KL_ENSURE(offered, KL_ERR_ILLEGAL_PARAMETER);
+    /* 4.4.3: 64 spaces, "TLS 1.3, client CertificateVerify", a 0 byte, then Transcript-Hash(up to Certificate). */
+    memset(content, 0x20, 64);
+    memcpy(content + 64, "TLS 1.3, client CertificateVerify", 34);
+    KL_TRY(ks_transcript_hash(&h->th, content + 98));
+    /* Checked here with the leaf's public key: the signer never sees client certificates. "If the verification
+     * fails, the receiver MUST terminate the handshake with a "decrypt_error" alert." */
+    ret = crypto_cert_verify(h->peer_leaf, h->peer_leaf_len, scheme, content, 98 + h->hash_len, sig.base, sig.len);
+    KL_ENSURE(ret != KL_ERR_INVALID, KL_ERR_ILLEGAL_PARAMETER);
+    KL_TRY(ret);
+    KL_TRY(ks_transcript_add(&h->th, msg, len));
+    hs_trace(c, "ClientCertificateVerify");
+    free(h->peer_leaf);
+    h->peer_leaf = NULL;
+    c->peer.present = 1;
+    KL_TRY(hs_expect_client_finished(c));
+exit:
+    crypto_wipe(content, sizeof(content));
+    return ret;
+}
+
+const struct tls_peer_cert *tls_conn_peer_cert(const struct tls_conn *c)
+{
+    return &c->peer;
+}
+
 /* The one dispatch point: each state accepts exactly the messages listed, nothing else. */
 static int hs_dispatch(struct tls_conn *c, struct kl_buf *out, uint8_t type, const uint8_t *msg, size_t len)
 {
@@ -908,6 +1065,17 @@ static int hs_dispatch(struct tls_conn *c, struct kl_buf *out, uint8_t type, con
         if (type != MSG_KEY_UPDATE)
             return KL_ERR_UNEXPECTED_MESSAGE;
         return hs_key_update_recv(c, out, msg, len);
+    case HS_EXPECT_CLIENT_CERTIFICATE:
+        /* 4.4.2: "The client MUST send a Certificate message if and only if the server has requested
+         * client authentication via a CertificateRequest message" (unexpected_message otherwise). */
+        if (type != MSG_CERTIFICATE)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return hs_client_certificate(c, msg, len);
+    case HS_EXPECT_CLIENT_CERTIFICATE_VERIFY:
+        /* 4.4.3: a client that sent a certificate MUST send CertificateVerify right after it. */
+        if (type != MSG_CERTIFICATE_VERIFY)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return hs_client_certificate_verify(c, msg, len);
     case HS_WAIT_SIGNATURE:
     case HS_CLOSED:
     case HS_FAILED:
@@ -946,8 +1114,9 @@ static int hs_process_messages(struct tls_conn *c, struct kl_buf *out)
             return ret;
         /* RFC 8446 5.1: "Handshake messages MUST NOT span key changes [...] If an implementation detects
          * that they do, it MUST send an "unexpected_message" alert." Every message we accept changes keys
-         * (ClientHello, Finished, KeyUpdate), so nothing may follow it in the same record. */
-        if (c->state != before || type == MSG_KEY_UPDATE) {
+         * (ClientHello, Finished, KeyUpdate), so nothing may follow it in the same record; the client's
+         * Certificate and CertificateVerify change none (hs_client_auth_state). */
+        if ((c->state != before && !hs_client_auth_state(before)) || type == MSG_KEY_UPDATE) {
             if (c->hs_in.len != 0)
                 return KL_ERR_UNEXPECTED_MESSAGE;
         }

@@ -94,4 +94,33 @@ KL_MUST_CHECK int msg_key_update_encode(struct kl_buf *b, int request_update);
 /* message_hash (RFC 8446 4.4.1): 254, 00 00 hash_len, hash. */
 KL_MUST_CHECK int msg_message_hash_encode(struct kl_buf *b, const uint8_t *hash, size_t hash_len);
 
+/* ---- client authentication (RFC 8446 4.3.2, 4.4.2, 4.4.3): msg_client_auth.c ---- */
+
+/*
+ * CertificateRequest with an empty certificate_request_context and the extensions
+ * signature_algorithms (schemes), signature_algorithms_cert (the same list) and, when
+ * ca_names is not empty, certificate_authorities (ca_names is that extension's whole body,
+ * with its u16 length).
+ */
+KL_MUST_CHECK int msg_certificate_request_encode(struct kl_buf *b, const uint16_t *schemes, size_t n_schemes,
+                                                 struct kl_span ca_names);
+
+#define MSG_MAX_PEER_CHAIN 10
+/* A peer's Certificate message: spans into the message body. */
+struct msg_certificate {
+    struct kl_span context;
+    struct kl_span certs[MSG_MAX_PEER_CHAIN]; /* cert_data, leaf first */
+    size_t n_certs;
+    int has_extensions; /* some CertificateEntry carried extensions */
+};
+/*
+ * Decode a Certificate body. decode_error for lengths that do not add up or an empty
+ * cert_data; bad_certificate for more than MSG_MAX_PEER_CHAIN entries (4.4.2.4: a chain
+ * we will not process). n_certs may be 0 (the client has no certificate).
+ */
+KL_MUST_CHECK int msg_certificate_decode(struct msg_certificate *m, const uint8_t *body, size_t len);
+/* CertificateVerify body: scheme and a non-empty signature<1..2^16-1> (decode_error otherwise). */
+KL_MUST_CHECK int msg_certificate_verify_decode(uint16_t *scheme_p, struct kl_span *sig, const uint8_t *body,
+                                                size_t len);
+
 #endif

@@ -42,6 +42,16 @@ struct tls_cert {
     size_t n_names;
 };
 
+/* Client certificates (RFC 8446 4.3.2): whether a listener sends CertificateRequest and what it accepts. */
+enum tls_client_auth {
+    TLS_CLIENT_AUTH_NONE = 0, /* no CertificateRequest */
+    TLS_CLIENT_AUTH_OPTIONAL, /* request one; a client without one still connects (no identity) */
+    TLS_CLIENT_AUTH_REQUIRED, /* request one; an empty Certificate is certificate_required */
+};
+
+/* The CA bundle (and CRLs) client certificates are checked against: tls_client_ca_load(). */
+struct tls_client_ca;
+
 struct tls_config {
     const struct tls_cert *certs; /* the first one is the default when no name matches */
     size_t n_certs;
@@ -62,6 +72,9 @@ struct tls_config {
     /* Handshake progress for --trace: called with a static event name ("ClientHello", ...). */
     void (*trace)(void *arg, uint64_t conn_id, const char *event);
     void *trace_arg;
+    /* mTLS: client_ca must be set unless client_auth is TLS_CLIENT_AUTH_NONE (else handshakes fail, internal_error). */
+    enum tls_client_auth client_auth;
+    const struct tls_client_ca *client_ca;
     /* Tests only: force the random inputs so that RFC 8448 traces can be reproduced byte for byte. */
     const struct tls_test_hooks *test;
 };
@@ -79,6 +92,11 @@ struct tls_test_hooks {
      */
     const uint8_t *hrr_cookie;
     size_t hrr_cookie_len;
+    /* Raw CertificateRequest body (context and extensions) to send instead of the engine's, or NULL. */
+    const uint8_t *certificate_request_body;
+    size_t certificate_request_body_len;
+    /* Check client certificates at this Unix time instead of now (0: now), to replay old traces. */
+    int64_t client_verify_time;
 };
 
 /* What the engine needs signed, valid while the connection waits in the signature state. */
@@ -145,6 +163,24 @@ uint16_t tls_conn_cipher_suite(const struct tls_conn *c);
 uint16_t tls_conn_group(const struct tls_conn *c);
 uint16_t tls_conn_scheme(const struct tls_conn *c);
 
+/*
+ * The client's verified identity (mTLS). Valid from the end of the handshake to tls_conn_free.
+ * present is 1 only when the client sent a certificate whose chain verified against the
+ * listener's client_ca and whose CertificateVerify checked out (any failure ends the
+ * handshake with an alert, so there is no "present but unverified"): present is the verify
+ * result. Text fields are NUL-terminated, truncated, with control characters replaced by '?'.
+ */
+#define TLS_PEER_TEXT 256
+struct tls_peer_cert {
+    int present;                    /* 1: a client certificate verified (chain and CertificateVerify) */
+    uint8_t sha256[32];             /* SHA-256 of the leaf certificate's DER */
+    char subject_cn[TLS_PEER_TEXT]; /* the subject's commonName, or "" */
+    char san[TLS_PEER_TEXT];        /* subjectAltName DNS/email/URI entries: "DNS:a,email:b" */
+    char subject[TLS_PEER_TEXT];    /* the whole subject (RFC 2253) */
+};
+/* Never NULL; present == 0 when client authentication was off, optional and skipped, or not done yet. */
+const struct tls_peer_cert *tls_conn_peer_cert(const struct tls_conn *c);
+
 /* ---- certificate files and randomness, for the caller's configuration ---- */
 
 #define TLS_MAX_SPKI 2048 /* a leaf's SubjectPublicKeyInfo, DER (RSA 8192 is ~1.1 KiB) */
@@ -187,6 +223,30 @@ struct tls_cert_file {
 KL_MUST_CHECK int tls_cert_file_load(struct tls_cert_file *f, enum tls_cert_error *why_p, const char *path);
 /* Free the DER buffers and clear f. Idempotent on a cleared or zeroed struct. */
 void tls_cert_file_dispose(struct tls_cert_file *f);
+
+/* Why tls_client_ca_load() failed (typed, not text to match). */
+enum tls_client_ca_error {
+    TLS_CLIENT_CA_OK = 0,
+    TLS_CLIENT_CA_CANNOT_OPEN, /* the CA bundle cannot be opened for reading */
+    TLS_CLIENT_CA_NO_CERT,     /* no certificate in it, or a block that does not parse */
+    TLS_CLIENT_CA_CRL_OPEN,    /* the CRL file cannot be opened for reading */
+    TLS_CLIENT_CA_NO_CRL,      /* no CRL in it, or a block that does not parse */
+    TLS_CLIENT_CA_NO_MEMORY,
+};
+
+/*
+ * Load the trust anchors for client certificates: every certificate of the PEM bundle at
+ * ca_path is an anchor (its subject is sent in certificate_authorities); crl_path (or
+ * NULL) is a PEM file of CRLs, and then every leaf's revocation is checked (a leaf whose
+ * issuer has no CRL there fails as unknown_ca). depth: at most this many intermediate CAs
+ * between the leaf and an anchor. Chains are checked for the clientAuth purpose at the
+ * time of the handshake. 0 with *ca_p set (free with tls_client_ca_free), or
+ * KL_ERR_CONFIG / KL_ERR_NO_MEMORY with *why_p set. Immutable and shareable once loaded.
+ */
+KL_MUST_CHECK int tls_client_ca_load(struct tls_client_ca **ca_p, enum tls_client_ca_error *why_p, const char *ca_path,
+                                     const char *crl_path, unsigned depth);
+/* NULL-safe. */
+void tls_client_ca_free(struct tls_client_ca *ca);
 
 /* Fill buf with len bytes from the engine's CSPRNG (for keys the caller hands the engine, e.g. cookie_key). */
 void tls_random(void *buf, size_t len);

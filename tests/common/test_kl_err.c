@@ -102,7 +102,11 @@ static void test_str(void)
     ok(strcmp(kl_err_str(KL_ERR_DECODE), "decode_error") == 0, "an alert is named as in RFC 8446");
     ok(strcmp(kl_err_str(KL_ERR_ALERT(KL_ALERT_NO_APPLICATION_PROTOCOL)), "no_application_protocol") == 0,
        "no_application_protocol");
-    ok(strcmp(kl_err_str(KL_ERR_ALERT(KL_ALERT_UNKNOWN_CA)), "tls alert") == 0, "an alert without a name: tls alert");
+    ok(strcmp(kl_err_str(KL_ERR_ALERT(KL_ALERT_ACCESS_DENIED)), "tls alert") == 0,
+       "an alert without a name: tls alert");
+    ok(strcmp(kl_err_str(KL_ERR_ALERT(KL_ALERT_UNKNOWN_CA)), "unknown_ca") == 0 &&
+           strcmp(kl_err_str(KL_ERR_ALERT(KL_ALERT_CERTIFICATE_REQUIRED)), "certificate_required") == 0,
+       "the client-certificate alerts are named (mTLS logs)");
     ok(strcmp(kl_err_str(KL_ERR_PEER_ALERT(KL_ALERT_DECODE_ERROR)), "alert received from peer") == 0,
        "a peer alert says so");
     ok(strcmp(kl_err_str(KL_ERR_NO_MEMORY), "out of memory") == 0, "KL_ERR_NO_MEMORY -> out of memory");

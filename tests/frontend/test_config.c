@@ -356,6 +356,59 @@ static void test_parse_addr(void)
     is_int(config_parse_addr(&a, "example.com:443", 0), KL_ERR_CONFIG, "names other than localhost");
 }
 
+/* [listener NAME] client_auth, client_ca, client_crl, client_verify_depth (mTLS). */
+static void test_client_auth(void)
+{
+    char text[4096], err[CONFIG_ERR_LEN], want[600];
+    snprintf(text, sizeof(text),
+             "%s[listener m]\nlisten = 127.0.0.1:5\nbackend = 127.0.0.1:6\nclient_auth = required\n"
+             "client_ca = ca.pem\nclient_crl = /etc/crl.pem\nclient_verify_depth = 2\n"
+             "[listener o]\nlisten = 127.0.0.1:7\nbackend = 127.0.0.1:8\nclient_auth = optional\n"
+             "client_ca = /x/ca.pem\n",
+             base);
+    if (!ok(load(text, err) == 0 && cfg != NULL && cfg->n_listeners == 3, "client_auth keys load")) {
+        diag("%s", err);
+        return;
+    }
+    const struct config_listener *d = &cfg->listeners[0], *m = &cfg->listeners[1], *o = &cfg->listeners[2];
+    ok(d->client_auth == 0 && d->client_ca == NULL && d->client_crl == NULL && d->client_verify_depth == 4,
+       "defaults: client_auth none, no CA, no CRL, depth 4");
+    snprintf(want, sizeof(want), "%s/ca.pem", dir);
+    ok(m->client_auth == 2 && strcmp(m->client_ca, want) == 0 && m->client_ca_line == BASE_LINES + 5,
+       "client_auth required; client_ca resolved against the config's directory, with its line");
+    ok(strcmp(m->client_crl, "/etc/crl.pem") == 0 && m->client_crl_line == BASE_LINES + 6 &&
+           m->client_verify_depth == 2,
+       "client_crl (absolute) and client_verify_depth");
+    ok(o->client_auth == 1 && strcmp(o->client_ca, "/x/ca.pem") == 0 && o->client_crl == NULL,
+       "client_auth optional in another listener");
+
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = maybe\n",
+               ":12: [listener b] client_auth: 'maybe' is not none, optional or required", "client_auth: bad value");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = required\n",
+               ":9: [listener b] client_ca: needed when client_auth is required (the CAs client certificates are "
+               "checked against)",
+               "client_auth required without client_ca");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = optional\n",
+               ":9: [listener b] client_ca: needed when client_auth is optional (the CAs client certificates are "
+               "checked against)",
+               "client_auth optional without client_ca");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_ca = ca.pem\n",
+               ":12: [listener b] client_ca: set, but client_auth is none (set client_auth = optional or required)",
+               "client_ca without client_auth");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = none\nclient_crl = c\n",
+               ":13: [listener b] client_crl: set, but client_auth is none (set client_auth = optional or required)",
+               "client_crl without client_auth");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_verify_depth = 17\n",
+               ":12: [listener b] client_verify_depth: '17' is not 0..16 (intermediate CAs)",
+               "client_verify_depth over 16");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_verify_depth = -1\n",
+               ":12: [listener b] client_verify_depth: '-1' is not 0..16 (intermediate CAs)",
+               "client_verify_depth negative");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = required\n"
+               "client_auth = none\n",
+               ":13: [listener b] client_auth: set twice (first at line 12)", "client_auth set twice");
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/kl-fe-config.XXXXXX");
@@ -371,6 +424,7 @@ int main(void)
     test_defaults();
     test_full();
     test_errors();
+    test_client_auth();
     test_parse_addr();
     config_free(cfg);
     unlink(chain);

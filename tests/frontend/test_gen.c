@@ -161,6 +161,67 @@ static int make_gen(struct fe_gen **gen_p, char *err, size_t err_len, const char
     return r;
 }
 
+/* Per-listener engine configurations: client_auth and the CA bundle (mTLS). */
+static int make_gen_mtls(struct fe_gen **gen_p, char *err, size_t err_len, const char *ca, const char *crl)
+{
+    char conf[128], chain[512];
+    struct config *cfg = NULL;
+    const char *src = getenv("KL_SOURCE_DIR");
+    snprintf(conf, sizeof(conf), "%s/gen.conf", g_dir);
+    path_of(chain, sizeof(chain), "server-cert.pem");
+    FILE *f = fopen(conf, "w");
+    if (f == NULL) {
+        return -1;
+    }
+    fprintf(f,
+            "[signer]\nsocket = %s/signer.sock\n[cert main]\nchain = %s\nkey = k\n"
+            "[listener main]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\n"
+            "[listener m]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = required\n"
+            "client_ca = %s/tests/frontend/mtls/%s\n",
+            g_dir, chain, src != NULL ? src : ".", ca);
+    if (crl != NULL) {
+        fprintf(f, "client_crl = %s/tests/frontend/mtls/%s\n", src != NULL ? src : ".", crl);
+    }
+    fclose(f);
+    err[0] = '\0';
+    int r = config_load(&cfg, err, conf);
+    if (r == 0) {
+        r = gen_new(gen_p, err, err_len, cfg);
+    }
+    unlink(conf);
+    return r;
+}
+
+static void test_gen_client_auth(void)
+{
+    struct fe_gen *g = NULL, *bad = NULL;
+    char err[CONFIG_ERR_LEN];
+    if (!ok(make_gen_mtls(&g, err, sizeof(err), "ca.pem", "ca-crl.pem") == 0, "generation with an mTLS listener")) {
+        diag("%s", err);
+        return;
+    }
+    const struct tls_config *t0 = gen_tls(g, 0), *t1 = gen_tls(g, 1);
+    ok(t0->client_auth == TLS_CLIENT_AUTH_NONE && t0->client_ca == NULL, "  listener main: no client_auth");
+    ok(t1->client_auth == TLS_CLIENT_AUTH_REQUIRED && t1->client_ca != NULL, "  listener m: required, with its CAs");
+    ok(t0->certs == g->tls_certs && t1->certs == g->tls_certs && memcmp(t1->cookie_key, g->tls.cookie_key, 32) == 0,
+       "  both share the generation's certificates and cookie key");
+    ok(gen_tls(g, 7) == &g->tls, "  an index past the listeners: the shared configuration");
+    gen_unref(g);
+
+    ok(make_gen_mtls(&bad, err, sizeof(err), "client.key", NULL) == KL_ERR_CONFIG && bad == NULL,
+       "a key file as client_ca refused");
+    ok(strstr(err, "gen.conf:13: [listener m] client_ca: ") != NULL &&
+           strstr(err, "client.key: no PEM certificate in the file") != NULL,
+       "  one line: FILE:LINE: [listener m] client_ca: PATH: why");
+    ok(make_gen_mtls(&bad, err, sizeof(err), "ca.pem", "none.pem") == KL_ERR_CONFIG && bad == NULL,
+       "a missing client_crl refused");
+    ok(strstr(err, "gen.conf:14: [listener m] client_crl: ") != NULL && strstr(err, "none.pem: cannot open") != NULL,
+       "  one line: FILE:LINE: [listener m] client_crl: PATH: why");
+    ok(make_gen_mtls(&bad, err, sizeof(err), "ca.pem", "ca.pem") == KL_ERR_CONFIG && bad == NULL,
+       "a certificate file as client_crl refused");
+    ok(strstr(err, "client_crl: ") != NULL && strstr(err, "no PEM X509 CRL") != NULL, "  names the CRL problem");
+}
+
 static void test_gen_new(void)
 {
     struct fe_gen *a = NULL, *b = NULL, *bad = NULL;
@@ -260,6 +321,7 @@ int main(void)
     test_certs_load();
     test_cli_certs();
     test_gen_new();
+    test_gen_client_auth();
     static const char *made[] = {"two.pem", "key-only.pem", "nine.pem", "broken.pem"};
     for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++) {
         char p[128];

@@ -281,6 +281,89 @@ static int on_ee(struct ttc *t, const uint8_t *msg, size_t len)
     return th_add(t, msg, len);
 }
 
+/* CertificateRequest (4.3.2): an empty context and a signature_algorithms extension. */
+static int on_cert_request(struct ttc *t, const uint8_t *msg, size_t len)
+{
+    struct wire_reader r, exts;
+    struct kl_span ctx;
+    int ret, have_sigs = 0;
+    wire_reader_init(&r, msg + 4, len - 4);
+    if ((ret = wire_read_vec_span(&r, &ctx, 1, 0, 255)) != 0 || (ret = wire_read_vec(&r, &exts, 2)) != 0 ||
+        (ret = wire_reader_end(&r)) != 0)
+        return ret;
+    if (ctx.len != 0)
+        return KL_ERR_ILLEGAL_PARAMETER;
+    while (wire_remaining(&exts) != 0) {
+        uint16_t type, v;
+        struct wire_reader body, list;
+        struct kl_span rest;
+        if ((ret = wire_read_u16(&exts, &type)) != 0 || (ret = wire_read_vec(&exts, &body, 2)) != 0)
+            return ret;
+        if (type == EXT_SIGNATURE_ALGORITHMS) {
+            if ((ret = wire_read_vec(&body, &list, 2)) != 0)
+                return ret;
+            while (wire_remaining(&list) != 0) {
+                if ((ret = wire_read_u16(&list, &v)) != 0)
+                    return ret;
+                if (t->n_cr_schemes < 16)
+                    t->cr_schemes[t->n_cr_schemes++] = v;
+            }
+            have_sigs = 1;
+        } else if (type == EXT_CERTIFICATE_AUTHORITIES) {
+            t->cr_has_cas = 1;
+        }
+        if (wire_remaining(&body) != 0 && (ret = wire_read_span(&body, &rest, wire_remaining(&body))) != 0)
+            return ret;
+    }
+    /* 4.3.2: "The "signature_algorithms" extension MUST be specified". */
+    if (!have_sigs)
+        return KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION);
+    t->cert_requested = 1;
+    return th_add(t, msg, len);
+}
+
+/* The client's Certificate and CertificateVerify, appended to msgs and to the transcript. */
+static int client_auth_messages(struct ttc *t, struct kl_buf *msgs)
+{
+    uint8_t content[64 + 34 + CRYPTO_MAX_HASH], sig[1024];
+    size_t start = msgs->len, m, l, sig_len = sizeof(sig);
+    uint16_t scheme = 0;
+    static const struct ttc_client_auth no_cert;
+    const struct ttc_client_auth *a = t->auth != NULL ? t->auth : &no_cert;
+    int ret;
+    if ((ret = wire_put_u8(msgs, MSG_CERTIFICATE)) != 0 || (ret = wire_block_open(msgs, &m, 3)) != 0 ||
+        (ret = wire_put_u8(msgs, 0)) != 0 || (ret = wire_block_open(msgs, &l, 3)) != 0)
+        return ret;
+    for (size_t i = 0; i < a->n_client_chain; i++) {
+        size_t c;
+        if ((ret = wire_block_open(msgs, &c, 3)) != 0 ||
+            (ret = wire_put_bytes(msgs, a->client_chain[i], a->client_chain_len[i])) != 0 ||
+            (ret = wire_block_close(msgs, c, 3)) != 0 || (ret = wire_put_u16(msgs, 0)) != 0)
+            return ret;
+    }
+    if ((ret = wire_block_close(msgs, l, 3)) != 0 || (ret = wire_block_close(msgs, m, 3)) != 0 ||
+        (ret = th_add(t, msgs->base + start, msgs->len - start)) != 0)
+        return ret;
+    if (a->n_client_chain == 0 || a->client_omit_cv)
+        return 0;
+    memset(content, 0x20, 64);
+    memcpy(content + 64, "TLS 1.3, client CertificateVerify", 34);
+    if ((ret = ks_transcript_hash(&t->th, content + 98)) != 0 ||
+        (ret = a->client_sign(a->client_sign_arg, &scheme, content, 98 + t->hash_len, sig, &sig_len)) != 0)
+        return ret;
+    if (a->client_bad_cv)
+        sig[sig_len / 2] ^= 0x01;
+    if (a->client_cv_scheme != 0)
+        scheme = a->client_cv_scheme;
+    start = msgs->len;
+    if ((ret = wire_put_u8(msgs, MSG_CERTIFICATE_VERIFY)) != 0 || (ret = wire_block_open(msgs, &m, 3)) != 0 ||
+        (ret = wire_put_u16(msgs, scheme)) != 0 || (ret = wire_block_open(msgs, &l, 2)) != 0 ||
+        (ret = wire_put_bytes(msgs, sig, sig_len)) != 0 || (ret = wire_block_close(msgs, l, 2)) != 0 ||
+        (ret = wire_block_close(msgs, m, 3)) != 0)
+        return ret;
+    return th_add(t, msgs->base + start, msgs->len - start);
+}
+
 static int on_cert(struct ttc *t, const uint8_t *msg, size_t len)
 {
     struct wire_reader r, list;
@@ -341,20 +424,39 @@ static int on_fin(struct ttc *t, struct kl_buf *out, const uint8_t *msg, size_t 
     if (len != 4 + t->hash_len || !crypto_equal(msg + 4, vd, t->hash_len))
         return KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR);
     if ((ret = th_add(t, msg, len)) != 0 || (ret = ks_transcript_hash(&t->th, th)) != 0 ||
-        (ret = ks_schedule_application(&t->ks, th)) != 0 ||
-        (ret = ks_verify_data(t->alg, vd, t->ks.client_hs, th)) != 0)
+        (ret = ks_schedule_application(&t->ks, th)) != 0)
         return ret;
+    struct kl_buf auth;
+    kl_buf_init(&auth, 1 << 16);
+    /* 4.4.2: the client's Certificate (and CertificateVerify) come before its Finished, which covers them. */
+    if (t->cert_requested &&
+        ((ret = client_auth_messages(t, &auth)) != 0 || (ret = ks_transcript_hash(&t->th, th)) != 0)) {
+        kl_buf_dispose(&auth);
+        return ret;
+    }
+    if ((ret = ks_verify_data(t->alg, vd, t->ks.client_hs, th)) != 0) {
+        kl_buf_dispose(&auth);
+        return ret;
+    }
     fin[0] = MSG_FINISHED;
     fin[1] = 0;
     fin[2] = 0;
     fin[3] = (uint8_t)t->hash_len;
     memcpy(fin + 4, vd, t->hash_len);
     if (t->cfg.compat && !t->hrr &&
-        (ret = rec_seal(&t->wr, out, REC_TYPE_CHANGE_CIPHER_SPEC, (const uint8_t *)"\x01", 1, 0)) != 0)
+        (ret = rec_seal(&t->wr, out, REC_TYPE_CHANGE_CIPHER_SPEC, (const uint8_t *)"\x01", 1, 0)) != 0) {
+        kl_buf_dispose(&auth);
         return ret;
-    if ((ret = rec_dir_set_secret(&t->wr, t->suite, t->ks.client_hs, t->hash_len)) != 0 ||
-        (ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, fin, 4 + t->hash_len, 0)) != 0 ||
-        (ret = rec_dir_set_secret(&t->wr, t->suite, t->ks.client_ap, t->hash_len)) != 0 ||
+    }
+    if ((ret = kl_buf_append(&auth, fin, 4 + t->hash_len)) != 0) {
+        kl_buf_dispose(&auth);
+        return ret;
+    }
+    ret = rec_dir_set_secret(&t->wr, t->suite, t->ks.client_hs, t->hash_len);
+    if (ret == 0)
+        ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, auth.base, auth.len, 0);
+    kl_buf_dispose(&auth);
+    if (ret != 0 || (ret = rec_dir_set_secret(&t->wr, t->suite, t->ks.client_ap, t->hash_len)) != 0 ||
         (ret = rec_dir_set_secret(&t->rd, t->suite, t->ks.server_ap, t->hash_len)) != 0)
         return ret;
     t->state = TTC_DONE;
@@ -369,6 +471,8 @@ static int on_message(struct ttc *t, struct kl_buf *out, uint8_t type, const uin
     case TTC_WAIT_EE:
         return type == MSG_ENCRYPTED_EXTENSIONS ? on_ee(t, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
     case TTC_WAIT_CERT:
+        if (type == MSG_CERTIFICATE_REQUEST && !t->cert_requested)
+            return on_cert_request(t, msg, len);
         return type == MSG_CERTIFICATE ? on_cert(t, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
     case TTC_WAIT_CV:
         return type == MSG_CERTIFICATE_VERIFY ? on_cv(t, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
@@ -467,4 +571,9 @@ void ttc_dispose(struct ttc *t)
     kl_buf_dispose(&t->hs_in);
     free(t->cert);
     t->cert = NULL;
+}
+
+void ttc_set_client_auth(struct ttc *t, const struct ttc_client_auth *auth)
+{
+    t->auth = auth;
 }

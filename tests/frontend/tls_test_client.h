@@ -6,7 +6,10 @@
  * with every suite and group, HelloRetryRequest, middlebox compatibility mode, SNI and
  * ALPN. It checks everything a client must: the ServerHello fields, the server's
  * CertificateVerify signature against the leaf certificate (crypto_cert_verify) and the
- * server Finished. It is test code: no resumption, no client certificates.
+ * server Finished. It is test code: no resumption. Client certificates: when the server
+ * sends CertificateRequest the client answers with the chain of ttc_set_client_auth (or an
+ * empty Certificate) and a CertificateVerify made by its client_sign callback (the test
+ * holds the key), and can be told to omit or corrupt the CertificateVerify.
  */
 #ifndef KL_TLS_TEST_CLIENT_H
 #define KL_TLS_TEST_CLIENT_H
@@ -37,6 +40,25 @@ struct ttc_config {
     int skip_verify;
 };
 
+/*
+ * Client authentication (set with ttc_set_client_auth after ttc_start; borrowed, must outlive the
+ * handshake). Without it the client answers a CertificateRequest with an empty Certificate.
+ */
+struct ttc_client_auth {
+    /* The chain (DER, leaf first) sent when asked; n_client_chain 0 sends an empty Certificate. */
+    const uint8_t *client_chain[4];
+    size_t client_chain_len[4];
+    size_t n_client_chain;
+    /* Sign the client CertificateVerify content (4.4.3) with the client's key: *scheme_p gets the scheme,
+     * sig (capacity *sig_len_p) the signature. 0 or a negative KL_ERR_*. */
+    int (*client_sign)(void *arg, uint16_t *scheme_p, const uint8_t *content, size_t len, uint8_t *sig,
+                       size_t *sig_len_p);
+    void *client_sign_arg;
+    int client_omit_cv;        /* send the Certificate but no CertificateVerify */
+    int client_bad_cv;         /* flip a bit in the CertificateVerify signature */
+    uint16_t client_cv_scheme; /* non-zero: put this scheme in the CertificateVerify instead of the signer's */
+};
+
 enum ttc_state { TTC_WAIT_SH, TTC_WAIT_EE, TTC_WAIT_CERT, TTC_WAIT_CV, TTC_WAIT_FIN, TTC_DONE, TTC_FAILED };
 
 struct ttc {
@@ -61,6 +83,11 @@ struct ttc {
     uint16_t scheme; /* from CertificateVerify */
     char alpn[256];  /* selected by the server, or "" */
     int sni_acked;
+    int cert_requested;      /* the server sent CertificateRequest */
+    uint16_t cr_schemes[16]; /* its signature_algorithms */
+    size_t n_cr_schemes;
+    int cr_has_cas; /* it carried certificate_authorities */
+    const struct ttc_client_auth *auth;
 };
 
 /* Start: appends the ClientHello record to out. */
@@ -73,5 +100,7 @@ int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out);
 int ttc_input(struct ttc *t, struct kl_buf *out, struct kl_buf *app, const uint8_t *in, size_t *len_p);
 int ttc_send(struct ttc *t, struct kl_buf *out, const uint8_t *data, size_t len);
 void ttc_dispose(struct ttc *t);
+/* Answer a CertificateRequest with auth (NULL: an empty Certificate). Call after ttc_start. */
+void ttc_set_client_auth(struct ttc *t, const struct ttc_client_auth *auth);
 
 #endif

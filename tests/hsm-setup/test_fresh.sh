@@ -102,6 +102,11 @@ done
 check "intermediate CA has pathlen 0" \
   bash -c "openssl x509 -in '$D/pki/intermediate.pem' -noout -text | grep -q 'CA:TRUE, pathlen:0'"
 check "root.pem is self-signed and verifies" openssl verify -CAfile "$D/pki/root.pem" "$D/pki/root.pem"
+check "client.pem verifies against client-ca.pem for clientAuth" \
+  openssl verify -CAfile "$D/pki/client-ca.pem" -purpose sslclient "$D/pki/client.pem"
+check "client.pem is not valid under the server root" \
+  bash -c "! openssl verify -CAfile '$D/pki/root.pem' '$D/pki/client.pem' >/dev/null 2>&1"
+check "client keys are mode 600" test "$(stat -c %a "$D/pki/client-ca.key")$(stat -c %a "$D/pki/client.key")" = 600600
 check "a leaf does not verify against the intermediate alone (root is the anchor)" \
   bash -c "! openssl verify -CAfile '$D/pki/intermediate.pem' '$D/pki/ed25519.crt.pem' >/dev/null 2>&1"
 
