@@ -91,21 +91,11 @@ static int put_cert_tlvs(uint8_t *p, size_t *off, size_t cap, const struct proxy
     return 0;
 }
 
+/* A string TLV; an empty string is left out. */
 static int put_tlv(uint8_t *p, size_t *off, size_t cap, uint8_t type, const char *v)
 {
     size_t len = strlen(v);
-    if (len == 0) {
-        return 0;
-    }
-    if (len > 0xffff || *off + 3 + len > cap) {
-        return KL_ERR_OVERFLOW;
-    }
-    p[(*off)++] = type;
-    p[(*off)++] = (uint8_t)(len >> 8);
-    p[(*off)++] = (uint8_t)len;
-    memcpy(p + *off, v, len);
-    *off += len;
-    return 0;
+    return len == 0 ? 0 : put_tlv_bytes(p, off, cap, type, v, len);
 }
 
 int proxy_v2_header(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst, const char *sni,

@@ -59,10 +59,28 @@ static int decode_sig_algs_cert(struct ext_client_hello *e, struct wire_reader *
     return decode_u16_list(body, &e->sig_algs_cert);
 }
 
+/* A set of 16-bit code points, one bit each (8 KiB, on the caller's stack): membership
+   checks stay linear in the message size whatever the number of entries. */
+#define U16_SET_WORDS (65536 / 64)
+
+/* Add v; 1 if it was already there. */
+static int u16_set_add(uint64_t *set, uint16_t v)
+{
+    uint64_t bit = (uint64_t)1 << (v % 64);
+    int had = (set[v / 64] & bit) != 0;
+    set[v / 64] |= bit;
+    return had;
+}
+
+static int u16_set_has(const uint64_t *set, uint16_t v)
+{
+    return (set[v / 64] & ((uint64_t)1 << (v % 64))) != 0;
+}
+
 static int decode_key_share(struct ext_client_hello *e, struct wire_reader *body)
 {
     /* One bit per group: duplicates are found in linear time whatever the number of entries. */
-    uint64_t seen[65536 / 64];
+    uint64_t seen[U16_SET_WORDS];
     struct wire_reader list;
     int ret;
     memset(seen, 0, sizeof(seen));
@@ -78,9 +96,8 @@ static int decode_key_share(struct ext_client_hello *e, struct wire_reader *body
         /* RFC 8446 4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group. [...]
          * Servers MAY check for violations of these rules and abort the handshake with an
          * "illegal_parameter" alert if one is violated." */
-        if (seen[ks.group / 64] & ((uint64_t)1 << (ks.group % 64)))
+        if (u16_set_add(seen, ks.group))
             return KL_ERR_ILLEGAL_PARAMETER;
-        seen[ks.group / 64] |= (uint64_t)1 << (ks.group % 64);
         if (e->n_shares == 0)
             e->first_share = ks;
         e->n_shares++;
@@ -235,7 +252,7 @@ unsigned ext_allowed_in(uint16_t type)
 int ext_client_hello_decode(struct ext_client_hello *out, struct wire_reader *r)
 {
     /* One bit per possible extension type, so that duplicates of unknown types are found in linear time. */
-    uint64_t seen[65536 / 64];
+    uint64_t seen[U16_SET_WORDS];
     struct wire_reader list;
     int ret;
 
@@ -250,9 +267,8 @@ int ext_client_hello_decode(struct ext_client_hello *out, struct wire_reader *r)
         if ((ret = wire_read_u16(&list, &type)) != 0 || (ret = wire_read_vec(&list, &body, 2)) != 0)
             return ret;
         /* RFC 8446 4.2: "There MUST NOT be more than one extension of the same type in a given extension block." */
-        if (seen[type / 64] & ((uint64_t)1 << (type % 64)))
+        if (u16_set_add(seen, type))
             return KL_ERR_ILLEGAL_PARAMETER;
-        seen[type / 64] |= (uint64_t)1 << (type % 64);
         /* RFC 8446 4.2.11: "The "pre_shared_key" extension MUST be the last extension in the ClientHello
          * [...] Servers MUST check that it is the last extension and otherwise fail the handshake with an
          * "illegal_parameter" alert." */
@@ -285,10 +301,10 @@ int ext_client_hello_decode(struct ext_client_hello *out, struct wire_reader *r)
         memset(seen, 0, sizeof(seen));
         wire_reader_init(&g, out->groups.base, out->groups.len);
         while (wire_read_u16(&g, &grp) == 0)
-            seen[grp / 64] |= (uint64_t)1 << (grp % 64);
+            (void)u16_set_add(seen, grp);
         wire_reader_init(&ks_r, out->key_shares.base, out->key_shares.len);
         while (ext_key_share_next(&ks_r, &ks)) {
-            if (!(seen[ks.group / 64] & ((uint64_t)1 << (ks.group % 64))))
+            if (!u16_set_has(seen, ks.group))
                 return KL_ERR_ILLEGAL_PARAMETER;
         }
     }
