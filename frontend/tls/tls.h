@@ -52,6 +52,57 @@ enum tls_client_auth {
 /* The CA bundle (and CRLs) client certificates are checked against: tls_client_ca_load(). */
 struct tls_client_ca;
 
+/* ---- session tickets and 0-RTT (RFC 8446 2.2, 2.3, 4.2.9-11, 4.6.1, 8) ---- */
+
+#define TLS_TICKET_SECRET_LEN 32        /* one epoch's ticket secret; the engine derives its AEAD key from it */
+#define TLS_TICKET_KEY_ID_LEN 8         /* names the key (source, scope, epoch) in clear in every ticket */
+#define TLS_TICKET_KEYS_MAX 8           /* current + previous epochs held at once */
+#define TLS_HOST_ID_LEN 16              /* tickets carry the issuing host; 0-RTT only there */
+#define TLS_TICKET_LIFETIME_MAX 604800u /* RFC 8446 4.6.1: at most 7 days */
+
+/* One epoch's ticket key, as the frontend obtains it (derived in the HSM, or from a key file). */
+struct tls_ticket_key {
+    uint8_t key_id[TLS_TICKET_KEY_ID_LEN];
+    uint64_t epoch;
+    uint8_t secret[TLS_TICKET_SECRET_LEN];
+};
+
+/* A consistent snapshot of the keys: tickets are sealed with keys[issue]; any of keys[0..n) opens one. */
+struct tls_ticket_keys {
+    size_t n;
+    size_t issue;
+    struct tls_ticket_key keys[TLS_TICKET_KEYS_MAX];
+};
+
+/*
+ * Where the engine gets ticket keys: fill *out (the engine wipes it after use) and return 0;
+ * a negative kl_err when there are none yet (then no ticket is issued and every offered PSK is
+ * ignored: full handshake). Called at most once per ClientHello and once per ticket issue.
+ */
+typedef int (*tls_ticket_keys_fn)(void *arg, struct tls_ticket_keys *out);
+
+/*
+ * 0-RTT anti-replay (RFC 8446 8): called with the first identity's binder when early data would
+ * be accepted. Return 1 when this binder was never seen before (and remember it until
+ * expires_ms, a CLOCK_REALTIME time in ms), 0 when it was seen, or when the register cannot
+ * tell (full, unavailable): the engine then rejects the early data (fails closed) and the
+ * handshake goes on in 1-RTT.
+ */
+typedef int (*tls_replay_fn)(void *arg, const uint8_t *binder, size_t binder_len, uint64_t expires_ms);
+
+/* Per-listener ticket settings, inside struct tls_config. All zero: no tickets, PSKs ignored. */
+struct tls_ticket_config {
+    tls_ticket_keys_fn keys; /* NULL: tickets off */
+    void *keys_arg;
+    unsigned count;          /* NewSessionTickets sent after the handshake (0: none) */
+    uint32_t lifetime;       /* seconds, 1..TLS_TICKET_LIFETIME_MAX */
+    int allow_psk_ke;        /* accept psk_ke (no (EC)DHE, no forward secrecy); psk_dhe_ke always */
+    uint32_t max_early_data; /* 0: no 0-RTT */
+    tls_replay_fn replay;    /* required when max_early_data > 0 */
+    void *replay_arg;
+    uint8_t host_id[TLS_HOST_ID_LEN];
+};
+
 struct tls_config {
     const struct tls_cert *certs; /* the first one is the default when no name matches */
     size_t n_certs;
@@ -75,6 +126,8 @@ struct tls_config {
     /* mTLS: client_ca must be set unless client_auth is TLS_CLIENT_AUTH_NONE (else handshakes fail, internal_error). */
     enum tls_client_auth client_auth;
     const struct tls_client_ca *client_ca;
+    /* Session tickets, PSK resumption and 0-RTT. */
+    struct tls_ticket_config tickets;
     /* Tests only: force the random inputs so that RFC 8448 traces can be reproduced byte for byte. */
     const struct tls_test_hooks *test;
 };
@@ -180,6 +233,17 @@ struct tls_peer_cert {
 };
 /* Never NULL; present == 0 when client authentication was off, optional and skipped, or not done yet. */
 const struct tls_peer_cert *tls_conn_peer_cert(const struct tls_conn *c);
+/* 1 when the handshake resumed a ticket (no certificate, no signature), else 0. */
+int tls_conn_resumed(const struct tls_conn *c);
+/*
+ * 0-RTT: 1 when the client's early data was accepted. Early application data is appended to
+ * app by tls_conn_input() before the handshake completes; tls_conn_early_data_len() is how
+ * many of the first application bytes were early data, and tls_conn_early_data_done() is 1
+ * once EndOfEarlyData arrived (the count is then final).
+ */
+int tls_conn_early_data_accepted(const struct tls_conn *c);
+uint64_t tls_conn_early_data_len(const struct tls_conn *c);
+int tls_conn_early_data_done(const struct tls_conn *c);
 
 /* ---- certificate files and randomness, for the caller's configuration ---- */
 
