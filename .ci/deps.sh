@@ -20,6 +20,15 @@ echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-# The nginx package starts a system service on port 80; the benchmarks start their own.
-if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
-$SUDO pkill -x nginx >/dev/null 2>&1 || true
+# The nginx package (the benchmarks' peer; they start their own instances) starts a system
+# service on port 80 when it is installed. Stop that service only when we just installed it,
+# and say so: an nginx that was on the host before is left alone.
+for p in "${missing[@]}"; do
+    [ "$p" = nginx ] || continue
+    echo "deps: nginx was just installed for the benchmarks; disabling the nginx.service it started"
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+    elif [ -f /run/nginx.pid ]; then
+        $SUDO kill "$(cat /run/nginx.pid)" >/dev/null 2>&1 || true
+    fi
+done
