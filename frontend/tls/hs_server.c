@@ -15,6 +15,12 @@
  * (HS_EXPECT_CLIENT_CERTIFICATE) and, if it was not empty, its CertificateVerify
  * (HS_EXPECT_CLIENT_CERTIFICATE_VERIFY) come before its Finished. The chain and the
  * signature are checked here through crypto.c; the signer never sees them.
+ * Resumption (tls_config.tickets): after the client Finished, NewSessionTickets sealed by
+ * ticket.c. A ClientHello whose pre_shared_key names a ticket that opens, fits and whose
+ * binder verifies resumes: ServerHello with pre_shared_key, then EncryptedExtensions and
+ * Finished at once (no Certificate, no signature, never KL_ERR_ASYNC). With 0-RTT accepted the
+ * client's early data (HS_EXPECT_END_OF_EARLY_DATA, under its early traffic key) goes to app
+ * until EndOfEarlyData, then its Finished under the handshake key.
  *
  * Memory: handshake-only state (transcript, key schedule, ephemeral key, the held flight)
  * lives in a separate heap block freed (wiped) once the client Finished is verified; an
