@@ -791,6 +791,21 @@ static void test_round_trips(void)
     kl_buf_dispose(&r.app);
     tls_conn_free(c);
     ttc_dispose(&t);
+    /* The ninth identity is never tried (HS_MAX_PSK_TRIED): a full handshake. */
+    pc.psk_garbage_first = 8;
+    c = tls_conn_new(&f.cfg, 60);
+    run(c, &t, &cc, &pc, f.key, &r);
+    ok(r.done && r.signed_ && !tls_conn_resumed(c), "ticket as the 9th identity: not tried, full handshake");
+    kl_buf_dispose(&r.app);
+    tls_conn_free(c);
+    ttc_dispose(&t);
+    pc.psk_garbage_first = 7;
+    c = tls_conn_new(&f.cfg, 61);
+    run(c, &t, &cc, &pc, f.key, &r);
+    ok(r.done && !r.signed_ && tls_conn_resumed(c) && t.selected == 7, "ticket as the 8th identity: resumed");
+    kl_buf_dispose(&r.app);
+    tls_conn_free(c);
+    ttc_dispose(&t);
     pc.psk_garbage_first = 0;
     /* Replay: the register refuses. */
     replay_fail = 1;
@@ -882,6 +897,19 @@ static void test_round_trips(void)
     ok(strstr(trace_log, "HelloRetryRequest") != NULL, "HRR traced");
     tls_conn_free(c);
     ttc_dispose(&t);
+    /* 0-RTT offered, then a HelloRetryRequest: the early records are skipped, the second ClientHello resumes. */
+    static const uint8_t lost[] = "lost early data";
+    pc.early = lost;
+    pc.early_len = sizeof(lost);
+    c = tls_conn_new(&f.cfg, 17);
+    run(c, &t, &hrr, &pc, f.key, &r);
+    ok(r.done && tls_conn_resumed(c) && !tls_conn_early_data_accepted(c) && r.app.len == 0,
+       "0-RTT then HelloRetryRequest: early data skipped, resumed in 1-RTT");
+    kl_buf_dispose(&r.app);
+    tls_conn_free(c);
+    ttc_dispose(&t);
+    pc.early = NULL;
+    pc.early_len = 0;
     pc.psk_bad_binder = 1;
     c = tls_conn_new(&f.cfg, 16);
     run(c, &t, &hrr, &pc, f.key, &r);
