@@ -4,7 +4,8 @@
  *
  * The root never leaves the token, so the keys cannot be recomputed here: what is checked
  * is that they are the same wherever they should be (two calls, two signer processes on
- * one token, a restart, a remote token through `p11-kit server`) and different wherever
+ * one token, a restart, a remote token through `p11-kit server`, and after that remote
+ * token went away and came back) and different wherever
  * they should be (epochs, scope, rotation); that the key id is the documented hash of
  * the secret; every refusal (window, count, duplicates, rotation bounds, peer, missing
  * [tickets], rate limit) with its status, message and audit record; start-up errors (no
@@ -501,8 +502,25 @@ static void test_remote(const struct got *local, const uint64_t *ep, size_t n)
     if (start_with(&R, NULL, "module = " CLIENT_MODULE, remote_keys, tickets_a) != 0) {
         ok(0, "a signer on p11-kit-client.so with [tickets] starts");
     } else {
+        int recovered = 0;
         ask(&g, R.sock, 1, WEEK, ep, n);
         ok(same_keys(local, &g), "through p11-kit remoting: the same keys as the local signer");
+        /* The token goes away: HSM_ERROR without keys, audited; once it is back the root is
+         * found again (a new handle) and the same keys come out. */
+        harness_p11_server_stop(server);
+        ask(&g, R.sock, 2, WEEK, ep, n);
+        ok(g.status == KEYLESS__V1__STATUS__HSM_ERROR && g.n == 0, "token away: HSM_ERROR and no key");
+        ok(harness_audit_has(&R, 2, "HSM_ERROR"), "... audited");
+        server = harness_p11_server_start(p11sock, 0);
+        for (int i = 0; i < 100 && !recovered; i++) {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            ask(&g, R.sock, 3 + (uint64_t)i, WEEK, ep, n);
+            recovered = g.status == KEYLESS__V1__STATUS__OK;
+            if (!recovered) {
+                nanosleep(&ts, NULL);
+            }
+        }
+        ok(recovered && same_keys(local, &g), "token back: the same keys again, without a restart");
         is_int(harness_stop(&R), 0, "the remote signer stops");
     }
     harness_p11_server_stop(server);
