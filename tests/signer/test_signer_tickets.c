@@ -465,6 +465,22 @@ static void test_start_errors(void)
     snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", H.bin, H.conf);
     is_int(harness_run(out, sizeof(out), cmd), 1, "a private key as the root: refused at start");
 
+    /* A secret key that can leave the token is no root. */
+    snprintf(cmd, sizeof(cmd),
+             "KLP=$(cat %s/user.pin) pkcs11-tool --module " SOFTHSM_MODULE " --token-label keyless --login "
+             "--pin env:KLP --keygen --key-type GENERIC:32 --label loose-root --id 20 --usage-sign --extractable "
+             "--private </dev/null >/dev/null 2>&1",
+             H.hsm);
+    ok(harness_run(NULL, 0, cmd) == 0, "an extractable secret key loose-root on the token");
+    snprintf(text, sizeof(text), "%s\n[tickets]\nscope = site-a\nkey = loose-root\n", harness_std_keys);
+    ok(harness_write_config(&H, H.conf, NULL, NULL, text) == 0, "config naming it as the root");
+    snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", H.bin, H.conf);
+    st = harness_run(out, sizeof(out), cmd);
+    ok(st == 1 && strstr(out, "[tickets] key: secret key 'loose-root' must have") != NULL &&
+           strstr(out, "CKA_EXTRACTABLE false") != NULL,
+       "an extractable root: refused at start, naming CKA_EXTRACTABLE");
+    diag("%s", out);
+
     snprintf(text, sizeof(text), "%s\n[tickets]\naccept_epochs = 2\n", harness_std_keys);
     ok(harness_write_config(&H, H.conf, NULL, NULL, text) == 0, "config without scope");
     st = harness_run(out, sizeof(out), cmd);
