@@ -11,6 +11,8 @@
  * and runs the policy (policy_check_sign: context, scheme, hash length, peer uid/gid
  * from SO_PEERCRED) and the rate limits; OP_ASYNC makes a job for jobs.c, bounded by
  * queue_max (full: OVERLOADED). A refusal is audited before its answer is queued.
+ * TicketKeys (issue 11, tickets.h) names no key: its handler checks [tickets] and the
+ * request (tickets_check), the rate limits and queue_max itself, then queues a job too.
  * Responses echo the request id and go out in completion order.
  *
  * The audit log is rotated on this thread: on server_rotate() (SIGHUP) and, with
@@ -60,6 +62,13 @@ void server_stop(struct server *srv);
  * fresh file). Async-signal-safe: keyless-signer calls it on SIGHUP.
  */
 void server_rotate(struct server *srv);
+
+/*
+ * Issue 11: answer TicketKeys with keys derived from root (found by p11_secret_find on
+ * cfg's [tickets] key; borrowed, it belongs to the backend). Without it TicketKeys is
+ * refused with NOT_AUTHORIZED "ticket keys not configured". Call before server_run().
+ */
+void server_set_ticket_root(struct server *srv, const struct p11_secret *root);
 
 /* Stop the threads, close the socket (and unlink it) and free everything. NULL is fine. */
 void server_free(struct server *srv);
