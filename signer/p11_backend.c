@@ -1194,8 +1194,10 @@ static int mech_usable(struct p11_backend *be, char *why, size_t why_len, const 
                  mech_str(mtype), rv != CKR_OK ? rv_str(rv) : "no CKF_SIGN");
         return KL_ERR_DENIED;
     }
-    if (key->allowed_n > 0) {
-        return 0; /* the token said which mechanisms the key may use: no need to try */
+    if (key->allowed_n > 0 || si->hs_mech == 0) {
+        /* The token said which mechanisms the key may use, or there is nothing to choose
+         * between (Ed25519): no need to try. */
+        return 0;
     }
     if ((r = probe_sign(be, &rv, key, si, mtype, hashed)) != 0) {
         snprintf(why, why_len, "a test signature with %s failed (%s)", mech_str(mtype),

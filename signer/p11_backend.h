@@ -87,10 +87,10 @@ KL_MUST_CHECK int p11_key_find(struct p11_backend *be, struct p11_key **key_p, c
  * against the scheme, CKA_SIGN and the RSA size, then chooses the mechanism p11_sign()
  * will use for it: the raw one if the key may use it, else the hash-and-sign one. "May":
  * in CKA_ALLOWED_MECHANISMS when the token reports a non-empty list, the token lists it
- * with CKF_SIGN (C_GetMechanismInfo), and, without a list, a test signature over a fixed
- * probe content succeeds (RSA: and verifies). Call it once per scheme at start, before
- * signing starts (it writes key). 0 if the key can sign, KL_ERR_DENIED with the reason
- * in err (naming every mechanism tried) if neither can, KL_ERR_HSM on token trouble.
+ * with CKF_SIGN (C_GetMechanismInfo), and, without a list and where there is a choice
+ * (not Ed25519), a test signature over a fixed probe content succeeds (RSA: and verifies). Call it once per scheme at
+ * start, before signing starts (it writes key). 0 if the key can sign, KL_ERR_DENIED with the reason in err (naming
+ * every mechanism tried) if neither can, KL_ERR_HSM on token trouble.
  */
 KL_MUST_CHECK int p11_key_check_scheme(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len,
                                        uint16_t scheme);
