@@ -4,8 +4,10 @@
  *
  * Locking: be->lock is a rwlock. Signing holds it shared (each worker uses only its
  * own session, and PKCS#11 with CKF_OS_LOCKING_OK allows concurrent calls on distinct
- * sessions); recovery holds it exclusive while it re-initialises the module, so no
- * C_Sign runs against a session that is being torn down.
+ * sessions; a worker may even replace its own session under the shared lock, to clear a
+ * CKR_OPERATION_ACTIVE); recovery, key look-up and the start-up mechanism probe hold it
+ * exclusive (they use session 0 and the keys' state), so no C_Sign runs against a
+ * session that is being torn down.
  */
 #include <dlfcn.h>
 #include <errno.h>
