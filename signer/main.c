@@ -249,7 +249,8 @@ static int run(const char *config_path, int check_only)
     if (server_run(srv) == 0) {
         status = 0;
     }
-    log_info("shutting down (%u HSM recoveries during this run)", p11_backend_recoveries(be));
+    log_info("shutting down (%u HSM recoveries, %u logins during this run)", p11_backend_recoveries(be),
+             p11_backend_logins(be));
 exit:
     g_server = NULL;
     g_backend = NULL;
