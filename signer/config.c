@@ -139,6 +139,8 @@ static const struct kl_ini_key hsm_keys[] = {
     {"softhsm2_conf", KL_INI_PATH, KL_INI_FIELD(struct signer_config, softhsm2_conf)},
     {"pin_file", KL_INI_PATH, KL_INI_REQUIRED, KL_INI_FIELD(struct signer_config, pin_file),
      .missing = "the PIN is read from a file only"},
+    /* issue 13: a key that is extractable or can decrypt stops the start instead of a warning */
+    {"strict_keys", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, strict_keys)},
 };
 
 /* [key NAME] */

@@ -86,6 +86,7 @@ struct signer_config {
     char *module_name;
     char *softhsm2_conf;
     char *pin_file;
+    int strict_keys; /* strict_keys = yes: an extractable or decrypting key is an error, not a warning */
     /* [key NAME] */
     struct cfg_key keys[CFG_MAX_KEYS];
     size_t n_keys;

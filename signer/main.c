@@ -29,6 +29,7 @@
 #include "server.h"
 
 static struct server *volatile g_server;
+static struct p11_backend *volatile g_backend;
 static volatile sig_atomic_t g_stop_requested;
 
 static void on_signal(int sig)
@@ -36,6 +37,9 @@ static void on_signal(int sig)
     if (sig == SIGHUP) {
         if (g_server != NULL) {
             server_rotate(g_server);
+        }
+        if (g_backend != NULL) {
+            p11_backend_rearm(g_backend); /* the operator's answer to a refused PIN (docs/HSM.md) */
         }
         return;
     }
@@ -110,6 +114,11 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
                 return 1;
             }
         }
+        if (cfg->strict_keys && p11_key_hygiene(keys[i].p11, err, sizeof(err)) != 0) {
+            log_errx("%s:%u: [key %s] uri: the key allows more than signing (%s), which strict_keys = yes refuses",
+                     cfg->path, k->line, k->name, err);
+            return 1;
+        }
     }
     return 0;
 }
@@ -129,6 +138,41 @@ static int open_ticket_root(struct p11_backend *be, struct p11_secret **root_p, 
         return 1;
     }
     return 0;
+}
+
+/* Warn about keys that allow more than signing (strict_keys = no). Said once every check
+ * has passed, so that a failing start still ends with its one line. */
+static void warn_keys(const struct server_key *keys, const struct signer_config *cfg, int diag)
+{
+    char err[256];
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (p11_key_hygiene(keys[i].p11, err, sizeof(err)) == 0) {
+            continue;
+        }
+        if (diag) {
+            log_diag("%s:%u: [key %s] uri: warning: the key allows more than signing (%s); strict_keys = yes would "
+                     "refuse it",
+                     cfg->path, cfg->keys[i].line, cfg->keys[i].name, err);
+        } else {
+            log_warnx("%s:%u: [key %s] the key allows more than signing (%s); strict_keys = yes would refuse it",
+                      cfg->path, cfg->keys[i].line, cfg->keys[i].name, err);
+        }
+    }
+}
+
+/* "name scheme/MECHANISM ..." for the start-up line: which mechanism signs each scheme. */
+static void describe_mechanisms(char *out, size_t cap, const struct server_key *keys, const struct signer_config *cfg)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < cfg->n_keys && n < cap; i++) {
+        const struct cfg_key *k = &cfg->keys[i];
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i > 0 ? "; " : "", k->name);
+        for (size_t s = 0; s < k->n_schemes && n < cap; s++) {
+            const char *name = policy_scheme_name(k->schemes[s]), *mech = p11_key_mechanism(keys[i].p11, k->schemes[s]);
+            n += (size_t)snprintf(out + n, cap - n, " %s/%s", name != NULL ? name : "?", mech != NULL ? mech : "?");
+        }
+    }
 }
 
 static int run(const char *config_path, int check_only)
@@ -178,6 +222,7 @@ static int run(const char *config_path, int check_only)
         if (privsep_check_user_access(cfg) != 0) {
             goto exit;
         }
+        warn_keys(keys, cfg, 1);
         log_diag("%s: OK (%zu key(s) found on the token, every scheme probed)", cfg->path, cfg->n_keys);
         status = 0;
         goto exit;
@@ -209,17 +254,25 @@ static int run(const char *config_path, int check_only)
         goto exit;
     }
     g_server = srv;
+    g_backend = be;
     if (g_stop_requested) {
         server_stop(srv); /* a signal that came during start-up */
     }
-    log_info("listening on %s (%zu key(s), %u worker(s), audit %s)", cfg->socket_path, cfg->n_keys, cfg->workers,
-             cfg->audit_log);
+    warn_keys(keys, cfg, 0);
+    {
+        char mechs[2048];
+        describe_mechanisms(mechs, sizeof(mechs), keys, cfg);
+        log_info("listening on %s (%zu key(s), %u worker(s), audit %s; mechanisms: %s)", cfg->socket_path, cfg->n_keys,
+                 cfg->workers, cfg->audit_log, mechs);
+    }
     if (server_run(srv) == 0) {
         status = 0;
     }
-    log_info("shutting down (%u HSM recoveries during this run)", p11_backend_recoveries(be));
+    log_info("shutting down (%u HSM recoveries, %u logins during this run)", p11_backend_recoveries(be),
+             p11_backend_logins(be));
 exit:
     g_server = NULL;
+    g_backend = NULL;
     server_free(srv);
     audit_close(audit);
     p11_backend_free(be);

@@ -4,8 +4,10 @@
  *
  * Locking: be->lock is a rwlock. Signing holds it shared (each worker uses only its
  * own session, and PKCS#11 with CKF_OS_LOCKING_OK allows concurrent calls on distinct
- * sessions); recovery holds it exclusive while it re-initialises the module, so no
- * C_Sign runs against a session that is being torn down.
+ * sessions; a worker may even replace its own session under the shared lock, to clear a
+ * CKR_OPERATION_ACTIVE); recovery, key look-up and the start-up mechanism probe hold it
+ * exclusive (they use session 0 and the keys' state), so no C_Sign runs against a
+ * session that is being torn down.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -31,7 +33,18 @@
 #include "tls_ids.h"
 
 #define PIN_MAX 256
-#define RECOVER_MIN_INTERVAL_NS (100 * 1000 * 1000ull) /* do not hammer a token that is away */
+/* Do not hammer a token that is away: the wait between failed recoveries doubles from
+ * the first to the last value, and a success resets it. */
+#define RECOVER_FIRST_INTERVAL_NS (100 * 1000 * 1000ull)
+#define RECOVER_MAX_INTERVAL_NS (10 * 1000 * 1000 * 1000ull)
+#define KEY_MAX_SCHEMES 16
+
+/* The mechanism chosen for one scheme of a key (p11_key_check_scheme). */
+struct key_mech {
+    uint16_t scheme;
+    CK_MECHANISM_TYPE mech;
+    int hashed; /* a hash-and-sign mechanism: the token gets the whole content */
+};
 
 struct p11_key {
     struct p11_key *next;
@@ -48,6 +61,10 @@ struct p11_key {
     struct crypto_pubkey *pub;
     uint8_t spki[P11_SPKI_MAX];
     size_t spki_len;
+    int extractable, decrypt, unwrap; /* what it allows beyond signing (p11_key_hygiene) */
+    struct key_mech mechs[KEY_MAX_SCHEMES];
+    size_t n_mechs;
+    int refused; /* after a re-login: gone, or another public key; under be->lock */
 };
 
 struct p11_backend {
@@ -66,7 +83,13 @@ struct p11_backend {
     pthread_rwlock_t lock;
     atomic_int broken;
     uint64_t last_recover_ns;
+    uint64_t recover_interval_ns; /* the back-off; under the write lock */
+    int pin_refused;              /* the token refused the PIN: no login until rearmed; under be->lock */
+    CK_RV login_rv;               /* what the last C_Login returned */
+    int cancel_with_null;         /* PKCS#11 3.0: C_SignInit(NULL mechanism) cancels an operation */
+    atomic_int rearm;
     atomic_uint recoveries;
+    atomic_uint logins;
 };
 
 static const char *rv_str(CK_RV rv)
@@ -106,6 +129,18 @@ static const char *rv_str(CK_RV rv)
         return "CKR_PIN_INCORRECT";
     case CKR_PIN_LOCKED:
         return "CKR_PIN_LOCKED";
+    case CKR_PIN_EXPIRED:
+        return "CKR_PIN_EXPIRED";
+    case CKR_PIN_INVALID:
+        return "CKR_PIN_INVALID";
+    case CKR_PIN_LEN_RANGE:
+        return "CKR_PIN_LEN_RANGE";
+    case CKR_KEY_FUNCTION_NOT_PERMITTED:
+        return "CKR_KEY_FUNCTION_NOT_PERMITTED";
+    case CKR_FUNCTION_NOT_SUPPORTED:
+        return "CKR_FUNCTION_NOT_SUPPORTED";
+    case CKR_OPERATION_NOT_INITIALIZED:
+        return "CKR_OPERATION_NOT_INITIALIZED";
     case CKR_SESSION_CLOSED:
         return "CKR_SESSION_CLOSED";
     case CKR_SESSION_HANDLE_INVALID:
@@ -145,6 +180,38 @@ static int rv_needs_recovery(CK_RV rv)
     }
 }
 
+/* The login failures that are the PIN's: asking again with the same PIN only counts
+ * another failed attempt towards the token's lock. */
+static int rv_pin_refused(CK_RV rv)
+{
+    return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED || rv == CKR_PIN_INVALID ||
+           rv == CKR_PIN_LEN_RANGE;
+}
+
+static const char *mech_str(CK_MECHANISM_TYPE m)
+{
+    switch (m) {
+    case CKM_ECDSA:
+        return "CKM_ECDSA";
+    case CKM_ECDSA_SHA256:
+        return "CKM_ECDSA_SHA256";
+    case CKM_ECDSA_SHA384:
+        return "CKM_ECDSA_SHA384";
+    case CKM_RSA_PKCS_PSS:
+        return "CKM_RSA_PKCS_PSS";
+    case CKM_SHA256_RSA_PKCS_PSS:
+        return "CKM_SHA256_RSA_PKCS_PSS";
+    case CKM_SHA384_RSA_PKCS_PSS:
+        return "CKM_SHA384_RSA_PKCS_PSS";
+    case CKM_SHA512_RSA_PKCS_PSS:
+        return "CKM_SHA512_RSA_PKCS_PSS";
+    case CKM_EDDSA:
+        return "CKM_EDDSA";
+    default:
+        return "CKM_(other)";
+    }
+}
+
 /* ---- the scheme table: what each TLS SignatureScheme needs from the key and token ---- */
 
 /* The key type, curve and hash of a scheme come from common/tls_ids; this table adds what
@@ -155,7 +222,8 @@ struct scheme_info {
     enum crypto_curve curve; /* EC only */
     enum tls_hash hash;      /* TLS_HASH_NONE: Ed25519 signs the content itself */
     size_t hash_len;
-    CK_MECHANISM_TYPE mech;
+    CK_MECHANISM_TYPE mech;    /* raw: signs the digest (Ed25519: the content) */
+    CK_MECHANISM_TYPE hs_mech; /* hash-and-sign: signs the content; 0 if there is none */
     CK_MECHANISM_TYPE ck_hash; /* RSA-PSS hashAlg */
     CK_RSA_PKCS_MGF_TYPE mgf;
 };
@@ -163,15 +231,16 @@ struct scheme_info {
 static const struct {
     uint16_t scheme;
     CK_MECHANISM_TYPE mech;
+    CK_MECHANISM_TYPE hs_mech;
     CK_MECHANISM_TYPE ck_hash;
     CK_RSA_PKCS_MGF_TYPE mgf;
 } mechanisms[] = {
-    {TLS_SIG_ECDSA_SECP256R1_SHA256, CKM_ECDSA, 0, 0},
-    {TLS_SIG_ECDSA_SECP384R1_SHA384, CKM_ECDSA, 0, 0},
-    {TLS_SIG_RSA_PSS_RSAE_SHA256, CKM_RSA_PKCS_PSS, CKM_SHA256, CKG_MGF1_SHA256},
-    {TLS_SIG_RSA_PSS_RSAE_SHA384, CKM_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384},
-    {TLS_SIG_RSA_PSS_RSAE_SHA512, CKM_RSA_PKCS_PSS, CKM_SHA512, CKG_MGF1_SHA512},
-    {TLS_SIG_ED25519, CKM_EDDSA, 0, 0},
+    {TLS_SIG_ECDSA_SECP256R1_SHA256, CKM_ECDSA, CKM_ECDSA_SHA256, 0, 0},
+    {TLS_SIG_ECDSA_SECP384R1_SHA384, CKM_ECDSA, CKM_ECDSA_SHA384, 0, 0},
+    {TLS_SIG_RSA_PSS_RSAE_SHA256, CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA256, CKG_MGF1_SHA256},
+    {TLS_SIG_RSA_PSS_RSAE_SHA384, CKM_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384},
+    {TLS_SIG_RSA_PSS_RSAE_SHA512, CKM_RSA_PKCS_PSS, CKM_SHA512_RSA_PKCS_PSS, CKM_SHA512, CKG_MGF1_SHA512},
+    {TLS_SIG_ED25519, CKM_EDDSA, 0, 0, 0}, /* PureEdDSA already signs the whole content */
 };
 
 /* Everything about scheme in *si; 0, or -1 if the signer cannot sign with it. */
@@ -186,6 +255,7 @@ static int scheme_lookup(struct scheme_info *si, uint16_t scheme)
         memset(si, 0, sizeof(*si));
         si->scheme = scheme;
         si->mech = mechanisms[i].mech;
+        si->hs_mech = mechanisms[i].hs_mech;
         si->ck_hash = mechanisms[i].ck_hash;
         si->mgf = mechanisms[i].mgf;
         si->hash = t->hash;
@@ -265,10 +335,13 @@ static int login(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_
     CK_RV rv;
 
     *fail_p = P11_FAIL_PIN;
+    be->login_rv = CKR_OK;
     KL_TRY(pin_read(pin, sizeof(pin), &pin_len, err, err_len, be->pin_file));
+    atomic_fetch_add(&be->logins, 1);
     rv = be->f->C_Login(be->sessions[0], CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len);
+    be->login_rv = rv;
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-        int pin_refused = rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED;
+        int pin_refused = rv_pin_refused(rv);
         snprintf(err, err_len, "C_Login failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
         *fail_p = pin_refused ? P11_FAIL_PIN : P11_FAIL_TOKEN;
         KL_ENSURE(0, pin_refused ? KL_ERR_CONFIG : KL_ERR_HSM);
@@ -341,6 +414,12 @@ static int module_initialize(struct p11_backend *be, char *err, size_t err_len)
         return KL_ERR_HSM;
     }
     be->initialized = 1;
+    {
+        /* Cancelling an operation with C_SignInit(NULL) is PKCS#11 3.0; a 2.x module may
+         * take the NULL for a bad argument at best, so it gets a fresh session instead. */
+        CK_INFO info;
+        be->cancel_with_null = be->f->C_GetInfo(&info) == CKR_OK && info.cryptokiVersion.major >= 3;
+    }
     return 0;
 }
 
@@ -612,10 +691,20 @@ exit:
     return ret;
 }
 
-/* Find key's handles and read everything the signer needs; used at start and after recovery. */
-static int key_load(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len, int first)
+/* A CK_BBOOL attribute of obj; *val_p stays false when the token does not report it. */
+static void attr_bool(struct p11_backend *be, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, int *val_p)
 {
-    int ret = 0;
+    CK_BBOOL v = CK_FALSE;
+    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+    *val_p =
+        be->f->C_GetAttributeValue(be->sessions[0], obj, &a, 1) == CKR_OK && a.ulValueLen == sizeof(v) && v == CK_TRUE;
+}
+
+/* Find key's private object and read everything the signer needs into key: handle, type,
+ * public key and SPKI, allowed mechanisms, what it allows beyond signing. */
+static int key_read(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len)
+{
+    int ret = 0, always_auth = 0;
     CK_OBJECT_HANDLE priv, pub = CK_INVALID_HANDLE;
     CK_KEY_TYPE kt = 0;
     CK_BBOOL can_sign = CK_FALSE;
@@ -629,13 +718,24 @@ static int key_load(struct p11_backend *be, struct p11_key *key, char *err, size
         KL_ENSURE(0, KL_ERR_HSM);
     }
     key->priv = priv;
-    if (!first) {
-        goto exit; /* type and public key were read at start; only the handle can change */
-    }
     key->ck_type = kt;
     key->can_sign = can_sign == CK_TRUE;
+    attr_bool(be, priv, CKA_ALWAYS_AUTHENTICATE, &always_auth);
+    if (always_auth) {
+        /* Each C_Sign would need a context-specific C_Login with the PIN: a PIN use per
+         * handshake, and a locked token after a burst of failures. */
+        snprintf(err, err_len,
+                 "%s has CKA_ALWAYS_AUTHENTICATE (the token wants the PIN again for every signature), which the "
+                 "signer does not do; use a key without it",
+                 key->uri_str);
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    attr_bool(be, priv, CKA_EXTRACTABLE, &key->extractable);
+    attr_bool(be, priv, CKA_DECRYPT, &key->decrypt);
+    attr_bool(be, priv, CKA_UNWRAP, &key->unwrap);
     /* CKA_ALLOWED_MECHANISMS is optional: SoftHSM2 reports it empty, p11-kit remoting and
      * some tokens fail it. Only a non-empty list restricts the key. */
+    key->allowed_n = 0;
     if (attr_get(be, priv, CKA_ALLOWED_MECHANISMS, &mechs, &mechs_len) == 0 && mechs_len > 0) {
         key->allowed_n = mechs_len / sizeof(CK_MECHANISM_TYPE);
         if (key->allowed_n > sizeof(key->allowed) / sizeof(key->allowed[0])) {
@@ -781,6 +881,38 @@ exit:
     return ret;
 }
 
+/*
+ * Find key's handles; used at start (first) and after a re-login. After a re-login the
+ * key is read afresh and must have the public key seen at start: a token whose key was
+ * replaced under the same URI must not sign with a key the certificates do not match.
+ * KL_ERR_DENIED (with err) for another public key.
+ */
+static int key_load(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len, int first)
+{
+    int ret = 0;
+    struct p11_key *now = NULL;
+
+    if (first) {
+        return key_read(be, key, err, err_len);
+    }
+    now = calloc(1, sizeof(*now));
+    KL_ENSURE(now != NULL, KL_ERR_NO_MEMORY);
+    now->uri = key->uri;
+    now->uri_str = key->uri_str;
+    KL_TRY(key_read(be, now, err, err_len));
+    if (now->spki_len != key->spki_len || memcmp(now->spki, key->spki, key->spki_len) != 0) {
+        snprintf(err, err_len, "%s has another public key than at start", key->uri_str);
+        KL_ENSURE(0, KL_ERR_DENIED);
+    }
+    key->priv = now->priv;
+exit:
+    if (now != NULL) {
+        crypto_pubkey_free(now->pub);
+        free(now);
+    }
+    return ret;
+}
+
 int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_SHA256_LEN], unsigned session_index,
                     const struct p11_secret *key, const uint8_t *data, size_t data_len)
 {
@@ -820,7 +952,11 @@ int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_SHA256_LEN], un
 
 /* ---- start, recovery, stop ---- */
 
-/* Bring up slot, sessions, login and key handles on an initialised module. */
+/*
+ * Bring up slot, sessions, login and key handles on an initialised module. A key that is
+ * gone or changed is refused alone (one line when that starts); token trouble while
+ * reading keys fails the whole recovery.
+ */
 static int token_open(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_t err_len)
 {
     int ret = 0;
@@ -830,7 +966,20 @@ static int token_open(struct p11_backend *be, enum p11_fail *fail_p, char *err, 
     KL_TRY(login(be, fail_p, err, err_len));
     *fail_p = P11_FAIL_TOKEN;
     for (struct p11_key *k = be->keys; k != NULL; k = k->next) {
-        KL_TRY(key_load(be, k, err, err_len, 0));
+        char why[384] = "";
+        int r = key_load(be, k, why, sizeof(why), 0);
+        if (r == KL_ERR_HSM || r == KL_ERR_NO_MEMORY) {
+            snprintf(err, err_len, "%s", why[0] != '\0' ? why : kl_err_str(r));
+            KL_FAIL(r);
+        }
+        if (r != 0 && !k->refused) {
+            log_errx("hsm: after logging in again: %s; its sign requests are refused (HSM_ERROR) until the "
+                     "start-up key is back or the signer is restarted",
+                     why[0] != '\0' ? why : kl_err_str(r));
+        } else if (r == 0 && k->refused) {
+            log_info("hsm: %s is back with the public key seen at start", k->uri_str);
+        }
+        k->refused = r != 0;
     }
     KL_TRY(secrets_load(be, err, err_len));
 exit:
@@ -853,6 +1002,7 @@ int p11_backend_new(struct p11_backend **be_p, enum p11_fail *fail_p, char *err,
     be = calloc(1, sizeof(*be));
     KL_ENSURE(be != NULL, KL_ERR_NO_MEMORY);
     pthread_rwlock_init(&be->lock, NULL);
+    be->recover_interval_ns = RECOVER_FIRST_INTERVAL_NS;
     be->n_sessions = sessions;
     be->sessions = calloc(sessions, sizeof(*be->sessions));
     be->pin_file = strdup(pin_file);
@@ -932,24 +1082,46 @@ void p11_backend_free(struct p11_backend *be)
  */
 static void recover(struct p11_backend *be)
 {
-    char err[256] = "";
-    enum p11_fail fail;
+    char err[512] = "";
+    enum p11_fail fail = P11_FAIL_TOKEN;
     uint64_t t = kl_clock_ns();
 
     pthread_rwlock_wrlock(&be->lock);
-    if (!atomic_load(&be->broken) || t - be->last_recover_ns < RECOVER_MIN_INTERVAL_NS) {
+    if (atomic_exchange(&be->rearm, 0)) {
+        /* The operator acted (SIGHUP): one more login, and no waiting for the back-off. */
+        if (be->pin_refused) {
+            log_info("hsm: re-armed: logging in again with PIN file %s", be->pin_file);
+        }
+        be->pin_refused = 0;
+        be->recover_interval_ns = 0;
+    }
+    if (!atomic_load(&be->broken) || be->pin_refused || t - be->last_recover_ns < be->recover_interval_ns) {
         goto exit;
     }
     be->last_recover_ns = t;
     module_finalize(be);
     if (module_initialize(be, err, sizeof(err)) != 0 || token_open(be, &fail, err, sizeof(err)) != 0) {
-        log_warnx("hsm: recovery failed: %s", err);
         sessions_close(be);
+        if (fail == P11_FAIL_PIN && rv_pin_refused(be->login_rv)) {
+            be->pin_refused = 1;
+            log_errx("hsm: the token refused the PIN in %s (%s): no more login attempts (the token may lock); "
+                     "sign requests answer HSM_ERROR until the PIN file is fixed and the signer gets SIGHUP "
+                     "or is restarted",
+                     be->pin_file, rv_str(be->login_rv));
+            goto exit;
+        }
+        be->recover_interval_ns = be->recover_interval_ns < RECOVER_FIRST_INTERVAL_NS     ? RECOVER_FIRST_INTERVAL_NS
+                                  : 2 * be->recover_interval_ns > RECOVER_MAX_INTERVAL_NS ? RECOVER_MAX_INTERVAL_NS
+                                                                                          : 2 * be->recover_interval_ns;
+        log_warnx("hsm: recovery failed: %s; next attempt in %llu ms at the earliest", err,
+                  (unsigned long long)(be->recover_interval_ns / 1000000));
         goto exit;
     }
     atomic_store(&be->broken, 0);
+    be->recover_interval_ns = RECOVER_FIRST_INTERVAL_NS;
     atomic_fetch_add(&be->recoveries, 1);
-    log_info("hsm: recovered (sessions reopened, logged in, keys re-found)");
+    log_info("hsm: recovered (sessions reopened, logged in, keys re-found; %u logins so far)",
+             atomic_load(&be->logins));
 exit:
     pthread_rwlock_unlock(&be->lock);
 }
@@ -957,6 +1129,16 @@ exit:
 unsigned p11_backend_recoveries(struct p11_backend *be)
 {
     return atomic_load(&be->recoveries);
+}
+
+unsigned p11_backend_logins(struct p11_backend *be)
+{
+    return atomic_load(&be->logins);
+}
+
+void p11_backend_rearm(struct p11_backend *be)
+{
+    atomic_store(&be->rearm, 1);
 }
 
 int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size_t err_len, const char *uri)
@@ -1018,11 +1200,169 @@ enum p11_key_type p11_key_type(const struct p11_key *key)
     return key->type;
 }
 
-int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char *err, size_t err_len, uint16_t scheme)
+/* Is mech in the key's CKA_ALLOWED_MECHANISMS? A key without a list allows every mechanism. */
+static int key_allows(const struct p11_key *key, CK_MECHANISM_TYPE mech)
 {
-    struct scheme_info sinfo, *si = &sinfo;
+    int ok = key->allowed_n == 0;
+    for (size_t i = 0; i < key->allowed_n; i++) {
+        ok |= key->allowed[i] == mech;
+    }
+    return ok;
+}
+
+static const struct key_mech *key_mech_find(const struct p11_key *key, uint16_t scheme)
+{
+    for (size_t i = 0; i < key->n_mechs; i++) {
+        if (key->mechs[i].scheme == scheme) {
+            return &key->mechs[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Replace session idx by a fresh one. The login belongs to the application, not to a
+ * session, so the new one is logged in too; it is opened before the old one is closed
+ * because closing the last session logs out. The caller holds be->lock (shared is
+ * enough: only the worker that owns idx uses that session while it is held shared).
+ */
+static int session_replace(struct p11_backend *be, unsigned idx)
+{
+    CK_SESSION_HANDLE fresh = CK_INVALID_HANDLE;
+    CK_RV rv = be->f->C_OpenSession(be->slot, CKF_SERIAL_SESSION, NULL, NULL, &fresh);
+    if (rv != CKR_OK) {
+        log_warnx("hsm: cannot open a session to replace session %u: %s (0x%lx)", idx, rv_str(rv), (unsigned long)rv);
+        return KL_ERR_HSM;
+    }
+    (void)be->f->C_CloseSession(be->sessions[idx]);
+    be->sessions[idx] = fresh;
+    return 0;
+}
+
+/* End a signing operation left active on session idx: C_SignInit(NULL) cancels it on a
+ * PKCS#11 3.0 module, anything else gets a fresh session. */
+static int session_cancel(struct p11_backend *be, unsigned idx)
+{
+    if (be->cancel_with_null && be->f->C_SignInit(be->sessions[idx], NULL, CK_INVALID_HANDLE) == CKR_OK) {
+        return 0;
+    }
+    return session_replace(be, idx);
+}
+
+/*
+ * C_SignInit + C_Sign of data with mechanism mtype on session idx; the caller holds
+ * be->lock. *out_len_p in: capacity of sig, out: length. Returns the token's CK_RV.
+ */
+static CK_RV sign_once(struct p11_backend *be, uint8_t *sig, CK_ULONG *out_len_p, unsigned idx,
+                       const struct p11_key *key, const struct scheme_info *si, CK_MECHANISM_TYPE mtype,
+                       const uint8_t *data, size_t data_len)
+{
+    CK_RSA_PKCS_PSS_PARAMS pss = {si->ck_hash, si->mgf, si->hash_len};
+    CK_MECHANISM mech = {mtype, NULL, 0};
+    CK_ULONG cap = *out_len_p;
+    CK_RV rv;
+
+    if (si->type == P11_KEY_RSA) {
+        /* The hash-and-sign PSS mechanisms take the same parameters as the raw one. */
+        mech.pParameter = &pss;
+        mech.ulParameterLen = sizeof(pss);
+    }
+    rv = be->f->C_SignInit(be->sessions[idx], &mech, key->priv);
+    if (rv == CKR_OPERATION_ACTIVE) {
+        /* An earlier C_Sign failed without ending its operation (the standard keeps it
+         * only after CKR_BUFFER_TOO_SMALL; some tokens do on other errors too). Without
+         * this the session would refuse every signature from now on. */
+        int ok = session_cancel(be, idx) == 0;
+        log_warnx("hsm: session %u still had a signing operation active (CKR_OPERATION_ACTIVE): %s", idx,
+                  ok ? "cancelled, signing again" : "cannot cancel it");
+        if (ok) {
+            rv = be->f->C_SignInit(be->sessions[idx], &mech, key->priv);
+        }
+    }
+    if (rv == CKR_OK) {
+        *out_len_p = cap;
+        rv = be->f->C_Sign(be->sessions[idx], (CK_BYTE_PTR)data, data_len, sig, out_len_p);
+        if (rv == CKR_BUFFER_TOO_SMALL) {
+            (void)session_cancel(be, idx); /* the operation is still active after this one */
+        }
+    }
+    return rv;
+}
+
+/* The RFC 8446 section 4.4.3 content over a hash that no transcript has: what the signer
+ * signs, so that a token's restriction on the shape of the data shows in the probe too. */
+static size_t probe_content(uint8_t *out, size_t hash_len)
+{
+    static const char ctx[] = "TLS 1.3, server CertificateVerify";
+    memset(out, 0x20, 64);
+    memcpy(out + 64, ctx, sizeof(ctx)); /* with its 0 separator */
+    memset(out + 64 + sizeof(ctx), 0x6b, hash_len);
+    return 64 + sizeof(ctx) + hash_len;
+}
+
+/* A test signature with mtype (hashed: over the content, else over its digest); RSA ones
+ * are verified. 0, or KL_ERR_HSM with *rv_p, or KL_ERR_CRYPTO if it does not verify. */
+static int probe_sign(struct p11_backend *be, CK_RV *rv_p, const struct p11_key *key, const struct scheme_info *si,
+                      CK_MECHANISM_TYPE mtype, int hashed)
+{
+    int ret = 0;
+    uint8_t content[64 + 34 + CRYPTO_MAX_DIGEST], digest[CRYPTO_MAX_DIGEST], sig[P11_SIG_MAX];
+    size_t content_len = probe_content(content, si->hash_len > 0 ? si->hash_len : 32), digest_len = 0;
+    CK_ULONG sig_len = sizeof(sig);
+
+    *rv_p = CKR_OK;
+    if (si->hash != TLS_HASH_NONE) {
+        KL_TRY(crypto_digest(digest, &digest_len, si->hash, content, content_len));
+    }
+    *rv_p = sign_once(be, sig, &sig_len, 0, key, si, mtype, hashed || si->hash == TLS_HASH_NONE ? content : digest,
+                      hashed || si->hash == TLS_HASH_NONE ? content_len : digest_len);
+    KL_ENSURE(*rv_p == CKR_OK, KL_ERR_HSM);
+    if (si->type == P11_KEY_RSA) {
+        KL_TRY(crypto_rsa_pss_verify(key->pub, si->hash, sig, sig_len, digest, digest_len));
+    }
+exit:
+    kl_wipe(sig, sizeof(sig));
+    return ret;
+}
+
+/* May key sign with mtype? 0, or KL_ERR_DENIED with the reason in why. The caller holds
+ * be->lock exclusively (the probe signs on session 0). */
+static int mech_usable(struct p11_backend *be, char *why, size_t why_len, const struct p11_key *key,
+                       const struct scheme_info *si, CK_MECHANISM_TYPE mtype, int hashed)
+{
     CK_MECHANISM_INFO mi;
     CK_RV rv;
+    int r;
+
+    if (!key_allows(key, mtype)) {
+        snprintf(why, why_len, "%s is not in the key's CKA_ALLOWED_MECHANISMS", mech_str(mtype));
+        return KL_ERR_DENIED;
+    }
+    rv = be->f->C_GetMechanismInfo(be->slot, mtype, &mi);
+    if (rv != CKR_OK || (mi.flags & CKF_SIGN) == 0) {
+        snprintf(why, why_len, "the token cannot sign with mechanism 0x%lx (%s: %s)", (unsigned long)mtype,
+                 mech_str(mtype), rv != CKR_OK ? rv_str(rv) : "no CKF_SIGN");
+        return KL_ERR_DENIED;
+    }
+    if (key->allowed_n > 0 || si->hs_mech == 0) {
+        /* The token said which mechanisms the key may use, or there is nothing to choose
+         * between (Ed25519): no need to try. */
+        return 0;
+    }
+    if ((r = probe_sign(be, &rv, key, si, mtype, hashed)) != 0) {
+        snprintf(why, why_len, "a test signature with %s failed (%s)", mech_str(mtype),
+                 r == KL_ERR_HSM ? rv_str(rv) : "it does not verify");
+        return KL_ERR_DENIED;
+    }
+    return 0;
+}
+
+int p11_key_check_scheme(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len, uint16_t scheme)
+{
+    struct scheme_info sinfo, *si = &sinfo;
+    char why_raw[256] = "", why_hs[256] = "";
+    CK_MECHANISM_TYPE chosen = 0;
+    int hashed = 0;
 
     if (scheme_lookup(si, scheme) != 0) {
         snprintf(err, err_len, "scheme 0x%04x is not a TLS 1.3 signature scheme the signer supports", scheme);
@@ -1036,17 +1376,6 @@ int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char
         snprintf(err, err_len, "the key has CKA_SIGN false");
         return KL_ERR_DENIED;
     }
-    if (key->allowed_n > 0) {
-        int ok = 0;
-        for (size_t i = 0; i < key->allowed_n; i++) {
-            ok |= key->allowed[i] == si->mech;
-        }
-        if (!ok) {
-            snprintf(err, err_len, "the key's CKA_ALLOWED_MECHANISMS excludes mechanism 0x%lx",
-                     (unsigned long)si->mech);
-            return KL_ERR_DENIED;
-        }
-    }
     if (si->type == P11_KEY_RSA) {
         /* PSS with salt = hash length needs emLen >= 2 * hLen + 2 (RFC 8017 section 9.1.1). */
         if (crypto_pubkey_size(key->pub) < 2 * si->hash_len + 2) {
@@ -1054,34 +1383,65 @@ int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char
             return KL_ERR_DENIED;
         }
     }
-    pthread_rwlock_rdlock(&be->lock);
-    rv = be->f->C_GetMechanismInfo(be->slot, si->mech, &mi);
+    /* The raw mechanism first (the token sees only a digest), else the hash-and-sign one. */
+    pthread_rwlock_wrlock(&be->lock);
+    if (mech_usable(be, why_raw, sizeof(why_raw), key, si, si->mech, 0) == 0) {
+        chosen = si->mech;
+    } else if (si->hs_mech != 0 && mech_usable(be, why_hs, sizeof(why_hs), key, si, si->hs_mech, 1) == 0) {
+        chosen = si->hs_mech;
+        hashed = 1;
+    }
+    if (chosen != 0) {
+        struct key_mech *km = (struct key_mech *)key_mech_find(key, scheme);
+        if (km == NULL && key->n_mechs < KEY_MAX_SCHEMES) {
+            km = &key->mechs[key->n_mechs++];
+        }
+        if (km != NULL) {
+            km->scheme = scheme;
+            km->mech = chosen;
+            km->hashed = hashed;
+        }
+    }
     pthread_rwlock_unlock(&be->lock);
-    if (rv != CKR_OK || (mi.flags & CKF_SIGN) == 0) {
-        snprintf(err, err_len, "the token cannot sign with mechanism 0x%lx (%s)", (unsigned long)si->mech,
-                 rv != CKR_OK ? rv_str(rv) : "no CKF_SIGN");
+    if (chosen == 0) {
+        if (si->hs_mech == 0) {
+            snprintf(err, err_len, "%s", why_raw);
+        } else {
+            snprintf(err, err_len, "neither raw nor hash-and-sign: %s; %s", why_raw, why_hs);
+        }
         return KL_ERR_DENIED;
     }
     return 0;
 }
 
-/* One C_SignInit + C_Sign on the worker's session, recovering first if the token broke. */
-static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned idx, const struct p11_key *key,
-                      const struct scheme_info *si, const uint8_t *data, size_t data_len)
+const char *p11_key_mechanism(const struct p11_key *key, uint16_t scheme)
 {
-    CK_RSA_PKCS_PSS_PARAMS pss = {si->ck_hash, si->mgf, si->hash_len};
-    CK_MECHANISM mech = {si->mech, NULL, 0};
+    const struct key_mech *km = key_mech_find(key, scheme);
+    return km != NULL ? mech_str(km->mech) : NULL;
+}
+
+int p11_key_hygiene(const struct p11_key *key, char *err, size_t err_len)
+{
+    if (!key->extractable && !key->decrypt && !key->unwrap) {
+        return 0;
+    }
+    snprintf(err, err_len, "%s%s%s%s%s", key->extractable ? "CKA_EXTRACTABLE" : "",
+             key->extractable && (key->decrypt || key->unwrap) ? ", " : "", key->decrypt ? "CKA_DECRYPT" : "",
+             key->decrypt && key->unwrap ? ", " : "", key->unwrap ? "CKA_UNWRAP" : "");
+    return KL_ERR_DENIED;
+}
+
+/* One signature on the worker's session, recovering first if the token broke. */
+static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned idx, const struct p11_key *key,
+                      const struct scheme_info *si, CK_MECHANISM_TYPE mtype, const uint8_t *data, size_t data_len)
+{
     CK_ULONG out_len = *sig_len_p;
     CK_RV rv;
 
-    if (si->mech == CKM_RSA_PKCS_PSS) {
-        mech.pParameter = &pss;
-        mech.ulParameterLen = sizeof(pss);
-    }
     if (idx >= be->n_sessions) {
         return KL_ERR_INVALID;
     }
-    if (atomic_load(&be->broken)) {
+    if (atomic_load(&be->broken) || atomic_load(&be->rearm)) {
         recover(be);
     }
     pthread_rwlock_rdlock(&be->lock);
@@ -1090,10 +1450,11 @@ static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, u
         atomic_store(&be->broken, 1);
         return KL_ERR_HSM;
     }
-    rv = be->f->C_SignInit(be->sessions[idx], &mech, key->priv);
-    if (rv == CKR_OK) {
-        rv = be->f->C_Sign(be->sessions[idx], (CK_BYTE_PTR)data, data_len, sig, &out_len);
+    if (key->refused) {
+        pthread_rwlock_unlock(&be->lock); /* said once, when the re-login found it changed */
+        return KL_ERR_HSM;
     }
+    rv = sign_once(be, sig, &out_len, idx, key, si, mtype, data, data_len);
     pthread_rwlock_unlock(&be->lock);
     if (rv != CKR_OK) {
         if (rv_needs_recovery(rv)) {
@@ -1114,7 +1475,7 @@ int p11_sign_raw(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsign
     if (scheme_lookup(&si, scheme) != 0) {
         return KL_ERR_INVALID;
     }
-    return sign_token(be, sig, sig_len_p, session_index, key, &si, digest, digest_len);
+    return sign_token(be, sig, sig_len_p, session_index, key, &si, si.mech, digest, digest_len);
 }
 
 int p11_sign(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index, const struct p11_key *key,
@@ -1122,17 +1483,23 @@ int p11_sign(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned s
 {
     int ret = 0;
     struct scheme_info sinfo, *si = &sinfo;
+    const struct key_mech *km = key_mech_find(key, scheme);
     uint8_t digest[CRYPTO_MAX_DIGEST], raw[P11_SIG_MAX];
     size_t digest_len = 0, raw_len = sizeof(raw);
 
     KL_ENSURE(scheme_lookup(si, scheme) == 0 && si->type == key->type, KL_ERR_INVALID);
     if (si->type == P11_KEY_ED25519) {
         /* RFC 8032 PureEdDSA signs the message itself; there is no pre-hash variant in TLS. */
-        KL_TRY(sign_token(be, sig, sig_len_p, session_index, key, si, content, content_len));
+        KL_TRY(sign_token(be, sig, sig_len_p, session_index, key, si, si->mech, content, content_len));
         goto exit;
     }
     KL_TRY(crypto_digest(digest, &digest_len, si->hash, content, content_len));
-    KL_TRY(sign_token(be, raw, &raw_len, session_index, key, si, digest, digest_len));
+    if (km != NULL && km->hashed) {
+        /* A hash-and-sign mechanism hashes the content itself (the digest is kept to verify RSA). */
+        KL_TRY(sign_token(be, raw, &raw_len, session_index, key, si, km->mech, content, content_len));
+    } else {
+        KL_TRY(sign_token(be, raw, &raw_len, session_index, key, si, si->mech, digest, digest_len));
+    }
     if (si->type == P11_KEY_EC) {
         KL_ENSURE(raw_len == 2 * key->ec_field_len, KL_ERR_HSM);
         KL_TRY(crypto_ecdsa_raw_to_der(sig, sig_len_p, raw, raw_len));

@@ -11,6 +11,20 @@
  * in hand with KL_ERR_HSM and marks the backend broken; the next p11_sign() then
  * re-initialises the module, reopens every session, logs in again (re-reading the
  * PIN file) and re-finds every key before it signs. No restart is needed.
+ *
+ * Re-login rules: a recovery that fails is retried no sooner than an exponentially
+ * growing interval (100 ms doubling to 10 s, reset by a success). A token that refuses
+ * the PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED, CKR_PIN_INVALID,
+ * CKR_PIN_LEN_RANGE) is never asked again on its own: hardware tokens count failed logins
+ * and lock. One line names the PIN file, and every signature fails with KL_ERR_HSM until
+ * an operator calls p11_backend_rearm() (keyless-signer: SIGHUP) or restarts the signer.
+ * After a re-login each key's public key is compared with the one read at start; a key
+ * that changed (or is gone) is refused with KL_ERR_HSM, one line, the others sign on.
+ *
+ * Mechanisms: p11_key_check_scheme() picks, per key and scheme, the raw mechanism
+ * (CKM_ECDSA over the digest, CKM_RSA_PKCS_PSS with its parameters, CKM_EDDSA) or, on
+ * tokens that offer only hash-and-sign, the combined one (CKM_ECDSA_SHA256/384,
+ * CKM_SHA256/384/512_RSA_PKCS_PSS), which is then handed the whole signed content.
  */
 #ifndef KL_P11_BACKEND_H
 #define KL_P11_BACKEND_H
@@ -39,7 +53,8 @@ enum p11_fail {
     P11_FAIL_MODULE,    /* the module cannot be loaded, or C_Initialize failed */
     P11_FAIL_TOKEN,     /* no (or more than one) matching token, no session, a login failure not due to the PIN */
     P11_FAIL_PIN,       /* the PIN file cannot be used (missing, not a regular file, readable by others,
-                         * empty), or the token refused its PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED) */
+                         * empty), or the token refused its PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED,
+                         * CKR_PIN_EXPIRED, CKR_PIN_INVALID, CKR_PIN_LEN_RANGE) */
 };
 
 /*
@@ -62,17 +77,34 @@ void p11_backend_free(struct p11_backend *be);
  * Find the private key named by uri (and its public key: same CKA_ID, else same label)
  * on the backend's token, read its type and public key. The key belongs to be and is
  * freed with it. KL_ERR_NOT_FOUND / KL_ERR_HSM / KL_ERR_CONFIG with a reason in err.
+ * A key with CKA_ALWAYS_AUTHENTICATE (a PIN per signature) is refused (KL_ERR_CONFIG).
  */
 KL_MUST_CHECK int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size_t err_len,
                                const char *uri);
 
 /*
- * Can key sign with this TLS SignatureScheme? Checks the key type and curve against the
- * scheme, CKA_SIGN, CKA_ALLOWED_MECHANISMS when the token reports a list, and the raw
- * mechanism with C_GetMechanismInfo. 0 if yes, KL_ERR_DENIED with the reason in err.
+ * Can key sign with this TLS SignatureScheme, and how? Checks the key type and curve
+ * against the scheme, CKA_SIGN and the RSA size, then chooses the mechanism p11_sign()
+ * will use for it: the raw one if the key may use it, else the hash-and-sign one. "May":
+ * in CKA_ALLOWED_MECHANISMS when the token reports a non-empty list, the token lists it
+ * with CKF_SIGN (C_GetMechanismInfo), and, without a list and where there is a choice
+ * (not Ed25519), a test signature over a fixed probe content succeeds (RSA: and verifies). Call it once per scheme at
+ * start, before signing starts (it writes key). 0 if the key can sign, KL_ERR_DENIED with the reason in err (naming
+ * every mechanism tried) if neither can, KL_ERR_HSM on token trouble.
  */
-KL_MUST_CHECK int p11_key_check_scheme(struct p11_backend *be, const struct p11_key *key, char *err, size_t err_len,
+KL_MUST_CHECK int p11_key_check_scheme(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len,
                                        uint16_t scheme);
+
+/* The mechanism p11_key_check_scheme() chose for scheme ("CKM_ECDSA", "CKM_ECDSA_SHA256",
+ * ...; a static string), or NULL if it was not checked (p11_sign() then uses the raw one). */
+const char *p11_key_mechanism(const struct p11_key *key, uint16_t scheme);
+
+/*
+ * What the key allows beyond signing, for the start-up check: 0 if it is neither
+ * extractable nor able to decrypt; KL_ERR_DENIED with what it allows in err
+ * ("CKA_EXTRACTABLE", "CKA_DECRYPT", "CKA_UNWRAP") otherwise.
+ */
+KL_MUST_CHECK int p11_key_hygiene(const struct p11_key *key, char *err, size_t err_len);
 
 /* The key's SubjectPublicKeyInfo (DER), borrowed from key. */
 const uint8_t *p11_key_spki(const struct p11_key *key, size_t *len_p);
@@ -81,11 +113,12 @@ enum p11_key_type p11_key_type(const struct p11_key *key);
 /*
  * Sign content (the whole RFC 8446 section 4.4.3 content) on session slot session_index
  * with scheme, writing the TLS CertificateVerify signature to sig (*sig_len_p in: capacity,
- * out: length). ECDSA and RSA-PSS hash content here and use the raw mechanisms; Ed25519
- * signs content itself. RSA signatures are verified against the public key before they
- * are returned. KL_ERR_HSM on token trouble (see the top of this file), KL_ERR_CRYPTO if
- * a signature does not verify, KL_ERR_INVALID on misuse. Thread-safe across distinct
- * session indices.
+ * out: length). With a raw mechanism ECDSA and RSA-PSS hash content here; with a
+ * hash-and-sign one (see p11_key_check_scheme) the token gets content; Ed25519 signs
+ * content itself. A CKR_OPERATION_ACTIVE left on the session by an earlier failed C_Sign
+ * is cleared (the operation cancelled, or the session replaced) and the sign retried once. RSA signatures are verified
+ * against the public key before they are returned. KL_ERR_HSM on token trouble (see the top of this file),
+ * KL_ERR_CRYPTO if a signature does not verify, KL_ERR_INVALID on misuse. Thread-safe across distinct session indices.
  */
 KL_MUST_CHECK int p11_sign(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index,
                            const struct p11_key *key, uint16_t scheme, const uint8_t *content, size_t content_len);
@@ -129,5 +162,15 @@ KL_MUST_CHECK int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_S
 
 /* How many times the backend has recovered from token trouble (for logs and tests). */
 unsigned p11_backend_recoveries(struct p11_backend *be);
+
+/* How many times C_Login was called, at start and in recoveries (for logs and tests). */
+unsigned p11_backend_logins(struct p11_backend *be);
+
+/*
+ * An operator acted: allow one more login after the token refused the PIN, and retry a
+ * failing recovery without waiting for the back-off. Only sets a flag (the next
+ * p11_sign() acts on it): async-signal-safe, for a SIGHUP handler.
+ */
+void p11_backend_rearm(struct p11_backend *be);
 
 #endif

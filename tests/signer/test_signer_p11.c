@@ -7,6 +7,8 @@
  *    p11-kit-client.so. Killing the server mid-run is a real token removal: the
  *    signer answers HSM_ERROR (and audits it), keeps running, and once the server is
  *    back it re-initialises the module, logs in again, re-finds its keys and signs;
+ *  - the same remote token going away while the PIN file is changed: one login is tried
+ *    when it is back, then none until SIGHUP (counted by the signer's own counter);
  *  - in process, p11_backend_new()'s typed failure (enum p11_fail) for a missing module,
  *    an unregistered module name, a URI that is not one, a token that is not there, PIN
  *    files that cannot be used and a PIN the token refuses; and on success the keys' SPKI
@@ -274,6 +276,91 @@ static void test_backend_in_process(void)
     p11_backend_free(be);
 }
 
+/* Lines of the signer's stderr log that contain needle. */
+static int errlog_count(const char *needle)
+{
+    FILE *f = fopen(H.errlog, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    if (f == NULL) {
+        return 0;
+    }
+    while (getline(&line, &cap, f) > 0) {
+        n += strstr(line, needle) != NULL;
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/*
+ * A real session break (the remote token goes away) while the PIN file is changed under
+ * the running signer: when the token is back, one login is tried and refused, then no
+ * more (the signer's own login counter, in its log lines), HSM_ERROR until SIGHUP.
+ */
+static void test_remote_pin_changed(void)
+{
+    char p11sock[400], conf[400], pin[400], saved[300] = "", keys[1024];
+    struct rpc_client c;
+    pid_t server;
+    uint64_t id = 500;
+    int all_hsm = 1, recovered = 0;
+    FILE *f;
+    const char *ed = strstr(harness_std_keys, "[key ed25519]");
+
+    snprintf(pin, sizeof(pin), "%s/user.pin", H.hsm);
+    if ((f = fopen(pin, "r")) != NULL) {
+        if (fgets(saved, sizeof(saved), f) == NULL) {
+            saved[0] = '\0';
+        }
+        fclose(f);
+    }
+    snprintf(keys, sizeof(keys), "%.*s", (int)(ed - harness_std_keys), harness_std_keys);
+    harness_p11_socket(&H, p11sock, sizeof(p11sock));
+    server = harness_p11_server_start(p11sock, 0);
+    snprintf(conf, sizeof(conf), "%s/remote-pin.conf", H.dir);
+    if ((f = fopen(H.errlog, "w")) != NULL) {
+        fclose(f);
+    }
+    if (!ok(saved[0] != '\0' && harness_write_config(&H, conf, "workers = 1", "module = " CLIENT_MODULE, keys) == 0 &&
+                harness_start(&H, conf) == 0 && rpc_client_connect(&c, H.sock) == 0,
+            "PIN change: signer started on p11-kit-client.so")) {
+        harness_p11_server_stop(server);
+        return;
+    }
+    is_int(sign_status(&c, ++id, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK, "PIN change: signs");
+    harness_p11_server_stop(server); /* the session breaks for real */
+    ok(write_pin(pin, "0000-not-the-pin\n", 0600) == 0, "PIN file changed under the running signer");
+    is_int(sign_status(&c, ++id, "ecdsa-p256", 0x0403, 0), KEYLESS__V1__STATUS__HSM_ERROR, "token away: HSM_ERROR");
+    server = harness_p11_server_start(p11sock, 0); /* back, but the PIN file is wrong now */
+    for (int i = 0; i < 25; i++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        all_hsm &= sign_status(&c, ++id, "ecdsa-p256", 0x0403, 0) == KEYLESS__V1__STATUS__HSM_ERROR;
+        nanosleep(&ts, NULL);
+    }
+    ok(all_hsm, "token back with a wrong PIN file: every request answers HSM_ERROR");
+    is_int(errlog_count("hsm: the token refused the PIN in"), 1, "one login was tried and refused: one line");
+    ok(errlog_count(pin) >= 1 && errlog_count("CKR_PIN_INCORRECT") >= 1, "... naming the PIN file and the CK_RV");
+    is_int(errlog_count("hsm: recovered"), 0, "no recovery with the wrong PIN");
+    ok(write_pin(pin, saved, 0600) == 0, "PIN file fixed");
+    kill(H.pid, SIGHUP);
+    for (int i = 0; i < 50 && !recovered; i++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        recovered = sign_status(&c, ++id, "ecdsa-p256", 0x0403, 1) == KEYLESS__V1__STATUS__OK;
+        if (!recovered) {
+            nanosleep(&ts, NULL);
+        }
+    }
+    ok(recovered, "after SIGHUP: logged in again, signs");
+    is_int(errlog_count("hsm: recovered (sessions reopened, logged in, keys re-found; 3 logins so far)"), 1,
+           "the signer's login counter: start, the refused one, the one after SIGHUP (3 in all)");
+    rpc_client_close(&c);
+    is_int(harness_stop(&H), 0, "graceful stop");
+    harness_p11_server_stop(server);
+    unsetenv("P11_KIT_SERVER_ADDRESS");
+}
+
 int main(void)
 {
     if (harness_init(&H) != 0) {
@@ -285,6 +372,7 @@ int main(void)
     run_module("module = " PROXY_MODULE, "p11-kit-proxy");
     run_module("module_name = softhsm2", "p11-kit-registered-name");
     test_remote_token_removed();
+    test_remote_pin_changed();
     harness_cleanup(&H);
     return kl_test_done();
 }
