@@ -807,6 +807,33 @@ static void test_round_trips(void)
     tls_conn_free(c);
     ttc_dispose(&t);
     pc.psk_garbage_first = 0;
+    /* A replayed ClientHello with its 0-RTT (the same bytes to a second connection): the register has its
+     * binder, so the second connection rejects the early data and still answers in 1-RTT. */
+    {
+        struct kl_buf c2s, o1, o2, a1, a2;
+        size_t n1, n2;
+        kl_buf_init(&c2s, 1 << 16);
+        kl_buf_init(&o1, 1 << 16);
+        kl_buf_init(&o2, 1 << 16);
+        kl_buf_init(&a1, 1 << 16);
+        kl_buf_init(&a2, 1 << 16);
+        struct tls_conn *c1 = tls_conn_new(&f.cfg, 40), *c2 = tls_conn_new(&f.cfg, 41);
+        is_int(ttc_start_psk(&t, &cc, &pc, &c2s), 0, "replay: client hello and 0-RTT captured");
+        n1 = n2 = c2s.len;
+        is_int(tls_conn_input(c1, &o1, &a1, c2s.base, &n1), 0, "replay: first use");
+        ok(tls_conn_early_data_accepted(c1) && a1.len == sizeof(early) - 1, "replay: first use accepts 0-RTT");
+        is_int(tls_conn_input(c2, &o2, &a2, c2s.base, &n2), 0, "replay: second use of the same bytes");
+        ok(tls_conn_resumed(c2) && !tls_conn_early_data_accepted(c2) && a2.len == 0 && o2.len != 0,
+           "replay: second use rejects 0-RTT (binder seen), resumes in 1-RTT and answers");
+        tls_conn_free(c1);
+        tls_conn_free(c2);
+        ttc_dispose(&t);
+        kl_buf_dispose(&c2s);
+        kl_buf_dispose(&o1);
+        kl_buf_dispose(&o2);
+        kl_buf_dispose(&a1);
+        kl_buf_dispose(&a2);
+    }
     /* Replay: the register refuses. */
     replay_fail = 1;
     c = tls_conn_new(&f.cfg, 7);
