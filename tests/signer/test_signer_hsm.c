@@ -340,6 +340,33 @@ static int logins(void)
     return count_in_file(path, "login ");
 }
 
+/* The same CKR_OPERATION_ACTIVE on a module that says PKCS#11 3.0: cancelled in place. */
+static void test_cancel_v3(void)
+{
+    static const char keys[] = "[key ecdsa-p256]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+                               "schemes = ecdsa_secp256r1_sha256\n";
+    char conf[400], cancels[500];
+    struct rpc_client c;
+    snprintf(conf, sizeof(conf), "%s/v3.conf", H.dir);
+    snprintf(cancels, sizeof(cancels), "%s/cancels", shim_dir);
+    setenv("KL_SHIM_V3", "1", 1);
+    if (!ok(start_shim(conf, "workers = 1", keys, 0) == 0 && rpc_client_connect(&c, H.sock) == 0,
+            "signer starts on a module that says PKCS#11 3.0")) {
+        unsetenv("KL_SHIM_V3");
+        return;
+    }
+    inject(CKR_FUNCTION_FAILED_HEX);
+    is_int(harness_sign_status(&H, &c, 31, "ecdsa-p256", 0x0403, 0), KEYLESS__V1__STATUS__HSM_ERROR,
+           "3.0: a failed C_Sign: HSM_ERROR");
+    is_int(harness_sign_status(&H, &c, 32, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK,
+           "3.0: the next request signs");
+    is_int(count_in_file(cancels, "cancel"), 1, "3.0: the operation was cancelled with C_SignInit(NULL), once");
+    is_int(count_in_file(H.errlog, "(CKR_OPERATION_ACTIVE): cancelled"), 1, "3.0: one line");
+    rpc_client_close(&c);
+    is_int(harness_stop(&H), 0, "graceful stop");
+    unsetenv("KL_SHIM_V3");
+}
+
 static void test_token_trouble(void)
 {
     static const char keys[] = "[key ecdsa-p256]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
@@ -380,6 +407,8 @@ static void test_token_trouble(void)
            "the next request on the same session signs (the active operation was cleared)");
     ok(count_in_file(H.errlog, "still had a signing operation active (CKR_OPERATION_ACTIVE): cancelled") == 1,
        "... and SoftHSM2 had really answered CKR_OPERATION_ACTIVE (one line)");
+    snprintf(path, sizeof(path), "%s/cancels", shim_dir);
+    is_int(count_in_file(path, "cancel"), 0, "... a 2.40 module: cleared with a fresh session, not C_SignInit(NULL)");
     is_int(harness_sign_status(&H, &c, ++id, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK, "and it keeps signing");
     is_int(logins(), 1, "no login for that");
 
@@ -504,6 +533,7 @@ int main(void)
     test_mechanism_choice();
     test_hash_only_hsm();
     test_token_trouble();
+    test_cancel_v3();
     harness_cleanup(&H);
     return kl_test_done();
 }
