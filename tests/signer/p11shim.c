@@ -14,6 +14,11 @@
  *                      not offered (C_GetMechanismList/Info, C_SignInit); CKM_ECDSA_SHA256
  *                      and CKM_ECDSA_SHA384 are (hashed here, signed by the real CKM_ECDSA,
  *                      since SoftHSM2 2.6 lacks them); CKA_ALLOWED_MECHANISMS reads fail.
+ *   KL_SHIM_V3         if set: C_GetInfo says PKCS#11 3.0, and C_SignInit(NULL mechanism)
+ *                      cancels the session's signing operation as 3.0 says (SoftHSM2 2.6
+ *                      cannot: the shim ends it with a throw-away C_Sign), one line
+ *                      "cancel" in $DIR/cancels each time; without it that call gets
+ *                      CKR_ARGUMENTS_BAD, as from a 2.x module
  *
  * Everything else goes to the real module unchanged. Test code only: it never ships.
  */
@@ -160,10 +165,44 @@ static CK_RV shim_get_attribute_value(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, C
     return real->C_GetAttributeValue(s, o, t, n);
 }
 
+static CK_RV shim_get_info(CK_INFO_PTR info)
+{
+    CK_RV rv = real->C_GetInfo(info);
+    if (rv == CKR_OK && getenv("KL_SHIM_V3") != NULL) {
+        info->cryptokiVersion.major = 3;
+        info->cryptokiVersion.minor = 0;
+    }
+    return rv;
+}
+
+/* PKCS#11 3.0 section 5.12: C_SignInit with a NULL mechanism ends the active operation. */
+static CK_RV cancel(CK_SESSION_HANDLE s)
+{
+    char path[512];
+    CK_BYTE dummy[64] = {0}, sig[2048];
+    CK_ULONG sig_len = sizeof(sig);
+    FILE *f;
+    if (getenv("KL_SHIM_V3") == NULL) {
+        return CKR_ARGUMENTS_BAD;
+    }
+    (void)real->C_Sign(s, dummy, sizeof(dummy), sig, &sig_len); /* success or not, the operation ends */
+    op_set(s, NULL);
+    shim_path(path, sizeof(path), "cancels");
+    f = fopen(path, "a");
+    if (f != NULL) {
+        fputs("cancel\n", f);
+        fclose(f);
+    }
+    return CKR_OK;
+}
+
 static CK_RV shim_sign_init(CK_SESSION_HANDLE s, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
 {
     const EVP_MD *md = mech != NULL ? emulated(mech->mechanism) : NULL;
     CK_RV rv;
+    if (mech == NULL) {
+        return cancel(s);
+    }
     if (mech != NULL && hidden(mech->mechanism)) {
         return CKR_MECHANISM_INVALID;
     }
@@ -229,6 +268,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list_p)
         }
         shim = *real;
         shim.C_Login = shim_login;
+        shim.C_GetInfo = shim_get_info;
         shim.C_GetMechanismList = shim_get_mechanism_list;
         shim.C_GetMechanismInfo = shim_get_mechanism_info;
         shim.C_GetAttributeValue = shim_get_attribute_value;
