@@ -262,6 +262,48 @@ static void test_round_trip_and_determinism(void)
            memcmp(gorder.secrets[0], g1.secrets[1], 32) == 0 && memcmp(gorder.secrets[1], g1.secrets[0], 32) == 0,
        "epochs asked in another order: the same key per epoch, in that order");
 
+    /* Pipelined with sign requests on one connection: every answer has its id's type. */
+    {
+        struct rpc_client c;
+        int good = 0, answers = 0;
+        if (rpc_client_connect(&c, H.sock) == 0) {
+            for (uint64_t i = 0; i < 64; i++) {
+                Keyless__V1__Request req;
+                Keyless__V1__TicketKeysRequest tr;
+                Keyless__V1__SignRequest sr;
+                uint8_t hash[32] = {(uint8_t)i};
+                if (i % 2 == 0) {
+                    rpc_client_ticket_keys_request(&req, &tr, 1000 + i, WEEK, ep, 3);
+                } else {
+                    rpc_client_sign_request(&req, &sr, 1000 + i, "ecdsa-p256", 0x0403, 1, hash, sizeof(hash));
+                }
+                if (rpc_client_send(&c, &req) != 0) {
+                    break;
+                }
+            }
+            for (int i = 0; i < 64; i++) {
+                Keyless__V1__Response *r = NULL;
+                if (rpc_client_recv(&c, &r, 10000) != 0) {
+                    break;
+                }
+                answers++;
+                if (r->id >= 1000 && r->id < 1064 && r->id % 2 == 0) {
+                    good += r->body_case == KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS &&
+                            r->ticket_keys->status == KEYLESS__V1__STATUS__OK && r->ticket_keys->n_keys == 3 &&
+                            r->ticket_keys->keys[1]->secret.len == 32 &&
+                            memcmp(r->ticket_keys->keys[1]->secret.data, g1.secrets[1], 32) == 0;
+                } else if (r->id >= 1000 && r->id < 1064) {
+                    good +=
+                        r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN && r->sign->status == KEYLESS__V1__STATUS__OK;
+                }
+                keyless__v1__response__free_unpacked(r, NULL);
+            }
+            rpc_client_close(&c);
+        }
+        is_int(answers, 64, "32 ticket_keys and 32 sign requests pipelined on one connection: 64 answers");
+        is_int(good, 64, "... each of its own type, OK, the ticket keys the same as before");
+    }
+
     /* Another rotation with the same epoch number: the rotation is part of the derivation. */
     {
         uint64_t e1[1] = {n};
