@@ -21,6 +21,7 @@
 
 #include <openssl/evp.h>
 
+#include "frame.h"
 #include "harness.h"
 #include "kl_test.h"
 #include "rpc_client.h"
@@ -469,6 +470,48 @@ static void test_peers(void)
         ask(&g, H.sock, 303, WEEK, e, 1);
         is_int(g.status, KEYLESS__V1__STATUS__RATE_LIMITED, "rate: the third is RATE_LIMITED");
         ok(harness_audit_has(&H, 303, "RATE_LIMITED"), "... audited");
+        is_int(harness_stop(&H), 0, "stop");
+    }
+    /* queue_max = 1: 16 requests in one write; those past the bound are OVERLOADED, each
+     * answered as a TicketKeysResponse. */
+    if (start_with(&H, "queue_max = 1", NULL, harness_std_keys, tickets_a) != 0) {
+        ok(0, "signer with queue_max = 1 starts");
+    } else {
+        struct rpc_client c;
+        struct kl_buf out;
+        int typed = 0, overloaded = 0, served = 0, answers = 0;
+        kl_buf_init(&out, 65536);
+        for (uint64_t i = 0; i < 16; i++) {
+            Keyless__V1__Request req;
+            Keyless__V1__TicketKeysRequest tr;
+            rpc_client_ticket_keys_request(&req, &tr, 600 + i, WEEK, e, 1);
+            if (frame_append(&out, &req.base) != 0) {
+                break;
+            }
+        }
+        if (rpc_client_connect(&c, H.sock) == 0 && rpc_client_send_raw(&c, out.base, out.len) == 0) {
+            for (int i = 0; i < 16; i++) {
+                Keyless__V1__Response *r = NULL;
+                if (rpc_client_recv(&c, &r, 10000) != 0) {
+                    break;
+                }
+                answers++;
+                if (r->body_case == KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS) {
+                    typed++;
+                    overloaded += r->ticket_keys->status == KEYLESS__V1__STATUS__OVERLOADED;
+                    served += r->ticket_keys->status == KEYLESS__V1__STATUS__OK && r->ticket_keys->n_keys == 1;
+                }
+                keyless__v1__response__free_unpacked(r, NULL);
+            }
+            rpc_client_close(&c);
+        }
+        kl_buf_dispose(&out);
+        is_int(answers, 16, "queue_max = 1, 16 requests at once: 16 answers");
+        is_int(typed, 16, "... all TicketKeysResponses");
+        ok(overloaded > 0 && served > 0 && overloaded + served == 16, "... some OVERLOADED, the others served");
+        diag("%d served, %d overloaded", served, overloaded);
+        ok(harness_audit_grep(&H, "\"status\":\"OVERLOADED\",\"reason\":\"signing queue full\""),
+           "... the refusals audited");
         is_int(harness_stop(&H), 0, "stop");
     }
     /* No [tickets] at all. */
