@@ -8,7 +8,8 @@
  * token went away and came back) and different wherever
  * they should be (epochs, scope, rotation); that the key id is the documented hash of
  * the secret; every refusal (window, count, duplicates, rotation bounds, peer, missing
- * [tickets], rate limit) with its status, message and audit record; start-up errors (no
+ * [tickets], rate limit, queue_max) with its status, message and audit record; pipelining
+ * with sign requests on one connection; start-up errors (no
  * root on the token, no scope); and that the audit log names epochs and key ids but never
  * holds a secret, and still verifies. In process: tickets_check()'s window boundaries at a
  * fixed clock and tickets_label()'s exact bytes.
