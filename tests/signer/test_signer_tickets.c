@@ -8,7 +8,8 @@
  * token went away and came back) and different wherever
  * they should be (epochs, scope, rotation); that the key id is the documented hash of
  * the secret; every refusal (window, count, duplicates, rotation bounds, peer, missing
- * [tickets], rate limit) with its status, message and audit record; start-up errors (no
+ * [tickets], rate limit, queue_max) with its status, message and audit record; pipelining
+ * with sign requests on one connection; start-up errors (no
  * root on the token, no scope); and that the audit log names epochs and key ids but never
  * holds a secret, and still verifies. In process: tickets_check()'s window boundaries at a
  * fixed clock and tickets_label()'s exact bytes.
@@ -21,6 +22,7 @@
 
 #include <openssl/evp.h>
 
+#include "frame.h"
 #include "harness.h"
 #include "kl_test.h"
 #include "rpc_client.h"
@@ -262,6 +264,48 @@ static void test_round_trip_and_determinism(void)
            memcmp(gorder.secrets[0], g1.secrets[1], 32) == 0 && memcmp(gorder.secrets[1], g1.secrets[0], 32) == 0,
        "epochs asked in another order: the same key per epoch, in that order");
 
+    /* Pipelined with sign requests on one connection: every answer has its id's type. */
+    {
+        struct rpc_client c;
+        int good = 0, answers = 0;
+        if (rpc_client_connect(&c, H.sock) == 0) {
+            for (uint64_t i = 0; i < 64; i++) {
+                Keyless__V1__Request req;
+                Keyless__V1__TicketKeysRequest tr;
+                Keyless__V1__SignRequest sr;
+                uint8_t hash[32] = {(uint8_t)i};
+                if (i % 2 == 0) {
+                    rpc_client_ticket_keys_request(&req, &tr, 1000 + i, WEEK, ep, 3);
+                } else {
+                    rpc_client_sign_request(&req, &sr, 1000 + i, "ecdsa-p256", 0x0403, 1, hash, sizeof(hash));
+                }
+                if (rpc_client_send(&c, &req) != 0) {
+                    break;
+                }
+            }
+            for (int i = 0; i < 64; i++) {
+                Keyless__V1__Response *r = NULL;
+                if (rpc_client_recv(&c, &r, 10000) != 0) {
+                    break;
+                }
+                answers++;
+                if (r->id >= 1000 && r->id < 1064 && r->id % 2 == 0) {
+                    good += r->body_case == KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS &&
+                            r->ticket_keys->status == KEYLESS__V1__STATUS__OK && r->ticket_keys->n_keys == 3 &&
+                            r->ticket_keys->keys[1]->secret.len == 32 &&
+                            memcmp(r->ticket_keys->keys[1]->secret.data, g1.secrets[1], 32) == 0;
+                } else if (r->id >= 1000 && r->id < 1064) {
+                    good +=
+                        r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN && r->sign->status == KEYLESS__V1__STATUS__OK;
+                }
+                keyless__v1__response__free_unpacked(r, NULL);
+            }
+            rpc_client_close(&c);
+        }
+        is_int(answers, 64, "32 ticket_keys and 32 sign requests pipelined on one connection: 64 answers");
+        is_int(good, 64, "... each of its own type, OK, the ticket keys the same as before");
+    }
+
     /* Another rotation with the same epoch number: the rotation is part of the derivation. */
     {
         uint64_t e1[1] = {n};
@@ -427,6 +471,48 @@ static void test_peers(void)
         ask(&g, H.sock, 303, WEEK, e, 1);
         is_int(g.status, KEYLESS__V1__STATUS__RATE_LIMITED, "rate: the third is RATE_LIMITED");
         ok(harness_audit_has(&H, 303, "RATE_LIMITED"), "... audited");
+        is_int(harness_stop(&H), 0, "stop");
+    }
+    /* queue_max = 1: 16 requests in one write; those past the bound are OVERLOADED, each
+     * answered as a TicketKeysResponse. */
+    if (start_with(&H, "queue_max = 1", NULL, harness_std_keys, tickets_a) != 0) {
+        ok(0, "signer with queue_max = 1 starts");
+    } else {
+        struct rpc_client c;
+        struct kl_buf out;
+        int typed = 0, overloaded = 0, served = 0, answers = 0;
+        kl_buf_init(&out, 65536);
+        for (uint64_t i = 0; i < 16; i++) {
+            Keyless__V1__Request req;
+            Keyless__V1__TicketKeysRequest tr;
+            rpc_client_ticket_keys_request(&req, &tr, 600 + i, WEEK, e, 1);
+            if (frame_append(&out, &req.base) != 0) {
+                break;
+            }
+        }
+        if (rpc_client_connect(&c, H.sock) == 0 && rpc_client_send_raw(&c, out.base, out.len) == 0) {
+            for (int i = 0; i < 16; i++) {
+                Keyless__V1__Response *r = NULL;
+                if (rpc_client_recv(&c, &r, 10000) != 0) {
+                    break;
+                }
+                answers++;
+                if (r->body_case == KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS) {
+                    typed++;
+                    overloaded += r->ticket_keys->status == KEYLESS__V1__STATUS__OVERLOADED;
+                    served += r->ticket_keys->status == KEYLESS__V1__STATUS__OK && r->ticket_keys->n_keys == 1;
+                }
+                keyless__v1__response__free_unpacked(r, NULL);
+            }
+            rpc_client_close(&c);
+        }
+        kl_buf_dispose(&out);
+        is_int(answers, 16, "queue_max = 1, 16 requests at once: 16 answers");
+        is_int(typed, 16, "... all TicketKeysResponses");
+        ok(overloaded > 0 && served > 0 && overloaded + served == 16, "... some OVERLOADED, the others served");
+        diag("%d served, %d overloaded", served, overloaded);
+        ok(harness_audit_grep(&H, "\"status\":\"OVERLOADED\",\"reason\":\"signing queue full\""),
+           "... the refusals audited");
         is_int(harness_stop(&H), 0, "stop");
     }
     /* No [tickets] at all. */
