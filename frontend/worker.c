@@ -255,7 +255,13 @@ static void mconn_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         status = why == NULL ? "200 OK" : "503 Service Unavailable";
         type = "text/plain";
     } else {
-        blen = metrics_render(body, METRICS_MAX);
+        const struct fe_gen *g = m->w->gen;
+        struct metrics_cert certs[CONFIG_MAX_CERTS];
+        size_t n_certs = g->cfg->n_certs < CONFIG_MAX_CERTS ? g->cfg->n_certs : CONFIG_MAX_CERTS;
+        for (size_t i = 0; i < n_certs; i++) {
+            certs[i] = (struct metrics_cert){g->cfg->certs[i].name, g->cfg->certs[i].key_name, g->certs[i].not_after};
+        }
+        blen = metrics_render(body, METRICS_MAX, certs, n_certs);
     }
     int hlen = snprintf(head, sizeof(head),
                         "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
