@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include "keyless.pb-c.h"
 #include "log.h"
 #include "metrics.h"
@@ -242,7 +243,8 @@ int signer_metrics_write(const char *path)
     }
     /* 0644: node_exporter runs as another user; the numbers hold no secret. */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+    /* fchmod: the signer's umask (privsep_harden, the unit's UMask) would take the 4s off. */
+    if (fd < 0 || fchmod(fd, 0644) != 0 || (f = fdopen(fd, "w")) == NULL) {
         e = errno;
         if (fd >= 0) {
             close(fd);
