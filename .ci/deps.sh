@@ -9,6 +9,8 @@ pkgs=(
   softhsm2 opensc gnutls-bin curl python3 procps psmisc iproute2
   nginx libengine-pkcs11-openssl
 )
+pkgs+=(python3-yaml)  # tests/deploy: parse the Prometheus alert rules (issue 14)
+pkgs+=(debhelper lintian)  # tests/deploy: build and lint the Debian package (issue 14)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,7 @@
 #include "log.h"
 
 int log_level = LOG_LEVEL_INFO;
+int log_format = LOG_FORMAT_TEXT;
 static const char *g_prog = "keyless";
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
@@ -32,6 +33,82 @@ int log_level_parse(const char *s)
     return -1;
 }
 
+int log_format_parse(const char *s)
+{
+    if (strcmp(s, "text") == 0) {
+        return LOG_FORMAT_TEXT;
+    }
+    if (strcmp(s, "json") == 0) {
+        return LOG_FORMAT_JSON;
+    }
+    return -1;
+}
+
+/*
+ * Append s to out[*len..cap) as JSON string content. Stops before a character whose
+ * escape would not fit, leaving room (reserve bytes) for the closing of the object, so
+ * that a cut line stays valid JSON. Bytes >= 0x80 are copied: messages are UTF-8 or ASCII.
+ * 0, or -1 when s was cut (the caller appends nothing more).
+ */
+static int json_escape(char *out, size_t *len, size_t cap, size_t reserve, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[7];
+        size_t n = 0;
+        if (c == '"' || c == '\\') {
+            esc[n++] = '\\';
+            esc[n++] = (char)c;
+        } else if (c == '\n') {
+            esc[n++] = '\\';
+            esc[n++] = 'n';
+        } else if (c < 0x20 || c == 0x7f) {
+            esc[n++] = '\\';
+            esc[n++] = 'u';
+            esc[n++] = '0';
+            esc[n++] = '0';
+            esc[n++] = hex[c >> 4];
+            esc[n++] = hex[c & 0xf];
+        } else {
+            esc[n++] = (char)c;
+        }
+        if (*len + n + reserve > cap) {
+            return -1;
+        }
+        memcpy(out + *len, esc, n);
+        *len += n;
+    }
+    return 0;
+}
+
+/* The JSON form of one event: the same fields as the text line, one object per line. */
+static void vlog_json(const char *stamp, const char *level, const char *msg, const char *err)
+{
+    char line[2048];
+    size_t len = 0;
+    const size_t reserve = 3; /* "}\n and the NUL of snprintf's last call */
+    int n = snprintf(line, sizeof(line), "{\"time\":\"%s\",\"prog\":\"", stamp);
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+        return;
+    }
+    len = (size_t)n;
+    (void)json_escape(line, &len, sizeof(line), reserve, g_prog);
+    n = snprintf(line + len, sizeof(line) - len, "\",\"pid\":%d,\"level\":\"%s\",\"msg\":\"", (int)getpid(), level);
+    if (n < 0 || (size_t)n >= sizeof(line) - len) {
+        return;
+    }
+    len += (size_t)n;
+    if (json_escape(line, &len, sizeof(line), reserve, msg) == 0 && err != NULL &&
+        json_escape(line, &len, sizeof(line), reserve, ": ") == 0) {
+        (void)json_escape(line, &len, sizeof(line), reserve, err);
+    }
+    memcpy(line + len, "\"}\n", 3);
+    len += 3;
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
 __attribute__((format(printf, 2, 0))) static void vlog(const char *level, const char *fmt, va_list ap, const char *err)
 {
     char line[1024];
@@ -39,6 +116,16 @@ __attribute__((format(printf, 2, 0))) static void vlog(const char *level, const 
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
+    if (log_format == LOG_FORMAT_JSON) {
+        char stamp[64], msg[1024];
+        snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+        if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0) {
+            return;
+        }
+        vlog_json(stamp, level, msg, err);
+        return;
+    }
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s[%d]: %s: ", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000), g_prog,
                      (int)getpid(), level);

@@ -125,10 +125,14 @@ static int set_metrics(struct kl_ini *ini, void *obj, const char *value)
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const int log_level_values[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG};
+static const char *const log_formats[] = {"text", "json", NULL};
+static const int log_format_values[] = {LOG_FORMAT_TEXT, LOG_FORMAT_JSON};
 
 static const struct kl_ini_key frontend_keys[] = {
     {"workers", KL_INI_CUSTOM, .set = set_workers},
     {"log_level", KL_INI_ENUM, KL_INI_FIELD(struct config, log_level), .names = log_levels, .values = log_level_values},
+    {"log_format", KL_INI_ENUM, KL_INI_FIELD(struct config, log_format), .names = log_formats,
+     .values = log_format_values},
     {"max_connections", KL_INI_UINT, KL_INI_FIELD(struct config, max_connections), .min = 1, .max = 1000000},
     {"handshake_timeout", KL_INI_DURATION, KL_INI_FIELD(struct config, handshake_timeout_ms), .min = 10, .max = 3600000,
      .unit_ms = 1000},

@@ -58,6 +58,7 @@ struct config {
     /* [frontend] */
     unsigned workers;
     int log_level;
+    int log_format; /* enum log_format (common/log.h), default text */
     size_t max_connections;
     uint32_t handshake_timeout_ms;
     uint32_t idle_timeout_ms;

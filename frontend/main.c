@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "sd_notify.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -160,6 +161,7 @@ static int supervise(struct fe_gen *gen, int trace)
     }
     if (!stopping) {
         log_info("started %u workers", alive);
+        (void)kl_sd_notify("READY=1");
     }
     for (;;) {
         int pending = 0;
@@ -191,11 +193,14 @@ static int supervise(struct fe_gen *gen, int trace)
         }
         if (got_signal[SIGHUP]) {
             got_signal[SIGHUP] = 0;
+            (void)kl_sd_notify("RELOADING=1");
             signal_workers(slots, n, SIGHUP);
             gen = reload_for_restarts(gen);
+            (void)kl_sd_notify("READY=1");
         }
         if (got_signal[SIGTERM] || got_signal[SIGINT]) {
             got_signal[SIGTERM] = got_signal[SIGINT] = 0;
+            (void)kl_sd_notify("STOPPING=1");
             stopping = 1;
             signal_workers(slots, n, SIGTERM);
         }
@@ -281,6 +286,9 @@ static int probe_listeners(const struct config *cfg)
 int main(int argc, char **argv)
 {
     log_init("keyless-frontend");
+    if (kl_sd_notify_init() != 0) {
+        log_warnx("NOTIFY_SOCKET is not a usable socket address; not notifying the service manager");
+    }
     struct kl_cli cli;
     char err[CONFIG_ERR_LEN];
     if (kl_cli_parse(&cli, argc, argv, KL_CLI_TRACE, err, sizeof(err)) != 0) {
@@ -304,6 +312,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_level = cfg->log_level;
+    log_format = cfg->log_format;
     struct fe_gen *gen = NULL;
     if (gen_new(&gen, err, sizeof(err), cfg) != 0) {
         log_diag("%s", err);

@@ -1,3 +1,4 @@
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include "metrics.h"
@@ -48,23 +49,53 @@ void metrics_signer_latency(uint64_t us)
     __atomic_fetch_add(&shm->lat_sum_us, us, __ATOMIC_RELAXED);
 }
 
-#define EMIT(...)                                                                                                      \
-    do {                                                                                                               \
-        if (len < cap) {                                                                                               \
-            int n_ = snprintf(buf + len, cap - len, __VA_ARGS__);                                                      \
-            if (n_ > 0) {                                                                                              \
-                len += (size_t)n_ < cap - len ? (size_t)n_ : cap - len - 1;                                            \
-            }                                                                                                          \
-        }                                                                                                              \
-    } while (0)
+/* Append to buf[*len..cap), keeping it NUL-terminated; a full buffer cuts the output. */
+__attribute__((format(printf, 4, 5))) static void emit(char *buf, size_t *len, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    if (*len + 1 >= cap) {
+        return;
+    }
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        *len += (size_t)n < cap - *len ? (size_t)n : cap - *len - 1;
+    }
+}
 
-size_t metrics_render(char *buf, size_t cap)
+#define EMIT(...) emit(buf, &len, cap, __VA_ARGS__)
+
+/* s escaped as a label value (backslash, quote, newline) into out; cut to fit. Names come
+ * from the operator's config, not from peers. */
+static const char *label_value(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; s != NULL && *s != '\0' && n + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"' || *s == '\n') {
+            out[n++] = '\\';
+            out[n++] = *s == '\n' ? 'n' : *s;
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* The help and type lines of one metric family. */
+#define FAMILY(name, type, help) EMIT("# HELP " name " " help "\n# TYPE " name " " type "\n")
+
+size_t metrics_render(char *buf, size_t cap, const struct metrics_cert *certs, size_t n_certs)
 {
     size_t len = 0;
     if (cap == 0) {
         return 0;
     }
     buf[0] = '\0';
+    FAMILY("keyless_build_info", "gauge", "The version and commit this frontend was built from.");
+    EMIT("keyless_build_info{program=\"keyless-frontend\",version=\"%s\",commit=\"%s\"} 1\n", KL_VERSION,
+         KL_GIT_COMMIT);
     static const struct {
         enum metric_id id;
         const char *result;
@@ -73,56 +104,97 @@ size_t metrics_render(char *buf, size_t cap)
               {METRIC_HS_ALERT, "alert"},
               {METRIC_HS_TIMEOUT, "timeout"},
               {METRIC_HS_CLOSED, "client_closed"}};
-    EMIT("# HELP keyless_handshakes_total TLS handshakes by result.\n# TYPE keyless_handshakes_total counter\n");
+    FAMILY("keyless_frontend_handshakes_total", "counter", "TLS handshakes by result.");
     for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++) {
-        EMIT("keyless_handshakes_total{result=\"%s\"} %lld\n", hs[i].result, (long long)metrics_get(hs[i].id));
+        EMIT("keyless_frontend_handshakes_total{result=\"%s\"} %lld\n", hs[i].result, (long long)metrics_get(hs[i].id));
     }
+    /* One family per quantity; direction and result are labels. */
     static const struct {
-        enum metric_id id;
         const char *name, *type, *help;
-    } simple[] = {
-        {METRIC_CONN_ACTIVE, "keyless_active_connections", "gauge", "Client connections open now."},
-        {METRIC_CONN_ACCEPTED, "keyless_connections_total", "counter", "Client connections accepted."},
-        {METRIC_CONN_REJECTED, "keyless_connections_rejected_total", "counter",
-         "Client connections closed at once because max_connections was reached."},
-        {METRIC_BYTES_IN, "keyless_client_bytes_in_total", "counter", "TLS bytes read from clients."},
-        {METRIC_BYTES_OUT, "keyless_client_bytes_out_total", "counter", "TLS bytes written to clients."},
-        {METRIC_BACKEND_BYTES_IN, "keyless_backend_bytes_in_total", "counter", "Plaintext bytes read from backends."},
-        {METRIC_BACKEND_BYTES_OUT, "keyless_backend_bytes_out_total", "counter",
-         "Plaintext bytes written to backends."},
-        {METRIC_BACKEND_ERRORS, "keyless_backend_errors_total", "counter",
-         "Backend connections that failed or timed out."},
-        {METRIC_SIGN_REQUESTS, "keyless_signer_requests_total", "counter", "Sign requests sent to the signer."},
-        {METRIC_SIGNER_RECONNECTS, "keyless_signer_reconnects_total", "counter",
-         "Times the signer connection was re-established."},
-        {METRIC_SIGNER_TIMEOUTS, "keyless_signer_timeouts_total", "counter",
-         "Signer requests abandoned at their deadline."},
-        {METRIC_SIGNER_OVERLOAD, "keyless_signer_overload_total", "counter",
-         "Sign requests refused because max_pending_sign were waiting."},
-        {METRIC_RELOADS, "keyless_reloads_total", "counter", "Successful configuration reloads (SIGHUP)."},
-        {METRIC_RELOAD_FAILURES, "keyless_reload_failures_total", "counter", "Failed configuration reloads."},
-        {METRIC_WORKER_RESTARTS, "keyless_worker_restarts_total", "counter",
-         "Worker processes that died on their own and were restarted."},
+        struct {
+            enum metric_id id;
+            const char *labels; /* NULL: the family has one series */
+        } series[2];
+    } families[] = {
+        {"keyless_frontend_connections_open", "gauge", "Client connections open now.", {{METRIC_CONN_ACTIVE, NULL}}},
+        {"keyless_frontend_connections_accepted_total",
+         "counter",
+         "Client connections accepted.",
+         {{METRIC_CONN_ACCEPTED, NULL}}},
+        {"keyless_frontend_connections_rejected_total",
+         "counter",
+         "Client connections closed at once because max_connections was reached.",
+         {{METRIC_CONN_REJECTED, NULL}}},
+        {"keyless_frontend_client_bytes_total",
+         "counter",
+         "TLS bytes from (in) and to (out) clients.",
+         {{METRIC_BYTES_IN, "direction=\"in\""}, {METRIC_BYTES_OUT, "direction=\"out\""}}},
+        {"keyless_frontend_backend_bytes_total",
+         "counter",
+         "Plaintext bytes from (in) and to (out) backends.",
+         {{METRIC_BACKEND_BYTES_IN, "direction=\"in\""}, {METRIC_BACKEND_BYTES_OUT, "direction=\"out\""}}},
+        {"keyless_frontend_backend_errors_total",
+         "counter",
+         "Backend connections that failed or timed out.",
+         {{METRIC_BACKEND_ERRORS, NULL}}},
+        {"keyless_frontend_signer_requests_total",
+         "counter",
+         "Sign requests sent to the signer.",
+         {{METRIC_SIGN_REQUESTS, NULL}}},
+        {"keyless_frontend_signer_reconnects_total",
+         "counter",
+         "Times the signer connection was re-established.",
+         {{METRIC_SIGNER_RECONNECTS, NULL}}},
+        {"keyless_frontend_signer_timeouts_total",
+         "counter",
+         "Signer requests abandoned at their deadline.",
+         {{METRIC_SIGNER_TIMEOUTS, NULL}}},
+        {"keyless_frontend_signer_overload_total",
+         "counter",
+         "Sign requests refused because max_pending_sign were waiting.",
+         {{METRIC_SIGNER_OVERLOAD, NULL}}},
+        {"keyless_frontend_reloads_total",
+         "counter",
+         "Configuration reloads (SIGHUP) by result.",
+         {{METRIC_RELOADS, "result=\"ok\""}, {METRIC_RELOAD_FAILURES, "result=\"failed\""}}},
+        {"keyless_frontend_worker_restarts_total",
+         "counter",
+         "Worker processes that died on their own and were restarted.",
+         {{METRIC_WORKER_RESTARTS, NULL}}},
     };
-    for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
-        EMIT("# HELP %s %s\n# TYPE %s %s\n%s %lld\n", simple[i].name, simple[i].help, simple[i].name, simple[i].type,
-             simple[i].name, (long long)metrics_get(simple[i].id));
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        EMIT("# HELP %s %s\n# TYPE %s %s\n", families[i].name, families[i].help, families[i].name, families[i].type);
+        for (size_t j = 0; j < 2; j++) {
+            if (j > 0 && families[i].series[j].labels == NULL) {
+                break;
+            }
+            const char *labels = families[i].series[j].labels;
+            EMIT("%s%s%s%s %lld\n", families[i].name, labels != NULL ? "{" : "", labels != NULL ? labels : "",
+                 labels != NULL ? "}" : "", (long long)metrics_get(families[i].series[j].id));
+        }
     }
-    EMIT("# HELP keyless_signer_latency_seconds Signer round trip per answered request.\n"
-         "# TYPE keyless_signer_latency_seconds histogram\n");
+    FAMILY("keyless_frontend_signer_duration_seconds", "histogram", "Signer round trip per answered request.");
     uint64_t cum = 0;
     for (size_t i = 0; i < METRIC_LAT_BUCKETS; i++) {
         cum += __atomic_load_n(&shm->lat_bucket[i], __ATOMIC_RELAXED);
         if (i < METRIC_LAT_BUCKETS - 1) {
-            EMIT("keyless_signer_latency_seconds_bucket{le=\"%g\"} %llu\n", (double)lat_bounds_us[i] / 1e6,
+            EMIT("keyless_frontend_signer_duration_seconds_bucket{le=\"%g\"} %llu\n", (double)lat_bounds_us[i] / 1e6,
                  (unsigned long long)cum);
         } else {
-            EMIT("keyless_signer_latency_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+            EMIT("keyless_frontend_signer_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
         }
     }
-    EMIT("keyless_signer_latency_seconds_sum %.6f\n",
+    EMIT("keyless_frontend_signer_duration_seconds_sum %.6f\n",
          (double)__atomic_load_n(&shm->lat_sum_us, __ATOMIC_RELAXED) / 1e6);
-    EMIT("keyless_signer_latency_seconds_count %llu\n",
+    EMIT("keyless_frontend_signer_duration_seconds_count %llu\n",
          (unsigned long long)__atomic_load_n(&shm->lat_count, __ATOMIC_RELAXED));
+    FAMILY("keyless_frontend_certificate_not_after_seconds", "gauge",
+           "When each served certificate expires (the leaf's notAfter, Unix time).");
+    for (size_t i = 0; i < n_certs; i++) {
+        char name[256], key[256];
+        EMIT("keyless_frontend_certificate_not_after_seconds{certificate=\"%s\",key=\"%s\"} %lld\n",
+             label_value(name, sizeof(name), certs[i].name), label_value(key, sizeof(key), certs[i].key),
+             (long long)certs[i].not_after);
+    }
     return len;
 }

@@ -44,7 +44,20 @@ void metrics_add(enum metric_id id, int64_t delta);
 uint64_t metrics_get(enum metric_id id);
 /* One signer round trip of us microseconds. */
 void metrics_signer_latency(uint64_t us);
-/* Render the Prometheus text exposition into buf; returns the length (truncated at cap). */
-size_t metrics_render(char *buf, size_t cap);
+/* A served certificate, for keyless_frontend_certificate_not_after_seconds. */
+struct metrics_cert {
+    const char *name;  /* the [certificate NAME] section */
+    const char *key;   /* the signer's key name */
+    int64_t not_after; /* the leaf's notAfter, Unix time */
+};
+
+/*
+ * Render the Prometheus text exposition into buf (certs: the current generation's, n_certs
+ * of them, borrowed for the call); returns the length (truncated at cap). Names follow the
+ * Prometheus conventions: every series is keyless_frontend_* (the signer's are
+ * keyless_signer_*), counters end in _total, sizes in _bytes, times in _seconds, and what
+ * differs only by direction or result is a label, not another name.
+ */
+size_t metrics_render(char *buf, size_t cap, const struct metrics_cert *certs, size_t n_certs);
 
 #endif

@@ -9,6 +9,7 @@
 #include "worker.h"
 #include "log.h"
 #include "metrics.h"
+#include "sd_notify.h"
 #include "conn.h"
 #include "clock.h"
 
@@ -254,7 +255,13 @@ static void mconn_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         status = why == NULL ? "200 OK" : "503 Service Unavailable";
         type = "text/plain";
     } else {
-        blen = metrics_render(body, METRICS_MAX);
+        const struct fe_gen *g = m->w->gen;
+        struct metrics_cert certs[CONFIG_MAX_CERTS];
+        size_t n_certs = g->cfg->n_certs < CONFIG_MAX_CERTS ? g->cfg->n_certs : CONFIG_MAX_CERTS;
+        for (size_t i = 0; i < n_certs; i++) {
+            certs[i] = (struct metrics_cert){g->cfg->certs[i].name, g->cfg->certs[i].key_name, g->certs[i].not_after};
+        }
+        blen = metrics_render(body, METRICS_MAX, certs, n_certs);
     }
     int hlen = snprintf(head, sizeof(head),
                         "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
@@ -349,6 +356,7 @@ static void reload_keys_cb(void *arg, const Keyless__V1__Response *resp)
     char err[CONFIG_ERR_LEN];
     w->pending_gen = NULL;
     w->pending_id = 0;
+    (void)kl_sd_notify("READY=1"); /* the reload is decided here, one way or the other */
     if (resp == NULL || resp->body_case != KEYLESS__V1__RESPONSE__BODY_LIST_KEYS || resp->list_keys == NULL ||
         resp->list_keys->status != KEYLESS__V1__STATUS__OK) {
         log_warnx("reload failed: the signer did not list its keys; keeping the running configuration");
@@ -366,6 +374,7 @@ static void reload_keys_cb(void *arg, const Keyless__V1__Response *resp)
     struct fe_gen *old = w->gen;
     w->gen = gen;
     log_level = gen->cfg->log_level;
+    log_format = gen->cfg->log_format;
     /* Live connections keep the old generation (their reference) until they end. */
     gen_unref(old);
     metrics_add(METRIC_RELOADS, 1);
@@ -413,9 +422,16 @@ static void start_reload(struct fe_worker *w)
 static void signal_cb(struct ev_loop *loop, int signo, void *arg)
 {
     struct fe_worker *w = arg;
+    /* kl_sd_notify does nothing in a forked worker: only a single-worker frontend, which
+     * is its own main process, tells systemd about its reloads and stop from here. */
     if (signo == SIGHUP) {
+        (void)kl_sd_notify("RELOADING=1");
         start_reload(w);
+        if (w->pending_gen == NULL) {
+            (void)kl_sd_notify("READY=1"); /* failed at once: no ListKeys answer to wait for */
+        }
     } else if (signo == SIGTERM || signo == SIGINT) {
+        (void)kl_sd_notify("STOPPING=1");
         start_drain(w);
     }
 }
@@ -487,6 +503,7 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
         ev_io_init(&w->metrics_io, w->metrics_fd, metrics_accept_cb, w);
         ev_io_set(w->loop, &w->metrics_io, EV_READ);
     }
+    (void)kl_sd_notify("READY=1"); /* listeners bound; a forked worker does not notify */
     if (index == 0) {
         log_info("listening on %s (backend %s)%s%s", cfg->listeners[0].listen.text, cfg->listeners[0].backend.text,
                  cfg->metrics.len ? ", metrics on " : "", cfg->metrics.len ? cfg->metrics.text : "");

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "kl_ini.h"
+#include "log.h"
 #include "tls_ids.h"
 
 /* A number, else a name from the user or group database. */
@@ -109,6 +110,11 @@ static const int audit_sync_values[] = {AUDIT_SYNC_ALWAYS, AUDIT_SYNC_GROUP, AUD
 
 #define RATE_MAX 1000000000
 
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const int log_level_values[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG};
+static const char *const log_formats[] = {"text", "json", NULL};
+static const int log_format_values[] = {LOG_FORMAT_TEXT, LOG_FORMAT_JSON};
+
 static const struct kl_ini_key signer_keys[] = {
     {"socket", KL_INI_PATH, KL_INI_REQUIRED, KL_INI_FIELD(struct signer_config, socket_path),
      .missing = "the Unix socket path is required"},
@@ -129,6 +135,13 @@ static const struct kl_ini_key signer_keys[] = {
     {"burst_per_peer", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, burst_per_peer), .max = RATE_MAX},
     {"user", KL_INI_CUSTOM, KL_INI_LINE, .set = set_user, .line_offset = offsetof(struct signer_config, user_line)},
     {"group", KL_INI_CUSTOM, KL_INI_LINE, .set = set_group, .line_offset = offsetof(struct signer_config, group_line)},
+    {"log_level", KL_INI_ENUM, KL_INI_FIELD(struct signer_config, log_level), .names = log_levels,
+     .values = log_level_values},
+    {"log_format", KL_INI_ENUM, KL_INI_FIELD(struct signer_config, log_format), .names = log_formats,
+     .values = log_format_values},
+    {"metrics_file", KL_INI_PATH, KL_INI_EMPTY_OK, KL_INI_FIELD(struct signer_config, metrics_file)},
+    {"metrics_interval", KL_INI_DURATION, KL_INI_FIELD(struct signer_config, metrics_interval_ms), .min = 100,
+     .max = 3600000, .unit_ms = 1000},
 };
 
 /* [hsm] */
@@ -382,6 +395,9 @@ int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path)
     }
     cfg->workers = 2;
     cfg->queue_max = 4096;
+    cfg->log_level = LOG_LEVEL_INFO;
+    cfg->log_format = LOG_FORMAT_TEXT;
+    cfg->metrics_interval_ms = 5000;
     cfg->max_connections = 256;
     cfg->audit_sync = AUDIT_SYNC_GROUP;
     cfg->audit_group_ms = AUDIT_DEFAULT_GROUP_MS;
@@ -410,6 +426,7 @@ void cfg_free(struct signer_config *cfg)
     free(cfg->path);
     free(cfg->socket_path);
     free(cfg->user_name);
+    free(cfg->metrics_file);
     free(cfg->audit_log);
     free(cfg->module);
     free(cfg->module_name);

@@ -80,6 +80,11 @@ struct signer_config {
     gid_t run_gid;
     int has_user, has_group;
     unsigned user_line, group_line;
+    /* logs and metrics (issue 14) */
+    int log_level;                /* enum log_level (common/log.h), default info */
+    int log_format;               /* enum log_format, default text */
+    char *metrics_file;           /* Prometheus textfile, rewritten atomically; NULL = none */
+    unsigned metrics_interval_ms; /* how often it is rewritten */
     /* [hsm] */
     unsigned hsm_line;
     char *module;

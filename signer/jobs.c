@@ -12,6 +12,7 @@
 #include "jobs.h"
 #include "kl_buf.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 
 /* Finished jobs that wake the I/O thread for their bookkeeping (see post_done). */
@@ -152,6 +153,7 @@ static void wake_io(struct jobs *jobs)
  * I/O-thread wake-up otherwise. */
 static void post_done(struct jobs *jobs, struct job *j)
 {
+    signer_metrics_sign(j->key_name, j->scheme, (int)j->status, kl_clock_ns() - j->t0_ns);
     int urgent = jobs->env.deliver(jobs->env.arg, j);
     if (jobq_push(&jobs->done, j) >= DONE_WAKE_BATCH || urgent) {
         wake_io(jobs);
@@ -224,7 +226,9 @@ static int sign_job(struct jobs *jobs, unsigned session, struct job *j)
     j->sig_len = sizeof(j->sig);
     ret = policy_build_content(content, &content_len, j->context, j->hash, j->hash_len);
     if (ret == 0) {
+        uint64_t t0 = kl_clock_ns();
         ret = p11_sign(jobs->env.be, j->sig, &j->sig_len, session, j->key, j->scheme, content, content_len);
+        signer_metrics_hsm_sign(kl_clock_ns() - t0);
     }
     if (ret == 0) {
         j->status = KEYLESS__V1__STATUS__OK;
@@ -255,6 +259,7 @@ static int sign_job(struct jobs *jobs, unsigned session, struct job *j)
     if ((ret = audit_append(jobs->env.audit, &rec, waits ? &j->seq : NULL)) != 0) {
         /* No record, no signature: fail closed. */
         log_errx("audit: append failed (%s); withholding signature", kl_err_str(ret));
+        signer_metrics_audit_failure();
         withhold(j, "the audit log cannot be written");
         return 0;
     }
@@ -293,12 +298,15 @@ static void *audit_waiter_main(void *arg)
         for (struct job *j = batch; j != NULL; j = j->next) {
             max_seq = j->seq > max_seq ? j->seq : max_seq;
         }
+        uint64_t t0 = kl_clock_ns();
         ret = audit_wait_durable(jobs->env.audit, max_seq);
+        signer_metrics_audit_sync(kl_clock_ns() - t0);
         while (batch != NULL) {
             struct job *j = batch;
             batch = j->next;
             if (ret != 0) {
                 withhold(j, "the audit log cannot be made durable");
+                signer_metrics_audit_failure();
             }
             post_done(jobs, j);
         }
@@ -362,8 +370,10 @@ void jobs_run_inline(struct jobs *jobs)
             if (ret != 0) {
                 log_errx("audit: not durable (%s); signature withheld", kl_err_str(ret));
                 withhold(j, "the audit log cannot be made durable");
+                signer_metrics_audit_failure();
             }
         }
+        signer_metrics_sign(j->key_name, j->scheme, (int)j->status, kl_clock_ns() - j->t0_ns);
         /* The caller takes the done list right after this call: no wake-up needed. */
         (void)jobs->env.deliver(jobs->env.arg, j);
         (void)jobq_push(&jobs->done, j);

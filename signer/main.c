@@ -23,9 +23,11 @@
 #include "audit.h"
 #include "audit_verify.h"
 #include "config.h"
+#include "metrics.h"
 #include "p11_backend.h"
 #include "policy.h"
 #include "privsep.h"
+#include "sd_notify.h"
 #include "server.h"
 
 static struct server *volatile g_server;
@@ -36,6 +38,8 @@ static void on_signal(int sig)
 {
     if (sig == SIGHUP) {
         if (g_server != NULL) {
+            /* READY=1 follows when the loop has done it (server.c rotate_cb). */
+            (void)kl_sd_notify("RELOADING=1");
             server_rotate(g_server);
         }
         if (g_backend != NULL) {
@@ -43,6 +47,7 @@ static void on_signal(int sig)
         }
         return;
     }
+    (void)kl_sd_notify("STOPPING=1");
     g_stop_requested = 1;
     if (g_server != NULL) {
         server_stop(g_server);
@@ -75,6 +80,27 @@ static int install_signals(void)
     /* A remote token (p11-kit-client.so) whose server went away raises SIGPIPE in us. */
     sa.sa_handler = SIG_IGN;
     return sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* The metrics' rows: one per configured key with its schemes (the strings stay in cfg). */
+static int metrics_init(const struct signer_config *cfg)
+{
+    int ret = KL_ERR_NO_MEMORY;
+    const char **names = calloc(cfg->n_keys, sizeof(*names));
+    const uint16_t **schemes = calloc(cfg->n_keys, sizeof(*schemes));
+    size_t *n = calloc(cfg->n_keys, sizeof(*n));
+    if (names != NULL && schemes != NULL && n != NULL) {
+        for (size_t i = 0; i < cfg->n_keys; i++) {
+            names[i] = cfg->keys[i].name;
+            schemes[i] = cfg->keys[i].schemes;
+            n[i] = cfg->keys[i].n_schemes;
+        }
+        ret = signer_metrics_init(names, schemes, n, cfg->n_keys);
+    }
+    free(names);
+    free(schemes);
+    free(n);
+    return ret;
 }
 
 /* Open the token and find every key; check each scheme. Exit status on failure. */
@@ -191,6 +217,8 @@ static int run(const char *config_path, int check_only)
     if (cfg_load(&cfg, stderr, config_path) != 0) {
         return 2;
     }
+    log_level = cfg->log_level;
+    log_format = cfg->log_format;
     if ((status = privsep_check_user(cfg)) != 0) {
         goto exit;
     }
@@ -246,11 +274,20 @@ static int run(const char *config_path, int check_only)
                       cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
         }
     }
+    if (metrics_init(cfg) != 0) {
+        log_errx("metrics: out of memory");
+        goto exit;
+    }
     if (server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
         goto exit;
     }
     server_set_ticket_root(srv, ticket_root);
     if (privsep_drop(cfg) != 0) {
+        goto exit;
+    }
+    /* After the drop: the file belongs to the user the signer runs as. */
+    if (cfg->metrics_file != NULL && signer_metrics_start(cfg->metrics_file, cfg->metrics_interval_ms, be) != 0) {
+        log_diag("%s: [signer] metrics_file: cannot write %s: %s", cfg->path, cfg->metrics_file, strerror(errno));
         goto exit;
     }
     g_server = srv;
@@ -265,6 +302,7 @@ static int run(const char *config_path, int check_only)
         log_info("listening on %s (%zu key(s), %u worker(s), audit %s; mechanisms: %s)", cfg->socket_path, cfg->n_keys,
                  cfg->workers, cfg->audit_log, mechs);
     }
+    (void)kl_sd_notify("READY=1");
     if (server_run(srv) == 0) {
         status = 0;
     }
@@ -274,6 +312,7 @@ exit:
     g_server = NULL;
     g_backend = NULL;
     server_free(srv);
+    signer_metrics_stop(); /* after the server: no thread updates the counters any more */
     audit_close(audit);
     p11_backend_free(be);
     free(keys);
@@ -284,6 +323,9 @@ exit:
 int main(int argc, char **argv)
 {
     log_init("keyless-signer");
+    if (kl_sd_notify_init() != 0) {
+        log_warnx("NOTIFY_SOCKET is not a usable socket address; not notifying the service manager");
+    }
     struct kl_cli cli;
     char err[256];
 

@@ -38,8 +38,10 @@
 #include "frame.h"
 #include "jobs.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "ratelimit.h"
+#include "sd_notify.h"
 #include "server.h"
 #include "sockdir.h"
 #include "tickets.h"
@@ -140,6 +142,7 @@ static int audit_now(struct server *srv, const struct audit_record *rec)
     int ret = audit_append(srv->audit, rec, NULL);
     if (ret != 0) {
         log_errx("audit: append failed: %s", kl_err_str(ret));
+        signer_metrics_audit_failure();
     }
     return ret;
 }
@@ -377,6 +380,7 @@ static void job_retire(struct server *srv, struct job *j)
     struct conn *c = j->conn;
     c->refs--;
     srv->in_flight--;
+    signer_metrics_queue(-1);
     if (j->overflow && !c->dead) {
         log_warnx("conn %llu: dropping (it does not read its answers)", (unsigned long long)c->serial);
         conn_kill(srv, c);
@@ -669,6 +673,7 @@ static void op_refuse(struct server *srv, struct conn *c, const struct op *op, c
         st = KEYLESS__V1__STATUS__HSM_ERROR;
         why = "the audit log cannot be written";
     }
+    signer_metrics_sign(rec.key, rec.scheme, (int)st, t0 != 0 ? kl_clock_ns() - t0 : 0);
     send_sign_status(srv, c, req->id, st, why, NULL, 0);
 }
 
@@ -676,6 +681,7 @@ static void bad_request(struct server *srv, struct conn *c, uint64_t id, const c
 {
     struct audit_record rec;
     audit_fill(&rec, c, "request", NULL, id, KEYLESS__V1__STATUS__BAD_REQUEST, why, t0);
+    signer_metrics_sign(NULL, 0, KEYLESS__V1__STATUS__BAD_REQUEST, t0 != 0 ? kl_clock_ns() - t0 : 0);
     if (audit_now(srv, &rec) != 0) {
         conn_kill(srv, c);
         return;
@@ -756,6 +762,7 @@ static void dispatch(struct server *srv, struct conn *c, const Keyless__V1__Requ
     op->make_job(j, req);
     c->refs++;
     srv->in_flight++;
+    signer_metrics_queue(1);
     jobs_submit(srv->jobs, j);
 }
 
@@ -1020,6 +1027,7 @@ static void rotate_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
     drain_once(srv);
     clear_fd(srv->rotate_fd);
     (void)rotate_log(srv, 0);
+    (void)kl_sd_notify("READY=1"); /* the SIGHUP's RELOADING=1 (main.c) is done */
 }
 
 /*

@@ -71,7 +71,8 @@ int tls_cert_file_load(struct tls_cert_file *f, enum tls_cert_error *why_p, cons
     }
     snprintf(f->key_desc, sizeof(f->key_desc), "%s", key_desc(kt));
     if (crypto_cert_spki(f->der[0], f->der_len[0], f->spki, sizeof(f->spki), &f->spki_len) != 0 ||
-        crypto_cert_dns_names(f->der[0], f->der_len[0], f->names, TLS_MAX_NAMES, &f->n_names) != 0) {
+        crypto_cert_dns_names(f->der[0], f->der_len[0], f->names, TLS_MAX_NAMES, &f->n_names) != 0 ||
+        crypto_cert_not_after(f->der[0], f->der_len[0], &f->not_after) != 0) {
         why = TLS_CERT_BAD_LEAF_KEY;
         ret = KL_ERR_CONFIG;
         goto exit;

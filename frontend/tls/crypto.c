@@ -931,6 +931,22 @@ exit:
     return ret;
 }
 
+int crypto_cert_not_after(const uint8_t *der, size_t der_len, int64_t *t_p)
+{
+    int ret;
+    X509 *x = NULL;
+    struct tm tm;
+    *t_p = 0;
+    KL_ENSURE((x = parse_cert(der, der_len)) != NULL, KL_ERR_CONFIG);
+    KL_ENSURE(ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1, KL_ERR_CONFIG);
+    *t_p = (int64_t)timegm(&tm);
+    ret = 0;
+exit:
+    ERR_clear_error();
+    X509_free(x);
+    return ret;
+}
+
 int crypto_cert_verify(const uint8_t *der, size_t der_len, uint16_t scheme, const uint8_t *msg, size_t msg_len,
                        const uint8_t *sig, size_t sig_len)
 {

@@ -228,6 +228,9 @@ KL_MUST_CHECK int crypto_cert_spki(const uint8_t *der, size_t der_len, uint8_t *
  */
 KL_MUST_CHECK int crypto_cert_dns_names(const uint8_t *der, size_t der_len, char (*names)[256], size_t max,
                                         size_t *n_p);
+/* The leaf's notAfter as Unix time (for the certificate expiry gauge). 0, or KL_ERR_CONFIG. */
+KL_MUST_CHECK int crypto_cert_not_after(const uint8_t *der, size_t der_len, int64_t *t_p);
+
 /*
  * Verify a signature made with the certificate's key over msg with a TLS 1.3 scheme
  * (the whole CertificateVerify content, not a digest). 0 if valid,

@@ -298,6 +298,7 @@ struct tls_cert_file {
     uint16_t schemes[TLS_MAX_SCHEMES];
     size_t n_schemes;
     char key_desc[32]; /* "ECDSA P-256", "RSA", "Ed25519", ... for logs */
+    int64_t not_after; /* the leaf's notAfter, Unix time (the frontend's expiry gauge) */
 };
 
 /*

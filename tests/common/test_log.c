@@ -251,6 +251,64 @@ static void test_fatal(void)
     ok(strstr(got, "]: fatal: cannot write: No space left on device\n") != NULL, "fatal appends strerror(errno)");
 }
 
+/* log_format = json: one object per line, the same fields, the message escaped. */
+static void test_json(void)
+{
+    char want[256];
+    const char *got;
+    int pid = (int)getpid();
+    log_level = LOG_LEVEL_INFO;
+    is_int(log_format_parse("json"), LOG_FORMAT_JSON, "log_format_parse json");
+    is_int(log_format_parse("text"), LOG_FORMAT_TEXT, "log_format_parse text");
+    is_int(log_format_parse("JSON"), -1, "log_format_parse is exact (JSON refused)");
+    is_int(log_format_parse(""), -1, "log_format_parse refuses empty");
+    log_format = LOG_FORMAT_JSON;
+
+    capture_start();
+    log_warnx("a \"quoted\" \\ back\tslash\nnewline");
+    got = capture_end();
+    snprintf(want, sizeof(want),
+             "\",\"prog\":\"" PROG "\",\"pid\":%d,\"level\":\"warn\",\"msg\":\"a \\\"quoted\\\" \\\\ "
+             "back\\u0009slash\\nnewline\"}\n",
+             pid);
+    ok(strncmp(got, "{\"time\":\"", 9) == 0 && strlen(got) > 33 && got[9 + 4] == '-' && got[9 + 23] == 'Z' &&
+           strcmp(got + 9 + 24, want) == 0,
+       "json: time, prog, pid, level, escaped message, one line");
+    if (strcmp(got + (strlen(got) > 33 ? 33 : 0), want) != 0) {
+        diag("got %s", got);
+    }
+    is_int(count_lines(got), 1, "json: exactly one line (the message's newline is escaped)");
+
+    capture_start();
+    errno = ENOENT;
+    log_err("open");
+    got = capture_end();
+    ok(strstr(got, "\"level\":\"error\",\"msg\":\"open: No such file or directory\"}\n") != NULL,
+       "json: log_err appends strerror inside msg");
+
+    char big[3000];
+    memset(big, '"', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    capture_start();
+    log_warnx("%s", big);
+    got = capture_end();
+    size_t n = strlen(got);
+    ok(n > 100 && n <= 2048 && strcmp(got + n - 3, "\"}\n") == 0 && got[n - 4] == '"' && got[n - 5] == '\\',
+       "json: a message cut at the buffer still closes the object after a whole escape");
+    is_int(count_lines(got), 1, "json: the cut message is one line");
+
+    log_level = LOG_LEVEL_WARN;
+    capture_start();
+    log_info("dropped");
+    is_int((int)strlen(capture_end()), 0, "json: the level filter still applies");
+    log_level = LOG_LEVEL_INFO;
+
+    capture_start();
+    log_diag("diag stays text");
+    ok(strcmp(capture_end(), PROG ": diag stays text\n") == 0, "json: log_diag stays a text line for a person");
+    log_format = LOG_FORMAT_TEXT;
+}
+
 int main(void)
 {
     log_init(PROG);
@@ -258,5 +316,6 @@ int main(void)
     test_format();
     test_levels();
     test_fatal();
+    test_json();
     return kl_test_done();
 }

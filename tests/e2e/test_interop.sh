@@ -74,8 +74,8 @@ is "$(grep -c "Hello from the keyless demo backend" <<<"$out")" 0 "TLS 1.2 only 
 out=$(sclient -groups ffdhe8192)
 is "$(grep -c "Hello from the keyless demo backend" <<<"$out")" 0 "no common group is refused (ffdhe8192 is opt-in)"
 check "frontend still serves after the failures" grep -q "Hello from the keyless demo backend" <<<"$(sclient)"
-hs_ok=$(metric 'keyless_handshakes_total{result="ok"}')
-hs_alert=$(metric 'keyless_handshakes_total{result="alert"}')
+hs_ok=$(metric 'keyless_frontend_handshakes_total{result="ok"}')
+hs_alert=$(metric 'keyless_frontend_handshakes_total{result="alert"}')
 check "metrics count the successful handshakes (>= 31: $hs_ok)" test "$hs_ok" -ge 31
 check "metrics count the refused handshakes (>= 2: $hs_alert)" test "$hs_alert" -ge 2
 

@@ -37,7 +37,7 @@ out=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 20 openssl s_client -connect "12
 check "backend down: the handshake completes (verify OK)" grep -q "Verify return code: 0 (ok)" <<<"$out"
 check "backend down: the client gets close_notify, not a reset" grep -q "closed\|DONE" <<<"$out"
 is "$(grep -c "errno=104\|Connection reset" <<<"$out")" 0 "backend down: no TCP reset"
-check "backend down: counted in metrics" test "$(metric keyless_backend_errors_total)" -ge 1
+check "backend down: counted in metrics" test "$(metric keyless_frontend_backend_errors_total)" -ge 1
 check "backend down: frontend alive" kill -0 "$FE_PID"
 kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
@@ -111,7 +111,7 @@ echo "# dribbling client: $res"
 check "1 byte/s client is closed by the handshake timeout" bash -c "[[ '$res' == closed* ]]"
 secs=${res#closed }
 check "... after about 3 s ($secs s)" python3 -c "import sys; sys.exit(not (2.5 <= float('${secs:-0}') <= 6))"
-check "metrics: handshake timeout counted" test "$(metric 'keyless_handshakes_total{result="timeout"}')" -ge 1
+check "metrics: handshake timeout counted" test "$(metric 'keyless_frontend_handshakes_total{result="timeout"}')" -ge 1
 kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
 
@@ -130,8 +130,8 @@ exec 8> >(python3 "$CLIENTS" idle "$FE_PORT" "$N" >"$T/idle.out" 2>&1)
 wait_for grep -q "^ready" "$T/idle.out" || true
 got=$(awk '/^ready/ { print $2 }' "$T/idle.out")
 check "opened ${got:-0} of $N idle TCP connections" test "${got:-0}" -eq "$N"
-wait_for test "$(metric keyless_active_connections)" -ge "${got:-1}" || true
-active=$(metric keyless_active_connections)
+wait_for test "$(metric keyless_frontend_connections_open)" -ge "${got:-1}" || true
+active=$(metric keyless_frontend_connections_open)
 rss1=$(rss_kb "$FE_PID")
 per=$(((rss1 - rss0) * 1024 / (${got:-1} > 0 ? ${got:-1} : 1)))
 echo "# $active idle connections: VmRSS $rss0 -> $rss1 kB, $per bytes per connection"
@@ -167,9 +167,9 @@ FE_FRONTEND_EXTRA="max_connections = 50
 handshake_timeout = 30" kl_start_frontend
 exec 8> >(python3 "$CLIENTS" idle "$FE_PORT" 60 >"$T/idle2.out" 2>&1)
 wait_for grep -q "^ready" "$T/idle2.out" || true
-wait_for test "$(metric keyless_connections_rejected_total)" -ge 10 || true
+wait_for test "$(metric keyless_frontend_connections_rejected_total)" -ge 10 || true
 check "max_connections = 50: the 10 extra connections are refused" \
-    test "$(metric keyless_connections_rejected_total)" -ge 10
-check "max_connections: active stays at 50" test "$(metric keyless_active_connections)" -eq 50
+    test "$(metric keyless_frontend_connections_rejected_total)" -ge 10
+check "max_connections: active stays at 50" test "$(metric keyless_frontend_connections_open)" -eq 50
 exec 8>&-
 done_testing

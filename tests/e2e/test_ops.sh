@@ -67,8 +67,8 @@ live_pid=$!
 wait_for grep -q connected "$T/live.out" || true
 sed -i "s#ecdsa-p256#ecdsa-p384#g" "$FE_CONF"
 kill -HUP "$FE_PID"
-wait_for test "$(metric keyless_reloads_total)" -ge 1 || true
-check "SIGHUP: reload counted" test "$(metric keyless_reloads_total)" -eq 1
+wait_for test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -ge 1 || true
+check "SIGHUP: reload counted" test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -eq 1
 check "after SIGHUP: new handshakes get the P-384 certificate" test "$(peer_bits)" = 384
 touch "$T/live.fifo"
 wait "$live_pid" || true
@@ -76,8 +76,8 @@ check "the connection made before SIGHUP continues after it" grep -q "live 200 T
 # A broken reload keeps the running configuration.
 echo "bogus line without equals" >>"$FE_CONF"
 kill -HUP "$FE_PID"
-wait_for test "$(metric keyless_reload_failures_total)" -ge 1 || true
-check "broken config on SIGHUP: reload refused" test "$(metric keyless_reload_failures_total)" -eq 1
+wait_for test "$(metric 'keyless_frontend_reloads_total{result="failed"}')" -ge 1 || true
+check "broken config on SIGHUP: reload refused" test "$(metric 'keyless_frontend_reloads_total{result="failed"}')" -eq 1
 check "... the error names the file and line" grep -q "reload failed.*frontend.conf:[0-9]*" "$T/frontend.log"
 check "... and the running certificate stays" test "$(peer_bits)" = 384
 kill -TERM "$FE_PID"
@@ -98,17 +98,17 @@ check "... with one line naming the address" \
 check "... and nothing else" test "$(wc -l <"$T/second.out")" -eq 1
 check "... while the first still serves" kl_curl -sf -o /dev/null "https://localhost:$FE_PORT/"
 kill -HUP "$FE_PID"
-wait_for test "$(metric keyless_reloads_total)" -ge 2 || true
-check "2 workers: SIGHUP to the main process reloads both (reloads_total = $(metric keyless_reloads_total))" \
-    test "$(metric keyless_reloads_total)" -eq 2
+wait_for test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -ge 2 || true
+check "2 workers: SIGHUP to the main process reloads both (reloads_total = $(metric 'keyless_frontend_reloads_total{result="ok"}'))" \
+    test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -eq 2
 # A worker that dies is restarted with backoff while the other keeps serving, and starts
 # from the configuration the others serve now (here: after a reload to P-384), not from
 # the one of the start.
 sed -i "s#ecdsa-p256#ecdsa-p384#g" "$FE_CONF"
 kill -HUP "$FE_PID"
-wait_for test "$(metric keyless_reloads_total)" -ge 4 || true
-check "2 workers: the P-384 reload reached both (reloads_total = $(metric keyless_reloads_total))" \
-    test "$(metric keyless_reloads_total)" -eq 4
+wait_for test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -ge 4 || true
+check "2 workers: the P-384 reload reached both (reloads_total = $(metric 'keyless_frontend_reloads_total{result="ok"}'))" \
+    test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -eq 4
 victim=$(pgrep -P "$FE_PID" | head -n 1)
 check "2 workers: found a worker to kill (pid ${victim:-none})" test -n "$victim"
 kill -KILL "$victim" 2>/dev/null || true
@@ -118,7 +118,7 @@ check "... its death is logged with the signal and the backoff" \
     grep -Eq "worker [01] \(pid $victim\) ended unexpectedly \(signal 9\) after [0-9]+ ms; restarting it in 100 ms" "$T/frontend.log"
 check "... and it is restarted" grep -q "worker [01] restarted (pid" "$T/frontend.log"
 check "... two workers again" test "$(pgrep -P "$FE_PID" | wc -l)" -eq 2
-check "... counted in keyless_worker_restarts_total" test "$(metric keyless_worker_restarts_total)" -eq 1
+check "... counted in keyless_frontend_worker_restarts_total" test "$(metric keyless_frontend_worker_restarts_total)" -eq 1
 bits=""
 for _ in 1 2 3 4 5 6 7 8; do bits="$bits $(peer_bits)"; done
 check "... every handshake, whichever worker takes it, gets the reloaded P-384 certificate:$bits" \
@@ -148,12 +148,16 @@ kl_start_frontend
 for _ in 1 2 3; do kl_curl -o /dev/null "https://localhost:$FE_PORT/"; done
 printf 'x' | timeout 5 openssl s_client -connect "127.0.0.1:$FE_PORT" -tls1_2 >/dev/null 2>&1 || true
 body=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics")
-check "metrics: TYPE lines" grep -q "^# TYPE keyless_handshakes_total counter" <<<"$body"
-check "metrics: 3 ok handshakes" test "$(metric 'keyless_handshakes_total{result="ok"}')" -eq 3
-check "metrics: 1 refused handshake" test "$(metric 'keyless_handshakes_total{result="alert"}')" -eq 1
-check "metrics: 5 connections (4 + the start-up port probe)" test "$(metric keyless_connections_total)" -eq 5
-check "metrics: 0 active" test "$(metric keyless_active_connections)" -eq 0
-check "metrics: 3 signer requests" test "$(metric keyless_signer_requests_total)" -eq 3
-check "metrics: bytes in/out counted" test "$(metric keyless_client_bytes_out_total)" -gt 1000
-check "metrics: signer latency histogram has +Inf bucket" grep -q 'keyless_signer_latency_seconds_bucket{le="+Inf"}' <<<"$body"
+check "metrics: TYPE lines" grep -q "^# TYPE keyless_frontend_handshakes_total counter" <<<"$body"
+check "metrics: 3 ok handshakes" test "$(metric 'keyless_frontend_handshakes_total{result="ok"}')" -eq 3
+check "metrics: 1 refused handshake" test "$(metric 'keyless_frontend_handshakes_total{result="alert"}')" -eq 1
+check "metrics: 5 connections (4 + the start-up port probe)" test "$(metric keyless_frontend_connections_accepted_total)" -eq 5
+check "metrics: 0 active" test "$(metric keyless_frontend_connections_open)" -eq 0
+check "metrics: 3 signer requests" test "$(metric keyless_frontend_signer_requests_total)" -eq 3
+check "metrics: bytes in/out counted" test "$(metric 'keyless_frontend_client_bytes_total{direction="out"}')" -gt 1000
+check "metrics: signer latency histogram has +Inf bucket" grep -q 'keyless_frontend_signer_duration_seconds_bucket{le="+Inf"}' <<<"$body"
+check "metrics: build_info names the version and commit" grep -q '^keyless_build_info{program="keyless-frontend",version="[0-9.]*",commit="[0-9a-f]*"} 1$' <<<"$body"
+na=$(awk '$1 ~ /^keyless_frontend_certificate_not_after_seconds\{certificate="/ { print $2; exit }' <<<"$body")
+check "metrics: a certificate's not_after is in the future (${na:-none})" test "${na:-0}" -gt "$(date +%s)"
+check "metrics: no old-style name (a direction or result in the name)" bash -c '! grep -Eq "^keyless_[a-z_]*_(in|out|failures)_total" <<<"$1"' _ "$body"
 done_testing

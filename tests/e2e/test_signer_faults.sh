@@ -33,8 +33,8 @@ check "the signer delay was really applied (p50 $p50 ms >= 300)" python3 -c "imp
 check "frontend still alive" kill -0 "$FE_PID"
 rss=$(rss_kb "$FE_PID")
 echo "# frontend VmRSS after 1,000 concurrent handshakes: $rss kB"
-lat_slow=$(metric 'keyless_signer_latency_seconds_bucket{le="0.25"}')
-lat_all=$(metric 'keyless_signer_latency_seconds_count')
+lat_slow=$(metric 'keyless_frontend_signer_duration_seconds_bucket{le="0.25"}')
+lat_all=$(metric 'keyless_frontend_signer_duration_seconds_count')
 check "metrics: signer latency histogram saw the slow answers ($lat_all answers, $lat_slow under 250 ms)" \
     test "$lat_all" -ge 1000 -a "$lat_slow" -lt 100
 kill -TERM "$FE_PID"
@@ -62,10 +62,10 @@ check "a client leaving while its signature is pending is cancelled cleanly" \
     grep -q "client went away while waiting for the signer" "$T/frontend.log"
 sleep 2.5 # the late answers arrive now and must be dropped
 check "the late answer is dropped and the frontend is fine" kill -0 "$FE_PID"
-check "metrics: the signer timeout is counted" test "$(metric keyless_signer_timeouts_total)" -ge 1
+check "metrics: the signer timeout is counted" test "$(metric keyless_frontend_signer_timeouts_total)" -ge 1
 check "metrics: the abandoned handshake counted as client_closed" \
-    test "$(metric 'keyless_handshakes_total{result="client_closed"}')" -ge 1
-check "metrics: handshake counted as signer_error" test "$(metric 'keyless_handshakes_total{result="signer_error"}')" -ge 1
+    test "$(metric 'keyless_frontend_handshakes_total{result="client_closed"}')" -ge 1
+check "metrics: handshake counted as signer_error" test "$(metric 'keyless_frontend_handshakes_total{result="signer_error"}')" -ge 1
 kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
 
@@ -92,7 +92,7 @@ python3 "$HSLOAD" --port "$FE_PORT" --ca "$ROOT" -n 3000 --concurrency 50 --time
 load_pid=$!
 # Kill only once the load is really flowing (bounded wait).
 for _ in $(seq 1 200); do
-    [ "$(metric 'keyless_handshakes_total{result="ok"}')" -ge 50 ] && break
+    [ "$(metric 'keyless_frontend_handshakes_total{result="ok"}')" -ge 50 ] && break
     sleep 0.1
 done
 kill -9 "$SIGNER_PID"
@@ -142,7 +142,7 @@ done
 ms=$(((okat - back) / 1000000))
 echo "# first successful handshake $ms ms after the signer was back (killed $(((back - killed_at) / 1000000)) ms before)"
 check "a handshake succeeds within 1 s of the signer's restart ($ms ms)" test "$okat" -gt 0 -a "$ms" -lt 1000
-check "metrics: the reconnect is counted" test "$(metric keyless_signer_reconnects_total)" -ge 1
+check "metrics: the reconnect is counted" test "$(metric keyless_frontend_signer_reconnects_total)" -ge 1
 wait_for test "$(probe /readyz)" = "200 ready" || true
 is "$(probe /readyz)" "200 ready" "/readyz: ready again once the restarted signer confirmed the keys"
 # A signer that comes back with another key under the same name (a wrong failover target):

@@ -86,6 +86,7 @@ static void test_defaults(void)
     }
     is_int(cfg->workers, ncpu > 0 ? ncpu : 1, "workers: one per CPU");
     is_int(cfg->log_level, LOG_LEVEL_INFO, "log_level: info");
+    is_int(cfg->log_format, LOG_FORMAT_TEXT, "log_format: text");
     is_int(cfg->max_connections, 10000, "max_connections: 10000");
     is_int(cfg->handshake_timeout_ms, 10000, "handshake_timeout: 10s");
     is_int(cfg->idle_timeout_ms, 300000, "idle_timeout: 300s");
@@ -223,6 +224,12 @@ static void test_errors(void)
                "workers = lots");
     expect_err("[frontend]\nlog_level = loud\n", ":10: [frontend] log_level: 'loud' is not error, warn, info or debug",
                "log_level");
+    expect_err("[frontend]\nlog_format = xml\n", ":10: [frontend] log_format: 'xml' is not text or json", "log_format");
+    {
+        char json_text[4096], err[CONFIG_ERR_LEN];
+        snprintf(json_text, sizeof(json_text), "%s[frontend]\nlog_format = json\n", base);
+        ok(load(json_text, err) == 0 && cfg != NULL && cfg->log_format == LOG_FORMAT_JSON, "log_format = json");
+    }
     expect_err("[frontend]\nmax_connections = 1000001\n",
                ":10: [frontend] max_connections: '1000001' is not 1..1000000", "max_connections");
     expect_err("[frontend]\nhandshake_timeout = 5ms\n",

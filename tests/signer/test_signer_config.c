@@ -81,6 +81,13 @@ int main(void)
     expect_raw("[signer]\ncolour = blue\n", "", 2, sub, "unknown key in [signer]");
     snprintf(sub, sizeof(sub), "case.conf:4: [signer] audit_sync: 'sometimes' is not always, group or none");
     expect_raw("; comment\n[signer]\nsocket = s\naudit_sync = sometimes\n", "", 2, sub, "bad audit_sync");
+    /* Issue 14: log_level, log_format, metrics_file, metrics_interval. */
+    snprintf(sub, sizeof(sub), "case.conf:3: [signer] log_format: 'xml' is not text or json");
+    expect_raw("[signer]\nsocket = s\nlog_format = xml\n", "", 2, sub, "bad log_format");
+    snprintf(sub, sizeof(sub), "case.conf:3: [signer] log_level: 'loud' is not error, warn, info or debug");
+    expect_raw("[signer]\nsocket = s\nlog_level = loud\n", "", 2, sub, "bad log_level");
+    snprintf(sub, sizeof(sub), "case.conf:3: [signer] metrics_interval:");
+    expect_raw("[signer]\nsocket = s\nmetrics_interval = 10ms\n", "", 2, sub, "metrics_interval below 100 ms");
     /* About the section itself: its header line, no key. */
     snprintf(sub, sizeof(sub),
              "case.conf:1: [frobnicate]: unknown section (expected [signer], [hsm], [key NAME] or [tickets])");
