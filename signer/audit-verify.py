@@ -133,6 +133,8 @@ def verify(paths, expect_head=None):
             records += 1
             last_seq = rec["seq"]
             head = rec["hash"]
+    if records == 0:
+        return 1, "FAIL: %s:end: no records: an empty log has no start record" % (paths[-1] if paths else "(no file)")
     if expect_head is not None and expect_head != head:
         return 1, "FAIL: %s:end: head %s is not the expected %s" % (paths[-1], head, expect_head)
     note = "" if anchored else ", unanchored start (first file continues a rotated file)"

@@ -1,8 +1,8 @@
 /*
  * keyless-signer: the only process that can use the certificate keys.
  *
- *   keyless-signer --config FILE [--check-config]
- *   keyless-signer audit-verify [--expect-head HEX] FILE...
+ *   keyless-signer --config FILE [--check-config] [--new-audit-chain]
+ *   keyless-signer audit-verify [--expect-head HEX] [--pubkey PEM] [--head HEX] [--last-seq N] FILE...
  *
  * Start-up order matters: harden the process (no core dumps, not ptrace-able, umask)
  * before the PIN file is read or the token is touched; load the module only in the
@@ -23,6 +23,7 @@
 #include "audit.h"
 #include "audit_verify.h"
 #include "config.h"
+#include "crypto.h"
 #include "p11_backend.h"
 #include "policy.h"
 #include "privsep.h"
@@ -47,8 +48,9 @@ static void on_signal(int sig)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: keyless-signer --config FILE [--check-config]\n"
-                 "       keyless-signer audit-verify [--expect-head HEX] FILE...\n"
+    fprintf(out, "usage: keyless-signer --config FILE [--check-config] [--new-audit-chain]\n"
+                 "       keyless-signer audit-verify [--pubkey PEM] [--head HEX] [--last-seq N]\n"
+                 "                                   [--expect-head HEX] FILE...\n"
                  "       keyless-signer --help | --version\n"
                  "\n"
                  "Signs TLS 1.3 CertificateVerify content with keys held in a PKCS#11 token, for\n"
@@ -56,7 +58,10 @@ static void usage(FILE *out)
                  "  --config FILE     the INI configuration (also --config=FILE; examples/signer.conf)\n"
                  "  --check-config    validate it, open the token, find the keys, probe the\n"
                  "                    schemes, then exit 0 (or 1/2 with the reason)\n"
-                 "  audit-verify      check the hash chain of audit log files (oldest first)\n");
+                 "  --new-audit-chain start even though the audit log does not match its state\n"
+                 "                    file (missing, emptied, truncated or replaced): says so on the record\n"
+                 "  audit-verify      check the hash chain of audit log files (oldest first) and,\n"
+                 "                    with the audit public key, their signed checkpoints\n");
 }
 
 static int install_signals(void)
@@ -87,8 +92,9 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
         }
         setenv("SOFTHSM2_CONF", cfg->softhsm2_conf, 1);
     }
+    /* workers = 0: the I/O thread's one session; the audit key has one more of its own. */
     ret = p11_backend_new(be_p, &fail, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
-                          cfg->workers > 0 ? cfg->workers : 1); /* workers = 0: the I/O thread's one session */
+                          (cfg->workers > 0 ? cfg->workers : 1) + (cfg->audit_key != NULL ? 1 : 0));
     if (ret != 0) {
         /* Name the config key the failure is about: the PIN file, or the module/token. */
         const char *what = fail == P11_FAIL_PIN ? "pin_file" : cfg->module != NULL ? "module" : "module_name";
@@ -114,13 +120,91 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
     return 0;
 }
 
-static int run(const char *config_path, int check_only)
+/* ---- the audit key (issue 13): signs checkpoints, never TLS ---- */
+
+struct audit_signer {
+    struct p11_backend *be;
+    struct p11_key *key;
+    unsigned session; /* a session of its own: the workers' are 0..workers-1 */
+};
+
+static int audit_sign_checkpoint(void *ctx, uint8_t *sig, size_t *sig_len_p, const uint8_t *statement, size_t len)
+{
+    struct audit_signer *a = ctx;
+    /* ECDSA P-256 over SHA-256 of the statement; DER out, as the verifier expects. */
+    return p11_sign(a->be, sig, sig_len_p, a->session, a->key, TLS_SIG_ECDSA_SECP256R1_SHA256, statement, len);
+}
+
+/* Find the audit key; refuse a [key] that is the same key (it must never sign TLS). */
+static int open_audit_key(struct audit_signer *a, struct p11_backend *be, const struct server_key *keys,
+                          const struct signer_config *cfg)
+{
+    char err[512] = "";
+    const uint8_t *spki;
+    size_t spki_len, len;
+    int ret;
+
+    a->be = be;
+    a->session = cfg->workers > 0 ? cfg->workers : 1;
+    if ((ret = p11_key_find(be, &a->key, err, sizeof(err), cfg->audit_key)) != 0 ||
+        (ret = p11_key_check_scheme(be, a->key, err, sizeof(err), TLS_SIG_ECDSA_SECP256R1_SHA256)) != 0) {
+        log_diag("%s: [signer] audit_key: %s", cfg->path, err[0] != '\0' ? err : kl_err_str(ret));
+        return 1;
+    }
+    spki = p11_key_spki(a->key, &spki_len);
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const uint8_t *k = p11_key_spki(keys[i].p11, &len);
+        if (len == spki_len && memcmp(k, spki, len) == 0) {
+            log_diag("%s:%u: [key %s] uri: this is the audit key (audit_key); it signs audit checkpoints only, never "
+                     "TLS",
+                     cfg->path, cfg->keys[i].line, cfg->keys[i].name);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* SHA-256 of the configuration file, for the start record. */
+static int config_digest(uint8_t out[CRYPTO_SHA256_LEN], const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    int ret = 0;
+
+    KL_ENSURE(f != NULL, KL_ERR_IO);
+    for (;;) {
+        if (n == cap) {
+            KL_ENSURE(cap < (64u << 20), KL_ERR_OVERFLOW);
+            char *nb = realloc(buf, cap == 0 ? 65536 : cap * 2);
+            KL_ENSURE(nb != NULL, KL_ERR_NO_MEMORY);
+            buf = nb;
+            cap = cap == 0 ? 65536 : cap * 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            KL_ENSURE(!ferror(f), KL_ERR_IO);
+            break;
+        }
+    }
+    crypto_sha256(out, buf, n);
+exit:
+    free(buf);
+    if (f != NULL) {
+        fclose(f);
+    }
+    return ret;
+}
+
+static int run(const char *config_path, int check_only, int new_chain)
 {
     struct signer_config *cfg = NULL;
     struct p11_backend *be = NULL;
     struct server_key *keys = NULL;
     struct audit_log *audit = NULL;
     struct server *srv = NULL;
+    struct audit_signer asig = {0};
     int status = 1;
 
     if (privsep_harden() != 0 || install_signals() != 0) {
@@ -138,6 +222,9 @@ static int run(const char *config_path, int check_only)
         goto exit;
     }
     if (open_keys(&be, keys, cfg) != 0) {
+        goto exit;
+    }
+    if (cfg->audit_key != NULL && open_audit_key(&asig, be, keys, cfg) != 0) {
         goto exit;
     }
     if (cfg_mkdir_parents(cfg->audit_log, 0750) != 0) {
@@ -175,6 +262,29 @@ static int run(const char *config_path, int check_only)
             /* One line: audit_open_ex() leaves the message to us (err is not NULL). */
             log_diag("%s: [signer] audit_log: %s%s", cfg->path, err[0] != '\0' ? err : "cannot open the audit log",
                      why == AUDIT_OPEN_FAIL_TORN ? " (audit_repair_torn = yes)" : "");
+            goto exit;
+        }
+        struct audit_checkpoint_config cp = {
+            .host = cfg->audit_host,
+            .sign = cfg->audit_key != NULL ? audit_sign_checkpoint : NULL,
+            .sign_ctx = &asig,
+            .every_records = cfg->audit_cp_records,
+            .every_ms = cfg->audit_cp_ms,
+            .heartbeat_ms = cfg->audit_heartbeat_ms,
+            .syslog_facility = cfg->audit_syslog_facility,
+            .anchor_file = cfg->audit_anchor_file,
+            .new_chain = new_chain,
+        };
+        uint8_t digest[CRYPTO_SHA256_LEN];
+        if (config_digest(digest, cfg->path) == 0) {
+            cp.config_sha256 = digest;
+        }
+        if (cfg->audit_key == NULL) {
+            log_warnx("audit: no [signer] audit_key: checkpoints are written unsigned, and audit-verify --pubkey "
+                      "will refuse them");
+        }
+        if (audit_start(audit, &cp, NULL, err, sizeof(err)) != 0) {
+            log_diag("%s: [signer] audit_log: %s", cfg->path, err[0] != '\0' ? err : "cannot start the audit log");
             goto exit;
         }
         if ((uint64_t)before > audit_size(audit)) {
@@ -218,6 +328,17 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "audit-verify") == 0) {
         return audit_verify_main(argc - 1, argv + 1);
     }
+    /* --new-audit-chain is the signer's own: take it out before the shared parser. */
+    int new_chain = 0, n = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--new-audit-chain") == 0) {
+            new_chain = 1;
+        } else {
+            argv[n++] = argv[i];
+        }
+    }
+    argv[n] = NULL;
+    argc = n;
     if (kl_cli_parse(&cli, argc, argv, 0, err, sizeof(err)) != 0) {
         log_diag("%s", err);
         usage(stderr);
@@ -231,5 +352,5 @@ int main(int argc, char **argv)
         puts(kl_cli_version("keyless-signer", err, sizeof(err)));
         return 0;
     }
-    return run(cli.config, cli.check_config);
+    return run(cli.config, cli.check_config, new_chain);
 }
