@@ -214,6 +214,10 @@ int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_HASH_LEN], cons
     w_jstr(&w, rec->reason);
     w_key(&w, "latency_us");
     w_u64(&w, rec->latency_us);
+    if (rec->suppressed != 0) {
+        w_key(&w, "suppressed");
+        w_u64(&w, rec->suppressed);
+    }
     if (rec->sig_sha256 != NULL) {
         w_key(&w, "sig_sha256");
         w_str(&w, "\"");

@@ -80,7 +80,8 @@ struct audit_record {
     const char *status; /* "OK", "UNKNOWN_KEY", ... */
     const char *reason; /* why refused, or NULL */
     uint64_t latency_us;
-    /* Optional members (written only when not NULL, in this order, after latency_us): */
+    /* Optional members (written only when not 0 / NULL, in this order, after latency_us): */
+    uint64_t suppressed;                       /* op "suppressed": records over the audit rate limit counted here */
     const uint8_t *sig_sha256;                 /* 32 bytes: SHA-256 of the signature released */
     const uint8_t *spki_sha256;                /* 32 bytes: SHA-256 of the signing key's SubjectPublicKeyInfo DER */
     const uint8_t *config_sha256;              /* 32 bytes: op "start", SHA-256 of the configuration file */

@@ -144,6 +144,9 @@ static const struct kl_ini_key signer_keys[] = {
      .names = audit_facilities, .values = audit_facility_values},
     {"audit_anchor_file", KL_INI_PATH, KL_INI_FIELD(struct signer_config, audit_anchor_file)},
     {"audit_host", KL_INI_STRING, KL_INI_FIELD(struct signer_config, audit_host)},
+    {"audit_refusal_rate", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, audit_refusal_rate), .max = RATE_MAX,
+     .hint = "per second"},
+    {"audit_refusal_burst", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, audit_refusal_burst), .max = RATE_MAX},
     {"rate_per_peer", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, rate_per_peer), .max = RATE_MAX,
      .hint = "per second"},
     {"burst_per_peer", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, burst_per_peer), .max = RATE_MAX},
@@ -335,6 +338,8 @@ int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path)
     cfg->audit_cp_ms = AUDIT_DEFAULT_CP_MS;
     cfg->audit_heartbeat_ms = AUDIT_DEFAULT_HEARTBEAT_MS;
     cfg->audit_syslog_facility = LOG_AUTHPRIV;
+    cfg->audit_refusal_rate = 50;
+    cfg->audit_refusal_burst = 200;
     ret = kl_ini_load(&spec, cfg, path, err, sizeof(err));
     if (ret != 0) {
         fprintf(err_out, "keyless-signer: %s\n", err);

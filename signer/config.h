@@ -59,6 +59,8 @@ struct signer_config {
     int audit_syslog_facility;   /* LOG_AUTHPRIV etc., -1 for none */
     char *audit_anchor_file;     /* each checkpoint also appended here, or NULL */
     char *audit_host;            /* host id in checkpoints; NULL: the host name */
+    double audit_refusal_rate;   /* refusals, pings, listings audited per second and peer uid (0: all) */
+    double audit_refusal_burst;  /* and their burst; the rest are counted in one record per uid */
     double rate_per_peer, burst_per_peer;
     /* user/group: drop root to these once the token, socket and audit log are open */
     char *user_name;

@@ -279,18 +279,14 @@ static int run(const char *config_path, int check_only, int new_chain)
         if (config_digest(digest, cfg->path) == 0) {
             cp.config_sha256 = digest;
         }
-        if (cfg->audit_key == NULL) {
-            log_warnx("audit: no [signer] audit_key: checkpoints are written unsigned, and audit-verify --pubkey "
-                      "will refuse them");
-        }
-        if (audit_start(audit, &cp, NULL, err, sizeof(err)) != 0) {
-            log_diag("%s: [signer] audit_log: %s", cfg->path, err[0] != '\0' ? err : "cannot start the audit log");
-            goto exit;
-        }
         if ((uint64_t)before > audit_size(audit)) {
             log_warnx("audit: %s: cut a torn last line (%llu bytes) off the log, kept in %s.torn.*; "
                       "the chain continues from the last complete line",
                       cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
+        }
+        if (audit_start(audit, &cp, NULL, err, sizeof(err)) != 0) {
+            log_diag("%s: [signer] audit_log: %s", cfg->path, err[0] != '\0' ? err : "cannot start the audit log");
+            goto exit;
         }
     }
     if (server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
@@ -303,8 +299,10 @@ static int run(const char *config_path, int check_only, int new_chain)
     if (g_stop_requested) {
         server_stop(srv); /* a signal that came during start-up */
     }
-    log_info("listening on %s (%zu key(s), %u worker(s), audit %s)", cfg->socket_path, cfg->n_keys, cfg->workers,
-             cfg->audit_log);
+    log_info("listening on %s (%zu key(s), %u worker(s), audit %s, %s)", cfg->socket_path, cfg->n_keys, cfg->workers,
+             cfg->audit_log,
+             cfg->audit_key != NULL ? "checkpoints signed by audit_key"
+                                    : "checkpoints UNSIGNED: set [signer] audit_key for audit-verify --pubkey");
     if (server_run(srv) == 0) {
         status = 0;
     }
