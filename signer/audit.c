@@ -53,10 +53,11 @@ struct audit_log {
     char *cp_state_path;
     int state_fd;
     int anchor_fd;
-    uint64_t cp_pending;  /* records since the last checkpoint (checkpoints not counted) */
-    uint64_t cp_written;  /* checkpoints written since audit_start */
-    uint64_t last_cp_ns;  /* CLOCK_MONOTONIC time of the last checkpoint */
-    pthread_cond_t cp_cv; /* the checkpointer: stop */
+    uint64_t cp_pending;       /* records since the last checkpoint (checkpoints not counted) */
+    uint64_t cp_written;       /* checkpoints written since audit_start */
+    uint64_t last_cp_ns;       /* CLOCK_MONOTONIC time of the last checkpoint */
+    uint64_t first_pending_ns; /* CLOCK_MONOTONIC time of the first record after it */
+    pthread_cond_t cp_cv;      /* the checkpointer: stop */
     int has_checkpointer;
     pthread_t checkpointer;
 };
@@ -166,8 +167,8 @@ static int append_locked(struct audit_log *log, const struct audit_record *rec, 
         log_info("audit: %s: writes succeed again after %" PRIu64 " refused record(s)", log->path, log->write_errors);
         log->degraded = 0;
     }
-    if (log->started && rec->checkpoint == NULL)
-        log->cp_pending++;
+    if (log->started && rec->checkpoint == NULL && log->cp_pending++ == 0)
+        log->first_pending_ns = kl_clock_ns();
     log->seq++;
     log->size += log->line.len;
     memcpy(log->head, h, AUDIT_HASH_LEN);
@@ -760,18 +761,22 @@ static void check_unlinked_locked(struct audit_log *log)
 static void *checkpointer_main(void *arg)
 {
     struct audit_log *log = arg;
+    /* A quarter of the shorter period: each checkpoint is at most that late. */
+    uint64_t every = (uint64_t)log->cp.every_ms * 1000000ULL, beat = (uint64_t)log->cp.heartbeat_ms * 1000000ULL;
+    uint64_t tick = (every < beat ? every : beat) / 4;
 
     pthread_mutex_lock(&log->lock);
     while (!log->stop) {
         struct timespec ts;
-        deadline_in(&ts, (uint64_t)log->cp.every_ms * 1000000ULL);
+        deadline_in(&ts, tick);
         (void)pthread_cond_timedwait(&log->cp_cv, &log->lock, &ts);
         if (log->stop || log->failed)
             continue;
         check_unlinked_locked(log);
-        if (log->cp_pending > 0)
+        uint64_t now = kl_clock_ns();
+        if (log->cp_pending > 0 && now - log->first_pending_ns >= every)
             (void)checkpoint_locked(log, "interval");
-        else if (kl_clock_ns() - log->last_cp_ns >= (uint64_t)log->cp.heartbeat_ms * 1000000ULL)
+        else if (log->cp_pending == 0 && now - log->last_cp_ns >= beat)
             (void)checkpoint_locked(log, "heartbeat");
     }
     pthread_mutex_unlock(&log->lock);
