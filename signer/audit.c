@@ -791,6 +791,17 @@ static int start_setup(struct audit_log *log, const struct audit_checkpoint_conf
     size_t plen, jlen;
     int ret = 0;
 
+    /* A start refused earlier may be tried again (with new_chain): drop what it set up. */
+    free(log->cp_host);
+    free(log->cp_host_json);
+    free(log->cp_state_path);
+    free((char *)log->cp.anchor_file);
+    log->cp_host = log->cp_host_json = log->cp_state_path = NULL;
+    if (log->state_fd >= 0)
+        close(log->state_fd);
+    if (log->anchor_fd >= 0)
+        close(log->anchor_fd);
+    log->state_fd = log->anchor_fd = -1;
     log->cp = *cfg;
     log->cp.host = NULL;
     log->cp.anchor_file = NULL;
@@ -842,7 +853,7 @@ int audit_start(struct audit_log *log, const struct audit_checkpoint_config *cfg
 {
     enum audit_start_fail fail = AUDIT_START_FAIL_RESOURCE;
     struct audit_state st;
-    char why[400] = "", reason[AUDIT_MAX_FIELD];
+    char why[400] = "", reason[sizeof(why) + 64];
     char dummy[8];
     int ret = 0, has_state;
 
