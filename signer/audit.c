@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 #include "audit.h"
@@ -53,6 +55,9 @@ struct audit_log {
     char *cp_state_path;
     int state_fd;
     int anchor_fd;
+    char *anchor_cmd;          /* cp.anchor_command, owned */
+    pid_t anchor_pid;          /* the anchor command running, or 0 */
+    int anchor_busy_said;      /* "still running" said once */
     uint64_t cp_pending;       /* records since the last checkpoint (checkpoints not counted) */
     uint64_t cp_written;       /* checkpoints written since audit_start */
     uint64_t last_cp_ns;       /* CLOCK_MONOTONIC time of the last checkpoint */
@@ -646,6 +651,34 @@ exit:
     return ret;
 }
 
+extern char **environ;
+
+/* Run the anchor command with the line as $1, unless the last one still runs. */
+static void anchor_command_locked(struct audit_log *log, char *line)
+{
+    int st;
+    pid_t pid;
+
+    if (log->anchor_pid > 0) {
+        if (waitpid(log->anchor_pid, &st, WNOHANG) == 0) {
+            if (!log->anchor_busy_said)
+                log_warnx("audit: the anchor command still runs; checkpoint seq %" PRIu64 " is not sent to it",
+                          log->seq);
+            log->anchor_busy_said = 1;
+            return;
+        }
+        log->anchor_pid = 0;
+    }
+    char *argv[] = {"/bin/sh", "-c", log->anchor_cmd, "keyless-anchor", line, NULL};
+    /* posix_spawn: no PKCS#11 or lock state is touched in the child before exec. */
+    if ((errno = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ)) != 0) {
+        log_err("audit: cannot run the anchor command");
+        return;
+    }
+    log->anchor_pid = pid;
+    log->anchor_busy_said = 0;
+}
+
 /* Send the checkpoint just written (log->seq, log->head) to the anchors. */
 static void anchor_locked(struct audit_log *log, const char *reason, uint64_t count)
 {
@@ -660,6 +693,8 @@ static void anchor_locked(struct audit_log *log, const char *reason, uint64_t co
         return;
     if (log->cp.syslog_facility >= 0)
         syslog(log->cp.syslog_facility | LOG_NOTICE, "%s", line);
+    if (log->anchor_cmd != NULL)
+        anchor_command_locked(log, line);
     if (log->anchor_fd >= 0) {
         line[n] = '\n';
         if (write_all(log->anchor_fd, line, (size_t)n + 1) != 0)
@@ -796,7 +831,8 @@ static int start_setup(struct audit_log *log, const struct audit_checkpoint_conf
     free(log->cp_host_json);
     free(log->cp_state_path);
     free((char *)log->cp.anchor_file);
-    log->cp_host = log->cp_host_json = log->cp_state_path = NULL;
+    free(log->anchor_cmd);
+    log->cp_host = log->cp_host_json = log->cp_state_path = log->anchor_cmd = NULL;
     if (log->state_fd >= 0)
         close(log->state_fd);
     if (log->anchor_fd >= 0)
@@ -807,6 +843,7 @@ static int start_setup(struct audit_log *log, const struct audit_checkpoint_conf
     log->cp.anchor_file = NULL;
     log->cp.state_path = NULL;
     log->cp.config_sha256 = NULL;
+    log->cp.anchor_command = NULL;
     if (log->cp.every_records == 0)
         log->cp.every_records = AUDIT_DEFAULT_CP_RECORDS;
     if (log->cp.every_ms == 0)
@@ -830,6 +867,8 @@ static int start_setup(struct audit_log *log, const struct audit_checkpoint_conf
         KL_ENSURE((log->cp_state_path = malloc(plen)) != NULL, KL_ERR_NO_MEMORY);
         snprintf(log->cp_state_path, plen, "%s.state", log->path);
     }
+    if (cfg->anchor_command != NULL)
+        KL_ENSURE((log->anchor_cmd = strdup(cfg->anchor_command)) != NULL, KL_ERR_NO_MEMORY);
     if (cfg->anchor_file != NULL) {
         KL_ENSURE((log->cp.anchor_file = strdup(cfg->anchor_file)) != NULL, KL_ERR_NO_MEMORY);
         log->anchor_fd = open(cfg->anchor_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -1122,6 +1161,9 @@ void audit_close(struct audit_log *log)
     free(log->cp_host_json);
     free(log->cp_state_path);
     free((char *)log->cp.anchor_file);
+    free(log->anchor_cmd);
+    if (log->anchor_pid > 0)
+        (void)waitpid(log->anchor_pid, NULL, WNOHANG); /* reaped if done; never waited for */
     free(log->path);
     free(log);
 }

@@ -142,10 +142,11 @@ uint64_t audit_write_errors(struct audit_log *log);
  *   - before and after a rotation, and at audit_close() after an op "stop" record.
  * A checkpoint carries the host id, the number of records since the previous checkpoint,
  * every_records, and a signature by the audit key (sign, the HSM) over the statement of
- * audit_checkpoint_statement(). After it is durable, the state file is rewritten (seq, head,
- * file size) and the checkpoint is sent to the anchors: syslog, and optionally a file.
- * The checkpointer also notices a live log that was unlinked (st_nlink == 0): it makes a
- * new file at the path, chained to the old one by an op "reopen" record, and says so.
+ * audit_checkpoint_statement(). After it is durable, the state file is rewritten (seq, head, * file size) and the
+ * checkpoint is sent to the anchors: syslog, and optionally a file and a command (one at a time: a checkpoint that
+ * finds the last one still running is not sent to it, and says so once). The checkpointer also notices a live log that
+ * was unlinked (st_nlink == 0): it makes a new file at the path, chained to the old one by an op "reopen" record, and
+ * says so.
  */
 
 /*
@@ -161,13 +162,14 @@ typedef int (*audit_sign_fn)(void *ctx, uint8_t *sig, size_t *sig_len_p, const u
 
 struct audit_checkpoint_config {
     const char *host;             /* host id; NULL: gethostname() */
-    audit_sign_fn sign;           /* NULL: unsigned checkpoints (a warning at start) */
+    audit_sign_fn sign;           /* NULL: unsigned checkpoints (the start-up line says so) */
     void *sign_ctx;               /* for sign */
     uint64_t every_records;       /* 0: AUDIT_DEFAULT_CP_RECORDS */
     unsigned every_ms;            /* 0: AUDIT_DEFAULT_CP_MS */
     unsigned heartbeat_ms;        /* 0: AUDIT_DEFAULT_HEARTBEAT_MS */
     int syslog_facility;          /* LOG_AUTHPRIV etc.; -1: no syslog anchor */
     const char *anchor_file;      /* NULL: none; else one line per checkpoint appended */
+    const char *anchor_command;   /* NULL: none; else run by /bin/sh -c with the line as $1 */
     const char *state_path;       /* NULL: "<log path>.state" */
     const uint8_t *config_sha256; /* 32 bytes for the start record, or NULL */
     int new_chain;                /* the operator said --new-audit-chain */

@@ -143,6 +143,7 @@ static const struct kl_ini_key signer_keys[] = {
     {"audit_syslog_facility", KL_INI_ENUM, KL_INI_FIELD(struct signer_config, audit_syslog_facility),
      .names = audit_facilities, .values = audit_facility_values},
     {"audit_anchor_file", KL_INI_PATH, KL_INI_FIELD(struct signer_config, audit_anchor_file)},
+    {"audit_anchor_command", KL_INI_STRING, KL_INI_FIELD(struct signer_config, audit_anchor_command)},
     {"audit_host", KL_INI_STRING, KL_INI_FIELD(struct signer_config, audit_host)},
     {"audit_refusal_rate", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, audit_refusal_rate), .max = RATE_MAX,
      .hint = "per second"},
@@ -367,6 +368,7 @@ void cfg_free(struct signer_config *cfg)
     free(cfg->audit_log);
     free(cfg->audit_key);
     free(cfg->audit_anchor_file);
+    free(cfg->audit_anchor_command);
     free(cfg->audit_host);
     free(cfg->module);
     free(cfg->module_name);

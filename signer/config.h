@@ -58,6 +58,7 @@ struct signer_config {
     unsigned audit_heartbeat_ms; /* and this often when idle */
     int audit_syslog_facility;   /* LOG_AUTHPRIV etc., -1 for none */
     char *audit_anchor_file;     /* each checkpoint also appended here, or NULL */
+    char *audit_anchor_command;  /* and given to this command (sh -c, the line as $1), or NULL */
     char *audit_host;            /* host id in checkpoints; NULL: the host name */
     double audit_refusal_rate;   /* refusals, pings, listings audited per second and peer uid (0: all) */
     double audit_refusal_burst;  /* and their burst; the rest are counted in one record per uid */

@@ -273,6 +273,7 @@ static int run(const char *config_path, int check_only, int new_chain)
             .heartbeat_ms = cfg->audit_heartbeat_ms,
             .syslog_facility = cfg->audit_syslog_facility,
             .anchor_file = cfg->audit_anchor_file,
+            .anchor_command = cfg->audit_anchor_command,
             .new_chain = new_chain,
         };
         uint8_t digest[CRYPTO_SHA256_LEN];

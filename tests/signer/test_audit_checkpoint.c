@@ -262,11 +262,14 @@ static void test_heartbeat_rotation(void)
     struct audit_checkpoint_config c;
     struct audit_record r;
     struct audit_verify_result res;
-
+    char cmd_out[300], cmd[700];
     path_in(log_path, sizeof(log_path), "beat.log");
+    path_in(cmd_out, sizeof(cmd_out), "cmd.txt");
+    snprintf(cmd, sizeof(cmd), "printf '%%s\\n' \"$1\" >> %s", cmd_out);
     cp_config(&c, NULL);
     c.every_ms = 40;
     c.heartbeat_ms = 60;
+    c.anchor_command = cmd;
     is_int(audit_open(&log, log_path, AUDIT_SYNC_GROUP, 0), 0, "open");
     is_int(audit_start(log, &c, NULL, err, sizeof(err)), 0, "start with a 60 ms heartbeat");
     rec_of(&r, 1);
@@ -281,6 +284,9 @@ static void test_heartbeat_rotation(void)
     ok(file_has(log_path, "\"reason\":\"rotated\"") && file_has(rotated, "\"reason\":\"rotate\""),
        "the old file ends with a checkpoint, the new one starts with one");
     ok(file_has(rotated, "\"reason\":\"heartbeat\""), "heartbeat checkpoints");
+    usleep(100 * 1000);
+    ok(file_has(cmd_out, "keyless-signer audit checkpoint host=test-host seq="),
+       "the anchor command got the checkpoint lines");
     const char *paths[2] = {rotated, log_path};
     is_int(verify_pub(&res, paths, 2, pub), 0, "both files verify with the key");
     is_int(verify_pub(&res, paths + 1, 1, pub), 0, "the new file alone verifies (unanchored)");
