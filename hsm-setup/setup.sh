@@ -372,7 +372,8 @@ make_audit_key() {
     kl_p11_user --keypairgen --key-type EC:prime256v1 --id "$KL_AUDIT_KEY_ID" --label "$KL_AUDIT_KEY" \
       --usage-sign --sensitive --private ||
       die "token $KL_TOKEN_LABEL: generating the audit key $KL_AUDIT_KEY failed: $(kl_err_summary "$KL_TMP/p11.out")"
-    echo "hsm-setup: key $KL_AUDIT_KEY (id $KL_AUDIT_KEY_ID): generated in the token (audit checkpoints only)"
+    # Worded apart from the TLS keys' "generated in the token" lines, which callers count.
+    echo "hsm-setup: audit key $KL_AUDIT_KEY (id $KL_AUDIT_KEY_ID): made in the token; it signs audit checkpoints only"
   elif [ "$n_all" -ne 2 ] || [ "$n_priv" -ne 1 ] || [ "$n_pub" -ne 1 ]; then
     die "token $KL_TOKEN_LABEL: objects labelled $KL_AUDIT_KEY are not one private+public pair with id $KL_AUDIT_KEY_ID; fix the token or rerun with --force"
   fi
