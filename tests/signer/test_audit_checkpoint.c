@@ -315,7 +315,24 @@ static void test_line_checkpoint(void)
     ok(n > 0 && n == info->cp_statement_len && memcmp(stmt, info->cp_statement, n) == 0,
        "the statement rebuilt from the line is the one the writer signs");
     ok(strncmp(stmt, "keyless-audit-checkpoint/1\n", 27) == 0, "the statement names itself");
-    is_int((int)audit_checkpoint_statement(stmt, 10, "h", 1, prev, 0, 0, "t", "r"), 0, "statement: too small: 0");
+    is_int((int)audit_checkpoint_statement(stmt, 10, "h", 1, prev, 0, 0, "t", "r"), 0,
+           "statement: too small: 0"); /* Every strict prefix and every one-byte change of a checkpoint line is refused
+                                        * (the checker reads checkpoint members only after the hash matched; under ASan
+                                        * this also shows it never reads outside the line). */
+    int prefixes_refused = 1, flips_refused = 1;
+    char *copy = malloc(b.len);
+    for (size_t cut = 0; copy != NULL && cut + 1 < b.len; cut++) {
+        memcpy(copy, b.base, cut);
+        prefixes_refused &= audit_line_check(info, what, sizeof(what), copy, cut) == KL_ERR_AUDIT;
+    }
+    for (size_t at = 0; copy != NULL && at + 1 < b.len; at++) {
+        memcpy(copy, b.base, b.len - 1);
+        copy[at] ^= 0x01;
+        flips_refused &= audit_line_check(info, what, sizeof(what), copy, b.len - 1) == KL_ERR_AUDIT;
+    }
+    free(copy);
+    ok(prefixes_refused, "every strict prefix of a checkpoint line is refused");
+    ok(flips_refused, "every one-bit change of a checkpoint line is refused");
 
     /* Unsigned: sig null. */
     cp.sig = NULL;
