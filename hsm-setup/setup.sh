@@ -361,6 +361,58 @@ for name in $KL_KEY_NAMES; do
   [ "$kind" = "$name" ] || die "token $KL_TOKEN_LABEL: key $name holds a $kind key; fix the token or rerun with --force"
 done
 
+# --- the audit key (issue 13) -----------------------------------------------
+# A P-256 key that signs the signer's audit checkpoints and nothing else:
+# private, sensitive, not extractable, sign only, and no certificate (the signer
+# refuses a [key] that names it). Its public key is exported next to the
+# certificates for `keyless-signer audit-verify --pubkey`. Kept apart from
+# KL_KEY_NAMES, which are the TLS keys.
+KL_AUDIT_KEY=audit-signing
+KL_AUDIT_KEY_ID=13
+
+audit_key_uri() {
+  printf 'pkcs11:token=%s;object=%s;id=%s;type=%s' "$(kl_pct "$KL_TOKEN_LABEL")" "$KL_AUDIT_KEY" \
+    "$(kl_pct_hex "$KL_AUDIT_KEY_ID")" "$1"
+}
+
+make_audit_key() {
+  local objs n_priv n_pub n_all t
+  if [ $force -eq 1 ] && [ $softhsm -eq 0 ]; then
+    for t in privkey pubkey; do
+      for _ in 1 2 3 4 5 6 7 8; do
+        kl_p11_user --delete-object --type $t --label "$KL_AUDIT_KEY" --id "$KL_AUDIT_KEY_ID" || break
+      done
+    done
+    list_objects
+  fi
+  objs=$(grep -F ";object=$KL_AUDIT_KEY;" "$KL_TMP/objects" || true)
+  n_all=$(printf '%s\n' "$objs" | grep -c '^pkcs11:' || true)
+  n_priv=$(printf '%s\n' "$objs" | grep -F "id=$(kl_pct_hex "$KL_AUDIT_KEY_ID");" | grep -c 'type=private' || true)
+  n_pub=$(printf '%s\n' "$objs" | grep -F "id=$(kl_pct_hex "$KL_AUDIT_KEY_ID");" | grep -c 'type=public' || true)
+  if [ "$n_all" -eq 0 ]; then
+    kl_p11_user --keypairgen --key-type EC:prime256v1 --id "$KL_AUDIT_KEY_ID" --label "$KL_AUDIT_KEY" \
+      --usage-sign --sensitive --private ||
+      die "token $KL_TOKEN_LABEL: generating the audit key $KL_AUDIT_KEY failed: $(kl_err_summary "$KL_TMP/p11.out")"
+    # Worded apart from the TLS keys' "generated in the token" lines, which callers count.
+    echo "hsm-setup: audit key $KL_AUDIT_KEY (id $KL_AUDIT_KEY_ID): made in the token; it signs audit checkpoints only"
+  elif [ "$n_all" -ne 2 ] || [ "$n_priv" -ne 1 ] || [ "$n_pub" -ne 1 ]; then
+    die "token $KL_TOKEN_LABEL: objects labelled $KL_AUDIT_KEY are not one private+public pair with id $KL_AUDIT_KEY_ID; fix the token or rerun with --force"
+  fi
+  kl_p11tool_user --export-pubkey --outfile "$KL_TMP/$KL_AUDIT_KEY.pub.pem" "$(audit_key_uri public)" ||
+    die "token $KL_TOKEN_LABEL: exporting the public key of $KL_AUDIT_KEY failed: $(kl_err_summary "$KL_TMP/p11tool.out")"
+  [ "$(kl_pubkey_kind "$KL_TMP/$KL_AUDIT_KEY.pub.pem")" = ecdsa-p256 ] ||
+    die "token $KL_TOKEN_LABEL: $KL_AUDIT_KEY is not a P-256 key; fix the token or rerun with --force"
+  # Only the PEM block: p11tool may print text around it.
+  sed -n '/-----BEGIN PUBLIC KEY-----/,/-----END PUBLIC KEY-----/p' "$KL_TMP/$KL_AUDIT_KEY.pub.pem" \
+    >"$KL_TMP/$KL_AUDIT_KEY.pem-only"
+  if ! cmp -s "$KL_TMP/$KL_AUDIT_KEY.pem-only" "$pki/$KL_AUDIT_KEY.pub.pem"; then
+    mv -f -- "$KL_TMP/$KL_AUDIT_KEY.pem-only" "$pki/$KL_AUDIT_KEY.pub.pem"
+    echo "hsm-setup: pki: $KL_AUDIT_KEY.pub.pem exported"
+  fi
+  chmod 0644 "$pki/$KL_AUDIT_KEY.pub.pem"
+}
+make_audit_key
+
 # --- the test PKI ----------------------------------------------------------
 not_before=$(date -u -d '-1 day' '+%Y-%m-%d %H:%M:%S UTC')
 not_after=$(date -u -d '+730 days' '+%Y-%m-%d %H:%M:%S UTC')

@@ -6,7 +6,9 @@ usage: audit-verify.py [--expect-head HEX] FILE...   (oldest file first)
                                   one "STATUS REPORT" line out per check)
 
 Written from docs/AUDIT.md, not from the C code, so that an auditor can check a log
-without trusting the signer. Exit status: 0 chain good, 1 chain bad, 2 usage or I/O.
+without trusting the signer. It checks the hash chain only: the signed checkpoints
+(ECDSA P-256, which the standard library cannot verify) are checked by
+`keyless-signer audit-verify --pubkey`. Like it, it refuses an empty log (no start record). Exit status: 0 chain good, 1 chain bad, 2 usage or I/O.
 Prints "OK: N records, seq A..B, head HEX" or "FAIL: FILE:LINE: what".
 """
 import hashlib
@@ -133,6 +135,8 @@ def verify(paths, expect_head=None):
             records += 1
             last_seq = rec["seq"]
             head = rec["hash"]
+    if records == 0:
+        return 1, "FAIL: %s:end: no records: an empty log has no start record" % (paths[-1] if paths else "(no file)")
     if expect_head is not None and expect_head != head:
         return 1, "FAIL: %s:end: head %s is not the expected %s" % (paths[-1], head, expect_head)
     note = "" if anchored else ", unanchored start (first file continues a rotated file)"

@@ -1,7 +1,9 @@
 /*
  * audit.c - the audit log writer: append, group commit, the flusher, rotation, and the
- * torn-line check and repair at open (audit.h). Lines are formatted and checked by
- * audit_line.c; the offline verifier is audit_verify.c.
+ * torn-line check and repair at open, the roll-back of a failed write (a full disk), and
+ * the checkpoints: start/stop records, signed checkpoints, the state file, the anchors and
+ * the unlinked-log check (audit.h). Lines are formatted and checked by audit_line.c; the
+ * offline verifier is audit_verify.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 #include "audit.h"
 #include "clock.h"
@@ -39,8 +44,33 @@ struct audit_log {
     int stop;
     int has_flusher;
     pthread_t flusher;
-    struct kl_buf line; /* the line being written (audit_line_format), reused */
+    struct kl_buf line;    /* the line being written (audit_line_format), reused */
+    uint64_t write_errors; /* failed writes rolled back (a full disk) */
+    int degraded;          /* the last write failed and was rolled back */
+    /* Checkpoints (audit_start). */
+    int started;
+    struct audit_checkpoint_config cp; /* copy; its strings are the owned ones below */
+    char *cp_host;                     /* host id, at most CP_HOST_MAX bytes */
+    char *cp_host_json;                /* the same escaped, as the line and statement hold it */
+    char *cp_state_path;
+    int state_fd;
+    int anchor_fd;
+    char *anchor_cmd;          /* cp.anchor_command, owned */
+    pid_t anchor_pid;          /* the anchor command running, or 0 */
+    int anchor_busy_said;      /* "still running" said once */
+    uint64_t cp_pending;       /* records since the last checkpoint (checkpoints not counted) */
+    uint64_t cp_written;       /* checkpoints written since audit_start */
+    uint64_t last_cp_ns;       /* CLOCK_MONOTONIC time of the last checkpoint */
+    uint64_t first_pending_ns; /* CLOCK_MONOTONIC time of the first record after it */
+    pthread_cond_t cp_cv;      /* the checkpointer: stop */
+    int has_checkpointer;
+    pthread_t checkpointer;
 };
+
+#define CP_HOST_MAX 64
+#define STATE_MAX 256
+
+static int checkpoint_locked(struct audit_log *log, const char *reason);
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -120,12 +150,30 @@ static int append_locked(struct audit_log *log, const struct audit_record *rec, 
     if ((ret = audit_line_format(&log->line, h, rec, log->seq + 1, log->head, rotated_from)) != 0)
         return ret;
     if (write_all(log->fd, (const char *)log->line.base, log->line.len) != 0) {
+        int saved = errno;
+        /* A full disk: cut the partial line off again and refuse only this record, so that
+         * the log recovers by itself when space returns (the chain is unchanged). */
+        if (ftruncate(log->fd, (off_t)log->size) == 0) {
+            if (!log->degraded) {
+                log_errx("audit: %s: write failed (%s); records are refused until a write succeeds", log->path,
+                         strerror(saved));
+            }
+            log->degraded = 1;
+            log->write_errors++;
+            return KL_ERR_AUDIT;
+        }
         /* A partial line may be on disk now; nothing after it could be trusted to chain
          * correctly, so refuse every further record (the signer fails closed). */
         log->failed = 1;
         pthread_cond_broadcast(&log->durable_cv);
         return KL_ERR_AUDIT;
     }
+    if (log->degraded) {
+        log_info("audit: %s: writes succeed again after %" PRIu64 " refused record(s)", log->path, log->write_errors);
+        log->degraded = 0;
+    }
+    if (log->started && rec->checkpoint == NULL && log->cp_pending++ == 0)
+        log->first_pending_ns = kl_clock_ns();
     log->seq++;
     log->size += log->line.len;
     memcpy(log->head, h, AUDIT_HASH_LEN);
@@ -150,6 +198,10 @@ int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t
         log->unwaited_seq = log->seq;
         pthread_cond_signal(&log->work_cv);
     }
+    /* Here, not in the checkpointer: never more than every_records between checkpoints.
+     * A checkpoint that fails does not undo the record (the next one tries again). */
+    if (ret == 0 && log->started && log->cp_pending >= log->cp.every_records)
+        (void)checkpoint_locked(log, "records");
     pthread_mutex_unlock(&log->lock);
     return ret;
 }
@@ -439,6 +491,8 @@ int audit_open_ex(struct audit_log **log_p, const char *path, enum audit_sync sy
     KL_TRY(crypto_init());
     KL_ENSURE((log = calloc(1, sizeof(*log))) != NULL, KL_ERR_NO_MEMORY);
     log->fd = -1;
+    log->state_fd = -1;
+    log->anchor_fd = -1;
     kl_buf_init(&log->line, AUDIT_MAX_LINE);
     KL_ENSURE((log->path = strdup(path)) != NULL, KL_ERR_NO_MEMORY);
     log->sync = sync;
@@ -446,6 +500,7 @@ int audit_open_ex(struct audit_log **log_p, const char *path, enum audit_sync sy
     pthread_mutex_init(&log->lock, NULL);
     pthread_cond_init(&log->durable_cv, NULL);
     pthread_cond_init(&log->work_cv, NULL);
+    pthread_cond_init(&log->cp_cv, NULL);
     mutex_ok = 1;
     KL_TRY(open_file(log, 0, &o));
     KL_TRY(load_tail(log, flags, &o));
@@ -474,6 +529,7 @@ exit:
             pthread_mutex_destroy(&log->lock);
             pthread_cond_destroy(&log->durable_cv);
             pthread_cond_destroy(&log->work_cv);
+            pthread_cond_destroy(&log->cp_cv);
         }
         free(log->path);
         free(log);
@@ -508,6 +564,447 @@ static int drain_locked(struct audit_log *log)
     return 0;
 }
 
+/* ------------------------------------------------------------------ checkpoints */
+
+/* The state file: one fixed-length line, rewritten in place after every checkpoint. */
+static void state_write_locked(struct audit_log *log)
+{
+    char buf[STATE_MAX], hex[2 * AUDIT_HASH_LEN + 1];
+    int n;
+
+    if (log->state_fd < 0)
+        return;
+    audit_hex_hash(hex, log->head);
+    n = snprintf(buf, sizeof(buf), "keyless-audit-state/1 seq=%020" PRIu64 " head=%s size=%020" PRIu64 "\n", log->seq,
+                 hex, log->size);
+    if (pwrite(log->state_fd, buf, (size_t)n, 0) != n || fdatasync(log->state_fd) != 0) {
+        /* The log itself is fine; only the start-up check loses its reference. */
+        log_err("audit: %s: cannot write the state file", log->cp_state_path);
+    }
+}
+
+struct audit_state {
+    uint64_t seq, size;
+    uint8_t head[AUDIT_HASH_LEN];
+};
+
+/* Read the state file: 1 if it holds a state, 0 if it is empty (none yet), <0 if unusable. */
+static int state_read(int fd, struct audit_state *st)
+{
+    char buf[STATE_MAX], hex[2 * AUDIT_HASH_LEN + 1];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+    if (n < 0)
+        return KL_ERR_IO;
+    if (n == 0)
+        return 0;
+    buf[n] = '\0';
+    if (sscanf(buf, "keyless-audit-state/1 seq=%20" SCNu64 " head=%64[0-9a-f] size=%20" SCNu64, &st->seq, hex,
+               &st->size) != 3 ||
+        audit_hex_decode_hash(st->head, hex, strlen(hex)) != 0)
+        return KL_ERR_DECODE;
+    return 1;
+}
+
+/*
+ * Does the log hold, ending at byte st->size, the checkpoint line with st->seq and
+ * st->head? 0 if so; else KL_ERR_AUDIT with why.
+ */
+static int state_matches(struct audit_log *log, const struct audit_state *st, char *why, size_t why_len)
+{
+    char buf[4096], what[256];
+    struct audit_line_info *info = NULL;
+    size_t window;
+    ssize_t got;
+    int ret = 0;
+
+    if (log->size == 0) {
+        snprintf(why, why_len, "the log is missing or empty, but the state file says it reached seq %" PRIu64, st->seq);
+        return KL_ERR_AUDIT;
+    }
+    if (log->size < st->size) {
+        snprintf(why, why_len,
+                 "the log has %" PRIu64 " bytes, fewer than the %" PRIu64 " it had at its last checkpoint (seq %" PRIu64
+                 "): truncated or replaced",
+                 log->size, st->size, st->seq);
+        return KL_ERR_AUDIT;
+    }
+    window = st->size < sizeof(buf) ? (size_t)st->size : sizeof(buf);
+    got = pread(log->fd, buf, window, (off_t)(st->size - window));
+    KL_ENSURE((info = malloc(sizeof(*info))) != NULL, KL_ERR_NO_MEMORY);
+    if (got == (ssize_t)window && window > 0 && buf[window - 1] == '\n') {
+        size_t start = window - 1;
+        while (start > 0 && buf[start - 1] != '\n')
+            start--;
+        if ((start > 0 || window == st->size) &&
+            audit_line_check(info, what, sizeof(what), buf + start, window - 1 - start) == 0 && info->is_checkpoint &&
+            info->seq == st->seq && crypto_equal(info->hash, st->head, AUDIT_HASH_LEN))
+            goto exit;
+    }
+    snprintf(why, why_len,
+             "the log does not hold the last checkpoint the state file names (seq %" PRIu64 " ending at byte %" PRIu64
+             "): replaced or rewritten",
+             st->seq, st->size);
+    ret = KL_ERR_AUDIT;
+exit:
+    free(info);
+    return ret;
+}
+
+extern char **environ;
+
+/* Run the anchor command with the line as $1, unless the last one still runs. */
+static void anchor_command_locked(struct audit_log *log, char *line)
+{
+    int st;
+    pid_t pid;
+
+    if (log->anchor_pid > 0) {
+        if (waitpid(log->anchor_pid, &st, WNOHANG) == 0) {
+            if (!log->anchor_busy_said)
+                log_warnx("audit: the anchor command still runs; checkpoint seq %" PRIu64 " is not sent to it",
+                          log->seq);
+            log->anchor_busy_said = 1;
+            return;
+        }
+        log->anchor_pid = 0;
+    }
+    char *argv[] = {"/bin/sh", "-c", log->anchor_cmd, "keyless-anchor", line, NULL};
+    /* posix_spawn: no PKCS#11 or lock state is touched in the child before exec. */
+    if ((errno = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ)) != 0) {
+        log_err("audit: cannot run the anchor command");
+        return;
+    }
+    log->anchor_pid = pid;
+    log->anchor_busy_said = 0;
+}
+
+/* Send the checkpoint just written (log->seq, log->head) to the anchors. */
+static void anchor_locked(struct audit_log *log, const char *reason, uint64_t count)
+{
+    char hex[2 * AUDIT_HASH_LEN + 1], line[512];
+    int n;
+
+    audit_hex_hash(hex, log->head);
+    n = snprintf(line, sizeof(line),
+                 "keyless-signer audit checkpoint host=%s seq=%" PRIu64 " head=%s count=%" PRIu64 " reason=%s",
+                 log->cp_host_json, log->seq, hex, count, reason);
+    if (n < 0 || (size_t)n >= sizeof(line) - 1)
+        return;
+    if (log->cp.syslog_facility >= 0)
+        syslog(log->cp.syslog_facility | LOG_NOTICE, "%s", line);
+    if (log->anchor_cmd != NULL)
+        anchor_command_locked(log, line);
+    if (log->anchor_fd >= 0) {
+        line[n] = '\n';
+        if (write_all(log->anchor_fd, line, (size_t)n + 1) != 0)
+            log_err("audit: %s: cannot append the checkpoint", log->cp.anchor_file);
+    }
+}
+
+/* Write a checkpoint record for everything before it, sign it, make it durable, then
+ * update the state file and the anchors. With the lock held. */
+static int checkpoint_locked(struct audit_log *log, const char *reason)
+{
+    struct timespec now;
+    char tbuf[40], stmt[AUDIT_MAX_STATEMENT];
+    uint8_t sig[AUDIT_MAX_SIG];
+    size_t sig_len = sizeof(sig), stmt_len;
+    struct audit_checkpoint cp = {.host = log->cp_host, .count = log->cp_pending, .interval = log->cp.every_records};
+    struct audit_record rec;
+    int ret;
+
+    if (log->failed)
+        return KL_ERR_AUDIT;
+    clock_gettime(CLOCK_REALTIME, &now);
+    audit_format_time(tbuf, &now);
+    /* The statement holds the strings as the line writes them: tbuf and reason need no
+     * escaping (our own constants), the host is escaped once at start. */
+    stmt_len = audit_checkpoint_statement(stmt, sizeof(stmt), log->cp_host_json, log->seq + 1, log->head, cp.count,
+                                          cp.interval, tbuf, reason);
+    if (stmt_len == 0)
+        return KL_ERR_OVERFLOW;
+    if (log->cp.sign != NULL) {
+        if ((ret = log->cp.sign(log->cp.sign_ctx, sig, &sig_len, (const uint8_t *)stmt, stmt_len)) == 0 &&
+            sig_len > 0 && sig_len <= sizeof(sig)) {
+            cp.sig = sig;
+            cp.sig_len = sig_len;
+        } else {
+            /* Written unsigned all the same: the verifier reports it, and the gap in the
+             * signed checkpoints is itself on the record. */
+            log_errx("audit: the audit key did not sign checkpoint seq %" PRIu64 " (%s); written unsigned",
+                     log->seq + 1, kl_err_str(ret != 0 ? ret : KL_ERR_HSM));
+        }
+    }
+    memset(&rec, 0, sizeof(rec));
+    rec.time = now;
+    rec.pid = getpid();
+    rec.uid = getuid();
+    rec.gid = getgid();
+    rec.op = "checkpoint";
+    rec.status = "OK";
+    rec.reason = reason;
+    rec.checkpoint = &cp;
+    if ((ret = append_locked(log, &rec, NULL, NULL)) != 0)
+        return ret;
+    log->cp_pending = 0;
+    log->cp_written++;
+    log->last_cp_ns = kl_clock_ns();
+    /* The state and the anchors must never be ahead of what is on disk. */
+    if (log->sync != AUDIT_SYNC_NONE && (ret = drain_locked(log)) != 0)
+        return ret;
+    state_write_locked(log);
+    anchor_locked(log, reason, cp.count);
+    return 0;
+}
+
+/* The live log was unlinked (st_nlink == 0): every record written to it now would be lost
+ * with its last descriptor. Make a new file at the path that continues the chain, say so
+ * on the record and in the log. With the lock held. */
+static void check_unlinked_locked(struct audit_log *log)
+{
+    struct stat st;
+    struct open_report o = {AUDIT_OPEN_FAIL_NONE, NULL, 0}; /* the reason goes to the log */
+    int old_fd;
+
+    if (log->failed || fstat(log->fd, &st) != 0 || st.st_nlink != 0)
+        return;
+    log_errx("audit: %s was unlinked while the signer wrote to it; a new file there continues the chain", log->path);
+    while (log->syncing)
+        pthread_cond_wait(&log->durable_cv, &log->lock);
+    old_fd = log->fd;
+    if (open_file(log, O_EXCL, &o) != 0) {
+        log->fd = old_fd;
+        log->failed = 1; /* someone else's file at the path: write nowhere rather than there */
+        pthread_cond_broadcast(&log->durable_cv);
+        return;
+    }
+    close(old_fd);
+    log->size = 0;
+    (void)fsync_dir_of(log->path);
+    struct audit_record rec = {.pid = getpid(),
+                               .uid = getuid(),
+                               .gid = getgid(),
+                               .op = "reopen",
+                               .status = "OK",
+                               .reason = "the live log was unlinked; this file continues its chain"};
+    if (append_locked(log, &rec, "(unlinked)", NULL) == 0)
+        (void)checkpoint_locked(log, "reopen");
+}
+
+/* Checkpoints within every_ms of a record, heartbeats when idle, the unlinked-log check. */
+static void *checkpointer_main(void *arg)
+{
+    struct audit_log *log = arg;
+    /* A quarter of the shorter period: each checkpoint is at most that late. */
+    uint64_t every = (uint64_t)log->cp.every_ms * 1000000ULL, beat = (uint64_t)log->cp.heartbeat_ms * 1000000ULL;
+    uint64_t tick = (every < beat ? every : beat) / 4;
+
+    pthread_mutex_lock(&log->lock);
+    while (!log->stop) {
+        struct timespec ts;
+        deadline_in(&ts, tick);
+        (void)pthread_cond_timedwait(&log->cp_cv, &log->lock, &ts);
+        if (log->stop || log->failed)
+            continue;
+        check_unlinked_locked(log);
+        uint64_t now = kl_clock_ns();
+        if (log->cp_pending > 0 && now - log->first_pending_ns >= every)
+            (void)checkpoint_locked(log, "interval");
+        else if (log->cp_pending == 0 && now - log->last_cp_ns >= beat)
+            (void)checkpoint_locked(log, "heartbeat");
+    }
+    pthread_mutex_unlock(&log->lock);
+    return NULL;
+}
+
+/* Copy cfg into log (defaults applied, strings owned) and open the state and anchor files. */
+static int start_setup(struct audit_log *log, const struct audit_checkpoint_config *cfg, char *err, size_t err_len)
+{
+    char host[256];
+    const char *h = cfg->host;
+    size_t plen, jlen;
+    int ret = 0;
+
+    /* A start refused earlier may be tried again (with new_chain): drop what it set up. */
+    free(log->cp_host);
+    free(log->cp_host_json);
+    free(log->cp_state_path);
+    free((char *)log->cp.anchor_file);
+    free(log->anchor_cmd);
+    log->cp_host = log->cp_host_json = log->cp_state_path = log->anchor_cmd = NULL;
+    if (log->state_fd >= 0)
+        close(log->state_fd);
+    if (log->anchor_fd >= 0)
+        close(log->anchor_fd);
+    log->state_fd = log->anchor_fd = -1;
+    log->cp = *cfg;
+    log->cp.host = NULL;
+    log->cp.anchor_file = NULL;
+    log->cp.state_path = NULL;
+    log->cp.config_sha256 = NULL;
+    log->cp.anchor_command = NULL;
+    if (log->cp.every_records == 0)
+        log->cp.every_records = AUDIT_DEFAULT_CP_RECORDS;
+    if (log->cp.every_ms == 0)
+        log->cp.every_ms = AUDIT_DEFAULT_CP_MS;
+    if (log->cp.heartbeat_ms == 0)
+        log->cp.heartbeat_ms = AUDIT_DEFAULT_HEARTBEAT_MS;
+    if (h == NULL) {
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "unknown");
+        host[sizeof(host) - 1] = '\0';
+        h = host;
+    }
+    KL_ENSURE((log->cp_host = strndup(h, CP_HOST_MAX)) != NULL, KL_ERR_NO_MEMORY);
+    jlen = audit_json_escape(NULL, 0, log->cp_host, strlen(log->cp_host));
+    KL_ENSURE((log->cp_host_json = malloc(jlen + 1)) != NULL, KL_ERR_NO_MEMORY);
+    audit_json_escape(log->cp_host_json, jlen + 1, log->cp_host, strlen(log->cp_host));
+    if (cfg->state_path != NULL) {
+        KL_ENSURE((log->cp_state_path = strdup(cfg->state_path)) != NULL, KL_ERR_NO_MEMORY);
+    } else {
+        plen = strlen(log->path) + sizeof(".state");
+        KL_ENSURE((log->cp_state_path = malloc(plen)) != NULL, KL_ERR_NO_MEMORY);
+        snprintf(log->cp_state_path, plen, "%s.state", log->path);
+    }
+    if (cfg->anchor_command != NULL)
+        KL_ENSURE((log->anchor_cmd = strdup(cfg->anchor_command)) != NULL, KL_ERR_NO_MEMORY);
+    if (cfg->anchor_file != NULL) {
+        KL_ENSURE((log->cp.anchor_file = strdup(cfg->anchor_file)) != NULL, KL_ERR_NO_MEMORY);
+        log->anchor_fd = open(cfg->anchor_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (log->anchor_fd < 0) {
+            snprintf(err, err_len, "%s: cannot open the anchor file: %s", cfg->anchor_file, strerror(errno));
+            ret = KL_ERR_IO;
+            goto exit;
+        }
+    }
+    log->state_fd = open(log->cp_state_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (log->state_fd < 0) {
+        snprintf(err, err_len, "%s: cannot open the state file: %s", log->cp_state_path, strerror(errno));
+        ret = KL_ERR_IO;
+    }
+exit:
+    return ret;
+}
+
+int audit_start(struct audit_log *log, const struct audit_checkpoint_config *cfg, enum audit_start_fail *fail_p,
+                char *err, size_t err_len)
+{
+    enum audit_start_fail fail = AUDIT_START_FAIL_RESOURCE;
+    struct audit_state st;
+    char why[400] = "", reason[sizeof(why) + 64];
+    char dummy[8];
+    int ret = 0, has_state;
+
+    if (err == NULL || err_len == 0) {
+        err = dummy;
+        err_len = sizeof(dummy);
+    }
+    err[0] = '\0';
+    if (log == NULL || cfg == NULL)
+        return KL_ERR_INVALID;
+    pthread_mutex_lock(&log->lock);
+    KL_ENSURE(!log->started && !log->failed, KL_ERR_INVALID);
+    if ((ret = start_setup(log, cfg, err, err_len)) != 0) {
+        fail = ret == KL_ERR_NO_MEMORY ? AUDIT_START_FAIL_RESOURCE : AUDIT_START_FAIL_STATE;
+        goto exit;
+    }
+    has_state = state_read(log->state_fd, &st);
+    if (has_state < 0 && !cfg->new_chain) {
+        snprintf(err, err_len,
+                 "%s: the state file is not readable or not in its format; to begin a new chain on "
+                 "purpose, start once with --new-audit-chain",
+                 log->cp_state_path);
+        fail = AUDIT_START_FAIL_STATE;
+        ret = KL_ERR_AUDIT;
+        goto exit;
+    }
+    if (has_state > 0) {
+        ret = state_matches(log, &st, why, sizeof(why));
+        if (ret == KL_ERR_NO_MEMORY)
+            goto exit;
+    } else if (has_state == 0 && log->size > 0) {
+        snprintf(why, sizeof(why), "the log has records but there is no state file (%s) to check it against",
+                 log->cp_state_path);
+        ret = KL_ERR_AUDIT;
+    } else if (has_state < 0) {
+        snprintf(why, sizeof(why), "the state file %s was unusable", log->cp_state_path);
+        ret = KL_ERR_AUDIT;
+    }
+    if (ret != 0 && !cfg->new_chain) {
+        snprintf(err, err_len, "%s: %s; to begin a new chain on purpose, start once with --new-audit-chain", log->path,
+                 why);
+        fail = AUDIT_START_FAIL_MISMATCH;
+        goto exit;
+    }
+    if (ret != 0)
+        snprintf(reason, sizeof(reason), "new audit chain (--new-audit-chain): %s", why);
+    else if (has_state > 0)
+        snprintf(reason, sizeof(reason), "continues from checkpoint seq %" PRIu64 "%s", st.seq,
+                 log->seq > st.seq ? " (records after it were not checkpointed: no clean stop)" : "");
+    else
+        snprintf(reason, sizeof(reason), "%s", cfg->new_chain ? "new audit chain (--new-audit-chain)" : "first start");
+    ret = 0;
+    log->started = 1;
+    log->cp_pending = 0;
+    struct audit_record rec = {.pid = getpid(),
+                               .uid = getuid(),
+                               .gid = getgid(),
+                               .op = "start",
+                               .status = "OK",
+                               .reason = reason,
+                               .config_sha256 = cfg->config_sha256};
+    fail = AUDIT_START_FAIL_WRITE;
+    if ((ret = append_locked(log, &rec, NULL, NULL)) != 0 || (ret = checkpoint_locked(log, "start")) != 0) {
+        snprintf(err, err_len, "%s: cannot write the start record and checkpoint: %s", log->path, kl_err_str(ret));
+        goto exit;
+    }
+    fail = AUDIT_START_FAIL_RESOURCE;
+    if (pthread_create(&log->checkpointer, NULL, checkpointer_main, log) != 0) {
+        snprintf(err, err_len, "%s: cannot start the checkpointer thread", log->path);
+        ret = KL_ERR_NO_MEMORY;
+        goto exit;
+    }
+    log->has_checkpointer = 1;
+    fail = AUDIT_START_FAIL_NONE;
+exit:
+    if (ret != 0 && ret != KL_ERR_INVALID)
+        log->started = 0;
+    pthread_mutex_unlock(&log->lock);
+    if (fail_p != NULL)
+        *fail_p = ret == 0 ? AUDIT_START_FAIL_NONE : fail;
+    return ret;
+}
+
+int audit_checkpoint_now(struct audit_log *log, const char *reason)
+{
+    int ret;
+    if (log == NULL || reason == NULL)
+        return KL_ERR_INVALID;
+    pthread_mutex_lock(&log->lock);
+    ret = log->started ? checkpoint_locked(log, reason) : KL_ERR_INVALID;
+    pthread_mutex_unlock(&log->lock);
+    return ret;
+}
+
+uint64_t audit_checkpoint_count(struct audit_log *log)
+{
+    uint64_t n;
+    pthread_mutex_lock(&log->lock);
+    n = log->cp_written;
+    pthread_mutex_unlock(&log->lock);
+    return n;
+}
+
+uint64_t audit_write_errors(struct audit_log *log)
+{
+    uint64_t n;
+    pthread_mutex_lock(&log->lock);
+    n = log->write_errors;
+    pthread_mutex_unlock(&log->lock);
+    return n;
+}
+
 int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_name_len)
 {
     char *newpath = NULL;
@@ -518,6 +1015,9 @@ int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_na
     if (log == NULL)
         return KL_ERR_INVALID;
     pthread_mutex_lock(&log->lock);
+    /* The old file ends with a checkpoint, the new one starts with one after its rotate record. */
+    if (log->started)
+        KL_TRY(checkpoint_locked(log, "rotate"));
     KL_TRY(drain_locked(log));
     plen = strlen(log->path) + 40;
     KL_ENSURE((newpath = malloc(plen)) != NULL, KL_ERR_NO_MEMORY);
@@ -568,6 +1068,8 @@ int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_na
     struct audit_record rec = {
         .pid = getpid(), .uid = getuid(), .gid = getgid(), .op = "rotate", .status = "OK", .reason = NULL};
     KL_TRY(append_locked(log, &rec, base, NULL));
+    if (log->started)
+        KL_TRY(checkpoint_locked(log, "rotated"));
     if (log->sync != AUDIT_SYNC_NONE)
         KL_TRY(drain_locked(log));
     if (rotated_name != NULL && rotated_name_len > 0)
@@ -625,12 +1127,22 @@ void audit_close(struct audit_log *log)
     if (log == NULL)
         return;
     pthread_mutex_lock(&log->lock);
+    if (log->started && !log->failed) {
+        /* A clean stop: its record and a last checkpoint, so that a cut tail shows. */
+        struct audit_record rec = {
+            .pid = getpid(), .uid = getuid(), .gid = getgid(), .op = "stop", .status = "OK", .reason = NULL};
+        if (append_locked(log, &rec, NULL, NULL) == 0)
+            (void)checkpoint_locked(log, "stop");
+    }
     log->stop = 1;
     pthread_cond_broadcast(&log->work_cv);
     pthread_cond_broadcast(&log->durable_cv);
+    pthread_cond_broadcast(&log->cp_cv);
     pthread_mutex_unlock(&log->lock);
     if (log->has_flusher)
         pthread_join(log->flusher, NULL);
+    if (log->has_checkpointer)
+        pthread_join(log->checkpointer, NULL);
     pthread_mutex_lock(&log->lock);
     if (!log->failed)
         (void)drain_locked(log);
@@ -639,7 +1151,19 @@ void audit_close(struct audit_log *log)
     pthread_mutex_destroy(&log->lock);
     pthread_cond_destroy(&log->durable_cv);
     pthread_cond_destroy(&log->work_cv);
+    pthread_cond_destroy(&log->cp_cv);
     kl_buf_dispose_nowipe(&log->line);
+    if (log->state_fd >= 0)
+        close(log->state_fd);
+    if (log->anchor_fd >= 0)
+        close(log->anchor_fd);
+    free(log->cp_host);
+    free(log->cp_host_json);
+    free(log->cp_state_path);
+    free((char *)log->cp.anchor_file);
+    free(log->anchor_cmd);
+    if (log->anchor_pid > 0)
+        (void)waitpid(log->anchor_pid, NULL, WNOHANG); /* reaped if done; never waited for */
     free(log->path);
     free(log);
 }

@@ -25,7 +25,10 @@
  *                      it (no hand-off); records nobody waits for go to a flusher thread;
  *   AUDIT_SYNC_NONE    write(2) only; a crash of the machine (not of the process) may lose
  *                      records whose signatures were sent.
- * An I/O error is sticky: after a failed write or fdatasync every later append and wait
+ * A failed write(2) (a full disk) is rolled back: the file is cut back to its last complete
+ * line, the append fails with KL_ERR_AUDIT, audit_write_errors() counts it, and the next
+ * append tries again, so the log recovers by itself once space returns. Any other I/O
+ * error (a failed fdatasync, a rollback that fails) is sticky: every later append and wait
  * fails with KL_ERR_AUDIT, so the signer fails closed.
  */
 #ifndef SIGNER_AUDIT_H
@@ -33,6 +36,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include "audit_line.h"
 #include "kl_err.h"
 
@@ -122,7 +126,87 @@ uint64_t audit_size(struct audit_log *log);
 uint64_t audit_durable_seq(struct audit_log *log);
 uint64_t audit_sync_count(struct audit_log *log);
 
-/* Make everything written durable (all modes), stop the flusher, close. NULL is a no-op. */
+/* Write errors that were rolled back (a full disk) since the open: for metrics and tests. */
+uint64_t audit_write_errors(struct audit_log *log);
+
+/* ------------------------------------------------------------------ checkpoints
+ *
+ * audit_start() turns a log opened above into one that proves its own completeness
+ * (docs/AUDIT.md, "Checkpoints"): it checks the log against the state file beside it,
+ * writes an op "start" record (with the configuration's SHA-256) and a checkpoint, and
+ * from then on writes an op "checkpoint" record
+ *   - after every `every_records` records (in the appending thread, so that there are never
+ *     more than that many records between two checkpoints),
+ *   - within `every_ms` after any record (a checkpointer thread),
+ *   - every `heartbeat_ms` when idle (the same thread), so that a cut tail shows,
+ *   - before and after a rotation, and at audit_close() after an op "stop" record.
+ * A checkpoint carries the host id, the number of records since the previous checkpoint,
+ * every_records, and a signature by the audit key (sign, the HSM) over the statement of
+ * audit_checkpoint_statement(). After it is durable, the state file is rewritten (seq, head, * file size) and the
+ * checkpoint is sent to the anchors: syslog, and optionally a file and a command (one at a time: a checkpoint that
+ * finds the last one still running is not sent to it, and says so once). The checkpointer also notices a live log that
+ * was unlinked (st_nlink == 0): it makes a new file at the path, chained to the old one by an op "reopen" record, and
+ * says so.
+ */
+
+/*
+ * Sign statement (SHA-256 then ECDSA P-256 with the audit key) into sig: *sig_len_p is the
+ * capacity in, the DER length out. 0 or a negative kl_err. Called with the log's lock held,
+ * one call at a time.
+ */
+typedef int (*audit_sign_fn)(void *ctx, uint8_t *sig, size_t *sig_len_p, const uint8_t *statement, size_t len);
+
+#define AUDIT_DEFAULT_CP_RECORDS 1000
+#define AUDIT_DEFAULT_CP_MS 1000
+#define AUDIT_DEFAULT_HEARTBEAT_MS 30000
+
+struct audit_checkpoint_config {
+    const char *host;             /* host id; NULL: gethostname() */
+    audit_sign_fn sign;           /* NULL: unsigned checkpoints (the start-up line says so) */
+    void *sign_ctx;               /* for sign */
+    uint64_t every_records;       /* 0: AUDIT_DEFAULT_CP_RECORDS */
+    unsigned every_ms;            /* 0: AUDIT_DEFAULT_CP_MS */
+    unsigned heartbeat_ms;        /* 0: AUDIT_DEFAULT_HEARTBEAT_MS */
+    int syslog_facility;          /* LOG_AUTHPRIV etc.; -1: no syslog anchor */
+    const char *anchor_file;      /* NULL: none; else one line per checkpoint appended */
+    const char *anchor_command;   /* NULL: none; else run by /bin/sh -c with the line as $1 */
+    const char *state_path;       /* NULL: "<log path>.state" */
+    const uint8_t *config_sha256; /* 32 bytes for the start record, or NULL */
+    int new_chain;                /* the operator said --new-audit-chain */
+};
+
+/* Why audit_start() refused. */
+enum audit_start_fail {
+    AUDIT_START_FAIL_NONE = 0,
+    AUDIT_START_FAIL_MISMATCH, /* missing, empty, truncated or replaced log: the state file disagrees */
+    AUDIT_START_FAIL_STATE,    /* the state file cannot be read, written or parsed */
+    AUDIT_START_FAIL_WRITE,    /* the start record or checkpoint could not be written or signed */
+    AUDIT_START_FAIL_RESOURCE, /* no thread, no memory, bad arguments */
+};
+
+/*
+ * Start checkpointing log (once, before any other record of this run). The state file
+ * (cfg->state_path) holds the seq, head and file size after the last checkpoint; if it
+ * exists and the log does not end at or continue from that line (the log is missing,
+ * empty, shorter, or another file), the start is refused with KL_ERR_AUDIT and one
+ * sentence in err, unless cfg->new_chain: then the start record says that the operator
+ * began a new chain and what the state said. A log that has records but no state file is
+ * refused the same way (it cannot be checked). A missing state file and an empty log is a
+ * first start. cfg is copied (its strings too). Errors: KL_ERR_AUDIT, KL_ERR_IO,
+ * KL_ERR_NO_MEMORY, KL_ERR_INVALID; *fail_p (may be NULL) says which.
+ */
+KL_MUST_CHECK int audit_start(struct audit_log *log, const struct audit_checkpoint_config *cfg,
+                              enum audit_start_fail *fail_p, char *err, size_t err_len);
+
+/* Write a checkpoint now with this reason (tests, SIGHUP). 0 or KL_ERR_AUDIT / KL_ERR_INVALID. */
+KL_MUST_CHECK int audit_checkpoint_now(struct audit_log *log, const char *reason);
+
+/* Checkpoints written since audit_start() (tests, metrics). */
+uint64_t audit_checkpoint_count(struct audit_log *log);
+
+/* After audit_start(): write the op "stop" record and its checkpoint, make everything
+ * durable, stop the threads and close. Without: make everything durable, stop the
+ * flusher, close. NULL is a no-op. */
 void audit_close(struct audit_log *log);
 
 #endif

@@ -100,27 +100,34 @@ size_t audit_json_escape(char *out, size_t out_cap, const void *s, size_t len)
     return n;
 }
 
-/* A JSON string member value, or null for NULL. */
+/* A JSON string member value, or null for NULL. A value over AUDIT_MAX_FIELD bytes is cut
+ * there and marked with its full length, so that no peer can make a record large. */
 static void w_jstr(struct line_w *w, const char *s)
 {
+    char mark[48];
+    size_t mark_len = 0;
+
     if (s == NULL) {
         w_str(w, "null");
         return;
     }
-    size_t len = strlen(s);
-    if (w->err == 0 && len > AUDIT_MAX_LINE)
-        w->err = KL_ERR_OVERFLOW; /* also keeps the escaped length below from overflowing */
+    size_t len = strnlen(s, AUDIT_MAX_FIELD + 1);
+    if (len > AUDIT_MAX_FIELD) {
+        mark_len = (size_t)snprintf(mark, sizeof(mark), "...(%zu bytes)", strlen(s));
+        len = AUDIT_MAX_FIELD;
+    }
     if (w->err != 0)
         return;
     size_t need = audit_json_escape(NULL, 0, s, len);
     /* Both quotes; the escape's NUL lands where the closing quote goes. */
-    if ((w->err = kl_buf_reserve(w->b, need + 2)) != 0)
+    if ((w->err = kl_buf_reserve(w->b, need + mark_len + 2)) != 0)
         return;
     char *o = (char *)w->b->base + w->b->len;
     o[0] = '"';
     audit_json_escape(o + 1, need + 1, s, len);
-    o[need + 1] = '"';
-    w->b->len += need + 2;
+    memcpy(o + 1 + need, mark, mark_len);
+    o[need + mark_len + 1] = '"';
+    w->b->len += need + mark_len + 2;
 }
 
 static void w_key(struct line_w *w, const char *key)
@@ -166,7 +173,7 @@ static void w_tickets(struct line_w *w, const struct audit_ticket_keys *t)
     w_str(w, "\"");
 }
 
-static void format_time(char out[40], const struct timespec *ts)
+void audit_format_time(char out[40], const struct timespec *ts)
 {
     struct tm tm;
     time_t secs = ts->tv_sec;
@@ -191,7 +198,7 @@ int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_HASH_LEN], cons
     now = rec->time;
     if (now.tv_sec == 0 && now.tv_nsec == 0)
         clock_gettime(CLOCK_REALTIME, &now);
-    format_time(tbuf, &now);
+    audit_format_time(tbuf, &now);
     si = tls_scheme_by_id(rec->scheme);
     kl_buf_reset_nowipe(out);
     w_str(&w, "{");
@@ -219,8 +226,11 @@ int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_HASH_LEN], cons
     w_i64(&w, rec->context);
     w_key(&w, "transcript_hash");
     if (rec->hash != NULL) {
+        /* Bounded too: a hash longer than any real one is cut and marked. */
         w_str(&w, "\"");
-        w_hex(&w, rec->hash, rec->hash_len);
+        w_hex(&w, rec->hash, rec->hash_len > AUDIT_MAX_FIELD_HASH ? AUDIT_MAX_FIELD_HASH : rec->hash_len);
+        if (rec->hash_len > AUDIT_MAX_FIELD_HASH)
+            w_str(&w, "...");
         w_str(&w, "\"");
     } else {
         w_str(&w, "null");
@@ -241,6 +251,47 @@ int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_HASH_LEN], cons
     w_u64(&w, rec->latency_us);
     if (rec->tickets != NULL) {
         w_tickets(&w, rec->tickets);
+    }
+    if (rec->suppressed != 0) {
+        w_key(&w, "suppressed");
+        w_u64(&w, rec->suppressed);
+    }
+    if (rec->sig_sha256 != NULL) {
+        w_key(&w, "sig_sha256");
+        w_str(&w, "\"");
+        w_hex(&w, rec->sig_sha256, AUDIT_HASH_LEN);
+        w_str(&w, "\"");
+    }
+    if (rec->spki_sha256 != NULL) {
+        w_key(&w, "spki_sha256");
+        w_str(&w, "\"");
+        w_hex(&w, rec->spki_sha256, AUDIT_HASH_LEN);
+        w_str(&w, "\"");
+    }
+    if (rec->config_sha256 != NULL) {
+        w_key(&w, "config_sha256");
+        w_str(&w, "\"");
+        w_hex(&w, rec->config_sha256, AUDIT_HASH_LEN);
+        w_str(&w, "\"");
+    }
+    if (rec->checkpoint != NULL) {
+        const struct audit_checkpoint *cp = rec->checkpoint;
+        w_key(&w, "host");
+        w_jstr(&w, cp->host);
+        w_key(&w, "count");
+        w_u64(&w, cp->count);
+        w_key(&w, "interval");
+        w_u64(&w, cp->interval);
+        w_key(&w, "sig");
+        if (cp->sig != NULL && cp->sig_len > 0 && cp->sig_len <= AUDIT_MAX_SIG) {
+            w_str(&w, "\"");
+            w_hex(&w, cp->sig, cp->sig_len);
+            w_str(&w, "\"");
+        } else if (cp->sig != NULL) {
+            w.err = KL_ERR_INVALID;
+        } else {
+            w_str(&w, "null");
+        }
     }
     if (rotated_from != NULL) {
         w_key(&w, "rotated_from");
@@ -263,6 +314,29 @@ int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_HASH_LEN], cons
     w_hex(&w, hash_out, AUDIT_HASH_LEN);
     w_str(&w, "\"}\n");
     return w.err;
+}
+
+size_t audit_checkpoint_statement(char *out, size_t out_cap, const char *host_json, uint64_t seq,
+                                  const uint8_t prev[AUDIT_HASH_LEN], uint64_t count, uint64_t interval,
+                                  const char *time_json, const char *reason_json)
+{
+    char hex[2 * AUDIT_HASH_LEN + 1];
+    int n;
+
+    if (out == NULL || out_cap == 0 || host_json == NULL || prev == NULL || time_json == NULL || reason_json == NULL)
+        return 0;
+    audit_hex_hash(hex, prev);
+    /* Line-oriented and prefixed with its own name, so that a signature over it can never
+     * be taken for a signature over anything else the audit key might see. */
+    n = snprintf(out, out_cap,
+                 "keyless-audit-checkpoint/1\nhost=%s\nseq=%" PRIu64 "\nprev=%s\ncount=%" PRIu64 "\ninterval=%" PRIu64
+                 "\ntime=%s\nreason=%s\n",
+                 host_json, seq, hex, count, interval, time_json, reason_json);
+    if (n < 0 || (size_t)n >= out_cap) {
+        out[0] = '\0';
+        return 0;
+    }
+    return (size_t)n;
 }
 
 /* ------------------------------------------------------------------ parser and checker */
@@ -421,6 +495,84 @@ static int parse_object(struct member m[MAX_MEMBERS], size_t *n_p, char *what, s
     return 0;
 }
 
+/* A non-negative integer member into *v. */
+static int member_u64(const struct member *m, uint64_t *v)
+{
+    uint64_t x = 0;
+    if (m->type != J_INT || m->val[0] == '-' || m->val_len > 20)
+        return KL_ERR_DECODE;
+    for (size_t j = 0; j < m->val_len; j++) {
+        unsigned dgt = (unsigned)(m->val[j] - '0');
+        if (x > (UINT64_MAX - dgt) / 10)
+            return KL_ERR_DECODE;
+        x = x * 10 + dgt;
+    }
+    *v = x;
+    return 0;
+}
+
+static const struct member *find_member(const struct member *m, size_t n, const char *key)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (key_is(&m[k], key))
+            return &m[k];
+    }
+    return NULL;
+}
+
+/* A string member's raw (escaped) value as a NUL-terminated copy in out. */
+static int member_str(const struct member *m, char *out, size_t cap)
+{
+    if (m == NULL || m->type != J_STRING || m->val_len >= cap)
+        return KL_ERR_DECODE;
+    memcpy(out, m->val, m->val_len);
+    out[m->val_len] = '\0';
+    return 0;
+}
+
+/* The op "checkpoint" members: host, count, interval, sig, and the statement they sign. */
+static int check_checkpoint(struct audit_line_info *info, char *what, size_t what_len, const struct member *m, size_t n)
+{
+    const struct member *c = find_member(m, n, "count"), *iv = find_member(m, n, "interval"),
+                        *sig = find_member(m, n, "sig");
+    char host[8 * AUDIT_MAX_FIELD], tm[64], reason[8 * AUDIT_MAX_FIELD];
+
+    if (member_str(find_member(m, n, "host"), host, sizeof(host)) != 0)
+        BAD("checkpoint without a \"host\" string");
+    if (c == NULL || member_u64(c, &info->cp_count) != 0)
+        BAD("checkpoint without a \"count\"");
+    if (iv == NULL || member_u64(iv, &info->cp_interval) != 0)
+        BAD("checkpoint without an \"interval\"");
+    if (member_str(find_member(m, n, "time"), tm, sizeof(tm)) != 0)
+        BAD("checkpoint without a \"time\" string");
+    if (member_str(find_member(m, n, "reason"), reason, sizeof(reason)) != 0)
+        BAD("checkpoint without a \"reason\" string");
+    if (sig == NULL)
+        BAD("checkpoint without a \"sig\"");
+    info->cp_signed = 0;
+    info->cp_sig_len = 0;
+    if (sig->type == J_STRING) {
+        if (sig->val_len == 0 || sig->val_len % 2 != 0 || sig->val_len / 2 > AUDIT_MAX_SIG)
+            BAD("checkpoint \"sig\" is not hex of a signature");
+        for (size_t j = 0; j < sig->val_len / 2; j++) {
+            int a = hex_value(sig->val[2 * j]), b = hex_value(sig->val[2 * j + 1]);
+            if (a < 0 || b < 0)
+                BAD("checkpoint \"sig\" is not lowercase hex");
+            info->cp_sig[j] = (uint8_t)(a << 4 | b);
+        }
+        info->cp_sig_len = sig->val_len / 2;
+        info->cp_signed = 1;
+    } else if (sig->type != J_NULL) {
+        BAD("checkpoint \"sig\" is neither a string nor null");
+    }
+    info->cp_statement_len = audit_checkpoint_statement(info->cp_statement, sizeof(info->cp_statement), host, info->seq,
+                                                        info->prev, info->cp_count, info->cp_interval, tm, reason);
+    if (info->cp_statement_len == 0)
+        BAD("checkpoint statement too long");
+    info->is_checkpoint = 1;
+    return 0;
+}
+
 int audit_line_check(struct audit_line_info *info, char *what, size_t what_len, const char *s, size_t len)
 {
     struct member m[MAX_MEMBERS];
@@ -476,5 +628,13 @@ int audit_line_check(struct audit_line_info *info, char *what, size_t what_len, 
     crypto_sha256(h, s, len - HASH_TAIL_LEN);
     if (!crypto_equal(h, info->hash, AUDIT_HASH_LEN))
         BAD("hash does not match the line's content (line edited)");
+    info->is_start = 0;
+    info->is_checkpoint = 0;
+    const struct member *op = find_member(m, n, "op");
+    if (op != NULL && op->type == J_STRING && op->val_len == 5 && memcmp(op->val, "start", 5) == 0)
+        info->is_start = 1;
+    if (op != NULL && op->type == J_STRING && op->val_len == 10 && memcmp(op->val, "checkpoint", 10) == 0 &&
+        (ret = check_checkpoint(info, what, what_len, m, n)) != 0)
+        return ret;
     return 0;
 }

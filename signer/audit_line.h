@@ -34,6 +34,27 @@
 #define AUDIT_MAX_LINE (1024 * 1024)
 /* The "v" member of every line. */
 #define AUDIT_FORMAT_VERSION 1
+/* Every string member holds at most this many bytes of its value; a longer value is cut and
+ * ends in "...(N bytes)" with its full length. A transcript hash is written up to
+ * AUDIT_MAX_FIELD_HASH bytes, then "...". So every record is bounded, refusals included,
+ * whatever a peer sends. */
+#define AUDIT_MAX_FIELD 256
+#define AUDIT_MAX_FIELD_HASH 64
+/* A checkpoint's signature (DER ECDSA P-256 is at most 72 bytes) and its statement. */
+#define AUDIT_MAX_SIG 128
+#define AUDIT_MAX_STATEMENT 1024
+
+/*
+ * The checkpoint members of an op "checkpoint" record: a statement over the chain head
+ * signed with the audit key in the HSM (audit_checkpoint_statement()).
+ */
+struct audit_checkpoint {
+    const char *host;   /* host id, bounded like every string */
+    uint64_t count;     /* records since the previous checkpoint (checkpoints not counted) */
+    uint64_t interval;  /* the writer's promise: never more than this many records between checkpoints */
+    const uint8_t *sig; /* DER ECDSA signature of the statement, or NULL: unsigned (no audit key) */
+    size_t sig_len;
+};
 
 /* Ticket key ids are this long (the TicketKey.key_id of keyless.proto). */
 #define AUDIT_TICKET_KEY_ID_LEN 8
@@ -77,6 +98,12 @@ struct audit_record {
     const char *reason; /* why refused, or NULL */
     uint64_t latency_us;
     const struct audit_ticket_keys *tickets; /* op "ticket_keys" only; NULL: no ticket members */
+    /* Optional members (written only when not 0 / NULL, in this order, after latency_us): */
+    uint64_t suppressed;                       /* op "suppressed": records over the audit rate limit counted here */
+    const uint8_t *sig_sha256;                 /* 32 bytes: SHA-256 of the signature released */
+    const uint8_t *spki_sha256;                /* 32 bytes: SHA-256 of the signing key's SubjectPublicKeyInfo DER */
+    const uint8_t *config_sha256;              /* 32 bytes: op "start", SHA-256 of the configuration file */
+    const struct audit_checkpoint *checkpoint; /* op "checkpoint" */
 };
 
 /* What audit_line_check() reads from a good line. */
@@ -85,6 +112,14 @@ struct audit_line_info {
     uint8_t prev[AUDIT_HASH_LEN];
     uint8_t hash[AUDIT_HASH_LEN];
     int has_rotated_from; /* the line is a rotation record: it continues a rotated file */
+    int is_start;         /* op "start" */
+    int is_checkpoint;    /* op "checkpoint" with its members: the fields below are set */
+    uint64_t cp_count, cp_interval;
+    int cp_signed;                          /* a "sig" member (not null) */
+    uint8_t cp_sig[AUDIT_MAX_SIG];          /* the signature */
+    size_t cp_sig_len;                      /* its length */
+    char cp_statement[AUDIT_MAX_STATEMENT]; /* what the signature covers (NUL-terminated) */
+    size_t cp_statement_len;
 };
 
 /*
@@ -108,6 +143,20 @@ KL_MUST_CHECK int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_H
  */
 KL_MUST_CHECK int audit_line_check(struct audit_line_info *info, char *what, size_t what_len, const char *s,
                                    size_t len);
+
+/*
+ * The statement a checkpoint signs, into out (capacity out_cap, NUL-terminated): the
+ * version, the host, the checkpoint's seq, the chain head before it (prev), count,
+ * interval, time and reason, each on a line, the strings as they are written in the line
+ * (escaped). Returns its length, or 0 if it does not fit. The writer signs SHA-256 of
+ * this; the verifier rebuilds it from the line and checks the signature.
+ */
+size_t audit_checkpoint_statement(char *out, size_t out_cap, const char *host_json, uint64_t seq,
+                                  const uint8_t prev[AUDIT_HASH_LEN], uint64_t count, uint64_t interval,
+                                  const char *time_json, const char *reason_json);
+
+/* The RFC 3339 UTC time with microseconds the formatter writes for ts ("...Z", 27 chars). */
+void audit_format_time(char out[40], const struct timespec *ts);
 
 /*
  * Escape len bytes of s as the inside of a JSON string into out (capacity out_cap; the

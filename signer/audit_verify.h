@@ -6,8 +6,10 @@
  * is whole: every line checks on its own (audit_line_check), each chains to the one before
  * ("prev" = the previous "hash", seq + 1), the first file starts at the genesis or with a
  * rotation record, each later file begins with the rotation record continuing the one
- * before. Editing, deleting, inserting or reordering lines is found; cutting lines off the
- * end is found only against a head anchored elsewhere (expect_head; docs/AUDIT.md).
+ * before. Editing, deleting, inserting or reordering lines is found; with the audit public
+ * key, the signed checkpoints are checked too (forged, missing, or counting other records);
+ * cutting lines off the end is found against a checkpoint anchored elsewhere (anchor_seq,
+ * anchor_head, expect_head; docs/AUDIT.md).
  *
  * Ownership: paths and expect_head are borrowed for the call; report is written to, never
  * closed. Errors: 0 good, KL_ERR_AUDIT tampering or damage (where: in the result),
@@ -23,6 +25,28 @@
 #include "audit_line.h"
 #include "kl_err.h"
 
+struct crypto_pubkey;
+
+/*
+ * What else to hold the chain to (all optional: zero it for none).
+ * expect_head: the last record's hash must be this (the old --expect-head).
+ * pubkey: the audit public key; with it the verifier also checks the checkpoints: every
+ *   op "checkpoint" record is signed by this key over its statement, its count equals the
+ *   records since the previous checkpoint, no more than its interval records go by without
+ *   a checkpoint, a chain that starts at the genesis starts with an op "start" record, and
+ *   there is at least one checkpoint.
+ * anchor_head / anchor_seq: a checkpoint exported elsewhere (syslog, the anchor file): the
+ *   record with seq anchor_seq must be in the files (else the log ends before it: the end
+ *   was cut) and, with anchor_head, have that hash; anchor_head alone must be the hash of
+ *   some record.
+ */
+struct audit_verify_opts {
+    const uint8_t *expect_head;
+    const struct crypto_pubkey *pubkey;
+    const uint8_t *anchor_head;
+    uint64_t anchor_seq; /* 0: none */
+};
+
 /* The result of a verification. */
 struct audit_verify_result {
     uint64_t records;             /* good records checked */
@@ -32,6 +56,15 @@ struct audit_verify_result {
     size_t bad_file;              /* index into paths of the first bad file (if failed) */
     uint64_t bad_line;            /* 1-based line number of the first bad line, 0 if none */
     char what[256];               /* what is wrong, empty if nothing */
+    /* With opts->pubkey: */
+    uint64_t checkpoints;    /* signed checkpoints verified */
+    uint64_t signed_through; /* seq of the last verified checkpoint (0 if none) */
+    uint64_t tail;           /* records after it */
+    /* Internal state of the walk. */
+    uint64_t since_cp;    /* non-checkpoint records since the last checkpoint */
+    uint64_t cp_interval; /* the last checkpoint's interval */
+    int counts_known;     /* since_cp counts from a checkpoint or the genesis */
+    int anchor_found;     /* the anchored record was seen */
 };
 
 /*
@@ -47,13 +80,21 @@ struct audit_verify_result {
 KL_MUST_CHECK int audit_verify_files(FILE *report, struct audit_verify_result *res, const char *const *paths,
                                      size_t n_paths, const uint8_t *expect_head);
 
+/*
+ * audit_verify_files() with the checks of opts (may be NULL). An empty log (no records) is
+ * refused in every mode: it has no start record. With opts->pubkey the OK line goes on
+ *   "; K signed checkpoints, verified through seq C, T records after the last checkpoint".
+ */
+KL_MUST_CHECK int audit_verify_files_ex(FILE *report, struct audit_verify_result *res, const char *const *paths,
+                                        size_t n_paths, const struct audit_verify_opts *opts);
+
 /* audit_verify_files() on one file. */
 KL_MUST_CHECK int audit_verify_file(FILE *report, const char *path, const uint8_t *expect_head);
 
 /*
- * The `keyless-signer audit-verify [--expect-head HEX] FILE...` command: argv[0] is
- * "audit-verify". The report goes to stdout, usage errors to stderr. Returns the process
- * exit status: 0 good, 1 bad chain, 2 usage or I/O.
+ * The `keyless-signer audit-verify [--expect-head HEX] [--pubkey PEM] [--head HEX]
+ * [--last-seq N] FILE...` command: argv[0] is "audit-verify". The report goes to stdout, usage errors to stderr.
+ * Returns the process exit status: 0 good, 1 bad chain, 2 usage or I/O.
  */
 int audit_verify_main(int argc, char **argv);
 

@@ -8,6 +8,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/stat.h>
 
 #include "config.h"
@@ -114,6 +115,12 @@ static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}
 static const int log_level_values[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG};
 static const char *const log_formats[] = {"text", "json", NULL};
 static const int log_format_values[] = {LOG_FORMAT_TEXT, LOG_FORMAT_JSON};
+/* Audit checkpoints (issue 13): where they are anchored besides the log. */
+static const char *const audit_facilities[] = {"authpriv", "auth",   "daemon", "user",   "local0", "local1", "local2",
+                                               "local3",   "local4", "local5", "local6", "local7", "none",   NULL};
+static const int audit_facility_values[] = {LOG_AUTHPRIV, LOG_AUTH,   LOG_DAEMON, LOG_USER,   LOG_LOCAL0,
+                                            LOG_LOCAL1,   LOG_LOCAL2, LOG_LOCAL3, LOG_LOCAL4, LOG_LOCAL5,
+                                            LOG_LOCAL6,   LOG_LOCAL7, -1};
 
 static const struct kl_ini_key signer_keys[] = {
     {"socket", KL_INI_PATH, KL_INI_REQUIRED, KL_INI_FIELD(struct signer_config, socket_path),
@@ -130,6 +137,22 @@ static const struct kl_ini_key signer_keys[] = {
      .unit_ms = 1},
     {"audit_repair_torn", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, audit_repair_torn)},
     {"audit_rotate_bytes", KL_INI_CUSTOM, .set = set_rotate_bytes},
+    /* Audit checkpoints (issue 13). */
+    {"audit_key", KL_INI_STRING, KL_INI_FIELD(struct signer_config, audit_key)},
+    {"audit_checkpoint_records", KL_INI_UINT, KL_INI_FIELD(struct signer_config, audit_cp_records), .min = 1,
+     .max = 1000000},
+    {"audit_checkpoint_interval", KL_INI_DURATION, KL_INI_FIELD(struct signer_config, audit_cp_ms), .min = 10,
+     .max = 60000, .unit_ms = 1},
+    {"audit_heartbeat", KL_INI_DURATION, KL_INI_FIELD(struct signer_config, audit_heartbeat_ms), .min = 100,
+     .max = 3600000, .unit_ms = 1000},
+    {"audit_syslog_facility", KL_INI_ENUM, KL_INI_FIELD(struct signer_config, audit_syslog_facility),
+     .names = audit_facilities, .values = audit_facility_values},
+    {"audit_anchor_file", KL_INI_PATH, KL_INI_FIELD(struct signer_config, audit_anchor_file)},
+    {"audit_anchor_command", KL_INI_STRING, KL_INI_FIELD(struct signer_config, audit_anchor_command)},
+    {"audit_host", KL_INI_STRING, KL_INI_FIELD(struct signer_config, audit_host)},
+    {"audit_refusal_rate", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, audit_refusal_rate), .max = RATE_MAX,
+     .hint = "per second"},
+    {"audit_refusal_burst", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, audit_refusal_burst), .max = RATE_MAX},
     {"rate_per_peer", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, rate_per_peer), .max = RATE_MAX,
      .hint = "per second"},
     {"burst_per_peer", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, burst_per_peer), .max = RATE_MAX},
@@ -402,6 +425,12 @@ int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path)
     cfg->audit_sync = AUDIT_SYNC_GROUP;
     cfg->audit_group_ms = AUDIT_DEFAULT_GROUP_MS;
     cfg->tickets.accept_epochs = CFG_TICKETS_DEFAULT_ACCEPT;
+    cfg->audit_cp_records = AUDIT_DEFAULT_CP_RECORDS;
+    cfg->audit_cp_ms = AUDIT_DEFAULT_CP_MS;
+    cfg->audit_heartbeat_ms = AUDIT_DEFAULT_HEARTBEAT_MS;
+    cfg->audit_syslog_facility = LOG_AUTHPRIV;
+    cfg->audit_refusal_rate = 50;
+    cfg->audit_refusal_burst = 200;
     ret = kl_ini_load(&spec, cfg, path, err, sizeof(err));
     if (ret != 0) {
         fprintf(err_out, "keyless-signer: %s\n", err);
@@ -428,6 +457,10 @@ void cfg_free(struct signer_config *cfg)
     free(cfg->user_name);
     free(cfg->metrics_file);
     free(cfg->audit_log);
+    free(cfg->audit_key);
+    free(cfg->audit_anchor_file);
+    free(cfg->audit_anchor_command);
+    free(cfg->audit_host);
     free(cfg->module);
     free(cfg->module_name);
     free(cfg->softhsm2_conf);

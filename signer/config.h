@@ -73,6 +73,17 @@ struct signer_config {
     unsigned audit_group_ms;
     int audit_repair_torn;       /* audit_repair_torn = yes: AUDIT_OPEN_REPAIR_TORN */
     uint64_t audit_rotate_bytes; /* rotate when the file reaches this size; 0 = never */
+    /* audit checkpoints (issue 13; docs/AUDIT.md) */
+    char *audit_key;             /* pkcs11: URI of the audit-signing key; NULL: unsigned checkpoints */
+    unsigned audit_cp_records;   /* a checkpoint at least every this many records */
+    unsigned audit_cp_ms;        /* and this long after a record */
+    unsigned audit_heartbeat_ms; /* and this often when idle */
+    int audit_syslog_facility;   /* LOG_AUTHPRIV etc., -1 for none */
+    char *audit_anchor_file;     /* each checkpoint also appended here, or NULL */
+    char *audit_anchor_command;  /* and given to this command (sh -c, the line as $1), or NULL */
+    char *audit_host;            /* host id in checkpoints; NULL: the host name */
+    double audit_refusal_rate;   /* refusals, pings, listings audited per second and peer uid (0: all) */
+    double audit_refusal_burst;  /* and their burst; the rest are counted in one record per uid */
     double rate_per_peer, burst_per_peer;
     /* user/group: drop root to these once the token, socket and audit log are open */
     char *user_name;

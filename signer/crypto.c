@@ -5,14 +5,17 @@
  * public key and for SHA-384/512, as in the design's table of who provides what.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/param_build.h>
+#include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <sodium.h>
@@ -282,5 +285,65 @@ exit:
     BN_free(r);
     BN_free(s);
     ECDSA_SIG_free(es);
+    return ret;
+}
+
+int crypto_pubkey_from_pem_file(struct crypto_pubkey **pk_p, const char *path)
+{
+    FILE *f = NULL;
+    EVP_PKEY *pkey = NULL, *tmp;
+    int ret = 0;
+
+    KL_ENSURE(pk_p != NULL && path != NULL, KL_ERR_INVALID);
+    *pk_p = NULL;
+    KL_ENSURE((f = fopen(path, "r")) != NULL, KL_ERR_IO);
+    pkey = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    KL_ENSURE(pkey != NULL, KL_ERR_CRYPTO);
+    /* The audit key is ECDSA P-256: anything else is the wrong file. */
+    KL_ENSURE(EVP_PKEY_is_a(pkey, "EC"), KL_ERR_CRYPTO);
+    tmp = pkey;
+    pkey = NULL; /* pubkey_wrap() takes it, on failure too */
+    KL_TRY(pubkey_wrap(pk_p, tmp));
+exit:
+    EVP_PKEY_free(pkey);
+    if (f != NULL)
+        fclose(f);
+    ERR_clear_error();
+    return ret;
+}
+
+int crypto_pubkey_from_spki(struct crypto_pubkey **pk_p, const uint8_t *der, size_t der_len)
+{
+    EVP_PKEY *pkey = NULL, *tmp;
+    const unsigned char *p = der;
+    int ret = 0;
+
+    KL_ENSURE(pk_p != NULL && der != NULL && der_len > 0 && der_len <= LONG_MAX, KL_ERR_INVALID);
+    *pk_p = NULL;
+    pkey = d2i_PUBKEY(NULL, &p, (long)der_len);
+    KL_ENSURE(pkey != NULL && p == der + der_len, KL_ERR_CRYPTO);
+    tmp = pkey;
+    pkey = NULL; /* pubkey_wrap() takes it, on failure too */
+    KL_TRY(pubkey_wrap(pk_p, tmp));
+exit:
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return ret;
+}
+
+int crypto_ecdsa_sha256_verify(const struct crypto_pubkey *pk, const uint8_t *sig, size_t sig_len, const void *data,
+                               size_t data_len)
+{
+    EVP_MD_CTX *ctx = NULL;
+    int ret = 0;
+
+    KL_ENSURE(pk != NULL && sig != NULL && data != NULL, KL_ERR_INVALID);
+    KL_ENSURE(EVP_PKEY_is_a(pk->pkey, "EC"), KL_ERR_CRYPTO);
+    KL_ENSURE((ctx = EVP_MD_CTX_new()) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pk->pkey) == 1, KL_ERR_CRYPTO);
+    KL_ENSURE(EVP_DigestVerify(ctx, sig, sig_len, data, data_len) == 1, KL_ERR_CRYPTO);
+exit:
+    EVP_MD_CTX_free(ctx);
+    ERR_clear_error();
     return ret;
 }

@@ -7,7 +7,8 @@
  *   - SHA-256 of an audit line and a constant-time compare (libsodium);
  *   - the digest that ECDSA and RSA-PSS sign, the public key of a token key built from its
  *     PKCS#11 attributes (EC params + point, RSA modulus + exponent, Ed25519 point) and its
- *     SubjectPublicKeyInfo DER, RSA-PSS self-verification, raw r||s ECDSA to DER (libcrypto).
+ *     SubjectPublicKeyInfo DER, RSA-PSS self-verification, raw r||s ECDSA to DER (libcrypto);
+ *   - the audit verifier's public key (PEM) and its ECDSA check of checkpoint signatures.
  *
  * Ownership: a struct crypto_pubkey is owned by whoever made it and freed with
  * crypto_pubkey_free(); every other argument is borrowed for the call.
@@ -83,6 +84,23 @@ size_t crypto_pubkey_size(const struct crypto_pubkey *pk);
  */
 KL_MUST_CHECK int crypto_rsa_pss_verify(const struct crypto_pubkey *pk, enum tls_hash hash, const uint8_t *sig,
                                         size_t sig_len, const uint8_t *digest, size_t digest_len);
+
+/*
+ * The audit public key from a PEM SubjectPublicKeyInfo file ("BEGIN PUBLIC KEY"), which
+ * must be an EC key. KL_ERR_IO if the file cannot be opened, KL_ERR_CRYPTO if it holds no
+ * EC public key.
+ */
+KL_MUST_CHECK int crypto_pubkey_from_pem_file(struct crypto_pubkey **pk_p, const char *path);
+
+/* A public key from SubjectPublicKeyInfo DER (exactly der_len bytes). KL_ERR_CRYPTO if not one. */
+KL_MUST_CHECK int crypto_pubkey_from_spki(struct crypto_pubkey **pk_p, const uint8_t *der, size_t der_len);
+
+/*
+ * Verify a DER ECDSA signature over SHA-256(data) with the EC key pk (an audit checkpoint).
+ * 0 if it verifies, KL_ERR_CRYPTO if not (or pk is not an EC key).
+ */
+KL_MUST_CHECK int crypto_ecdsa_sha256_verify(const struct crypto_pubkey *pk, const uint8_t *sig, size_t sig_len,
+                                             const void *data, size_t data_len);
 
 /* NULL is a no-op. */
 void crypto_pubkey_free(struct crypto_pubkey *pk);

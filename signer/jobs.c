@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "jobs.h"
+#include "crypto.h"
 #include "kl_buf.h"
 #include "log.h"
 #include "metrics.h"
@@ -253,6 +254,18 @@ static int sign_job(struct jobs *jobs, unsigned session, struct job *j)
     rec.status = job_status_name(j->status);
     rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
     rec.latency_us = (kl_clock_ns() - j->t0_ns) / 1000;
+    /* Issue 13: which signature left, and with which key (a hash names both exactly). */
+    uint8_t sig_sha256[CRYPTO_SHA256_LEN], spki_sha256[CRYPTO_SHA256_LEN];
+    size_t spki_len = 0;
+    const uint8_t *spki = p11_key_spki(j->key, &spki_len);
+    if (spki != NULL && spki_len > 0) {
+        crypto_sha256(spki_sha256, spki, spki_len);
+        rec.spki_sha256 = spki_sha256;
+    }
+    if (j->status == KEYLESS__V1__STATUS__OK) {
+        crypto_sha256(sig_sha256, j->sig, j->sig_len);
+        rec.sig_sha256 = sig_sha256;
+    }
     /* A signature waits for its record (its waiter runs the sync); a failure does not, and
      * leaves its record to the flusher. */
     int waits = j->status == KEYLESS__V1__STATUS__OK && jobs->env.audit_sync != AUDIT_SYNC_NONE;

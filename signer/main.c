@@ -1,8 +1,8 @@
 /*
  * keyless-signer: the only process that can use the certificate keys.
  *
- *   keyless-signer --config FILE [--check-config]
- *   keyless-signer audit-verify [--expect-head HEX] FILE...
+ *   keyless-signer --config FILE [--check-config] [--new-audit-chain]
+ *   keyless-signer audit-verify [--expect-head HEX] [--pubkey PEM] [--head HEX] [--last-seq N] FILE...
  *
  * Start-up order matters: harden the process (no core dumps, not ptrace-able, umask)
  * before the PIN file is read or the token is touched; load the module only in the
@@ -23,6 +23,7 @@
 #include "audit.h"
 #include "audit_verify.h"
 #include "config.h"
+#include "crypto.h"
 #include "metrics.h"
 #include "p11_backend.h"
 #include "policy.h"
@@ -56,8 +57,9 @@ static void on_signal(int sig)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: keyless-signer --config FILE [--check-config]\n"
-                 "       keyless-signer audit-verify [--expect-head HEX] FILE...\n"
+    fprintf(out, "usage: keyless-signer --config FILE [--check-config] [--new-audit-chain]\n"
+                 "       keyless-signer audit-verify [--pubkey PEM] [--head HEX] [--last-seq N]\n"
+                 "                                   [--expect-head HEX] FILE...\n"
                  "       keyless-signer --help | --version\n"
                  "\n"
                  "Signs TLS 1.3 CertificateVerify content with keys held in a PKCS#11 token, for\n"
@@ -65,7 +67,10 @@ static void usage(FILE *out)
                  "  --config FILE     the INI configuration (also --config=FILE; examples/signer.conf)\n"
                  "  --check-config    validate it, open the token, find the keys, probe the\n"
                  "                    schemes, then exit 0 (or 1/2 with the reason)\n"
-                 "  audit-verify      check the hash chain of audit log files (oldest first)\n");
+                 "  --new-audit-chain start even though the audit log does not match its state\n"
+                 "                    file (missing, emptied, truncated or replaced): says so on the record\n"
+                 "  audit-verify      check the hash chain of audit log files (oldest first) and,\n"
+                 "                    with the audit public key, their signed checkpoints\n");
 }
 
 static int install_signals(void)
@@ -117,8 +122,9 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
         }
         setenv("SOFTHSM2_CONF", cfg->softhsm2_conf, 1);
     }
+    /* workers = 0: the I/O thread's one session; the audit key has one more of its own. */
     ret = p11_backend_new(be_p, &fail, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
-                          cfg->workers > 0 ? cfg->workers : 1); /* workers = 0: the I/O thread's one session */
+                          (cfg->workers > 0 ? cfg->workers : 1) + (cfg->audit_key != NULL ? 1 : 0));
     if (ret != 0) {
         /* Name the config key the failure is about: the PIN file, or the module/token. */
         const char *what = fail == P11_FAIL_PIN ? "pin_file" : cfg->module != NULL ? "module" : "module_name";
@@ -201,7 +207,84 @@ static void describe_mechanisms(char *out, size_t cap, const struct server_key *
     }
 }
 
-static int run(const char *config_path, int check_only)
+/* ---- the audit key (issue 13): signs checkpoints, never TLS ---- */
+
+struct audit_signer {
+    struct p11_backend *be;
+    struct p11_key *key;
+    unsigned session; /* a session of its own: the workers' are 0..workers-1 */
+};
+
+static int audit_sign_checkpoint(void *ctx, uint8_t *sig, size_t *sig_len_p, const uint8_t *statement, size_t len)
+{
+    struct audit_signer *a = ctx;
+    /* ECDSA P-256 over SHA-256 of the statement; DER out, as the verifier expects. */
+    return p11_sign(a->be, sig, sig_len_p, a->session, a->key, TLS_SIG_ECDSA_SECP256R1_SHA256, statement, len);
+}
+
+/* Find the audit key; refuse a [key] that is the same key (it must never sign TLS). */
+static int open_audit_key(struct audit_signer *a, struct p11_backend *be, const struct server_key *keys,
+                          const struct signer_config *cfg)
+{
+    char err[512] = "";
+    const uint8_t *spki;
+    size_t spki_len, len;
+    int ret;
+
+    a->be = be;
+    a->session = cfg->workers > 0 ? cfg->workers : 1;
+    if ((ret = p11_key_find(be, &a->key, err, sizeof(err), cfg->audit_key)) != 0 ||
+        (ret = p11_key_check_scheme(be, a->key, err, sizeof(err), TLS_SIG_ECDSA_SECP256R1_SHA256)) != 0) {
+        log_diag("%s: [signer] audit_key: %s", cfg->path, err[0] != '\0' ? err : kl_err_str(ret));
+        return 1;
+    }
+    spki = p11_key_spki(a->key, &spki_len);
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const uint8_t *k = p11_key_spki(keys[i].p11, &len);
+        if (len == spki_len && memcmp(k, spki, len) == 0) {
+            log_diag("%s:%u: [key %s] uri: this is the audit key (audit_key); it signs audit checkpoints only, never "
+                     "TLS",
+                     cfg->path, cfg->keys[i].line, cfg->keys[i].name);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* SHA-256 of the configuration file, for the start record. */
+static int config_digest(uint8_t out[CRYPTO_SHA256_LEN], const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    int ret = 0;
+
+    KL_ENSURE(f != NULL, KL_ERR_IO);
+    for (;;) {
+        if (n == cap) {
+            KL_ENSURE(cap < (64u << 20), KL_ERR_OVERFLOW);
+            char *nb = realloc(buf, cap == 0 ? 65536 : cap * 2);
+            KL_ENSURE(nb != NULL, KL_ERR_NO_MEMORY);
+            buf = nb;
+            cap = cap == 0 ? 65536 : cap * 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            KL_ENSURE(!ferror(f), KL_ERR_IO);
+            break;
+        }
+    }
+    crypto_sha256(out, buf, n);
+exit:
+    free(buf);
+    if (f != NULL) {
+        fclose(f);
+    }
+    return ret;
+}
+
+static int run(const char *config_path, int check_only, int new_chain)
 {
     struct signer_config *cfg = NULL;
     struct p11_backend *be = NULL;
@@ -209,6 +292,7 @@ static int run(const char *config_path, int check_only)
     struct server_key *keys = NULL;
     struct audit_log *audit = NULL;
     struct server *srv = NULL;
+    struct audit_signer asig = {0};
     int status = 1;
 
     if (privsep_harden() != 0 || install_signals() != 0) {
@@ -228,6 +312,9 @@ static int run(const char *config_path, int check_only)
         goto exit;
     }
     if (open_keys(&be, keys, cfg) != 0 || open_ticket_root(be, &ticket_root, cfg) != 0) {
+        goto exit;
+    }
+    if (cfg->audit_key != NULL && open_audit_key(&asig, be, keys, cfg) != 0) {
         goto exit;
     }
     if (cfg_mkdir_parents(cfg->audit_log, 0750) != 0) {
@@ -268,10 +355,30 @@ static int run(const char *config_path, int check_only)
                      why == AUDIT_OPEN_FAIL_TORN ? " (audit_repair_torn = yes)" : "");
             goto exit;
         }
+        struct audit_checkpoint_config cp = {
+            .host = cfg->audit_host,
+            .sign = cfg->audit_key != NULL ? audit_sign_checkpoint : NULL,
+            .sign_ctx = &asig,
+            .every_records = cfg->audit_cp_records,
+            .every_ms = cfg->audit_cp_ms,
+            .heartbeat_ms = cfg->audit_heartbeat_ms,
+            .syslog_facility = cfg->audit_syslog_facility,
+            .anchor_file = cfg->audit_anchor_file,
+            .anchor_command = cfg->audit_anchor_command,
+            .new_chain = new_chain,
+        };
+        uint8_t digest[CRYPTO_SHA256_LEN];
+        if (config_digest(digest, cfg->path) == 0) {
+            cp.config_sha256 = digest;
+        }
         if ((uint64_t)before > audit_size(audit)) {
             log_warnx("audit: %s: cut a torn last line (%llu bytes) off the log, kept in %s.torn.*; "
                       "the chain continues from the last complete line",
                       cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
+        }
+        if (audit_start(audit, &cp, NULL, err, sizeof(err)) != 0) {
+            log_diag("%s: [signer] audit_log: %s", cfg->path, err[0] != '\0' ? err : "cannot start the audit log");
+            goto exit;
         }
     }
     if (metrics_init(cfg) != 0) {
@@ -299,8 +406,11 @@ static int run(const char *config_path, int check_only)
     {
         char mechs[2048];
         describe_mechanisms(mechs, sizeof(mechs), keys, cfg);
-        log_info("listening on %s (%zu key(s), %u worker(s), audit %s; mechanisms: %s)", cfg->socket_path, cfg->n_keys,
-                 cfg->workers, cfg->audit_log, mechs);
+        log_info("listening on %s (%zu key(s), %u worker(s), audit %s, %s; mechanisms: %s)", cfg->socket_path,
+                 cfg->n_keys, cfg->workers, cfg->audit_log,
+                 cfg->audit_key != NULL ? "checkpoints signed by audit_key"
+                                        : "checkpoints UNSIGNED: set [signer] audit_key for audit-verify --pubkey",
+                 mechs);
     }
     (void)kl_sd_notify("READY=1");
     if (server_run(srv) == 0) {
@@ -332,6 +442,17 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "audit-verify") == 0) {
         return audit_verify_main(argc - 1, argv + 1);
     }
+    /* --new-audit-chain is the signer's own: take it out before the shared parser. */
+    int new_chain = 0, n = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--new-audit-chain") == 0) {
+            new_chain = 1;
+        } else {
+            argv[n++] = argv[i];
+        }
+    }
+    argv[n] = NULL;
+    argc = n;
     if (kl_cli_parse(&cli, argc, argv, 0, err, sizeof(err)) != 0) {
         log_diag("%s", err);
         usage(stderr);
@@ -345,5 +466,5 @@ int main(int argc, char **argv)
         puts(kl_cli_version("keyless-signer", err, sizeof(err)));
         return 0;
     }
-    return run(cli.config, cli.check_config);
+    return run(cli.config, cli.check_config, new_chain);
 }

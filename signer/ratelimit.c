@@ -207,3 +207,89 @@ void rl_table_free(struct rl_table *t)
     free(t->slots);
     free(t);
 }
+
+/* ---- the audit limiter: refusals, pings and listings before they are recorded ---- */
+
+struct rl_audit {
+    pthread_mutex_t lock;
+    struct rl_table *buckets;
+    struct rl_audit_count *pending; /* suppressed counts by uid, n of max */
+    size_t n, max;
+    uint64_t other; /* suppressed for uids that found no slot */
+};
+
+struct rl_audit *rl_audit_new(double rate, double burst, size_t max_peers)
+{
+    struct rl_audit *a;
+
+    if (max_peers == 0 || max_peers > (1u << 16) || (a = calloc(1, sizeof(*a))) == NULL)
+        return NULL;
+    a->max = max_peers;
+    a->buckets = rl_table_new(rate, burst, max_peers);
+    a->pending = calloc(max_peers, sizeof(*a->pending));
+    if (a->buckets == NULL || a->pending == NULL) {
+        rl_audit_free(a);
+        return NULL;
+    }
+    pthread_mutex_init(&a->lock, NULL);
+    return a;
+}
+
+int rl_audit_admit(struct rl_audit *a, uint32_t uid, uint64_t now_ns)
+{
+    size_t i;
+
+    if (rl_table_take(a->buckets, uid, now_ns))
+        return 1;
+    pthread_mutex_lock(&a->lock);
+    for (i = 0; i < a->n && a->pending[i].uid != uid; i++)
+        ;
+    if (i < a->n) {
+        a->pending[i].count++;
+    } else if (a->n < a->max) {
+        a->pending[a->n].uid = uid;
+        a->pending[a->n].count = 1;
+        a->n++;
+    } else {
+        a->other++; /* still counted, under RL_AUDIT_OTHER_UID */
+    }
+    pthread_mutex_unlock(&a->lock);
+    return 0;
+}
+
+size_t rl_audit_take(struct rl_audit *a, struct rl_audit_count *out, size_t cap)
+{
+    size_t k = 0;
+
+    pthread_mutex_lock(&a->lock);
+    while (a->n > 0 && k < cap) {
+        out[k++] = a->pending[--a->n];
+    }
+    if (a->n == 0 && a->other > 0 && k < cap) {
+        out[k].uid = RL_AUDIT_OTHER_UID;
+        out[k++].count = a->other;
+        a->other = 0;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return k;
+}
+
+int rl_audit_pending(struct rl_audit *a)
+{
+    int p;
+    pthread_mutex_lock(&a->lock);
+    p = a->n > 0 || a->other > 0;
+    pthread_mutex_unlock(&a->lock);
+    return p;
+}
+
+void rl_audit_free(struct rl_audit *a)
+{
+    if (a == NULL)
+        return;
+    if (a->pending != NULL && a->buckets != NULL)
+        pthread_mutex_destroy(&a->lock);
+    rl_table_free(a->buckets);
+    free(a->pending);
+    free(a);
+}

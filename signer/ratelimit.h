@@ -66,4 +66,37 @@ size_t rl_table_count(struct rl_table *t);
 /* Free the table; NULL is a no-op. */
 void rl_table_free(struct rl_table *t);
 
+/*
+ * The audit limiter (issue 13): refusals, pings and key listings are rate-limited per peer
+ * uid *before* they are audited, so that no peer can fill the disk with records. A record
+ * over the limit is not written; it is counted per uid instead, and the caller writes one
+ * aggregate record per uid with the count (rl_audit_take). Up to max_peers uids are
+ * counted one by one; the rest are counted together under RL_AUDIT_OTHER_UID, so that
+ * nothing goes uncounted. Thread-safe.
+ */
+struct rl_audit;
+
+#define RL_AUDIT_OTHER_UID UINT32_MAX
+
+struct rl_audit_count {
+    uint32_t uid;
+    uint64_t count;
+};
+
+/* A new limiter (rate per second and burst per uid); NULL if out of memory or max_peers
+ * is 0 or above 65536. A rate <= 0 admits everything. */
+struct rl_audit *rl_audit_new(double rate, double burst, size_t max_peers);
+
+/* 1: write this record; 0: over the limit, counted for uid (write nothing now). */
+KL_MUST_CHECK int rl_audit_admit(struct rl_audit *a, uint32_t uid, uint64_t now_ns);
+
+/* Move up to cap suppressed counts into out (and forget them); returns how many. */
+size_t rl_audit_take(struct rl_audit *a, struct rl_audit_count *out, size_t cap);
+
+/* 1 if counts are waiting for rl_audit_take(). */
+int rl_audit_pending(struct rl_audit *a);
+
+/* Free the limiter; NULL is a no-op. */
+void rl_audit_free(struct rl_audit *a);
+
 #endif

@@ -100,6 +100,9 @@ struct server {
     const struct p11_secret *ticket_root; /* NULL: TicketKeys is refused */
     struct rl_bucket ticket_rl;           /* [tickets] rate/burst, over all peers */
     int ticket_rl_ready;
+    /* Issue 13: refusals, pings, listings rate-limited before the audit; the rest counted. */
+    struct rl_audit *audit_rl;
+    uint64_t audit_rl_flush_ns;
 };
 
 static void signal_fd(int fd)
@@ -135,10 +138,47 @@ static void audit_fill(struct audit_record *rec, const struct conn *c, const cha
     rec->latency_us = t0_ns != 0 ? (kl_clock_ns() - t0_ns) / 1000 : 0;
 }
 
+/* ---- issue 13: the audit rate limit (ratelimit.h, rl_audit) ---- */
+
+/* One op "suppressed" record per peer uid with the number of records not written. */
+static void flush_suppressed(struct server *srv)
+{
+    struct rl_audit_count cnt[16];
+    size_t n;
+
+    if (srv->audit_rl == NULL) {
+        return;
+    }
+    while ((n = rl_audit_take(srv->audit_rl, cnt, 16)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            struct audit_record rec = {
+                .uid = cnt[i].uid,
+                .op = "suppressed",
+                .reason = "refusals, pings or key listings over the audit rate limit: counted here, not one by one",
+                .suppressed = cnt[i].count};
+            if (audit_append(srv->audit, &rec, NULL) != 0) {
+                log_errx("audit: %llu suppressed record(s) of uid %u could not be counted in the log",
+                         (unsigned long long)cnt[i].count, (unsigned)cnt[i].uid);
+            }
+        }
+    }
+}
+
 /* Append a refusal (or a non-signing answer) from the I/O thread: written before the
- * response is queued; durability follows with the next group commit. */
+ * response is queued; durability follows with the next group commit. Over the audit rate
+ * limit the record is only counted (0); the counts go out at most once a second. */
 static int audit_now(struct server *srv, const struct audit_record *rec)
 {
+    if (srv->audit_rl != NULL) {
+        uint64_t now = kl_clock_ns();
+        if (!rl_audit_admit(srv->audit_rl, (uint32_t)rec->uid, now)) {
+            return 0;
+        }
+        if (now - srv->audit_rl_flush_ns >= 1000000000ULL && rl_audit_pending(srv->audit_rl)) {
+            srv->audit_rl_flush_ns = now;
+            flush_suppressed(srv);
+        }
+    }
     int ret = audit_append(srv->audit, rec, NULL);
     if (ret != 0) {
         log_errx("audit: append failed: %s", kl_err_str(ret));
@@ -1139,6 +1179,10 @@ int server_new(struct server **srv_p, const struct signer_config *cfg, struct p1
         srv->peer_rl = rl_table_new(cfg->rate_per_peer, cfg->burst_per_peer, PEER_TABLE_MAX);
         KL_ENSURE(srv->peer_rl != NULL, KL_ERR_NO_MEMORY);
     }
+    if (cfg->audit_refusal_rate > 0) {
+        srv->audit_rl = rl_audit_new(cfg->audit_refusal_rate, cfg->audit_refusal_burst, PEER_TABLE_MAX);
+        KL_ENSURE(srv->audit_rl != NULL, KL_ERR_NO_MEMORY);
+    }
     KL_TRY(sockdir_listen(&srv->listen_fd, cfg));
     srv->socket_path = strdup(cfg->socket_path);
     KL_ENSURE(srv->socket_path != NULL, KL_ERR_NO_MEMORY);
@@ -1213,5 +1257,7 @@ void server_free(struct server *srv)
         rl_bucket_dispose(&srv->ticket_rl);
     }
     rl_table_free(srv->peer_rl);
+    flush_suppressed(srv); /* counts still waiting: before the audit log closes */
+    rl_audit_free(srv->audit_rl);
     free(srv);
 }

@@ -48,7 +48,17 @@ check "token 'keyless' is present and its user PIN is initialised" \
 # Keys: one private + one public object per key, same label and id, and the
 # private key's attributes.
 p11tool_login "$D/user.pin" --list-all --only-urls "pkcs11:token=keyless" >"$T/all" 2>/dev/null || true
-check "the token holds exactly 9 objects" test "$(grep -c '^pkcs11:' "$T/all")" -eq 9
+check "the token holds exactly 9 objects besides the audit key" test "$(grep -v 'object=audit-signing;' "$T/all" | grep -c '^pkcs11:')" -eq 9
+# Issue 13: the audit key, a pair of its own, private, sensitive, not extractable, no certificate.
+check "audit-signing: one private and one public object with CKA_ID 0x13" \
+  test "$(grep -cE '^pkcs11:.*;id=%13;object=audit-signing;type=(private|public)$' "$T/all")" -eq 2
+p11tool_login "$D/user.pin" --list-all-privkeys "pkcs11:token=keyless;object=audit-signing;type=private" >"$T/apk" 2>&1 || true
+aflags=$(grep 'Flags:' "$T/apk" || true)
+check "audit-signing: private, sensitive, not extractable" \
+  bash -c "grep -q 'CKA_PRIVATE;' <<<'$aflags' && grep -q 'CKA_SENSITIVE;' <<<'$aflags' && ! grep -q 'CKA_EXTRACTABLE;' <<<'$aflags'"
+check "audit-signing: its P-256 public key is exported to pki/audit-signing.pub.pem" \
+  bash -c "openssl pkey -pubin -in '$D/pki/audit-signing.pub.pem' -noout -text | grep -q 'ASN1 OID: prime256v1'"
+check "audit-signing: no certificate" test ! -e "$D/pki/audit-signing.crt.pem"
 id=0
 for k in $KEYS; do
   id=$((id + 1))

@@ -56,7 +56,8 @@ check "env names the token label" grep -qxF "export KL_TOKEN_LABEL=$(printf '%q'
 check "env names the given PIN file" grep -qxF "export KL_PIN_FILE=$T/user.pin" "$D/env"
 check "env does not set SOFTHSM2_CONF" bash -c "! grep -q SOFTHSM2_CONF '$D/env'"
 objects >"$T/o1"
-check "the token holds the foreign key plus 4 pairs" test "$(wc -l <"$T/o1")" -eq 10
+check "the token holds the foreign key plus 4 pairs" test "$(grep -vc '^audit-signing ' "$T/o1")" -eq 10
+check "and the audit key pair (issue 13)" test "$(grep -c '^audit-signing %13 ' "$T/o1")" -eq 2
 check "the foreign key is still there" grep -qx 'other-key %99 private' "$T/o1"
 for k in $KEYS; do spki "$k"; done >"$T/s1"
 sha256sum "$D"/pki/*.pem >"$T/c1"

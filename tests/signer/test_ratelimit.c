@@ -156,8 +156,68 @@ static void test_threads(void)
     rl_table_free(t);
 }
 
+/* Issue 13: the audit limiter counts what it does not let through, per uid. */
+static void test_audit_limiter(void)
+{
+    struct rl_audit *a = rl_audit_new(10, 5, 2);
+    struct rl_audit_count out[8];
+    uint64_t t0 = 7 * SEC;
+    int n = 0;
+
+    ok(a != NULL, "audit limiter: new");
+    ok(rl_audit_new(10, 5, 0) == NULL, "audit limiter: max_peers 0 refused");
+    ok(rl_audit_new(10, 5, 1u << 20) == NULL, "audit limiter: max_peers over 65536 refused");
+    is_int(rl_audit_pending(a), 0, "nothing pending at first");
+    is_int((int)rl_audit_take(a, out, 8), 0, "nothing to take at first");
+    for (int i = 0; i < 1000; i++)
+        n += rl_audit_admit(a, 100, t0);
+    is_int(n, 5, "uid 100: the burst is written, the rest counted");
+    is_int(rl_audit_pending(a), 1, "counts pending");
+    for (int i = 0; i < 7; i++)
+        n += rl_audit_admit(a, 200, t0);
+    is_int(n, 10, "uid 200 has a bucket of its own");
+    /* A third uid: the table of two is full of buckets in debt, so it is limited outright
+     * (fail closed), and it finds no count slot of its own: counted under RL_AUDIT_OTHER_UID. */
+    for (int i = 0; i < 8; i++)
+        n += rl_audit_admit(a, 300, t0);
+    size_t k = rl_audit_take(a, out, 8);
+    is_int((int)k, 3, "three counts taken");
+    uint64_t c100 = 0, c200 = 0, other = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (out[i].uid == 100)
+            c100 = out[i].count;
+        else if (out[i].uid == 200)
+            c200 = out[i].count;
+        else if (out[i].uid == RL_AUDIT_OTHER_UID)
+            other = out[i].count;
+    }
+    is_int((long long)c100, 995, "uid 100: 995 counted");
+    is_int((long long)c200, 2, "uid 200: 2 counted");
+    is_int((long long)other, 8, "the uid without a slot: all 8 counted together (none lost)");
+    is_int(rl_audit_pending(a), 0, "taken: nothing pending");
+    is_int(rl_audit_admit(a, 100, t0 + SEC), 1, "a second later uid 100 is written again");
+    /* take() with a small buffer leaves the rest pending. */
+    for (int i = 0; i < 100; i++)
+        n += rl_audit_admit(a, 100, t0 + SEC);
+    for (int i = 0; i < 100; i++)
+        n += rl_audit_admit(a, 200, t0 + SEC);
+    is_int((int)rl_audit_take(a, out, 1), 1, "one count per take of one");
+    is_int(rl_audit_pending(a), 1, "the other still pending");
+    is_int((int)rl_audit_take(a, out, 8), 1, "then the other");
+    rl_audit_free(a);
+    rl_audit_free(NULL);
+
+    a = rl_audit_new(0, 1, 4);
+    n = 0;
+    for (int i = 0; i < 1000; i++)
+        n += rl_audit_admit(a, 1, t0);
+    is_int(n, 1000, "rate 0: every record written");
+    rl_audit_free(a);
+}
+
 int main(void)
 {
+    test_audit_limiter();
     test_bucket();
     test_table();
     test_threads();
