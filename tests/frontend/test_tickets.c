@@ -276,6 +276,7 @@ static void test_seqlock(void)
     struct tls_ticket_key set[TLS_TICKET_KEYS_MAX];
     for (size_t i = 0; i < TLS_TICKET_KEYS_MAX; i++) {
         set[i] = key(0, 1);
+        memset(set[i].secret, 1, sizeof(set[i].secret));
         set[i].key_id[7] = (uint8_t)i;
     }
     if (!ok(tickets_install(tk, set, TLS_TICKET_KEYS_MAX, 0) == 0, "first set")) {
