@@ -107,6 +107,18 @@ int crypto_hash_ctx_peek(const struct crypto_hash_ctx *h, uint8_t *out)
     return 0;
 }
 
+int crypto_hash_ctx_peek_extra(const struct crypto_hash_ctx *h, uint8_t *out, const uint8_t *extra, size_t extra_len)
+{
+    unsigned int len;
+    if (h->md == NULL)
+        return KL_ERR_INVALID;
+    /* As peek, with extra absorbed by the copy only (a PSK binder over a truncated ClientHello). */
+    if (EVP_MD_CTX_copy_ex(h->scratch, h->md) != 1 || EVP_DigestUpdate(h->scratch, extra, extra_len) != 1 ||
+        EVP_DigestFinal_ex(h->scratch, out, &len) != 1 || len != crypto_hash_len(h->alg))
+        return KL_ERR_CRYPTO;
+    return 0;
+}
+
 int crypto_hash_ctx_reset(struct crypto_hash_ctx *h)
 {
     if (h->md == NULL)

@@ -63,6 +63,9 @@ KL_MUST_CHECK int crypto_hash_ctx_init(struct crypto_hash_ctx *h, enum crypto_ha
 KL_MUST_CHECK int crypto_hash_ctx_update(struct crypto_hash_ctx *h, const uint8_t *in, size_t in_len);
 /* out gets crypto_hash_len(h->alg) bytes; h keeps running. */
 KL_MUST_CHECK int crypto_hash_ctx_peek(const struct crypto_hash_ctx *h, uint8_t *out);
+/* The hash of everything so far followed by extra, without adding extra to h (h keeps running). */
+KL_MUST_CHECK int crypto_hash_ctx_peek_extra(const struct crypto_hash_ctx *h, uint8_t *out, const uint8_t *extra,
+                                             size_t extra_len);
 /* Start over (empty input), keeping the algorithm. */
 KL_MUST_CHECK int crypto_hash_ctx_reset(struct crypto_hash_ctx *h);
 /* Free; NULL-safe, idempotent. */

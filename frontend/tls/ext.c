@@ -133,9 +133,10 @@ static int decode_pre_shared_key(struct ext_client_hello *e, struct wire_reader 
     struct wire_reader ids, binders;
     size_t n_ids = 0, n_binders = 0;
     int ret;
-    /* We do not resume yet, so the PSK is ignored; its structure is still checked (RFC 8446 4.2.11). */
-    if ((ret = wire_read_vec(body, &ids, 2)) != 0)
+    /* OfferedPsks: PskIdentity identities<7..2^16-1>; PskBinderEntry binders<33..2^16-1>; (RFC 8446 4.2.11) */
+    if ((ret = wire_read_vec_span(body, &e->psk_identities, 2, 7, 0xffff)) != 0)
         return ret;
+    wire_reader_init(&ids, e->psk_identities.base, e->psk_identities.len);
     while (wire_remaining(&ids) != 0) {
         struct kl_span id;
         uint32_t age;
@@ -143,8 +144,9 @@ static int decode_pre_shared_key(struct ext_client_hello *e, struct wire_reader 
             return ret;
         n_ids++;
     }
-    if ((ret = wire_read_vec(body, &binders, 2)) != 0)
+    if ((ret = wire_read_vec_span(body, &e->psk_binders, 2, 33, 0xffff)) != 0)
         return ret;
+    wire_reader_init(&binders, e->psk_binders.base, e->psk_binders.len);
     while (wire_remaining(&binders) != 0) {
         struct kl_span binder;
         if ((ret = wire_read_vec_span(&binders, &binder, 1, 32, 255)) != 0)
@@ -156,7 +158,16 @@ static int decode_pre_shared_key(struct ext_client_hello *e, struct wire_reader 
     /* "The number of binders MUST match the number of identities": illegal_parameter otherwise. */
     if (n_ids != n_binders)
         return KL_ERR_ILLEGAL_PARAMETER;
+    e->n_psk = n_ids;
     return 0;
+}
+
+int ext_psk_next(struct wire_reader *ids, struct wire_reader *binders, struct ext_psk *psk)
+{
+    if (wire_remaining(ids) == 0 || wire_read_vec_span(ids, &psk->identity, 2, 1, 0xffff) != 0 ||
+        wire_read_u32(ids, &psk->obfuscated_age) != 0 || wire_read_vec_span(binders, &psk->binder, 1, 32, 255) != 0)
+        return 0;
+    return 1;
 }
 
 static int decode_early_data(struct ext_client_hello *e, struct wire_reader *body)
@@ -414,6 +425,24 @@ int ext_record_size_limit_encode(struct kl_buf *b, uint16_t limit)
     size_t m;
     int ret;
     if ((ret = ext_open(b, &m, EXT_RECORD_SIZE_LIMIT)) != 0 || (ret = wire_put_u16(b, limit)) != 0)
+        return ret;
+    return wire_block_close(b, m, 2);
+}
+
+int ext_pre_shared_key_sh_encode(struct kl_buf *b, uint16_t selected)
+{
+    size_t m;
+    int ret;
+    if ((ret = ext_open(b, &m, EXT_PRE_SHARED_KEY)) != 0 || (ret = wire_put_u16(b, selected)) != 0)
+        return ret;
+    return wire_block_close(b, m, 2);
+}
+
+int ext_early_data_encode(struct kl_buf *b, int with_max, uint32_t max_early_data)
+{
+    size_t m;
+    int ret;
+    if ((ret = ext_open(b, &m, EXT_EARLY_DATA)) != 0 || (with_max && (ret = wire_put_u32(b, max_early_data)) != 0))
         return ret;
     return wire_block_close(b, m, 2);
 }

@@ -78,7 +78,16 @@ struct ext_client_hello {
     size_t n_shares;
     struct ext_key_share first_share;
     uint16_t record_size_limit; /* 0 when absent */
-    uint16_t last_type;         /* type of the last extension (pre_shared_key must be last) */
+    /*
+     * pre_shared_key (4.2.11): the identities and binders vectors' contents (walk them with
+     * ext_psk_next()) and their common count. The binders vector, with its u16 length, is the
+     * tail of the ClientHello, so the truncated ClientHello the binders cover is the message
+     * without its last 2 + psk_binders.len bytes.
+     */
+    struct kl_span psk_identities;
+    struct kl_span psk_binders;
+    size_t n_psk;
+    uint16_t last_type; /* type of the last extension (pre_shared_key must be last) */
 };
 
 /* Bit for a known extension in ext_client_hello.present. */
@@ -122,6 +131,19 @@ KL_MUST_CHECK int ext_client_hello_decode(struct ext_client_hello *out, struct w
  */
 int ext_key_share_next(struct wire_reader *r, struct ext_key_share *ks);
 
+/* One offered PSK: its identity, obfuscated_ticket_age and binder. */
+struct ext_psk {
+    struct kl_span identity; /* 1..2^16-1 bytes */
+    uint32_t obfuscated_age;
+    struct kl_span binder; /* 32..255 bytes */
+};
+/*
+ * Walk the PSKs of a decoded ClientHello: start with ids over e->psk_identities and binders over
+ * e->psk_binders (wire_reader_init); each call fills *psk and returns 1, or returns 0 at the end.
+ * The vectors were validated by ext_client_hello_decode().
+ */
+int ext_psk_next(struct wire_reader *ids, struct wire_reader *binders, struct ext_psk *psk);
+
 /* True if the u16 list span contains v. */
 int ext_u16_list_has(struct kl_span list, uint16_t v);
 
@@ -140,5 +162,9 @@ KL_MUST_CHECK int ext_server_name_ack_encode(struct kl_buf *b);
 KL_MUST_CHECK int ext_alpn_encode(struct kl_buf *b, const char *proto);
 KL_MUST_CHECK int ext_record_size_limit_encode(struct kl_buf *b, uint16_t limit);
 KL_MUST_CHECK int ext_supported_groups_encode(struct kl_buf *b, const uint16_t *groups, size_t n);
+/* ServerHello pre_shared_key: the selected identity's index (4.2.11). */
+KL_MUST_CHECK int ext_pre_shared_key_sh_encode(struct kl_buf *b, uint16_t selected);
+/* early_data: empty in EncryptedExtensions (with_max 0), max_early_data_size in NewSessionTicket. */
+KL_MUST_CHECK int ext_early_data_encode(struct kl_buf *b, int with_max, uint32_t max_early_data);
 
 #endif

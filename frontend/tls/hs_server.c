@@ -15,6 +15,12 @@
  * (HS_EXPECT_CLIENT_CERTIFICATE) and, if it was not empty, its CertificateVerify
  * (HS_EXPECT_CLIENT_CERTIFICATE_VERIFY) come before its Finished. The chain and the
  * signature are checked here through crypto.c; the signer never sees them.
+ * Resumption (tls_config.tickets): after the client Finished, NewSessionTickets sealed by
+ * ticket.c. A ClientHello whose pre_shared_key names a ticket that opens, fits and whose
+ * binder verifies resumes: ServerHello with pre_shared_key, then EncryptedExtensions and
+ * Finished at once (no Certificate, no signature, never KL_ERR_ASYNC). With 0-RTT accepted the
+ * client's early data (HS_EXPECT_END_OF_EARLY_DATA, under its early traffic key) goes to app
+ * until EndOfEarlyData, then its Finished under the handshake key.
  *
  * Memory: handshake-only state (transcript, key schedule, ephemeral key, the held flight)
  * lives in a separate heap block freed (wiped) once the client Finished is verified; an
@@ -29,6 +35,7 @@
 #include "key_schedule.h"
 #include "msg.h"
 #include "record.h"
+#include "ticket.h"
 #include "tls.h"
 #include "wire.h"
 
@@ -43,6 +50,8 @@ enum hs_state {
     /* Client authentication (4.3.2, 4.4.2): after our Finished, before the client's. */
     HS_EXPECT_CLIENT_CERTIFICATE,
     HS_EXPECT_CLIENT_CERTIFICATE_VERIFY,
+    /* 0-RTT accepted (4.2.10): early application data, then EndOfEarlyData, under the client early keys. */
+    HS_EXPECT_END_OF_EARLY_DATA,
 };
 
 /* RFC 8446 4.2.10: when we refuse 0-RTT we skip the client's early data up to this many bytes. */
@@ -50,6 +59,12 @@ enum hs_state {
 #define HS_COOKIE_VERSION 1
 #define HS_COOKIE_MAC_LEN 32
 #define HS_COOKIE_MAX (1 + 2 + 2 + CRYPTO_MAX_HASH + HS_COOKIE_MAC_LEN)
+/* 4.2.11.1 / 8.3: how far the client's idea of a ticket's age may be from ours. */
+#define HS_TICKET_AGE_WINDOW_MS 10000
+#define HS_TICKET_LIFETIME_DEFAULT 7200
+/* PskKeyExchangeMode (4.2.9). */
+#define HS_PSK_KE 0
+#define HS_PSK_DHE_KE 1
 
 static const uint16_t hs_default_suites[] = {TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384,
                                              TLS_CHACHA20_POLY1305_SHA256};
@@ -80,6 +95,13 @@ struct hs_hand {
     int cert_requested;         /* we sent CertificateRequest */
     uint8_t *peer_leaf;         /* the client's leaf certificate (DER), until its CertificateVerify is checked */
     size_t peer_leaf_len;
+    /* PSK resumption (4.2.11): the ticket chosen in this ClientHello, its index and whether (EC)DHE goes with it. */
+    int psk_ok;
+    int psk_dhe;
+    uint16_t psk_index;
+    const struct tls_cert *psk_cert;     /* the certificate the ticket's full handshake presented */
+    uint8_t psk_binder[CRYPTO_MAX_HASH]; /* its binder: the anti-replay key for 0-RTT (8) */
+    struct ticket_state tk;
 };
 
 struct tls_conn {
@@ -105,7 +127,11 @@ struct tls_conn {
     int key_update_owed; /* the peer asked for a KeyUpdate we have not sent yet (4.6.3) */
     uint8_t exporter[CRYPTO_MAX_HASH];
     char server_name[256];
-    struct tls_peer_cert peer; /* the client's verified identity (mTLS) */
+    struct tls_peer_cert peer; /* the client's verified identity (mTLS), or the one the resumed ticket carried */
+    int resumed;               /* the handshake resumed a ticket: no certificate, no signature */
+    int early_accepted, early_done;
+    uint64_t early_len; /* early application data bytes received so far */
+    uint32_t early_max; /* the most we take (the ticket's max_early_data) */
 };
 
 /* ---- small helpers ---- */
@@ -132,9 +158,9 @@ static size_t hs_max_message(const struct tls_conn *c)
 }
 
 /*
- * The largest body we take for a handshake message of this type in the current state, checked
- * when its 4-byte header arrives (before anything is buffered); 0: the type is never accepted
- * here (unexpected_message). RFC 8446 has no alert for "longer than the message can be": a body
+ * The largest body we take for a handshake message of this type in the current state (*cap_p),
+ * checked when its 4-byte header arrives (before anything is buffered); returns 0 when the type
+ * is never accepted here (unexpected_message). RFC 8446 has no alert for "longer than the message can be": a body
  * over its cap is a decode_error, like a body that does not parse.
  *
  * Memory a hostile client can make one connection cost through hs_in (hs_in_max()): one message
@@ -143,26 +169,36 @@ static size_t hs_max_message(const struct tls_conn *c)
  * (max_handshake_message, when configured, lowers it), and after the handshake one KeyUpdate
  * (5 bytes) plus one record. The same bound is in docs/TLS-ENGINE.md.
  */
-static size_t hs_msg_cap(const struct tls_conn *c, uint8_t type)
+static int hs_msg_cap(const struct tls_conn *c, uint8_t type, size_t *cap_p)
 {
     size_t cfg_max = c->cfg->max_handshake_message;
     switch (type) {
     case MSG_CLIENT_HELLO:
         if (c->state != HS_EXPECT_CLIENT_HELLO && c->state != HS_EXPECT_CLIENT_HELLO_2)
             return 0;
-        return cfg_max != 0 && cfg_max < MSG_CLIENT_HELLO_MAX ? cfg_max : MSG_CLIENT_HELLO_MAX;
+        *cap_p = cfg_max != 0 && cfg_max < MSG_CLIENT_HELLO_MAX ? cfg_max : MSG_CLIENT_HELLO_MAX;
+        return 1;
     case MSG_FINISHED:
         /* 4.4.4: verify_data is exactly Hash.length bytes. */
-        return c->hs != NULL ? c->hs->hash_len : 0;
+        if (c->hs == NULL)
+            return 0;
+        *cap_p = c->hs->hash_len;
+        return 1;
+    case MSG_END_OF_EARLY_DATA:
+        /* 4.5: an empty message, only after we accepted 0-RTT. */
+        *cap_p = 0;
+        return c->state == HS_EXPECT_END_OF_EARLY_DATA;
     case MSG_KEY_UPDATE:
-        return c->state == HS_ESTABLISHED ? MSG_KEY_UPDATE_LEN : 0;
+        *cap_p = MSG_KEY_UPDATE_LEN;
+        return c->state == HS_ESTABLISHED;
     case MSG_CERTIFICATE:
-        return hs_max_message(c);
+        *cap_p = hs_max_message(c);
+        return 1;
     case MSG_CERTIFICATE_VERIFY:
-        return hs_max_message(c) < MSG_CERTIFICATE_VERIFY_MAX ? hs_max_message(c) : MSG_CERTIFICATE_VERIFY_MAX;
+        *cap_p = hs_max_message(c) < MSG_CERTIFICATE_VERIFY_MAX ? hs_max_message(c) : MSG_CERTIFICATE_VERIFY_MAX;
+        return 1;
     default:
-        /* What only a server sends (ServerHello, EncryptedExtensions, ...), EndOfEarlyData (we never
-         * accept 0-RTT) and unknown types. */
+        /* What only a server sends (ServerHello, EncryptedExtensions, ...) and unknown types. */
         return 0;
     }
 }
@@ -659,6 +695,10 @@ static int hs_encrypted_extensions(struct tls_conn *c, struct kl_buf *flight, in
          * with ours (we take any record TLS 1.3 allows, 2^14 + 1). */
         KL_TRY(ext_record_size_limit_encode(&e, REC_MAX_PLAINTEXT + 1));
     }
+    /* 4.2.10: "the server MUST include an "early_data" extension in its EncryptedExtensions" when it
+     * accepts early data; absent, the client knows its 0-RTT was skipped. */
+    if (c->early_accepted)
+        KL_TRY(ext_early_data_encode(&e, 0, 0));
     KL_TRY(msg_encrypted_extensions_encode(flight, kl_span_of(e.base, e.len)));
 exit:
     kl_buf_dispose(&e);
@@ -708,6 +748,275 @@ exit:
     return ret;
 }
 
+static int hs_finish_flight(struct tls_conn *c, struct kl_buf *out, const uint8_t *sig, size_t sig_len);
+
+/* ---- PSK resumption (RFC 8446 4.2.9-11, 4.6.1) and 0-RTT (4.2.10, 8) ---- */
+
+static uint64_t hs_now_ms(const struct tls_conn *c)
+{
+    const struct tls_test_hooks *t = c->cfg->test;
+    return t != NULL && t->now_ms != 0 ? t->now_ms : ticket_now_ms();
+}
+
+static int hs_psk_mode_offered(const struct msg_client_hello *ch, uint8_t mode)
+{
+    struct wire_reader r;
+    uint8_t m;
+    wire_reader_init(&r, ch->ext.psk_modes.base, ch->ext.psk_modes.len);
+    while (wire_read_u8(&r, &m) == 0) {
+        if (m == mode)
+            return 1;
+    }
+    return 0;
+}
+
+/* The configured certificate whose leaf has this SHA-256, or NULL (the configuration changed since). */
+static const struct tls_cert *hs_cert_by_hash(const struct tls_conn *c, const uint8_t sha256[32])
+{
+    uint8_t h[32];
+    for (size_t i = 0; c->cfg->certs != NULL && i < c->cfg->n_certs; i++) {
+        const struct tls_cert *cert = &c->cfg->certs[i];
+        if (cert->n_chain == 0 || cert->chain[0] == NULL ||
+            crypto_digest(CRYPTO_HASH_SHA256, h, cert->chain[0], cert->chain_len[0]) != 0)
+            continue;
+        if (crypto_equal(h, sha256, 32))
+            return cert;
+    }
+    return NULL;
+}
+
+static int hs_leaf_sha256(const struct tls_cert *cert, uint8_t out[32])
+{
+    if (cert == NULL || cert->n_chain == 0 || cert->chain[0] == NULL)
+        return KL_ERR_INVALID;
+    return crypto_digest(CRYPTO_HASH_SHA256, out, cert->chain[0], cert->chain_len[0]);
+}
+
+/* The test hook's injected PSK, as a ticket of this connection (tls_test_hooks.psk_identity). */
+static int hs_test_ticket(const struct tls_conn *c, struct ticket_state *st, uint64_t now)
+{
+    const struct tls_test_hooks *t = c->cfg->test;
+    memset(st, 0, sizeof(*st));
+    if (t->psk_len != crypto_hash_len(crypto_suite_hash(c->suite)))
+        return KL_ERR_INVALID;
+    st->suite = c->suite;
+    memcpy(st->psk, t->psk, t->psk_len);
+    st->psk_len = t->psk_len;
+    st->created_ms = now;
+    st->lifetime = 1;
+    st->age_add = t->psk_age_add;
+    st->max_early_data = t->psk_max_early_data;
+    memcpy(st->host_id, c->cfg->tickets.host_id, TLS_HOST_ID_LEN);
+    snprintf(st->sni, sizeof(st->sni), "%s", c->server_name);
+    snprintf(st->alpn, sizeof(st->alpn), "%s", c->alpn != NULL ? c->alpn : "");
+    return hs_leaf_sha256(c->cert, st->cert_sha256);
+}
+
+/*
+ * 4.2.11: whether an opened ticket fits this ClientHello: the hash of the negotiated suite, the same
+ * SNI, not expired, and an obfuscated_ticket_age that un-obfuscates to within the window of the real
+ * age (4.2.11.1, 8.3). A listener that requires client certificates only resumes tickets that carry a
+ * verified client identity.
+ */
+static int hs_ticket_fits(const struct tls_conn *c, const struct ticket_state *st, uint32_t obfuscated_age,
+                          int check_age, uint64_t now)
+{
+    uint64_t real_age, client_age, diff;
+    if (crypto_suite_hash(st->suite) != crypto_suite_hash(c->suite) || strcmp(st->sni, c->server_name) != 0)
+        return 0;
+    if (c->cfg->client_auth == TLS_CLIENT_AUTH_REQUIRED && !st->peer.present)
+        return 0;
+    if (!check_age)
+        return 1;
+    if (st->created_ms > now + HS_TICKET_AGE_WINDOW_MS)
+        return 0; /* from the future: another host's clock, too far off */
+    real_age = now > st->created_ms ? now - st->created_ms : 0;
+    if (real_age >= (uint64_t)st->lifetime * 1000u)
+        return 0; /* 4.6.1: expired */
+    client_age = (uint32_t)(obfuscated_age - st->age_add);
+    diff = client_age > real_age ? client_age - real_age : real_age - client_age;
+    return diff <= HS_TICKET_AGE_WINDOW_MS;
+}
+
+/*
+ * Choose the PSK of this ClientHello: the first offered identity we can open (a key of tickets.keys
+ * with its key id and epoch) that fits (hs_ticket_fits), in a mode we allow, and check its binder.
+ * No usable identity is no PSK (a full handshake), never an alert. msg is the whole ClientHello;
+ * second: after a HelloRetryRequest, the binder covers the transcript so far too (4.2.11.2).
+ * On success h->psk_ok is 1, h->tk the ticket and h->ks starts from its PSK.
+ */
+static int hs_select_psk(struct tls_conn *c, const struct msg_client_hello *ch, const uint8_t *msg, size_t len,
+                         int second)
+{
+    struct hs_hand *h = c->hs;
+    const struct tls_config *cfg = c->cfg;
+    const struct tls_test_hooks *t = cfg->test;
+    struct tls_ticket_keys keys;
+    struct wire_reader ids, binders;
+    struct ext_psk psk;
+    const struct tls_cert *cert = NULL;
+    uint8_t hash[CRYPTO_MAX_HASH], binder_key[CRYPTO_MAX_HASH], expected[CRYPTO_MAX_HASH];
+    uint64_t now = hs_now_ms(c);
+    int dhe, found = 0, ret = 0;
+    uint16_t i;
+
+    memset(&keys, 0, sizeof(keys));
+    crypto_wipe(&h->tk, sizeof(h->tk));
+    h->psk_ok = 0;
+    if (!ext_has(&ch->ext, EXT_B_PRE_SHARED_KEY))
+        goto exit;
+    /* 4.2.9: psk_dhe_ke always; psk_ke (no forward secrecy) only where the listener allows it. */
+    dhe = hs_psk_mode_offered(ch, HS_PSK_DHE_KE);
+    if (!dhe && !(cfg->tickets.allow_psk_ke && hs_psk_mode_offered(ch, HS_PSK_KE)))
+        goto exit;
+    if (cfg->tickets.keys == NULL || cfg->tickets.keys(cfg->tickets.keys_arg, &keys) != 0 ||
+        keys.n > TLS_TICKET_KEYS_MAX)
+        keys.n = 0;
+    if (keys.n == 0 && (t == NULL || t->psk_identity == NULL))
+        goto exit;
+    wire_reader_init(&ids, ch->ext.psk_identities.base, ch->ext.psk_identities.len);
+    wire_reader_init(&binders, ch->ext.psk_binders.base, ch->ext.psk_binders.len);
+    for (i = 0; !found && ext_psk_next(&ids, &binders, &psk); i++) {
+        int check_age = 1;
+        if (t != NULL && t->psk_identity != NULL && psk.identity.len == t->psk_identity_len &&
+            memcmp(psk.identity.base, t->psk_identity, t->psk_identity_len) == 0) {
+            if (hs_test_ticket(c, &h->tk, now) != 0)
+                continue;
+            check_age = 0;
+        } else if (keys.n == 0 || ticket_open(&h->tk, &keys, psk.identity.base, psk.identity.len) != 0) {
+            continue; /* 4.2.11: an identity we cannot use is skipped, never an alert */
+        }
+        if (hs_ticket_fits(c, &h->tk, psk.obfuscated_age, check_age, now) &&
+            (cert = hs_cert_by_hash(c, h->tk.cert_sha256)) != NULL)
+            found = 1;
+        else
+            crypto_wipe(&h->tk, sizeof(h->tk));
+    }
+    if (!found)
+        goto exit;
+    i--;
+    /* 4.2.11: PskBinderEntry is the HMAC of the hash in use: a binder of another length cannot be valid. */
+    KL_ENSURE(psk.binder.len == h->hash_len, KL_ERR_ILLEGAL_PARAMETER);
+    /* 4.2.11.2: the binder covers the ClientHello up to (not including) the binders list, after the
+     * transcript so far (message_hash and HelloRetryRequest when there was one). */
+    size_t trunc = len - 2 - ch->ext.psk_binders.len;
+    if (second)
+        KL_TRY(crypto_hash_ctx_peek_extra(&h->th.h, hash, msg, trunc));
+    else
+        KL_TRY(crypto_digest(h->alg, hash, msg, trunc));
+    KL_TRY(ks_schedule_init(&h->ks, h->alg, h->tk.psk, h->tk.psk_len));
+    KL_TRY(ks_schedule_binder_key(&h->ks, binder_key, 0));
+    KL_TRY(ks_verify_data(h->alg, expected, binder_key, hash));
+    /* 4.2.11.2: "If this value is not present or does not validate, the server MUST abort the
+     * handshake." The binder is a Finished-like MAC: decrypt_error, as for Finished (4.4.4). */
+    KL_ENSURE(crypto_equal(expected, psk.binder.base, h->hash_len), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR));
+    memcpy(h->psk_binder, psk.binder.base, h->hash_len);
+    h->psk_ok = 1;
+    h->psk_dhe = dhe;
+    h->psk_index = i;
+    h->psk_cert = cert;
+exit:
+    if (!h->psk_ok)
+        crypto_wipe(&h->tk, sizeof(h->tk));
+    crypto_wipe(&keys, sizeof(keys));
+    crypto_wipe(hash, sizeof(hash));
+    crypto_wipe(binder_key, sizeof(binder_key));
+    crypto_wipe(expected, sizeof(expected));
+    return ret;
+}
+
+/*
+ * 4.2.10: accept 0-RTT only on the first identity, when the listener and the ticket allow early data,
+ * with the ticket's suite, ALPN and SNI (hs_ticket_fits), on the host that issued it, and when the
+ * anti-replay register has never seen this binder (8; anything but 1 rejects: fails closed).
+ */
+static int hs_early_ok(struct tls_conn *c, const struct msg_client_hello *ch)
+{
+    struct hs_hand *h = c->hs;
+    const struct tls_ticket_config *tc = &c->cfg->tickets;
+    if (!ext_has(&ch->ext, EXT_B_EARLY_DATA) || !h->psk_ok || h->psk_index != 0)
+        return 0;
+    if (tc->max_early_data == 0 || h->tk.max_early_data == 0 || h->tk.suite != c->suite)
+        return 0;
+    if (strcmp(h->tk.alpn, c->alpn != NULL ? c->alpn : "") != 0)
+        return 0;
+    if (!crypto_equal(h->tk.host_id, tc->host_id, TLS_HOST_ID_LEN) || tc->replay == NULL)
+        return 0;
+    /* A binder can only come back while its ticket age still passes the window check. */
+    return tc->replay(tc->replay_arg, h->psk_binder, h->hash_len, hs_now_ms(c) + 2 * HS_TICKET_AGE_WINDOW_MS) == 1;
+}
+
+/* After the client Finished: tickets.count NewSessionTickets, each with its own nonce and PSK (4.6.1). */
+#define HS_MAX_TICKETS 8
+static int hs_send_tickets(struct tls_conn *c, struct kl_buf *out)
+{
+    const struct tls_ticket_config *tc = &c->cfg->tickets;
+    const struct tls_test_hooks *t = c->cfg->test;
+    struct hs_hand *h = c->hs;
+    struct tls_ticket_keys keys;
+    struct ticket_state st;
+    struct kl_buf tk, m;
+    uint8_t th[CRYPTO_MAX_HASH], ctr[2];
+    int ret = 0;
+
+    memset(&keys, 0, sizeof(keys));
+    memset(&st, 0, sizeof(st));
+    kl_buf_init(&tk, TICKET_MAX);
+    kl_buf_init(&m, TICKET_MAX + 64);
+    if (tc->keys == NULL || tc->count == 0)
+        goto exit;
+    /* No keys (yet): no ticket; the handshake itself is fine. */
+    if (tc->keys(tc->keys_arg, &keys) != 0 || keys.n == 0 || keys.n > TLS_TICKET_KEYS_MAX || keys.issue >= keys.n)
+        goto exit;
+    KL_TRY(ks_transcript_hash(&h->th, th));
+    KL_TRY(ks_schedule_resumption(&h->ks, th));
+    st.suite = c->suite;
+    st.psk_len = h->hash_len;
+    st.created_ms = hs_now_ms(c);
+    /* 4.6.1: "Servers MUST NOT use any value greater than 604800 seconds (7 days)." */
+    st.lifetime = tc->lifetime == 0 ? HS_TICKET_LIFETIME_DEFAULT : tc->lifetime;
+    if (st.lifetime > TLS_TICKET_LIFETIME_MAX)
+        st.lifetime = TLS_TICKET_LIFETIME_MAX;
+    st.max_early_data = tc->max_early_data;
+    memcpy(st.host_id, tc->host_id, TLS_HOST_ID_LEN);
+    KL_TRY(hs_leaf_sha256(c->cert, st.cert_sha256));
+    snprintf(st.sni, sizeof(st.sni), "%s", c->server_name);
+    snprintf(st.alpn, sizeof(st.alpn), "%s", c->alpn != NULL ? c->alpn : "");
+    st.peer = c->peer;
+    for (unsigned i = 0; i < tc->count && i < HS_MAX_TICKETS; i++) {
+        const uint8_t *nonce = ctr;
+        size_t nonce_len = sizeof(ctr);
+        /* 4.6.1: "The PSK associated with the ticket is computed as HKDF-Expand-Label(resumption_master_secret,
+         * "resumption", ticket_nonce, Hash.length)"; the nonce "MUST be unique across all tickets issued on
+         * this connection". */
+        ctr[0] = (uint8_t)(i >> 8);
+        ctr[1] = (uint8_t)i;
+        if (t != NULL && t->ticket_nonce != NULL) {
+            nonce = t->ticket_nonce;
+            nonce_len = t->ticket_nonce_len;
+        }
+        if (t != NULL && t->force_ticket_age_add)
+            st.age_add = t->ticket_age_add;
+        else
+            crypto_random(&st.age_add, sizeof(st.age_add));
+        KL_TRY(ks_resumption_psk(h->alg, st.psk, h->ks.resumption, nonce, nonce_len));
+        kl_buf_reset(&tk);
+        kl_buf_reset(&m);
+        KL_TRY(ticket_seal(&tk, &keys.keys[keys.issue], &st));
+        KL_TRY(msg_new_session_ticket_encode(&m, st.lifetime, st.age_add, nonce, nonce_len, tk.base, tk.len,
+                                             st.max_early_data));
+        KL_TRY(rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, m.base, m.len, 0));
+        hs_trace(c, "NewSessionTicket");
+    }
+exit:
+    crypto_wipe(&keys, sizeof(keys));
+    crypto_wipe(&st, sizeof(st));
+    crypto_wipe(th, sizeof(th));
+    kl_buf_dispose(&tk);
+    kl_buf_dispose(&m);
+    return ret;
+}
+
 static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
 {
     const struct tls_test_hooks *t = c->cfg->test;
@@ -741,10 +1050,6 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
         c->hs->early_skip_left = c->hs->early_data_offered ? HS_MAX_EARLY_SKIP : 0;
         c->hs->send_groups = ch.ext.n_shares == 0 || ch.ext.first_share.group != hs_preferred_group(c, &ch);
         c->hs->peer_record_limit = ch.ext.record_size_limit;
-        if (!have_share) {
-            ret = hs_send_hrr(c, out, msg, len, &ch);
-            goto exit;
-        }
     } else {
         /* A second HelloRetryRequest never: the share must be there now. */
         KL_ENSURE(have_share, KL_ERR_ILLEGAL_PARAMETER);
@@ -756,20 +1061,53 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
         c->hs->early_skip_left = 0;
     }
     h = c->hs;
+    KL_TRY(hs_select_psk(c, &ch, msg, len, second));
+    if (!have_share && (!h->psk_ok || h->psk_dhe)) {
+        /* (EC)DHE without a usable share: HelloRetryRequest. The PSK is chosen again, and its binder
+         * checked over the new transcript, in the second ClientHello (4.1.4, 4.2.11.2). */
+        h->psk_ok = 0;
+        crypto_wipe(&h->tk, sizeof(h->tk));
+        ret = hs_send_hrr(c, out, msg, len, &ch);
+        goto exit;
+    }
+    if (h->psk_ok) {
+        /* Resumed: the ticket's certificate and client identity; no Certificate, no signature. */
+        c->resumed = 1;
+        c->cert = h->psk_cert;
+        c->scheme = 0;
+        c->peer = h->tk.peer;
+        hs_trace(c, "PSK accepted");
+        if (!second && hs_early_ok(c, &ch)) {
+            c->early_accepted = 1;
+            c->early_max = h->tk.max_early_data < c->cfg->tickets.max_early_data ? h->tk.max_early_data
+                                                                                 : c->cfg->tickets.max_early_data;
+            h->early_skip_left = 0;
+            hs_trace(c, "EarlyData accepted");
+        }
+    }
+    if (h->early_data_offered && !c->early_accepted && !second)
+        hs_trace(c, "EarlyData rejected");
 
-    /* Key exchange. */
-    if (t != NULL && t->server_ephemeral_private != NULL)
-        KL_TRY(crypto_kex_set_private(&h->kex, c->group, t->server_ephemeral_private, t->server_ephemeral_private_len));
-    else
-        KL_TRY(crypto_kex_generate(&h->kex, c->group));
-    /* ServerHello: key_share then supported_versions (the order of RFC 8448). Our public share is
-     * encoded before the derivation so that the private key can go right after it. */
-    KL_TRY(ext_key_share_sh_encode(&e, c->group, h->kex.pub, h->kex.pub_len));
-    ret = crypto_kex_derive(&h->kex, ecdhe, &ecdhe_len, share.key.base, share.key.len);
-    /* The ephemeral private key has done its only job: dispose of it now, not after the signer's wait
-     * (forward secrecy depends on it being gone). */
-    crypto_kex_dispose(&h->kex);
-    KL_TRY(ret);
+    /* ServerHello: pre_shared_key, key_share, supported_versions (the order of RFC 8448). */
+    if (h->psk_ok)
+        KL_TRY(ext_pre_shared_key_sh_encode(&e, h->psk_index));
+    if (!h->psk_ok || h->psk_dhe) {
+        /* Key exchange. Our public share is encoded before the derivation so that the private key can
+         * go right after it. */
+        if (t != NULL && t->server_ephemeral_private != NULL)
+            KL_TRY(crypto_kex_set_private(&h->kex, c->group, t->server_ephemeral_private,
+                                          t->server_ephemeral_private_len));
+        else
+            KL_TRY(crypto_kex_generate(&h->kex, c->group));
+        KL_TRY(ext_key_share_sh_encode(&e, c->group, h->kex.pub, h->kex.pub_len));
+        ret = crypto_kex_derive(&h->kex, ecdhe, &ecdhe_len, share.key.base, share.key.len);
+        /* The ephemeral private key has done its only job: dispose of it now, not after the signer's wait
+         * (forward secrecy depends on it being gone). */
+        crypto_kex_dispose(&h->kex);
+        KL_TRY(ret);
+    } else {
+        c->group = 0; /* psk_ke: no (EC)DHE */
+    }
     if (t != NULL && t->server_random != NULL)
         memcpy(random, t->server_random, 32);
     else
@@ -782,17 +1120,29 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
         h->th_live = 1;
     }
     KL_TRY(ks_transcript_add(&h->th, msg, len));
+    if (c->early_accepted) {
+        /* 7.1: client_early_traffic_secret = Derive-Secret(Early Secret, "c e traffic", ClientHello). */
+        KL_TRY(ks_transcript_hash(&h->th, th));
+        KL_TRY(ks_schedule_early(&h->ks, th));
+    }
     KL_TRY(ks_transcript_add(&h->th, m.base, m.len));
     KL_TRY(ks_transcript_hash(&h->th, th));
 
-    /* Handshake secrets (7.1) and keys: the client's next records are protected with them. */
-    KL_TRY(ks_schedule_init(&h->ks, h->alg, NULL, 0));
-    KL_TRY(ks_schedule_handshake(&h->ks, ecdhe, ecdhe_len, th));
+    /* Handshake secrets (7.1) and keys: the client's next records are protected with them (after its
+     * early data, when we accepted 0-RTT). With psk_ke the (EC)DHE input is zeros. */
+    if (!h->psk_ok)
+        KL_TRY(ks_schedule_init(&h->ks, h->alg, NULL, 0));
+    KL_TRY(ks_schedule_handshake(&h->ks, ecdhe_len != 0 ? ecdhe : NULL, ecdhe_len, th));
     KL_TRY(rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, m.base, m.len, 0));
     hs_trace(c, "ServerHello");
     KL_TRY(hs_send_ccs_once(c, out));
     KL_TRY(rec_dir_set_secret(&c->wr, c->suite, h->ks.server_hs, h->hash_len));
-    KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_hs, h->hash_len));
+    if (c->early_accepted) {
+        KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_early, h->hash_len));
+        hs_keylog(c, "CLIENT_EARLY_TRAFFIC_SECRET", h->ks.client_early, h->hash_len);
+    } else {
+        KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_hs, h->hash_len));
+    }
     if (h->peer_record_limit != 0)
         rec_dir_set_plaintext_limit(&c->wr, h->peer_record_limit); /* from EncryptedExtensions on */
     hs_keylog(c, "CLIENT_HANDSHAKE_TRAFFIC_SECRET", h->ks.client_hs, h->hash_len);
@@ -803,6 +1153,13 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     KL_TRY(hs_encrypted_extensions(c, &h->flight, sni_ack));
     KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
     hs_trace(c, "EncryptedExtensions");
+    if (c->resumed) {
+        /* 4.3.2: "Servers which are authenticating with a PSK MUST NOT send the CertificateRequest
+         * message in the main handshake"; no Certificate or CertificateVerify either (2.2): the flight
+         * is complete now, and the signer is never asked. */
+        KL_TRY(hs_finish_flight(c, out, NULL, 0));
+        goto exit;
+    }
     KL_TRY(hs_certificate_request(c, &h->flight));
     start = h->flight.len;
     KL_TRY(msg_certificate_encode(&h->flight, c->cert->chain, c->cert->chain_len,
@@ -844,10 +1201,12 @@ static int hs_finish_flight(struct tls_conn *c, struct kl_buf *out, const uint8_
     size_t start;
     int ret;
 
-    start = h->flight.len;
-    KL_TRY(msg_certificate_verify_encode(&h->flight, c->scheme, sig, sig_len));
-    KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
-    hs_trace(c, "CertificateVerify");
+    if (sig != NULL) {
+        start = h->flight.len;
+        KL_TRY(msg_certificate_verify_encode(&h->flight, c->scheme, sig, sig_len));
+        KL_TRY(ks_transcript_add(&h->th, h->flight.base + start, h->flight.len - start));
+        hs_trace(c, "CertificateVerify");
+    }
     KL_TRY(ks_transcript_hash(&h->th, th));
     KL_TRY(ks_verify_data(h->alg, vd, h->ks.server_hs, th));
     start = h->flight.len;
@@ -869,6 +1228,8 @@ static int hs_finish_flight(struct tls_conn *c, struct kl_buf *out, const uint8_
     c->state = HS_EXPECT_CLIENT_FINISHED;
     if (h->cert_requested)
         c->state = HS_EXPECT_CLIENT_CERTIFICATE;
+    if (c->early_accepted)
+        c->state = HS_EXPECT_END_OF_EARLY_DATA;
 exit:
     crypto_wipe(vd, sizeof(vd));
     crypto_wipe(th, sizeof(th));
@@ -892,7 +1253,7 @@ int tls_conn_sign_done(struct tls_conn *c, struct kl_buf *out, const uint8_t *si
     return 0;
 }
 
-static int hs_client_finished(struct tls_conn *c, const uint8_t *msg, size_t len)
+static int hs_client_finished(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
 {
     struct hs_hand *h = c->hs;
     struct kl_span vd;
@@ -902,12 +1263,13 @@ static int hs_client_finished(struct tls_conn *c, const uint8_t *msg, size_t len
     /* RFC 8446 4.4.4: "Recipients of Finished messages MUST verify that the contents are correct
      * and if incorrect MUST terminate the connection with a "decrypt_error" alert." */
     KL_ENSURE(crypto_equal(vd.base, h->client_finished, h->hash_len), KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR));
-    /* No NewSessionTicket yet, so the resumption master secret (which needs the transcript up
-     * to this Finished) is not derived: nothing would use it. */
+    /* The resumption master secret covers the transcript up to this Finished (7.1). */
+    KL_TRY(ks_transcript_add(&h->th, msg, len));
     KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_ap, h->hash_len));
     hs_trace(c, "ClientFinished");
     c->state = HS_ESTABLISHED;
     c->was_established = 1;
+    KL_TRY(hs_send_tickets(c, out));
 exit:
     return ret;
 }
@@ -961,6 +1323,22 @@ static int hs_expect_client_finished(struct tls_conn *c)
     c->state = HS_EXPECT_CLIENT_FINISHED;
 exit:
     crypto_wipe(th, sizeof(th));
+    return ret;
+}
+
+static int hs_end_of_early_data(struct tls_conn *c, const uint8_t *msg, size_t len)
+{
+    struct hs_hand *h = c->hs;
+    int ret;
+    KL_TRY(msg_end_of_early_data_decode(msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
+    KL_TRY(ks_transcript_add(&h->th, msg, len));
+    /* 4.5: after EndOfEarlyData the client's records are under its handshake traffic keys. */
+    KL_TRY(rec_dir_set_secret(&c->rd, c->suite, h->ks.client_hs, h->hash_len));
+    c->early_done = 1;
+    hs_trace(c, "EndOfEarlyData");
+    /* The client Finished covers EndOfEarlyData too. */
+    KL_TRY(hs_expect_client_finished(c));
+exit:
     return ret;
 }
 
@@ -1060,7 +1438,12 @@ static int hs_dispatch(struct tls_conn *c, struct kl_buf *out, uint8_t type, con
     case HS_EXPECT_CLIENT_FINISHED:
         if (type != MSG_FINISHED)
             return KL_ERR_UNEXPECTED_MESSAGE;
-        return hs_client_finished(c, msg, len);
+        return hs_client_finished(c, out, msg, len);
+    case HS_EXPECT_END_OF_EARLY_DATA:
+        /* 4.5: after the early data the client sends EndOfEarlyData, then its Finished. */
+        if (type != MSG_END_OF_EARLY_DATA)
+            return KL_ERR_UNEXPECTED_MESSAGE;
+        return hs_end_of_early_data(c, msg, len);
     case HS_ESTABLISHED:
         if (type != MSG_KEY_UPDATE)
             return KL_ERR_UNEXPECTED_MESSAGE;
@@ -1100,7 +1483,7 @@ static int hs_process_messages(struct tls_conn *c, struct kl_buf *out)
         if ((ret = wire_read_u8(&hr, &type)) != 0)
             return ret;
         /* Each type's own cap, checked now that its header is here (hs_msg_cap). */
-        if ((cap = hs_msg_cap(c, type)) == 0)
+        if (!hs_msg_cap(c, type, &cap))
             return KL_ERR_UNEXPECTED_MESSAGE;
         ret = msg_header_peek(c->hs_in.base, c->hs_in.len, cap, &type, &body_len);
         if (ret == KL_ERR_WANT_READ)
@@ -1188,7 +1571,7 @@ static int hs_record(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app,
         h->early_skip_left -= rr->fragment.len;
         return 0;
     }
-    if (c->state == HS_ESTABLISHED) {
+    if (c->state == HS_ESTABLISHED || c->state == HS_EXPECT_END_OF_EARLY_DATA) {
         if (app->max - app->len < rr->fragment.len) {
             *stop_p = 1;
             return 0;
@@ -1218,6 +1601,15 @@ static int hs_record(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app,
         }
         if (c->hs_in.len != 0) /* 5.1: not interleaved with a fragmented handshake message */
             return KL_ERR_UNEXPECTED_MESSAGE;
+        if (c->state == HS_EXPECT_END_OF_EARLY_DATA) {
+            /* 4.2.10: a server that "receives more than max_early_data_size [...] SHOULD terminate the
+             * connection with an "unexpected_message" alert". */
+            c->early_len += app->len - start;
+            if (c->early_len > c->early_max) {
+                hs_truncate(app, start);
+                return KL_ERR_UNEXPECTED_MESSAGE;
+            }
+        }
         if (app->len == start) {
             /* 5.1 allows zero-length application data; the DoS cap (tls.h) bounds a run of them. */
             if (++c->n_empty_records > TLS_MAX_EMPTY_RECORDS)
@@ -1408,4 +1800,24 @@ uint16_t tls_conn_group(const struct tls_conn *c)
 uint16_t tls_conn_scheme(const struct tls_conn *c)
 {
     return c->scheme;
+}
+
+int tls_conn_resumed(const struct tls_conn *c)
+{
+    return c->resumed;
+}
+
+int tls_conn_early_data_accepted(const struct tls_conn *c)
+{
+    return c->early_accepted;
+}
+
+uint64_t tls_conn_early_data_len(const struct tls_conn *c)
+{
+    return c->early_len;
+}
+
+int tls_conn_early_data_done(const struct tls_conn *c)
+{
+    return c->early_done;
 }

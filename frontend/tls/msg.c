@@ -190,3 +190,30 @@ int msg_message_hash_encode(struct kl_buf *b, const uint8_t *hash, size_t hash_l
         return ret;
     return wire_block_close(b, m, 3);
 }
+
+int msg_new_session_ticket_encode(struct kl_buf *b, uint32_t lifetime, uint32_t age_add, const uint8_t *nonce,
+                                  size_t nonce_len, const uint8_t *ticket, size_t ticket_len, uint32_t max_early_data)
+{
+    size_t m, v;
+    int ret;
+    if (nonce_len > 255 || ticket_len == 0 || ticket_len > 0xffff)
+        return KL_ERR_INVALID;
+    if ((ret = msg_open(b, &m, MSG_NEW_SESSION_TICKET)) != 0 || (ret = wire_put_u32(b, lifetime)) != 0 ||
+        (ret = wire_put_u32(b, age_add)) != 0 || (ret = wire_block_open(b, &v, 1)) != 0 ||
+        (ret = wire_put_bytes(b, nonce, nonce_len)) != 0 || (ret = wire_block_close(b, v, 1)) != 0 ||
+        (ret = wire_block_open(b, &v, 2)) != 0 || (ret = wire_put_bytes(b, ticket, ticket_len)) != 0 ||
+        (ret = wire_block_close(b, v, 2)) != 0 || (ret = wire_block_open(b, &v, 2)) != 0)
+        return ret;
+    if (max_early_data != 0 && (ret = ext_early_data_encode(b, 1, max_early_data)) != 0)
+        return ret;
+    if ((ret = wire_block_close(b, v, 2)) != 0)
+        return ret;
+    return wire_block_close(b, m, 3);
+}
+
+int msg_end_of_early_data_decode(const uint8_t *body, size_t len)
+{
+    (void)body;
+    /* struct {} EndOfEarlyData; */
+    return len == 0 ? 0 : KL_ERR_DECODE;
+}

@@ -91,6 +91,15 @@ KL_MUST_CHECK int msg_finished_decode(struct kl_span *verify_data, const uint8_t
 /* KeyUpdate: request_update is 0 or 1; anything else is illegal_parameter (RFC 8446 4.6.3). */
 KL_MUST_CHECK int msg_key_update_decode(int *request_update_p, const uint8_t *body, size_t len);
 KL_MUST_CHECK int msg_key_update_encode(struct kl_buf *b, int request_update);
+/*
+ * NewSessionTicket (4.6.1): lifetime (s), age_add, nonce<0..255>, ticket<1..2^16-1>, and the
+ * early_data extension with max_early_data when it is not 0.
+ */
+KL_MUST_CHECK int msg_new_session_ticket_encode(struct kl_buf *b, uint32_t lifetime, uint32_t age_add,
+                                                const uint8_t *nonce, size_t nonce_len, const uint8_t *ticket,
+                                                size_t ticket_len, uint32_t max_early_data);
+/* EndOfEarlyData (4.5): the body must be empty (decode_error otherwise). */
+KL_MUST_CHECK int msg_end_of_early_data_decode(const uint8_t *body, size_t len);
 /* message_hash (RFC 8446 4.4.1): 254, 00 00 hash_len, hash. */
 KL_MUST_CHECK int msg_message_hash_encode(struct kl_buf *b, const uint8_t *hash, size_t hash_len);
 

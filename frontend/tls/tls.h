@@ -150,6 +150,26 @@ struct tls_test_hooks {
     size_t certificate_request_body_len;
     /* Check client certificates at this Unix time instead of now (0: now), to replay old traces. */
     int64_t client_verify_time;
+    /* Tickets: the CLOCK_REALTIME time in ms to use instead of now (0: now). */
+    uint64_t now_ms;
+    /* The nonce of every NewSessionTicket instead of the engine's counter, or NULL (RFC 8448 3: 00 00). */
+    const uint8_t *ticket_nonce;
+    size_t ticket_nonce_len;
+    /* 1: every NewSessionTicket gets ticket_age_add instead of a random one. */
+    int force_ticket_age_add;
+    uint32_t ticket_age_add;
+    /*
+     * An identity the engine resumes as if it were one of its tickets, issued for this connection's
+     * suite, SNI, ALPN and certificate with the given PSK (hash length), age_add and
+     * max_early_data; its age is not checked. RFC 8448 4 resumes NSS's ticket, which only NSS can
+     * open. NULL: none.
+     */
+    const uint8_t *psk_identity;
+    size_t psk_identity_len;
+    const uint8_t *psk;
+    size_t psk_len;
+    uint32_t psk_age_add;
+    uint32_t psk_max_early_data;
 };
 
 /* What the engine needs signed, valid while the connection waits in the signature state. */

@@ -24,6 +24,67 @@ static int put_ext_u16_list(struct kl_buf *b, uint16_t type, const uint16_t *v, 
     return wire_block_close(b, m, 2);
 }
 
+/* The PSK offer's binders vector starts at *binders_off_p; the real binder at *binder_off_p. */
+static int put_psk(struct ttc *t, struct kl_buf *msg, size_t *binders_off_p, size_t *binder_off_p)
+{
+    const struct ttc_ticket *tk = t->psk.resume;
+    size_t hl = crypto_hash_len(tk->alg), a, l, e;
+    size_t blen = t->psk.psk_binder_len != 0 ? t->psk.psk_binder_len : hl;
+    static const uint8_t zeros[255];
+    static const uint8_t garbage[40] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    int ret;
+    if ((ret = wire_put_u16(msg, EXT_PRE_SHARED_KEY)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
+        (ret = wire_block_open(msg, &l, 2)) != 0)
+        return ret;
+    if (t->psk.psk_garbage_first) {
+        if ((ret = wire_block_open(msg, &e, 2)) != 0 || (ret = wire_put_bytes(msg, garbage, sizeof(garbage))) != 0 ||
+            (ret = wire_block_close(msg, e, 2)) != 0 || (ret = wire_put_u32(msg, 1234)) != 0)
+            return ret;
+    }
+    if ((ret = wire_block_open(msg, &e, 2)) != 0 || (ret = wire_put_bytes(msg, tk->ticket, tk->ticket_len)) != 0 ||
+        (ret = wire_block_close(msg, e, 2)) != 0 ||
+        (ret = wire_put_u32(msg, t->psk.ticket_age_ms + tk->age_add)) != 0 || (ret = wire_block_close(msg, l, 2)) != 0)
+        return ret;
+    *binders_off_p = msg->len;
+    if ((ret = wire_block_open(msg, &l, 2)) != 0)
+        return ret;
+    if (t->psk.psk_garbage_first &&
+        ((ret = wire_put_u8(msg, (uint8_t)hl)) != 0 || (ret = wire_put_bytes(msg, zeros, hl)) != 0))
+        return ret;
+    if ((ret = wire_put_u8(msg, (uint8_t)blen)) != 0)
+        return ret;
+    *binder_off_p = msg->len;
+    if ((ret = wire_put_bytes(msg, zeros, blen)) != 0)
+        return ret;
+    if (t->psk.psk_extra_binder &&
+        ((ret = wire_put_u8(msg, (uint8_t)hl)) != 0 || (ret = wire_put_bytes(msg, zeros, hl)) != 0))
+        return ret;
+    if ((ret = wire_block_close(msg, l, 2)) != 0)
+        return ret;
+    return wire_block_close(msg, a, 2);
+}
+
+/* 4.2.11.2: the binder over the ClientHello up to the binders (after the HRR transcript in CH2). */
+static int fill_binder(struct ttc *t, struct kl_buf *msg, size_t binders_off, size_t binder_off)
+{
+    const struct ttc_ticket *tk = t->psk.resume;
+    uint8_t hash[CRYPTO_MAX_HASH], bk[CRYPTO_MAX_HASH], binder[CRYPTO_MAX_HASH];
+    size_t hl = crypto_hash_len(tk->alg);
+    size_t blen = t->psk.psk_binder_len != 0 ? t->psk.psk_binder_len : hl;
+    int ret;
+    if (t->hrr)
+        ret = crypto_hash_ctx_peek_extra(&t->th.h, hash, msg->base, binders_off);
+    else
+        ret = crypto_digest(tk->alg, hash, msg->base, binders_off);
+    if (ret != 0 || (ret = ks_schedule_binder_key(&t->ks, bk, 0)) != 0 ||
+        (ret = ks_verify_data(tk->alg, binder, bk, hash)) != 0)
+        return ret;
+    memcpy(msg->base + binder_off, binder, blen < hl ? blen : hl);
+    if (t->psk.psk_bad_binder)
+        msg->base[binder_off] ^= 0x01;
+    return 0;
+}
+
 /* Build a ClientHello message into msg. cookie may be NULL. */
 static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *cookie)
 {
@@ -69,7 +130,20 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
             (ret = wire_block_close(msg, a, 2)) != 0)
             return ret;
     }
-    if (cookie == NULL && t->cfg.early_junk != 0) {
+    if (t->psk.resume != NULL && !t->psk.psk_no_modes) {
+        uint8_t modes[2];
+        size_t n = 0, a, l;
+        unsigned want = t->psk.psk_modes != 0 ? t->psk.psk_modes : 2;
+        if (want & 1)
+            modes[n++] = 0;
+        if (want & 2)
+            modes[n++] = 1;
+        if ((ret = wire_put_u16(msg, EXT_PSK_KEY_EXCHANGE_MODES)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
+            (ret = wire_block_open(msg, &l, 1)) != 0 || (ret = wire_put_bytes(msg, modes, n)) != 0 ||
+            (ret = wire_block_close(msg, l, 1)) != 0 || (ret = wire_block_close(msg, a, 2)) != 0)
+            return ret;
+    }
+    if (cookie == NULL && (t->cfg.early_junk != 0 || t->psk.early_len != 0)) {
         if ((ret = wire_put_u16(msg, EXT_EARLY_DATA)) != 0 || (ret = wire_put_u16(msg, 0)) != 0)
             return ret;
     }
@@ -90,17 +164,35 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
             (ret = wire_block_close(msg, k, 2)) != 0)
             return ret;
     }
-    if ((ret = wire_block_close(msg, s, 2)) != 0 || (ret = wire_block_close(msg, mk, 2)) != 0 ||
-        (ret = wire_block_close(msg, mx, 2)) != 0)
+    if ((ret = wire_block_close(msg, s, 2)) != 0 || (ret = wire_block_close(msg, mk, 2)) != 0)
         return ret;
-    return wire_block_close(msg, m, 3);
+    size_t binders_off = 0, binder_off = 0;
+    if (t->psk.resume != NULL) {
+        if ((ret = put_psk(t, msg, &binders_off, &binder_off)) != 0)
+            return ret;
+        t->psk_offered = 1;
+    }
+    if (t->psk.psk_not_last && ((ret = wire_put_u16(msg, 0x7a7a)) != 0 || (ret = wire_put_u16(msg, 0)) != 0))
+        return ret;
+    if ((ret = wire_block_close(msg, mx, 2)) != 0 || (ret = wire_block_close(msg, m, 3)) != 0)
+        return ret;
+    if (t->psk.resume != NULL)
+        return fill_binder(t, msg, binders_off, binder_off);
+    return 0;
 }
 
 int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out)
 {
+    return ttc_start_psk(t, cfg, NULL, out);
+}
+
+int ttc_start_psk(struct ttc *t, const struct ttc_config *cfg, const struct ttc_psk_config *psk, struct kl_buf *out)
+{
     int ret;
     memset(t, 0, sizeof(*t));
     t->cfg = *cfg;
+    if (psk != NULL)
+        t->psk = *psk;
     rec_dir_init(&t->rd, 0);
     rec_dir_init(&t->wr, 1);
     kl_buf_init(&t->ch1, 1 << 16);
@@ -112,10 +204,23 @@ int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out)
             return ret;
         t->n_kex++;
     }
+    if (t->psk.resume != NULL &&
+        (ret = ks_schedule_init(&t->ks, t->psk.resume->alg, t->psk.resume->psk, t->psk.resume->psk_len)) != 0)
+        return ret;
     if ((ret = build_ch(t, &t->ch1, NULL)) != 0)
         return ret;
     if ((ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, t->ch1.base, t->ch1.len, 0)) != 0)
         return ret;
+    if (t->psk.resume != NULL && t->psk.early_len != 0) {
+        /* 0-RTT: client_early_traffic_secret from Hash(ClientHello); the suite is the ticket's (our first). */
+        uint8_t th[CRYPTO_MAX_HASH];
+        if ((ret = crypto_digest(t->psk.resume->alg, th, t->ch1.base, t->ch1.len)) != 0 ||
+            (ret = ks_schedule_early(&t->ks, th)) != 0 ||
+            (ret = rec_dir_set_secret(&t->wr, cfg->suites[0], t->ks.client_early,
+                                      crypto_hash_len(t->psk.resume->alg))) != 0 ||
+            (ret = rec_seal(&t->wr, out, REC_TYPE_APPLICATION_DATA, t->psk.early, t->psk.early_len, 0)) != 0)
+            return ret;
+    }
     /* Fake 0-RTT: records the server cannot decrypt (it never offered early data). */
     for (size_t left = cfg->early_junk; left > 0;) {
         uint8_t rec[5 + 1000];
@@ -173,6 +278,10 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
         } else if (type == EXT_COOKIE && is_hrr) {
             if ((ret = wire_read_vec_span(&body, &cookie, 2, 1, 0xffff)) != 0)
                 return ret;
+        } else if (type == EXT_PRE_SHARED_KEY && !is_hrr && t->psk_offered) {
+            if ((ret = wire_read_u16(&body, &t->selected)) != 0)
+                return ret;
+            t->resumed = 1;
         } else {
             return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
         }
@@ -208,6 +317,11 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
         t->n_kex = 1;
         if ((ret = crypto_kex_generate(&t->kex[0], group)) != 0)
             return ret;
+        /* 4.1.2: no early_data in the second ClientHello; the early records already sent are lost. */
+        t->psk.early_len = 0;
+        t->cfg.early_junk = 0;
+        rec_dir_dispose(&t->wr);
+        rec_dir_init(&t->wr, 1);
         kl_buf_init(&ch2, 1 << 16);
         ret = build_ch(t, &ch2, cookie.base != NULL ? &cookie : NULL);
         if (ret == 0)
@@ -226,14 +340,26 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
         if (t->kex[i].group == group)
             k = &t->kex[i];
     }
-    if (k == NULL || key.base == NULL)
-        return KL_ERR_ILLEGAL_PARAMETER;
-    t->group = group;
     uint8_t ecdhe[CRYPTO_MAX_SHARED], th[CRYPTO_MAX_HASH];
-    size_t el;
-    if ((ret = crypto_kex_derive(k, ecdhe, &el, key.base, key.len)) != 0 ||
-        (ret = ks_transcript_hash(&t->th, th)) != 0 || (ret = ks_schedule_init(&t->ks, t->alg, NULL, 0)) != 0 ||
-        (ret = ks_schedule_handshake(&t->ks, ecdhe, el, th)) != 0 ||
+    size_t el = 0;
+    if (t->resumed) {
+        /* 4.2.11: the server selects an identity we offered, with the ticket's hash. */
+        size_t n_ids = 1 + (t->psk.psk_garbage_first ? 1 : 0);
+        if (t->selected >= n_ids || t->psk.resume->alg != t->alg)
+            return KL_ERR_ILLEGAL_PARAMETER;
+    }
+    if (key.base != NULL) {
+        if (k == NULL)
+            return KL_ERR_ILLEGAL_PARAMETER;
+        t->group = group;
+        if ((ret = crypto_kex_derive(k, ecdhe, &el, key.base, key.len)) != 0)
+            return ret;
+    } else if (!t->resumed) {
+        return KL_ERR_ILLEGAL_PARAMETER; /* only psk_ke goes without key_share */
+    }
+    if ((ret = ks_transcript_hash(&t->th, th)) != 0 ||
+        (!t->resumed && (ret = ks_schedule_init(&t->ks, t->alg, NULL, 0)) != 0) ||
+        (ret = ks_schedule_handshake(&t->ks, el != 0 ? ecdhe : NULL, el, th)) != 0 ||
         (ret = rec_dir_set_secret(&t->rd, suite, t->ks.server_hs, t->hash_len)) != 0)
         return ret;
     crypto_wipe(ecdhe, sizeof(ecdhe));
@@ -267,6 +393,11 @@ static int on_ee(struct ttc *t, const uint8_t *msg, size_t len)
                 return KL_ERR_ILLEGAL_PARAMETER;
             memcpy(t->alpn, name.base, name.len);
             t->alpn[name.len] = 0;
+        } else if (type == EXT_EARLY_DATA) {
+            /* 4.2.10: only when we offered early data and resumed with the first identity. */
+            if (t->psk.early_len == 0 || !t->resumed || t->selected != 0)
+                return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
+            t->early_accepted = 1;
         } else if (type != EXT_SUPPORTED_GROUPS && type != EXT_RECORD_SIZE_LIMIT) {
             return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
         } else {
@@ -277,7 +408,7 @@ static int on_ee(struct ttc *t, const uint8_t *msg, size_t len)
         if ((ret = wire_reader_end(&body)) != 0)
             return ret;
     }
-    t->state = TTC_WAIT_CERT;
+    t->state = t->resumed ? TTC_WAIT_FIN : TTC_WAIT_CERT;
     return th_add(t, msg, len);
 }
 
@@ -428,6 +559,15 @@ static int on_fin(struct ttc *t, struct kl_buf *out, const uint8_t *msg, size_t 
         return ret;
     struct kl_buf auth;
     kl_buf_init(&auth, 1 << 16);
+    if (t->early_accepted) {
+        /* 4.5: EndOfEarlyData under the early keys, in the transcript before our Finished. */
+        static const uint8_t eoed[4] = {MSG_END_OF_EARLY_DATA, 0, 0, 0};
+        if ((ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, eoed, 4, 0)) != 0 || (ret = th_add(t, eoed, 4)) != 0 ||
+            (ret = ks_transcript_hash(&t->th, th)) != 0) {
+            kl_buf_dispose(&auth);
+            return ret;
+        }
+    }
     /* 4.4.2: the client's Certificate (and CertificateVerify) come before its Finished, which covers them. */
     if (t->cert_requested &&
         ((ret = client_auth_messages(t, &auth)) != 0 || (ret = ks_transcript_hash(&t->th, th)) != 0)) {
@@ -448,7 +588,8 @@ static int on_fin(struct ttc *t, struct kl_buf *out, const uint8_t *msg, size_t 
         kl_buf_dispose(&auth);
         return ret;
     }
-    if ((ret = kl_buf_append(&auth, fin, 4 + t->hash_len)) != 0) {
+    if ((ret = kl_buf_append(&auth, fin, 4 + t->hash_len)) != 0 || (ret = th_add(t, fin, 4 + t->hash_len)) != 0 ||
+        (ret = ks_transcript_hash(&t->th, th)) != 0 || (ret = ks_schedule_resumption(&t->ks, th)) != 0) {
         kl_buf_dispose(&auth);
         return ret;
     }
@@ -460,6 +601,46 @@ static int on_fin(struct ttc *t, struct kl_buf *out, const uint8_t *msg, size_t 
         (ret = rec_dir_set_secret(&t->rd, t->suite, t->ks.server_ap, t->hash_len)) != 0)
         return ret;
     t->state = TTC_DONE;
+    return 0;
+}
+
+/* NewSessionTicket (4.6.1): keep the ticket and derive its PSK. */
+static int on_nst(struct ttc *t, const uint8_t *msg, size_t len)
+{
+    struct wire_reader r, exts;
+    struct kl_span nonce, ticket;
+    struct ttc_ticket *tk;
+    int ret;
+    if (t->n_tickets == sizeof(t->tickets) / sizeof(t->tickets[0]))
+        return 0;
+    tk = &t->tickets[t->n_tickets];
+    memset(tk, 0, sizeof(*tk));
+    wire_reader_init(&r, msg + 4, len - 4);
+    if ((ret = wire_read_u32(&r, &tk->lifetime)) != 0 || (ret = wire_read_u32(&r, &tk->age_add)) != 0 ||
+        (ret = wire_read_vec_span(&r, &nonce, 1, 0, 255)) != 0 ||
+        (ret = wire_read_vec_span(&r, &ticket, 2, 1, 0xffff)) != 0 || (ret = wire_read_vec(&r, &exts, 2)) != 0 ||
+        (ret = wire_reader_end(&r)) != 0)
+        return ret;
+    while (wire_remaining(&exts) != 0) {
+        uint16_t type;
+        struct wire_reader body;
+        if ((ret = wire_read_u16(&exts, &type)) != 0 || (ret = wire_read_vec(&exts, &body, 2)) != 0)
+            return ret;
+        if (type != EXT_EARLY_DATA || (ret = wire_read_u32(&body, &tk->max_early_data)) != 0 ||
+            (ret = wire_reader_end(&body)) != 0)
+            return ret ? ret : KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
+    }
+    if (ticket.len > sizeof(tk->ticket) || tk->lifetime > 604800)
+        return KL_ERR_ILLEGAL_PARAMETER;
+    memcpy(tk->ticket, ticket.base, ticket.len);
+    tk->ticket_len = ticket.len;
+    memcpy(tk->nonce, nonce.base, nonce.len);
+    tk->nonce_len = nonce.len;
+    tk->alg = t->alg;
+    tk->psk_len = t->hash_len;
+    if ((ret = ks_resumption_psk(t->alg, tk->psk, t->ks.resumption, nonce.base, nonce.len)) != 0)
+        return ret;
+    t->n_tickets++;
     return 0;
 }
 
@@ -479,6 +660,8 @@ static int on_message(struct ttc *t, struct kl_buf *out, uint8_t type, const uin
     case TTC_WAIT_FIN:
         return type == MSG_FINISHED ? on_fin(t, out, msg, len) : KL_ERR_UNEXPECTED_MESSAGE;
     case TTC_DONE:
+        if (type == MSG_NEW_SESSION_TICKET)
+            return on_nst(t, msg, len);
         if (type == MSG_KEY_UPDATE && len == 5) {
             int ret = rec_dir_update(&t->rd);
             if (ret == 0 && msg[4] == 1) {

@@ -6,7 +6,10 @@
  * with every suite and group, HelloRetryRequest, middlebox compatibility mode, SNI and
  * ALPN. It checks everything a client must: the ServerHello fields, the server's
  * CertificateVerify signature against the leaf certificate (crypto_cert_verify) and the
- * server Finished. It is test code: no resumption. Client certificates: when the server
+ * server Finished. Resumption: it keeps the NewSessionTickets it receives (struct ttc_ticket) and
+ * can offer one in a later handshake (pre_shared_key with its binder, psk_key_exchange_modes),
+ * with 0-RTT data under the client early traffic key and EndOfEarlyData when the server accepts
+ * it; knobs break the PSK offer for negative tests. Client certificates: when the server
  * sends CertificateRequest the client answers with the chain of ttc_set_client_auth (or an
  * empty Certificate) and a CertificateVerify made by its client_sign callback (the test
  * holds the key), and can be told to omit or corrupt the CertificateVerify.
@@ -20,6 +23,19 @@
 #include "key_schedule.h"
 #include "kl_buf.h"
 #include "record.h"
+
+/* A NewSessionTicket as the client keeps it (4.6.1), with the PSK it derived for it. */
+#define TTC_TICKET_MAX 4096
+struct ttc_ticket {
+    uint8_t ticket[TTC_TICKET_MAX];
+    size_t ticket_len;
+    uint8_t psk[CRYPTO_MAX_HASH];
+    size_t psk_len;
+    enum crypto_hash_alg alg;
+    uint32_t lifetime, age_add, max_early_data;
+    uint8_t nonce[255];
+    size_t nonce_len;
+};
 
 struct ttc_config {
     uint16_t suites[3];
@@ -38,6 +54,23 @@ struct ttc_config {
     size_t early_junk;
     /* Fuzzing only: accept any CertificateVerify signature (the fuzzer's server signs with nothing). */
     int skip_verify;
+};
+
+/* Resumption and 0-RTT for ttc_start_psk (its own struct so that ttc_config's users need no change). */
+struct ttc_psk_config {
+    /* Offer this ticket (borrowed) as the last pre_shared_key identity. */
+    const struct ttc_ticket *resume;
+    unsigned psk_modes;     /* bit 0: psk_ke, bit 1: psk_dhe_ke; 0 means psk_dhe_ke only */
+    uint32_t ticket_age_ms; /* the age the client claims for the ticket */
+    const uint8_t *early;   /* 0-RTT: offer early_data and send these bytes under the early keys */
+    size_t early_len;
+    /* Negative tests: break the PSK offer. */
+    int psk_bad_binder;    /* flip a bit of the binder */
+    size_t psk_binder_len; /* non-zero: a binder of this length (its first bytes are the real binder) */
+    int psk_extra_binder;  /* one binder more than identities */
+    int psk_not_last;      /* an unknown extension after pre_shared_key */
+    int psk_no_modes;      /* no psk_key_exchange_modes */
+    int psk_garbage_first; /* an identity nobody can open before the ticket */
 };
 
 /*
@@ -88,10 +121,20 @@ struct ttc {
     size_t n_cr_schemes;
     int cr_has_cas; /* it carried certificate_authorities */
     const struct ttc_client_auth *auth;
+    /* Resumption and 0-RTT. */
+    struct ttc_psk_config psk;
+    int psk_offered;
+    int resumed;        /* the ServerHello selected our PSK */
+    uint16_t selected;  /* its selected_identity */
+    int early_accepted; /* EncryptedExtensions carried early_data */
+    struct ttc_ticket tickets[4];
+    size_t n_tickets;
 };
 
 /* Start: appends the ClientHello record to out. */
 int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out);
+/* The same, offering a PSK (psk->resume) and 0-RTT data as psk says; psk NULL is ttc_start. */
+int ttc_start_psk(struct ttc *t, const struct ttc_config *cfg, const struct ttc_psk_config *psk, struct kl_buf *out);
 /*
  * Feed server bytes (whole records; *len_p gets what was consumed). Appends any reply
  * (ClientHello2, client Finished, KeyUpdate answer) to out and application data to app.

@@ -5,18 +5,25 @@
  *   engine mode (0): the payload is fed as received bytes to a fresh tls_conn, in pieces whose
  *     sizes come from byte 1, as a socket would deliver them. When the engine asks for a
  *     signature it gets a dummy one (or, if byte 1 says so, a signer failure) and goes on.
+ *     Byte 0 bit 2 turns session tickets on (fixed keys, 0-RTT up to 1024 bytes, a replay
+ *     register that takes each binder once; bit 3 also allows psk_ke) and injects the PSK
+ *     identity "fuzz-psk" (tls_test_hooks), so that pre_shared_key parsing, ticket opening,
+ *     the binder check and, with a forged binder, resumption are reached; bits 4-5 ask for
+ *     client certificates (1 optional, 2 required, 3 required without a CA: internal_error),
+ *     with the CA of tests/frontend/mtls when $KL_SOURCE_DIR is set.
  *   codec mode (1): the payload is a ClientHello body for msg_client_hello_decode().
  *   protected modes (2: established, 3: waiting for the client Finished): a real handshake
- *     with the test client first, then the payload is cut into (type, length, content) chunks
- *     that are sealed under the client's current keys and fed to the server, so the fuzzer
- *     reaches the post-decryption dispatch (KeyUpdate, alerts, fragments, wrong messages)
- *     without having to forge AEAD tags.
- * Invariants (abort on violation): consumed <= offered; a failed connection keeps returning
- * the same error and reads nothing more; a decoded ClientHello has bounded fields.
- * Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both modes, and psk-*: the
- * PSK ClientHello without psk_key_exchange_modes, with pre_shared_key not last, with more
+ *     with the test client first (with byte 0 bit 2 set in mode 2: a full handshake that issues a
+ *     ticket, then a resumed one with 0-RTT accepted, and the chunks go under the client early
+ *     key, reaching early data, its limit and EndOfEarlyData), then the payload is cut into (type, length, content)
+ * chunks that are sealed under the client's current keys and fed to the server, so the fuzzer reaches the
+ * post-decryption dispatch (KeyUpdate, alerts, fragments, wrong messages) without having to forge AEAD tags. Invariants
+ * (abort on violation): consumed <= offered; a failed connection keeps returning the same error and reads nothing more;
+ * a decoded ClientHello has bounded fields. Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both
+ * modes, and psk-*: the PSK ClientHello without psk_key_exchange_modes, with pre_shared_key not last, with more
  * identities than binders, through a HelloRetryRequest, in small pieces, with legacy_version 0x0300).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "frontend/tls_test_client.h"
@@ -60,7 +67,76 @@ static void run_codec(const uint8_t *p, size_t n)
         abort();
 }
 
-static void run_engine(const uint8_t *p, size_t n, uint8_t knobs)
+/* Tickets for the fuzzer: fixed keys, so seeds can carry tickets that open. */
+static int fz_keys(void *arg, struct tls_ticket_keys *out)
+{
+    (void)arg;
+    memset(out, 0, sizeof(*out));
+    out->n = 1;
+    memset(out->keys[0].key_id, 0x4b, TLS_TICKET_KEY_ID_LEN);
+    out->keys[0].epoch = 7;
+    memset(out->keys[0].secret, 0x5c, TLS_TICKET_SECRET_LEN);
+    return 0;
+}
+
+static uint8_t fz_seen[8][48];
+static size_t fz_n_seen;
+static int fz_replay(void *arg, const uint8_t *binder, size_t len, uint64_t expires_ms)
+{
+    (void)arg;
+    (void)expires_ms;
+    if (len > 48 || fz_n_seen == 8)
+        return 0;
+    for (size_t i = 0; i < fz_n_seen; i++) {
+        if (memcmp(fz_seen[i], binder, len) == 0)
+            return 0;
+    }
+    memcpy(fz_seen[fz_n_seen++], binder, len);
+    return 1;
+}
+
+static void fz_tickets(struct tls_config *cfg, int on, int psk_ke)
+{
+    static const uint8_t psk[32] = {0x70, 0x73, 0x6b};
+    static struct tls_test_hooks hooks;
+    memset(&cfg->tickets, 0, sizeof(cfg->tickets));
+    cfg->test = NULL;
+    fz_n_seen = 0;
+    if (!on)
+        return;
+    cfg->tickets.keys = fz_keys;
+    cfg->tickets.count = 2;
+    cfg->tickets.lifetime = 3600;
+    cfg->tickets.max_early_data = 1024;
+    cfg->tickets.replay = fz_replay;
+    cfg->tickets.allow_psk_ke = psk_ke;
+    hooks.psk_identity = (const uint8_t *)"fuzz-psk";
+    hooks.psk_identity_len = 8;
+    hooks.psk = psk;
+    hooks.psk_len = sizeof(psk);
+    hooks.psk_max_early_data = 64;
+    cfg->test = &hooks;
+}
+
+static const struct tls_client_ca *fz_client_ca(void)
+{
+    static struct tls_client_ca *ca;
+    static int tried;
+    if (!tried) {
+        const char *src = getenv("KL_SOURCE_DIR");
+        char path[4096];
+        enum tls_client_ca_error why;
+        tried = 1;
+        if (src != NULL) {
+            snprintf(path, sizeof(path), "%s/tests/frontend/mtls/ca.pem", src);
+            if (tls_client_ca_load(&ca, &why, path, NULL, 4) != 0)
+                ca = NULL;
+        }
+    }
+    return ca;
+}
+
+static void run_engine(const uint8_t *p, size_t n, uint8_t knobs, uint8_t mode)
 {
     static struct tls_cert certs[2];
     static struct tls_config cfg;
@@ -92,6 +168,11 @@ static void run_engine(const uint8_t *p, size_t n, uint8_t knobs)
     /* Half the runs insist on P-256 so that x25519-only ClientHellos reach the HelloRetryRequest path. */
     cfg.groups[0] = (knobs & 0x40) ? TLS_GROUP_SECP256R1 : TLS_GROUP_X25519;
     cfg.n_groups = 1;
+    fz_tickets(&cfg, (mode & 0x04) != 0, (mode & 0x08) != 0);
+    static const enum tls_client_auth auth[4] = {TLS_CLIENT_AUTH_NONE, TLS_CLIENT_AUTH_OPTIONAL,
+                                                 TLS_CLIENT_AUTH_REQUIRED, TLS_CLIENT_AUTH_REQUIRED};
+    cfg.client_auth = auth[(mode >> 4) & 3];
+    cfg.client_ca = ((mode >> 4) & 3) == 3 ? NULL : fz_client_ca();
     c = tls_conn_new(&cfg, 1);
     if (c == NULL)
         return;
@@ -116,6 +197,8 @@ static void run_engine(const uint8_t *p, size_t n, uint8_t knobs)
             last = ret;
             break;
         }
+        if (tls_conn_early_data_len(c) > 1024 || (tls_conn_early_data_accepted(c) && !tls_conn_resumed(c)))
+            abort(); /* early data only on a resumed connection, never over the limit */
         kl_buf_reset(&out);
         kl_buf_reset(&app);
         if (used == 0 && avail == n - off)
@@ -131,7 +214,7 @@ static void run_engine(const uint8_t *p, size_t n, uint8_t knobs)
     kl_buf_dispose(&app);
 }
 
-static void run_protected(const uint8_t *p, size_t n, int before_finished)
+static void run_protected(const uint8_t *p, size_t n, int before_finished, int early)
 {
     static struct tls_cert cert;
     static struct tls_config cfg;
@@ -154,6 +237,8 @@ static void run_protected(const uint8_t *p, size_t n, int before_finished)
         cfg.certs = &cert;
         cfg.n_certs = 1;
     }
+    fz_tickets(&cfg, early, 0);
+    cfg.test = NULL;
     c = tls_conn_new(&cfg, 2);
     kl_buf_init(&c2s, 1 << 20);
     kl_buf_init(&s2c, 1 << 20);
@@ -171,7 +256,38 @@ static void run_protected(const uint8_t *p, size_t n, int before_finished)
     used = s2c.len;
     if (ttc_input(&t, &c2s, &app, s2c.base, &used) != 0 || t.state != TTC_DONE)
         abort(); /* the engine and the test client must agree */
-    if (before_finished) {
+    if (early) {
+        /* Finish, take the client's first ticket, then resume with 0-RTT accepted: the chunks go under the
+         * client early key, before EndOfEarlyData. */
+        struct ttc_psk_config pc;
+        static const uint8_t first[1] = {'x'};
+        struct ttc_ticket *tk = malloc(sizeof(*tk));
+        used = c2s.len;
+        kl_buf_reset(&s2c);
+        if (tk == NULL || tls_conn_input(c, &s2c, &app, c2s.base, &used) != 0 || !tls_conn_established(c))
+            abort();
+        kl_buf_reset(&c2s);
+        used = s2c.len;
+        if (ttc_input(&t, &c2s, &app, s2c.base, &used) != 0 || t.n_tickets == 0)
+            abort();
+        *tk = t.tickets[0];
+        ttc_dispose(&t);
+        tls_conn_free(c);
+        c = tls_conn_new(&cfg, 3);
+        memset(&pc, 0, sizeof(pc));
+        pc.resume = tk;
+        pc.early = first;
+        pc.early_len = sizeof(first);
+        kl_buf_reset(&c2s);
+        kl_buf_reset(&s2c);
+        kl_buf_reset(&app);
+        if (c == NULL || ttc_start_psk(&t, &cc, &pc, &c2s) != 0)
+            abort();
+        used = c2s.len;
+        if (tls_conn_input(c, &s2c, &app, c2s.base, &used) != 0 || !tls_conn_early_data_accepted(c) || app.len != 1)
+            abort(); /* the engine and the test client must agree */
+        free(tk);
+    } else if (before_finished) {
         /* Drop the client's Finished: fuzz what reaches EXPECT_CLIENT_FINISHED under the client handshake key. */
         if (rec_dir_set_secret(&cw, t.suite, t.ks.client_hs, t.hash_len) != 0)
             abort();
@@ -188,7 +304,7 @@ static void run_protected(const uint8_t *p, size_t n, int before_finished)
         off += 2;
         if (len > n - off)
             len = n - off;
-        struct rec_dir *d = before_finished ? &cw : &t.wr;
+        struct rec_dir *d = before_finished && !early ? &cw : &t.wr;
         kl_buf_reset(&c2s);
         if (type == 0x1f) {
             /* raw bytes on the wire, unprotected */
@@ -227,13 +343,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     switch (data[0] & 3) {
     case 0:
-        run_engine(data + 2, size - 2, data[1]);
+        run_engine(data + 2, size - 2, data[1], data[0]);
         break;
     case 1:
         run_codec(data + 1, size - 1);
         break;
     default:
-        run_protected(data + 1, size - 1, (data[0] & 3) == 3);
+        run_protected(data + 1, size - 1, (data[0] & 3) == 3, (data[0] & 7) == 6);
         break;
     }
     return 0;
