@@ -8,7 +8,9 @@
 # extractable and may sign; the certificate carries the token's public key;
 # the token signs (ECDSA over a digest, RSA-PSS over a digest, EdDSA over the
 # message) and openssl verifies that signature with the certificate's key;
-# the chain verifies against root.pem. One "ok N - ..." line per check;
+# the chain verifies against root.pem; the ticket root is one private,
+# sensitive, non-extractable secret key the token computes HMAC-SHA256 with.
+# One "ok N - ..." line per check;
 # exit status 1 if any check failed.
 set -eu
 set -o pipefail
@@ -245,6 +247,48 @@ for name in $KL_KEY_NAMES; do
     not_ok "$name: chain: $(kl_err_summary "$KL_TMP/verify")"
   fi
 done
+
+# The ticket root (issue 11): one secret key, sensitive, private, never
+# extractable, and the token computes a deterministic HMAC-SHA256 with it.
+root_uri="pkcs11:token=$(kl_pct "$KL_TOKEN_LABEL");object=$(kl_pct "$KL_TICKET_ROOT");type=secret-key"
+n_root=$(grep -F ";object=$(kl_pct "$KL_TICKET_ROOT");" "$KL_TMP/objects" | grep -c '^pkcs11:' || true)
+n_root_ok=$(grep -F ";object=$(kl_pct "$KL_TICKET_ROOT");" "$KL_TMP/objects" |
+  grep -F "id=$(kl_pct_hex "$KL_TICKET_ROOT_ID");" | grep -c 'type=secret-key$' || true)
+if [ "$n_root" -eq 1 ] && [ "$n_root_ok" -eq 1 ]; then
+  ok "$KL_TICKET_ROOT: one secret key with CKA_ID $KL_TICKET_ROOT_ID"
+else
+  not_ok "$KL_TICKET_ROOT: want one secret key with CKA_ID $KL_TICKET_ROOT_ID, found $n_root object(s) ($n_root_ok right)"
+fi
+why=
+if kl_p11tool_user --list-all "$root_uri"; then
+  flags=$(grep 'Flags:' "$KL_TMP/p11tool.out" || true)
+  case $flags in *"CKA_PRIVATE;"*) ;; *) why="$why not CKA_PRIVATE;" ;; esac
+  case $flags in *"CKA_SENSITIVE;"*) ;; *) why="$why not CKA_SENSITIVE;" ;; esac
+  case $flags in *"CKA_EXTRACTABLE;"*) why="$why CKA_EXTRACTABLE;" ;; esac
+else
+  why=" cannot list it: $(kl_err_summary "$KL_TMP/p11tool.out")"
+fi
+if grep -A2 '^Secret Key Object' "$KL_TMP/anon" | grep -E "^  label: +$KL_TICKET_ROOT\$" >/dev/null; then
+  why="$why visible without login;"
+fi
+if [ -z "$why" ]; then
+  ok "$KL_TICKET_ROOT: secret key is private, sensitive, not extractable"
+else
+  not_ok "$KL_TICKET_ROOT: secret key attributes:$why"
+fi
+# $1 input file, $2 output file: HMAC-SHA256 by the token with the root.
+root_hmac() {
+  kl_p11_user --sign -m SHA256-HMAC --id "$KL_TICKET_ROOT_ID" --label "$KL_TICKET_ROOT" -i "$1" -o "$2"
+}
+if ! root_hmac "$KL_TMP/msg" "$KL_TMP/mac1" || ! root_hmac "$KL_TMP/msg" "$KL_TMP/mac2" ||
+  ! root_hmac "$KL_TMP/msg2" "$KL_TMP/mac3"; then
+  not_ok "$KL_TICKET_ROOT: token HMAC-SHA256: $(kl_err_summary "$KL_TMP/p11.out")"
+elif [ "$(wc -c <"$KL_TMP/mac1")" -eq 32 ] && cmp -s "$KL_TMP/mac1" "$KL_TMP/mac2" &&
+  ! cmp -s "$KL_TMP/mac1" "$KL_TMP/mac3"; then
+  ok "$KL_TICKET_ROOT: token HMAC-SHA256 is 32 bytes, deterministic, input-dependent"
+else
+  not_ok "$KL_TICKET_ROOT: token HMAC-SHA256 is not 32 bytes, not deterministic or ignores its input"
+fi
 KL_USER_PIN=
 
 echo "1..$n"

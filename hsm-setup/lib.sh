@@ -35,6 +35,11 @@ kl_key_gentype() {
   esac
 }
 
+# The ticket root (issue 11): a secret key that never leaves the token; the
+# signer derives session ticket keys from it with CKM_SHA256_HMAC.
+KL_TICKET_ROOT=ticket-root
+KL_TICKET_ROOT_ID=10
+
 # Print one line on stderr and leave. Every failure path of the scripts ends
 # here so that a caller sees exactly one line that names what went wrong.
 die() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hsm-setup/setup.sh: make (or reuse) the keyless PKCS#11 token, its four
-# signing keys and a test PKI for them, then run check.sh. See docs/HSM.md.
+# signing keys, the ticket root secret key and a test PKI for the signing
+# keys, then run check.sh. See docs/HSM.md.
 #
 #   setup.sh [--dir DIR] [--force] [--module PATH] [--label LABEL]
 #            [--pin-file FILE] [--so-pin-file FILE] [--no-check]
@@ -302,6 +303,9 @@ if [ $force -eq 1 ] && [ $softhsm -eq 0 ]; then
   for name in $KL_KEY_NAMES; do
     delete_key "$name"
   done
+  for _ in 1 2 3 4 5 6 7 8; do
+    kl_p11_user --delete-object --type secrkey --label "$KL_TICKET_ROOT" --id "$KL_TICKET_ROOT_ID" || break
+  done
 fi
 list_objects
 made_keys=
@@ -329,6 +333,23 @@ for name in $KL_KEY_NAMES; do
     die "token $KL_TOKEN_LABEL: objects labelled $name are not one private+public pair with id $id ($n_priv private, $n_pub public, $n_other other); fix the token or rerun with --force"
   fi
 done
+
+# The ticket root (issue 11): a 32-byte generic secret, sensitive, private,
+# never extractable, that may sign (HMAC). The signer derives every ticket key
+# from it inside the token; a re-run keeps it, since replacing it would end
+# every outstanding session ticket of the whole fleet.
+root_objs=$(grep -F ";object=$(kl_pct "$KL_TICKET_ROOT");" "$KL_TMP/objects" || true)
+n_root=$(printf '%s\n' "$root_objs" | grep -c '^pkcs11:' || true)
+n_root_ok=$(printf '%s\n' "$root_objs" | grep -F "id=$(kl_pct_hex "$KL_TICKET_ROOT_ID");" | grep -c 'type=secret-key$' || true)
+if [ "$n_root" -eq 0 ]; then
+  if ! kl_p11_user --keygen --key-type GENERIC:32 --id "$KL_TICKET_ROOT_ID" --label "$KL_TICKET_ROOT" \
+    --usage-sign --sensitive --private; then
+    die "token $KL_TOKEN_LABEL: creating the ticket root $KL_TICKET_ROOT failed: $(kl_err_summary "$KL_TMP/p11.out")"
+  fi
+  echo "hsm-setup: ticket root $KL_TICKET_ROOT (id $KL_TICKET_ROOT_ID, generic secret, 32 bytes): created in the token"
+elif [ "$n_root" -ne 1 ] || [ "$n_root_ok" -ne 1 ]; then
+  die "token $KL_TOKEN_LABEL: objects labelled $KL_TICKET_ROOT are not one secret key with id $KL_TICKET_ROOT_ID ($n_root object(s)); fix the token or rerun with --force"
+fi
 
 mkdir -p -- "$dir/pki"
 chmod 0755 "$dir/pki"

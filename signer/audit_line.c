@@ -131,6 +131,41 @@ static void w_key(struct line_w *w, const char *key)
     w_str(w, "\":");
 }
 
+/* The ticket_keys members (audit_line.h: struct audit_ticket_keys); never a secret. */
+static void w_tickets(struct line_w *w, const struct audit_ticket_keys *t)
+{
+    w_key(w, "ticket_scope");
+    w_jstr(w, t->scope);
+    w_key(w, "ticket_rotation");
+    w_u64(w, t->rotation);
+    w_key(w, "ticket_epochs");
+    if (t->epochs == NULL) {
+        w_str(w, "null");
+    } else {
+        w_str(w, "\"");
+        for (size_t i = 0; i < t->n; i++) {
+            if (i > 0) {
+                w_str(w, ",");
+            }
+            w_u64(w, t->epochs[i]);
+        }
+        w_str(w, "\"");
+    }
+    w_key(w, "ticket_key_ids");
+    if (t->key_ids == NULL || t->epochs == NULL) {
+        w_str(w, "null");
+        return;
+    }
+    w_str(w, "\"");
+    for (size_t i = 0; i < t->n; i++) {
+        if (i > 0) {
+            w_str(w, ",");
+        }
+        w_hex(w, t->key_ids[i], AUDIT_TICKET_KEY_ID_LEN);
+    }
+    w_str(w, "\"");
+}
+
 static void format_time(char out[40], const struct timespec *ts)
 {
     struct tm tm;
@@ -204,6 +239,9 @@ int audit_line_format(struct kl_buf *out, uint8_t hash_out[AUDIT_HASH_LEN], cons
     w_jstr(&w, rec->reason);
     w_key(&w, "latency_us");
     w_u64(&w, rec->latency_us);
+    if (rec->tickets != NULL) {
+        w_tickets(&w, rec->tickets);
+    }
     if (rotated_from != NULL) {
         w_key(&w, "rotated_from");
         w_jstr(&w, rotated_from);

@@ -35,6 +35,23 @@
 /* The "v" member of every line. */
 #define AUDIT_FORMAT_VERSION 1
 
+/* Ticket key ids are this long (the TicketKey.key_id of keyless.proto). */
+#define AUDIT_TICKET_KEY_ID_LEN 8
+
+/*
+ * Op "ticket_keys" (issue 11): what a TicketKeys request asked for and, when answered,
+ * the ids of the keys handed out. Never the secrets. Written as the members
+ * "ticket_scope", "ticket_rotation" (seconds), "ticket_epochs" (decimal epochs, comma
+ * separated) and "ticket_key_ids" (hex ids in the same order, or null when refused).
+ */
+struct audit_ticket_keys {
+    const char *scope;
+    uint32_t rotation;
+    const uint64_t *epochs; /* n of them; NULL: not recorded (too many asked) */
+    size_t n;
+    const uint8_t (*key_ids)[AUDIT_TICKET_KEY_ID_LEN]; /* n of them, or NULL */
+};
+
 /*
  * One decision. Borrowed for the duration of a call only.
  * NULL strings are written as JSON null. A zero time means "now" (CLOCK_REALTIME).
@@ -59,6 +76,7 @@ struct audit_record {
     const char *status; /* "OK", "UNKNOWN_KEY", ... */
     const char *reason; /* why refused, or NULL */
     uint64_t latency_us;
+    const struct audit_ticket_keys *tickets; /* op "ticket_keys" only; NULL: no ticket members */
 };
 
 /* What audit_line_check() reads from a good line. */

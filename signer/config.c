@@ -257,6 +257,67 @@ static const struct kl_ini_key key_keys[] = {
     {"burst", KL_INI_NUMBER, KL_INI_FIELD(struct cfg_key, burst), .max = RATE_MAX},
 };
 
+/* [tickets] (issue 11) */
+
+static int set_ticket_key(struct kl_ini *ini, void *obj, const char *value)
+{
+    struct signer_config *cfg = obj;
+    if (strlen(value) > 64) {
+        return kl_ini_fail(ini, "label longer than 64 bytes");
+    }
+    free(cfg->tickets.key);
+    if ((cfg->tickets.key = strdup(value)) == NULL) {
+        return kl_ini_fail(ini, "out of memory");
+    }
+    return 0;
+}
+
+/* The scope goes into every derivation and the audit log: a short name, like a key's. */
+static int set_ticket_scope(struct kl_ini *ini, void *obj, const char *value)
+{
+    struct signer_config *cfg = obj;
+    if (!key_name_ok(value)) {
+        return kl_ini_fail(ini, "'%s' must be 1..64 of [A-Za-z0-9._-] (a site name)", value);
+    }
+    if ((cfg->tickets.scope = strdup(value)) == NULL) {
+        return kl_ini_fail(ini, "out of memory");
+    }
+    return 0;
+}
+
+static int add_ticket_uid(struct kl_ini *ini, void *obj, const char *tok)
+{
+    struct cfg_tickets *t = &((struct signer_config *)obj)->tickets;
+    uint32_t id = 0;
+    int ret = parse_allowed_id(ini, &id, t->n_uids, tok, 0);
+    if (ret == 0) {
+        t->uids[t->n_uids++] = id;
+    }
+    return ret;
+}
+
+static int add_ticket_gid(struct kl_ini *ini, void *obj, const char *tok)
+{
+    struct cfg_tickets *t = &((struct signer_config *)obj)->tickets;
+    uint32_t id = 0;
+    int ret = parse_allowed_id(ini, &id, t->n_gids, tok, 1);
+    if (ret == 0) {
+        t->gids[t->n_gids++] = id;
+    }
+    return ret;
+}
+
+static const struct kl_ini_key ticket_keys[] = {
+    {"key", KL_INI_CUSTOM, .set = set_ticket_key},
+    {"scope", KL_INI_CUSTOM, .set = set_ticket_scope},
+    {"accept_epochs", KL_INI_UINT, KL_INI_FIELD(struct signer_config, tickets.accept_epochs), .min = 0,
+     .max = CFG_TICKETS_MAX_ACCEPT},
+    {"allow_uids", KL_INI_LIST, KL_INI_MULTI | KL_INI_EMPTY_OK, .set = add_ticket_uid},
+    {"allow_gids", KL_INI_LIST, KL_INI_MULTI | KL_INI_EMPTY_OK, .set = add_ticket_gid},
+    {"rate", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, tickets.rate), .max = RATE_MAX, .hint = "per second"},
+    {"burst", KL_INI_NUMBER, KL_INI_FIELD(struct signer_config, tickets.burst), .max = RATE_MAX},
+};
+
 #define KEYS(t) .keys = (t), .n_keys = sizeof(t) / sizeof((t)[0])
 
 static const struct kl_ini_section sections[] = {
@@ -264,6 +325,7 @@ static const struct kl_ini_section sections[] = {
     {"hsm", KL_INI_LINE, KEYS(hsm_keys), .line_offset = offsetof(struct signer_config, hsm_line)},
     {"key", KL_INI_NAMED | KL_INI_REQUIRED | KL_INI_LINE, KEYS(key_keys), .open = open_key,
      .line_offset = offsetof(struct cfg_key, line), .missing = "no key configured"},
+    {"tickets", KL_INI_LINE, KEYS(ticket_keys), .line_offset = offsetof(struct signer_config, tickets.line)},
 };
 
 /* Whole-file checks: one module, and group only with user. */
@@ -279,6 +341,16 @@ static int check(struct kl_ini *ini, void *user)
     if (cfg->has_group && !cfg->has_user) {
         return kl_ini_fail_at(ini, cfg->group_line, "signer", "group",
                               "set without user (only a drop to both is supported)");
+    }
+    if (cfg->tickets.line != 0) {
+        cfg->tickets.present = 1;
+        if (cfg->tickets.scope == NULL) {
+            return kl_ini_fail_at(ini, cfg->tickets.line, "tickets", "scope",
+                                  "missing (name the site: a leaked ticket key then opens this site's tickets only)");
+        }
+        if (cfg->tickets.key == NULL && (cfg->tickets.key = strdup(CFG_TICKETS_DEFAULT_KEY)) == NULL) {
+            return kl_ini_fail_at(ini, cfg->tickets.line, "tickets", "key", "out of memory");
+        }
     }
     return 0;
 }
@@ -311,6 +383,7 @@ int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path)
     cfg->max_connections = 256;
     cfg->audit_sync = AUDIT_SYNC_GROUP;
     cfg->audit_group_ms = AUDIT_DEFAULT_GROUP_MS;
+    cfg->tickets.accept_epochs = CFG_TICKETS_DEFAULT_ACCEPT;
     ret = kl_ini_load(&spec, cfg, path, err, sizeof(err));
     if (ret != 0) {
         fprintf(err_out, "keyless-signer: %s\n", err);
@@ -340,6 +413,8 @@ void cfg_free(struct signer_config *cfg)
     free(cfg->module_name);
     free(cfg->softhsm2_conf);
     free(cfg->pin_file);
+    free(cfg->tickets.key);
+    free(cfg->tickets.scope);
     free(cfg);
 }
 

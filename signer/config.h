@@ -2,7 +2,7 @@
  * config.h - keyless-signer's INI configuration: a key table over common/kl_ini, which
  * the frontend's config uses too (same durations, booleans, error lines).
  *
- * Sections: [signer], [hsm], and one [key NAME] per key. docs/SIGNER.md documents every
+ * Sections: [signer], [hsm], one [key NAME] per key, and the optional [tickets]. docs/SIGNER.md documents every
  * key; examples/signer.conf is an annotated example. Relative paths are resolved against
  * the directory of the config file. Every bad line is reported as
  *   keyless-signer: FILE:LINE: [section] key: reason
@@ -37,6 +37,28 @@ struct cfg_key {
     double rate, burst;
 };
 
+/*
+ * [tickets] (issue 11): session ticket keys derived in the token from the secret key
+ * labelled `key`, under `scope`. Optional: present is 0 when the section is absent, and
+ * then TicketKeys is refused.
+ */
+#define CFG_TICKETS_DEFAULT_KEY "ticket-root"
+#define CFG_TICKETS_DEFAULT_ACCEPT 4
+#define CFG_TICKETS_MAX_ACCEPT 1000
+
+struct cfg_tickets {
+    int present;
+    unsigned line;           /* its section header, for start-up errors */
+    char *key;               /* CKA_LABEL of the root; CFG_TICKETS_DEFAULT_KEY unless set */
+    char *scope;             /* the site name, part of every derivation (required) */
+    unsigned accept_epochs;  /* how many epochs before the current one may be asked */
+    uid_t uids[CFG_MAX_IDS]; /* who may ask; both empty: the signer's own uid, as for a key */
+    size_t n_uids;
+    gid_t gids[CFG_MAX_IDS];
+    size_t n_gids;
+    double rate, burst; /* requests per second over all peers (0: unlimited), as for a key */
+};
+
 struct signer_config {
     char *path;
     /* [signer] */
@@ -67,6 +89,8 @@ struct signer_config {
     /* [key NAME] */
     struct cfg_key keys[CFG_MAX_KEYS];
     size_t n_keys;
+    /* [tickets] */
+    struct cfg_tickets tickets;
 };
 
 /*

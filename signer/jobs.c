@@ -134,6 +134,7 @@ void job_free(struct job *j)
         return;
     }
     kl_wipe(j->sig, sizeof(j->sig));
+    tickets_job_free(j->tickets);
     free(j);
 }
 
@@ -161,9 +162,48 @@ static void post_done(struct jobs *jobs, struct job *j)
 static void withhold(struct job *j, const char *why)
 {
     kl_wipe(j->sig, sizeof(j->sig));
+    tickets_job_wipe(j->tickets);
     j->sig_len = 0;
     j->status = KEYLESS__V1__STATUS__HSM_ERROR;
     j->message = why;
+}
+
+/*
+ * Op ticket_keys (issue 11): derive j's ticket keys on session `session` and append the
+ * audit record (epochs and key ids, never a secret). The same contract as sign_job: the
+ * keys wait for their record to be durable as a signature does.
+ */
+static int ticket_keys_job(struct jobs *jobs, unsigned session, struct job *j)
+{
+    struct audit_record rec;
+    struct audit_ticket_keys info;
+    int ret, waits;
+
+    if (tickets_derive(j->tickets, jobs->env.be, session) == 0) {
+        j->status = KEYLESS__V1__STATUS__OK;
+        j->message = NULL;
+    } else {
+        withhold(j, "the HSM failed to derive the ticket keys");
+    }
+    memset(&rec, 0, sizeof(rec));
+    rec.pid = j->pid;
+    rec.uid = j->uid;
+    rec.gid = j->gid;
+    rec.op = "ticket_keys";
+    rec.key = j->key_name;
+    rec.request_id = j->id;
+    rec.status = job_status_name(j->status);
+    rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
+    rec.latency_us = (kl_clock_ns() - j->t0_ns) / 1000;
+    tickets_audit(&info, j->tickets);
+    rec.tickets = &info;
+    waits = j->status == KEYLESS__V1__STATUS__OK && jobs->env.audit_sync != AUDIT_SYNC_NONE;
+    if ((ret = audit_append(jobs->env.audit, &rec, waits ? &j->seq : NULL)) != 0) {
+        log_errx("audit: append failed (%s); withholding ticket keys", kl_err_str(ret));
+        withhold(j, "the audit log cannot be written");
+        return 0;
+    }
+    return waits;
 }
 
 /*
@@ -178,6 +218,9 @@ static int sign_job(struct jobs *jobs, unsigned session, struct job *j)
     struct audit_record rec;
     int ret;
 
+    if (j->tickets != NULL) {
+        return ticket_keys_job(jobs, session, j);
+    }
     j->sig_len = sizeof(j->sig);
     ret = policy_build_content(content, &content_len, j->context, j->hash, j->hash_len);
     if (ret == 0) {

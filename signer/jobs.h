@@ -30,6 +30,7 @@
 #include "keyless.pb-c.h"
 #include "kl_err.h"
 #include "p11_backend.h"
+#include "tickets.h"
 
 #define JOB_STR_MAX 256 /* server_name / client_address kept for the audit line */
 
@@ -65,6 +66,9 @@ struct job {
     const char *message; /* static text, NULL on OK */
     uint8_t sig[P11_SIG_MAX];
     size_t sig_len;
+    /* op ticket_keys (issue 11), owned: derived instead of signed (key is NULL, key_name
+     * the root's label); NULL for a sign request */
+    struct tickets_job *tickets;
     /* set by env->deliver */
     int sent;         /* the response went to the connection's output already */
     int conn_closing; /* the connection was closing or dead when it was delivered */
@@ -123,7 +127,7 @@ struct job *jobs_take_done(struct jobs *jobs);
 /* The name of an RPC status as the audit log writes it ("OK", "HSM_ERROR", ...). */
 const char *job_status_name(Keyless__V1__Status st);
 
-/* Wipe the signature and free j. NULL is fine. */
+/* Wipe the signature (and ticket keys) and free j. NULL is fine. */
 void job_free(struct job *j);
 
 /*

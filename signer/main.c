@@ -114,10 +114,28 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
     return 0;
 }
 
+/* [tickets] (issue 11): the ticket root must be on the token at start. Exit status on failure. */
+static int open_ticket_root(struct p11_backend *be, struct p11_secret **root_p, const struct signer_config *cfg)
+{
+    char err[512] = "";
+    int ret;
+
+    *root_p = NULL;
+    if (!cfg->tickets.present) {
+        return 0;
+    }
+    if ((ret = p11_secret_find(be, root_p, err, sizeof(err), cfg->tickets.key)) != 0) {
+        log_diag("%s:%u: [tickets] key: %s", cfg->path, cfg->tickets.line, err[0] != '\0' ? err : kl_err_str(ret));
+        return 1;
+    }
+    return 0;
+}
+
 static int run(const char *config_path, int check_only)
 {
     struct signer_config *cfg = NULL;
     struct p11_backend *be = NULL;
+    struct p11_secret *ticket_root = NULL;
     struct server_key *keys = NULL;
     struct audit_log *audit = NULL;
     struct server *srv = NULL;
@@ -137,7 +155,7 @@ static int run(const char *config_path, int check_only)
     if (keys == NULL) {
         goto exit;
     }
-    if (open_keys(&be, keys, cfg) != 0) {
+    if (open_keys(&be, keys, cfg) != 0 || open_ticket_root(be, &ticket_root, cfg) != 0) {
         goto exit;
     }
     if (cfg_mkdir_parents(cfg->audit_log, 0750) != 0) {
@@ -186,6 +204,7 @@ static int run(const char *config_path, int check_only)
     if (server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
         goto exit;
     }
+    server_set_ticket_root(srv, ticket_root);
     if (privsep_drop(cfg) != 0) {
         goto exit;
     }

@@ -62,6 +62,7 @@ struct p11_backend {
     unsigned n_sessions;
     CK_SESSION_HANDLE *sessions;
     struct p11_key *keys;
+    struct p11_secret *secrets; /* issue 11: the ticket root */
     pthread_rwlock_t lock;
     atomic_int broken;
     uint64_t last_recover_ns;
@@ -672,6 +673,151 @@ exit:
     return ret;
 }
 
+/* ---- secret keys: the ticket root (issue 11) ---- */
+
+struct p11_secret {
+    struct p11_secret *next;
+    char *label;
+    CK_OBJECT_HANDLE h; /* valid for the current module generation */
+};
+
+static void recover(struct p11_backend *be);
+
+/* The handle of the one secret key labelled s->label, checked fit for an HMAC root. */
+static int secret_load(struct p11_backend *be, struct p11_secret *s, char *err, size_t err_len)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, s->label, strlen(s->label)}};
+    CK_OBJECT_HANDLE h[2];
+    CK_ULONG found = 2;
+    CK_KEY_TYPE kt = 0;
+    CK_BBOOL can_sign = CK_FALSE, sensitive = CK_FALSE, extractable = CK_TRUE;
+    CK_ATTRIBUTE a[4] = {{CKA_KEY_TYPE, &kt, sizeof(kt)},
+                         {CKA_SIGN, &can_sign, sizeof(can_sign)},
+                         {CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
+                         {CKA_EXTRACTABLE, &extractable, sizeof(extractable)}};
+    CK_MECHANISM_INFO mi;
+    CK_RV rv;
+
+    if (objects_find(be, h, &found, tmpl, 2) != 0) {
+        snprintf(err, err_len, "C_FindObjects failed");
+        return KL_ERR_HSM;
+    }
+    if (found != 1) {
+        snprintf(err, err_len, "%s secret key labelled '%s' on the token (run hsm-setup, or see docs/HSM.md)",
+                 found == 0 ? "no" : "more than one", s->label);
+        return KL_ERR_NOT_FOUND;
+    }
+    rv = be->f->C_GetAttributeValue(be->sessions[0], h[0], a, 4);
+    if (rv != CKR_OK) {
+        snprintf(err, err_len, "cannot read the attributes of secret key '%s': %s", s->label, rv_str(rv));
+        return KL_ERR_HSM;
+    }
+    if (kt != CKK_GENERIC_SECRET && kt != CKK_SHA256_HMAC) {
+        snprintf(err, err_len, "secret key '%s' has type 0x%lx, not a generic secret or SHA256-HMAC key", s->label,
+                 (unsigned long)kt);
+        return KL_ERR_CONFIG;
+    }
+    if (can_sign != CK_TRUE || sensitive != CK_TRUE || extractable != CK_FALSE) {
+        snprintf(err, err_len, "secret key '%s' must have CKA_SIGN and CKA_SENSITIVE true, CKA_EXTRACTABLE false",
+                 s->label);
+        return KL_ERR_CONFIG;
+    }
+    rv = be->f->C_GetMechanismInfo(be->slot, CKM_SHA256_HMAC, &mi);
+    if (rv != CKR_OK || (mi.flags & CKF_SIGN) == 0) {
+        snprintf(err, err_len, "the token cannot sign with CKM_SHA256_HMAC (%s)",
+                 rv != CKR_OK ? rv_str(rv) : "no CKF_SIGN");
+        return KL_ERR_CONFIG;
+    }
+    s->h = h[0];
+    return 0;
+}
+
+/* After a recovery: every secret key's new handle. */
+static int secrets_load(struct p11_backend *be, char *err, size_t err_len)
+{
+    for (struct p11_secret *s = be->secrets; s != NULL; s = s->next) {
+        int ret = secret_load(be, s, err, err_len);
+        if (ret != 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+static void secrets_free(struct p11_backend *be)
+{
+    while (be->secrets != NULL) {
+        struct p11_secret *s = be->secrets;
+        be->secrets = s->next;
+        free(s->label);
+        free(s);
+    }
+}
+
+int p11_secret_find(struct p11_backend *be, struct p11_secret **key_p, char *err, size_t err_len, const char *label)
+{
+    int ret = 0;
+    struct p11_secret *s = calloc(1, sizeof(*s));
+
+    *key_p = NULL;
+    KL_ENSURE(s != NULL, KL_ERR_NO_MEMORY);
+    s->label = strdup(label);
+    KL_ENSURE(s->label != NULL, KL_ERR_NO_MEMORY);
+    pthread_rwlock_wrlock(&be->lock);
+    ret = secret_load(be, s, err, err_len);
+    if (ret == 0) {
+        s->next = be->secrets;
+        be->secrets = s;
+        *key_p = s;
+        s = NULL;
+    }
+    pthread_rwlock_unlock(&be->lock);
+exit:
+    if (s != NULL) {
+        free(s->label);
+        free(s);
+    }
+    return ret;
+}
+
+int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_SHA256_LEN], unsigned session_index,
+                    const struct p11_secret *key, const uint8_t *data, size_t data_len)
+{
+    CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
+    CK_ULONG out_len = P11_HMAC_SHA256_LEN;
+    CK_RV rv;
+
+    if (session_index >= be->n_sessions || key == NULL) {
+        return KL_ERR_INVALID;
+    }
+    if (atomic_load(&be->broken)) {
+        recover(be);
+    }
+    pthread_rwlock_rdlock(&be->lock);
+    if (atomic_load(&be->broken) || be->sessions[session_index] == CK_INVALID_HANDLE) {
+        pthread_rwlock_unlock(&be->lock);
+        atomic_store(&be->broken, 1);
+        return KL_ERR_HSM;
+    }
+    /* The handle is read under the lock: a recovery re-finds it. */
+    rv = be->f->C_SignInit(be->sessions[session_index], &mech, key->h);
+    if (rv == CKR_OK) {
+        rv = be->f->C_Sign(be->sessions[session_index], (CK_BYTE_PTR)data, data_len, out, &out_len);
+    }
+    pthread_rwlock_unlock(&be->lock);
+    if (rv != CKR_OK || out_len != P11_HMAC_SHA256_LEN) {
+        kl_wipe(out, P11_HMAC_SHA256_LEN);
+        if (rv_needs_recovery(rv)) {
+            atomic_store(&be->broken, 1);
+        }
+        log_warnx("hsm: C_Sign (CKM_SHA256_HMAC) failed: %s (0x%lx)%s", rv_str(rv), (unsigned long)rv,
+                  rv_needs_recovery(rv) ? "; will reopen sessions and log in again" : "");
+        return KL_ERR_HSM;
+    }
+    return 0;
+}
+
 /* ---- start, recovery, stop ---- */
 
 /* Bring up slot, sessions, login and key handles on an initialised module. */
@@ -686,6 +832,7 @@ static int token_open(struct p11_backend *be, enum p11_fail *fail_p, char *err, 
     for (struct p11_key *k = be->keys; k != NULL; k = k->next) {
         KL_TRY(key_load(be, k, err, err_len, 0));
     }
+    KL_TRY(secrets_load(be, err, err_len));
 exit:
     return ret;
 }
@@ -760,6 +907,7 @@ void p11_backend_free(struct p11_backend *be)
         free(k->uri_str);
         free(k);
     }
+    secrets_free(be);
     if (be->p11kit_modules != NULL) {
         p11_kit_modules_release(be->p11kit_modules);
     } else if (be->p11kit_loaded) {

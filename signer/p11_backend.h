@@ -98,6 +98,35 @@ KL_MUST_CHECK int p11_sign(struct p11_backend *be, uint8_t *sig, size_t *sig_len
 KL_MUST_CHECK int p11_sign_raw(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index,
                                const struct p11_key *key, uint16_t scheme, const uint8_t *digest, size_t digest_len);
 
+/*
+ * Secret keys (issue 11: the ticket root). A secret key is found by its CKA_LABEL on the
+ * backend's token and used only for HMAC-SHA256 inside the token; its value never leaves it.
+ * It belongs to the backend (freed with it) and is re-found after a recovery, like the
+ * private keys.
+ */
+struct p11_secret;
+
+#define P11_HMAC_SHA256_LEN 32
+
+/*
+ * Find the one secret key (CKO_SECRET_KEY) labelled label and check that it is fit to be
+ * a root that never leaves the token: CKA_SIGN true, CKA_SENSITIVE true, CKA_EXTRACTABLE
+ * false, type CKK_GENERIC_SECRET or CKK_SHA256_HMAC, and that the token offers
+ * CKM_SHA256_HMAC. KL_ERR_NOT_FOUND (no such key, or several), KL_ERR_CONFIG (unfit),
+ * KL_ERR_HSM, KL_ERR_NO_MEMORY, with a one-line reason in err.
+ */
+KL_MUST_CHECK int p11_secret_find(struct p11_backend *be, struct p11_secret **key_p, char *err, size_t err_len,
+                                  const char *label);
+
+/*
+ * out = HMAC-SHA256(key, data), computed by the token (C_Sign with CKM_SHA256_HMAC) on
+ * session slot session_index. Token trouble is handled as for p11_sign (KL_ERR_HSM, the
+ * backend recovers on the next call); KL_ERR_INVALID on misuse. On failure out is wiped.
+ * Thread-safe across distinct session indices.
+ */
+KL_MUST_CHECK int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_SHA256_LEN], unsigned session_index,
+                                  const struct p11_secret *key, const uint8_t *data, size_t data_len);
+
 /* How many times the backend has recovered from token trouble (for logs and tests). */
 unsigned p11_backend_recoveries(struct p11_backend *be);
 

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -41,6 +42,7 @@
 #include "ratelimit.h"
 #include "server.h"
 #include "sockdir.h"
+#include "tickets.h"
 
 #define OUT_MAX (4u * 1024 * 1024) /* a peer that stops reading is dropped past this */
 #define OUT_HIGH (256u * 1024)     /* stop reading a peer's requests while its output is this big */
@@ -92,6 +94,10 @@ struct server {
     uint64_t drain_deadline;
     uint64_t turn, drained_turn; /* drain_done once per loop turn, before any event */
     size_t in_flight;            /* jobs submitted and not retired yet (bounded by queue_max) */
+    /* op ticket_keys (issue 11) */
+    const struct p11_secret *ticket_root; /* NULL: TicketKeys is refused */
+    struct rl_bucket ticket_rl;           /* [tickets] rate/burst, over all peers */
+    int ticket_rl_ready;
 };
 
 static void signal_fd(int fd)
@@ -257,6 +263,24 @@ static void conn_flush(struct server *srv, struct conn *c)
     }
 }
 
+/* A TicketKeysResponse (issue 11) and the storage its keys point into; tj borrowed. */
+struct ticket_answer {
+    Keyless__V1__Response resp;
+    Keyless__V1__TicketKeysResponse tr;
+    Keyless__V1__TicketKey keys[TICKETS_MAX_EPOCHS];
+    Keyless__V1__TicketKey *ptrs[TICKETS_MAX_EPOCHS];
+};
+
+static void ticket_answer_init(struct ticket_answer *a, uint64_t id, Keyless__V1__Status st, const char *message,
+                               const struct tickets_job *tj)
+{
+    keyless__v1__response__init(&a->resp);
+    a->resp.id = id;
+    a->resp.body_case = KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS;
+    a->resp.ticket_keys = &a->tr;
+    tickets_response(&a->tr, a->keys, a->ptrs, st, message, tj);
+}
+
 /*
  * jobs_env.deliver, on the thread that finished j: put j's response on its connection
  * and send it right away. Urgent (1) when the I/O thread must look now: the answer was
@@ -266,6 +290,8 @@ static int conn_deliver(void *arg, struct job *j)
 {
     Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
     Keyless__V1__SignResponse sr = KEYLESS__V1__SIGN_RESPONSE__INIT;
+    struct ticket_answer ta;
+    const ProtobufCMessage *msg = &resp.base;
     struct conn *c = j->conn;
     int interest_changes = 0;
     (void)arg;
@@ -276,10 +302,14 @@ static int conn_deliver(void *arg, struct job *j)
     sr.message = (char *)(j->message != NULL ? j->message : "");
     sr.signature.data = j->sig;
     sr.signature.len = j->sig_len;
+    if (j->tickets != NULL) {
+        ticket_answer_init(&ta, j->id, j->status, j->message, j->tickets);
+        msg = &ta.resp.base;
+    }
     pthread_mutex_lock(&c->lock);
     j->conn_closing = c->closing || c->dead;
     if (!c->dead) {
-        if (frame_append(&c->out, &resp.base) != 0) {
+        if (frame_append(&c->out, msg) != 0) {
             j->overflow = 1;
         } else {
             j->sent = 1;
@@ -294,6 +324,9 @@ static int conn_deliver(void *arg, struct job *j)
         }
     }
     pthread_mutex_unlock(&c->lock);
+    if (j->sent) {
+        tickets_job_wipe(j->tickets); /* packed: the job's copy of the keys is not needed any more */
+    }
     return j->overflow || !j->sent || j->conn_closing || interest_changes;
 }
 
@@ -328,6 +361,16 @@ static void send_sign_status(struct server *srv, struct conn *c, uint64_t id, Ke
     conn_send(srv, c, &resp);
 }
 
+/* I/O thread: a TicketKeys answer (tj NULL for a refusal); tj's keys are wiped once packed. */
+static void send_ticket_answer(struct server *srv, struct conn *c, uint64_t id, Keyless__V1__Status st,
+                               const char *message, struct tickets_job *tj)
+{
+    struct ticket_answer ta;
+    ticket_answer_init(&ta, id, st, message, tj);
+    conn_send(srv, c, &ta.resp);
+    tickets_job_wipe(tj);
+}
+
 /* I/O thread: the bookkeeping of a finished job whose answer conn_deliver() handled. */
 static void job_retire(struct server *srv, struct job *j)
 {
@@ -337,6 +380,8 @@ static void job_retire(struct server *srv, struct job *j)
     if (j->overflow && !c->dead) {
         log_warnx("conn %llu: dropping (it does not read its answers)", (unsigned long long)c->serial);
         conn_kill(srv, c);
+    } else if (!j->sent && !c->dead && j->tickets != NULL) {
+        send_ticket_answer(srv, c, j->id, j->status, j->message, j->tickets);
     } else if (!j->sent && !c->dead) {
         send_sign_status(srv, c, j->id, j->status, j->message, j->sig, j->sig_len);
     }
@@ -516,12 +561,95 @@ static void handle_ping(struct server *srv, struct conn *c, const Keyless__V1__R
     conn_send(srv, c, &resp);
 }
 
+/* ---- op ticket_keys (issue 11): ticket keys derived in the token, see tickets.h ---- */
+
+/* Audit a refused TicketKeys request (its epochs when there are few enough to list) and answer it. */
+static void ticket_refuse(struct server *srv, struct conn *c, const Keyless__V1__Request *req, Keyless__V1__Status st,
+                          const char *why, uint64_t t0)
+{
+    const Keyless__V1__TicketKeysRequest *tr = req->ticket_keys;
+    const struct cfg_tickets *tc = &srv->cfg->tickets;
+    struct audit_ticket_keys info = {tc->scope, tr->rotation_seconds, NULL, tr->n_epochs, NULL};
+    struct audit_record rec;
+
+    if (tr->n_epochs <= TICKETS_MAX_EPOCHS) {
+        info.epochs = tr->epochs;
+    }
+    audit_fill(&rec, c, "ticket_keys", tc->present ? tc->key : NULL, req->id, st, why, t0);
+    rec.tickets = &info;
+    if (audit_now(srv, &rec) != 0) {
+        st = KEYLESS__V1__STATUS__HSM_ERROR;
+        why = "the audit log cannot be written";
+    }
+    send_ticket_answer(srv, c, req->id, st, why, NULL);
+}
+
+/*
+ * Check a TicketKeys request (tickets_check: configured, peer allowed, rotation, epochs
+ * in the window), rate-limit and bound it like a sign request, then hand the derivation
+ * to jobs.c: the HSM is called off the I/O thread, and the job audits and answers.
+ */
+static void handle_ticket_keys(struct server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0)
+{
+    const Keyless__V1__TicketKeysRequest *tr = req->ticket_keys;
+    const struct cfg_tickets *tc = &srv->cfg->tickets;
+    const char *why = NULL;
+    Keyless__V1__Status st;
+    struct job *j;
+    uint64_t now;
+
+    st = tickets_check(&why, srv->ticket_root != NULL ? tc : NULL, c->uid, c->gid, srv->self_uid, (uint64_t)time(NULL),
+                       tr->rotation_seconds, tr->epochs, tr->n_epochs);
+    if (st != KEYLESS__V1__STATUS__OK) {
+        ticket_refuse(srv, c, req, st, why, t0);
+        return;
+    }
+    now = kl_clock_ns();
+    if ((srv->peer_rl != NULL && !rl_table_take(srv->peer_rl, (uint32_t)c->uid, now)) ||
+        !rl_bucket_take(&srv->ticket_rl, now)) {
+        ticket_refuse(srv, c, req, KEYLESS__V1__STATUS__RATE_LIMITED, "rate limit exceeded", t0);
+        return;
+    }
+    if (srv->in_flight >= srv->cfg->queue_max) {
+        ticket_refuse(srv, c, req, KEYLESS__V1__STATUS__OVERLOADED, "signing queue full", t0);
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->tickets = calloc(1, sizeof(*j->tickets))) == NULL) {
+        free(j);
+        ticket_refuse(srv, c, req, KEYLESS__V1__STATUS__OVERLOADED, "out of memory", t0);
+        return;
+    }
+    j->conn = c;
+    j->key_name = tc->key;
+    j->id = req->id;
+    j->pid = c->pid;
+    j->uid = c->uid;
+    j->gid = c->gid;
+    j->t0_ns = t0;
+    j->tickets->root = srv->ticket_root;
+    j->tickets->scope = tc->scope;
+    j->tickets->rotation = tr->rotation_seconds;
+    j->tickets->n = tr->n_epochs;
+    memcpy(j->tickets->epochs, tr->epochs, tr->n_epochs * sizeof(tr->epochs[0]));
+    c->refs++;
+    srv->in_flight++;
+    jobs_submit(srv->jobs, j);
+}
+
+void server_set_ticket_root(struct server *srv, const struct p11_secret *root)
+{
+    srv->ticket_root = root;
+}
+
 /* The only operations the signer performs. */
 static const struct op ops[] = {
     {KEYLESS__V1__REQUEST__BODY_SIGN, "sign", OP_NEEDS_KEY_AUTH | OP_ASYNC, sign_key_name, sign_authorize,
      sign_audit_fields, sign_make_job, NULL},
     {KEYLESS__V1__REQUEST__BODY_LIST_KEYS, "list_keys", 0, NULL, NULL, NULL, NULL, handle_list_keys},
     {KEYLESS__V1__REQUEST__BODY_PING, "ping", 0, NULL, NULL, NULL, NULL, handle_ping},
+    /* Names no key: handle_ticket_keys authorizes ([tickets] allow lists) and queues the job itself. */
+    {KEYLESS__V1__REQUEST__BODY_TICKET_KEYS, "ticket_keys", 0, NULL, NULL, NULL, NULL, handle_ticket_keys},
 };
 
 /*
@@ -790,6 +918,9 @@ static void accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
             const struct policy_key pk = policy_key_of(srv->keys[i].cfg);
             allowed |= policy_peer_allowed(&pk, cred.uid, cred.gid, srv->self_uid);
         }
+        /* A peer that may only fetch ticket keys (issue 11) is let in too. */
+        allowed |=
+            srv->cfg->tickets.present && tickets_peer_allowed(&srv->cfg->tickets, cred.uid, cred.gid, srv->self_uid);
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
             close(fd);
@@ -994,6 +1125,8 @@ int server_new(struct server **srv_p, const struct signer_config *cfg, struct p1
     for (size_t i = 0; i < n_keys; i++) {
         rl_bucket_init(&srv->key_rl[i], keys[i].cfg->rate, keys[i].cfg->burst);
     }
+    rl_bucket_init(&srv->ticket_rl, cfg->tickets.rate, cfg->tickets.burst);
+    srv->ticket_rl_ready = 1;
     if (cfg->rate_per_peer > 0) {
         srv->peer_rl = rl_table_new(cfg->rate_per_peer, cfg->burst_per_peer, PEER_TABLE_MAX);
         KL_ENSURE(srv->peer_rl != NULL, KL_ERR_NO_MEMORY);
@@ -1068,6 +1201,9 @@ void server_free(struct server *srv)
         }
     }
     free(srv->key_rl);
+    if (srv->ticket_rl_ready) {
+        rl_bucket_dispose(&srv->ticket_rl);
+    }
     rl_table_free(srv->peer_rl);
     free(srv);
 }

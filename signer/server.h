@@ -61,6 +61,13 @@ void server_stop(struct server *srv);
  */
 void server_rotate(struct server *srv);
 
+/*
+ * Issue 11: answer TicketKeys with keys derived from root (found by p11_secret_find on
+ * cfg's [tickets] key; borrowed, it belongs to the backend). Without it TicketKeys is
+ * refused with NOT_AUTHORIZED "ticket keys not configured". Call before server_run().
+ */
+void server_set_ticket_root(struct server *srv, const struct p11_secret *root);
+
 /* Stop the threads, close the socket (and unlink it) and free everything. NULL is fine. */
 void server_free(struct server *srv);
 

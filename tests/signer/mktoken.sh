@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # mktoken.sh DIR - a SoftHSM2 token for the signer tests, laid out like hsm-setup's.
 # Uses hsm-setup/setup.sh when it exists; otherwise makes the same token itself
-# (label keyless; ecdsa-p256 01, ecdsa-p384 02, rsa-2048 03, ed25519 04), without
+# (label keyless; ecdsa-p256 01, ecdsa-p384 02, rsa-2048 03, ed25519 04, and the
+# secret key ticket-root 10), without
 # certificates (DIR/pki/ stays empty: the tests then verify against the token's SPKI).
 set -eu
 dir=$1
@@ -31,6 +32,8 @@ gen EC:prime256v1 ecdsa-p256 01
 gen EC:secp384r1 ecdsa-p384 02
 gen rsa:2048 rsa-2048 03
 gen EC:edwards25519 ed25519 04
+pkcs11-tool --module "$module" --token-label keyless --login --pin "$(cat "$dir/user.pin")" \
+    --keygen --key-type GENERIC:32 --label ticket-root --id 10 --usage-sign --sensitive --private >/dev/null
 cat >"$dir/env" <<ENV
 export SOFTHSM2_CONF=$dir/softhsm2.conf
 export KL_HSM_MODULE=$module

@@ -146,3 +146,29 @@ int rpc_client_sign(struct rpc_client *c, Keyless__V1__Response **resp_p, uint64
     }
     return rpc_client_recv(c, resp_p, 10000);
 }
+
+void rpc_client_ticket_keys_request(Keyless__V1__Request *req, Keyless__V1__TicketKeysRequest *tr, uint64_t id,
+                                    uint32_t rotation_seconds, const uint64_t *epochs, size_t n)
+{
+    keyless__v1__request__init(req);
+    keyless__v1__ticket_keys_request__init(tr);
+    req->id = id;
+    req->body_case = KEYLESS__V1__REQUEST__BODY_TICKET_KEYS;
+    req->ticket_keys = tr;
+    tr->rotation_seconds = rotation_seconds;
+    tr->epochs = (uint64_t *)epochs;
+    tr->n_epochs = n;
+}
+
+int rpc_client_ticket_keys(struct rpc_client *c, Keyless__V1__Response **resp_p, uint64_t id, uint32_t rotation_seconds,
+                           const uint64_t *epochs, size_t n)
+{
+    Keyless__V1__Request req;
+    Keyless__V1__TicketKeysRequest tr;
+    int ret;
+    rpc_client_ticket_keys_request(&req, &tr, id, rotation_seconds, epochs, n);
+    if ((ret = rpc_client_send(c, &req)) != 0) {
+        return ret;
+    }
+    return rpc_client_recv(c, resp_p, 10000);
+}

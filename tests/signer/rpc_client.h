@@ -45,4 +45,12 @@ KL_MUST_CHECK int rpc_client_sign(struct rpc_client *c, Keyless__V1__Response **
 void rpc_client_sign_request(Keyless__V1__Request *req, Keyless__V1__SignRequest *sr, uint64_t id, const char *key,
                              uint32_t scheme, int context, const uint8_t *hash, size_t hash_len);
 
+/* Fill a TicketKeysRequest + Request pair (borrowing epochs, n of them). */
+void rpc_client_ticket_keys_request(Keyless__V1__Request *req, Keyless__V1__TicketKeysRequest *tr, uint64_t id,
+                                    uint32_t rotation_seconds, const uint64_t *epochs, size_t n);
+
+/* Send a TicketKeysRequest with this id and wait for its response (the only one in flight). */
+KL_MUST_CHECK int rpc_client_ticket_keys(struct rpc_client *c, Keyless__V1__Response **resp_p, uint64_t id,
+                                         uint32_t rotation_seconds, const uint64_t *epochs, size_t n);
+
 #endif

@@ -82,7 +82,7 @@ int main(void)
     snprintf(sub, sizeof(sub), "case.conf:4: [signer] audit_sync: 'sometimes' is not always, group or none");
     expect_raw("; comment\n[signer]\nsocket = s\naudit_sync = sometimes\n", "", 2, sub, "bad audit_sync");
     /* About the section itself: its header line, no key. */
-    snprintf(sub, sizeof(sub), "case.conf:1: [frobnicate]: unknown section (expected [signer], [hsm] or [key NAME])");
+    snprintf(sub, sizeof(sub), "case.conf:1: [frobnicate]: unknown section (expected [signer], [hsm], [key NAME] or [tickets])");
     expect_raw("[frobnicate]\nx = 1\n", "", 2, sub, "unknown section");
     snprintf(sub, sizeof(sub), "case.conf:3: [key a] schemes: unknown signature scheme 'ecdsa_sha1'");
     expect_raw("[key a]\nuri = pkcs11:token=keyless;object=a\nschemes = ecdsa_sha1\n", "", 2, sub,
