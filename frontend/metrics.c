@@ -108,6 +108,27 @@ size_t metrics_render(char *buf, size_t cap)
         EMIT("# HELP %s %s\n# TYPE %s %s\n%s %lld\n", simple[i].name, simple[i].help, simple[i].name, simple[i].type,
              simple[i].name, (long long)metrics_get(simple[i].id));
     }
+    /* Issue 11: a resumed handshake never calls the signer; the share that needed the HSM is
+       keyless_signer_requests_total over keyless_handshakes_total{result="ok"}. */
+    EMIT("# HELP keyless_resumed_handshakes_total Completed handshakes by whether they resumed a session ticket.\n"
+         "# TYPE keyless_resumed_handshakes_total counter\n"
+         "keyless_resumed_handshakes_total{resumed=\"true\"} %lld\n"
+         "keyless_resumed_handshakes_total{resumed=\"false\"} %lld\n",
+         (long long)metrics_get(METRIC_HS_RESUMED),
+         (long long)(metrics_get(METRIC_HS_OK) - metrics_get(METRIC_HS_RESUMED)));
+    EMIT("# HELP keyless_early_data_total 0-RTT offers the strike register decided on, by result.\n"
+         "# TYPE keyless_early_data_total counter\n"
+         "keyless_early_data_total{result=\"accepted\"} %lld\n"
+         "keyless_early_data_total{result=\"replay_refused\"} %lld\n",
+         (long long)metrics_get(METRIC_EARLY_DATA_ACCEPTED), (long long)metrics_get(METRIC_EARLY_DATA_REPLAYED));
+    EMIT("# HELP keyless_early_data_bytes_total 0-RTT bytes passed to backends (marked by PROXY v2 TLV 0xE3).\n"
+         "# TYPE keyless_early_data_bytes_total counter\nkeyless_early_data_bytes_total %lld\n",
+         (long long)metrics_get(METRIC_EARLY_DATA_BYTES));
+    EMIT("# HELP keyless_ticket_key_refreshes_total Ticket key requests to the signer, by result.\n"
+         "# TYPE keyless_ticket_key_refreshes_total counter\n"
+         "keyless_ticket_key_refreshes_total{result=\"ok\"} %lld\n"
+         "keyless_ticket_key_refreshes_total{result=\"failed\"} %lld\n",
+         (long long)metrics_get(METRIC_TICKET_KEY_FETCHES), (long long)metrics_get(METRIC_TICKET_KEY_FAILURES));
     EMIT("# HELP keyless_signer_latency_seconds Signer round trip per answered request.\n"
          "# TYPE keyless_signer_latency_seconds histogram\n");
     uint64_t cum = 0;
