@@ -479,6 +479,13 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
             start_sign(c);
             break;
         }
+        /* Before the close_notify check: a client may send its Finished (after 0-RTT, its
+           EndOfEarlyData too) and close_notify in one flight; the handshake completed, and
+           its (early) data must still reach the backend. */
+        if ((r == 0 || r == KL_ERR_WANT_READ || r == KL_ERR_CLOSED) && !c->established &&
+            tls_conn_established(c->tls)) {
+            on_established(c);
+        }
         if (r == KL_ERR_CLOSED && c->established) {
             on_client_eof(c);
             break;
@@ -486,9 +493,6 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
         if (r != 0 && r != KL_ERR_WANT_READ) {
             fail_tls(c, r);
             break;
-        }
-        if (!c->established && tls_conn_established(c->tls)) {
-            on_established(c);
         }
         if (n == 0) {
             break; /* a partial record: wait for more bytes */
