@@ -585,6 +585,11 @@ static void reload_keys_cb(void *arg, const Keyless__V1__Response *resp)
         gen_unref(gen);
         return;
     }
+    if (gen->cfg->ticket_keys != w->gen->cfg->ticket_keys ||
+        gen->cfg->ticket_rotation_ms != w->gen->cfg->ticket_rotation_ms) {
+        /* The ring was made before fork for one source and epoch length (tickets.h). */
+        log_warnx("reload: ticket_keys and ticket_rotation changes take effect at the next restart");
+    }
     gen_attach(w, gen);
     struct fe_gen *old = w->gen;
     w->gen = gen;
