@@ -609,7 +609,8 @@ int main(int argc, char **argv)
            " mbytes_per_s=%.2f tickets=%" PRIu64 " resumed=%" PRIu64 "\n",
            elapsed, st.started, st.handshakes, st.completed, (double)st.handshakes / elapsed, pct(50), pct(90), pct(99),
            st.lat_n ? (double)st.lat_us[st.lat_n - 1] / 1000.0 : 0.0, st.errors, st.err_connect, st.err_handshake,
-           st.err_io, st.err_http, st.timeouts, st.bytes_in, (double)st.bytes_in / elapsed / 1e6, st.tickets, st.resumed);
+           st.err_io, st.err_http, st.timeouts, st.bytes_in, (double)st.bytes_in / elapsed / 1e6, st.tickets,
+           st.resumed);
     free(st.lat_us);
     SSL_SESSION_free(saved_session);
     free(conns);
