@@ -62,6 +62,9 @@ enum hs_state {
 /* 4.2.11.1 / 8.3: how far the client's idea of a ticket's age may be from ours. */
 #define HS_TICKET_AGE_WINDOW_MS 10000
 #define HS_TICKET_LIFETIME_DEFAULT 7200
+/* Offered identities we try to open: each costs an HKDF and an AEAD open, and a ClientHello can carry
+ * about 1,600 of them; clients send one or two. Later ones are ignored (full handshake if none fits). */
+#define HS_MAX_PSK_TRIED 8
 /* PskKeyExchangeMode (4.2.9). */
 #define HS_PSK_KE 0
 #define HS_PSK_DHE_KE 1
@@ -876,7 +879,7 @@ static int hs_select_psk(struct tls_conn *c, const struct msg_client_hello *ch, 
         goto exit;
     wire_reader_init(&ids, ch->ext.psk_identities.base, ch->ext.psk_identities.len);
     wire_reader_init(&binders, ch->ext.psk_binders.base, ch->ext.psk_binders.len);
-    for (i = 0; !found && ext_psk_next(&ids, &binders, &psk); i++) {
+    for (i = 0; !found && i < HS_MAX_PSK_TRIED && ext_psk_next(&ids, &binders, &psk); i++) {
         int check_age = 1;
         if (t != NULL && t->psk_identity != NULL && psk.identity.len == t->psk_identity_len &&
             memcmp(psk.identity.base, t->psk_identity, t->psk_identity_len) == 0) {

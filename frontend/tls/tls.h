@@ -203,9 +203,9 @@ void tls_conn_free(struct tls_conn *c);
  * number of bytes consumed; keep the rest and call again when more arrive. Bytes to
  * send are appended to out; decrypted application data to app.
  * Returns 0, KL_ERR_ASYNC (a signature is needed), KL_ERR_CLOSED, or an error (alert queued).
- * Backpressure: once established, a record is only read if app has room for it (keep at
- * least REC_MAX_CIPHERTEXT = 2^14 + 256 bytes free); otherwise 0 is returned with the record
- * left in the input.
+ * Backpressure: once established (and while accepted 0-RTT data arrives), a record is only read if app has room for it
+ * (keep at least REC_MAX_CIPHERTEXT = 2^14 + 256 bytes free); otherwise 0 is returned with the record left in the
+ * input.
  */
 KL_MUST_CHECK int tls_conn_input(struct tls_conn *c, struct kl_buf *out, struct kl_buf *app, const uint8_t *in,
                                  size_t *in_len_p);

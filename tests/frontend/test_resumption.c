@@ -416,6 +416,96 @@ static void test_rfc8448_psk_values(void)
     rfc8448_free(r);
 }
 
+/* RFC 8448 3 through the engine with tickets on: the NewSessionTicket after the client Finished carries the
+ * trace's fields, its ticket opens to the trace's resumption PSK, and it used seq 0 as NSS's did. */
+static void test_rfc8448_simple_ticket(void)
+{
+    struct rfc8448 *r = rfc8448_load("simple-1rtt.txt");
+    struct fx f;
+    struct kl_buf out, app, pt;
+    struct rec_dir srd;
+    size_t l, n;
+    const uint8_t *v;
+    uint8_t type = 0;
+    static const uint8_t nonce0[2] = {0, 0};
+    fx_init(&f);
+    kl_buf_init(&out, 1 << 16);
+    kl_buf_init(&app, 1 << 16);
+    kl_buf_init(&pt, 1 << 16);
+    rec_dir_init(&srd, 0);
+    f.hooks.server_random = rfc8448_must(r, "server_random", &l);
+    f.hooks.server_ephemeral_private =
+        rfc8448_must(r, "server_ephemeral_private", &f.hooks.server_ephemeral_private_len);
+    v = rfc8448_must(r, "encrypted_extensions", &l);
+    f.hooks.encrypted_extensions_body = v + 6;
+    f.hooks.encrypted_extensions_body_len = l - 6;
+    f.hooks.ticket_nonce = nonce0;
+    f.hooks.ticket_nonce_len = 2;
+    f.hooks.force_ticket_age_add = 1;
+    f.hooks.ticket_age_add = 0xfad6aac5;
+    f.cfg.test = &f.hooks;
+    f.cfg.n_alpn = 0;
+    f.cfg.tickets.count = 1;
+    f.cfg.tickets.lifetime = 30;
+    struct tls_conn *c = tls_conn_new(&f.cfg, 3);
+    v = rfc8448_must(r, "client_hello_record", &l);
+    n = l;
+    is_int(tls_conn_input(c, &out, &app, v, &n), KL_ERR_ASYNC, "3+tickets: a full handshake (signature needed)");
+    v = rfc8448_must(r, "certificate_verify", &l);
+    is_int(tls_conn_sign_done(c, &out, v + 8, l - 8), 0, "3+tickets: the trace's signature");
+    kl_buf_reset(&out);
+    v = rfc8448_must(r, "client_finished_record", &l);
+    n = l;
+    is_int(tls_conn_input(c, &out, &app, v, &n), 0, "3+tickets: client Finished");
+    ok(tls_conn_established(c) && out.len != 0, "3+tickets: the NewSessionTicket answers the client Finished");
+    v = rfc8448_must(r, "server_application_key", &l);
+    const uint8_t *iv = rfc8448_must(r, "server_application_iv", &n);
+    if (rec_dir_set_keys(&srd, TLS_AES_128_GCM_SHA256, v, l, iv) != 0)
+        diag("keys");
+    struct rec_record rr;
+    ok(rec_next(&rr, out.base, out.len, 0) == 0 && rr.wire_len == out.len && rec_open(&srd, &pt, &type, &rr) == 0 &&
+           type == REC_TYPE_HANDSHAKE,
+       "3+tickets: one record under the server application key, seq 0");
+    struct wire_reader rd, exts;
+    uint32_t lifetime = 0, age_add = 0, max_early = 0;
+    uint16_t et = 0;
+    struct kl_span nonce, ticket;
+    uint8_t mt = 0;
+    uint32_t ml = 0;
+    wire_reader_init(&rd, pt.base, pt.len);
+    ok(wire_read_u8(&rd, &mt) == 0 && mt == MSG_NEW_SESSION_TICKET && wire_read_u24(&rd, &ml) == 0 &&
+           ml == pt.len - 4 && wire_read_u32(&rd, &lifetime) == 0 && wire_read_u32(&rd, &age_add) == 0 &&
+           wire_read_vec_span(&rd, &nonce, 1, 0, 255) == 0 && wire_read_vec_span(&rd, &ticket, 2, 1, 0xffff) == 0 &&
+           wire_read_vec(&rd, &exts, 2) == 0 && wire_reader_end(&rd) == 0 && wire_read_u16(&exts, &et) == 0 &&
+           et == EXT_EARLY_DATA && wire_read_u16(&exts, &et) == 0 && et == 4 && wire_read_u32(&exts, &max_early) == 0 &&
+           wire_reader_end(&exts) == 0,
+       "3+tickets: NewSessionTicket parses, one extension: early_data");
+    is_int(lifetime, 30, "3+tickets: ticket_lifetime as the trace (30 s)");
+    is_int(age_add, 0xfad6aac5, "3+tickets: ticket_age_add as the trace");
+    is_mem(nonce.base, nonce.len, nonce0, 2, "3+tickets: ticket_nonce 00 00 as the trace");
+    is_int(max_early, 1024, "3+tickets: max_early_data 1024 as the trace");
+    struct ticket_state st;
+    is_int(ticket_open(&st, &keys_held, ticket.base, ticket.len), 0, "3+tickets: our ticket opens");
+    is_trace(st.psk, st.psk_len, r, "resumption_psk", "3+tickets: it carries the trace's resumption PSK");
+    ok(st.suite == TLS_AES_128_GCM_SHA256 && strcmp(st.sni, "server") == 0 && st.lifetime == 30 &&
+           st.age_add == 0xfad6aac5 && !st.peer.present,
+       "3+tickets: suite, SNI, lifetime, age_add inside");
+    crypto_wipe(&st, sizeof(st));
+    ok(strstr(trace_log, "ClientFinished,NewSessionTicket,") != NULL, "3+tickets: traced");
+    /* The ticket took seq 0, so our first application record is the trace's (seq 1) byte for byte. */
+    kl_buf_reset(&out);
+    v = rfc8448_must(r, "server_application_data_plaintext", &l);
+    is_int(tls_conn_send(c, &out, v, l), 0, "3+tickets: server application data");
+    is_trace(out.base, out.len, r, "server_application_data_record", "3+tickets: its record byte for byte (seq 1)");
+    tls_conn_free(c);
+    rec_dir_dispose(&srd);
+    kl_buf_dispose(&out);
+    kl_buf_dispose(&app);
+    kl_buf_dispose(&pt);
+    fx_free(&f);
+    rfc8448_free(r);
+}
+
 static int accept_all(void *arg, const uint8_t *binder, size_t len, uint64_t expires_ms)
 {
     (void)arg;
@@ -701,7 +791,49 @@ static void test_round_trips(void)
     kl_buf_dispose(&r.app);
     tls_conn_free(c);
     ttc_dispose(&t);
+    /* The ninth identity is never tried (HS_MAX_PSK_TRIED): a full handshake. */
+    pc.psk_garbage_first = 8;
+    c = tls_conn_new(&f.cfg, 60);
+    run(c, &t, &cc, &pc, f.key, &r);
+    ok(r.done && r.signed_ && !tls_conn_resumed(c), "ticket as the 9th identity: not tried, full handshake");
+    kl_buf_dispose(&r.app);
+    tls_conn_free(c);
+    ttc_dispose(&t);
+    pc.psk_garbage_first = 7;
+    c = tls_conn_new(&f.cfg, 61);
+    run(c, &t, &cc, &pc, f.key, &r);
+    ok(r.done && !r.signed_ && tls_conn_resumed(c) && t.selected == 7, "ticket as the 8th identity: resumed");
+    kl_buf_dispose(&r.app);
+    tls_conn_free(c);
+    ttc_dispose(&t);
     pc.psk_garbage_first = 0;
+    /* A replayed ClientHello with its 0-RTT (the same bytes to a second connection): the register has its
+     * binder, so the second connection rejects the early data and still answers in 1-RTT. */
+    {
+        struct kl_buf c2s, o1, o2, a1, a2;
+        size_t n1, n2;
+        kl_buf_init(&c2s, 1 << 16);
+        kl_buf_init(&o1, 1 << 16);
+        kl_buf_init(&o2, 1 << 16);
+        kl_buf_init(&a1, 1 << 16);
+        kl_buf_init(&a2, 1 << 16);
+        struct tls_conn *c1 = tls_conn_new(&f.cfg, 40), *c2 = tls_conn_new(&f.cfg, 41);
+        is_int(ttc_start_psk(&t, &cc, &pc, &c2s), 0, "replay: client hello and 0-RTT captured");
+        n1 = n2 = c2s.len;
+        is_int(tls_conn_input(c1, &o1, &a1, c2s.base, &n1), 0, "replay: first use");
+        ok(tls_conn_early_data_accepted(c1) && a1.len == sizeof(early) - 1, "replay: first use accepts 0-RTT");
+        is_int(tls_conn_input(c2, &o2, &a2, c2s.base, &n2), 0, "replay: second use of the same bytes");
+        ok(tls_conn_resumed(c2) && !tls_conn_early_data_accepted(c2) && a2.len == 0 && o2.len != 0,
+           "replay: second use rejects 0-RTT (binder seen), resumes in 1-RTT and answers");
+        tls_conn_free(c1);
+        tls_conn_free(c2);
+        ttc_dispose(&t);
+        kl_buf_dispose(&c2s);
+        kl_buf_dispose(&o1);
+        kl_buf_dispose(&o2);
+        kl_buf_dispose(&a1);
+        kl_buf_dispose(&a2);
+    }
     /* Replay: the register refuses. */
     replay_fail = 1;
     c = tls_conn_new(&f.cfg, 7);
@@ -792,6 +924,19 @@ static void test_round_trips(void)
     ok(strstr(trace_log, "HelloRetryRequest") != NULL, "HRR traced");
     tls_conn_free(c);
     ttc_dispose(&t);
+    /* 0-RTT offered, then a HelloRetryRequest: the early records are skipped, the second ClientHello resumes. */
+    static const uint8_t lost[] = "lost early data";
+    pc.early = lost;
+    pc.early_len = sizeof(lost);
+    c = tls_conn_new(&f.cfg, 17);
+    run(c, &t, &hrr, &pc, f.key, &r);
+    ok(r.done && tls_conn_resumed(c) && !tls_conn_early_data_accepted(c) && r.app.len == 0,
+       "0-RTT then HelloRetryRequest: early data skipped, resumed in 1-RTT");
+    kl_buf_dispose(&r.app);
+    tls_conn_free(c);
+    ttc_dispose(&t);
+    pc.early = NULL;
+    pc.early_len = 0;
     pc.psk_bad_binder = 1;
     c = tls_conn_new(&f.cfg, 16);
     run(c, &t, &hrr, &pc, f.key, &r);
@@ -1047,6 +1192,7 @@ int main(void)
 {
     test_ticket_format();
     test_rfc8448_psk_values();
+    test_rfc8448_simple_ticket();
     test_rfc8448_resumed_0rtt(0);
     test_rfc8448_resumed_0rtt(1);
     test_rfc8448_binder_negative();

@@ -36,7 +36,7 @@ static int put_psk(struct ttc *t, struct kl_buf *msg, size_t *binders_off_p, siz
     if ((ret = wire_put_u16(msg, EXT_PRE_SHARED_KEY)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
         (ret = wire_block_open(msg, &l, 2)) != 0)
         return ret;
-    if (t->psk.psk_garbage_first) {
+    for (unsigned i = 0; i < t->psk.psk_garbage_first; i++) {
         if ((ret = wire_block_open(msg, &e, 2)) != 0 || (ret = wire_put_bytes(msg, garbage, sizeof(garbage))) != 0 ||
             (ret = wire_block_close(msg, e, 2)) != 0 || (ret = wire_put_u32(msg, 1234)) != 0)
             return ret;
@@ -48,9 +48,10 @@ static int put_psk(struct ttc *t, struct kl_buf *msg, size_t *binders_off_p, siz
     *binders_off_p = msg->len;
     if ((ret = wire_block_open(msg, &l, 2)) != 0)
         return ret;
-    if (t->psk.psk_garbage_first &&
-        ((ret = wire_put_u8(msg, (uint8_t)hl)) != 0 || (ret = wire_put_bytes(msg, zeros, hl)) != 0))
-        return ret;
+    for (unsigned i = 0; i < t->psk.psk_garbage_first; i++) {
+        if ((ret = wire_put_u8(msg, (uint8_t)hl)) != 0 || (ret = wire_put_bytes(msg, zeros, hl)) != 0)
+            return ret;
+    }
     if ((ret = wire_put_u8(msg, (uint8_t)blen)) != 0)
         return ret;
     *binder_off_p = msg->len;
@@ -344,7 +345,7 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
     size_t el = 0;
     if (t->resumed) {
         /* 4.2.11: the server selects an identity we offered, with the ticket's hash. */
-        size_t n_ids = 1 + (t->psk.psk_garbage_first ? 1 : 0);
+        size_t n_ids = 1 + (size_t)t->psk.psk_garbage_first;
         if (t->selected >= n_ids || t->psk.resume->alg != t->alg)
             return KL_ERR_ILLEGAL_PARAMETER;
     }

@@ -65,12 +65,12 @@ struct ttc_psk_config {
     const uint8_t *early;   /* 0-RTT: offer early_data and send these bytes under the early keys */
     size_t early_len;
     /* Negative tests: break the PSK offer. */
-    int psk_bad_binder;    /* flip a bit of the binder */
-    size_t psk_binder_len; /* non-zero: a binder of this length (its first bytes are the real binder) */
-    int psk_extra_binder;  /* one binder more than identities */
-    int psk_not_last;      /* an unknown extension after pre_shared_key */
-    int psk_no_modes;      /* no psk_key_exchange_modes */
-    int psk_garbage_first; /* an identity nobody can open before the ticket */
+    int psk_bad_binder;         /* flip a bit of the binder */
+    size_t psk_binder_len;      /* non-zero: a binder of this length (its first bytes are the real binder) */
+    int psk_extra_binder;       /* one binder more than identities */
+    int psk_not_last;           /* an unknown extension after pre_shared_key */
+    int psk_no_modes;           /* no psk_key_exchange_modes */
+    unsigned psk_garbage_first; /* this many identities nobody can open before the ticket */
 };
 
 /*
