@@ -17,8 +17,11 @@
  * the done eventfd (jobs_done_fd) wakes it only when the bookkeeping cannot wait (deliver
  * said so) or DONE_WAKE_BATCH jobs piled up, so a signature costs no I/O-thread wake-up.
  *
- * Fail closed: a signature whose audit record cannot be written or made durable is
- * withheld (HSM_ERROR, no signature bytes), and the signature buffer is wiped.
+ * A job with tickets set (issue 11) derives ticket keys instead (tickets_derive on the
+ * worker's session) and goes through the same audit and delivery path.
+ *
+ * Fail closed: a signature (or ticket keys) whose audit record cannot be written or made
+ * durable is withheld (HSM_ERROR, no signature bytes, no keys), and the buffer is wiped.
  */
 #ifndef KL_SIGNER_JOBS_H
 #define KL_SIGNER_JOBS_H

@@ -11,6 +11,8 @@
  * and runs the policy (policy_check_sign: context, scheme, hash length, peer uid/gid
  * from SO_PEERCRED) and the rate limits; OP_ASYNC makes a job for jobs.c, bounded by
  * queue_max (full: OVERLOADED). A refusal is audited before its answer is queued.
+ * TicketKeys (issue 11, tickets.h) names no key: its handler checks [tickets] and the
+ * request (tickets_check), the rate limits and queue_max itself, then queues a job too.
  * Responses echo the request id and go out in completion order.
  *
  * The audit log is rotated on this thread: on server_rotate() (SIGHUP) and, with

@@ -53,6 +53,19 @@ key_ids() { # DIR
     sed -n 's/.*;id=\([^;]*\);object=\([^;]*\);type=private$/\2 \1/p' | sort
 }
 
+# The identity of the ticket root (a secret that never leaves the token): the
+# hex HMAC-SHA256 the token computes with it over a fixed message. Module $2
+# and PIN file $3 default to the SoftHSM fixture in DIR.
+root_hmac() { # DIR [MODULE PINFILE LABEL]
+  local mod=${2:-$MODULE} pin=${3:-$1/user.pin} label=${4:-keyless} f=$T/root-hmac.$$
+  printf 'keyless ticket root fingerprint' >"$f.in"
+  SOFTHSM2_CONF=${SOFTHSM2_CONF_OVERRIDE:-$1/softhsm2.conf} KLP=$(cat "$pin") pkcs11-tool --module "$mod" \
+    --token-label "$label" --login --pin env:KLP --sign -m SHA256-HMAC --label ticket-root \
+    -i "$f.in" -o "$f.out" </dev/null >/dev/null 2>&1 || return 1
+  od -An -tx1 "$f.out" | tr -d ' \n'
+  rm -f "$f.in" "$f.out"
+}
+
 # A digest of every artefact a re-run must leave alone.
 fixture_digest() { # DIR
   (cd "$1" && sha256sum user.pin so.pin env softhsm2.conf pki/*.pem pki/*.key)
@@ -62,6 +75,7 @@ fixture_digest() { # DIR
     token_spki "$1" "$k" | sha256sum
   done
   key_ids "$1"
+  printf 'ticket-root hmac %s\n' "$(root_hmac "$1" || echo none)"
 }
 
 KEYS="ecdsa-p256 ecdsa-p384 rsa-2048 ed25519"

@@ -18,7 +18,7 @@ ok $rc "setup.sh from nothing exits 0"
 diag "setup.sh from nothing (including its check.sh run) took $(((t1 - t0) / 1000000)) ms"
 check "setup.sh printed nothing on stderr" test ! -s "$T/err"
 check "setup.sh ran check.sh and all its checks passed" \
-  bash -c "grep -c '^ok ' '$T/out' | grep -qx 23 && ! grep -q '^not ok' '$T/out'"
+  bash -c "grep -c '^ok ' '$T/out' | grep -qx 26 && ! grep -q '^not ok' '$T/out'"
 
 # Layout.
 check "softhsm2.conf points at DIR/tokens" grep -qx "directories.tokendir = $D/tokens" "$D/softhsm2.conf"
@@ -48,7 +48,7 @@ check "token 'keyless' is present and its user PIN is initialised" \
 # Keys: one private + one public object per key, same label and id, and the
 # private key's attributes.
 p11tool_login "$D/user.pin" --list-all --only-urls "pkcs11:token=keyless" >"$T/all" 2>/dev/null || true
-check "the token holds exactly 8 objects" test "$(grep -c '^pkcs11:' "$T/all")" -eq 8
+check "the token holds exactly 9 objects" test "$(grep -c '^pkcs11:' "$T/all")" -eq 9
 id=0
 for k in $KEYS; do
   id=$((id + 1))
@@ -64,6 +64,23 @@ done
 # CKA_PRIVATE in practice: nothing private is listed without a login.
 pkcs11-tool --module "$MODULE" --token-label keyless --list-objects --type privkey </dev/null >"$T/anon" 2>&1 || true
 check "no private key is visible without login" bash -c "! grep -q '^Private Key Object' '$T/anon'"
+# The ticket root (issue 11): one secret key, private, sensitive, never extractable,
+# that the token computes HMAC-SHA256 with, the same way every time.
+check "ticket-root: one secret key with CKA_ID 10" grep -qxE "pkcs11:.*;id=%10;object=ticket-root;type=secret-key" "$T/all"
+check "setup.sh said it created the ticket root" grep -q '^hsm-setup: ticket root ticket-root .*created in the token' "$T/out"
+p11tool_login "$D/user.pin" --list-all "pkcs11:token=keyless;object=ticket-root;type=secret-key" >"$T/sk" 2>&1 || true
+flags=$(grep 'Flags:' "$T/sk" || true)
+check "ticket-root is CKA_SENSITIVE" grep -q 'CKA_SENSITIVE;' <<<"$flags"
+check "ticket-root is CKA_PRIVATE" grep -q 'CKA_PRIVATE;' <<<"$flags"
+check "ticket-root is not CKA_EXTRACTABLE" bash -c "! grep -q 'CKA_EXTRACTABLE;' <<<'$flags'"
+pkcs11-tool --module "$MODULE" --token-label keyless --list-objects </dev/null >"$T/anon-all" 2>&1 || true
+check "ticket-root is not visible without login" bash -c "! grep -q 'ticket-root' '$T/anon-all'"
+GNUTLS_PIN=$(cat "$D/user.pin") pkcs11-tool --module "$MODULE" --token-label keyless --login --pin env:GNUTLS_PIN \
+  --read-object --type secrkey --label ticket-root -o "$T/root.val" </dev/null >/dev/null 2>&1 || true
+check "ticket-root's value cannot be read out" test ! -s "$T/root.val"
+h1=$(root_hmac "$D" || true)
+h2=$(root_hmac "$D" || true)
+check "ticket-root: the token's HMAC-SHA256 is 32 bytes and repeatable" bash -c "test \${#1} -eq 64 -a '$h1' = '$h2'" _ "$h1"
 # The URI form other components use resolves to exactly one key.
 n=$(p11tool_login "$D/user.pin" --list-all --only-urls 'pkcs11:token=keyless;object=ecdsa-p256;type=private' 2>/dev/null | grep -c '^pkcs11:' || true)
 check "pkcs11:token=keyless;object=ecdsa-p256;type=private names one object" test "$n" -eq 1
@@ -137,5 +154,17 @@ rc=0
 bash "$CHECK" --dir "$D" >"$T/check" 2>&1 || rc=$?
 check "check.sh fails on an extractable ed25519 key" test $rc -ne 0
 check "... naming CKA_EXTRACTABLE" grep -q '^not ok .* ed25519: private key attributes:.*CKA_EXTRACTABLE' "$T/check"
+
+# ... and an extractable ticket root.
+PIN=$(cat "$D/user.pin")
+KLP=$PIN pkcs11-tool --module "$MODULE" --token-label keyless --login --pin env:KLP \
+  --delete-object --type secrkey --label ticket-root </dev/null >/dev/null 2>&1
+KLP=$PIN pkcs11-tool --module "$MODULE" --token-label keyless --login --pin env:KLP --keygen \
+  --key-type GENERIC:32 --label ticket-root --id 10 --usage-sign --extractable --private </dev/null >/dev/null 2>&1
+PIN=
+rc=0
+bash "$CHECK" --dir "$D" >"$T/check" 2>&1 || rc=$?
+check "check.sh fails on an extractable ticket root" test $rc -ne 0
+check "... naming it" grep -q '^not ok .* ticket-root: secret key attributes:.*CKA_EXTRACTABLE' "$T/check"
 
 done_testing

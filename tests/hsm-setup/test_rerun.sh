@@ -14,11 +14,12 @@ ok $rc "first setup.sh exits 0"
 fixture_digest "$D" >"$T/d0"
 check "the fixture digest covers 4 keys and 4 key ids" \
   test "$(grep -c ' -$' "$T/d0")" -eq 4 -a "$(grep -cE '^[a-z0-9-]+ %0[1-4]$' "$T/d0")" -eq 4
+check "... and the ticket root (its HMAC by the token)" grep -qE '^ticket-root hmac [0-9a-f]{64}$' "$T/d0"
 
 # 1. Re-run: nothing changes.
 run_setup --dir "$D"
 ok $rc "re-run without --force exits 0"
-check "re-run generated no key and issued no certificate" bash -c "! grep -qE 'generated|issued|initialised' '$T/out'"
+check "re-run generated no key and issued no certificate" bash -c "! grep -qE 'generated|created|issued|initialised' '$T/out'"
 check "re-run printed nothing on stderr" test ! -s "$T/err"
 fixture_digest "$D" >"$T/d1"
 check "re-run: same key ids, same public keys, same PIN files, byte-identical certs" cmp "$T/d0" "$T/d1"
@@ -77,6 +78,8 @@ for k in $KEYS; do
 done
 check "--force: new root CA" bash -c "! cmp -s '$T/pki.before/root.pem' '$D/pki/root.pem'"
 check "--force: new PINs" bash -c "! cmp -s <(grep ' user.pin' '$T/d4') <(grep ' user.pin' '$T/d5')"
+check "--force: a new ticket root" bash -c "! cmp -s <(grep '^ticket-root ' '$T/d4') <(grep '^ticket-root ' '$T/d5')"
+check "--force: the new ticket root is there" grep -qE '^ticket-root hmac [0-9a-f]{64}$' "$T/d5"
 check "--force: same key ids" cmp <(grep -E '^[a-z0-9-]+ %' "$T/d4") <(grep -E '^[a-z0-9-]+ %' "$T/d5")
 check "--force: exactly one token directory remains" test "$(find "$D/tokens" -mindepth 1 -maxdepth 1 -type d | wc -l)" -eq 1
 check "check.sh passes after --force" bash "$CHECK" --dir "$D"
@@ -95,7 +98,20 @@ check "two concurrent first runs both exit 0" test $rc1 -eq 0 -a $rc2 -eq 0
 check "only one of them initialised the token and generated keys" \
   test "$(cat "$T/c1.out" "$T/c2.out" | grep -c 'generated in the token')" -eq 4 -a \
   "$(cat "$T/c1.out" "$T/c2.out" | grep -c 'initialised')" -eq 1
+check "only one of them created the ticket root" \
+  test "$(cat "$T/c1.out" "$T/c2.out" | grep -c 'ticket root ticket-root .*created')" -eq 1
 check "one token directory" test "$(find "$C/tokens" -mindepth 1 -maxdepth 1 -type d | wc -l)" -eq 1
 check "check.sh passes on the result" bash "$CHECK" --dir "$C"
+
+# 8. Objects under the ticket root's label that are not one secret key are
+# refused with one line, not "repaired" (the root is shared by a fleet).
+SOFTHSM2_CONF=$D/softhsm2.conf KLP=$(cat "$D/user.pin") pkcs11-tool --module "$MODULE" --token-label keyless --login --pin env:KLP --keygen \
+  --key-type GENERIC:32 --label ticket-root --id 11 --usage-sign --sensitive --private </dev/null >/dev/null 2>&1
+fixture_digest "$D" >"$T/d6"
+run_setup --dir "$D" --no-check
+check "two secret keys labelled ticket-root: exits non-zero" test $rc -ne 0
+check "... with one line naming the label and the way out" \
+  bash -c "test \$(wc -l <'$T/err') -eq 1 && grep -q '^hsm-setup: token keyless: objects labelled ticket-root are not one secret key with id 10 (2 object(s)).*--force' '$T/err'"
+check "... and nothing changed" cmp "$T/d6" <(fixture_digest "$D")
 
 done_testing

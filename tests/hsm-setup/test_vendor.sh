@@ -60,11 +60,16 @@ check "the token holds the foreign key plus 4 pairs" test "$(wc -l <"$T/o1")" -e
 check "the foreign key is still there" grep -qx 'other-key %99 private' "$T/o1"
 for k in $KEYS; do spki "$k"; done >"$T/s1"
 sha256sum "$D"/pki/*.pem >"$T/c1"
+vroot() { SOFTHSM2_CONF_OVERRIDE=$SOFTHSM2_CONF root_hmac "$D" "$VMOD" "$T/user.pin" "$LABEL"; }
+check "the ticket root was created in the vendor token" grep -q '^hsm-setup: ticket root ticket-root .*created in the token' "$T/out"
+r1=$(vroot || true)
+check "the vendor token computes HMAC-SHA256 with the ticket root" bash -c "test \${#1} -eq 64" _ "$r1"
 
 run_setup --dir "$D" --module "$VMOD" --label "$LABEL" --pin-file "$T/user.pin" --no-check
 ok $rc "re-run on the vendor module exits 0"
 check "re-run changes no key" cmp "$T/s1" <(for k in $KEYS; do spki "$k"; done)
 check "re-run changes no certificate" cmp "$T/c1" <(sha256sum "$D"/pki/*.pem)
+check "re-run keeps the ticket root" test "$(vroot || true)" = "$r1"
 
 # A half pair under one of the fixture's labels is refused, not "repaired".
 UP=$(cat "$T/user.pin") pkcs11-tool --module "$VMOD" --token-label "$LABEL" --login --pin env:UP \
@@ -85,6 +90,8 @@ for i in 1 2 3 4; do
   check "--force: key $i is new" bash -c "! cmp -s <(sed -n ${i}p '$T/s1') <(sed -n ${i}p '$T/s2')"
 done
 check "--force: the PIN file is untouched" cmp "$T/user.pin" "$T/user.pin.orig"
+r2=$(vroot || true)
+check "--force: a new ticket root, and only one" bash -c "test \${#1} -eq 64 -a \"\$1\" != '$r1' && grep -q 'ticket root ticket-root .*created' '$T/out'" _ "$r2"
 
 # The same token through the p11-kit proxy (SoftHSM2 is a registered p11-kit
 # module on Debian): keys are found by token label and reused, not remade.
@@ -94,7 +101,8 @@ if [ -e "$PROXY" ] && grep -qs softhsm /usr/share/p11-kit/modules/*.module; then
   run_setup --dir "$T/via-proxy" --module "$PROXY" --label "$LABEL" --pin-file "$T/user.pin"
   ok $rc "setup.sh through p11-kit-proxy.so exits 0 (check.sh included)"
   [ $rc -eq 0 ] || sed 's/^/# /' "$T/err"
-  check "through the proxy no key was generated" bash -c "! grep -q 'generated' '$T/out'"
+  check "through the proxy no key was generated" bash -c "! grep -qE 'generated|created' '$T/out'"
+  check "through the proxy the ticket root is the same" test "$(vroot || true)" = "$r2"
   check "through the proxy the keys are the same" cmp "$T/s3" <(for k in $KEYS; do spki "$k"; done)
   for k in $KEYS; do
     check "through the proxy $k.crt.pem carries the same key as the direct fixture" \

@@ -1055,6 +1055,51 @@ static void test_noncanonical(void)
     }
 }
 
+/* Issue 11: the ticket_keys members, byte for byte, for an answer, a refusal and a
+ * request with too many epochs to list; and the line still checks. */
+static void test_ticket_members(void)
+{
+    static const uint64_t epochs[3] = {0, 2970, UINT64_MAX};
+    static const uint8_t ids[3][AUDIT_TICKET_KEY_ID_LEN] = {{0, 1, 2, 3, 4, 5, 6, 7},
+                                                            {0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1},
+                                                            {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+    struct audit_ticket_keys tk = {"site-a", 604800, epochs, 3, ids};
+    struct audit_record r = {.time = {1700000000, 0}, .op = "ticket_keys", .key = "ticket-root", .status = "OK"};
+    struct audit_line_info info;
+    struct kl_buf b;
+    uint8_t prev[AUDIT_HASH_LEN] = {0}, hash[AUDIT_HASH_LEN];
+    char what[256];
+    const char *answered = ",\"latency_us\":0,\"ticket_scope\":\"site-a\",\"ticket_rotation\":604800,"
+                           "\"ticket_epochs\":\"0,2970,18446744073709551615\","
+                           "\"ticket_key_ids\":\"0001020304050607,deadbeef00000001,ffffffffffffffff\",\"prev\":";
+    const char *refused = ",\"ticket_scope\":null,\"ticket_rotation\":0,\"ticket_epochs\":\"2970\","
+                          "\"ticket_key_ids\":null,\"prev\":";
+    const char *too_many = ",\"ticket_rotation\":60,\"ticket_epochs\":null,\"ticket_key_ids\":null,\"prev\":";
+
+    kl_buf_init(&b, AUDIT_MAX_LINE);
+    r.tickets = &tk;
+    is_int(audit_line_format(&b, hash, &r, 1, prev, NULL), 0, "tickets: format an answer");
+    ok(memmem(b.base, b.len, answered, strlen(answered)) != NULL, "tickets: scope, rotation, epochs and key ids");
+    is_int(audit_line_check(&info, what, sizeof(what), (const char *)b.base, b.len - 1), 0, "tickets: the line checks");
+    tk.scope = NULL;
+    tk.rotation = 0;
+    tk.epochs = &epochs[1];
+    tk.n = 1;
+    tk.key_ids = NULL;
+    is_int(audit_line_format(&b, hash, &r, 2, prev, NULL), 0, "tickets: format a refusal");
+    ok(memmem(b.base, b.len, refused, strlen(refused)) != NULL, "tickets: a refusal lists the epochs, no key id");
+    tk.epochs = NULL;
+    tk.n = 9;
+    tk.rotation = 60;
+    tk.key_ids = ids; /* ignored without epochs */
+    is_int(audit_line_format(&b, hash, &r, 3, prev, NULL), 0, "tickets: format too many epochs");
+    ok(memmem(b.base, b.len, too_many, strlen(too_many)) != NULL, "tickets: too many to list: epochs and ids null");
+    r.tickets = NULL;
+    is_int(audit_line_format(&b, hash, &r, 4, prev, NULL), 0, "tickets: a record without them");
+    ok(memmem(b.base, b.len, "\"ticket_scope\"", 14) == NULL, "tickets: no ticket member on other records");
+    kl_buf_dispose(&b);
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1073,6 +1118,7 @@ int main(void)
         diag("python3 not found: skipping the C/Python agreement checks");
     test_escape();
     test_audit_line();
+    test_ticket_members();
     test_golden_line();
     test_chain_and_tamper();
     test_reopen_damage();

@@ -82,7 +82,8 @@ int main(void)
     snprintf(sub, sizeof(sub), "case.conf:4: [signer] audit_sync: 'sometimes' is not always, group or none");
     expect_raw("; comment\n[signer]\nsocket = s\naudit_sync = sometimes\n", "", 2, sub, "bad audit_sync");
     /* About the section itself: its header line, no key. */
-    snprintf(sub, sizeof(sub), "case.conf:1: [frobnicate]: unknown section (expected [signer], [hsm], [key NAME] or [tickets])");
+    snprintf(sub, sizeof(sub),
+             "case.conf:1: [frobnicate]: unknown section (expected [signer], [hsm], [key NAME] or [tickets])");
     expect_raw("[frobnicate]\nx = 1\n", "", 2, sub, "unknown section");
     snprintf(sub, sizeof(sub), "case.conf:3: [key a] schemes: unknown signature scheme 'ecdsa_sha1'");
     expect_raw("[key a]\nuri = pkcs11:token=keyless;object=a\nschemes = ecdsa_sha1\n", "", 2, sub,
@@ -100,6 +101,19 @@ int main(void)
     snprintf(sub, sizeof(sub), "case.conf:5: [key a]: defined twice (first at line 1)");
     expect_raw("[key a]\nuri = pkcs11:object=a\n[signer]\nsocket = a\n[key a]\nuri = pkcs11:object=b\n", "", 2, sub,
                "a key section repeated");
+
+    /* [tickets] (issue 11): its bad values, one line each. */
+    snprintf(sub, sizeof(sub), "case.conf:2: [tickets] allow_gids: no such group 'no_such_group_kl'");
+    expect_raw("[tickets]\nallow_gids = no_such_group_kl\n", "", 2, sub, "[tickets] unknown group");
+    snprintf(sub, sizeof(sub), "case.conf:3: [tickets] scope: set twice");
+    expect_raw("[tickets]\nscope = a\nscope = b\n", "", 2, sub, "[tickets] scope set twice");
+    snprintf(sub, sizeof(sub), "case.conf:2: [tickets] key: label longer than 64 bytes");
+    expect_raw("[tickets]\nkey = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", "", 2, sub,
+               "[tickets] key over 64 bytes");
+    snprintf(sub, sizeof(sub), "case.conf:2: [tickets] rate: '-1' is not");
+    expect_raw("[tickets]\nrate = -1\n", "", 2, sub, "[tickets] negative rate");
+    snprintf(sub, sizeof(sub), "case.conf:2: [tickets] rotation: unknown key");
+    expect_raw("[tickets]\nrotation = 1h\n", "", 2, sub, "[tickets] an unknown key");
 
     /* The same spellings as the frontend (common/kl_ini): durations with a unit, every boolean word. */
     expect_conf("audit_group_ms = 20ms\naudit_repair_torn = on\n", NULL, harness_std_keys, "--check-config", 0,

@@ -4,7 +4,8 @@
  *
  * The root never leaves the token, so the keys cannot be recomputed here: what is checked
  * is that they are the same wherever they should be (two calls, two signer processes on
- * one token, a restart, a remote token through `p11-kit server`) and different wherever
+ * one token, a restart, a remote token through `p11-kit server`, and after that remote
+ * token went away and came back) and different wherever
  * they should be (epochs, scope, rotation); that the key id is the documented hash of
  * the secret; every refusal (window, count, duplicates, rotation bounds, peer, missing
  * [tickets], rate limit) with its status, message and audit record; start-up errors (no
@@ -183,7 +184,7 @@ static void test_in_process(void)
     for (size_t i = 0; i < 9; i++) {
         e[i] = 993 + i;
     }
-    is_int(tickets_check(&why, &t, me, 0, me, now, WEEK, e + 3, 8), KEYLESS__V1__STATUS__BAD_REQUEST,
+    is_int(tickets_check(&why, &t, me, 0, me, now, WEEK, e + 1, 8), KEYLESS__V1__STATUS__BAD_REQUEST,
            "8 epochs, one of them outside: refused");
     is_int(tickets_check(&why, &t, me, 0, me, now, WEEK, e, 9), KEYLESS__V1__STATUS__BAD_REQUEST, "9 epochs: refused");
     ok(why != NULL && strcmp(why, "ask for 1 to 8 epochs") == 0, "... as too many");
@@ -464,6 +465,22 @@ static void test_start_errors(void)
     snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", H.bin, H.conf);
     is_int(harness_run(out, sizeof(out), cmd), 1, "a private key as the root: refused at start");
 
+    /* A secret key that can leave the token is no root. */
+    snprintf(cmd, sizeof(cmd),
+             "KLP=$(cat %s/user.pin) pkcs11-tool --module " SOFTHSM_MODULE " --token-label keyless --login "
+             "--pin env:KLP --keygen --key-type GENERIC:32 --label loose-root --id 20 --usage-sign --extractable "
+             "--private </dev/null >/dev/null 2>&1",
+             H.hsm);
+    ok(harness_run(NULL, 0, cmd) == 0, "an extractable secret key loose-root on the token");
+    snprintf(text, sizeof(text), "%s\n[tickets]\nscope = site-a\nkey = loose-root\n", harness_std_keys);
+    ok(harness_write_config(&H, H.conf, NULL, NULL, text) == 0, "config naming it as the root");
+    snprintf(cmd, sizeof(cmd), "%s --config %s --check-config 2>&1", H.bin, H.conf);
+    st = harness_run(out, sizeof(out), cmd);
+    ok(st == 1 && strstr(out, "[tickets] key: secret key 'loose-root' must have") != NULL &&
+           strstr(out, "CKA_EXTRACTABLE false") != NULL,
+       "an extractable root: refused at start, naming CKA_EXTRACTABLE");
+    diag("%s", out);
+
     snprintf(text, sizeof(text), "%s\n[tickets]\naccept_epochs = 2\n", harness_std_keys);
     ok(harness_write_config(&H, H.conf, NULL, NULL, text) == 0, "config without scope");
     st = harness_run(out, sizeof(out), cmd);
@@ -501,8 +518,25 @@ static void test_remote(const struct got *local, const uint64_t *ep, size_t n)
     if (start_with(&R, NULL, "module = " CLIENT_MODULE, remote_keys, tickets_a) != 0) {
         ok(0, "a signer on p11-kit-client.so with [tickets] starts");
     } else {
+        int recovered = 0;
         ask(&g, R.sock, 1, WEEK, ep, n);
         ok(same_keys(local, &g), "through p11-kit remoting: the same keys as the local signer");
+        /* The token goes away: HSM_ERROR without keys, audited; once it is back the root is
+         * found again (a new handle) and the same keys come out. */
+        harness_p11_server_stop(server);
+        ask(&g, R.sock, 2, WEEK, ep, n);
+        ok(g.status == KEYLESS__V1__STATUS__HSM_ERROR && g.n == 0, "token away: HSM_ERROR and no key");
+        ok(harness_audit_has(&R, 2, "HSM_ERROR"), "... audited");
+        server = harness_p11_server_start(p11sock, 0);
+        for (int i = 0; i < 100 && !recovered; i++) {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            ask(&g, R.sock, 3 + (uint64_t)i, WEEK, ep, n);
+            recovered = g.status == KEYLESS__V1__STATUS__OK;
+            if (!recovered) {
+                nanosleep(&ts, NULL);
+            }
+        }
+        ok(recovered && same_keys(local, &g), "token back: the same keys again, without a restart");
         is_int(harness_stop(&R), 0, "the remote signer stops");
     }
     harness_p11_server_stop(server);
