@@ -127,12 +127,19 @@ static SSL_SESSION *saved_session;
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
     (void)ssl;
+    SSL_SESSION *copy;
     st.tickets++;
     if (opts.resume == 0)
         return 0;
-    SSL_SESSION_free(saved_session);
-    saved_session = sess;
-    return 1; /* we keep the reference */
+    /* A copy: libssl marks the connection's own session not resumable when that connection
+       ends without a close_notify exchange (ssl_clear_bad_session), which would turn every
+       later offer into a full handshake. */
+    copy = SSL_SESSION_dup(sess);
+    if (copy != NULL) {
+        SSL_SESSION_free(saved_session);
+        saved_session = copy;
+    }
+    return 0;
 }
 
 static void lat_push(uint32_t us)
