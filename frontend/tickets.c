@@ -242,6 +242,11 @@ int tickets_claim(struct tickets *tk, uint64_t now_mono_ms, uint64_t lease_ms)
                                        __ATOMIC_RELAXED);
 }
 
+void tickets_hold(struct tickets *tk, uint64_t until_mono_ms)
+{
+    __atomic_store_n(&tk->shm->claim_until_ms, until_mono_ms, __ATOMIC_RELEASE);
+}
+
 void tickets_release(struct tickets *tk)
 {
     __atomic_store_n(&tk->shm->claim_until_ms, 0, __ATOMIC_RELEASE);

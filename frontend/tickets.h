@@ -82,6 +82,8 @@ size_t tickets_wanted(struct tickets *tk, uint64_t *epochs, size_t max, uint64_t
  */
 int tickets_claim(struct tickets *tk, uint64_t now_mono_ms, uint64_t lease_ms);
 void tickets_release(struct tickets *tk);
+/* Keep the lease until until_mono_ms: nobody asks before then (a signer that refuses outright). */
+void tickets_hold(struct tickets *tk, uint64_t until_mono_ms);
 
 /*
  * Merge keys[0..n) into the ring (hsm: by epoch, a key for an epoch held already replaces

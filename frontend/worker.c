@@ -21,6 +21,8 @@
 /* A worker asking the signer for ticket keys holds the lease this long: one asks at a time,
    and a failed attempt is retried (by any worker) after it. */
 #define TICKETS_LEASE_MS 5000
+/* After the signer refused outright: ask again this much later. */
+#define TICKETS_REFUSED_MS 60000
 #define METRICS_MAX 16384
 
 /* --- the worker --- */
@@ -176,7 +178,7 @@ static void ticket_keys_cb(void *arg, const Keyless__V1__Response *resp)
     struct fe_worker *w = arg;
     char why[200];
     w->ticket_req_id = 0;
-    int r = KL_ERR_INVALID;
+    int r = KL_ERR_INVALID, narrowed = 0;
     if (resp == NULL) {
         snprintf(why, sizeof(why), "no answer (deadline passed or signer gone)");
     } else if (resp->body_case != KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS || resp->ticket_keys == NULL) {
@@ -185,8 +187,9 @@ static void ticket_keys_cb(void *arg, const Keyless__V1__Response *resp)
         r = tickets_install_response(shared_tickets, why, sizeof(why), resp->ticket_keys, w->ticket_asked,
                                      w->n_ticket_asked, realtime_ms());
         if (resp->ticket_keys->status == KEYLESS__V1__STATUS__BAD_REQUEST && !w->ticket_only_ahead) {
-            /* Past epochs out of the signer's accept window: ask for the current and next only. */
+            /* Past epochs out of the signer's accept window: ask for the current and next only, at once. */
             w->ticket_only_ahead = 1;
+            narrowed = 1;
         }
     }
     if (r == 0) {
@@ -197,7 +200,14 @@ static void ticket_keys_cb(void *arg, const Keyless__V1__Response *resp)
         w->ticket_failing = 0;
         return;
     }
-    /* The lease stays taken: the next attempt waits TICKETS_LEASE_MS. */
+    /* The lease stays taken: the next attempt waits TICKETS_LEASE_MS; a signer that refuses
+       outright (no [tickets], not authorized) is asked again only after TICKETS_REFUSED_MS,
+       so that its audit log does not get a refusal every few seconds. */
+    if (narrowed) {
+        tickets_release(shared_tickets);
+    } else if (r == KL_ERR_DENIED) {
+        tickets_hold(shared_tickets, kl_clock_ms() + TICKETS_REFUSED_MS);
+    }
     metrics_add(METRIC_TICKET_KEY_FAILURES, 1);
     if (!w->ticket_failing) {
         log_warnx("ticket keys: refresh failed: %s; serving with the %zu keys held", why,

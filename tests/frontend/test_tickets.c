@@ -128,6 +128,9 @@ static void test_claim(void)
     is_int(tickets_claim(tk, 6001, 5000), 1, "an expired lease (a failed fetch) can be taken again");
     tickets_release(tk);
     is_int(tickets_claim(tk, 6002, 5000), 1, "released: taken at once");
+    tickets_hold(tk, 70000);
+    is_int(tickets_claim(tk, 69999, 5000), 0, "held after a refusal: nobody asks before the hold ends");
+    is_int(tickets_claim(tk, 70000, 5000), 1, "... and at its end one may");
     tickets_free(tk);
 }
 
