@@ -107,9 +107,25 @@ int proxy_v2_header(struct kl_buf *out, const struct sockaddr *src, const struct
 int proxy_v2_header_cert(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst, const char *sni,
                          const char *alpn, const struct proxy_client_cert *cert)
 {
+    return proxy_v2_header_early(out, src, dst, sni, alpn, cert, NULL);
+}
+
+int proxy_v2_header_early(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst, const char *sni,
+                          const char *alpn, const struct proxy_client_cert *cert, const uint64_t *early)
+{
     /* 16 fixed + 36 addresses (IPv6) + two TLVs of at most 255 + 3 bytes each (SNI <= 255, ALPN <= 255),
-     * then the TLS TLV (3 + 5 + 10 + 258) and the identity TLVs (3 + 32, 2 * (3 + 255)). */
-    uint8_t h[16 + 36 + 2 * (3 + 255) + (3 + 5 + 10 + 258) + (3 + 32) + 2 * (3 + 255)];
+     * then the TLS TLV (3 + 5 + 10 + 258), the identity TLVs (3 + 32, 2 * (3 + 255)) and the early data count (3 + 4).
+     */
+    uint8_t h[16 + 36 + 2 * (3 + 255) + (3 + 5 + 10 + 258) + (3 + 32) + 2 * (3 + 255) + (3 + 4)];
+    uint8_t count[4];
+    if (early != NULL) {
+        if (*early > UINT32_MAX) {
+            return KL_ERR_INVALID;
+        }
+        for (int i = 0; i < 4; i++) {
+            count[i] = (uint8_t)(*early >> (24 - 8 * i));
+        }
+    }
     size_t off = 16;
     uint8_t fam = 0x00; /* AF_UNSPEC: the backend uses the real connection's addresses */
     if (strlen(sni) > 255 || strlen(alpn) > 255) {
@@ -139,7 +155,8 @@ int proxy_v2_header_cert(struct kl_buf *out, const struct sockaddr *src, const s
     int r;
     if ((r = put_tlv(h, &off, sizeof(h), PP2_TYPE_ALPN, alpn)) != 0 ||
         (r = put_tlv(h, &off, sizeof(h), PP2_TYPE_AUTHORITY, sni)) != 0 ||
-        (cert != NULL && (r = put_cert_tlvs(h, &off, sizeof(h), cert)) != 0)) {
+        (cert != NULL && (r = put_cert_tlvs(h, &off, sizeof(h), cert)) != 0) ||
+        (early != NULL && (r = put_tlv_bytes(h, &off, sizeof(h), PP2_TYPE_KL_EARLY_DATA, count, 4)) != 0)) {
         return r;
     }
     memcpy(h, pp2_sig, sizeof(pp2_sig));

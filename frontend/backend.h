@@ -7,6 +7,7 @@
 #define KL_PROXY_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include "kl_buf.h"
 #include "kl_err.h"
@@ -27,6 +28,15 @@
 #define PP2_TYPE_KL_CLIENT_SHA256 0xE0  /* 32 bytes: SHA-256 of the client's leaf certificate (DER) */
 #define PP2_TYPE_KL_CLIENT_SUBJECT 0xE1 /* text: its subject, RFC 2253 form */
 #define PP2_TYPE_KL_CLIENT_SAN 0xE2     /* text: its subjectAltName entries, "DNS:a,email:b,URI:c" */
+/*
+ * 4 bytes, big-endian: how many of the first plaintext bytes after the header came as TLS
+ * 1.3 early data (0-RTT, RFC 8446 2.3). Present only when the frontend accepted 0-RTT on the
+ * connection. Those bytes may be a replay (RFC 8446 8): a backend must act on them only if
+ * the request is safe to replay, and otherwise answer 425 Too Early (RFC 8470 5.2), which
+ * makes the client retry after the handshake. Bytes past the count were sent after the
+ * handshake completed and cannot be replayed.
+ */
+#define PP2_TYPE_KL_EARLY_DATA 0xE3
 
 /*
  * Start a non-blocking connect to addr. *fd_p gets the socket.
@@ -63,5 +73,14 @@ struct proxy_client_cert {
  */
 KL_MUST_CHECK int proxy_v2_header_cert(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst,
                                        const char *sni, const char *alpn, const struct proxy_client_cert *cert);
+
+/*
+ * proxy_v2_header_cert plus, when early is not NULL, PP2_TYPE_KL_EARLY_DATA = *early (the
+ * number of early-data bytes that follow the header first). KL_ERR_INVALID for a count that
+ * does not fit 32 bits.
+ */
+KL_MUST_CHECK int proxy_v2_header_early(struct kl_buf *out, const struct sockaddr *src, const struct sockaddr *dst,
+                                        const char *sni, const char *alpn, const struct proxy_client_cert *cert,
+                                        const uint64_t *early);
 
 #endif

@@ -15,6 +15,9 @@
 #include "kl_ini.h"
 #include "log.h"
 #include "tls_ids.h"
+#include "tls/tls.h" /* TLS_TICKET_KEYS_MAX, TLS_HOST_ID_LEN */
+
+_Static_assert(CONFIG_HOST_ID_LEN == TLS_HOST_ID_LEN, "host_id is the engine's host id");
 
 int config_parse_addr(struct config_addr *a, const char *s, int allow_unix)
 {
@@ -123,6 +126,86 @@ static int set_metrics(struct kl_ini *ini, void *obj, const char *value)
     return 0;
 }
 
+static int set_ticket_keys(struct kl_ini *ini, void *obj, const char *value)
+{
+    struct config *cfg = obj;
+    free(cfg->ticket_key_file);
+    cfg->ticket_key_file = NULL;
+    cfg->ticket_keys_line = (int)kl_ini_line(ini);
+    if (strcmp(value, "hsm") == 0) {
+        cfg->ticket_keys = CONFIG_TICKET_KEYS_HSM;
+        return 0;
+    }
+    if (strcmp(value, "off") == 0) {
+        cfg->ticket_keys = CONFIG_TICKET_KEYS_OFF;
+        return 0;
+    }
+    if (strncmp(value, "file:", 5) != 0 || value[5] == '\0') {
+        return kl_ini_fail(ini, "'%s' is not hsm, file:PATH or off", value);
+    }
+    cfg->ticket_keys = CONFIG_TICKET_KEYS_FILE;
+    int ret = kl_ini_path(ini, &cfg->ticket_key_file, value + 5);
+    if (ret == 0 && access(cfg->ticket_key_file, R_OK) != 0) {
+        ret = kl_ini_fail(ini, "cannot read %s: %s", cfg->ticket_key_file, strerror(errno));
+    }
+    return ret;
+}
+
+/* FNV-1a 64 (offset basis and prime from the FNV reference), seeded by a prefix byte. */
+static uint64_t fnv1a64(uint8_t seed, const char *label, const char *text)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    const char *parts[2] = {label, text};
+    h = (h ^ seed) * 0x100000001b3ull;
+    for (size_t p = 0; p < 2; p++) {
+        for (const unsigned char *c = (const unsigned char *)parts[p]; *c != '\0'; c++) {
+            h = (h ^ *c) * 0x100000001b3ull;
+        }
+        h = (h ^ 0) * 0x100000001b3ull; /* a separator: "ab"+"c" and "a"+"bc" differ */
+    }
+    return h;
+}
+
+void config_host_id_fold(uint8_t out[CONFIG_HOST_ID_LEN], const char *text)
+{
+    static const char label[] = "keyless-frontend host id v1";
+    for (unsigned half = 0; half < 2; half++) {
+        uint64_t h = fnv1a64((uint8_t)(half + 1), label, text);
+        for (unsigned i = 0; i < 8; i++) {
+            out[half * 8 + i] = (uint8_t)(h >> (56 - 8 * i));
+        }
+    }
+}
+
+void config_host_id_default(uint8_t out[CONFIG_HOST_ID_LEN])
+{
+    char text[256] = "";
+    FILE *f = fopen("/etc/machine-id", "re");
+    if (f != NULL) {
+        if (fgets(text, sizeof(text), f) == NULL) {
+            text[0] = '\0';
+        }
+        fclose(f);
+        text[strcspn(text, "\r\n")] = '\0';
+    }
+    if (text[0] == '\0' && gethostname(text, sizeof(text) - 1) != 0) {
+        text[0] = '\0';
+    }
+    text[sizeof(text) - 1] = '\0';
+    config_host_id_fold(out, text);
+}
+
+static int set_host_id(struct kl_ini *ini, void *obj, const char *value)
+{
+    struct config *cfg = obj;
+    if (strlen(value) > 128) {
+        return kl_ini_fail(ini, "at most 128 bytes (any text naming this host; it is folded into %d bytes)",
+                           CONFIG_HOST_ID_LEN);
+    }
+    config_host_id_fold(cfg->host_id, value);
+    return 0;
+}
+
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const int log_level_values[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG};
 static const char *const log_formats[] = {"text", "json", NULL};
@@ -142,6 +225,11 @@ static const struct kl_ini_key frontend_keys[] = {
      .unit_ms = 1000},
     {"metrics", KL_INI_CUSTOM, KL_INI_EMPTY_OK, .set = set_metrics},
     {"keylog_file", KL_INI_PATH, KL_INI_EMPTY_OK, KL_INI_FIELD(struct config, keylog_file)},
+    /* Session tickets: where the keys come from, how long an epoch lasts, which host this is. */
+    {"ticket_keys", KL_INI_CUSTOM, .set = set_ticket_keys},
+    {"ticket_rotation", KL_INI_DURATION, KL_INI_LINE, KL_INI_FIELD(struct config, ticket_rotation_ms), .min = 60000,
+     .max = 604800000, .unit_ms = 1000, .line_offset = offsetof(struct config, ticket_rotation_line)},
+    {"host_id", KL_INI_CUSTOM, .set = set_host_id},
 };
 
 /* [signer] */
@@ -317,6 +405,8 @@ static void *open_listener(struct kl_ini *ini, void *user, const char *name)
     }
     l->backend_connect_timeout_ms = 5000;
     l->client_verify_depth = 4;
+    l->tickets = 2;
+    l->ticket_lifetime_ms = 2 * 3600 * 1000;
     cfg->n_listeners++;
     return l;
 }
@@ -366,6 +456,17 @@ static const struct kl_ini_key listener_keys[] = {
      .line_offset = offsetof(struct config_listener, client_crl_line)},
     {"client_verify_depth", KL_INI_UINT, KL_INI_FIELD(struct config_listener, client_verify_depth), .min = 0, .max = 16,
      .hint = "intermediate CAs"},
+    {"tickets", KL_INI_UINT, KL_INI_FIELD(struct config_listener, tickets), .min = 0, .max = 8,
+     .hint = "NewSessionTickets per handshake"},
+    {"ticket_lifetime", KL_INI_DURATION, KL_INI_LINE, KL_INI_FIELD(struct config_listener, ticket_lifetime_ms),
+     .min = 1000, .max = (uint64_t)TLS_TICKET_LIFETIME_MAX * 1000, .unit_ms = 1000,
+     .line_offset = offsetof(struct config_listener, ticket_lifetime_line)},
+    {"psk_ke", KL_INI_BOOL, KL_INI_FIELD(struct config_listener, psk_ke)},
+    /* The early bytes wait in the connection's backend buffer until the handshake ends
+       (conn.c): bounded well under CONN_BUF_HIGH so that they never stall the handshake. */
+    {"max_early_data", KL_INI_UINT, KL_INI_LINE, KL_INI_FIELD(struct config_listener, max_early_data), .min = 0,
+     .max = CONFIG_MAX_EARLY_DATA, .hint = "bytes",
+     .line_offset = offsetof(struct config_listener, max_early_data_line)},
 };
 
 #define KEYS(t) .keys = (t), .n_keys = sizeof(t) / sizeof((t)[0])
@@ -381,6 +482,48 @@ static const struct kl_ini_section sections[] = {
      .missing = "at least one [listener NAME] section is needed"},
 };
 
+unsigned config_ticket_past_epochs(const struct config *cfg)
+{
+    uint64_t longest = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].tickets > 0 && cfg->listeners[i].ticket_lifetime_ms > longest) {
+            longest = cfg->listeners[i].ticket_lifetime_ms;
+        }
+    }
+    uint64_t r = cfg->ticket_rotation_ms > 0 ? cfg->ticket_rotation_ms : 1;
+    return (unsigned)((longest + r - 1) / r);
+}
+
+/* The ticket keys a listener's settings need, and 0-RTT's condition (RFC 8470 at the backend). */
+static int check_tickets(struct kl_ini *ini, const struct config *cfg, const struct config_listener *l,
+                         const char *sect)
+{
+    if (l->max_early_data > 0 && !l->proxy_protocol) {
+        /* The backend must learn which bytes may be a replay: only PROXY v2 can tell it (TLV 0xE3). */
+        return kl_ini_fail_at(ini, (unsigned)l->max_early_data_line, sect, "max_early_data",
+                              "0-RTT needs proxy_protocol = yes (the backend learns which bytes came as early "
+                              "data from the PROXY v2 header)");
+    }
+    if (l->max_early_data > 0 && (l->tickets == 0 || cfg->ticket_keys == CONFIG_TICKET_KEYS_OFF)) {
+        return kl_ini_fail_at(ini, (unsigned)l->max_early_data_line, sect, "max_early_data",
+                              "0-RTT needs session tickets (tickets > 0 and [frontend] ticket_keys not off)");
+    }
+    if (cfg->ticket_keys == CONFIG_TICKET_KEYS_HSM && l->tickets > 0) {
+        /* Held at once: the past epochs a ticket can still be valid in, the current and the next. */
+        uint64_t r = cfg->ticket_rotation_ms;
+        uint64_t past = (l->ticket_lifetime_ms + r - 1) / r;
+        if (past + 2 > TLS_TICKET_KEYS_MAX) {
+            return kl_ini_fail_at(ini, (unsigned)l->ticket_lifetime_line, sect, "ticket_lifetime",
+                                  "%u s spans more than %d ticket key epochs of %u s (raise [frontend] "
+                                  "ticket_rotation to at least %u s, or shorten the lifetime)",
+                                  l->ticket_lifetime_ms / 1000, TLS_TICKET_KEYS_MAX - 2, (unsigned)(r / 1000),
+                                  (unsigned)((l->ticket_lifetime_ms + (TLS_TICKET_KEYS_MAX - 2) * 1000 - 1) /
+                                             ((TLS_TICKET_KEYS_MAX - 2) * 1000)));
+        }
+    }
+    return 0;
+}
+
 /* Whole-file checks: two listeners on one address; client_auth and client_ca go together. */
 static int check(struct kl_ini *ini, void *user)
 {
@@ -389,6 +532,10 @@ static int check(struct kl_ini *ini, void *user)
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
         snprintf(sect, sizeof(sect), "listener %s", l->name);
+        int r = check_tickets(ini, cfg, l, sect);
+        if (r != 0) {
+            return r;
+        }
         if (l->client_auth != 0 && l->client_ca == NULL) {
             return kl_ini_fail_at(ini, (unsigned)l->line, sect, "client_ca",
                                   "needed when client_auth is %s (the CAs client certificates are checked against)",
@@ -434,6 +581,9 @@ int config_load(struct config **cfg_p, char *err, const char *path)
     cfg->signer_timeout_ms = 1000;
     cfg->max_pending_sign = 4096;
     cfg->signer_startup_wait_ms = 10000;
+    cfg->ticket_keys = CONFIG_TICKET_KEYS_HSM;
+    cfg->ticket_rotation_ms = 3600 * 1000;
+    config_host_id_default(cfg->host_id);
     /* Preference order: the order of the table in common/tls_ids.c. */
     for (size_t i = 0; i < tls_n_suites && i < sizeof(cfg->suites) / sizeof(cfg->suites[0]); i++) {
         cfg->suites[cfg->n_suites++] = tls_suites[i].id;
@@ -462,6 +612,7 @@ void config_free(struct config *cfg)
     }
     free(cfg->path);
     free(cfg->keylog_file);
+    free(cfg->ticket_key_file);
     for (size_t i = 0; i < cfg->n_signer_sockets; i++) {
         free(cfg->signer_sockets[i]);
     }

@@ -21,6 +21,8 @@
 #define CONFIG_MAX_SIGNERS 8
 #define CONFIG_MAX_ALPN 8
 #define CONFIG_ERR_LEN 512
+/* max_early_data's bound: early bytes wait in the backend buffer until the handshake ends. */
+#define CONFIG_MAX_EARLY_DATA 49152
 
 struct config_addr {
     struct sockaddr_storage ss;
@@ -42,6 +44,13 @@ struct config_listener {
     char *client_crl; /* PEM CRLs, or NULL: no revocation check */
     int client_crl_line;
     unsigned client_verify_depth; /* intermediate CAs allowed between leaf and anchor (default 4) */
+    /* Session tickets (RFC 8446 4.6.1) and 0-RTT (4.2.10): frontend/tickets.h, antireplay.h. */
+    unsigned tickets;            /* NewSessionTickets per full handshake (default 2; 0: none) */
+    uint32_t ticket_lifetime_ms; /* default 2 h, at most 7 days */
+    int ticket_lifetime_line;
+    int psk_ke;              /* accept psk_ke (resumption without (EC)DHE): default no */
+    uint32_t max_early_data; /* 0-RTT bytes accepted (0: off); needs proxy_protocol */
+    int max_early_data_line;
 };
 
 struct config_cert {
@@ -52,6 +61,15 @@ struct config_cert {
     char *key_name; /* the signer's name for the private key */
     int key_line;
 };
+
+/* [frontend] ticket_keys: where the ticket keys come from (frontend/tickets.h). */
+enum config_ticket_keys {
+    CONFIG_TICKET_KEYS_HSM = 0, /* the default: the signer derives them in the HSM (TicketKeys) */
+    CONFIG_TICKET_KEYS_FILE,    /* file:PATH, 48-byte keys, nginx style */
+    CONFIG_TICKET_KEYS_OFF,     /* no tickets, every PSK ignored */
+};
+
+#define CONFIG_HOST_ID_LEN 16 /* tls.h's TLS_HOST_ID_LEN */
 
 struct config {
     char *path;
@@ -65,6 +83,12 @@ struct config {
     uint32_t drain_timeout_ms;
     struct config_addr metrics; /* metrics.len == 0: no endpoint */
     char *keylog_file;          /* NULL unless configured */
+    int ticket_keys;            /* enum config_ticket_keys */
+    char *ticket_key_file;      /* CONFIG_TICKET_KEYS_FILE: the key file */
+    int ticket_keys_line;
+    uint32_t ticket_rotation_ms; /* the epoch length (default 1 h) */
+    int ticket_rotation_line;
+    uint8_t host_id[CONFIG_HOST_ID_LEN]; /* tickets carry it: 0-RTT is accepted only on this host */
     /* [signer] */
     char *signer_sockets[CONFIG_MAX_SIGNERS];
     size_t n_signer_sockets;
@@ -95,6 +119,26 @@ void config_free(struct config *cfg);
 
 /* Parse "host:port", "[v6]:port" or "unix:/path" (unix only if allow_unix). */
 KL_MUST_CHECK int config_parse_addr(struct config_addr *a, const char *s, int allow_unix);
+
+/*
+ * The default host_id: /etc/machine-id, else the host name, folded with a fixed label into
+ * CONFIG_HOST_ID_LEN bytes (config_host_id_fold). Also what `host_id = TEXT` does with TEXT.
+ */
+void config_host_id_default(uint8_t out[CONFIG_HOST_ID_LEN]);
+/*
+ * Fold text into out: two FNV-1a 64 passes with distinct seeds under a fixed label. Not a
+ * cryptographic hash (no crypto outside the engine, HACKING.md: one dependency, one file):
+ * the id is sealed inside tickets and never logged, and only has to be stable and distinct
+ * per host; the fold keeps the raw machine-id out of the process's ticket plaintext.
+ */
+void config_host_id_fold(uint8_t out[CONFIG_HOST_ID_LEN], const char *text);
+
+/*
+ * The ticket key epochs a listener set needs besides the current one: ceil(the longest
+ * ticket_lifetime / ticket_rotation), since a ticket sealed late in an epoch stays valid
+ * for its lifetime after that epoch ended.
+ */
+unsigned config_ticket_past_epochs(const struct config *cfg);
 
 /* 1 if a and b listen on the same addresses in the same order (a reload cannot change them). */
 int config_same_listeners(const struct config *a, const struct config *b);

@@ -353,13 +353,26 @@ static void on_established(struct conn *c)
     const struct config_listener *l = lconf(c);
     c->established = 1;
     c->counted_hs = 1;
+    c->resumed = tls_conn_resumed(c->tls) != 0;
+    /* The client's Finished came after its EndOfEarlyData: the early byte count is final. */
+    c->early = tls_conn_early_data_accepted(c->tls) != 0;
+    c->early_len = c->early ? tls_conn_early_data_len(c->tls) : 0;
     metrics_add(METRIC_HS_OK, 1);
+    if (c->resumed) {
+        metrics_add(METRIC_HS_RESUMED, 1);
+    }
+    if (c->early) {
+        metrics_add(METRIC_EARLY_DATA_ACCEPTED, 1);
+        metrics_add(METRIC_EARLY_DATA_BYTES, (int64_t)c->early_len);
+    }
     trace_step(c, "established");
-    log_info("conn=%llu handshake ok from %s sni=%s alpn=%s suite=0x%04x group=0x%04x scheme=0x%04x in %.1f ms",
+    log_info("conn=%llu handshake ok from %s sni=%s alpn=%s suite=0x%04x group=0x%04x scheme=0x%04x resumed=%s "
+             "early_data=%s in %.1f ms",
              (unsigned long long)c->id, c->peer_text,
              tls_conn_server_name(c->tls)[0] ? tls_conn_server_name(c->tls) : "-",
              tls_conn_alpn(c->tls)[0] ? tls_conn_alpn(c->tls) : "-", tls_conn_cipher_suite(c->tls),
-             tls_conn_group(c->tls), tls_conn_scheme(c->tls), (double)(kl_clock_us() - c->start_us) / 1000.0);
+             tls_conn_group(c->tls), tls_conn_scheme(c->tls), c->resumed ? "yes" : "no", c->early ? "accepted" : "no",
+             (double)(kl_clock_us() - c->start_us) / 1000.0);
     const struct tls_peer_cert *pc = tls_conn_peer_cert(c->tls);
     struct proxy_client_cert cert = {pc->present, pc->sha256, pc->subject_cn, pc->subject, pc->san};
     if (l->client_auth != 0) {
@@ -384,9 +397,10 @@ static void on_established(struct conn *c)
         struct kl_buf h;
         kl_buf_init(&h, BOUT_MAX);
         /* Listeners with client authentication also tell the backend who the client is (PP2_TYPE_SSL). */
-        if (proxy_v2_header_cert(&h, (struct sockaddr *)&c->peer, (struct sockaddr *)&c->local,
-                                 tls_conn_server_name(c->tls), tls_conn_alpn(c->tls),
-                                 l->client_auth != 0 ? &cert : NULL) != 0 ||
+        /* With 0-RTT accepted, PP2_TYPE_KL_EARLY_DATA counts the early bytes that follow the header. */
+        if (proxy_v2_header_early(&h, (struct sockaddr *)&c->peer, (struct sockaddr *)&c->local,
+                                  tls_conn_server_name(c->tls), tls_conn_alpn(c->tls),
+                                  l->client_auth != 0 ? &cert : NULL, c->early ? &c->early_len : NULL) != 0 ||
             kl_buf_append(&h, c->bout.base, c->bout.len) != 0) {
             kl_buf_dispose(&h);
             backend_failed(c, "cannot build the PROXY header");
@@ -465,6 +479,13 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
             start_sign(c);
             break;
         }
+        /* Before the close_notify check: a client may send its Finished (after 0-RTT, its
+           EndOfEarlyData too) and close_notify in one flight; the handshake completed, and
+           its (early) data must still reach the backend. */
+        if ((r == 0 || r == KL_ERR_WANT_READ || r == KL_ERR_CLOSED) && !c->established &&
+            tls_conn_established(c->tls)) {
+            on_established(c);
+        }
         if (r == KL_ERR_CLOSED && c->established) {
             on_client_eof(c);
             break;
@@ -472,9 +493,6 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
         if (r != 0 && r != KL_ERR_WANT_READ) {
             fail_tls(c, r);
             break;
-        }
-        if (!c->established && tls_conn_established(c->tls)) {
-            on_established(c);
         }
         if (n == 0) {
             break; /* a partial record: wait for more bytes */
@@ -829,12 +847,17 @@ static void access_line(const struct conn *c, const char *why)
     const struct tls_suite_info *suite = tls_suite_by_id(tls_conn_cipher_suite(c->tls));
     const struct tls_group_info *group = tls_group_by_id(tls_conn_group(c->tls));
     const char *sni = tls_conn_server_name(c->tls), *alpn = tls_conn_alpn(c->tls);
+    char early[24] = "-";
+    if (c->early) {
+        snprintf(early, sizeof(early), "%llu", (unsigned long long)c->early_len);
+    }
+    /* resumed and early_data last: log pipelines that parse the older fields keep working. */
     log_info("conn=%llu access client=%s sni=%s alpn=%s suite=%s group=%s established=%s signer_ms=%.2f "
-             "bytes_in=%llu bytes_out=%llu duration_ms=%.1f close=\"%s\"",
+             "bytes_in=%llu bytes_out=%llu duration_ms=%.1f close=\"%s\" resumed=%s early_data=%s",
              (unsigned long long)c->id, c->peer_text, sni[0] ? sni : "-", alpn[0] ? alpn : "-",
              suite != NULL ? suite->name : "-", group != NULL ? group->name : "-", c->established ? "yes" : "no",
              (double)c->signer_us / 1000.0, (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
-             (double)(kl_clock_us() - c->start_us) / 1000.0, why);
+             (double)(kl_clock_us() - c->start_us) / 1000.0, why, c->resumed ? "yes" : "no", early);
 }
 
 static void conn_close(struct conn *c, const char *why)

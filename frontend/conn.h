@@ -13,6 +13,12 @@
  *   rbuf  partial TLS record from the client (<= 2^14 + 256 + 5 bytes: one record)
  *   cout  TLS records for the client
  *   bout  plaintext for the backend
+ * 0-RTT (RFC 8446 2.3): the engine appends accepted early data to bout during the handshake,
+ * and the backend is connected only once the handshake is complete, so the early bytes wait
+ * there (at most max_early_data, bounded by the config well under CONN_BUF_HIGH) until the
+ * count is final (EndOfEarlyData came before the client's Finished). The PROXY v2 header, with
+ * PP2_TYPE_KL_EARLY_DATA = that count, then goes in front of them: the backend reads the header,
+ * the early bytes, then what came after the handshake (backend.h says what it must do with them).
  * Backpressure: the client is not read while bout is above CONN_BUF_HIGH, the backend
  * is not read while cout is, so one slow side never makes the other buffer grow.
  */
@@ -91,6 +97,9 @@ struct conn {
     unsigned established : 1;
     unsigned counted_hs : 1; /* handshake result already counted */
     unsigned bufs_kept : 1;  /* empty buffers kept while proxying; the timer frees them when quiet */
+    unsigned resumed : 1;    /* the handshake resumed a ticket: no certificate, no signer call */
+    unsigned early : 1;      /* 0-RTT accepted; early_len bytes came as early data */
+    uint64_t early_len;
     struct ev_timer timer;
     uint64_t last_activity_ms;
     uint64_t start_us, step_us, sign_start_us;

@@ -67,6 +67,13 @@ static int gen_client_auth(struct fe_gen *gen, char *err, size_t err_len)
         struct tls_config *t = &gen->listener_tls[i];
         enum tls_client_ca_error why;
         *t = gen->tls;
+        /* Per listener: how many tickets, their lifetime, psk_ke, 0-RTT. Where the keys and the
+           replay register come from is the worker's (gen->tls.tickets, copied by gen_tls). */
+        t->tickets.count = l->tickets;
+        t->tickets.lifetime = l->ticket_lifetime_ms / 1000;
+        t->tickets.allow_psk_ke = l->psk_ke;
+        t->tickets.max_early_data = l->max_early_data;
+        memcpy(t->tickets.host_id, cfg->host_id, sizeof(t->tickets.host_id));
         if (l->client_auth == 0) {
             continue;
         }
@@ -94,9 +101,21 @@ const struct tls_config *gen_tls(struct fe_gen *gen, size_t listener)
     struct tls_config *t = &gen->listener_tls[listener];
     enum tls_client_auth mode = t->client_auth;
     const struct tls_client_ca *ca = t->client_ca;
+    struct tls_ticket_config tk = t->tickets;
     *t = gen->tls;
     t->client_auth = mode;
     t->client_ca = ca;
+    tk.keys = gen->tls.tickets.keys;
+    tk.keys_arg = gen->tls.tickets.keys_arg;
+    tk.replay = gen->tls.tickets.replay;
+    tk.replay_arg = gen->tls.tickets.replay_arg;
+    if (tk.keys == NULL) {
+        tk.count = 0; /* ticket_keys = off: no tickets, every PSK ignored */
+    }
+    if (tk.replay == NULL) {
+        tk.max_early_data = 0; /* no strike register: no 0-RTT (fails closed) */
+    }
+    t->tickets = tk;
     return t;
 }
 

@@ -349,8 +349,13 @@ int main(int argc, char **argv)
                   "anyone who can read it can decrypt the traffic. Use for debugging only.",
                   gen->cfg->keylog_file);
     }
-    if (gen->cfg->workers <= 1) {
-        return server_run_worker(gen, 0, trace);
+    /* Issue 11: the ticket keys and the 0-RTT register, shared by the workers forked below. */
+    if (server_shared_init(gen, err, sizeof(err)) != 0) {
+        log_diag("%s", err);
+        gen_unref(gen);
+        return 2;
     }
-    return supervise(gen, trace);
+    int code = gen->cfg->workers <= 1 ? server_run_worker(gen, 0, trace) : supervise(gen, trace);
+    server_shared_free();
+    return code;
 }

@@ -173,6 +173,29 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics_cert *certs, s
                  labels != NULL ? "}" : "", (long long)metrics_get(families[i].series[j].id));
         }
     }
+    /* Issue 11: a resumed handshake never calls the signer; the share that needed the HSM is
+       keyless_frontend_signer_requests_total over keyless_frontend_handshakes_total{result="ok"}. */
+    EMIT("# HELP keyless_frontend_completed_handshakes_total Completed handshakes by whether they resumed a session "
+         "ticket.\n"
+         "# TYPE keyless_frontend_completed_handshakes_total counter\n"
+         "keyless_frontend_completed_handshakes_total{resumed=\"true\"} %lld\n"
+         "keyless_frontend_completed_handshakes_total{resumed=\"false\"} %lld\n",
+         (long long)metrics_get(METRIC_HS_RESUMED),
+         (long long)(metrics_get(METRIC_HS_OK) - metrics_get(METRIC_HS_RESUMED)));
+    EMIT("# HELP keyless_frontend_early_data_total 0-RTT offers the strike register decided on, by result.\n"
+         "# TYPE keyless_frontend_early_data_total counter\n"
+         "keyless_frontend_early_data_total{result=\"accepted\"} %lld\n"
+         "keyless_frontend_early_data_total{result=\"replay_refused\"} %lld\n",
+         (long long)metrics_get(METRIC_EARLY_DATA_ACCEPTED), (long long)metrics_get(METRIC_EARLY_DATA_REPLAYED));
+    EMIT(
+        "# HELP keyless_frontend_early_data_bytes_total 0-RTT bytes passed to backends (marked by PROXY v2 TLV 0xE3).\n"
+        "# TYPE keyless_frontend_early_data_bytes_total counter\nkeyless_frontend_early_data_bytes_total %lld\n",
+        (long long)metrics_get(METRIC_EARLY_DATA_BYTES));
+    EMIT("# HELP keyless_frontend_ticket_key_refreshes_total Ticket key requests to the signer, by result.\n"
+         "# TYPE keyless_frontend_ticket_key_refreshes_total counter\n"
+         "keyless_frontend_ticket_key_refreshes_total{result=\"ok\"} %lld\n"
+         "keyless_frontend_ticket_key_refreshes_total{result=\"failed\"} %lld\n",
+         (long long)metrics_get(METRIC_TICKET_KEY_FETCHES), (long long)metrics_get(METRIC_TICKET_KEY_FAILURES));
     FAMILY("keyless_frontend_signer_duration_seconds", "histogram", "Signer round trip per answered request.");
     uint64_t cum = 0;
     for (size_t i = 0; i < METRIC_LAT_BUCKETS; i++) {

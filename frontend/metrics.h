@@ -33,6 +33,13 @@ enum metric_id {
     METRIC_RELOADS,
     METRIC_RELOAD_FAILURES,
     METRIC_WORKER_RESTARTS, /* workers that died on their own and were restarted */
+    /* Issue 11: resumption and 0-RTT. */
+    METRIC_HS_RESUMED,          /* completed handshakes that resumed a ticket (no signer call) */
+    METRIC_EARLY_DATA_ACCEPTED, /* handshakes whose 0-RTT data was accepted */
+    METRIC_EARLY_DATA_REPLAYED, /* 0-RTT refused by the strike register (seen, full or unsure) */
+    METRIC_EARLY_DATA_BYTES,    /* 0-RTT bytes passed to backends */
+    METRIC_TICKET_KEY_FETCHES,  /* TicketKeys answers installed */
+    METRIC_TICKET_KEY_FAILURES, /* TicketKeys requests that failed or were refused */
     METRIC_COUNT
 };
 

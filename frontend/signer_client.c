@@ -475,3 +475,19 @@ int sc_list_keys(struct sc_client *sc, uint64_t *id_p, sc_cb cb, void *arg)
     req.list_keys = &lk;
     return sc_call(sc, id_p, &req, cb, arg);
 }
+
+int sc_ticket_keys(struct sc_client *sc, uint64_t *id_p, const uint64_t *epochs, size_t n_epochs, uint32_t rotation_s,
+                   sc_cb cb, void *arg)
+{
+    Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+    Keyless__V1__TicketKeysRequest tk = KEYLESS__V1__TICKET_KEYS_REQUEST__INIT;
+    if (n_epochs == 0 || n_epochs > 8) {
+        return KL_ERR_INVALID;
+    }
+    tk.epochs = (uint64_t *)epochs; /* packed by sc_call before it returns: never written */
+    tk.n_epochs = n_epochs;
+    tk.rotation_seconds = rotation_s;
+    req.body_case = KEYLESS__V1__REQUEST__BODY_TICKET_KEYS;
+    req.ticket_keys = &tk;
+    return sc_call(sc, id_p, &req, cb, arg);
+}

@@ -70,5 +70,11 @@ KL_MUST_CHECK int sc_call(struct sc_client *sc, uint64_t *id_p, Keyless__V1__Req
 /* sc_call with a ListKeysRequest (the signer's keys, schemes and public keys). */
 KL_MUST_CHECK int sc_list_keys(struct sc_client *sc, uint64_t *id_p, sc_cb cb, void *arg);
 void sc_cancel(struct sc_client *sc, uint64_t id);
+/*
+ * sc_call with a TicketKeysRequest: the ticket keys of epochs[0..n_epochs) (at most 8) for
+ * epochs of rotation_s seconds, which the signer derives in the HSM (frontend/tickets.h).
+ */
+KL_MUST_CHECK int sc_ticket_keys(struct sc_client *sc, uint64_t *id_p, const uint64_t *epochs, size_t n_epochs,
+                                 uint32_t rotation_s, sc_cb cb, void *arg);
 
 #endif

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,8 +13,17 @@
 #include "sd_notify.h"
 #include "conn.h"
 #include "clock.h"
+#include "tickets.h"
+#include "antireplay.h"
 
 #define ACCEPT_BATCH 64
+/* How often a worker looks at the ticket ring (prune, refresh, a changed key file). */
+#define TICKETS_TICK_MS 2000
+/* A worker asking the signer for ticket keys holds the lease this long: one asks at a time,
+   and a failed attempt is retried (by any worker) after it. */
+#define TICKETS_LEASE_MS 5000
+/* After the signer refused outright: ask again this much later. */
+#define TICKETS_REFUSED_MS 60000
 #define METRICS_MAX 16384
 
 /* --- the worker --- */
@@ -41,6 +51,221 @@ static void signer_cancel(void *ctx, uint64_t id)
 
 static const struct conn_signer_ops signer_ops = {signer_call, signer_cancel};
 
+/* --- what the workers of a host share (issue 11) --- */
+
+static struct tickets *shared_tickets;       /* NULL: ticket_keys = off */
+static struct antireplay *shared_antireplay; /* NULL: no 0-RTT */
+
+static uint64_t realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* tls_replay_fn: the strike register, counted. */
+static int replay_cb(void *arg, const uint8_t *binder, size_t binder_len, uint64_t expires_ms)
+{
+    int fresh = antireplay_check(arg, binder, binder_len, expires_ms);
+    if (!fresh) {
+        metrics_add(METRIC_EARLY_DATA_REPLAYED, 1);
+    }
+    return fresh;
+}
+
+struct startup_tickets {
+    int done;
+    int ok;
+    const uint64_t *asked;
+    size_t n_asked;
+    char why[200];
+};
+
+static void startup_tickets_cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct startup_tickets *st = arg;
+    st->done = 1;
+    if (resp == NULL || resp->body_case != KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS || resp->ticket_keys == NULL) {
+        snprintf(st->why, sizeof(st->why), "%s", resp == NULL ? "no answer" : "not a TicketKeysResponse");
+        return;
+    }
+    st->ok = tickets_install_response(shared_tickets, st->why, sizeof(st->why), resp->ticket_keys, st->asked,
+                                      st->n_asked, realtime_ms()) == 0;
+}
+
+/* The first keys, before fork: a short-lived loop, like gen_check_signer. */
+static void startup_fetch(const struct config *cfg)
+{
+    struct ev_loop *loop = ev_loop_new();
+    struct sc_client *sc = NULL;
+    uint64_t epochs[TLS_TICKET_KEYS_MAX], id;
+    struct startup_tickets st = {.asked = epochs};
+    if (loop == NULL || sc_new(&sc, loop, (const char *const *)cfg->signer_sockets, cfg->n_signer_sockets, 2,
+                               cfg->signer_timeout_ms > 5000 ? cfg->signer_timeout_ms : 5000) != 0) {
+        snprintf(st.why, sizeof(st.why), "out of memory");
+        goto exit;
+    }
+    uint64_t deadline = kl_clock_ms() + 2000;
+    while (!sc_up(sc) && kl_clock_ms() < deadline && ev_run_once(loop, 50) == 0) {
+    }
+    for (int only_ahead = 0; only_ahead < 2 && !st.ok; only_ahead++) {
+        st.n_asked = tickets_wanted(shared_tickets, epochs, TLS_TICKET_KEYS_MAX, realtime_ms(), only_ahead);
+        st.done = 0;
+        if (st.n_asked == 0 ||
+            sc_ticket_keys(sc, &id, epochs, st.n_asked, cfg->ticket_rotation_ms / 1000, startup_tickets_cb, &st) != 0) {
+            snprintf(st.why, sizeof(st.why), "the signer is not connected");
+            break;
+        }
+        while (!st.done && ev_run_once(loop, 100) == 0) {
+        }
+    }
+exit:
+    if (st.ok) {
+        log_info("ticket keys: %zu epoch keys from the signer (rotation %u s)", tickets_count(shared_tickets),
+                 cfg->ticket_rotation_ms / 1000);
+    } else {
+        log_warnx("ticket keys: none from the signer yet (%s): no session tickets until it gives them "
+                  "(the workers keep asking)",
+                  st.why);
+    }
+    sc_free(sc);
+    if (loop != NULL) {
+        ev_loop_free(loop);
+    }
+}
+
+int server_shared_init(const struct fe_gen *gen, char *err, size_t err_len)
+{
+    int ret = 0;
+    const struct config *cfg = gen->cfg;
+    char why[300];
+    if (cfg->ticket_keys == CONFIG_TICKET_KEYS_OFF) {
+        return 0;
+    }
+    KL_TRY(tickets_new(&shared_tickets, cfg->ticket_keys == CONFIG_TICKET_KEYS_FILE ? TICKETS_FILE : TICKETS_HSM,
+                       cfg->ticket_rotation_ms / 1000, config_ticket_past_epochs(cfg)));
+    if (cfg->ticket_keys == CONFIG_TICKET_KEYS_FILE) {
+        ret = tickets_file_load(shared_tickets, why, sizeof(why), cfg->ticket_key_file, 1);
+        if (ret != 0) {
+            snprintf(err, err_len, "%s:%d: [frontend] ticket_keys: %s", cfg->path, cfg->ticket_keys_line, why);
+            goto exit;
+        }
+        log_info("ticket keys: %zu keys from %s", tickets_count(shared_tickets), cfg->ticket_key_file);
+    } else {
+        startup_fetch(cfg);
+    }
+    /* Always there when tickets are: a reload may turn 0-RTT on. */
+    KL_TRY(antireplay_new(&shared_antireplay, ANTIREPLAY_SLOTS_DEFAULT, realtime_ms(), ANTIREPLAY_WARMUP_MS));
+exit:
+    if (ret != 0) {
+        if (err[0] == '\0') {
+            snprintf(err, err_len, "cannot map the ticket keys and the 0-RTT register: %s", kl_err_str(ret));
+        }
+        server_shared_free();
+    }
+    return ret;
+}
+
+void server_shared_free(void)
+{
+    tickets_free(shared_tickets);
+    shared_tickets = NULL;
+    antireplay_free(shared_antireplay);
+    shared_antireplay = NULL;
+}
+
+static void ticket_keys_cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct fe_worker *w = arg;
+    char why[200];
+    w->ticket_req_id = 0;
+    int r = KL_ERR_INVALID, narrowed = 0;
+    if (resp == NULL) {
+        snprintf(why, sizeof(why), "no answer (deadline passed or signer gone)");
+    } else if (resp->body_case != KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS || resp->ticket_keys == NULL) {
+        snprintf(why, sizeof(why), "the answer is not a TicketKeysResponse");
+    } else {
+        r = tickets_install_response(shared_tickets, why, sizeof(why), resp->ticket_keys, w->ticket_asked,
+                                     w->n_ticket_asked, realtime_ms());
+        if (resp->ticket_keys->status == KEYLESS__V1__STATUS__BAD_REQUEST && !w->ticket_only_ahead) {
+            /* Past epochs out of the signer's accept window: ask for the current and next only, at once. */
+            w->ticket_only_ahead = 1;
+            narrowed = 1;
+        }
+    }
+    if (r == 0) {
+        tickets_release(shared_tickets);
+        metrics_add(METRIC_TICKET_KEY_FETCHES, 1);
+        log_info("ticket keys: epochs %llu..%llu from the signer", (unsigned long long)w->ticket_asked[0],
+                 (unsigned long long)w->ticket_asked[w->n_ticket_asked - 1]);
+        w->ticket_failing = 0;
+        return;
+    }
+    /* The lease stays taken: the next attempt waits TICKETS_LEASE_MS; a signer that refuses
+       outright (no [tickets], not authorized) is asked again only after TICKETS_REFUSED_MS,
+       so that its audit log does not get a refusal every few seconds. */
+    if (narrowed) {
+        tickets_release(shared_tickets);
+    } else if (r == KL_ERR_DENIED) {
+        tickets_hold(shared_tickets, kl_clock_ms() + TICKETS_REFUSED_MS);
+    }
+    metrics_add(METRIC_TICKET_KEY_FAILURES, 1);
+    if (!w->ticket_failing) {
+        log_warnx("ticket keys: refresh failed: %s; serving with the %zu keys held", why,
+                  tickets_count(shared_tickets));
+    }
+    w->ticket_failing = 1;
+}
+
+/* Prune what the current epoch no longer needs, ask for what it lacks; or re-read a changed key file. */
+static void ticket_tick(struct fe_worker *w, int force)
+{
+    char why[300];
+    if (shared_tickets == NULL || w->draining) {
+        return;
+    }
+    const struct config *cfg = w->gen->cfg;
+    if (tickets_source(shared_tickets) == TICKETS_FILE) {
+        const char *path = cfg->ticket_key_file;
+        if (path == NULL) {
+            return; /* a reload switched away from the file: that needs a restart (said at reload) */
+        }
+        int r = tickets_file_load(shared_tickets, why, sizeof(why), path, force);
+        if (r == 0) {
+            log_info("ticket keys: %zu keys loaded from %s", tickets_count(shared_tickets), path);
+            w->ticket_failing = 0;
+        } else if (r < 0 && (!w->ticket_failing || force)) {
+            log_warnx("ticket keys: %s; keeping the %zu keys held", why, tickets_count(shared_tickets));
+            w->ticket_failing = 1;
+        }
+        return;
+    }
+    uint64_t now = realtime_ms();
+    if (tickets_prune(shared_tickets, now) != 0) {
+        log_warnx("ticket keys: the shared ring is locked; pruning later");
+    }
+    if (w->ticket_req_id != 0 || w->sc == NULL || !sc_up(w->sc)) {
+        return;
+    }
+    w->n_ticket_asked = tickets_wanted(shared_tickets, w->ticket_asked, TLS_TICKET_KEYS_MAX, now, w->ticket_only_ahead);
+    if (w->n_ticket_asked == 0 || !tickets_claim(shared_tickets, kl_clock_ms(), TICKETS_LEASE_MS)) {
+        return;
+    }
+    if (sc_ticket_keys(w->sc, &w->ticket_req_id, w->ticket_asked, w->n_ticket_asked, cfg->ticket_rotation_ms / 1000,
+                       ticket_keys_cb, w) != 0) {
+        w->ticket_req_id = 0; /* the lease spaces the retry */
+    }
+}
+
+static void ticket_timer_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct fe_worker *w = t->owner;
+    ticket_tick(w, 0);
+    if (!w->draining && ev_timer_start(loop, t, TICKETS_TICK_MS) != 0) {
+        log_warnx("ticket keys: cannot re-arm the refresh timer");
+    }
+}
+
 static void keylog_cb(void *arg, const char *line)
 {
     struct fe_worker *w = arg;
@@ -52,6 +277,14 @@ static void keylog_cb(void *arg, const char *line)
 
 static void gen_attach(struct fe_worker *w, struct fe_gen *gen)
 {
+    if (shared_tickets != NULL) {
+        gen->tls.tickets.keys = tickets_keys_fn;
+        gen->tls.tickets.keys_arg = shared_tickets;
+    }
+    if (shared_antireplay != NULL) {
+        gen->tls.tickets.replay = replay_cb;
+        gen->tls.tickets.replay_arg = shared_antireplay;
+    }
     if (w->trace) {
         gen->tls.trace = conn_trace_engine;
         gen->tls.trace_arg = &w->env;
@@ -370,6 +603,11 @@ static void reload_keys_cb(void *arg, const Keyless__V1__Response *resp)
         gen_unref(gen);
         return;
     }
+    if (gen->cfg->ticket_keys != w->gen->cfg->ticket_keys ||
+        gen->cfg->ticket_rotation_ms != w->gen->cfg->ticket_rotation_ms) {
+        /* The ring was made before fork for one source and epoch length (tickets.h). */
+        log_warnx("reload: ticket_keys and ticket_rotation changes take effect at the next restart");
+    }
     gen_attach(w, gen);
     struct fe_gen *old = w->gen;
     w->gen = gen;
@@ -430,6 +668,7 @@ static void signal_cb(struct ev_loop *loop, int signo, void *arg)
         if (w->pending_gen == NULL) {
             (void)kl_sd_notify("READY=1"); /* failed at once: no ListKeys answer to wait for */
         }
+        ticket_tick(w, 1);
     } else if (signo == SIGTERM || signo == SIGINT) {
         (void)kl_sd_notify("STOPPING=1");
         start_drain(w);
@@ -463,6 +702,7 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
     w->max_conns = (cfg->max_connections + workers - 1) / workers;
     ev_timer_init(&w->accept_pause, accept_resume_cb, w);
     ev_timer_init(&w->drain_timer, drain_timeout_cb, w);
+    ev_timer_init(&w->ticket_timer, ticket_timer_cb, w);
     if (ev_signals(w->loop, sigs, signal_cb, w) != 0) {
         log_warn("signalfd");
         goto exit;
@@ -503,6 +743,10 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
         ev_io_init(&w->metrics_io, w->metrics_fd, metrics_accept_cb, w);
         ev_io_set(w->loop, &w->metrics_io, EV_READ);
     }
+    if (shared_tickets != NULL && ev_timer_start(w->loop, &w->ticket_timer, TICKETS_TICK_MS) != 0) {
+        log_warnx("ticket keys: cannot arm the refresh timer");
+        goto exit;
+    }
     (void)kl_sd_notify("READY=1"); /* listeners bound; a forked worker does not notify */
     if (index == 0) {
         log_info("listening on %s (backend %s)%s%s", cfg->listeners[0].listen.text, cfg->listeners[0].backend.text,
@@ -534,6 +778,7 @@ exit:
     if (w->pending_gen != NULL) {
         gen_unref(w->pending_gen);
     }
+    ev_timer_stop(w->loop, &w->ticket_timer);
     sc_free(w->sc);
     if (w->keylog != NULL) {
         fclose(w->keylog);

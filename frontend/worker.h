@@ -22,6 +22,13 @@ struct fe_listener {
 
 struct fe_worker {
     struct ev_loop *loop;
+    /* Ticket keys (issue 11): this worker's part in refreshing the shared ring (tickets.h). */
+    struct ev_timer ticket_timer;
+    uint64_t ticket_req_id; /* a TicketKeys request in flight, 0 if none */
+    uint64_t ticket_asked[TLS_TICKET_KEYS_MAX];
+    size_t n_ticket_asked;
+    int ticket_only_ahead; /* the signer refused past epochs: ask for the current and next only */
+    int ticket_failing;    /* the last refresh failed (log the first failure of a streak only) */
     unsigned index;
     struct fe_gen *gen;
     struct fe_gen *pending_gen; /* a reload waiting for the signer's ListKeys */
@@ -45,6 +52,16 @@ struct fe_worker {
     FILE *keylog;
     int trace;
 };
+
+/*
+ * Issue 11: make what the workers of this host share before they are forked - the ticket
+ * key ring (unless ticket_keys = off), filled once here (the key file, or the signer's
+ * TicketKeys through a short-lived loop; a signer that cannot give keys yet is a warning,
+ * the workers keep asking) and the 0-RTT strike register. 0, or a negative kl_err with one
+ * line in err (a bad key file). server_shared_free() wipes both at exit.
+ */
+KL_MUST_CHECK int server_shared_init(const struct fe_gen *gen, char *err, size_t err_len);
+void server_shared_free(void);
 
 /* Run one worker until it has drained after SIGTERM. Returns the process exit code. */
 int server_run_worker(struct fe_gen *gen, unsigned index, int trace);

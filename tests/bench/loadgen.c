@@ -3,7 +3,9 @@
  *
  * It keeps N connections in flight on one thread (non-blocking sockets on
  * epoll). Each connection does a full TLS 1.3 handshake (x25519 only, no
- * resumption: a new SSL per connection, tickets refused, no session cache),
+ * resumption: a new SSL per connection, tickets refused, no session cache;
+ * with --resume PCT, PCT of every 100 connections resume the newest ticket
+ * received instead, issue 11),
  * optionally sends one small HTTP/1.1 request and reads the response to EOF,
  * then closes. It stops by itself after --duration seconds or --count
  * connections, whichever comes first, and prints one summary line of
@@ -69,6 +71,7 @@ struct lg_opts {
     unsigned idle;
     double hold;
     double conn_timeout;
+    unsigned resume; /* percent of connections that offer the newest ticket (needs --request) */
 };
 
 struct lg_stats {
@@ -76,6 +79,7 @@ struct lg_stats {
     uint64_t err_connect, err_handshake, err_io, err_http;
     uint64_t bytes_in;
     uint64_t tickets;
+    uint64_t resumed; /* handshakes the server resumed */
     uint32_t *lat_us; /* handshake latency per successful handshake */
     size_t lat_n, lat_cap;
 };
@@ -111,17 +115,30 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen --host H --port P [--sni NAME] [--concurrency N] [--duration S] [--count N]\n"
             "               [--rate R] [--request PATH] [--sigalgs LIST] [--ciphersuites LIST] [--idle N --hold S]\n"
-            "               [--conn-timeout S]\n"
+            "               [--conn-timeout S] [--resume PCT]\n"
             "Full TLS 1.3 handshakes (x25519, no resumption, no verification). Bounded: stops after\n"
             "--duration (default 10 s) or --count connections. Prints one 'result ...' line.\n");
 }
 
-/* A session the server hands us (NewSessionTicket) is counted and dropped: no resumption. */
+/* The newest session a server handed us (--resume), offered by the connections that resume. */
+static SSL_SESSION *saved_session;
+
+/* A session the server hands us (NewSessionTicket) is counted; kept only with --resume. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
     (void)ssl;
-    (void)sess;
+    SSL_SESSION *copy;
     st.tickets++;
+    if (opts.resume == 0)
+        return 0;
+    /* A copy: libssl marks the connection's own session not resumable when that connection
+       ends without a close_notify exchange (ssl_clear_bad_session), which would turn every
+       later offer into a full handshake. */
+    copy = SSL_SESSION_dup(sess);
+    if (copy != NULL) {
+        SSL_SESSION_free(saved_session);
+        saved_session = copy;
+    }
     return 0;
 }
 
@@ -233,6 +250,12 @@ static void conn_drive(struct lg_conn *c)
         }
         if (opts.sni != NULL)
             SSL_set_tlsext_host_name(c->ssl, opts.sni);
+        /* A fixed pattern, not a random draw: PCT of every 100 starts offer the ticket. */
+        if (opts.resume > 0 && saved_session != NULL && st.started % 100 < opts.resume &&
+            SSL_set_session(c->ssl, saved_session) != 1) {
+            conn_fail(c, &st.err_handshake);
+            return;
+        }
         SSL_set_connect_state(c->ssl);
         c->state = LG_HANDSHAKE;
     }
@@ -247,6 +270,8 @@ static void conn_drive(struct lg_conn *c)
         }
         c->t_hs_done = now_ns();
         st.handshakes++;
+        if (SSL_session_reused(c->ssl))
+            st.resumed++;
         lat_push((uint32_t)((c->t_hs_done - c->t_start) / 1000u));
         if (opts.idle) {
             c->state = LG_IDLE;
@@ -344,7 +369,8 @@ static int make_ctx(void)
     if (opts.ciphersuites != NULL && SSL_CTX_set_ciphersuites(ctx, opts.ciphersuites) != 1)
         return -1;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    if (opts.resume == 0)
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     /* No client session cache: every connection is a full handshake. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
@@ -367,6 +393,7 @@ static int parse_args(int argc, char **argv)
         {"hold", required_argument, NULL, 'h'},
         {"conn-timeout", required_argument, NULL, 't'},
         {"ciphersuites", required_argument, NULL, 'C'},
+        {"resume", required_argument, NULL, 'R'},
 
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
@@ -419,6 +446,9 @@ static int parse_args(int argc, char **argv)
         case 'C':
             opts.ciphersuites = optarg;
             break;
+        case 'R':
+            opts.resume = (unsigned)strtoul(optarg, NULL, 10);
+            break;
         default:
             usage();
             return -1;
@@ -428,6 +458,11 @@ static int parse_args(int argc, char **argv)
         opts.duration > 3600 || opts.rate < 0 || opts.idle > LG_MAX_CONC || opts.hold < 0 || opts.hold > 3600 ||
         !(opts.conn_timeout > 0)) {
         usage();
+        return -1;
+    }
+    if (opts.resume > 100 || (opts.resume > 0 && (opts.path == NULL || opts.idle))) {
+        /* TLS 1.3 tickets come after the handshake: only a connection that reads gets them. */
+        fprintf(stderr, "loadgen: --resume takes 0..100 and needs --request (tickets are read with the response)\n");
         return -1;
     }
     if (opts.path != NULL && (opts.path[0] != '/' || strlen(opts.path) > 512)) {
@@ -578,11 +613,13 @@ int main(int argc, char **argv)
     printf("result elapsed_s=%.3f started=%" PRIu64 " handshakes=%" PRIu64 " completed=%" PRIu64 " hs_per_s=%.1f "
            "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f errors=%" PRIu64 " err_connect=%" PRIu64
            " err_handshake=%" PRIu64 " err_io=%" PRIu64 " err_http=%" PRIu64 " timeouts=%" PRIu64 " bytes_in=%" PRIu64
-           " mbytes_per_s=%.2f tickets=%" PRIu64 "\n",
+           " mbytes_per_s=%.2f tickets=%" PRIu64 " resumed=%" PRIu64 "\n",
            elapsed, st.started, st.handshakes, st.completed, (double)st.handshakes / elapsed, pct(50), pct(90), pct(99),
            st.lat_n ? (double)st.lat_us[st.lat_n - 1] / 1000.0 : 0.0, st.errors, st.err_connect, st.err_handshake,
-           st.err_io, st.err_http, st.timeouts, st.bytes_in, (double)st.bytes_in / elapsed / 1e6, st.tickets);
+           st.err_io, st.err_http, st.timeouts, st.bytes_in, (double)st.bytes_in / elapsed / 1e6, st.tickets,
+           st.resumed);
     free(st.lat_us);
+    SSL_SESSION_free(saved_session);
     free(conns);
     close(epfd);
     SSL_CTX_free(ctx);

@@ -25,6 +25,8 @@
 #   BENCH_RESULTS=FILE     also write every raw figure there (key=value lines)
 #   BENCH_KEEP=1           keep the temp dir (configs, logs) for inspection
 #   BENCH_PROFILE=1        one more run per server under perf record (CPU by library)
+# Resumed handshakes (issue 11): nginx-file with tickets against keyless with HSM ticket keys,
+# --resume 100 (server CPU of a resumed handshake) and --resume 80 (share that needed the HSM).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -137,7 +139,7 @@ start_nginx() {
         envs=(OPENSSL_CONF="$WORK/openssl-pkcs11.cnf")
     fi
     bench_render "$HERE/nginx-tls.conf.in" "$dir/nginx.conf" DIR="$dir" PORT="$SERVER_PORT" ENGINE="$engine" \
-        CHAIN="$chain" KEY="$keyref" BACKEND_PORT="$BACKEND_PORT"
+        CHAIN="$chain" KEY="$keyref" BACKEND_PORT="$BACKEND_PORT" TICKETS="${BENCH_TICKETS:-off}"
     env "${envs[@]}" taskset -c "$SCPU" nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" &
     SERVER_PID=$!
     SERVER_EXTRA_PIDS=
@@ -176,6 +178,9 @@ pin_file = $PIN_FILE
 [key $key]
 uri = pkcs11:token=keyless;object=$key;type=private
 schemes = $(key_schemes "$key")
+
+[tickets]
+scope = bench
 EOF
     if ! write_frontend_conf "$key" "$dir"; then
         bench_log "keyless: not available (cannot write a frontend config: see examples/frontend.conf)"
@@ -216,6 +221,9 @@ log_level = warn
 max_connections = 20000
 handshake_timeout = 30
 idle_timeout = 300
+; Tickets only for the resumed-handshake rows (BENCH_TICKETS=on): the full-handshake rows
+; compare with nginx's ssl_session_tickets off, so neither sends NewSessionTickets there.
+ticket_keys = $([ "${BENCH_TICKETS:-off}" = on ] && echo hsm || echo off)
 
 [signer]
 socket = $dir/run/signer.sock
@@ -377,6 +385,41 @@ for k in "${!R[@]}"; do
     R[$k]=$(median ${R[$k]})
 done
 
+# ---------------------------------------------------------------- resumed handshakes (issue 11)
+# nginx with session tickets on (its own ticket keys) against keyless with ticket keys derived
+# in the HSM, first key only, one small request per connection (TLS 1.3 tickets arrive after
+# the handshake: a client gets them by reading). --resume 100: every connection after the first
+# offers the newest ticket, so the figure is the server CPU of a resumed handshake plus its
+# request; --resume 80: 80 of every 100 connections are returning clients, and the share of
+# handshakes that needed the HSM is (handshakes - resumed) / handshakes (keyless: also the sign
+# records of its audit log).
+BENCH_TICKETS=on
+RKEY=${KEYS%% *}
+for srv in nginx-file keyless; do
+    case " $SERVERS " in *" $srv "*) ;; *) continue ;; esac
+    start_server "$srv" "$RKEY" || { stop_server; continue; }
+    run_load "$srv/$RKEY resumed warm-up" --concurrency "$CONC" --duration 1 --request / --resume 100 >/dev/null 2>&1 || true
+    if run_load "$srv/$RKEY resumed" --concurrency "$CONC" --duration "$HS_DUR" --request / --resume 100; then
+        put "$srv/resumed/cpu_us" "$LAST_CPU_US"
+        put "$srv/resumed/per_s" "$(bench_field "$LAST" hs_per_s)"
+        put "$srv/resumed/resumed_pct" "$(awk -v r="$(bench_field "$LAST" resumed)" -v h="$(bench_field "$LAST" handshakes)" 'BEGIN { printf "%.1f", h ? 100 * r / h : 0 }')"
+        put "$srv/resumed/errors" "$(bench_field "$LAST" errors)"
+    fi
+    audit=$WORK/keyless-$RKEY-group/audit.jsonl
+    s0=$(grep -c '"op":"sign"' "$audit" 2>/dev/null || true)
+    if run_load "$srv/$RKEY 80% returning" --concurrency "$CONC" --duration "$HS_DUR" --request / --resume 80; then
+        put "$srv/mix80/cpu_us" "$LAST_CPU_US"
+        put "$srv/mix80/hsm_pct" "$(awk -v r="$(bench_field "$LAST" resumed)" -v h="$(bench_field "$LAST" handshakes)" 'BEGIN { printf "%.1f", h ? 100 * (h - r) / h : 0 }')"
+        if [ "$srv" = keyless ]; then
+            s1=$(grep -c '"op":"sign"' "$audit" 2>/dev/null || true)
+            put keyless/mix80/signatures "$((${s1:-0} - ${s0:-0}))"
+            put keyless/mix80/handshakes "$(bench_field "$LAST" handshakes)"
+        fi
+    fi
+    stop_server
+done
+BENCH_TICKETS=off
+
 # ---------------------------------------------------------------- idle connections (RSS)
 IDLE_LIMIT=$(ulimit -Hn)
 # The frontend holds two descriptors per proxied connection (client + backend) under the same
@@ -509,6 +552,10 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
             row "$key: audit_sync=none: p99 ms at $(get nginx-file/$key/half_rate) hs/s vs nginx key file" "$(get keyless-nosync/$key/half_p99)" "$(get nginx-file/$key/half_p99)" "<=" "-"
         fi
     done
+    if [ -n "$(get keyless/resumed/cpu_us)$(get nginx-file/resumed/cpu_us)" ]; then
+        row "$RKEY: resumed handshake + request, server CPU µs vs nginx with tickets" "$(get keyless/resumed/cpu_us)" "$(get nginx-file/resumed/cpu_us)" "<=" 0.80
+        row_abs "$RKEY: 80% returning clients: % of handshakes that needed the HSM vs nginx (needed the key)" "$(get keyless/mix80/hsm_pct)" "$(get nginx-file/mix80/hsm_pct)" "<=" 25
+    fi
     row_abs "RSS KiB per idle connection ($(get idle/n) conns) vs nginx" "$(get keyless/idle/kib_per_conn)" "$(get nginx-file/idle/kib_per_conn)" "<=" 16
     row "bulk MB/s (16 KiB records) vs nginx proxy" "$(get keyless/bulk/mbytes_per_s)" "$(get nginx-file/bulk/mbytes_per_s)" ">=" 0.90
     # Server CPU per byte is the fairer bulk figure when the client core is the limit.
@@ -523,6 +570,12 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
         done
         printf '| %s raw C_Sign CPU µs | %s | | |\n' "$key" "$(get floor/$key/csign_cpu_us)"
     done
+    for f in resumed/cpu_us resumed/per_s resumed/resumed_pct resumed/errors mix80/cpu_us mix80/hsm_pct; do
+        [ -n "$(get nginx-file/$f)$(get keyless/$f)" ] || continue
+        printf '| %s %s | %s | | %s |\n' "$RKEY" "$f" "$(get nginx-file/$f)" "$(get keyless/$f)"
+    done
+    [ -z "$(get keyless/mix80/signatures)" ] ||
+        printf '| %s mix80 sign records in the audit log / handshakes | | | %s / %s |\n' "$RKEY" "$(get keyless/mix80/signatures)" "$(get keyless/mix80/handshakes)"
     printf '| idle KiB/conn (%s conns) | %s | | %s |\n' "$(get idle/n)" "$(get nginx-file/idle/kib_per_conn)" "$(get keyless/idle/kib_per_conn)"
     printf '| bulk MB/s | %s | | %s |\n' "$(get nginx-file/bulk/mbytes_per_s)" "$(get keyless/bulk/mbytes_per_s)"
     printf '| bulk server CPU µs/MB | %s | | %s |\n' "$(get nginx-file/bulk/cpu_us_per_mb)" "$(get keyless/bulk/cpu_us_per_mb)"

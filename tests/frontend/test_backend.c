@@ -98,5 +98,38 @@ int main(void)
     is_int(proxy_v2_header_cert(&small, (struct sockaddr *)&src, (struct sockaddr *)&dst, "", "", &cc), KL_ERR_OVERFLOW,
            "bounded output buffer respected with the identity TLVs");
     kl_buf_dispose(&small);
+
+    /* 0-RTT (issue 11): PP2_TYPE_KL_EARLY_DATA, 4 bytes big-endian, after the other TLVs. */
+    uint64_t early = 0x12345;
+    kl_buf_init(&b, 4096);
+    ok(proxy_v2_header_early(&b, (struct sockaddr *)&src, (struct sockaddr *)&dst, "", "h2", NULL, &early) == 0,
+       "header with the early data count");
+    static const uint8_t want_early[] = {
+        0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, /* signature */
+        0x21, 0x11, 0x00, 0x18,                                                 /* v2 PROXY, TCP4, 24 bytes */
+        192,  0,    2,    1,    198,  51,   100,  2,    0x9c, 0x40, 0x01, 0xbb, /* addresses, ports */
+        0x01, 0x00, 0x02, 'h',  '2',                                            /* ALPN */
+        0xe3, 0x00, 0x04, 0x00, 0x01, 0x23, 0x45};                              /* early data: 0x12345 bytes */
+    is_mem(b.base, b.len, want_early, sizeof(want_early), "the early data TLV byte for byte");
+    kl_buf_dispose(&b);
+    early = 0;
+    kl_buf_init(&b, 4096);
+    ok(proxy_v2_header_early(&b, (struct sockaddr *)&src, (struct sockaddr *)&dst, "", "", NULL, &early) == 0 &&
+           b.len == 16 + 12 + 7 && b.base[28] == 0xe3 && b.base[34] == 0,
+       "0-RTT accepted with no bytes: the TLV says 0");
+    kl_buf_dispose(&b);
+    ok(proxy_v2_header_early(&b, (struct sockaddr *)&src, (struct sockaddr *)&dst, "", "", NULL, NULL) == 0 &&
+           b.len == 16 + 12,
+       "no 0-RTT: no TLV");
+    kl_buf_dispose(&b);
+    early = (uint64_t)UINT32_MAX + 1;
+    is_int(proxy_v2_header_early(&b, (struct sockaddr *)&src, (struct sockaddr *)&dst, "", "", NULL, &early),
+           KL_ERR_INVALID, "a count over 32 bits refused");
+    is_int(b.len, 0, "nothing appended on error");
+    kl_buf_init(&small, 16 + 12 + 6);
+    early = 1;
+    is_int(proxy_v2_header_early(&small, (struct sockaddr *)&src, (struct sockaddr *)&dst, "", "", NULL, &early),
+           KL_ERR_OVERFLOW, "bounded output buffer respected with the early data TLV");
+    kl_buf_dispose(&small);
     return kl_test_done();
 }

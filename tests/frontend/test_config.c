@@ -416,6 +416,132 @@ static void test_client_auth(void)
                ":13: [listener b] client_auth: set twice (first at line 12)", "client_auth set twice");
 }
 
+/* Session tickets and 0-RTT: defaults, every key, and each refusal in one line. */
+static void test_tickets(void)
+{
+    char err[CONFIG_ERR_LEN], want[300], keyfile[160];
+    uint8_t a[CONFIG_HOST_ID_LEN], b[CONFIG_HOST_ID_LEN], def[CONFIG_HOST_ID_LEN];
+    if (!ok(load(base, err) == 0 && cfg != NULL, "tickets: base loads")) {
+        diag("%s", err);
+        return;
+    }
+    is_int(cfg->ticket_keys, CONFIG_TICKET_KEYS_HSM, "ticket_keys: hsm by default");
+    ok(cfg->ticket_key_file == NULL, "no key file by default");
+    is_int(cfg->ticket_rotation_ms, 3600000, "ticket_rotation: 1h");
+    is_int(cfg->listeners[0].tickets, 2, "tickets: 2");
+    is_int(cfg->listeners[0].ticket_lifetime_ms, 7200000, "ticket_lifetime: 2h");
+    is_int(cfg->listeners[0].psk_ke, 0, "psk_ke: no");
+    is_int(cfg->listeners[0].max_early_data, 0, "max_early_data: 0 (no 0-RTT)");
+    is_int(config_ticket_past_epochs(cfg), 2, "2h tickets over 1h epochs: two past epochs held");
+    config_host_id_default(def);
+    ok(memcmp(cfg->host_id, def, sizeof(def)) == 0, "host_id: the machine's by default");
+    config_host_id_fold(a, "host-a");
+    config_host_id_fold(b, "host-b");
+    ok(memcmp(a, b, sizeof(a)) != 0, "two names fold to two host ids");
+    config_host_id_fold(b, "host-a");
+    ok(memcmp(a, b, sizeof(a)) == 0, "the fold is stable");
+
+    snprintf(keyfile, sizeof(keyfile), "%s/ticket.key", dir);
+    if (!ok(write_file(keyfile, "0123456789abcdef0123456789abcdef0123456789abcdef") == 0, "key file")) {
+        return;
+    }
+    const char *good = "[frontend]\n"
+                       "ticket_keys = file:ticket.key\n"
+                       "ticket_rotation = 30m\n"
+                       "host_id = host-a\n"
+                       "[signer]\n"
+                       "socket = signer.sock\n"
+                       "[cert a]\n"
+                       "chain = c.pem\n"
+                       "key = ecdsa-p256\n"
+                       "[listener main]\n"
+                       "listen = 127.0.0.1:1\n"
+                       "backend = 127.0.0.1:2\n"
+                       "proxy_protocol = yes\n"
+                       "tickets = 4\n"
+                       "ticket_lifetime = 168h\n"
+                       "psk_ke = yes\n"
+                       "max_early_data = 16384\n";
+    if (ok(load(good, err) == 0 && cfg != NULL, "every ticket key set")) {
+        is_int(cfg->ticket_keys, CONFIG_TICKET_KEYS_FILE, "ticket_keys = file:");
+        ok(cfg->ticket_key_file != NULL && strcmp(cfg->ticket_key_file, keyfile) == 0,
+           "the key file is resolved against the config's directory");
+        is_int(cfg->ticket_rotation_ms, 1800000, "ticket_rotation = 30m");
+        ok(memcmp(cfg->host_id, a, sizeof(a)) == 0, "host_id = host-a");
+        is_int(cfg->listeners[0].tickets, 4, "tickets = 4");
+        is_int(cfg->listeners[0].ticket_lifetime_ms, 604800000,
+               "ticket_lifetime = 168h (a file's keys have no epochs)");
+        is_int(cfg->listeners[0].psk_ke, 1, "psk_ke = yes");
+        is_int(cfg->listeners[0].max_early_data, 16384, "max_early_data = 16384");
+    } else {
+        diag("%s", err);
+    }
+    ok(load("[frontend]\nticket_keys = off\n[signer]\nsocket = s\n[cert a]\nchain = c.pem\nkey = k\n"
+            "[listener m]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\n",
+            err) == 0 &&
+           cfg->ticket_keys == CONFIG_TICKET_KEYS_OFF,
+       "ticket_keys = off");
+
+    expect_err("[frontend]\nticket_keys = yes\n", ":10: [frontend] ticket_keys: 'yes' is not hsm, file:PATH or off",
+               "ticket_keys: an unknown source");
+    expect_err("[frontend]\nticket_keys = file:\n", ":10: [frontend] ticket_keys: 'file:' is not hsm, file:PATH or off",
+               "ticket_keys: file: without a path");
+    snprintf(want, sizeof(want), ":10: [frontend] ticket_keys: cannot read %s/missing.key: No such file or directory",
+             dir);
+    expect_err("[frontend]\nticket_keys = file:missing.key\n", want, "ticket_keys: a key file that is not there");
+    expect_err("[frontend]\nticket_rotation = 59s\n",
+               ":10: [frontend] ticket_rotation: '59s' is not a duration from 60s to 604800s (500ms, 5s, 2m; a bare "
+               "number is seconds)",
+               "ticket_rotation under a minute");
+    expect_err("[frontend]\nticket_rotation = 8d\n",
+               ":10: [frontend] ticket_rotation: '8d' is not a duration from 60s to 604800s (500ms, 5s, 2m; a bare "
+               "number is seconds)",
+               "ticket_rotation: an unknown unit");
+    char longname[300];
+    memset(longname, 'h', 129);
+    longname[129] = '\0';
+    char text[600];
+    snprintf(text, sizeof(text), "[frontend]\nhost_id = %s\n", longname);
+    expect_err(text,
+               ":10: [frontend] host_id: at most 128 bytes (any text naming this host; it is folded into 16 bytes)",
+               "host_id too long");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\ntickets = 9\n",
+               ":12: [listener b] tickets: '9' is not 0..8 (NewSessionTickets per handshake)", "tickets = 9");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nticket_lifetime = 8d\n",
+               ":12: [listener b] ticket_lifetime: '8d' is not a duration from 1s to 604800s (500ms, 5s, 2m; a bare "
+               "number is seconds)",
+               "ticket_lifetime: an unknown unit");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nticket_lifetime = 604801\n",
+               ":12: [listener b] ticket_lifetime: '604801' is not a duration from 1s to 604800s (500ms, 5s, 2m; a "
+               "bare number is seconds)",
+               "ticket_lifetime over 7 days");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nticket_lifetime = 7h\n",
+               ":12: [listener b] ticket_lifetime: 25200 s spans more than 6 ticket key epochs of 3600 s (raise "
+               "[frontend] ticket_rotation to at least 4200 s, or shorten the lifetime)",
+               "ticket_lifetime longer than the keys held (hsm)");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\npsk_ke = maybe\n",
+               ":12: [listener b] psk_ke: 'maybe' is not yes or no (true/false, on/off and 1/0 work too)", "psk_ke");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nproxy_protocol = yes\n"
+               "max_early_data = 49153\n",
+               ":13: [listener b] max_early_data: '49153' is not 0..49152 (bytes)", "max_early_data over 48 KiB");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nmax_early_data = 1024\n",
+               ":12: [listener b] max_early_data: 0-RTT needs proxy_protocol = yes (the backend learns which bytes "
+               "came as early data from the PROXY v2 header)",
+               "max_early_data without PROXY v2");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nproxy_protocol = yes\ntickets = 0\n"
+               "max_early_data = 1024\n",
+               ":14: [listener b] max_early_data: 0-RTT needs session tickets (tickets > 0 and [frontend] ticket_keys "
+               "not off)",
+               "max_early_data without tickets");
+    expect_err_text("[frontend]\nticket_keys = off\n[signer]\nsocket = s\n[cert a]\nchain = c.pem\nkey = k\n"
+                    "[listener m]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\nproxy_protocol = yes\n"
+                    "max_early_data = 1\n",
+                    ":12: [listener m] max_early_data: 0-RTT needs session tickets (tickets > 0 and [frontend] "
+                    "ticket_keys not off)",
+                    "max_early_data with ticket_keys = off");
+    unlink(keyfile);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/kl-fe-config.XXXXXX");
@@ -432,6 +558,7 @@ int main(void)
     test_full();
     test_errors();
     test_client_auth();
+    test_tickets();
     test_parse_addr();
     config_free(cfg);
     unlink(chain);

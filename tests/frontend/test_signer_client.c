@@ -77,6 +77,50 @@ static int srv_answer(int fd, uint64_t id, const char *key)
     return ret;
 }
 
+/* Scenario 4: one TicketKeysRequest, answered with a key per epoch (key id = epoch byte,
+   secret = rotation byte) when it asks for exactly epochs 5 and 6 of 3600 s, else BAD_REQUEST. */
+static int srv_ticket_keys(int fd)
+{
+    uint8_t hdr[4], body[FRAME_MAX], ids[2][8], secret[32];
+    size_t len;
+    if (read_full(fd, hdr, 4) != 0 || frame_decode_header(&len, hdr) != 0 || read_full(fd, body, len) != 0) {
+        return -1;
+    }
+    Keyless__V1__Request *r = keyless__v1__request__unpack(NULL, len, body);
+    if (r == NULL) {
+        return -1;
+    }
+    Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
+    Keyless__V1__TicketKeysResponse tr = KEYLESS__V1__TICKET_KEYS_RESPONSE__INIT;
+    Keyless__V1__TicketKey k[2] = {KEYLESS__V1__TICKET_KEY__INIT, KEYLESS__V1__TICKET_KEY__INIT};
+    Keyless__V1__TicketKey *kp[2] = {&k[0], &k[1]};
+    resp.id = r->id;
+    resp.body_case = KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS;
+    resp.ticket_keys = &tr;
+    tr.status = KEYLESS__V1__STATUS__BAD_REQUEST;
+    if (r->body_case == KEYLESS__V1__REQUEST__BODY_TICKET_KEYS && r->ticket_keys->n_epochs == 2 &&
+        r->ticket_keys->epochs[0] == 5 && r->ticket_keys->epochs[1] == 6 && r->ticket_keys->rotation_seconds == 3600) {
+        tr.status = KEYLESS__V1__STATUS__OK;
+        tr.keys = kp;
+        tr.n_keys = 2;
+        memset(secret, 0x36, sizeof(secret));
+        for (int i = 0; i < 2; i++) {
+            memset(ids[i], 5 + i, 8);
+            k[i].epoch = 5 + (uint64_t)i;
+            k[i].key_id.data = ids[i];
+            k[i].key_id.len = 8;
+            k[i].secret.data = secret;
+            k[i].secret.len = 32;
+        }
+    }
+    keyless__v1__request__free_unpacked(r, NULL);
+    struct kl_buf b;
+    kl_buf_init(&b, FRAME_MAX + 4);
+    int ret = frame_append(&b, &resp.base) == 0 && write(fd, b.base, b.len) == (ssize_t)b.len ? 0 : -1;
+    kl_buf_dispose(&b);
+    return ret;
+}
+
 static int scenario;
 static int lfd;
 static volatile int srv_done;
@@ -126,12 +170,32 @@ static void *server(void *arg)
         unlink(path_good);
         lfd = -1;
         break;
+    case 4:
+        if (srv_ticket_keys(c) != 0) {
+            goto out;
+        }
+        break;
     }
     usleep(100 * 1000);
 out:
     close(c);
     srv_done = 1;
     return NULL;
+}
+
+struct tk_result {
+    int calls;
+    int ok;
+};
+
+static void tk_cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct tk_result *t = arg;
+    t->calls++;
+    t->ok = resp != NULL && resp->body_case == KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS &&
+            resp->ticket_keys->status == KEYLESS__V1__STATUS__OK && resp->ticket_keys->n_keys == 2 &&
+            resp->ticket_keys->keys[1]->epoch == 6 && resp->ticket_keys->keys[1]->key_id.len == 8 &&
+            resp->ticket_keys->keys[1]->key_id.data[0] == 6 && resp->ticket_keys->keys[1]->secret.len == 32;
 }
 
 struct result {
@@ -280,6 +344,23 @@ int main(void)
        "requests after the reconnect");
     RUN_UNTIL(loop, r[0].calls && r[1].calls && r[2].calls, 2000);
     ok(strcmp(r[2].sig, "c") == 0 && strcmp(r[0].sig, "a") == 0, "answered after the reconnect");
+    pthread_join(th, NULL);
+    sc_free(sc);
+    close(lfd);
+
+    /* 4: TicketKeys (issue 11): the request carries the epochs and the rotation; bad counts fail fast */
+    lfd = srv_listen(path_good);
+    scenario = 4;
+    pthread_create(&th, NULL, server, NULL);
+    ok(sc_new(&sc, loop, paths + 1, 1, 8, 2000) == 0, "sc_new for TicketKeys");
+    RUN_UNTIL(loop, sc_up(sc), 2000);
+    uint64_t epochs[9] = {5, 6, 7, 8, 9, 10, 11, 12, 13};
+    struct tk_result tr = {0, 0};
+    is_int(sc_ticket_keys(sc, &id[0], epochs, 0, 3600, tk_cb, &tr), KL_ERR_INVALID, "no epoch: refused");
+    is_int(sc_ticket_keys(sc, &id[0], epochs, 9, 3600, tk_cb, &tr), KL_ERR_INVALID, "nine epochs: refused");
+    ok(sc_ticket_keys(sc, &id[0], epochs, 2, 3600, tk_cb, &tr) == 0, "epochs 5 and 6 of 3600 s");
+    RUN_UNTIL(loop, tr.calls, 2000);
+    ok(tr.calls == 1 && tr.ok, "the signer saw both epochs and the rotation; its keys came back");
     pthread_join(th, NULL);
     sc_free(sc);
     close(lfd);
