@@ -9,6 +9,7 @@ pkgs=(
   softhsm2 opensc gnutls-bin curl python3 procps psmisc iproute2
   nginx libengine-pkcs11-openssl
 )
+pkgs+=(libseccomp-dev)  # the seccomp-bpf allow-list of both daemons, common/sandbox.c (issue 13)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

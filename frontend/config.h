@@ -53,6 +53,8 @@ struct config_cert {
     int key_line;
 };
 
+#define CONFIG_MAX_SANDBOX_ALLOW 64
+
 struct config {
     char *path;
     /* [frontend] */
@@ -64,6 +66,16 @@ struct config {
     uint32_t drain_timeout_ms;
     struct config_addr metrics; /* metrics.len == 0: no endpoint */
     char *keylog_file;          /* NULL unless configured */
+    /* user/group (issue 13 §2): started as root, the frontend becomes this user before it
+     * talks to the signer; workers drop the last capability once their listeners are bound */
+    char *user_name;
+    uint32_t run_uid, run_gid;
+    int has_user, has_group;
+    unsigned user_line, group_line;
+    /* sandbox = no turns the seccomp filter off; sandbox_allow adds syscalls by name */
+    int sandbox;
+    char *sandbox_allow[CONFIG_MAX_SANDBOX_ALLOW];
+    size_t n_sandbox_allow;
     /* [signer] */
     char *signer_sockets[CONFIG_MAX_SIGNERS];
     size_t n_signer_sockets;

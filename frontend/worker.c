@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include "sandbox.h"
 #include "worker.h"
 #include "log.h"
 #include "metrics.h"
@@ -420,6 +421,32 @@ static void signal_cb(struct ev_loop *loop, int signo, void *arg)
     }
 }
 
+/*
+ * Issue 13 §2, §5: the listeners are bound, so the worker needs no capability from here
+ * on (the last one, CAP_NET_BIND_SERVICE, kept by main.c's drop); then the seccomp
+ * allow-list, unless sandbox = no. 0, or -1 with one log line.
+ */
+static int confine_worker(const struct config *cfg, unsigned index)
+{
+    char err[256];
+    if (sandbox_drop_caps(err, sizeof(err)) != 0) {
+        log_warnx("worker %u: %s", index, err);
+        return -1;
+    }
+    if (!cfg->sandbox) {
+        if (index == 0) {
+            log_info("sandbox = no: no seccomp filter");
+        }
+        return 0;
+    }
+    if (sandbox_apply(SANDBOX_FRONTEND, (const char *const *)cfg->sandbox_allow, cfg->n_sandbox_allow, err,
+                      sizeof(err)) != 0) {
+        log_warnx("worker %u: %s", index, err);
+        return -1;
+    }
+    return 0;
+}
+
 int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
 {
     static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, 0};
@@ -486,6 +513,9 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
         }
         ev_io_init(&w->metrics_io, w->metrics_fd, metrics_accept_cb, w);
         ev_io_set(w->loop, &w->metrics_io, EV_READ);
+    }
+    if (confine_worker(cfg, index) != 0) {
+        goto exit;
     }
     if (index == 0) {
         log_info("listening on %s (backend %s)%s%s", cfg->listeners[0].listen.text, cfg->listeners[0].backend.text,

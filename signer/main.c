@@ -186,7 +186,7 @@ static int run(const char *config_path, int check_only)
     if (server_new(&srv, cfg, be, keys, cfg->n_keys, audit) != 0) {
         goto exit;
     }
-    if (privsep_drop(cfg) != 0) {
+    if (privsep_drop(cfg) != 0 || privsep_confine(cfg) != 0) {
         goto exit;
     }
     g_server = srv;

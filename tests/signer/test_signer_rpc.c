@@ -151,6 +151,8 @@ static void test_refusals(struct rpc_client *c)
                   "context must be server or client", "context out of range");
     expect_status(c, 1008, "forbidden", 0x0403, 1, 32, KEYLESS__V1__STATUS__NOT_AUTHORIZED, "NOT_AUTHORIZED",
                   "peer uid/gid may not use this key", "peer uid not allowed for the key");
+    expect_status(c, 1009, "limited", 0x0403, 2, 32, KEYLESS__V1__STATUS__NOT_AUTHORIZED, "NOT_AUTHORIZED",
+                  "context not enabled for this key", "client context on a key without contexts = (server only)");
     for (uint64_t i = 0; i < 3; i++) {
         expect_status(c, 1010 + i, "limited", 0x0403, 1, 32, KEYLESS__V1__STATUS__OK, "OK", NULL, "within the burst");
     }
