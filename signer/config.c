@@ -155,6 +155,7 @@ static const struct kl_ini_key signer_keys[] = {
      .unit_ms = 1000},
     {"max_connections_per_uid", KL_INI_UINT, KL_INI_FIELD(struct signer_config, max_connections_per_uid), .min = 1,
      .max = 65536},
+    {"verify_ecdsa", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, verify_ecdsa)},
     {"sandbox", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, sandbox)},
     {"sandbox_allow", KL_INI_LIST, KL_INI_MULTI | KL_INI_EMPTY_OK, .set = add_sandbox_syscall},
 };

@@ -68,6 +68,8 @@ struct signer_config {
     uint32_t idle_timeout_ms;  /* a connection with nothing in flight is closed after this */
     uint32_t frame_timeout_ms; /* a frame begun must be whole within this */
     unsigned max_connections_per_uid;
+    /* verify_ecdsa: check ECDSA signatures before release too (Ed25519 and RSA always) */
+    int verify_ecdsa;
     /* sandbox = no turns the seccomp filter off; sandbox_allow adds syscalls by name */
     int sandbox;
     char *sandbox_allow[CFG_MAX_SANDBOX_ALLOW];

@@ -1120,6 +1120,7 @@ int server_new(struct server **srv_p, const struct signer_config *cfg, struct p1
     env.be = be;
     env.audit = audit;
     env.audit_sync = cfg->audit_sync;
+    env.verify_ecdsa = cfg->verify_ecdsa;
     env.workers = cfg->workers;
     env.deliver = conn_deliver;
     env.arg = srv;

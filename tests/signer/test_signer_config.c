@@ -97,6 +97,9 @@ static void test_peer_rules(void)
                 "[signer] frame_timeout:", "frame_timeout over 10 minutes");
     expect_conf("max_connections_per_uid = 0\n", NULL, one_key, "--check-config", 2,
                 "[signer] max_connections_per_uid:", "max_connections_per_uid = 0");
+    expect_conf("verify_ecdsa = yes\n", NULL, one_key, "--check-config", 0, "OK (1 key(s)", "verify_ecdsa = yes");
+    expect_conf("verify_ecdsa = sometimes\n", NULL, one_key, "--check-config", 2,
+                "[signer] verify_ecdsa:", "verify_ecdsa = sometimes");
     expect_conf("sandbox = no\nsandbox_allow = ioprio_get, sched_getattr\n", NULL, one_key, "--check-config", 0,
                 "OK (1 key(s)", "sandbox = no, sandbox_allow with two names");
     expect_conf("sandbox_allow = not_a_syscall\n", NULL, one_key, "--check-config", 2,
