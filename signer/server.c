@@ -835,12 +835,15 @@ static void limits_report(struct server *srv, uint64_t now, int force)
 static void sweep_cb(struct ev_loop *loop, struct ev_timer *t)
 {
     struct server *srv = t->owner;
-    uint64_t now = kl_clock_ns();
-    uint64_t idle_ns = (uint64_t)srv->cfg->idle_timeout_ms * 1000000ull;
+    uint64_t now, idle_ns = (uint64_t)srv->cfg->idle_timeout_ms * 1000000ull;
     uint64_t frame_ns = (uint64_t)srv->cfg->frame_timeout_ms * 1000000ull;
-    struct conn *c = srv->conns;
+    struct conn *c;
 
+    /* The results first (they mark their connections active), then the time: a stamp
+     * later than `now` would wrap the differences below. */
     drain_once(srv);
+    now = kl_clock_ns();
+    c = srv->conns;
     while (c != NULL) {
         struct conn *next = c->next;
         int out_pending, reading;
@@ -848,10 +851,10 @@ static void sweep_cb(struct ev_loop *loop, struct ev_timer *t)
         out_pending = c->out.len > 0;
         reading = c->out.len < OUT_HIGH; /* a peer held back by its own unread answers is not stalled */
         pthread_mutex_unlock(&c->lock);
-        if (c->frame_start_ns != 0 && reading && now - c->frame_start_ns > frame_ns) {
+        if (c->frame_start_ns != 0 && reading && now > c->frame_start_ns + frame_ns) {
             srv->n_stalled_closed++;
             conn_kill(srv, c);
-        } else if (c->refs == 0 && !out_pending && c->in.len == 0 && now - c->last_active_ns > idle_ns) {
+        } else if (c->refs == 0 && !out_pending && c->in.len == 0 && now > c->last_active_ns + idle_ns) {
             srv->n_idle_closed++;
             conn_kill(srv, c);
         }

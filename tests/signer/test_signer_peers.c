@@ -210,13 +210,27 @@ static void test_limits(void)
     /* b sends 3 bytes of a 4-byte frame header and stops. */
     ok(rpc_client_send_raw(&b, "\0\0\0", 3) == 0, "a partial frame header sent");
     ok(closed_within(b.fd, 2000), "frame_timeout 300 ms: the partial frame's connection is closed");
-    /* busy keeps talking every 200 ms, for longer than idle_timeout: it stays open. */
-    int alive = 1;
-    for (int i = 0; i < 6; i++) {
-        sleep_ms(200);
+    /* busy keeps talking every 100 ms, for longer than idle_timeout: it stays open. Signed
+     * requests too, whose answers come back through the jobs: a result retired by the
+     * sweep itself once made the connection look idle (a wrapped time difference). */
+    int alive = 1, signed_ok = 1;
+    for (int i = 0; i < 12; i++) {
+        uint8_t hash[32];
+        Keyless__V1__Response *r = NULL;
+        memset(hash, i, sizeof(hash));
+        sleep_ms(100);
         alive &= ping_on(&busy, 10 + (uint64_t)i) == 0;
+        for (int j = 0; j < 5 && alive; j++) {
+            int ret = rpc_client_sign(&busy, &r, 100 + (uint64_t)(i * 5 + j), "k", 0x0403, 1, hash, sizeof(hash));
+            signed_ok &= ret == 0 && r->sign != NULL && r->sign->status == KEYLESS__V1__STATUS__OK;
+            alive &= ret == 0;
+            if (r != NULL) {
+                keyless__v1__response__free_unpacked(r, NULL);
+                r = NULL;
+            }
+        }
     }
-    ok(alive, "a connection that keeps sending requests outlives idle_timeout");
+    ok(alive && signed_ok, "a connection that keeps sending requests (pings and signs) outlives idle_timeout");
     ok(closed_within(a.fd, 2000), "idle_timeout 600 ms: the silent connection is closed");
     is_int(ping_on(&busy, 99), 0, "the active one still answers");
     rpc_client_close(&a);
