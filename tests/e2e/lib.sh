@@ -109,6 +109,19 @@ kl_token() {
     fi
 }
 
+# kl_as_frontend CMD...: run CMD as the frontend's user (a test's stand-in between the
+# frontend and the signer, e.g. a delaying proxy, must be allowed on the keys too).
+kl_as_frontend() {
+    if kl_two_users; then
+        local cmd=$1
+        shift
+        [ "$cmd" = python3 ] && cmd=/usr/bin/python3 # not a version manager's shim under /root
+        setpriv --reuid="$KL_FE_USER" --regid="$KL_FE_USER" --clear-groups "$cmd" "$@"
+    else
+        "$@"
+    fi
+}
+
 # The [signer] lines and the per-key allow line for the chosen user layout.
 kl_signer_peer_lines() {
     if kl_two_users; then
