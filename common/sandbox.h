@@ -13,9 +13,12 @@
  * CLONE_THREAD; clone3 answers ENOSYS so glibc falls back to clone), and so on. A vendor
  * module that needs more adds names in the config (sandbox_allow).
  *
- * Sanitizer builds (KL_SANITIZE): LeakSanitizer stops the world at exit with ptrace from a
- * clone()d task, which the filter forbids; sandbox_apply() then also allows what the
- * sanitizer runtime needs (see sandbox.c) and says so in its log line.
+ * Sanitizer builds (KL_SANITIZE): LeakSanitizer stops the world at exit from a tracer
+ * task made with clone() (no CLONE_THREAD) that ptraces every thread; under the filter
+ * that task is killed and the process spins at exit. So the daemons ask
+ * sandbox_supported() and run such builds unfiltered, saying why in one log line;
+ * sandbox_apply() itself works the same in every build (tests/common/test_sandbox.c runs
+ * it under ASan in children that never reach LeakSanitizer's exit check).
  */
 #ifndef KL_SANDBOX_H
 #define KL_SANDBOX_H
@@ -25,6 +28,10 @@
 #include "kl_err.h"
 
 enum sandbox_role { SANDBOX_SIGNER, SANDBOX_FRONTEND };
+
+/* 1 if the daemons should install the filter in this build; 0 in sanitizer builds, with
+ * *why_p set to the one-line reason to log (static). */
+int sandbox_supported(const char **why_p);
 
 /* 1 if name is a system call libseccomp knows on this architecture, else 0. */
 int sandbox_syscall_known(const char *name);

@@ -429,6 +429,7 @@ static void signal_cb(struct ev_loop *loop, int signo, void *arg)
 static int confine_worker(const struct config *cfg, unsigned index)
 {
     char err[256];
+    const char *why = NULL;
     if (sandbox_drop_caps(err, sizeof(err)) != 0) {
         log_warnx("worker %u: %s", index, err);
         return -1;
@@ -436,6 +437,12 @@ static int confine_worker(const struct config *cfg, unsigned index)
     if (!cfg->sandbox) {
         if (index == 0) {
             log_info("sandbox = no: no seccomp filter");
+        }
+        return 0;
+    }
+    if (!sandbox_supported(&why)) {
+        if (index == 0) {
+            log_warnx("no seccomp filter: %s", why);
         }
         return 0;
     }

@@ -132,8 +132,13 @@ int privsep_drop(const struct signer_config *cfg)
 int privsep_confine(const struct signer_config *cfg)
 {
     char err[256];
+    const char *why = NULL;
     if (!cfg->sandbox) {
         log_warnx("%s: [signer] sandbox = no: running without the seccomp filter", cfg->path);
+        return 0;
+    }
+    if (!sandbox_supported(&why)) {
+        log_warnx("no seccomp filter: %s", why);
         return 0;
     }
     if (sandbox_apply(SANDBOX_SIGNER, (const char *const *)cfg->sandbox_allow, cfg->n_sandbox_allow, err,

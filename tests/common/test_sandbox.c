@@ -21,12 +21,6 @@
 #include "kl_test.h"
 #include "sandbox.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1 /* sandbox.c then allows ptrace and clone for LeakSanitizer */
-#else
-#define SANITIZED 0
-#endif
-
 enum act { ACT_WORK, ACT_EXECVE, ACT_PTRACE, ACT_FORK, ACT_RENAME, ACT_SETUID };
 
 static int thread_token;
@@ -126,13 +120,9 @@ static void test_filter(void)
     ok(killed_by_sigsys(run_child(SANDBOX_FRONTEND, NULL, 0, ACT_RENAME)),
        "frontend filter: rename (signer-only) kills the process");
     ok(killed_by_sigsys(run_child(SANDBOX_SIGNER, NULL, 0, ACT_SETUID)), "signer filter: setuid kills the process");
-    if (SANITIZED) {
-        skip("ptrace and fork under the filter", "sanitizer build: LeakSanitizer needs them (sandbox.h)");
-    } else {
-        ok(killed_by_sigsys(run_child(SANDBOX_SIGNER, NULL, 0, ACT_PTRACE)), "signer filter: ptrace kills the process");
-        ok(killed_by_sigsys(run_child(SANDBOX_FRONTEND, NULL, 0, ACT_FORK)),
-           "frontend filter: fork (clone without CLONE_THREAD) kills the process");
-    }
+    ok(killed_by_sigsys(run_child(SANDBOX_SIGNER, NULL, 0, ACT_PTRACE)), "signer filter: ptrace kills the process");
+    ok(killed_by_sigsys(run_child(SANDBOX_FRONTEND, NULL, 0, ACT_FORK)),
+       "frontend filter: fork (clone without CLONE_THREAD) kills the process");
 
     ok(exited(run_child(SANDBOX_SIGNER, add_setuid, 1, ACT_SETUID), 8),
        "extra = setuid (as a vendor module would add a name): now allowed");
