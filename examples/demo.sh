@@ -101,7 +101,7 @@ if [ "$(id -u)" -eq 0 ]; then
     chmod 0711 "$hsm"
     chmod 0700 "$hsm/tokens"
     chmod 0600 "$hsm/user.pin"
-    sed -i -e "s#^allow_same_uid = yes#user = keyless-signer\nsocket_group = keyless-frontend#" \
+    sed -i -e "s#^allow_same_uid = yes#user = keyless-signer#" -e "s#^socket_group =.*#socket_group = keyless-frontend#" \
         -e "/^allow_uids =\$/d" -e "s#^\(schemes = .*\)#\1\nallow_uids = keyless-frontend#" "$demo/signer.conf"
     sed -i "s#^\[frontend\]#[frontend]\nuser = keyless-frontend#" "$demo/frontend.conf"
     users="signer as keyless-signer, frontend as keyless-frontend"
