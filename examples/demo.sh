@@ -11,6 +11,10 @@
 # lives under var/ (gitignored): var/hsm (token, PIN files, PKI), var/demo (runtime
 # configs, logs, pid files), var/run/keyless (the signer's socket).
 # Ports: KL_DEMO_PORT (8443), KL_DEMO_BACKEND_PORT (8080), KL_DEMO_METRICS_PORT (9443).
+# Started as root, the signer runs as keyless-signer and the frontend as keyless-frontend
+# (both made here if missing): the frontend's user cannot read the PIN or the token, and
+# the signer lets only that user sign. Not root: both run as you, which the signer allows
+# only because examples/signer.conf says allow_same_uid = yes (issue 13).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -87,7 +91,25 @@ sed -e "s#^socket = .*#socket = $sock#" \
     -e "s#^metrics = .*#metrics = 127.0.0.1:$metrics_port#" \
     -e "s#^workers = .*#workers = 2#" examples/frontend.conf >"$demo/frontend.conf"
 
-echo "== starting keyless-signer, the demo backend and keyless-frontend"
+# Two users when root: made once (idempotent), the token owned by the signer's user.
+if [ "$(id -u)" -eq 0 ]; then
+    for u in keyless-signer keyless-frontend; do
+        id -u "$u" >/dev/null 2>&1 ||
+            useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+    done
+    chown -R keyless-signer: "$hsm"
+    chmod 0711 "$hsm"
+    chmod 0700 "$hsm/tokens"
+    chmod 0600 "$hsm/user.pin"
+    sed -i -e "s#^allow_same_uid = yes#user = keyless-signer#" -e "s#^socket_group =.*#socket_group = keyless-frontend#" \
+        -e "/^allow_uids =\$/d" -e "s#^\(schemes = .*\)#\1\nallow_uids = keyless-frontend#" "$demo/signer.conf"
+    sed -i "s#^\[frontend\]#[frontend]\nuser = keyless-frontend#" "$demo/frontend.conf"
+    users="signer as keyless-signer, frontend as keyless-frontend"
+else
+    users="signer and frontend both as $(id -un): allow_same_uid = yes (start as root for two users)"
+fi
+
+echo "== starting keyless-signer, the demo backend and keyless-frontend ($users)"
 rm -f "$sock"
 nohup build/bin/keyless-signer --config "$demo/signer.conf" >"$demo/signer.log" 2>&1 &
 echo $! >"$demo/signer.pid"

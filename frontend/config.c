@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,6 +16,7 @@
 #include "config.h"
 #include "kl_ini.h"
 #include "log.h"
+#include "sandbox.h"
 #include "tls_ids.h"
 #include "tls/tls.h" /* TLS_TICKET_KEYS_MAX, TLS_HOST_ID_LEN */
 
@@ -206,6 +209,64 @@ static int set_host_id(struct kl_ini *ini, void *obj, const char *value)
     return 0;
 }
 
+/* user = NAME or uid: its passwd entry gives the uid and the primary group. */
+static int set_user(struct kl_ini *ini, void *obj, const char *value)
+{
+    struct config *cfg = obj;
+    struct passwd *pw = getpwnam(value);
+    uint64_t v;
+    if (pw == NULL && kl_ini_parse_uint(&v, value, 0, UINT32_MAX - 1) == 0) {
+        pw = getpwuid((uid_t)v);
+    }
+    if (pw == NULL) {
+        return kl_ini_fail(ini, "no such user '%s'", value);
+    }
+    if (pw->pw_uid == 0) {
+        return kl_ini_fail(ini, "'%s' is root: name the unprivileged user to run as", value);
+    }
+    if ((cfg->user_name = strdup(pw->pw_name)) == NULL) {
+        return kl_ini_fail(ini, "out of memory");
+    }
+    cfg->run_uid = pw->pw_uid;
+    if (!cfg->has_group) {
+        cfg->run_gid = pw->pw_gid;
+    }
+    cfg->has_user = 1;
+    return 0;
+}
+
+static int set_group(struct kl_ini *ini, void *obj, const char *value)
+{
+    struct config *cfg = obj;
+    struct group *gr = getgrnam(value);
+    uint64_t v;
+    if (gr == NULL && kl_ini_parse_uint(&v, value, 0, UINT32_MAX - 1) == 0) {
+        gr = getgrgid((gid_t)v);
+    }
+    if (gr == NULL) {
+        return kl_ini_fail(ini, "no such group '%s'", value);
+    }
+    cfg->run_gid = gr->gr_gid;
+    cfg->has_group = 1;
+    return 0;
+}
+
+static int add_sandbox_syscall(struct kl_ini *ini, void *obj, const char *tok)
+{
+    struct config *cfg = obj;
+    if (!sandbox_syscall_known(tok)) {
+        return kl_ini_fail(ini, "'%s' is not a system call name on this machine", tok);
+    }
+    if (cfg->n_sandbox_allow == CONFIG_MAX_SANDBOX_ALLOW) {
+        return kl_ini_fail(ini, "at most %d names", CONFIG_MAX_SANDBOX_ALLOW);
+    }
+    if ((cfg->sandbox_allow[cfg->n_sandbox_allow] = strdup(tok)) == NULL) {
+        return kl_ini_fail(ini, "out of memory");
+    }
+    cfg->n_sandbox_allow++;
+    return 0;
+}
+
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const int log_level_values[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG};
 static const char *const log_formats[] = {"text", "json", NULL};
@@ -230,6 +291,11 @@ static const struct kl_ini_key frontend_keys[] = {
     {"ticket_rotation", KL_INI_DURATION, KL_INI_LINE, KL_INI_FIELD(struct config, ticket_rotation_ms), .min = 60000,
      .max = 604800000, .unit_ms = 1000, .line_offset = offsetof(struct config, ticket_rotation_line)},
     {"host_id", KL_INI_CUSTOM, .set = set_host_id},
+    /* Privilege drop and sandbox (issue 13 §2, §5). */
+    {"user", KL_INI_CUSTOM, KL_INI_LINE, .set = set_user, .line_offset = offsetof(struct config, user_line)},
+    {"group", KL_INI_CUSTOM, KL_INI_LINE, .set = set_group, .line_offset = offsetof(struct config, group_line)},
+    {"sandbox", KL_INI_BOOL, KL_INI_FIELD(struct config, sandbox)},
+    {"sandbox_allow", KL_INI_LIST, KL_INI_MULTI | KL_INI_EMPTY_OK, .set = add_sandbox_syscall},
 };
 
 /* [signer] */
@@ -529,6 +595,10 @@ static int check(struct kl_ini *ini, void *user)
 {
     struct config *cfg = user;
     char sect[160];
+    if (cfg->has_group && !cfg->has_user) {
+        return kl_ini_fail_at(ini, cfg->group_line, "frontend", "group",
+                              "set without user (only a drop to both is supported)");
+    }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
         snprintf(sect, sizeof(sect), "listener %s", l->name);
@@ -584,6 +654,7 @@ int config_load(struct config **cfg_p, char *err, const char *path)
     cfg->ticket_keys = CONFIG_TICKET_KEYS_HSM;
     cfg->ticket_rotation_ms = 3600 * 1000;
     config_host_id_default(cfg->host_id);
+    cfg->sandbox = 1;
     /* Preference order: the order of the table in common/tls_ids.c. */
     for (size_t i = 0; i < tls_n_suites && i < sizeof(cfg->suites) / sizeof(cfg->suites[0]); i++) {
         cfg->suites[cfg->n_suites++] = tls_suites[i].id;
@@ -613,6 +684,10 @@ void config_free(struct config *cfg)
     free(cfg->path);
     free(cfg->keylog_file);
     free(cfg->ticket_key_file);
+    free(cfg->user_name);
+    for (size_t i = 0; i < cfg->n_sandbox_allow; i++) {
+        free(cfg->sandbox_allow[i]);
+    }
     for (size_t i = 0; i < cfg->n_signer_sockets; i++) {
         free(cfg->signer_sockets[i]);
     }

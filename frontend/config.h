@@ -70,6 +70,7 @@ enum config_ticket_keys {
 };
 
 #define CONFIG_HOST_ID_LEN 16 /* tls.h's TLS_HOST_ID_LEN */
+#define CONFIG_MAX_SANDBOX_ALLOW 64
 
 struct config {
     char *path;
@@ -89,6 +90,16 @@ struct config {
     uint32_t ticket_rotation_ms; /* the epoch length (default 1 h) */
     int ticket_rotation_line;
     uint8_t host_id[CONFIG_HOST_ID_LEN]; /* tickets carry it: 0-RTT is accepted only on this host */
+    /* user/group (issue 13 §2): started as root, the frontend becomes this user before it
+     * talks to the signer; workers drop the last capability once their listeners are bound */
+    char *user_name;
+    uint32_t run_uid, run_gid;
+    int has_user, has_group;
+    unsigned user_line, group_line;
+    /* sandbox = no turns the seccomp filter off; sandbox_allow adds syscalls by name */
+    int sandbox;
+    char *sandbox_allow[CONFIG_MAX_SANDBOX_ALLOW];
+    size_t n_sandbox_allow;
     /* [signer] */
     char *signer_sockets[CONFIG_MAX_SIGNERS];
     size_t n_signer_sockets;

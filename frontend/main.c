@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sd_notify.h"
+#include "sandbox.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -313,6 +314,14 @@ int main(int argc, char **argv)
     }
     log_level = cfg->log_level;
     log_format = cfg->log_format;
+    /* [frontend] user = needs root to switch to it: refused before anything is opened. */
+    if (cfg->has_user && geteuid() != 0) {
+        log_diag("%s:%u: [frontend] user: set to '%s', but the frontend is not running as root (uid %u): remove "
+                 "user/group, or start it as root",
+                 path, cfg->user_line, cfg->user_name, (unsigned)geteuid());
+        config_free(cfg);
+        return 2;
+    }
     struct fe_gen *gen = NULL;
     if (gen_new(&gen, err, sizeof(err), cfg) != 0) {
         log_diag("%s", err);
@@ -333,6 +342,19 @@ int main(int argc, char **argv)
     if (probe_listeners(gen->cfg) != 0) {
         gen_unref(gen);
         return 1;
+    }
+    /* Issue 13 §2: the internet-facing process gives up root before it talks to the signer
+     * (which then sees the frontend's uid) or to a client. Only CAP_NET_BIND_SERVICE is
+     * kept, for the workers (also those restarted later) to bind their listeners; each
+     * worker drops it once bound (worker.c), so no serving process holds a capability. */
+    if (gen->cfg->has_user) {
+        if (sandbox_drop_user(gen->cfg->run_uid, gen->cfg->run_gid, 1, err, sizeof(err)) != 0) {
+            log_diag("%s:%u: [frontend] user: %s: %s", path, gen->cfg->user_line, gen->cfg->user_name, err);
+            gen_unref(gen);
+            return 1;
+        }
+        log_info("running as %s (uid %u, gid %u)", gen->cfg->user_name, (unsigned)gen->cfg->run_uid,
+                 (unsigned)gen->cfg->run_gid);
     }
     if (gen_check_signer(gen, err, sizeof(err)) != 0) {
         log_diag("%s", err);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include "sandbox.h"
 #include "worker.h"
 #include "log.h"
 #include "metrics.h"
@@ -675,6 +676,39 @@ static void signal_cb(struct ev_loop *loop, int signo, void *arg)
     }
 }
 
+/*
+ * Issue 13 §2, §5: the listeners are bound, so the worker needs no capability from here
+ * on (the last one, CAP_NET_BIND_SERVICE, kept by main.c's drop); then the seccomp
+ * allow-list, unless sandbox = no. 0, or -1 with one log line.
+ */
+static int confine_worker(const struct config *cfg, unsigned index)
+{
+    char err[256];
+    const char *why = NULL;
+    if (sandbox_drop_caps(err, sizeof(err)) != 0) {
+        log_warnx("worker %u: %s", index, err);
+        return -1;
+    }
+    if (!cfg->sandbox) {
+        if (index == 0) {
+            log_info("sandbox = no: no seccomp filter");
+        }
+        return 0;
+    }
+    if (!sandbox_supported(&why)) {
+        if (index == 0) {
+            log_warnx("no seccomp filter: %s", why);
+        }
+        return 0;
+    }
+    if (sandbox_apply(SANDBOX_FRONTEND, (const char *const *)cfg->sandbox_allow, cfg->n_sandbox_allow, err,
+                      sizeof(err)) != 0) {
+        log_warnx("worker %u: %s", index, err);
+        return -1;
+    }
+    return 0;
+}
+
 int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
 {
     static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, 0};
@@ -745,6 +779,9 @@ int server_run_worker(struct fe_gen *gen, unsigned index, int trace)
     }
     if (shared_tickets != NULL && ev_timer_start(w->loop, &w->ticket_timer, TICKETS_TICK_MS) != 0) {
         log_warnx("ticket keys: cannot arm the refresh timer");
+        goto exit;
+    }
+    if (confine_worker(cfg, index) != 0) {
         goto exit;
     }
     (void)kl_sd_notify("READY=1"); /* listeners bound; a forked worker does not notify */

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "kl_ini.h"
 #include "log.h"
+#include "sandbox.h"
 #include "tls_ids.h"
 
 /* A number, else a name from the user or group database. */
@@ -106,6 +107,23 @@ static int set_rotate_bytes(struct kl_ini *ini, void *obj, const char *value)
     return 0;
 }
 
+/* sandbox_allow = NAME, ...: syscalls a vendor PKCS#11 module needs beyond the built-in list. */
+static int add_sandbox_syscall(struct kl_ini *ini, void *obj, const char *tok)
+{
+    struct signer_config *cfg = obj;
+    if (!sandbox_syscall_known(tok)) {
+        return kl_ini_fail(ini, "'%s' is not a system call name on this machine", tok);
+    }
+    if (cfg->n_sandbox_allow == CFG_MAX_SANDBOX_ALLOW) {
+        return kl_ini_fail(ini, "at most %d names", CFG_MAX_SANDBOX_ALLOW);
+    }
+    if ((cfg->sandbox_allow[cfg->n_sandbox_allow] = strdup(tok)) == NULL) {
+        return kl_ini_fail(ini, "out of memory");
+    }
+    cfg->n_sandbox_allow++;
+    return 0;
+}
+
 static const char *const audit_syncs[] = {"always", "group", "none", NULL};
 static const int audit_sync_values[] = {AUDIT_SYNC_ALWAYS, AUDIT_SYNC_GROUP, AUDIT_SYNC_NONE};
 
@@ -165,6 +183,17 @@ static const struct kl_ini_key signer_keys[] = {
     {"metrics_file", KL_INI_PATH, KL_INI_EMPTY_OK, KL_INI_FIELD(struct signer_config, metrics_file)},
     {"metrics_interval", KL_INI_DURATION, KL_INI_FIELD(struct signer_config, metrics_interval_ms), .min = 100,
      .max = 3600000, .unit_ms = 1000},
+    /* Peers and the sandbox (issue 13 §2, §5). */
+    {"allow_same_uid", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, allow_same_uid)},
+    {"idle_timeout", KL_INI_DURATION, KL_INI_FIELD(struct signer_config, idle_timeout_ms), .min = 100, .max = 86400000,
+     .unit_ms = 1000},
+    {"frame_timeout", KL_INI_DURATION, KL_INI_FIELD(struct signer_config, frame_timeout_ms), .min = 10, .max = 600000,
+     .unit_ms = 1000},
+    {"max_connections_per_uid", KL_INI_UINT, KL_INI_FIELD(struct signer_config, max_connections_per_uid), .min = 1,
+     .max = 65536},
+    {"verify_ecdsa", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, verify_ecdsa)},
+    {"sandbox", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, sandbox)},
+    {"sandbox_allow", KL_INI_LIST, KL_INI_MULTI | KL_INI_EMPTY_OK, .set = add_sandbox_syscall},
 };
 
 /* [hsm] */
@@ -211,6 +240,7 @@ static void *open_key(struct kl_ini *ini, void *user, const char *name)
         kl_ini_fail(ini, "out of memory");
         return NULL;
     }
+    k->contexts = CFG_CONTEXT_SERVER; /* the client context only when listed */
     cfg->n_keys++;
     return k;
 }
@@ -284,6 +314,31 @@ static int add_gid(struct kl_ini *ini, void *obj, const char *tok)
     return ret;
 }
 
+/* contexts = server[, client]: the first item replaces the default (server only). */
+static int reset_contexts(struct kl_ini *ini, void *obj)
+{
+    struct cfg_key *k = obj;
+    (void)ini;
+    k->contexts = 0;
+    return 0;
+}
+
+static int add_context(struct kl_ini *ini, void *obj, const char *tok)
+{
+    struct cfg_key *k = obj;
+    unsigned bit = strcmp(tok, "server") == 0   ? CFG_CONTEXT_SERVER
+                   : strcmp(tok, "client") == 0 ? CFG_CONTEXT_CLIENT
+                                                : 0;
+    if (bit == 0) {
+        return kl_ini_fail(ini, "unknown context '%s' (server, client)", tok);
+    }
+    if (k->contexts & bit) {
+        return kl_ini_fail(ini, "context '%s' listed twice", tok);
+    }
+    k->contexts |= bit;
+    return 0;
+}
+
 /* The lists may be split over several lines: each line adds to them. */
 static const struct kl_ini_key key_keys[] = {
     {"uri", KL_INI_CUSTOM, KL_INI_REQUIRED, .set = set_uri},
@@ -293,6 +348,8 @@ static const struct kl_ini_key key_keys[] = {
     {"allow_gids", KL_INI_LIST, KL_INI_MULTI | KL_INI_EMPTY_OK, .set = add_gid},
     {"rate", KL_INI_NUMBER, KL_INI_FIELD(struct cfg_key, rate), .max = RATE_MAX, .hint = "per second"},
     {"burst", KL_INI_NUMBER, KL_INI_FIELD(struct cfg_key, burst), .max = RATE_MAX},
+    {"contexts", KL_INI_LIST, KL_INI_LINE, .set = add_context, .reset = reset_contexts,
+     .line_offset = offsetof(struct cfg_key, contexts_line)},
 };
 
 /* [tickets] (issue 11) */
@@ -380,14 +437,40 @@ static int check(struct kl_ini *ini, void *user)
         return kl_ini_fail_at(ini, cfg->group_line, "signer", "group",
                               "set without user (only a drop to both is supported)");
     }
+    if (cfg->audit_anchor_command != NULL && cfg->sandbox) {
+        /* The seccomp filter allows no new process (common/sandbox.c): refuse at start, not
+         * kill the signer at its first checkpoint. */
+        return kl_ini_fail_at(ini, 0, "signer", "audit_anchor_command",
+                              "runs a program, which the sandbox forbids: use audit_anchor_file or syslog, or set "
+                              "sandbox = no");
+    }
     if (cfg->tickets.line != 0) {
         cfg->tickets.present = 1;
+        cfg->tickets.allow_same_uid = cfg->allow_same_uid;
+        if (cfg->tickets.n_uids == 0 && cfg->tickets.n_gids == 0 && !cfg->allow_same_uid) {
+            return kl_ini_fail_at(ini, cfg->tickets.line, "tickets", "allow_uids",
+                                  "no allow list: name the frontend's user (allow_uids) or group (allow_gids); "
+                                  "the signer's own user needs [signer] allow_same_uid = yes");
+        }
         if (cfg->tickets.scope == NULL) {
             return kl_ini_fail_at(ini, cfg->tickets.line, "tickets", "scope",
                                   "missing (name the site: a leaked ticket key then opens this site's tickets only)");
         }
         if (cfg->tickets.key == NULL && (cfg->tickets.key = strdup(CFG_TICKETS_DEFAULT_KEY)) == NULL) {
             return kl_ini_fail_at(ini, cfg->tickets.line, "tickets", "key", "out of memory");
+        }
+    }
+    /* Privilege separation by default (issue 13 §2): a key without an allow list used to
+     * be for the signer's own uid, which let a frontend run as the user that reads the PIN
+     * file. Now the frontend's user or group is named, or the old rule is asked for. */
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const struct cfg_key *k = &cfg->keys[i];
+        if (k->n_uids == 0 && k->n_gids == 0 && !cfg->allow_same_uid) {
+            char sect[80];
+            snprintf(sect, sizeof(sect), "key %s", k->name);
+            return kl_ini_fail_at(ini, k->line, sect, "allow_uids",
+                                  "no allow list: name the frontend's user (allow_uids) or group (allow_gids); "
+                                  "a key for the signer's own user needs [signer] allow_same_uid = yes");
         }
     }
     return 0;
@@ -431,6 +514,10 @@ int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path)
     cfg->audit_syslog_facility = LOG_AUTHPRIV;
     cfg->audit_refusal_rate = 50;
     cfg->audit_refusal_burst = 200;
+    cfg->idle_timeout_ms = 300000;
+    cfg->frame_timeout_ms = 10000;
+    cfg->max_connections_per_uid = 64;
+    cfg->sandbox = 1;
     ret = kl_ini_load(&spec, cfg, path, err, sizeof(err));
     if (ret != 0) {
         fprintf(err_out, "keyless-signer: %s\n", err);
@@ -451,6 +538,9 @@ void cfg_free(struct signer_config *cfg)
     for (size_t i = 0; i < cfg->n_keys; i++) {
         free(cfg->keys[i].name);
         free(cfg->keys[i].uri);
+    }
+    for (size_t i = 0; i < cfg->n_sandbox_allow; i++) {
+        free(cfg->sandbox_allow[i]);
     }
     free(cfg->path);
     free(cfg->socket_path);

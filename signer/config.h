@@ -35,6 +35,10 @@ struct cfg_key {
     gid_t gids[CFG_MAX_IDS];
     size_t n_gids;
     double rate, burst;
+    /* contexts: which CertificateVerify contexts the key signs (CFG_CONTEXT_* bits);
+     * server only unless the client context is listed (issue 13 §5) */
+    unsigned contexts;
+    unsigned contexts_line;
 };
 
 /*
@@ -57,7 +61,12 @@ struct cfg_tickets {
     gid_t gids[CFG_MAX_IDS];
     size_t n_gids;
     double rate, burst; /* requests per second over all peers (0: unlimited), as for a key */
+    int allow_same_uid; /* [signer] allow_same_uid, copied here by the config check */
 };
+#define CFG_CONTEXT_SERVER 0x1u
+#define CFG_CONTEXT_CLIENT 0x2u
+/* sandbox_allow: at most this many extra syscall names */
+#define CFG_MAX_SANDBOX_ALLOW 64
 
 struct signer_config {
     char *path;
@@ -85,6 +94,19 @@ struct signer_config {
     double audit_refusal_rate;   /* refusals, pings, listings audited per second and peer uid (0: all) */
     double audit_refusal_burst;  /* and their burst; the rest are counted in one record per uid */
     double rate_per_peer, burst_per_peer;
+    /* Peers (issue 13 §2, §5). allow_same_uid: a peer running as the signer's own uid is
+     * refused unless this is set on purpose (then a key may also go without allow lists:
+     * it is for the signer's own uid only). */
+    int allow_same_uid;
+    uint32_t idle_timeout_ms;  /* a connection with nothing in flight is closed after this */
+    uint32_t frame_timeout_ms; /* a frame begun must be whole within this */
+    unsigned max_connections_per_uid;
+    /* verify_ecdsa: check ECDSA signatures before release too (Ed25519 and RSA always) */
+    int verify_ecdsa;
+    /* sandbox = no turns the seccomp filter off; sandbox_allow adds syscalls by name */
+    int sandbox;
+    char *sandbox_allow[CFG_MAX_SANDBOX_ALLOW];
+    size_t n_sandbox_allow;
     /* user/group: drop root to these once the token, socket and audit log are open */
     char *user_name;
     uid_t run_uid;

@@ -253,6 +253,56 @@ exit:
     return ret;
 }
 
+int crypto_verify_tls_signature(const uint8_t *spki, size_t spki_len, uint16_t scheme, const uint8_t *content,
+                                size_t content_len, const uint8_t *sig, size_t sig_len)
+{
+    int ret = 0, want_type;
+    const struct tls_scheme_info *si = tls_scheme_by_id(scheme);
+    const unsigned char *p = spki;
+    const EVP_MD *md = NULL;
+    EVP_PKEY *pkey = NULL;
+    EVP_MD_CTX *mctx = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+
+    KL_ENSURE(si != NULL && spki != NULL && content != NULL && sig != NULL && spki_len <= LONG_MAX, KL_ERR_INVALID);
+    switch (si->key) {
+    case TLS_KEY_EC_P256:
+    case TLS_KEY_EC_P384:
+        want_type = EVP_PKEY_EC;
+        break;
+    case TLS_KEY_RSA:
+        want_type = EVP_PKEY_RSA;
+        break;
+    case TLS_KEY_ED25519:
+        want_type = EVP_PKEY_ED25519;
+        break;
+    default:
+        KL_FAIL(KL_ERR_INVALID);
+    }
+    if (si->hash != TLS_HASH_NONE) {
+        md = md_of(si->hash);
+        KL_ENSURE(md != NULL, KL_ERR_INVALID);
+    }
+    pkey = d2i_PUBKEY(NULL, &p, (long)spki_len);
+    KL_ENSURE(pkey != NULL && EVP_PKEY_get_base_id(pkey) == want_type, KL_ERR_CRYPTO);
+    mctx = EVP_MD_CTX_new();
+    KL_ENSURE(mctx != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(EVP_DigestVerifyInit(mctx, &pctx, md, NULL, pkey) == 1, KL_ERR_CRYPTO);
+    if (want_type == EVP_PKEY_RSA) {
+        /* RFC 8446 section 4.2.3: RSASSA-PSS with MGF1, "the length of the Salt MUST be
+         * equal to the length of the output of the digest algorithm". */
+        KL_ENSURE(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+                      EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) == 1 &&
+                      EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, EVP_MD_get_size(md)) == 1,
+                  KL_ERR_CRYPTO);
+    }
+    KL_ENSURE(EVP_DigestVerify(mctx, sig, sig_len, content, content_len) == 1, KL_ERR_CRYPTO);
+exit:
+    EVP_MD_CTX_free(mctx);
+    EVP_PKEY_free(pkey);
+    return ret;
+}
+
 void crypto_pubkey_free(struct crypto_pubkey *pk)
 {
     if (pk == NULL)

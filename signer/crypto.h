@@ -7,7 +7,8 @@
  *   - SHA-256 of an audit line and a constant-time compare (libsodium);
  *   - the digest that ECDSA and RSA-PSS sign, the public key of a token key built from its
  *     PKCS#11 attributes (EC params + point, RSA modulus + exponent, Ed25519 point) and its
- *     SubjectPublicKeyInfo DER, RSA-PSS self-verification, raw r||s ECDSA to DER (libcrypto);
+ *     SubjectPublicKeyInfo DER, RSA-PSS self-verification, the verification of a whole TLS
+ *     signature before release, raw r||s ECDSA to DER (libcrypto);
  *   - the audit verifier's public key (PEM) and its ECDSA check of checkpoint signatures.
  *
  * Ownership: a struct crypto_pubkey is owned by whoever made it and freed with
@@ -101,6 +102,19 @@ KL_MUST_CHECK int crypto_pubkey_from_spki(struct crypto_pubkey **pk_p, const uin
  */
 KL_MUST_CHECK int crypto_ecdsa_sha256_verify(const struct crypto_pubkey *pk, const uint8_t *sig, size_t sig_len,
                                              const void *data, size_t data_len);
+
+/*
+ * Verify a TLS 1.3 CertificateVerify signature the way a client will, before it is
+ * released (issue 13 §5: a faulty Ed25519 or RSA-CRT signature can leak the key): sig over
+ * content (the whole RFC 8446 §4.4.3 content) with scheme's algorithm (ECDSA: DER with the
+ * scheme's hash; RSA-PSS: MGF1 and salt = the hash length; Ed25519: PureEdDSA) under the
+ * public key in spki (DER SubjectPublicKeyInfo, as p11_key_spki() gives it). Borrowed
+ * arguments. 0 if it verifies; KL_ERR_CRYPTO if it does not, or the key is not of the
+ * scheme's type or does not parse; KL_ERR_INVALID for an unknown scheme or a NULL pointer.
+ */
+KL_MUST_CHECK int crypto_verify_tls_signature(const uint8_t *spki, size_t spki_len, uint16_t scheme,
+                                              const uint8_t *content, size_t content_len, const uint8_t *sig,
+                                              size_t sig_len);
 
 /* NULL is a no-op. */
 void crypto_pubkey_free(struct crypto_pubkey *pk);

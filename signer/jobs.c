@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "crypto.h"
 #include "jobs.h"
 #include "crypto.h"
 #include "kl_buf.h"
@@ -210,6 +211,32 @@ static int ticket_keys_job(struct jobs *jobs, unsigned session, struct job *j)
 }
 
 /*
+ * Issue 13 §5: check the token's signature against the key's public key before it leaves.
+ * Ed25519 is deterministic, so one faulty signature can leak the key; RSA is checked in
+ * p11_sign already (RSA-CRT faults); ECDSA when verify_ecdsa is set. 0, or KL_ERR_CRYPTO
+ * with one log line (the caller withholds the signature: HSM_ERROR).
+ */
+static int verify_before_release(struct jobs *jobs, const struct job *j, const uint8_t *content, size_t content_len)
+{
+    const struct tls_scheme_info *si = tls_scheme_by_id(j->scheme);
+    const uint8_t *spki;
+    size_t spki_len = 0;
+    int ret;
+    if (si == NULL || si->key == TLS_KEY_RSA ||
+        ((si->key == TLS_KEY_EC_P256 || si->key == TLS_KEY_EC_P384) && !jobs->env.verify_ecdsa)) {
+        return 0;
+    }
+    spki = p11_key_spki(j->key, &spki_len);
+    ret = crypto_verify_tls_signature(spki, spki_len, j->scheme, content, content_len, j->sig, j->sig_len);
+    if (ret != 0) {
+        log_errx("hsm: a %s signature from the token for key %s does not verify with its public key; withheld",
+                 si->name, j->key_name);
+        return KL_ERR_CRYPTO;
+    }
+    return 0;
+}
+
+/*
  * Sign j on PKCS#11 session `session` and append its audit record. Returns 1 if the answer
  * must wait for the record to be durable (a signature, audit_sync group/always), 0 if it can
  * go now (a failure, or audit_sync none). Either way j holds the answer to send.
@@ -230,6 +257,9 @@ static int sign_job(struct jobs *jobs, unsigned session, struct job *j)
         uint64_t t0 = kl_clock_ns();
         ret = p11_sign(jobs->env.be, j->sig, &j->sig_len, session, j->key, j->scheme, content, content_len);
         signer_metrics_hsm_sign(kl_clock_ns() - t0);
+    }
+    if (ret == 0) {
+        ret = verify_before_release(jobs, j, content, content_len);
     }
     if (ret == 0) {
         j->status = KEYLESS__V1__STATUS__OK;

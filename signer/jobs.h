@@ -82,6 +82,9 @@ struct jobs_env {
     struct p11_backend *be;
     struct audit_log *audit;
     enum audit_sync audit_sync;
+    /* Verify each signature against the key's public key before release (issue 13 §5):
+     * Ed25519 always (RSA in p11_sign), ECDSA only with verify_ecdsa. */
+    int verify_ecdsa;
     unsigned workers; /* 0: inline mode */
     /*
      * Called on the thread that finished j (any thread) to queue j's answer on its

@@ -397,6 +397,10 @@ static int run(const char *config_path, int check_only, int new_chain)
         log_diag("%s: [signer] metrics_file: cannot write %s: %s", cfg->path, cfg->metrics_file, strerror(errno));
         goto exit;
     }
+    /* Last: the seccomp filter covers every thread started above (workers, audit, metrics). */
+    if (privsep_confine(cfg) != 0) {
+        goto exit;
+    }
     g_server = srv;
     g_backend = be;
     if (g_stop_requested) {

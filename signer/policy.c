@@ -53,6 +53,11 @@ const char *policy_scheme_name(uint16_t scheme)
 
 int policy_peer_allowed(const struct policy_key *k, uid_t uid, gid_t gid, uid_t self_uid)
 {
+    /* A frontend running as the signer's user could read the PIN file and the token
+     * itself: only an explicit allow_same_uid lets that uid in (issue 13 §2). */
+    if (uid == self_uid && !k->allow_same_uid) {
+        return 0;
+    }
     if (k->n_uids == 0 && k->n_gids == 0) {
         return uid == self_uid;
     }
@@ -92,6 +97,12 @@ Keyless__V1__Status policy_check_sign(const char **why_p, const struct policy_ke
     }
     if (!policy_peer_allowed(k, req->peer_uid, req->peer_gid, req->self_uid)) {
         *why_p = "peer uid/gid may not use this key";
+        return KEYLESS__V1__STATUS__NOT_AUTHORIZED;
+    }
+    /* The client CertificateVerify context only where it is listed (issue 13 §5): a key
+     * that serves TLS servers is not also a client-authentication oracle. */
+    if (!(k->contexts & (req->context == POLICY_CONTEXT_SERVER ? POLICY_CTX_SERVER_BIT : POLICY_CTX_CLIENT_BIT))) {
+        *why_p = "context not enabled for this key";
         return KEYLESS__V1__STATUS__NOT_AUTHORIZED;
     }
     return KEYLESS__V1__STATUS__OK;

@@ -48,9 +48,16 @@ int policy_hash_len_ok(size_t hash_len);
 /* The IANA name of scheme, or NULL if it is not one of the supported schemes. */
 const char *policy_scheme_name(uint16_t scheme);
 
+/* policy_key.contexts bits (the [key NAME] contexts list). */
+#define POLICY_CTX_SERVER_BIT 0x1u
+#define POLICY_CTX_CLIENT_BIT 0x2u
+
 /*
  * Who may use a key and how: the parts of a [key NAME] section the policy reads (borrowed
- * from the config). Empty uid and gid lists mean "only the signer's own uid" (self_uid).
+ * from the config). A peer whose uid is the signer's own (self_uid) is refused unless
+ * allow_same_uid is set (issue 13 §2: the frontend must not be the user that reads the
+ * PIN file); with it, empty uid and gid lists mean "only the signer's own uid".
+ * contexts: the CertificateVerify contexts the key signs (POLICY_CTX_*_BIT).
  */
 struct policy_key {
     const uint16_t *schemes;
@@ -59,10 +66,12 @@ struct policy_key {
     size_t n_uids;
     const gid_t *gids;
     size_t n_gids;
+    unsigned contexts;
+    int allow_same_uid;
 };
 
 /* 1 if a peer with uid/gid (from SO_PEERCRED) may use key k, else 0. self_uid: the
- * signer's own (real) uid, for a key without allow lists. */
+ * signer's own (real) uid, after the privilege drop. */
 int policy_peer_allowed(const struct policy_key *k, uid_t uid, gid_t gid, uid_t self_uid);
 
 /* The fields of a sign request the decision depends on, as decoded from the wire. */
@@ -81,6 +90,7 @@ struct policy_sign_request {
  *   SCHEME_NOT_ALLOWED   "scheme not allowed for this key"
  *   BAD_REQUEST          "transcript hash must be 32 or 48 bytes"
  *   NOT_AUTHORIZED       "peer uid/gid may not use this key"
+ *   NOT_AUTHORIZED       "context not enabled for this key" (not in its contexts)
  * checked in that order (the first that fails is reported). *why_p is NULL on OK.
  * Rate limits and queue space are the server's business, after this.
  */

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "privsep.h"
+#include "sandbox.h"
 
 int privsep_harden(void)
 {
@@ -115,9 +116,35 @@ int privsep_drop(const struct signer_config *cfg)
         log_errx("privilege drop to %s did not hold; aborting", cfg->user_name);
         abort();
     }
+    /* The id change reset dumpability to the sysctl's choice: no core file, no ptrace by
+     * the new user's other processes (issue 13 §2). */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        log_err("cannot clear the dumpable flag after the drop");
+        return 1;
+    }
     if (user_can_read(cfg) != 0) {
         return 1;
     }
     log_info("running as %s (uid %u, gid %u)", cfg->user_name, (unsigned)cfg->run_uid, (unsigned)cfg->run_gid);
+    return 0;
+}
+
+int privsep_confine(const struct signer_config *cfg)
+{
+    char err[256];
+    const char *why = NULL;
+    if (!cfg->sandbox) {
+        log_warnx("%s: [signer] sandbox = no: running without the seccomp filter", cfg->path);
+        return 0;
+    }
+    if (!sandbox_supported(&why)) {
+        log_warnx("no seccomp filter: %s", why);
+        return 0;
+    }
+    if (sandbox_apply(SANDBOX_SIGNER, (const char *const *)cfg->sandbox_allow, cfg->n_sandbox_allow, err,
+                      sizeof(err)) != 0) {
+        log_errx("%s: [signer] sandbox: %s", cfg->path, err);
+        return 1;
+    }
     return 0;
 }

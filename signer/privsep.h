@@ -30,10 +30,18 @@ int privsep_check_user_access(const struct signer_config *cfg);
 
 /*
  * Drop root for good to [signer] user/group (nothing to do without user =). glibc
- * applies set*id to every thread, so threads already running are dropped too. Aborts if
+ * applies set*id to every thread, so threads already running are dropped too; the
+ * dumpable flag the id change resets is cleared again. Aborts if
  * the drop did not hold (an id left over, or root can be got back); 1 with one log line
  * if the switch failed or the PIN file / softhsm2_conf are not readable by the user.
  */
 int privsep_drop(const struct signer_config *cfg);
+
+/*
+ * The seccomp allow-list (common/sandbox.h, SANDBOX_SIGNER plus [signer] sandbox_allow) on
+ * every thread, once the token is open, the socket bound, the audit log open and root
+ * dropped; nothing with sandbox = no (one warning line). 0, or 1 with one log line.
+ */
+int privsep_confine(const struct signer_config *cfg);
 
 #endif

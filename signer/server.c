@@ -71,6 +71,9 @@ struct conn {
     int dead;        /* fd closed; freed when refs reaches 0 */
     unsigned events; /* the interest last asked of the loop (EV_*), see the top comment */
     int stopping;    /* copy of srv->stopping, for conn_want under the lock */
+    /* Timeouts (issue 13 §5, I/O thread only): the last byte read or answer retired, and
+     * when the partial frame now in `in` began (0: none). */
+    uint64_t last_active_ns, frame_start_ns;
 };
 
 struct server {
@@ -103,7 +106,18 @@ struct server {
     /* Issue 13: refusals, pings, listings rate-limited before the audit; the rest counted. */
     struct rl_audit *audit_rl;
     uint64_t audit_rl_flush_ns;
+    /* Peer limits (issue 13 §5): the sweep timer closes idle and stalled connections; the
+     * counts since the last report are logged (and the refusals audited) once per
+     * LIMITS_REPORT_NS, never once per connection. */
+    struct ev_timer sweep_timer;
+    uint64_t sweep_ms;
+    uint64_t n_idle_closed, n_stalled_closed, n_cap_refused;
+    uid_t last_cap_uid;
+    uint64_t limits_reported_ns;
 };
+
+/* At most one log line (and one audit record) per this long about the peer limits. */
+#define LIMITS_REPORT_NS (10ull * 1000 * 1000 * 1000)
 
 static void signal_fd(int fd)
 {
@@ -421,6 +435,7 @@ static void job_retire(struct server *srv, struct job *j)
     c->refs--;
     srv->in_flight--;
     signer_metrics_queue(-1);
+    c->last_active_ns = kl_clock_ns();
     if (j->overflow && !c->dead) {
         log_warnx("conn %llu: dropping (it does not read its answers)", (unsigned long long)c->serial);
         conn_kill(srv, c);
@@ -486,10 +501,13 @@ struct op {
     void (*handle)(struct server *srv, struct conn *c, const Keyless__V1__Request *req, uint64_t t0);
 };
 
-/* The parts of a key's config the policy reads (borrowed from kc). */
-static struct policy_key policy_key_of(const struct cfg_key *kc)
+/* The parts of a key's config the policy reads (borrowed from kc and srv's config). */
+static struct policy_key policy_key_of(const struct server *srv, const struct cfg_key *kc)
 {
-    const struct policy_key pk = {kc->schemes, kc->n_schemes, kc->uids, kc->n_uids, kc->gids, kc->n_gids};
+    struct policy_key pk = {kc->schemes, kc->n_schemes, kc->uids, kc->n_uids, kc->gids, kc->n_gids, 0, 0};
+    pk.contexts = ((kc->contexts & CFG_CONTEXT_SERVER) ? POLICY_CTX_SERVER_BIT : 0) |
+                  ((kc->contexts & CFG_CONTEXT_CLIENT) ? POLICY_CTX_CLIENT_BIT : 0);
+    pk.allow_same_uid = srv->cfg->allow_same_uid;
     return pk;
 }
 
@@ -502,7 +520,7 @@ static Keyless__V1__Status sign_authorize(const struct server *srv, const struct
                                           const Keyless__V1__Request *req, const char **why_p)
 {
     const Keyless__V1__SignRequest *sr = req->sign;
-    const struct policy_key pk = policy_key_of(k->cfg);
+    const struct policy_key pk = policy_key_of(srv, k->cfg);
     const struct policy_sign_request pr = {
         .peer_uid = c->uid,
         .peer_gid = c->gid,
@@ -878,6 +896,7 @@ static void conn_read(struct server *srv, struct conn *c)
             break;
         }
         c->in.len += (size_t)n;
+        c->last_active_ns = kl_clock_ns();
         for (;;) {
             Keyless__V1__Request *req;
             uint64_t id, t0 = kl_clock_ns();
@@ -905,6 +924,12 @@ static void conn_read(struct server *srv, struct conn *c)
             off += used;
         }
         kl_buf_consume(&c->in, off);
+        /* A frame begun and not whole yet: frame_timeout counts from its first byte. */
+        if (c->in.len == 0) {
+            c->frame_start_ns = 0;
+        } else if (c->frame_start_ns == 0 || off > 0) {
+            c->frame_start_ns = c->last_active_ns;
+        }
         pthread_mutex_lock(&c->lock);
         int full = c->out.len >= OUT_HIGH;
         pthread_mutex_unlock(&c->lock);
@@ -938,6 +963,84 @@ static void conn_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
     }
 }
 
+/* ---- peer limits (issue 13 §5) ---- */
+
+static unsigned conns_of_uid(const struct server *srv, uid_t uid)
+{
+    unsigned n = 0;
+    for (const struct conn *c = srv->conns; c != NULL; c = c->next) {
+        n += c->uid == uid;
+    }
+    return n;
+}
+
+/* The counts since the last report: one log line, and one audit record for the refusals.
+ * force: report now (at stop), whenever the last report was. */
+static void limits_report(struct server *srv, uint64_t now, int force)
+{
+    if (srv->n_idle_closed + srv->n_stalled_closed + srv->n_cap_refused == 0 ||
+        (!force && now - srv->limits_reported_ns < LIMITS_REPORT_NS)) {
+        return;
+    }
+    srv->limits_reported_ns = now;
+    if (srv->n_idle_closed + srv->n_stalled_closed > 0) {
+        log_info("closed %llu idle connection(s) (idle_timeout %u ms) and %llu with a partial frame "
+                 "(frame_timeout %u ms)",
+                 (unsigned long long)srv->n_idle_closed, srv->cfg->idle_timeout_ms,
+                 (unsigned long long)srv->n_stalled_closed, srv->cfg->frame_timeout_ms);
+    }
+    if (srv->n_cap_refused > 0) {
+        char why[160];
+        struct audit_record rec;
+        struct conn peer;
+        memset(&peer, 0, sizeof(peer));
+        peer.uid = srv->last_cap_uid;
+        peer.pid = 0;
+        snprintf(why, sizeof(why), "%llu connection(s) over max_connections_per_uid (%u)",
+                 (unsigned long long)srv->n_cap_refused, srv->cfg->max_connections_per_uid);
+        log_warnx("refused %s; last from uid %u", why, (unsigned)srv->last_cap_uid);
+        audit_fill(&rec, &peer, "connect", NULL, 0, KEYLESS__V1__STATUS__OVERLOADED, why, 0);
+        (void)audit_now(srv, &rec);
+    }
+    srv->n_idle_closed = srv->n_stalled_closed = srv->n_cap_refused = 0;
+}
+
+/* Close connections idle past idle_timeout (nothing in flight, nothing to send) and those
+ * whose partial frame is older than frame_timeout, then report. */
+static void sweep_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct server *srv = t->owner;
+    uint64_t now, idle_ns = (uint64_t)srv->cfg->idle_timeout_ms * 1000000ull;
+    uint64_t frame_ns = (uint64_t)srv->cfg->frame_timeout_ms * 1000000ull;
+    struct conn *c;
+
+    /* The results first (they mark their connections active), then the time: a stamp
+     * later than `now` would wrap the differences below. */
+    drain_once(srv);
+    now = kl_clock_ns();
+    c = srv->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        int out_pending, reading;
+        pthread_mutex_lock(&c->lock);
+        out_pending = c->out.len > 0;
+        reading = c->out.len < OUT_HIGH; /* a peer held back by its own unread answers is not stalled */
+        pthread_mutex_unlock(&c->lock);
+        if (c->frame_start_ns != 0 && reading && now > c->frame_start_ns + frame_ns) {
+            srv->n_stalled_closed++;
+            conn_kill(srv, c);
+        } else if (c->refs == 0 && !out_pending && c->in.len == 0 && now > c->last_active_ns + idle_ns) {
+            srv->n_idle_closed++;
+            conn_kill(srv, c);
+        }
+        c = next;
+    }
+    limits_report(srv, now, 0);
+    if (ev_timer_start(loop, t, srv->sweep_ms) != 0) {
+        log_errx("cannot re-arm the connection sweep timer");
+    }
+}
+
 static void accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 {
     struct server *srv = io->owner;
@@ -961,8 +1064,16 @@ static void accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
             close(fd);
             continue;
         }
+        if (conns_of_uid(srv, cred.uid) >= srv->cfg->max_connections_per_uid) {
+            /* One peer (a compromised frontend) cannot take every slot: counted, reported
+             * by the sweep in one line and one audit record per LIMITS_REPORT_NS. */
+            srv->n_cap_refused++;
+            srv->last_cap_uid = cred.uid;
+            close(fd);
+            continue;
+        }
         for (size_t i = 0; i < srv->n_keys; i++) {
-            const struct policy_key pk = policy_key_of(srv->keys[i].cfg);
+            const struct policy_key pk = policy_key_of(srv, srv->keys[i].cfg);
             allowed |= policy_peer_allowed(&pk, cred.uid, cred.gid, srv->self_uid);
         }
         /* A peer that may only fetch ticket keys (issue 11) is let in too. */
@@ -1000,6 +1111,7 @@ static void accept_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
             conn_free(c);
             continue;
         }
+        c->last_active_ns = kl_clock_ns();
         ev_io_init(&c->io, fd, conn_cb, c);
         ev_io_set(srv->loop, &c->io, EV_READ);
         c->events = EV_READ;
@@ -1142,6 +1254,7 @@ int server_run(struct server *srv)
         sweep_dead(srv);
         rotate_by_size(srv);
     }
+    limits_report(srv, kl_clock_ns(), 1); /* what the last interval counted */
     return 0;
 }
 
@@ -1195,6 +1308,7 @@ int server_new(struct server **srv_p, const struct signer_config *cfg, struct p1
     env.be = be;
     env.audit = audit;
     env.audit_sync = cfg->audit_sync;
+    env.verify_ecdsa = cfg->verify_ecdsa;
     env.workers = cfg->workers;
     env.deliver = conn_deliver;
     env.arg = srv;
@@ -1208,6 +1322,11 @@ int server_new(struct server **srv_p, const struct signer_config *cfg, struct p1
     ev_io_set(srv->loop, &srv->stop_io, EV_READ);
     ev_io_init(&srv->rotate_io, srv->rotate_fd, rotate_cb, srv);
     ev_io_set(srv->loop, &srv->rotate_io, EV_READ);
+    /* A quarter of the shorter timeout, within 20 ms..1 s: a timeout is late by at most that. */
+    srv->sweep_ms = (cfg->frame_timeout_ms < cfg->idle_timeout_ms ? cfg->frame_timeout_ms : cfg->idle_timeout_ms) / 4;
+    srv->sweep_ms = srv->sweep_ms < 20 ? 20 : srv->sweep_ms > 1000 ? 1000 : srv->sweep_ms;
+    ev_timer_init(&srv->sweep_timer, sweep_cb, srv);
+    KL_TRY(ev_timer_start(srv->loop, &srv->sweep_timer, srv->sweep_ms));
     *srv_p = srv;
     srv = NULL;
 exit:

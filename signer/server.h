@@ -15,6 +15,11 @@
  * request (tickets_check), the rate limits and queue_max itself, then queues a job too.
  * Responses echo the request id and go out in completion order.
  *
+ * Peer limits (issue 13 §5): at accept, max_connections and max_connections_per_uid (over
+ * it: closed, counted); a timer closes connections idle past idle_timeout and those whose
+ * partial frame is older than frame_timeout; the counts are logged (and the refusals
+ * audited) at most once per 10 s and at stop.
+ *
  * The audit log is rotated on this thread: on server_rotate() (SIGHUP) and, with
  * audit_rotate_bytes, once per loop turn when the file has reached the limit.
  */
@@ -49,8 +54,8 @@ KL_MUST_CHECK int server_new(struct server **srv_p, const struct signer_config *
 /*
  * Serve until server_stop(). Then stop accepting and reading, finish the requests in
  * flight, flush their responses (bounded wait), and return 0. KL_ERR_IO if the loop
- * failed. Peer uid checks for keys without allow lists use getuid() as of this call
- * (after the privilege drop).
+ * failed. The signer's own uid for the peer checks (allow_same_uid, keys without allow
+ * lists) is getuid() as of this call (after the privilege drop).
  */
 KL_MUST_CHECK int server_run(struct server *srv);
 

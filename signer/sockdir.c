@@ -1,6 +1,5 @@
 /*
- * sockdir.c - socket directory permissions and the listening socket (moved from the
- * server as is).
+ * sockdir.c - socket directory permissions and the listening socket.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -30,20 +29,67 @@ static int socket_in_use(const char *path)
     return in_use;
 }
 
-/* The directory of the socket: made if missing, then 0750 in socket_group if it is ours. */
+/*
+ * Directories many users share: a socket there could be replaced or raced by any of them,
+ * and chmod'ing them would break the system. Refused by name as well as by mode, since
+ * /run is 0755 root but still not ours to put a bare socket in.
+ */
+static int dir_is_shared(const char *dir, const struct stat *st)
+{
+    static const char *const shared[] = {"/",        "/tmp",     "/var/tmp",  "/run",
+                                         "/var/run", "/dev/shm", "/run/user", "/run/lock"};
+    char real[4096];
+    if ((st->st_mode & (S_IWOTH | S_ISVTX)) != 0) {
+        return 1;
+    }
+    if (realpath(dir, real) == NULL) {
+        return 1; /* cannot tell: refuse */
+    }
+    for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++) {
+        if (strcmp(real, shared[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The directory of the socket. Made by us (0750, socket_group): tightened as we like.
+ * There already: used as it is and never chmod'ed (issue 13 §2), but refused when it is
+ * shared (world-writable, sticky, /tmp, /run, ...) or owned by another user than the
+ * signer's or root, since its owner could replace the socket.
+ */
 static int dir_setup(const struct signer_config *cfg, const char *dir)
 {
     struct stat st;
+    int created;
 
-    if (cfg_mkdir_parents(dir, 0755) != 0 || (mkdir(dir, 0750) != 0 && errno != EEXIST)) {
+    if (cfg_mkdir_parents(dir, 0755) != 0) {
+        log_errx("%s: [signer] socket: cannot create the parents of %s: %s", cfg->path, dir, strerror(errno));
+        return KL_ERR_CONFIG;
+    }
+    created = mkdir(dir, 0750) == 0;
+    if (!created && errno != EEXIST) {
         log_errx("%s: [signer] socket: cannot create directory %s: %s", cfg->path, dir, strerror(errno));
         return KL_ERR_CONFIG;
     }
-    /* Only a directory of our own is tightened: never chmod a shared one like /tmp. */
-    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
-        log_errx("%s: [signer] socket: directory %s must be a directory owned by the signer user (it is made 0750)",
-                 cfg->path, dir);
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        log_errx("%s: [signer] socket: %s is not a directory (a symlink is not followed)", cfg->path, dir);
         return KL_ERR_CONFIG;
+    }
+    if (!created) {
+        if (dir_is_shared(dir, &st)) {
+            log_errx("%s: [signer] socket: %s is a shared directory (mode %04o): put the socket in a directory "
+                     "of its own (e.g. /run/keyless/signer.sock); it is never chmod'ed",
+                     cfg->path, dir, (unsigned)(st.st_mode & 07777));
+            return KL_ERR_CONFIG;
+        }
+        if (st.st_uid != geteuid() && st.st_uid != 0) {
+            log_errx("%s: [signer] socket: directory %s belongs to uid %u, not to the signer's user or root", cfg->path,
+                     dir, (unsigned)st.st_uid);
+            return KL_ERR_CONFIG;
+        }
+        return 0;
     }
     if (chmod(dir, 0750) != 0 || (cfg->has_socket_gid && chown(dir, (uid_t)-1, cfg->socket_gid) != 0)) {
         log_errx("%s: [signer] socket_group: cannot set mode/group of %s: %s", cfg->path, dir, strerror(errno));

@@ -15,7 +15,8 @@ static const char label_id[] = "keyless ticket key id v1";
 int tickets_peer_allowed(const struct cfg_tickets *t, uid_t uid, gid_t gid, uid_t self_uid)
 {
     /* The same rule as a key's allow lists (policy.h), so both read the same in the config. */
-    const struct policy_key pk = {NULL, 0, t->uids, t->n_uids, t->gids, t->n_gids};
+    struct policy_key pk = {NULL, 0, t->uids, t->n_uids, t->gids, t->n_gids, 0, 0};
+    pk.allow_same_uid = t->allow_same_uid;
     return policy_peer_allowed(&pk, uid, gid, self_uid);
 }
 

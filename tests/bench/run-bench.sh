@@ -163,12 +163,15 @@ start_keyless() {
     SERVER_PORT=$(bench_free_port)
     # workers = 0: one PKCS#11 session, signed on the signer's I/O thread (no hand-off between
     # threads; docs/SIGNER.md). nginx runs one worker process with one session too.
+    # allow_same_uid: the bench runs both processes as one user (it measures CPU, not the
+    # privilege separation of issue 13).
     cat >"$dir/signer.conf" <<EOF
 [signer]
 socket = $dir/run/signer.sock
 workers = 0
 audit_log = $dir/audit.jsonl
 audit_sync = $sync
+allow_same_uid = yes
 
 [hsm]
 module = $BENCH_SOFTHSM_MODULE

@@ -65,13 +65,78 @@ port_open() {
     python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"
 }
 
+# Privilege separation (issue 13 §2): as root, the signer runs as KL_SIGNER_USER and the
+# frontend as KL_FE_USER (made here if missing), the socket in the frontend's group and
+# the keys allowing only the frontend's user. Not root (or KL_E2E_SAME_USER=1): both run as
+# the caller, which the signer allows only with allow_same_uid = yes.
+KL_SIGNER_USER=keyless-signer
+KL_FE_USER=keyless-frontend
+kl_two_users() {
+    [ "$(id -u)" -eq 0 ] && [ "${KL_E2E_SAME_USER:-0}" != 1 ]
+}
+
+# kl_ensure_user NAME: a system user with a group of its own, made once (tests run in
+# parallel: a useradd that loses the race to another is fine if the user exists after).
+kl_ensure_user() {
+    local i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        id -u "$1" >/dev/null 2>&1 && return 0
+        useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$1" \
+            >/dev/null 2>&1 || sleep 0.$i
+    done
+    id -u "$1" >/dev/null 2>&1 || bail "cannot create user $1"
+}
+
 kl_token() {
     [ -x "$FE_BIN" ] || bail "no $FE_BIN (build first)"
     [ -x "$SIGNER_BIN" ] || bail "no $SIGNER_BIN (build first)"
     bash "$KL_SOURCE_DIR/hsm-setup/setup.sh" --dir "$HSM" >"$T/setup.log" 2>&1 || bail "hsm-setup failed"
+    if kl_two_users; then
+        kl_ensure_user "$KL_SIGNER_USER"
+        kl_ensure_user "$KL_FE_USER"
+        # The signer's user owns the token and the PIN; the frontend's user may traverse
+        # to the public PKI only. The test directory is the frontend's group's (setgid,
+        # umask 002): what the test makes there as root (a Unix backend socket, a keylog
+        # file's directory, reloaded chains) is usable by the frontend as it would be by a
+        # deployment's own layout.
+        chown -R "$KL_SIGNER_USER:" "$HSM"
+        chmod 0711 "$HSM"
+        chmod 0700 "$HSM/tokens"
+        chmod 0600 "$HSM/user.pin"
+        chown "root:$KL_FE_USER" "$T"
+        chmod 2771 "$T"
+        umask 002
+    fi
 }
 
-# kl_start_signer [SOCKET]: a signer on the test token, serving all four keys.
+# kl_as_frontend CMD...: run CMD as the frontend's user (a test's stand-in between the
+# frontend and the signer, e.g. a delaying proxy, must be allowed on the keys too).
+kl_as_frontend() {
+    if kl_two_users; then
+        local cmd=$1
+        shift
+        [ "$cmd" = python3 ] && cmd=/usr/bin/python3 # not a version manager's shim under /root
+        setpriv --reuid="$KL_FE_USER" --regid="$KL_FE_USER" --clear-groups "$cmd" "$@"
+    else
+        "$@"
+    fi
+}
+
+# The [signer] lines and the per-key allow line for the chosen user layout.
+kl_signer_peer_lines() {
+    if kl_two_users; then
+        echo "user = $KL_SIGNER_USER"
+        echo "socket_group = $KL_FE_USER"
+    else
+        echo "allow_same_uid = yes"
+    fi
+}
+kl_key_allow_line() {
+    if kl_two_users; then echo "allow_uids = $KL_FE_USER"; else echo "allow_uids = $(id -u)"; fi
+}
+
+# kl_start_signer [SOCKET]: a signer on the test token, serving all four keys to the
+# frontend's user (SIGNER_EXTRA: more [signer] lines).
 kl_start_signer() {
     SIGNER_SOCK=${1:-$T/run/signer.sock}
     cat >"$T/signer.conf" <<EOS
@@ -82,6 +147,8 @@ queue_max = 8192
 max_connections = 256
 audit_log = $T/audit.jsonl
 audit_sync = none
+$(kl_signer_peer_lines)
+${SIGNER_EXTRA:-}
 [hsm]
 module = /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
 softhsm2_conf = $HSM/softhsm2.conf
@@ -89,15 +156,19 @@ pin_file = $HSM/user.pin
 [key ecdsa-p256]
 uri = pkcs11:token=keyless;object=ecdsa-p256;type=private
 schemes = ecdsa_secp256r1_sha256
+$(kl_key_allow_line)
 [key ecdsa-p384]
 uri = pkcs11:token=keyless;object=ecdsa-p384;type=private
 schemes = ecdsa_secp384r1_sha384
+$(kl_key_allow_line)
 [key rsa-2048]
 uri = pkcs11:token=keyless;object=rsa-2048;type=private
 schemes = rsa_pss_rsae_sha256, rsa_pss_rsae_sha384, rsa_pss_rsae_sha512
+$(kl_key_allow_line)
 [key ed25519]
 uri = pkcs11:token=keyless;object=ed25519;type=private
 schemes = ed25519
+$(kl_key_allow_line)
 EOS
     rm -f "$SIGNER_SOCK"
     "$SIGNER_BIN" --config "$T/signer.conf" >>"$T/signer.log" 2>&1 &
@@ -127,6 +198,7 @@ kl_frontend_conf() {
         echo "workers = ${FE_WORKERS:-1}"
         echo "log_level = ${FE_LOG_LEVEL:-info}"
         echo "metrics = 127.0.0.1:$METRICS_PORT"
+        if kl_two_users; then echo "user = $KL_FE_USER"; fi
         echo "${FE_FRONTEND_EXTRA:-}"
         echo "[signer]"
         echo "socket = ${FE_SIGNER_SOCK:-$SIGNER_SOCK}"

@@ -20,7 +20,7 @@ DELAYPROXY=$KL_SOURCE_DIR/tests/e2e/delayproxy.py
 jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); v=d.get(sys.argv[2]); print(v if v is not None else 0)' "$1" "$2"; }
 
 # --- 1,000 concurrent handshakes, signer answers 300 ms late ---
-python3 "$DELAYPROXY" "$T/slow.sock" "$SIGNER_SOCK" 300 >>"$T/delayproxy.log" 2>&1 &
+kl_as_frontend python3 "$DELAYPROXY" "$T/slow.sock" "$SIGNER_SOCK" 300 >>"$T/delayproxy.log" 2>&1 &
 KL_PIDS+=($!)
 wait_for test -S "$T/slow.sock" || bail "delay proxy did not start"
 FE_SIGNER_SOCK=$T/slow.sock FE_SIGNER_EXTRA="timeout = 20" FE_FRONTEND_EXTRA="handshake_timeout = 60" \
@@ -41,7 +41,7 @@ kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
 
 # --- a signer slower than the deadline ---
-python3 "$DELAYPROXY" "$T/late.sock" "$SIGNER_SOCK" 2500 >>"$T/delayproxy.log" 2>&1 &
+kl_as_frontend python3 "$DELAYPROXY" "$T/late.sock" "$SIGNER_SOCK" 2500 >>"$T/delayproxy.log" 2>&1 &
 KL_PIDS+=($!)
 wait_for test -S "$T/late.sock" || bail "delay proxy did not start"
 FE_PORT=$(free_port)

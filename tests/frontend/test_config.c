@@ -542,6 +542,40 @@ static void test_tickets(void)
     unlink(keyfile);
 }
 
+/* Issue 13: [frontend] user/group, sandbox, sandbox_allow. */
+static void test_user_sandbox(void)
+{
+    char text[4096], err[CONFIG_ERR_LEN];
+    snprintf(text, sizeof(text), "%s[frontend]\nuser = nobody\nsandbox_allow = ioprio_get, getcpu\n", base);
+    if (ok(load(text, err) == 0, "user = nobody, sandbox_allow with two names")) {
+        ok(cfg->has_user && cfg->run_uid == 65534 && strcmp(cfg->user_name, "nobody") == 0,
+           "... the user's uid and name");
+        ok(cfg->sandbox == 1 && cfg->n_sandbox_allow == 2 && strcmp(cfg->sandbox_allow[1], "getcpu") == 0,
+           "... the sandbox on by default, the two names kept");
+    } else {
+        diag("%s", err);
+    }
+    snprintf(text, sizeof(text), "%s[frontend]\nuser = 65534\ngroup = nogroup\nsandbox = no\n", base);
+    ok(load(text, err) == 0 && cfg->run_uid == 65534 && cfg->has_group && cfg->sandbox == 0,
+       "user by number, group by name, sandbox = no");
+    snprintf(text, sizeof(text), "%s", base);
+    ok(load(text, err) == 0 && !cfg->has_user && cfg->sandbox == 1, "default: no user, sandbox on");
+    expect_err("[frontend]\nuser = no_such_user_kl\n", ":10: [frontend] user: no such user 'no_such_user_kl'",
+               "user = an unknown user");
+    expect_err("[frontend]\nuser = root\n",
+               ":10: [frontend] user: 'root' is root: name the unprivileged user to run as", "user = root");
+    expect_err("[frontend]\nuser = nobody\ngroup = no_such_group_kl\n",
+               ":11: [frontend] group: no such group 'no_such_group_kl'", "group = an unknown group");
+    expect_err("[frontend]\ngroup = nogroup\n",
+               ":10: [frontend] group: set without user (only a drop to both is supported)", "group without user");
+    expect_err("[frontend]\nsandbox_allow = frobnicate\n",
+               ":10: [frontend] sandbox_allow: 'frobnicate' is not a system call name on this machine",
+               "sandbox_allow: an unknown name");
+    expect_err("[frontend]\nsandbox = maybe\n",
+               ":10: [frontend] sandbox: 'maybe' is not yes or no (true/false, on/off and 1/0 work too)",
+               "sandbox = maybe");
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/kl-fe-config.XXXXXX");
@@ -560,6 +594,7 @@ int main(void)
     test_client_auth();
     test_tickets();
     test_parse_addr();
+    test_user_sandbox();
     config_free(cfg);
     unlink(chain);
     unlink(path);

@@ -8,6 +8,9 @@
 #                    common/, proto/, frontend/, frontend/tls/ and signer/
 #   crypto-include   <openssl/...> or <sodium.h> in a product source not in CRYPTO_ALLOWED
 #   p11-include      a p11-kit or pkcs11 header in a product source not in P11_ALLOWED
+#   seccomp-include  <seccomp.h> in a product source not in SECCOMP_ALLOWED (libseccomp is
+#                    the one third-party library common/ may use, in sandbox.c only: both
+#                    daemons confine themselves with it, issue 13)
 #   common-depends   common/ including a header of frontend/, signer/ or proto/
 #   engine-internal  a frontend file outside frontend/tls/ including an engine header
 #                    other than tls/tls.h (the engine's only public interface)
@@ -22,6 +25,8 @@ set -eu
 CRYPTO_ALLOWED="frontend/tls/crypto.c signer/crypto.c"
 # The only file that may include p11-kit / PKCS#11 headers.
 P11_ALLOWED="signer/p11_backend.c"
+# The only file that may include libseccomp's header.
+SECCOMP_ALLOWED="common/sandbox.c"
 # The product's C code.
 PRODUCT_DIRS="common proto frontend signer"
 
@@ -30,7 +35,7 @@ root=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
     echo "layering: $root: not a directory" >&2
     exit 2
 }
-export CRYPTO_ALLOWED P11_ALLOWED PRODUCT_DIRS
+export CRYPTO_ALLOWED P11_ALLOWED SECCOMP_ALLOWED PRODUCT_DIRS
 # The distribution's interpreter when there is one: a version-manager shim costs a second.
 py=$(command -v /usr/bin/python3 || command -v python3)
 exec "$py" -S - "$root" <<'PY'
@@ -41,6 +46,7 @@ import sys
 root = sys.argv[1]
 crypto_allowed = set(os.environ["CRYPTO_ALLOWED"].split())
 p11_allowed = set(os.environ["P11_ALLOWED"].split())
+seccomp_allowed = set(os.environ["SECCOMP_ALLOWED"].split())
 product_dirs = os.environ["PRODUCT_DIRS"].split()
 
 findings = []
@@ -128,12 +134,17 @@ def module(path):
 # Rules b and c: third-party headers where they do not belong.
 CRYPTO_HDR = re.compile(r"^(openssl/.+|sodium\.h|sodium/.+)$")
 P11_HDR = re.compile(r"(p11-kit|pkcs11)", re.I)
+SECCOMP_HDR = re.compile(r"^seccomp\.h$")
 for path in sources:
     for n, kind, name in includes[path]:
         if CRYPTO_HDR.match(name) and path not in crypto_allowed:
             finding("%s:%d" % (path, n), "crypto-include",
                     "#include %s%s%s outside %s" % (kind, name, ">" if kind == "<" else '"',
                                                     ", ".join(sorted(crypto_allowed))))
+        if SECCOMP_HDR.match(name) and path not in seccomp_allowed:
+            finding("%s:%d" % (path, n), "seccomp-include",
+                    "#include %s%s%s outside %s" % (kind, name, ">" if kind == "<" else '"',
+                                                    ", ".join(sorted(seccomp_allowed))))
         if P11_HDR.search(name) and path not in p11_allowed:
             finding("%s:%d" % (path, n), "p11-include",
                     "#include %s%s%s outside %s" % (kind, name, ">" if kind == "<" else '"',

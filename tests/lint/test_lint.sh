@@ -22,6 +22,7 @@ put common/a.c '#include "a.h"' '#include <stdio.h>'
 put common/kl_err.h '/* #include "x.h" in a comment */'
 put common/b.c '#include "a.h"' '#include "b.h"'
 put common/b.h ''
+put common/sandbox.c '#include <seccomp.h>'
 put proto/frame.h '#include "kl_err.h"'
 put proto/frame.c '#include "frame.h"' '#include "keyless.pb-c.h"'
 put frontend/x.h '#include "frame.h"'
@@ -49,8 +50,8 @@ rc=0
 bash "$LINT" "$W/clean" >"$W/clean.out" 2>&1 || rc=$?
 ok "$rc" "the clean tree passes"
 [ "$rc" = 0 ] || sed 's/^/#   /' "$W/clean.out"
-check "... and says what it read (24 product sources, 2 CMakeLists.txt outside build/)" \
-    grep -q '^layering: OK: 24 sources (.* modules), 2 CMakeLists.txt, no finding$' "$W/clean.out"
+check "... and says what it read (25 product sources, 2 CMakeLists.txt outside build/)" \
+    grep -q '^layering: OK: 25 sources (.* modules), 2 CMakeLists.txt, no finding$' "$W/clean.out"
 
 # plant NAME FILE LINE [FILE LINE]...: a copy of the clean tree with LINE appended to FILE.
 plant() {
@@ -96,6 +97,9 @@ expect_finding p11 '^layering: frontend/main\.c:2: p11-include: #include "pkcs11
 plant p11kit signer/config.c '#include <p11-kit/uri.h>'
 expect_finding p11kit '^layering: signer/config\.c:3: p11-include: #include <p11-kit/uri\.h> ' \
     "a p11-kit header in signer/config.c"
+plant seccomp signer/config.c '#include <seccomp.h>'
+expect_finding seccomp '^layering: signer/config\.c:3: seccomp-include: #include <seccomp\.h> outside common/sandbox\.c$' \
+    "libseccomp's header outside common/sandbox.c"
 plant common1 common/b.c '#include "x.h"'
 expect_finding common1 '^layering: common/b\.c:3: common-depends: #include "x\.h" \(frontend/x\.h\)' \
     "common/ including a frontend header"
@@ -121,9 +125,10 @@ expect_finding ret '^layering: tests/CMakeLists\.txt:2: cmake-silent: return\(\)
 
 # All at once: one line per finding, each rule present, deterministic output.
 plant all frontend/y.c '#include "x.h"' signer/policy.c '#include <openssl/evp.h>' \
-    frontend/main.c '#include <p11-kit/pkcs11.h>' common/b.c '#include "y.h"' tests/CMakeLists.txt 'return()'
-expect_finding all '^layering: 5 finding\(s\) in 25 sources and 2 CMakeLists.txt$' "one violation of each rule"
-for rule in include-cycle crypto-include p11-include common-depends cmake-silent; do
+    frontend/main.c '#include <p11-kit/pkcs11.h>' common/b.c '#include "y.h"' tests/CMakeLists.txt 'return()' \
+    frontend/x.c '#include <seccomp.h>'
+expect_finding all '^layering: 6 finding\(s\) in 26 sources and 2 CMakeLists.txt$' "one violation of each rule"
+for rule in include-cycle crypto-include p11-include seccomp-include common-depends cmake-silent; do
     check "... reported under $rule" grep -q ": $rule: " "$W/all.out"
 done
 bash "$LINT" "$W/all" >"$W/all.again" 2>&1 || true

@@ -20,15 +20,19 @@
 const char harness_std_keys[] = "[key ecdsa-p256]\n"
                                 "uri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
                                 "schemes = ecdsa_secp256r1_sha256\n"
+                                "contexts = server, client\n"
                                 "[key ecdsa-p384]\n"
                                 "uri = pkcs11:token=keyless;object=ecdsa-p384;type=private\n"
                                 "schemes = 0x0503\n"
+                                "contexts = server, client\n"
                                 "[key rsa-2048]\n"
                                 "uri = pkcs11:token=keyless;object=rsa-2048;type=private\n"
                                 "schemes = rsa_pss_rsae_sha256, rsa_pss_rsae_sha384, rsa_pss_rsae_sha512\n"
+                                "contexts = server, client\n"
                                 "[key ed25519]\n"
                                 "uri = pkcs11:token=keyless;id=%04;type=private\n"
-                                "schemes = ed25519\n";
+                                "schemes = ed25519\n"
+                                "contexts = server, client\n";
 
 int harness_run(char *out, size_t out_cap, const char *cmd)
 {
@@ -97,10 +101,11 @@ int harness_write_config(struct harness *h, const char *path, const char *extra_
         return -1;
     }
     fprintf(f,
-            "; written by the signer tests\n[signer]\nsocket = %s\naudit_log = %s\n%s\n"
+            "; written by the signer tests\n[signer]\nsocket = %s\naudit_log = %s\n%s%s\n"
             "[hsm]\n%s\npin_file = %s/user.pin\nsofthsm2_conf = %s/softhsm2.conf\n\n%s",
-            h->sock, h->audit, extra_signer != NULL ? extra_signer : "",
-            hsm_lines != NULL ? hsm_lines : "module = " SOFTHSM_MODULE, h->hsm, h->hsm, keys_text);
+            h->sock, h->audit, h->strict_peers ? "" : "allow_same_uid = yes\n",
+            extra_signer != NULL ? extra_signer : "", hsm_lines != NULL ? hsm_lines : "module = " SOFTHSM_MODULE,
+            h->hsm, h->hsm, keys_text);
     return fclose(f) == 0 ? 0 : -1;
 }
 

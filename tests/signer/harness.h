@@ -19,6 +19,9 @@ struct harness {
     char conf[320];   /* config file */
     char errlog[320]; /* signer stderr */
     pid_t pid;
+    /* 0: harness_write_config adds allow_same_uid = yes (the tests' client is the
+     * signer's own user); 1: it does not (the tests of that rule, issue 13) */
+    int strict_peers;
 };
 
 #define SOFTHSM_MODULE "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"

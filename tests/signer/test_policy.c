@@ -246,8 +246,9 @@ static void test_check_sign(void)
     static const uint16_t schemes[] = {TLS_SIG_ECDSA_SECP256R1_SHA256, TLS_SIG_RSA_PSS_RSAE_SHA256};
     static const uid_t uids[] = {1001, 1002};
     static const gid_t gids[] = {2001};
-    const struct policy_key key = {schemes, 2, uids, 2, gids, 1};
-    const struct policy_key own = {schemes, 2, NULL, 0, NULL, 0}; /* no allow lists: the signer's uid only */
+    const struct policy_key key = {schemes, 2, uids, 2, gids, 1, POLICY_CTX_SERVER_BIT | POLICY_CTX_CLIENT_BIT, 0};
+    /* no allow lists, allow_same_uid: the signer's uid only */
+    const struct policy_key own = {schemes, 2, NULL, 0, NULL, 0, POLICY_CTX_SERVER_BIT | POLICY_CTX_CLIENT_BIT, 1};
     const struct policy_sign_request good = {1002, 5, 77, TLS_SIG_RSA_PSS_RSAE_SHA256, POLICY_CONTEXT_SERVER, 32};
     struct policy_sign_request r;
     const char *why = "unset";
@@ -320,13 +321,58 @@ static void test_check_sign(void)
     r.hash_len = 32;
     is_int(policy_check_sign(&why, &key, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED, "then the peer");
 
-    ok(policy_peer_allowed(&key, 1001, 0, 0) && policy_peer_allowed(&key, 0, 2001, 0) &&
-           !policy_peer_allowed(&key, 0, 0, 0),
+    ok(policy_peer_allowed(&key, 1001, 0, 77) && policy_peer_allowed(&key, 0, 2001, 77) &&
+           !policy_peer_allowed(&key, 0, 0, 77),
        "policy_peer_allowed: listed uid or gid only (the signer's own uid is not implied)");
+}
+
+/* Issue 13: the signer's own uid only with allow_same_uid; the client context only when listed. */
+static void test_same_uid_and_contexts(void)
+{
+    static const uint16_t schemes[] = {TLS_SIG_ECDSA_SECP256R1_SHA256};
+    static const uid_t uids[] = {77, 1001};
+    static const gid_t gids[] = {2001};
+    struct policy_key k = {schemes, 1, uids, 2, gids, 1, POLICY_CTX_SERVER_BIT, 0};
+    struct policy_sign_request r = {1001, 5, 77, TLS_SIG_ECDSA_SECP256R1_SHA256, POLICY_CONTEXT_SERVER, 32};
+    const char *why = NULL;
+
+    is_int(policy_check_sign(&why, &k, &r), KEYLESS__V1__STATUS__OK, "server context on a server-only key: OK");
+    r.context = POLICY_CONTEXT_CLIENT;
+    is_int(policy_check_sign(&why, &k, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED,
+           "client context on a server-only key (the default): refused");
+    is_str(why != NULL ? why : "", "context not enabled for this key", "... with its reason");
+    k.contexts = POLICY_CTX_SERVER_BIT | POLICY_CTX_CLIENT_BIT;
+    is_int(policy_check_sign(&why, &k, &r), KEYLESS__V1__STATUS__OK, "client context listed: OK");
+    k.contexts = POLICY_CTX_CLIENT_BIT;
+    r.context = POLICY_CONTEXT_SERVER;
+    is_int(policy_check_sign(&why, &k, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED,
+           "a client-only key refuses the server context");
+    k.contexts = POLICY_CTX_SERVER_BIT;
+
+    /* uid 77 is the signer's own and listed: still refused without allow_same_uid. */
+    r.peer_uid = 77;
+    is_int(policy_check_sign(&why, &k, &r), KEYLESS__V1__STATUS__NOT_AUTHORIZED,
+           "the signer's own uid refused even when listed");
+    r.peer_gid = 2001;
+    ok(!policy_peer_allowed(&k, 77, 2001, 77), "... and when its gid is listed");
+    k.allow_same_uid = 1;
+    ok(policy_peer_allowed(&k, 77, 5, 77), "allow_same_uid: the signer's own uid, listed, is let in");
+    static const uid_t others[] = {1001};
+    k.uids = others;
+    k.n_uids = 1;
+    k.n_gids = 0;
+    ok(!policy_peer_allowed(&k, 77, 5, 77), "allow_same_uid with lists that do not name it: still refused");
+    k.n_uids = 0;
+    ok(policy_peer_allowed(&k, 77, 5, 77) && !policy_peer_allowed(&k, 1001, 5, 77),
+       "allow_same_uid, no lists: the signer's own uid only");
+    k.allow_same_uid = 0;
+    ok(!policy_peer_allowed(&k, 77, 5, 77) && !policy_peer_allowed(&k, 1001, 5, 77),
+       "no lists, no allow_same_uid: nobody");
 }
 
 int main(void)
 {
+    test_same_uid_and_contexts();
     test_content_bytes();
     test_content_refusals();
     test_rfc8448();

@@ -55,6 +55,57 @@ static void expect_conf(const char *signer_extra, const char *hsm, const char *k
     expect_raw(text, args, want_status, want_sub, what);
 }
 
+/* Issue 13: allow lists, allow_same_uid, contexts, timeouts, the per-uid cap, the sandbox keys. */
+static void test_peer_rules(void)
+{
+    static const char one_key[] = "[key k]\nuri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+                                  "schemes = ecdsa_secp256r1_sha256\n";
+    char keys[600];
+    H.strict_peers = 1;
+    expect_conf(NULL, NULL, one_key, "--check-config", 2,
+                "[key k] allow_uids: no allow list: name the frontend's user (allow_uids) or group (allow_gids)",
+                "a key without allow lists and without allow_same_uid");
+    expect_conf("allow_same_uid = no\n", NULL, one_key, "--check-config", 2, "[key k] allow_uids: no allow list",
+                "allow_same_uid = no, no allow lists");
+    expect_conf("allow_same_uid = yes\n", NULL, one_key, "--check-config", 0, "OK (1 key(s)",
+                "allow_same_uid = yes: a key without lists is for the signer's own user");
+    snprintf(keys, sizeof(keys), "%sallow_uids = nobody\n", one_key);
+    expect_conf(NULL, NULL, keys, "--check-config", 0, "OK (1 key(s)", "allow_uids = nobody: OK");
+    snprintf(keys, sizeof(keys), "%sallow_gids = 65534\n", one_key);
+    expect_conf(NULL, NULL, keys, "--check-config", 0, "OK (1 key(s)", "allow_gids only: OK");
+    snprintf(keys, sizeof(keys), "%sallow_uids =\n", one_key);
+    expect_conf(NULL, NULL, keys, "--check-config", 2, "[key k] allow_uids: no allow list", "an empty allow_uids");
+    expect_conf("allow_same_uid = maybe\n", NULL, one_key, "--check-config", 2,
+                "[signer] allow_same_uid:", "allow_same_uid = maybe");
+    H.strict_peers = 0;
+
+    snprintf(keys, sizeof(keys), "%scontexts = server, client\n", one_key);
+    expect_conf(NULL, NULL, keys, "--check-config", 0, "OK (1 key(s)", "contexts = server, client");
+    snprintf(keys, sizeof(keys), "%scontexts = client\n", one_key);
+    expect_conf(NULL, NULL, keys, "--check-config", 0, "OK (1 key(s)", "contexts = client");
+    snprintf(keys, sizeof(keys), "%scontexts = server, peer\n", one_key);
+    expect_conf(NULL, NULL, keys, "--check-config", 2, "[key k] contexts: unknown context 'peer' (server, client)",
+                "contexts = server, peer");
+    snprintf(keys, sizeof(keys), "%scontexts = server, server\n", one_key);
+    expect_conf(NULL, NULL, keys, "--check-config", 2, "[key k] contexts: context 'server' listed twice",
+                "a context listed twice");
+
+    expect_conf("idle_timeout = 30\nframe_timeout = 500ms\nmax_connections_per_uid = 8\n", NULL, one_key,
+                "--check-config", 0, "OK (1 key(s)", "timeouts and the per-uid cap");
+    expect_conf("idle_timeout = 0\n", NULL, one_key, "--check-config", 2, "[signer] idle_timeout:", "idle_timeout = 0");
+    expect_conf("frame_timeout = 1h\n", NULL, one_key, "--check-config", 2,
+                "[signer] frame_timeout:", "frame_timeout over 10 minutes");
+    expect_conf("max_connections_per_uid = 0\n", NULL, one_key, "--check-config", 2,
+                "[signer] max_connections_per_uid:", "max_connections_per_uid = 0");
+    expect_conf("verify_ecdsa = yes\n", NULL, one_key, "--check-config", 0, "OK (1 key(s)", "verify_ecdsa = yes");
+    expect_conf("verify_ecdsa = sometimes\n", NULL, one_key, "--check-config", 2,
+                "[signer] verify_ecdsa:", "verify_ecdsa = sometimes");
+    expect_conf("sandbox = no\nsandbox_allow = ioprio_get, sched_getattr\n", NULL, one_key, "--check-config", 0,
+                "OK (1 key(s)", "sandbox = no, sandbox_allow with two names");
+    expect_conf("sandbox_allow = not_a_syscall\n", NULL, one_key, "--check-config", 2,
+                "[signer] sandbox_allow: 'not_a_syscall' is not a system call name", "sandbox_allow: an unknown name");
+}
+
 int main(void)
 {
     char out[4096], cmd[1200], sub[600], pin[400], text[2048];
@@ -227,7 +278,8 @@ int main(void)
         f = fopen(conf, "w");
         if (f != NULL) {
             fprintf(f,
-                    "[signer]\nsocket = %s\naudit_log = %s\n[hsm]\nmodule = %s\npin_file = %s\nsofthsm2_conf = "
+                    "[signer]\nsocket = %s\naudit_log = %s\nallow_same_uid = yes\n[hsm]\nmodule = %s\npin_file = "
+                    "%s\nsofthsm2_conf = "
                     "%s/softhsm2.conf\n%s",
                     H.sock, H.audit, SOFTHSM_MODULE, wrong, H.hsm, harness_std_keys);
             fclose(f);
@@ -239,6 +291,7 @@ int main(void)
         ok(strstr(out, "0000-wrong") == NULL, "the PIN is never printed");
         diag("%s", out);
     }
+    test_peer_rules();
     harness_cleanup(&H);
     return kl_test_done();
 }
