@@ -102,7 +102,8 @@ if [ "$(id -u)" -eq 0 ]; then
     chmod 0700 "$hsm/tokens"
     chmod 0600 "$hsm/user.pin"
     sed -i -e "s#^allow_same_uid = yes#user = keyless-signer#" -e "s#^socket_group =.*#socket_group = keyless-frontend#" \
-        -e "/^allow_uids =\$/d" -e "s#^\(schemes = .*\)#\1\nallow_uids = keyless-frontend#" "$demo/signer.conf"
+        -e "/^allow_uids =\$/d" -e "s#^\(schemes = .*\)#\1\nallow_uids = keyless-frontend#" \
+        -e "s#^\(scope = .*\)#\1\nallow_uids = keyless-frontend#" "$demo/signer.conf"
     sed -i "s#^\[frontend\]#[frontend]\nuser = keyless-frontend#" "$demo/frontend.conf"
     users="signer as keyless-signer, frontend as keyless-frontend"
 else

@@ -147,6 +147,7 @@ queue_max = 8192
 max_connections = 256
 audit_log = $T/audit.jsonl
 audit_sync = none
+audit_key = pkcs11:token=keyless;object=audit-signing;type=private
 $(kl_signer_peer_lines)
 ${SIGNER_EXTRA:-}
 [hsm]

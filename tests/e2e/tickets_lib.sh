@@ -9,7 +9,7 @@ kl_signer_tickets() {
     kl_start_signer "${2:-}"
     kill -TERM "$SIGNER_PID"
     wait "$SIGNER_PID" 2>/dev/null || true
-    printf '[tickets]\nscope = %s\n' "$scope" >>"$T/signer.conf"
+    printf '[tickets]\nscope = %s\n%s\n' "$scope" "$(kl_key_allow_line)" >>"$T/signer.conf"
     kl_restart_signer
 }
 
