@@ -191,7 +191,7 @@ static int free_low_port(void)
 static void test_drop(void)
 {
     char err[256] = "";
-    int st, port;
+    int st = 0, port;
     pid_t pid;
     is_int(sandbox_drop_user(0, 0, 0, err, sizeof(err)), KL_ERR_INVALID, "sandbox_drop_user to uid 0: refused");
     if (getuid() != 0) {
