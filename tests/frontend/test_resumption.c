@@ -381,7 +381,7 @@ static void test_rfc8448_psk_values(void)
     /* 3: the NewSessionTicket fields: our encoder rebuilds NSS's message from them. */
     const uint8_t *nst = rfc8448_must(s, "new_session_ticket", &l);
     struct wire_reader rd;
-    uint32_t lifetime, age_add;
+    uint32_t lifetime = 0, age_add = 0;
     struct kl_span n2, tk;
     wire_reader_init(&rd, nst + 4, l - 4);
     ok(wire_read_u32(&rd, &lifetime) == 0 && wire_read_u32(&rd, &age_add) == 0 &&
