@@ -162,8 +162,13 @@ static void test_in_process(void)
     memset(&t, 0, sizeof(t));
     t.present = 1;
     t.accept_epochs = 4;
+    t.allow_same_uid = 1; /* the peer below is this process: [signer] allow_same_uid = yes */
     e[0] = 996;
     e[1] = 1001;
+    t.allow_same_uid = 0;
+    is_int(tickets_check(&why, &t, me, 0, me, now, WEEK, e, 2), KEYLESS__V1__STATUS__NOT_AUTHORIZED,
+           "the signer's own uid without allow_same_uid: NOT_AUTHORIZED (issue 13: privilege separation)");
+    t.allow_same_uid = 1;
     is_int(tickets_check(&why, &t, me, 0, me, now, WEEK, e, 2), KEYLESS__V1__STATUS__OK,
            "window: now - accept_epochs and now + 1 are accepted");
     ok(why == NULL, "... with no reason");
