@@ -29,14 +29,17 @@ socket = $T/run-$n/signer.sock
 workers = 1
 audit_log = $T/audit-$n.jsonl
 audit_sync = none
+$(kl_signer_peer_lines)
 [hsm]
 module = $CLIENT_MODULE
 pin_file = $HSM/user.pin
 [key ecdsa-p256]
 uri = pkcs11:token=keyless;object=ecdsa-p256;type=private
 schemes = ecdsa_secp256r1_sha256
+$(kl_key_allow_line)
 [tickets]
 scope = fleet
+$(kl_key_allow_line)
 EOS
     mkdir -p "$T/run-$n"
     "$SIGNER_BIN" --config "$T/signer-$n.conf" >>"$T/signer-$n.log" 2>&1 &
