@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Command 2 of the README: install what is missing, build (normal, ASan+UBSan, and
 # the clang libFuzzer build), run every test, end with ctest's summary.
-# Idempotent; build trees: build/, build-asan/, build-fuzz/.
+# Idempotent; build trees: build/, build-asan/, build-fuzz/. ctest runs as many tests at
+# once as there are cores: every test has its own ports, directories and processes.
 # Test labels: unit (C unit tests, the shell TAP library's self-test), lint (clang-format,
 # the layering lint and its self-test; seconds), e2e (script tests), once (the hsm-setup
 # script tests, run only in the sanitizer build), fuzz, bench (not run here).
@@ -24,9 +25,9 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 status=0
 echo "== fuzz (clang, libFuzzer, short runs)"
-(cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
+(cd build-fuzz && ctest --output-on-failure -j"$jobs" -L fuzz) || status=1
 echo "== sanitizer build (ASan + UBSan)"
-(cd build-asan && ctest --output-on-failure -LE 'fuzz|bench') || status=1
+(cd build-asan && ctest --output-on-failure -j"$jobs" -LE 'fuzz|bench') || status=1
 echo "== release build (the hsm-setup script tests, label 'once', ran in the sanitizer build)"
-(cd build && ctest --output-on-failure -LE 'fuzz|bench|once') || status=1
+(cd build && ctest --output-on-failure -j"$jobs" -LE 'fuzz|bench|once') || status=1
 exit $status
