@@ -65,6 +65,15 @@ static int count_in_file(const char *path, const char *needle)
     return n;
 }
 
+/* The start-up line ("listening on ...") is written just after listen(), so a connect can
+ * succeed (harness_start returns) before it is in the log: wait for it, at most 5 s. */
+static void wait_startup_line(void)
+{
+    for (int i = 0; i < 500 && count_in_file(H.errlog, "listening on ") == 0; i++) {
+        sleep_ms(10);
+    }
+}
+
 /* Empty the signer's stderr log, so that lines are counted per run. */
 static void clear_log(void)
 {
@@ -262,6 +271,7 @@ static void test_mechanism_choice(void)
             "signer starts with keys limited to hash-and-sign mechanisms")) {
         return;
     }
+    wait_startup_line();
     ok(count_in_file(H.errlog, "hs-rsa rsa_pss_rsae_sha256/CKM_SHA256_RSA_PKCS_PSS rsa_pss_rsae_sha384/"
                                "CKM_SHA384_RSA_PKCS_PSS rsa_pss_rsae_sha512/CKM_SHA512_RSA_PKCS_PSS") == 1,
        "the start-up line says hs-rsa signs with the hash-and-sign mechanisms");
@@ -306,6 +316,7 @@ static void test_hash_only_hsm(void)
             "signer starts on an HSM without CKM_ECDSA and CKM_RSA_PKCS_PSS (and no CKA_ALLOWED_MECHANISMS)")) {
         return;
     }
+    wait_startup_line();
     ok(count_in_file(H.errlog, "ecdsa-p256 ecdsa_secp256r1_sha256/CKM_ECDSA_SHA256; ecdsa-p384 "
                                "ecdsa_secp384r1_sha384/CKM_ECDSA_SHA384; rsa-2048 rsa_pss_rsae_sha256/"
                                "CKM_SHA256_RSA_PKCS_PSS") == 1,
