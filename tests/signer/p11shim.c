@@ -9,6 +9,9 @@
  *                      call sees it) and that C_Sign returns the CK_RV written in it (hex)
  *                      without calling the real one: the token's signing operation stays
  *                      active, as after a token that fails a C_Sign half-way
+ *   $DIR/corrupt_sign  while present, every C_Sign that returns a signature has one bit of
+ *                      it flipped: a token that computes a faulty signature (the signer must
+ *                      withhold it, issue 13 section 5)
  *   KL_SHIM_HASH_ONLY  if set: an HSM that offers only hash-and-sign mechanisms and does not
  *                      report CKA_ALLOWED_MECHANISMS. CKM_ECDSA and CKM_RSA_PKCS_PSS are
  *                      not offered (C_GetMechanismList/Info, C_SignInit); CKM_ECDSA_SHA256
@@ -27,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <p11-kit/pkcs11.h>
@@ -217,7 +221,18 @@ static CK_RV shim_sign_init(CK_SESSION_HANDLE s, CK_MECHANISM_PTR mech, CK_OBJEC
     return real->C_SignInit(s, mech, key);
 }
 
-static CK_RV shim_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
+/* A faulty token: flip one bit of a signature C_Sign returned, while $DIR/corrupt_sign exists. */
+static CK_RV corrupt(CK_RV rv, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
+{
+    char path[512];
+    shim_path(path, sizeof(path), "corrupt_sign");
+    if (rv == CKR_OK && sig != NULL && *sig_len > 0 && access(path, F_OK) == 0) {
+        sig[*sig_len / 2] ^= 0x01;
+    }
+    return rv;
+}
+
+static CK_RV shim_sign_real(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 {
     char path[512], taken[520];
     const EVP_MD *md = op_get(s);
@@ -249,6 +264,11 @@ static CK_RV shim_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_B
         return rv;
     }
     return real->C_Sign(s, data, len, sig, sig_len);
+}
+
+static CK_RV shim_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
+{
+    return corrupt(shim_sign_real(s, data, len, sig, sig_len), sig, sig_len);
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list_p);

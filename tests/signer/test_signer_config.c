@@ -104,6 +104,16 @@ static void test_peer_rules(void)
                 "OK (1 key(s)", "sandbox = no, sandbox_allow with two names");
     expect_conf("sandbox_allow = not_a_syscall\n", NULL, one_key, "--check-config", 2,
                 "[signer] sandbox_allow: 'not_a_syscall' is not a system call name", "sandbox_allow: an unknown name");
+    /* The seccomp filter forbids new processes, so an anchor command is refused with the sandbox
+     * on (its default and said explicitly) and accepted with it off. */
+    expect_conf("audit_anchor_command = /bin/true\n", NULL, one_key, "--check-config", 2,
+                "[signer] audit_anchor_command: runs a program, which the sandbox forbids",
+                "audit_anchor_command with the default sandbox");
+    expect_conf("sandbox = yes\naudit_anchor_command = /bin/true\n", NULL, one_key, "--check-config", 2,
+                "[signer] audit_anchor_command: runs a program, which the sandbox forbids",
+                "audit_anchor_command with sandbox = yes");
+    expect_conf("sandbox = no\naudit_anchor_command = /bin/true\n", NULL, one_key, "--check-config", 0, "OK (1 key(s)",
+                "audit_anchor_command with sandbox = no");
 }
 
 int main(void)

@@ -14,7 +14,10 @@
  *  - token trouble: CKR_OPERATION_ACTIVE after a failed C_Sign is cleared; a PIN file
  *    changed under a running signer costs at most one login, then HSM_ERROR until SIGHUP;
  *    other recovery failures back off exponentially; a key replaced on the token is
- *    refused after the re-login while the others sign on.
+ *    refused after the re-login while the others sign on;
+ *  - a faulty signature from the token (the shim flips a bit): Ed25519 and RSA are withheld
+ *    (HSM_ERROR, no bytes, one line, audited), ECDSA too with verify_ecdsa = yes and released
+ *    with verify_ecdsa = no; with the fault gone the same requests sign and verify.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -60,6 +63,15 @@ static int count_in_file(const char *path, const char *needle)
     free(line);
     fclose(f);
     return n;
+}
+
+/* The start-up line ("listening on ...") is written just after listen(), so a connect can
+ * succeed (harness_start returns) before it is in the log: wait for it, at most 5 s. */
+static void wait_startup_line(void)
+{
+    for (int i = 0; i < 500 && count_in_file(H.errlog, "listening on ") == 0; i++) {
+        sleep_ms(10);
+    }
 }
 
 /* Empty the signer's stderr log, so that lines are counted per run. */
@@ -259,6 +271,7 @@ static void test_mechanism_choice(void)
             "signer starts with keys limited to hash-and-sign mechanisms")) {
         return;
     }
+    wait_startup_line();
     ok(count_in_file(H.errlog, "hs-rsa rsa_pss_rsae_sha256/CKM_SHA256_RSA_PKCS_PSS rsa_pss_rsae_sha384/"
                                "CKM_SHA384_RSA_PKCS_PSS rsa_pss_rsae_sha512/CKM_SHA512_RSA_PKCS_PSS") == 1,
        "the start-up line says hs-rsa signs with the hash-and-sign mechanisms");
@@ -303,6 +316,7 @@ static void test_hash_only_hsm(void)
             "signer starts on an HSM without CKM_ECDSA and CKM_RSA_PKCS_PSS (and no CKA_ALLOWED_MECHANISMS)")) {
         return;
     }
+    wait_startup_line();
     ok(count_in_file(H.errlog, "ecdsa-p256 ecdsa_secp256r1_sha256/CKM_ECDSA_SHA256; ecdsa-p384 "
                                "ecdsa_secp384r1_sha384/CKM_ECDSA_SHA384; rsa-2048 rsa_pss_rsae_sha256/"
                                "CKM_SHA256_RSA_PKCS_PSS") == 1,
@@ -365,6 +379,119 @@ static void test_cancel_v3(void)
     rpc_client_close(&c);
     is_int(harness_stop(&H), 0, "graceful stop");
     unsetenv("KL_SHIM_V3");
+}
+
+/* One sign request; its status (-1 on an RPC failure), the signature's length in *sig_len, and
+ * in *verifies whether the released signature verifies with the key's certificate. */
+static int sign_raw(struct rpc_client *c, uint64_t id, const char *key, uint16_t scheme, size_t *sig_len, int *verifies)
+{
+    uint8_t hash[32], content[160];
+    Keyless__V1__Response *r = NULL;
+    int st = -1;
+    for (size_t i = 0; i < sizeof(hash); i++) {
+        hash[i] = (uint8_t)(id * 11 + i);
+    }
+    *sig_len = 0;
+    *verifies = 0;
+    if (rpc_client_sign(c, &r, id, key, scheme, 1, hash, sizeof(hash)) != 0) {
+        return -1;
+    }
+    if (r->id == id && r->body_case == KEYLESS__V1__RESPONSE__BODY_SIGN) {
+        size_t clen = harness_content(content, 1, hash, sizeof(hash));
+        st = (int)r->sign->status;
+        *sig_len = r->sign->signature.len;
+        *verifies = *sig_len > 0 &&
+                    harness_verify(&H, key, scheme, content, clen, r->sign->signature.data, r->sign->signature.len);
+    }
+    keyless__v1__response__free_unpacked(r, NULL);
+    return st;
+}
+
+/* With the shim corrupting C_Sign's output: the request gets HSM_ERROR, no signature bytes,
+ * exactly one log line (containing needle) and an HSM_ERROR audit record. */
+static void expect_withheld(struct rpc_client *c, uint64_t id, const char *key, uint16_t scheme, const char *needle,
+                            const char *what)
+{
+    char name[300];
+    int lines = count_in_file(H.errlog, ""), hits = count_in_file(H.errlog, needle), verifies = 0;
+    size_t sig_len = 1;
+    int st = sign_raw(c, id, key, scheme, &sig_len, &verifies);
+    snprintf(name, sizeof(name), "%s: a faulty signature is withheld: HSM_ERROR", what);
+    is_int(st, KEYLESS__V1__STATUS__HSM_ERROR, name);
+    snprintf(name, sizeof(name), "%s: no signature bytes", what);
+    is_int((int)sig_len, 0, name);
+    snprintf(name, sizeof(name), "%s: one log line says so", what);
+    if (!ok(count_in_file(H.errlog, "") - lines == 1 && count_in_file(H.errlog, needle) - hits == 1, name)) {
+        diag("want one new line with '%s' in %s", needle, H.errlog);
+    }
+    snprintf(name, sizeof(name), "%s: audited as HSM_ERROR, not OK", what);
+    ok(harness_audit_has(&H, id, "HSM_ERROR") && !harness_audit_has(&H, id, "OK"), name);
+}
+
+/* With corruption off: OK, and the signature verifies. */
+static void expect_released(struct rpc_client *c, uint64_t id, const char *key, uint16_t scheme, const char *what)
+{
+    char name[300];
+    int verifies = 0;
+    size_t sig_len = 0;
+    snprintf(name, sizeof(name), "%s: OK", what);
+    is_int(sign_raw(c, id, key, scheme, &sig_len, &verifies), KEYLESS__V1__STATUS__OK, name);
+    snprintf(name, sizeof(name), "%s: the signature verifies", what);
+    ok(sig_len > 0 && verifies, name);
+    snprintf(name, sizeof(name), "%s: audited as OK", what);
+    ok(harness_audit_has(&H, id, "OK"), name);
+}
+
+/* Issue 13 section 5: a token that returns a faulty signature (the shim flips a bit of C_Sign's
+ * output while $shim/corrupt_sign exists). Ed25519 and RSA are always checked before release,
+ * ECDSA only with verify_ecdsa = yes. */
+static void test_corrupt_sign(void)
+{
+    static const char ed_line[] = "hsm: a ed25519 signature from the token for key ed25519 does not verify";
+    static const char rsa_line[] = "hsm: an RSA signature from the token does not verify; withheld";
+    static const char ec_line[] =
+        "ecdsa_secp256r1_sha256 signature from the token for key ecdsa-p256 does not verify with its public key";
+    char conf[400], corrupt_path[500];
+    struct rpc_client c;
+    size_t sig_len = 0;
+    int verifies = 1, lines;
+    snprintf(conf, sizeof(conf), "%s/corrupt.conf", H.dir);
+    snprintf(corrupt_path, sizeof(corrupt_path), "%s/corrupt_sign", shim_dir);
+    (void)unlink(corrupt_path);
+
+    if (!ok(start_shim(conf, "workers = 1\nverify_ecdsa = yes", harness_std_keys, 0) == 0 &&
+                rpc_client_connect(&c, H.sock) == 0,
+            "verify_ecdsa = yes: signer starts on the shim")) {
+        return;
+    }
+    expect_released(&c, 200, "ed25519", 0x0807, "ed25519, before any fault");
+    ok(write_file(corrupt_path, "1\n", 0600) == 0, "the shim corrupts every signature");
+    expect_withheld(&c, 201, "ed25519", 0x0807, ed_line, "ed25519");
+    expect_withheld(&c, 202, "rsa-2048", 0x0804, rsa_line, "rsa-2048 rsa_pss_rsae_sha256");
+    expect_withheld(&c, 203, "ecdsa-p256", 0x0403, ec_line, "ecdsa-p256 with verify_ecdsa = yes");
+    ok(unlink(corrupt_path) == 0, "the shim stops corrupting");
+    expect_released(&c, 204, "ed25519", 0x0807, "ed25519, corruption off");
+    expect_released(&c, 205, "rsa-2048", 0x0804, "rsa-2048, corruption off");
+    expect_released(&c, 206, "ecdsa-p256", 0x0403, "ecdsa-p256, corruption off");
+    rpc_client_close(&c);
+    is_int(harness_stop(&H), 0, "graceful stop");
+
+    if (!ok(start_shim(conf, "workers = 1\nverify_ecdsa = no", harness_std_keys, 0) == 0 &&
+                rpc_client_connect(&c, H.sock) == 0,
+            "verify_ecdsa = no: signer starts on the shim")) {
+        return;
+    }
+    ok(write_file(corrupt_path, "1\n", 0600) == 0, "the shim corrupts every signature");
+    lines = count_in_file(H.errlog, "");
+    is_int(sign_raw(&c, 207, "ecdsa-p256", 0x0403, &sig_len, &verifies), KEYLESS__V1__STATUS__OK,
+           "verify_ecdsa = no: the faulty ECDSA signature is released (OK)");
+    ok(sig_len > 0 && !verifies, "... and it is the faulty one: it does not verify with the certificate");
+    is_int(count_in_file(H.errlog, "") - lines, 0, "... with no log line");
+    expect_withheld(&c, 208, "ed25519", 0x0807, ed_line, "ed25519 with verify_ecdsa = no");
+    ok(unlink(corrupt_path) == 0, "the shim stops corrupting");
+    expect_released(&c, 209, "ecdsa-p256", 0x0403, "verify_ecdsa = no, corruption off: ecdsa-p256");
+    rpc_client_close(&c);
+    is_int(harness_stop(&H), 0, "graceful stop");
 }
 
 static void test_token_trouble(void)
@@ -534,6 +661,7 @@ int main(void)
     test_hash_only_hsm();
     test_token_trouble();
     test_cancel_v3();
+    test_corrupt_sign();
     harness_cleanup(&H);
     return kl_test_done();
 }
