@@ -26,9 +26,14 @@ static int key_make(struct key *k, const char *type, const char *param)
 {
     unsigned char *p = k->spki;
     int n;
-    k->pkey = param != NULL ? EVP_PKEY_Q_keygen(NULL, NULL, type, param) : EVP_PKEY_Q_keygen(NULL, NULL, type);
-    if (k->pkey == NULL && strcmp(type, "RSA") == 0) {
+    /* EVP_PKEY_Q_keygen is variadic: "RSA" takes a size_t (bits), "EC" a curve name, the
+     * others nothing. Calling it for RSA without the size reads a garbage bit count. */
+    if (strcmp(type, "RSA") == 0) {
         k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, type, (size_t)2048);
+    } else if (param != NULL) {
+        k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, type, param);
+    } else {
+        k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, type);
     }
     if (k->pkey == NULL || (n = i2d_PUBKEY(k->pkey, NULL)) <= 0 || (size_t)n > sizeof(k->spki)) {
         return -1;
