@@ -29,6 +29,7 @@
 #define TLS_MAX_SCHEMES 8
 #define TLS_MAX_NAMES 16
 #define TLS_MAX_ALPN 8
+#define TLS_MAX_NAME_LEN 256 /* a DNS name, NUL included */
 
 /* One certificate the server can present. The private key stays in the signer under key_name. */
 struct tls_cert {
@@ -103,6 +104,58 @@ struct tls_ticket_config {
     uint8_t host_id[TLS_HOST_ID_LEN];
 };
 
+/* ---- Encrypted Client Hello (draft-ietf-tls-esni, wire version 0xfe0d), shared mode ---- */
+
+#define TLS_ECH_VERSION 0xfe0d     /* ECHConfig.version and the extension code point */
+#define TLS_ECH_MAX_CONFIG_LEN 512 /* one encoded ECHConfig (version ‖ length ‖ contents) */
+#define TLS_ECH_MAX_SUITES 8       /* HPKE (kdf, aead) pairs in one ECHConfig */
+#define TLS_ECH_KEYS_MAX 16        /* keys one listener tries (rotation) */
+#define TLS_ECH_MAX_LIST_LEN (2 + TLS_ECH_KEYS_MAX * TLS_ECH_MAX_CONFIG_LEN) /* an ECHConfigList */
+
+struct tls_ech_suite {
+    uint16_t kdf_id;  /* HPKE KDF: 0x0001 HKDF-SHA256 */
+    uint16_t aead_id; /* HPKE AEAD: 0x0001 AES-128-GCM, 0x0002 AES-256-GCM, 0x0003 ChaCha20-Poly1305 */
+};
+
+/*
+ * One ECH key: an ECHConfig (as published in DNS) and its HPKE private key. Loaded from a key
+ * file by tls_ech_key_load(), or made by tls_ech_key_generate(). Holds a secret: dispose it.
+ */
+struct tls_ech_key {
+    uint8_t config_id;
+    uint16_t kem_id;                                 /* 0x0020 DHKEM(X25519, HKDF-SHA256), the only KEM supported */
+    uint8_t private_key[32];                         /* X25519 skR */
+    uint8_t public_key[32];                          /* X25519 pkR, as in the ECHConfig */
+    struct tls_ech_suite suites[TLS_ECH_MAX_SUITES]; /* the config's suites we support, its order */
+    size_t n_suites;
+    uint8_t maximum_name_length;
+    char public_name[TLS_MAX_NAME_LEN];
+    /* The whole ECHConfig: version ‖ length ‖ contents. HPKE info is "tls ech" ‖ 0x00 ‖ config. */
+    uint8_t config[TLS_ECH_MAX_CONFIG_LEN];
+    size_t config_len;
+};
+
+/*
+ * A listener's ECH keys, inside struct tls_config. n_keys == 0: ECH off (the extension is ignored
+ * like any unknown one). Keys are tried by config_id (several may share one); retry_configs is the
+ * ECHConfigList (with its 2-byte length) sent in EncryptedExtensions when the server rejects ECH:
+ * the configs the operator publishes, normally tls_ech_config_list() of keys[0].
+ */
+struct tls_ech_config {
+    const struct tls_ech_key *keys;
+    size_t n_keys;
+    const uint8_t *retry_configs;
+    size_t retry_configs_len;
+};
+
+/* What happened to a ClientHello's encrypted_client_hello extension (for logs and metrics). */
+enum tls_ech_status {
+    TLS_ECH_NONE = 0,       /* not offered, or ECH off on this listener */
+    TLS_ECH_ACCEPTED,       /* decrypted: the handshake runs on ClientHelloInner */
+    TLS_ECH_REJECTED,       /* a key with that config_id and suite exists but HPKE open failed */
+    TLS_ECH_UNKNOWN_CONFIG, /* no key with that config_id and suite: GREASE ECH, or a stale config */
+};
+
 struct tls_config {
     const struct tls_cert *certs; /* the first one is the default when no name matches */
     size_t n_certs;
@@ -128,6 +181,8 @@ struct tls_config {
     const struct tls_client_ca *client_ca;
     /* Session tickets, PSK resumption and 0-RTT. */
     struct tls_ticket_config tickets;
+    /* Encrypted Client Hello keys (shared mode: this server also terminates the inner ClientHello). */
+    struct tls_ech_config ech;
     /* Tests only: force the random inputs so that RFC 8448 traces can be reproduced byte for byte. */
     const struct tls_test_hooks *test;
 };
@@ -264,11 +319,17 @@ int tls_conn_resumed(const struct tls_conn *c);
 int tls_conn_early_data_accepted(const struct tls_conn *c);
 uint64_t tls_conn_early_data_len(const struct tls_conn *c);
 int tls_conn_early_data_done(const struct tls_conn *c);
+/*
+ * ECH: what became of the client's encrypted_client_hello. When TLS_ECH_ACCEPTED,
+ * tls_conn_server_name() and tls_conn_alpn() are the inner ClientHello's, and the sign request's
+ * server_name too; tls_conn_ech_outer_name() is the outer (public) name, "" when none was sent.
+ */
+enum tls_ech_status tls_conn_ech_status(const struct tls_conn *c);
+const char *tls_conn_ech_outer_name(const struct tls_conn *c);
 
 /* ---- certificate files and randomness, for the caller's configuration ---- */
 
 #define TLS_MAX_SPKI 2048 /* a leaf's SubjectPublicKeyInfo, DER (RSA 8192 is ~1.1 KiB) */
-#define TLS_MAX_NAME_LEN 256
 
 /* Why tls_cert_file_load() failed: the caller words the message (typed, not text to match). */
 enum tls_cert_error {
@@ -332,6 +393,43 @@ KL_MUST_CHECK int tls_client_ca_load(struct tls_client_ca **ca_p, enum tls_clien
                                      const char *crl_path, unsigned depth);
 /* NULL-safe. */
 void tls_client_ca_free(struct tls_client_ca *ca);
+
+/* ---- ECH key files ---- */
+
+/* Why tls_ech_key_load() failed: the caller words the message (typed, not text to match). */
+enum tls_ech_key_error {
+    TLS_ECH_KEY_OK = 0,
+    TLS_ECH_KEY_CANNOT_OPEN, /* the file cannot be opened for reading */
+    TLS_ECH_KEY_NO_KEY,      /* no PRIVATE KEY block, or it is not an X25519 key */
+    TLS_ECH_KEY_NO_CONFIG,   /* no ECHCONFIG block, or its base64 does not decode */
+    TLS_ECH_KEY_BAD_CONFIG,  /* the ECHConfigList does not parse, or holds more or less than one 0xfe0d config */
+    TLS_ECH_KEY_UNSUPPORTED, /* the config's KEM is not X25519, or none of its suites is supported */
+    TLS_ECH_KEY_MISMATCH,    /* the config's public key is not the private key's */
+    TLS_ECH_KEY_NO_MEMORY,
+};
+
+/*
+ * Load an ECH key file: PEM, a "PRIVATE KEY" block (PKCS#8 X25519) and an "ECHCONFIG" block
+ * holding the base64 of an ECHConfigList with exactly one ECHConfig (the format of
+ * draft-farrell-tls-pemesni, which OpenSSL and BoringSSL's tools read too). 0, or KL_ERR_CONFIG
+ * (KL_ERR_NO_MEMORY) with *why_p set; k is then wiped.
+ */
+KL_MUST_CHECK int tls_ech_key_load(struct tls_ech_key *k, enum tls_ech_key_error *why_p, const char *path);
+/*
+ * A new X25519 key and its ECHConfig (version 0xfe0d, suites HKDF-SHA256 with AES-128-GCM,
+ * ChaCha20-Poly1305 and AES-256-GCM, no extensions). public_name must be a DNS name the
+ * listener has a certificate for; max_name_length 0 means 0 (clients then pad as they like).
+ * KL_ERR_INVALID for a bad name.
+ */
+KL_MUST_CHECK int tls_ech_key_generate(struct tls_ech_key *k, uint8_t config_id, const char *public_name,
+                                       uint8_t max_name_length);
+/* The key file text (PEM, both blocks) into buf; KL_ERR_OVERFLOW if cap is too small. Holds the secret. */
+KL_MUST_CHECK int tls_ech_key_write_pem(const struct tls_ech_key *k, char *buf, size_t cap, size_t *len_p);
+/* The ECHConfigList (2-byte length, then each key's config in order) of keys[0..n): what DNS publishes. */
+KL_MUST_CHECK int tls_ech_config_list(uint8_t *out, size_t cap, size_t *len_p, const struct tls_ech_key *keys,
+                                      size_t n);
+/* Wipe the private key; idempotent. */
+void tls_ech_key_dispose(struct tls_ech_key *k);
 
 /* Fill buf with len bytes from the engine's CSPRNG (for keys the caller hands the engine, e.g. cookie_key). */
 void tls_random(void *buf, size_t len);
