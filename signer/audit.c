@@ -61,6 +61,7 @@ struct audit_log {
     uint64_t cp_pending;       /* records since the last checkpoint (checkpoints not counted) */
     uint64_t cp_written;       /* checkpoints written since audit_start */
     uint64_t last_cp_ns;       /* CLOCK_MONOTONIC time of the last checkpoint */
+    int64_t last_signed_cp;    /* Unix time of the last signed checkpoint (metrics; atomic) */
     uint64_t first_pending_ns; /* CLOCK_MONOTONIC time of the first record after it */
     pthread_cond_t cp_cv;      /* the checkpointer: stop */
     int has_checkpointer;
@@ -750,6 +751,8 @@ static int checkpoint_locked(struct audit_log *log, const char *reason)
     log->cp_pending = 0;
     log->cp_written++;
     log->last_cp_ns = kl_clock_ns();
+    if (cp.sig != NULL)
+        __atomic_store_n(&log->last_signed_cp, (int64_t)now.tv_sec, __ATOMIC_RELAXED);
     /* The state and the anchors must never be ahead of what is on disk. */
     if (log->sync != AUDIT_SYNC_NONE && (ret = drain_locked(log)) != 0)
         return ret;
@@ -1166,4 +1169,9 @@ void audit_close(struct audit_log *log)
         (void)waitpid(log->anchor_pid, NULL, WNOHANG); /* reaped if done; never waited for */
     free(log->path);
     free(log);
+}
+
+int64_t audit_last_checkpoint_time(struct audit_log *log)
+{
+    return __atomic_load_n(&log->last_signed_cp, __ATOMIC_RELAXED);
 }

@@ -129,6 +129,9 @@ uint64_t audit_sync_count(struct audit_log *log);
 /* Write errors that were rolled back (a full disk) since the open: for metrics and tests. */
 uint64_t audit_write_errors(struct audit_log *log);
 
+/* Unix time of the last signed checkpoint written since the open (0: none), for metrics. */
+int64_t audit_last_checkpoint_time(struct audit_log *log);
+
 /* ------------------------------------------------------------------ checkpoints
  *
  * audit_start() turns a log opened above into one that proves its own completeness

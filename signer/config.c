@@ -10,6 +10,7 @@
 #include <string.h>
 #include <syslog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "kl_ini.h"
@@ -558,6 +559,157 @@ void cfg_free(struct signer_config *cfg)
     free(cfg->tickets.key);
     free(cfg->tickets.scope);
     free(cfg);
+}
+
+/* ---- reload (issue 14): the settings that need a restart ---- */
+
+static const char *name_of(const char *const *names, const int *values, int v)
+{
+    for (size_t i = 0; names[i] != NULL; i++) {
+        if (values[i] == v) {
+            return names[i];
+        }
+    }
+    return "?";
+}
+
+static void say_kept(const struct signer_config *next, const char *section, const char *key, const char *old)
+{
+    log_warnx("%s: [%s] %s changed; needs a restart (kept %s)", next->path, section, key, old);
+}
+
+/* A string setting: the running value back into next (strings may be NULL: unset). */
+static int keep_str(struct signer_config *next, char **nv, const char *ov, const char *section, const char *key)
+{
+    if ((*nv == NULL) == (ov == NULL) && (ov == NULL || strcmp(*nv, ov) == 0)) {
+        return 0;
+    }
+    say_kept(next, section, key, ov != NULL ? ov : "(unset)");
+    free(*nv);
+    *nv = NULL;
+    if (ov != NULL && (*nv = strdup(ov)) == NULL) {
+        return KL_ERR_NO_MEMORY;
+    }
+    return 0;
+}
+
+static void keep_uint(struct signer_config *next, unsigned *nv, unsigned ov, const char *key)
+{
+    char buf[32];
+    if (*nv != ov) {
+        snprintf(buf, sizeof(buf), "%u", ov);
+        say_kept(next, "signer", key, buf);
+        *nv = ov;
+    }
+}
+
+static void keep_double(struct signer_config *next, double *nv, double ov, const char *key)
+{
+    char buf[32];
+    if (*nv != ov) {
+        snprintf(buf, sizeof(buf), "%g", ov);
+        say_kept(next, "signer", key, buf);
+        *nv = ov;
+    }
+}
+
+static void keep_bool(struct signer_config *next, int *nv, int ov, const char *key)
+{
+    if (!*nv != !ov) {
+        say_kept(next, "signer", key, ov ? "yes" : "no");
+        *nv = ov;
+    }
+}
+
+static void keep_enum(struct signer_config *next, int *nv, int ov, const char *key, const char *const *names,
+                      const int *values)
+{
+    if (*nv != ov) {
+        say_kept(next, "signer", key, name_of(names, values, ov));
+        *nv = ov;
+    }
+}
+
+int cfg_keep_restart_only(struct signer_config *next, const struct signer_config *cur)
+{
+    int ret = 0;
+    char buf[64];
+
+    KL_TRY(keep_str(next, &next->socket_path, cur->socket_path, "signer", "socket"));
+    if (next->has_socket_gid != cur->has_socket_gid || next->socket_gid != cur->socket_gid) {
+        snprintf(buf, sizeof(buf), "%s%u", cur->has_socket_gid ? "gid " : "(unset), gid ",
+                 cur->has_socket_gid ? (unsigned)cur->socket_gid : (unsigned)getgid());
+        say_kept(next, "signer", "socket_group", buf);
+        next->has_socket_gid = cur->has_socket_gid;
+        next->socket_gid = cur->socket_gid;
+    }
+    keep_uint(next, &next->workers, cur->workers, "workers");
+    if (next->has_user != cur->has_user || next->run_uid != cur->run_uid) {
+        say_kept(next, "signer", "user", cur->user_name != NULL ? cur->user_name : "(unset)");
+    }
+    if (next->has_group != cur->has_group || next->run_gid != cur->run_gid) {
+        snprintf(buf, sizeof(buf), "gid %u", (unsigned)cur->run_gid);
+        say_kept(next, "signer", "group", cur->has_user ? buf : "(unset)");
+    }
+    free(next->user_name);
+    next->user_name = NULL;
+    if (cur->user_name != NULL && (next->user_name = strdup(cur->user_name)) == NULL) {
+        KL_FAIL(KL_ERR_NO_MEMORY);
+    }
+    next->has_user = cur->has_user;
+    next->has_group = cur->has_group;
+    next->run_uid = cur->run_uid;
+    next->run_gid = cur->run_gid;
+    /* The audit log: opened, chained and checkpointed at start (audit.h takes these once). */
+    KL_TRY(keep_str(next, &next->audit_log, cur->audit_log, "signer", "audit_log"));
+    {
+        int v = (int)next->audit_sync;
+        keep_enum(next, &v, (int)cur->audit_sync, "audit_sync", audit_syncs, audit_sync_values);
+        next->audit_sync = (enum audit_sync)v;
+    }
+    keep_uint(next, &next->audit_group_ms, cur->audit_group_ms, "audit_group_ms");
+    keep_bool(next, &next->audit_repair_torn, cur->audit_repair_torn, "audit_repair_torn");
+    KL_TRY(keep_str(next, &next->audit_key, cur->audit_key, "signer", "audit_key"));
+    keep_uint(next, &next->audit_cp_records, cur->audit_cp_records, "audit_checkpoint_records");
+    keep_uint(next, &next->audit_cp_ms, cur->audit_cp_ms, "audit_checkpoint_interval");
+    keep_uint(next, &next->audit_heartbeat_ms, cur->audit_heartbeat_ms, "audit_heartbeat");
+    keep_enum(next, &next->audit_syslog_facility, cur->audit_syslog_facility, "audit_syslog_facility", audit_facilities,
+              audit_facility_values);
+    KL_TRY(keep_str(next, &next->audit_anchor_file, cur->audit_anchor_file, "signer", "audit_anchor_file"));
+    KL_TRY(keep_str(next, &next->audit_anchor_command, cur->audit_anchor_command, "signer", "audit_anchor_command"));
+    KL_TRY(keep_str(next, &next->audit_host, cur->audit_host, "signer", "audit_host"));
+    keep_double(next, &next->audit_refusal_rate, cur->audit_refusal_rate, "audit_refusal_rate");
+    keep_double(next, &next->audit_refusal_burst, cur->audit_refusal_burst, "audit_refusal_burst");
+    /* The signing threads took it at start (jobs.h). */
+    keep_bool(next, &next->verify_ecdsa, cur->verify_ecdsa, "verify_ecdsa");
+    /* The seccomp filter cannot be loosened once loaded. */
+    keep_bool(next, &next->sandbox, cur->sandbox, "sandbox");
+    {
+        int same = next->n_sandbox_allow == cur->n_sandbox_allow;
+        for (size_t i = 0; same && i < cur->n_sandbox_allow; i++) {
+            same = strcmp(next->sandbox_allow[i], cur->sandbox_allow[i]) == 0;
+        }
+        if (!same) {
+            say_kept(next, "signer", "sandbox_allow", cur->n_sandbox_allow > 0 ? cur->sandbox_allow[0] : "(empty)");
+            for (size_t i = 0; i < next->n_sandbox_allow; i++) {
+                free(next->sandbox_allow[i]);
+            }
+            next->n_sandbox_allow = 0;
+            for (size_t i = 0; i < cur->n_sandbox_allow; i++) {
+                KL_ENSURE((next->sandbox_allow[i] = strdup(cur->sandbox_allow[i])) != NULL, KL_ERR_NO_MEMORY);
+                next->n_sandbox_allow++;
+            }
+        }
+    }
+    /* The module, the token session and the login. The PIN file's path too: a reload never
+     * logs in again (a wrong PIN counts towards the token's lock); the file is re-read at
+     * the next re-login, which SIGHUP re-arms after a refused PIN (p11_backend_rearm). */
+    KL_TRY(keep_str(next, &next->module, cur->module, "hsm", "module"));
+    KL_TRY(keep_str(next, &next->module_name, cur->module_name, "hsm", "module_name"));
+    KL_TRY(keep_str(next, &next->softhsm2_conf, cur->softhsm2_conf, "hsm", "softhsm2_conf"));
+    KL_TRY(keep_str(next, &next->pin_file, cur->pin_file, "hsm", "pin_file"));
+exit:
+    return ret;
 }
 
 int cfg_mkdir_parents(const char *path, mode_t mode)

@@ -147,6 +147,15 @@ void cfg_free(struct signer_config *cfg);
  */
 KL_MUST_CHECK int cfg_mkdir_parents(const char *path, mode_t mode);
 
+/*
+ * A reload (issue 14): the settings that cannot change without a restart (socket,
+ * socket_group, workers, user, group, every audit_* setting but audit_rotate_bytes,
+ * verify_ecdsa, sandbox, sandbox_allow, and [hsm] module, module_name, softhsm2_conf,
+ * pin_file) are set in next back to their running value in cur, with one warning line
+ * each: "FILE: [section] key changed; needs a restart (kept OLD)". 0 or KL_ERR_NO_MEMORY.
+ */
+KL_MUST_CHECK int cfg_keep_restart_only(struct signer_config *next, const struct signer_config *cur);
+
 /* The key named name, or NULL. */
 const struct cfg_key *cfg_key_find(const struct signer_config *cfg, const char *name);
 

@@ -87,8 +87,8 @@ static int install_signals(void)
     return sigaction(SIGPIPE, &sa, NULL);
 }
 
-/* The metrics' rows: one per configured key with its schemes (the strings stay in cfg). */
-static int metrics_init(const struct signer_config *cfg)
+/* The metrics' rows: one per configured key with its schemes (copied). init 0: a reload. */
+static int metrics_keys(const struct signer_config *cfg, int init)
 {
     int ret = KL_ERR_NO_MEMORY;
     const char **names = calloc(cfg->n_keys, sizeof(*names));
@@ -100,13 +100,16 @@ static int metrics_init(const struct signer_config *cfg)
             schemes[i] = cfg->keys[i].schemes;
             n[i] = cfg->keys[i].n_schemes;
         }
-        ret = signer_metrics_init(names, schemes, n, cfg->n_keys);
+        ret = init ? signer_metrics_init(names, schemes, n, cfg->n_keys)
+                   : signer_metrics_set_keys(names, schemes, n, cfg->n_keys);
     }
     free(names);
     free(schemes);
     free(n);
     return ret;
 }
+
+static int find_keys(struct p11_backend *be, struct server_key *keys, const struct signer_config *cfg);
 
 /* Open the token and find every key; check each scheme. Exit status on failure. */
 static int open_keys(struct p11_backend **be_p, struct server_key *keys, const struct signer_config *cfg)
@@ -131,15 +134,25 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
         log_diag("%s:%u: [hsm] %s: %s", cfg->path, cfg->hsm_line, what, err[0] != '\0' ? err : kl_err_str(ret));
         return 1;
     }
+    return find_keys(*be_p, keys, cfg);
+}
+
+/* Find every key of cfg on the token and check each scheme (at start and on a reload). Exit
+ * status on failure; keys[i].p11 found so far are left for the caller to release. */
+static int find_keys(struct p11_backend *be, struct server_key *keys, const struct signer_config *cfg)
+{
+    char err[512] = "";
+    int ret;
+
     for (size_t i = 0; i < cfg->n_keys; i++) {
         const struct cfg_key *k = &cfg->keys[i];
         keys[i].cfg = k;
-        if ((ret = p11_key_find(*be_p, &keys[i].p11, err, sizeof(err), k->uri)) != 0) {
+        if ((ret = p11_key_find(be, &keys[i].p11, err, sizeof(err), k->uri)) != 0) {
             log_errx("%s:%u: [key %s] uri: %s", cfg->path, k->line, k->name, err[0] != '\0' ? err : kl_err_str(ret));
             return 1;
         }
         for (size_t s = 0; s < k->n_schemes; s++) {
-            if (p11_key_check_scheme(*be_p, keys[i].p11, err, sizeof(err), k->schemes[s]) != 0) {
+            if (p11_key_check_scheme(be, keys[i].p11, err, sizeof(err), k->schemes[s]) != 0) {
                 const char *name = policy_scheme_name(k->schemes[s]);
                 log_errx("%s:%u: [key %s] schemes: %s: %s", cfg->path, k->line, k->name, name != NULL ? name : "?",
                          err);
@@ -222,21 +235,14 @@ static int audit_sign_checkpoint(void *ctx, uint8_t *sig, size_t *sig_len_p, con
     return p11_sign(a->be, sig, sig_len_p, a->session, a->key, TLS_SIG_ECDSA_SECP256R1_SHA256, statement, len);
 }
 
-/* Find the audit key; refuse a [key] that is the same key (it must never sign TLS). */
-static int open_audit_key(struct audit_signer *a, struct p11_backend *be, const struct server_key *keys,
-                          const struct signer_config *cfg)
+/* 1 (with the line) if a [key] is the audit key: it must never sign TLS. */
+static int audit_key_clash(const struct audit_signer *a, const struct server_key *keys, const struct signer_config *cfg)
 {
-    char err[512] = "";
     const uint8_t *spki;
     size_t spki_len, len;
-    int ret;
 
-    a->be = be;
-    a->session = cfg->workers > 0 ? cfg->workers : 1;
-    if ((ret = p11_key_find(be, &a->key, err, sizeof(err), cfg->audit_key)) != 0 ||
-        (ret = p11_key_check_scheme(be, a->key, err, sizeof(err), TLS_SIG_ECDSA_SECP256R1_SHA256)) != 0) {
-        log_diag("%s: [signer] audit_key: %s", cfg->path, err[0] != '\0' ? err : kl_err_str(ret));
-        return 1;
+    if (a->key == NULL) {
+        return 0;
     }
     spki = p11_key_spki(a->key, &spki_len);
     for (size_t i = 0; i < cfg->n_keys; i++) {
@@ -249,6 +255,23 @@ static int open_audit_key(struct audit_signer *a, struct p11_backend *be, const 
         }
     }
     return 0;
+}
+
+/* Find the audit key; refuse a [key] that is the same key (it must never sign TLS). */
+static int open_audit_key(struct audit_signer *a, struct p11_backend *be, const struct server_key *keys,
+                          const struct signer_config *cfg)
+{
+    char err[512] = "";
+    int ret;
+
+    a->be = be;
+    a->session = cfg->workers > 0 ? cfg->workers : 1;
+    if ((ret = p11_key_find(be, &a->key, err, sizeof(err), cfg->audit_key)) != 0 ||
+        (ret = p11_key_check_scheme(be, a->key, err, sizeof(err), TLS_SIG_ECDSA_SECP256R1_SHA256)) != 0) {
+        log_diag("%s: [signer] audit_key: %s", cfg->path, err[0] != '\0' ? err : kl_err_str(ret));
+        return 1;
+    }
+    return audit_key_clash(a, keys, cfg);
 }
 
 /* SHA-256 of the configuration file, for the start record. */
@@ -284,6 +307,134 @@ exit:
     return ret;
 }
 
+/* ---- SIGHUP: reload the configuration (issue 14) ---- */
+
+/* What a reload needs, and what the start-up configuration is (the server releases it). */
+static struct {
+    struct p11_backend *be;
+    const struct audit_signer *asig;
+    struct signer_config *cfg0;
+    struct server_key *keys0;
+    struct p11_secret *root0;
+} g_reload;
+
+/* A reloaded configuration: the server's view and what it owns. */
+struct mconf {
+    struct server_conf sc;
+    struct signer_config *cfg;
+    struct server_key *keys;
+    struct p11_secret *root;
+};
+
+static void release_parts(struct signer_config *cfg, struct server_key *keys, struct p11_secret *root)
+{
+    for (size_t i = 0; keys != NULL && cfg != NULL && i < cfg->n_keys; i++) {
+        p11_key_release(g_reload.be, keys[i].p11);
+    }
+    p11_secret_release(g_reload.be, root);
+    free(keys);
+    cfg_free(cfg);
+}
+
+static void mconf_release(struct server_conf *sc)
+{
+    struct mconf *mc = (struct mconf *)sc;
+    release_parts(mc->cfg, mc->keys, mc->root);
+    free(mc);
+}
+
+/* The start-up conf (inside the server): its parts are this file's. */
+static void conf0_release(struct server_conf *sc)
+{
+    (void)sc;
+    release_parts(g_reload.cfg0, g_reload.keys0, g_reload.root0);
+    g_reload.cfg0 = NULL;
+    g_reload.keys0 = NULL;
+    g_reload.root0 = NULL;
+}
+
+/* cfg_load()'s one error line, from a memory stream into the log (without its prefix). */
+static int load_logged(struct signer_config **cfg_p, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    int ret = cfg_load(cfg_p, f != NULL ? f : stderr, path);
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (ret != 0 && text != NULL) {
+        const char *prefix = "keyless-signer: ";
+        const char *msg = strncmp(text, prefix, strlen(prefix)) == 0 ? text + strlen(prefix) : text;
+        size_t n = strcspn(msg, "\n");
+        log_errx("%.*s", (int)n, msg);
+    }
+    free(text);
+    return ret;
+}
+
+/*
+ * server_reload_fn: everything the start checks, against the running token: the file, the
+ * keys and their schemes (strict_keys), the ticket root, the audit key not among the keys;
+ * the restart-only settings kept (cfg_keep_restart_only); then the metrics settings and
+ * the log level and format, which apply at once.
+ */
+static int reload_config(void *arg, struct server_conf **next_p, const struct server_conf *cur)
+{
+    struct mconf *mc = calloc(1, sizeof(*mc));
+    const char *path = arg;
+    int ret = KL_ERR_CONFIG;
+
+    *next_p = NULL;
+    if (mc == NULL) {
+        log_errx("%s: out of memory", path);
+        return KL_ERR_NO_MEMORY;
+    }
+    if (load_logged(&mc->cfg, path) != 0) {
+        goto exit;
+    }
+    if (cfg_keep_restart_only(mc->cfg, cur->cfg) != 0) {
+        log_errx("%s: out of memory", path);
+        goto exit;
+    }
+    if ((mc->keys = calloc(mc->cfg->n_keys, sizeof(*mc->keys))) == NULL) {
+        log_errx("%s: out of memory", path);
+        goto exit;
+    }
+    if (find_keys(g_reload.be, mc->keys, mc->cfg) != 0 || open_ticket_root(g_reload.be, &mc->root, mc->cfg) != 0 ||
+        audit_key_clash(g_reload.asig, mc->keys, mc->cfg) != 0) {
+        goto exit;
+    }
+    if (config_digest(mc->sc.config_sha256, path) != 0) {
+        log_errx("%s: cannot read it again for its digest", path);
+        goto exit;
+    }
+    /* Last, as it changes a file: a path that cannot be written fails the reload. */
+    if (signer_metrics_reconfigure(mc->cfg->metrics_file, mc->cfg->metrics_interval_ms) != 0) {
+        log_errx("%s: [signer] metrics_file: cannot write %s: %s", path, mc->cfg->metrics_file, strerror(errno));
+        goto exit;
+    }
+    if (metrics_keys(mc->cfg, 0) != 0) {
+        log_warnx("metrics: too many key names over this run; the new ones count under key=\"(none)\"");
+    }
+    warn_keys(mc->keys, mc->cfg, 0);
+    log_level = mc->cfg->log_level;
+    log_format = mc->cfg->log_format;
+    mc->sc.cfg = mc->cfg;
+    mc->sc.keys = mc->keys;
+    mc->sc.n_keys = mc->cfg->n_keys;
+    mc->sc.ticket_root = mc->root;
+    mc->sc.release = mconf_release;
+    *next_p = &mc->sc;
+    mc = NULL;
+    ret = 0;
+exit:
+    if (mc != NULL) {
+        mconf_release(&mc->sc);
+    }
+    return ret;
+}
+
 static int run(const char *config_path, int check_only, int new_chain)
 {
     struct signer_config *cfg = NULL;
@@ -293,7 +444,7 @@ static int run(const char *config_path, int check_only, int new_chain)
     struct audit_log *audit = NULL;
     struct server *srv = NULL;
     struct audit_signer asig = {0};
-    int status = 1;
+    int status = 1, handed = 0;
 
     if (privsep_harden() != 0 || install_signals() != 0) {
         return 1;
@@ -381,7 +532,7 @@ static int run(const char *config_path, int check_only, int new_chain)
             goto exit;
         }
     }
-    if (metrics_init(cfg) != 0) {
+    if (metrics_keys(cfg, 1) != 0) {
         log_errx("metrics: out of memory");
         goto exit;
     }
@@ -389,6 +540,15 @@ static int run(const char *config_path, int check_only, int new_chain)
         goto exit;
     }
     server_set_ticket_root(srv, ticket_root);
+    /* From here the server owns the start-up configuration (conf0_release). */
+    g_reload.be = be;
+    g_reload.asig = &asig;
+    g_reload.cfg0 = cfg;
+    g_reload.keys0 = keys;
+    g_reload.root0 = ticket_root;
+    server_set_reload(srv, reload_config, (void *)config_path, conf0_release);
+    signer_metrics_set_audit(audit, cfg->audit_key != NULL);
+    handed = 1;
     if (privsep_drop(cfg) != 0) {
         goto exit;
     }
@@ -425,12 +585,14 @@ static int run(const char *config_path, int check_only, int new_chain)
 exit:
     g_server = NULL;
     g_backend = NULL;
-    server_free(srv);
+    server_free(srv);      /* with it the configurations it held (handed) */
     signer_metrics_stop(); /* after the server: no thread updates the counters any more */
     audit_close(audit);
     p11_backend_free(be);
-    free(keys);
-    cfg_free(cfg);
+    if (!handed) {
+        free(keys);
+        cfg_free(cfg);
+    }
     return status;
 }
 

@@ -6,16 +6,19 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include "audit.h"
 #include "keyless.pb-c.h"
 #include "log.h"
 #include "metrics.h"
 #include "p11_backend.h"
 #include "tls_ids.h"
 
-#define MAX_SCHEMES 8           /* per key: the config's CFG_MAX_SCHEMES */
-#define SLOTS (MAX_SCHEMES + 1) /* the last slot: a scheme the key does not have */
-#define N_STATUS 9              /* Keyless__V1__Status 0..8; anything else counts as 0 */
+#define MAX_GLOBAL 16          /* code points in tls_schemes[] (checked at init) */
+#define SLOTS (MAX_GLOBAL + 1) /* the last slot: a scheme the key does not have */
+#define N_STATUS 9             /* Keyless__V1__Status 0..8; anything else counts as 0 */
 #define N_BUCKETS 15
+#define MAX_ROWS 1024   /* key names over the process's life (reloads add, never remove) */
+#define NAME_MAX_LEN 72 /* a key name is at most 64 bytes (signer/config.c) */
 
 /* Upper bounds in nanoseconds; the last bucket is +Inf. */
 static const uint64_t bounds_ns[N_BUCKETS - 1] = {100000,    250000,    500000,     1000000,      2500000,
@@ -27,20 +30,32 @@ struct histo {
     uint64_t count, sum_ns;
 };
 
+/*
+ * One row per key name ever configured (issue 14: a reload adds rows and deactivates the
+ * ones it dropped, so no counter goes backwards). Counts are indexed by the scheme's place
+ * in tls_schemes[]; a scheme outside the key's current schemes (mask) counts as "other".
+ * name is written before the row is published (n_rows, release), never after; mask and
+ * active change on the I/O thread and are read with atomics by the signing threads.
+ */
 struct key_row {
-    const char *name; /* NULL: the "(none)" row */
-    const uint16_t *schemes;
-    size_t n_schemes;
+    char name[NAME_MAX_LEN];
+    uint32_t mask; /* bit i: tls_schemes[i] is one of the key's schemes */
+    int active;    /* configured now: its ok series are shown from 0 */
     uint64_t count[SLOTS][N_STATUS];
 };
 
 static struct {
-    struct key_row *rows; /* n_keys + 1: the last is "(none)" */
+    struct key_row *rows; /* MAX_ROWS */
     size_t n_rows;
+    struct key_row none; /* "(none)": an unknown key name, a bad request */
+    int ready;
     struct histo request, hsm_sign, audit_sync;
     int64_t queue;
     uint64_t audit_failures;
+    uint64_t reloads_ok, reloads_failed;
     struct p11_backend *be;
+    struct audit_log *audit;
+    int audit_signed; /* checkpoints are signed (audit_key): the timestamp series is shown */
     time_t start;
     /* the writer */
     char *path;
@@ -51,24 +66,100 @@ static struct {
     pthread_cond_t cond;
 } m = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
+static size_t scheme_slot(uint16_t scheme)
+{
+    for (size_t i = 0; i < tls_n_schemes && i < MAX_GLOBAL; i++) {
+        if (tls_schemes[i].id == scheme) {
+            return i;
+        }
+    }
+    return MAX_GLOBAL;
+}
+
+static uint32_t scheme_mask(const uint16_t *schemes, size_t n)
+{
+    uint32_t mask = 0;
+    for (size_t s = 0; s < n; s++) {
+        size_t slot = scheme_slot(schemes[s]);
+        mask |= slot < MAX_GLOBAL ? 1u << slot : 0;
+    }
+    return mask;
+}
+
+/* The published row named name, or NULL. */
+static struct key_row *row_find(const char *name)
+{
+    size_t n = __atomic_load_n(&m.n_rows, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(m.rows[i].name, name) == 0) {
+            return &m.rows[i];
+        }
+    }
+    return NULL;
+}
+
 int signer_metrics_init(const char *const *names, const uint16_t *const *schemes, const size_t *n_schemes,
                         size_t n_keys)
 {
-    if (m.rows != NULL) {
+    if (m.ready || tls_n_schemes > MAX_GLOBAL) {
         return KL_ERR_INVALID;
     }
-    m.rows = calloc(n_keys + 1, sizeof(*m.rows));
+    m.rows = calloc(MAX_ROWS, sizeof(*m.rows));
     if (m.rows == NULL) {
         return KL_ERR_NO_MEMORY;
     }
-    for (size_t i = 0; i < n_keys; i++) {
-        m.rows[i].name = names[i];
-        m.rows[i].schemes = schemes[i];
-        m.rows[i].n_schemes = n_schemes[i] < MAX_SCHEMES ? n_schemes[i] : MAX_SCHEMES;
-    }
-    m.n_rows = n_keys + 1;
     m.start = time(NULL);
-    return 0;
+    __atomic_store_n(&m.ready, 1, __ATOMIC_RELEASE);
+    return signer_metrics_set_keys(names, schemes, n_schemes, n_keys);
+}
+
+int signer_metrics_set_keys(const char *const *names, const uint16_t *const *schemes, const size_t *n_schemes,
+                            size_t n_keys)
+{
+    int ret = 0;
+    if (!m.ready) {
+        return KL_ERR_INVALID;
+    }
+    pthread_mutex_lock(&m.lock);
+    /* New and kept keys first, so a key in both configurations is never inactive. */
+    for (size_t k = 0; k < n_keys; k++) {
+        struct key_row *row = row_find(names[k]);
+        if (row == NULL && m.n_rows < MAX_ROWS && strlen(names[k]) < NAME_MAX_LEN) {
+            row = &m.rows[m.n_rows];
+            snprintf(row->name, sizeof(row->name), "%s", names[k]);
+            __atomic_store_n(&m.n_rows, m.n_rows + 1, __ATOMIC_RELEASE);
+        }
+        if (row == NULL) {
+            ret = KL_ERR_OVERFLOW; /* counted under "(none)" */
+            continue;
+        }
+        __atomic_store_n(&row->mask, scheme_mask(schemes[k], n_schemes[k]), __ATOMIC_RELAXED);
+        __atomic_store_n(&row->active, 1, __ATOMIC_RELAXED);
+    }
+    for (size_t i = 0; i < m.n_rows; i++) {
+        int still = 0;
+        for (size_t k = 0; k < n_keys && !still; k++) {
+            still = strcmp(m.rows[i].name, names[k]) == 0;
+        }
+        if (!still) {
+            __atomic_store_n(&m.rows[i].active, 0, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&m.lock);
+    return ret;
+}
+
+void signer_metrics_reload(int ok)
+{
+    if (m.ready) {
+        __atomic_fetch_add(ok ? &m.reloads_ok : &m.reloads_failed, 1, __ATOMIC_RELAXED);
+    }
+}
+
+void signer_metrics_set_audit(struct audit_log *audit, int signed_checkpoints)
+{
+    m.audit = audit;
+    m.audit_signed = signed_checkpoints;
 }
 
 static void histo_add(struct histo *h, uint64_t ns)
@@ -84,23 +175,18 @@ static void histo_add(struct histo *h, uint64_t ns)
 
 void signer_metrics_sign(const char *key, uint16_t scheme, int status, uint64_t ns)
 {
-    if (m.rows == NULL) {
+    if (!__atomic_load_n(&m.ready, __ATOMIC_ACQUIRE)) {
         return;
     }
-    /* Linear: at most a few hundred keys, against a signature that costs a C_Sign. */
-    struct key_row *row = &m.rows[m.n_rows - 1];
-    for (size_t i = 0; key != NULL && i + 1 < m.n_rows; i++) {
-        if (strcmp(m.rows[i].name, key) == 0) {
-            row = &m.rows[i];
-            break;
-        }
+    /* Linear: at most a few hundred keys, against a signature that costs a C_Sign. An
+     * unknown name (peers choose it) and a key dropped by a reload count under "(none)". */
+    struct key_row *row = key != NULL ? row_find(key) : NULL;
+    if (row == NULL || !__atomic_load_n(&row->active, __ATOMIC_RELAXED)) {
+        row = &m.none;
     }
-    size_t slot = MAX_SCHEMES;
-    for (size_t s = 0; s < row->n_schemes; s++) {
-        if (row->schemes[s] == scheme) {
-            slot = s;
-            break;
-        }
+    size_t slot = scheme_slot(scheme);
+    if (slot == MAX_GLOBAL || !(__atomic_load_n(&row->mask, __ATOMIC_RELAXED) & (1u << slot))) {
+        slot = MAX_GLOBAL;
     }
     __atomic_fetch_add(&row->count[slot][status >= 0 && status < N_STATUS ? status : 0], 1, __ATOMIC_RELAXED);
     histo_add(&m.request, ns);
@@ -108,28 +194,28 @@ void signer_metrics_sign(const char *key, uint16_t scheme, int status, uint64_t 
 
 void signer_metrics_hsm_sign(uint64_t ns)
 {
-    if (m.rows != NULL) {
+    if (m.ready) {
         histo_add(&m.hsm_sign, ns);
     }
 }
 
 void signer_metrics_audit_sync(uint64_t ns)
 {
-    if (m.rows != NULL) {
+    if (m.ready) {
         histo_add(&m.audit_sync, ns);
     }
 }
 
 void signer_metrics_audit_failure(void)
 {
-    if (m.rows != NULL) {
+    if (m.ready) {
         __atomic_fetch_add(&m.audit_failures, 1, __ATOMIC_RELAXED);
     }
 }
 
 void signer_metrics_queue(int delta)
 {
-    if (m.rows != NULL) {
+    if (m.ready) {
         __atomic_fetch_add(&m.queue, delta, __ATOMIC_RELAXED);
     }
 }
@@ -185,21 +271,23 @@ int signer_metrics_render(FILE *out)
             KL_VERSION, KL_GIT_COMMIT);
     fprintf(out, "# HELP keyless_signer_requests_total Sign requests answered, by key, scheme and status.\n"
                  "# TYPE keyless_signer_requests_total counter\n");
-    for (size_t r = 0; r < m.n_rows; r++) {
-        const struct key_row *row = &m.rows[r];
+    size_t n_rows = __atomic_load_n(&m.n_rows, __ATOMIC_ACQUIRE);
+    for (size_t r = 0; r <= n_rows && m.ready; r++) {
+        const struct key_row *row = r < n_rows ? &m.rows[r] : &m.none;
+        uint32_t mask = __atomic_load_n(&row->mask, __ATOMIC_RELAXED);
+        int active = __atomic_load_n(&row->active, __ATOMIC_RELAXED);
         for (size_t slot = 0; slot < SLOTS; slot++) {
             for (int st = 0; st < N_STATUS; st++) {
                 uint64_t v = __atomic_load_n(&row->count[slot][st], __ATOMIC_RELAXED);
                 /* Every configured (key, scheme) shows its ok series from the start (rate()
                  * needs a zero); the rest appear when they first happen. */
-                int always = row->name != NULL && slot < row->n_schemes && st == KEYLESS__V1__STATUS__OK;
+                int always = active && slot < MAX_GLOBAL && (mask & (1u << slot)) && st == KEYLESS__V1__STATUS__OK;
                 if (v == 0 && !always) {
                     continue;
                 }
-                const struct tls_scheme_info *si = slot < row->n_schemes ? tls_scheme_by_id(row->schemes[slot]) : NULL;
                 fputs("keyless_signer_requests_total{key=\"", out);
-                put_label(out, row->name != NULL ? row->name : "(none)");
-                fprintf(out, "\",scheme=\"%s\",status=\"", si != NULL ? si->name : "other");
+                put_label(out, row != &m.none ? row->name : "(none)");
+                fprintf(out, "\",scheme=\"%s\",status=\"", slot < MAX_GLOBAL ? tls_schemes[slot].name : "other");
                 put_status(out, st);
                 fprintf(out, "\"} %llu\n", (unsigned long long)v);
             }
@@ -229,6 +317,30 @@ int signer_metrics_render(FILE *out)
             (unsigned long long)__atomic_load_n(&m.audit_failures, __ATOMIC_RELAXED),
             m.be != NULL ? p11_backend_recoveries(m.be) : 0u, (long long)m.start, (long long)now.tv_sec,
             now.tv_nsec / 1000000);
+    fprintf(out,
+            "# HELP keyless_signer_config_reloads_total Configuration reloads (SIGHUP), by result: a failed one "
+            "kept the running configuration.\n"
+            "# TYPE keyless_signer_config_reloads_total counter\n"
+            "keyless_signer_config_reloads_total{result=\"ok\"} %llu\n"
+            "keyless_signer_config_reloads_total{result=\"failed\"} %llu\n",
+            (unsigned long long)__atomic_load_n(&m.reloads_ok, __ATOMIC_RELAXED),
+            (unsigned long long)__atomic_load_n(&m.reloads_failed, __ATOMIC_RELAXED));
+    if (m.audit != NULL) {
+        fprintf(out,
+                "# HELP keyless_signer_audit_write_errors_total Audit appends that failed to write and were rolled "
+                "back (a full disk); the log retries.\n"
+                "# TYPE keyless_signer_audit_write_errors_total counter\n"
+                "keyless_signer_audit_write_errors_total %llu\n",
+                (unsigned long long)audit_write_errors(m.audit));
+        if (m.audit_signed) {
+            fprintf(out,
+                    "# HELP keyless_signer_audit_last_checkpoint_timestamp_seconds When the last signed audit "
+                    "checkpoint was written (Unix time; 0: none yet).\n"
+                    "# TYPE keyless_signer_audit_last_checkpoint_timestamp_seconds gauge\n"
+                    "keyless_signer_audit_last_checkpoint_timestamp_seconds %lld\n",
+                    (long long)audit_last_checkpoint_time(m.audit));
+        }
+    }
     return ferror(out) ? KL_ERR_IO : 0;
 }
 
@@ -286,15 +398,18 @@ static void *writer_main(void *arg)
         }
         while (!m.stop && pthread_cond_timedwait(&m.cond, &m.lock, &deadline) != ETIMEDOUT) {
         }
+        /* A copy: a reload may replace m.path while the file is written. */
+        char path[4096];
+        snprintf(path, sizeof(path), "%s", m.path);
         pthread_mutex_unlock(&m.lock);
         /* One line when writing starts failing and one when it works again, not one per interval. */
-        if (signer_metrics_write(m.path) != 0) {
+        if (signer_metrics_write(path) != 0) {
             if (!failing) {
-                log_warn("metrics: cannot write %s", m.path);
+                log_warn("metrics: cannot write %s", path);
             }
             failing = 1;
         } else if (failing) {
-            log_info("metrics: writing %s again", m.path);
+            log_info("metrics: writing %s again", path);
             failing = 0;
         }
         pthread_mutex_lock(&m.lock);
@@ -326,7 +441,8 @@ exit:
     return ret;
 }
 
-void signer_metrics_stop(void)
+/* Stop and join the writer thread (it writes the file a last time); safe if not running. */
+static void writer_stop(void)
 {
     if (m.running) {
         pthread_mutex_lock(&m.lock);
@@ -338,13 +454,54 @@ void signer_metrics_stop(void)
     }
     free(m.path);
     m.path = NULL;
+}
+
+int signer_metrics_reconfigure(const char *path, unsigned interval_ms)
+{
+    int ret = 0;
+    char *copy = NULL;
+
+    if (path == NULL) {
+        writer_stop();
+        return 0;
+    }
+    if (!m.running) {
+        return signer_metrics_start(path, interval_ms, m.be);
+    }
+    copy = strdup(path);
+    KL_ENSURE(copy != NULL, KL_ERR_NO_MEMORY);
+    /* Written once here, so that a path that cannot be written fails the reload. */
+    KL_TRY(signer_metrics_write(copy));
+    pthread_mutex_lock(&m.lock);
+    if (strcmp(m.path, copy) != 0) {
+        (void)unlink(m.path); /* the collector would read a stale file there forever */
+    }
+    free(m.path);
+    m.path = copy;
+    copy = NULL;
+    m.interval_ms = interval_ms > 0 ? interval_ms : 1000;
+    pthread_cond_signal(&m.cond);
+    pthread_mutex_unlock(&m.lock);
+exit:
+    free(copy);
+    return ret;
+}
+
+void signer_metrics_stop(void)
+{
+    writer_stop();
+    __atomic_store_n(&m.ready, 0, __ATOMIC_RELEASE);
     free(m.rows);
     m.rows = NULL;
     m.n_rows = 0;
+    memset(&m.none, 0, sizeof(m.none));
     memset(&m.request, 0, sizeof(m.request));
     memset(&m.hsm_sign, 0, sizeof(m.hsm_sign));
     memset(&m.audit_sync, 0, sizeof(m.audit_sync));
     m.queue = 0;
     m.audit_failures = 0;
+    m.reloads_ok = m.reloads_failed = 0;
     m.be = NULL;
+    m.audit = NULL;
+    m.audit_signed = 0;
 }

@@ -18,9 +18,16 @@
  *                                                      or made durable (answers withheld)
  *   keyless_signer_hsm_recoveries_total                HSM re-initialisations and re-logins
  *   keyless_signer_start_time_seconds, keyless_signer_last_write_timestamp_seconds
+ *   keyless_signer_config_reloads_total{result="ok|failed"}  SIGHUP reloads (issue 14)
+ *   keyless_signer_audit_write_errors_total            appends rolled back (a full disk), once
+ *                                                      signer_metrics_set_audit() named the log
+ *   keyless_signer_audit_last_checkpoint_timestamp_seconds  the last signed checkpoint (Unix
+ *                                                      time, 0 before the first); only with audit_key
  *   keyless_build_info{program,version,commit} 1
  * key is a configured key name or "(none)" (an unknown name is never a label: peers choose
- * it); scheme is the scheme's name or "other"; status is the RPC status in lower case.
+ * it); scheme is the scheme's name or "other" (not one of the key's schemes); status is the
+ * RPC status in lower case. A key dropped by a reload keeps its series (counters never go
+ * backwards) without new counts; a key added gets its zero ok series.
  */
 #ifndef KL_SIGNER_METRICS_H
 #define KL_SIGNER_METRICS_H
@@ -31,14 +38,38 @@
 #include "kl_err.h"
 
 struct p11_backend;
+struct audit_log;
 
 /*
- * Allocate the counters for n_keys keys. names[i] and schemes[i] (n_schemes[i] code points)
- * are borrowed and must outlive the metrics (the signer's config does). Once, before any
- * thread starts. 0, KL_ERR_INVALID (called twice), or KL_ERR_NO_MEMORY.
+ * Allocate the counters and name the n_keys configured keys (names[i] with the n_schemes[i]
+ * code points schemes[i]; copied). Once, before any thread starts. 0, KL_ERR_INVALID
+ * (called twice), KL_ERR_NO_MEMORY, or KL_ERR_OVERFLOW as signer_metrics_set_keys().
  */
 KL_MUST_CHECK int signer_metrics_init(const char *const *names, const uint16_t *const *schemes, const size_t *n_schemes,
                                       size_t n_keys);
+
+/*
+ * A reload (issue 14): the keys configured now, as for init (copied). Keys not named any
+ * more keep their counters but count nothing new. From one thread at a time (the I/O
+ * thread); the hooks may run meanwhile. 0; KL_ERR_INVALID before init; KL_ERR_OVERFLOW if
+ * more than 1024 key names were seen over the process's life (the rest count under "(none)").
+ */
+KL_MUST_CHECK int signer_metrics_set_keys(const char *const *names, const uint16_t *const *schemes,
+                                          const size_t *n_schemes, size_t n_keys);
+
+/*
+ * A reload (issue 14): write to path every interval_ms from now on (path NULL: stop
+ * writing; the counters stay). A new path is written once before this returns and the old
+ * file is removed. 0, or KL_ERR_IO (errno set) / KL_ERR_NO_MEMORY with the old settings kept.
+ */
+KL_MUST_CHECK int signer_metrics_reconfigure(const char *path, unsigned interval_ms);
+
+/* A configuration reload that succeeded (ok 1) or kept the running configuration (ok 0). */
+void signer_metrics_reload(int ok);
+
+/* The audit log (borrowed; NULL: none) for the write-error count, and whether its
+ * checkpoints are signed (then the last checkpoint's time is exported). */
+void signer_metrics_set_audit(struct audit_log *audit, int signed_checkpoints);
 
 /*
  * Start the writer thread: render into path every interval_ms. be (borrowed, may be NULL)

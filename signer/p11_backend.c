@@ -1189,6 +1189,50 @@ exit:
     return ret;
 }
 
+static void key_free(struct p11_key *k)
+{
+    crypto_pubkey_free(k->pub);
+    if (k->uri != NULL) {
+        p11_kit_uri_free(k->uri);
+    }
+    free(k->uri_str);
+    free(k);
+}
+
+void p11_key_release(struct p11_backend *be, struct p11_key *key)
+{
+    if (key == NULL) {
+        return;
+    }
+    /* Exclusive: a recovery walks the list under the same lock. */
+    pthread_rwlock_wrlock(&be->lock);
+    for (struct p11_key **pp = &be->keys; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == key) {
+            *pp = key->next;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&be->lock);
+    key_free(key);
+}
+
+void p11_secret_release(struct p11_backend *be, struct p11_secret *key)
+{
+    if (key == NULL) {
+        return;
+    }
+    pthread_rwlock_wrlock(&be->lock);
+    for (struct p11_secret **pp = &be->secrets; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == key) {
+            *pp = key->next;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&be->lock);
+    free(key->label);
+    free(key);
+}
+
 const uint8_t *p11_key_spki(const struct p11_key *key, size_t *len_p)
 {
     *len_p = key->spki_len;

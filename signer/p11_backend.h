@@ -83,6 +83,13 @@ KL_MUST_CHECK int p11_key_find(struct p11_backend *be, struct p11_key **key_p, c
                                const char *uri);
 
 /*
+ * Forget a key found by p11_key_find() (issue 14: a configuration reload dropped or
+ * replaced it) and free it. No signature may be using it: the caller waits until the
+ * requests that hold it are answered. NULL is fine.
+ */
+void p11_key_release(struct p11_backend *be, struct p11_key *key);
+
+/*
  * Can key sign with this TLS SignatureScheme, and how? Checks the key type and curve
  * against the scheme, CKA_SIGN and the RSA size, then chooses the mechanism p11_sign()
  * will use for it: the raw one if the key may use it, else the hash-and-sign one. "May":
@@ -150,6 +157,9 @@ struct p11_secret;
  */
 KL_MUST_CHECK int p11_secret_find(struct p11_backend *be, struct p11_secret **key_p, char *err, size_t err_len,
                                   const char *label);
+
+/* Forget a secret found by p11_secret_find() and free it, as p11_key_release(). NULL is fine. */
+void p11_secret_release(struct p11_backend *be, struct p11_secret *key);
 
 /*
  * out = HMAC-SHA256(key, data), computed by the token (C_Sign with CKM_SHA256_HMAC) on

@@ -84,6 +84,11 @@ struct server {
     struct audit_log *audit;
     struct rl_table *peer_rl;
     struct rl_bucket *key_rl;
+    /* Issue 14: cfg, keys, n_keys and ticket_root are those of conf, the current one;
+     * confs replaced by a reload wait in retired until their last job is back. */
+    struct server_conf conf0, *conf, *retired;
+    server_reload_fn reload_fn;
+    void *reload_arg;
     struct jobs *jobs;
     struct ev_loop *loop;
     int listen_fd, stop_fd, rotate_fd;
@@ -114,6 +119,13 @@ struct server {
     uint64_t n_idle_closed, n_stalled_closed, n_cap_refused;
     uid_t last_cap_uid;
     uint64_t limits_reported_ns;
+};
+
+/* A job as the server allocates it: with the conf it was authorized under (issue 14).
+ * job_free() frees the whole (the job is the first member). */
+struct sjob {
+    struct job job;
+    struct server_conf *conf;
 };
 
 /* At most one log line (and one audit record) per this long about the peer limits. */
@@ -429,9 +441,12 @@ static void send_ticket_answer(struct server *srv, struct conn *c, uint64_t id, 
 }
 
 /* I/O thread: the bookkeeping of a finished job whose answer conn_deliver() handled. */
+static void conf_put(struct server *srv, struct server_conf *sc);
+
 static void job_retire(struct server *srv, struct job *j)
 {
     struct conn *c = j->conn;
+    struct server_conf *sc = ((struct sjob *)j)->conf;
     c->refs--;
     srv->in_flight--;
     signer_metrics_queue(-1);
@@ -445,6 +460,7 @@ static void job_retire(struct server *srv, struct job *j)
         send_sign_status(srv, c, j->id, j->status, j->message, j->sig, j->sig_len);
     }
     job_free(j);
+    conf_put(srv, sc);
     if (!c->dead) {
         conn_flush(srv, c);
     }
@@ -676,7 +692,7 @@ static void handle_ticket_keys(struct server *srv, struct conn *c, const Keyless
         ticket_refuse(srv, c, req, KEYLESS__V1__STATUS__OVERLOADED, "signing queue full", t0);
         return;
     }
-    j = calloc(1, sizeof(*j));
+    j = calloc(1, sizeof(struct sjob));
     if (j == NULL || (j->tickets = calloc(1, sizeof(*j->tickets))) == NULL) {
         free(j);
         ticket_refuse(srv, c, req, KEYLESS__V1__STATUS__OVERLOADED, "out of memory", t0);
@@ -694,6 +710,8 @@ static void handle_ticket_keys(struct server *srv, struct conn *c, const Keyless
     j->tickets->rotation = tr->rotation_seconds;
     j->tickets->n = tr->n_epochs;
     memcpy(j->tickets->epochs, tr->epochs, tr->n_epochs * sizeof(tr->epochs[0]));
+    ((struct sjob *)j)->conf = srv->conf;
+    srv->conf->refs++;
     c->refs++;
     srv->in_flight++;
     jobs_submit(srv->jobs, j);
@@ -702,6 +720,7 @@ static void handle_ticket_keys(struct server *srv, struct conn *c, const Keyless
 void server_set_ticket_root(struct server *srv, const struct p11_secret *root)
 {
     srv->ticket_root = root;
+    srv->conf->ticket_root = root;
 }
 
 /* The only operations the signer performs. */
@@ -797,7 +816,7 @@ static void dispatch(struct server *srv, struct conn *c, const Keyless__V1__Requ
         return;
     }
     /* OP_ASYNC implies OP_NEEDS_KEY_AUTH (checked in server_new): k is the key to sign with. */
-    j = calloc(1, sizeof(*j));
+    j = calloc(1, sizeof(struct sjob));
     if (j == NULL) {
         op_refuse(srv, c, op, req, KEYLESS__V1__STATUS__OVERLOADED, "out of memory", t0);
         return;
@@ -818,6 +837,8 @@ static void dispatch(struct server *srv, struct conn *c, const Keyless__V1__Requ
     j->gid = c->gid;
     j->t0_ns = t0;
     op->make_job(j, req);
+    ((struct sjob *)j)->conf = srv->conf;
+    srv->conf->refs++;
     c->refs++;
     srv->in_flight++;
     signer_metrics_queue(1);
@@ -1171,6 +1192,120 @@ static int rotate_log(struct server *srv, uint64_t at_size)
     return ret;
 }
 
+/* ---- configuration reload (issue 14) ---- */
+
+/* A reference on sc is dropped: a retired conf with no job left is released. */
+static void conf_put(struct server *srv, struct server_conf *sc)
+{
+    if (--sc->refs > 0) {
+        return;
+    }
+    for (struct server_conf **pp = &srv->retired; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == sc) {
+            *pp = sc->next;
+            break;
+        }
+    }
+    if (sc->release != NULL) {
+        sc->release(sc);
+    }
+}
+
+static int limits_same(double rate_a, double burst_a, double rate_b, double burst_b)
+{
+    return rate_a == rate_b && burst_a == burst_b;
+}
+
+/* The swap: new limiters first (the only step that can fail), then the pointers. */
+static int conf_swap(struct server *srv, struct server_conf *next)
+{
+    const struct signer_config *old = srv->cfg, *cfg = next->cfg;
+    struct rl_bucket *key_rl = calloc(next->n_keys > 0 ? next->n_keys : 1, sizeof(*key_rl));
+    struct rl_table *peer_rl = srv->peer_rl;
+    struct server_conf *prev = srv->conf;
+
+    if (key_rl == NULL) {
+        return KL_ERR_NO_MEMORY;
+    }
+    if (!limits_same(old->rate_per_peer, old->burst_per_peer, cfg->rate_per_peer, cfg->burst_per_peer)) {
+        peer_rl = cfg->rate_per_peer > 0 ? rl_table_new(cfg->rate_per_peer, cfg->burst_per_peer, PEER_TABLE_MAX) : NULL;
+        if (peer_rl == NULL && cfg->rate_per_peer > 0) {
+            free(key_rl);
+            return KL_ERR_NO_MEMORY;
+        }
+        rl_table_free(srv->peer_rl);
+    }
+    srv->peer_rl = peer_rl;
+    /* A key keeps its bucket's state when its name, rate and burst stay; else it starts full. */
+    for (size_t i = 0; i < next->n_keys; i++) {
+        const struct cfg_key *k = next->keys[i].cfg;
+        rl_bucket_init(&key_rl[i], k->rate, k->burst);
+        for (size_t o = 0; o < srv->n_keys; o++) {
+            const struct cfg_key *ok = srv->keys[o].cfg;
+            if (strcmp(ok->name, k->name) == 0 && limits_same(ok->rate, ok->burst, k->rate, k->burst)) {
+                key_rl[i].tokens = srv->key_rl[o].tokens;
+                key_rl[i].last_ns = srv->key_rl[o].last_ns;
+                key_rl[i].started = srv->key_rl[o].started;
+            }
+        }
+    }
+    for (size_t o = 0; o < srv->n_keys; o++) {
+        rl_bucket_dispose(&srv->key_rl[o]);
+    }
+    free(srv->key_rl);
+    srv->key_rl = key_rl;
+    if (!limits_same(old->tickets.rate, old->tickets.burst, cfg->tickets.rate, cfg->tickets.burst)) {
+        rl_bucket_dispose(&srv->ticket_rl);
+        rl_bucket_init(&srv->ticket_rl, cfg->tickets.rate, cfg->tickets.burst);
+    }
+    srv->conf = next;
+    srv->cfg = cfg;
+    srv->keys = next->keys;
+    srv->n_keys = next->n_keys;
+    srv->ticket_root = next->ticket_root;
+    next->refs = 1; /* current */
+    srv->sweep_ms = (cfg->frame_timeout_ms < cfg->idle_timeout_ms ? cfg->frame_timeout_ms : cfg->idle_timeout_ms) / 4;
+    srv->sweep_ms = srv->sweep_ms < 20 ? 20 : srv->sweep_ms > 1000 ? 1000 : srv->sweep_ms;
+    /* The replaced conf: released now, or by the last of its jobs. */
+    prev->next = srv->retired;
+    srv->retired = prev;
+    conf_put(srv, prev);
+    return 0;
+}
+
+static void reload(struct server *srv)
+{
+    struct server_conf *next = NULL;
+    struct audit_record rec = {.pid = getpid(), .uid = getuid(), .gid = getgid(), .op = "reload"};
+    int ret = srv->reload_fn(srv->reload_arg, &next, srv->conf);
+
+    if (ret == 0 && (ret = conf_swap(srv, next)) != 0) {
+        log_errx("reload: %s", kl_err_str(ret));
+        next->release(next);
+    }
+    if (ret != 0) {
+        log_errx("reload failed; keeping the running configuration");
+        rec.status = "FAILED";
+        rec.reason = "the new configuration was refused; the running one is kept (see the signer's log)";
+    } else {
+        log_info("reloaded %s (%zu key(s))", srv->cfg->path, srv->n_keys);
+        rec.status = "OK";
+        rec.config_sha256 = srv->conf->config_sha256;
+    }
+    signer_metrics_reload(ret == 0);
+    if (audit_append(srv->audit, &rec, NULL) != 0) {
+        log_errx("audit: the reload could not be recorded");
+        signer_metrics_audit_failure();
+    }
+}
+
+void server_set_reload(struct server *srv, server_reload_fn fn, void *arg, void (*release0)(struct server_conf *sc))
+{
+    srv->reload_fn = fn;
+    srv->reload_arg = arg;
+    srv->conf0.release = release0;
+}
+
 static void rotate_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 {
     struct server *srv = io->owner;
@@ -1179,6 +1314,9 @@ static void rotate_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
     drain_once(srv);
     clear_fd(srv->rotate_fd);
     (void)rotate_log(srv, 0);
+    if (srv->reload_fn != NULL) {
+        reload(srv);
+    }
     (void)kl_sd_notify("READY=1"); /* the SIGHUP's RELOADING=1 (main.c) is done */
 }
 
@@ -1271,6 +1409,11 @@ int server_new(struct server **srv_p, const struct signer_config *cfg, struct p1
     srv->be = be;
     srv->keys = keys;
     srv->n_keys = n_keys;
+    srv->conf0.cfg = cfg;
+    srv->conf0.keys = keys;
+    srv->conf0.n_keys = n_keys;
+    srv->conf0.refs = 1;
+    srv->conf = &srv->conf0;
     srv->audit = audit;
     srv->listen_fd = srv->stop_fd = srv->rotate_fd = -1;
     srv->self_uid = getuid();
@@ -1378,5 +1521,17 @@ void server_free(struct server *srv)
     rl_table_free(srv->peer_rl);
     flush_suppressed(srv); /* counts still waiting: before the audit log closes */
     rl_audit_free(srv->audit_rl);
+    /* The jobs were dropped with the threads: every conf goes, the current one too (the
+     * start-up one has no release: it is the caller's). */
+    while (srv->retired != NULL) {
+        struct server_conf *sc = srv->retired;
+        srv->retired = sc->next;
+        if (sc->release != NULL) {
+            sc->release(sc);
+        }
+    }
+    if (srv->conf != NULL && srv->conf->release != NULL) {
+        srv->conf->release(srv->conf);
+    }
     free(srv);
 }

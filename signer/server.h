@@ -64,9 +64,48 @@ void server_stop(struct server *srv);
 
 /*
  * Ask the I/O thread to rotate the audit log (audit_rotate: the chain continues in a
- * fresh file). Async-signal-safe: keyless-signer calls it on SIGHUP.
+ * fresh file), then reload the configuration if a hook is set (server_set_reload).
+ * Async-signal-safe: keyless-signer calls it on SIGHUP.
  */
 void server_rotate(struct server *srv);
+
+/*
+ * A configuration as the server serves it (issue 14: SIGHUP reloads it): the config, its
+ * keys found on the token and the ticket root (NULL: TicketKeys refused). A request is
+ * judged by the conf current when it is read; a job in flight holds a reference on its
+ * conf (key name, token key, ticket scope), so a conf replaced by a reload is released
+ * (release, on the I/O thread) only once its last job is answered.
+ */
+struct server_conf {
+    const struct signer_config *cfg;
+    const struct server_key *keys;
+    size_t n_keys;
+    const struct p11_secret *ticket_root;
+    uint8_t config_sha256[32]; /* of the file, for the reload's audit record */
+    /* Frees the conf and everything in it; NULL: the caller's (the start-up one, made by server_new). */
+    void (*release)(struct server_conf *sc);
+    /* server.c's own */
+    unsigned refs;
+    struct server_conf *next;
+};
+
+/*
+ * The reload hook, called on the I/O thread on server_rotate() (after the audit rotation):
+ * read and check the configuration again and return a new conf in *next_p (0), or log one
+ * line per problem and return nonzero (the running conf is kept). cur is the running one.
+ */
+typedef int (*server_reload_fn)(void *arg, struct server_conf **next_p, const struct server_conf *cur);
+
+/*
+ * Set the reload hook (before server_run) and hand the start-up conf (server_new's cfg,
+ * keys and ticket root) to the server: release0 frees them once they are replaced and
+ * their last job is back, or at server_free. On each SIGHUP the server calls it, swaps the
+ * new conf in between two requests (rate limits: a key's bucket, the per-peer table and
+ * the [tickets] bucket keep their state when their rate and burst are unchanged and start
+ * full when they change), counts the result (signer_metrics_reload) and writes an op
+ * "reload" audit record (status OK with config_sha256, or FAILED).
+ */
+void server_set_reload(struct server *srv, server_reload_fn fn, void *arg, void (*release0)(struct server_conf *sc));
 
 /*
  * Issue 11: answer TicketKeys with keys derived from root (found by p11_secret_find on
