@@ -236,8 +236,12 @@ for name in $KL_KEY_NAMES; do
     not_ok "$name: token signature: $why"
   fi
 
-  # 5. the chain.
-  if openssl verify -CAfile "$pki/root.pem" -untrusted "$pki/intermediate.pem" -purpose sslserver \
+  # 5. the chain: against the test PKI, unless the certificate is an
+  # operator's (setup.sh keeps those when they carry the token key).
+  if [ -s "$pki/$name.crt.pem" ] &&
+    ! openssl x509 -in "$pki/$name.crt.pem" -noout -issuer 2>/dev/null | grep -q 'O *= *keyless test PKI'; then
+    ok "$name: chain not checked: $name.crt.pem is not from the test PKI (an operator's certificate)"
+  elif openssl verify -CAfile "$pki/root.pem" -untrusted "$pki/intermediate.pem" -purpose sslserver \
     -verify_hostname localhost -verify_ip 127.0.0.1 "$pki/$name.crt.pem" >"$KL_TMP/verify" 2>&1 &&
     openssl verify -CAfile "$pki/root.pem" -untrusted "$pki/$name.chain.pem" \
       "$pki/$name.crt.pem" >>"$KL_TMP/verify" 2>&1 &&

@@ -3,11 +3,15 @@
 # signing keys, the ticket root secret key and a test PKI for the signing
 # keys, then run check.sh. See docs/HSM.md.
 #
-#   setup.sh [--dir DIR] [--force] [--module PATH] [--label LABEL]
+#   setup.sh [--dir DIR] [--force] [--replace-certs] [--module PATH] [--label LABEL]
 #            [--pin-file FILE] [--so-pin-file FILE] [--no-check]
 #
 # Idempotent: without --force whatever is already there and consistent is
 # kept byte for byte; only what is missing or inconsistent is (re)made.
+# Files under pki/ that this script did not make (an operator's real
+# certificates) are never replaced: a certificate carrying the token key is
+# kept as it is, and one that does not (or a CA file that is inconsistent)
+# stops the run with one line naming it, unless --replace-certs.
 set -eu
 set -o pipefail
 umask 077
@@ -18,10 +22,13 @@ KL_HERE=$(cd "$(dirname "$0")" && pwd)
 
 usage() {
   cat <<EOF
-usage: $0 [--dir DIR] [--force] [--module PATH] [--label LABEL]
+usage: $0 [--dir DIR] [--force] [--replace-certs] [--module PATH] [--label LABEL]
           [--pin-file FILE] [--so-pin-file FILE] [--no-check]
   --dir DIR           fixture directory (default: <repo>/var/hsm)
-  --force             recreate token (SoftHSM) or keys (other modules) and the PKI
+  --force             recreate token (SoftHSM) or keys (other modules) and the
+                      test PKI (only the pki/ files this script made)
+  --replace-certs     also replace pki/ files this script did not make when they
+                      do not match the token (default: refuse, naming the file)
   --module PATH       PKCS#11 module (default: \$KL_HSM_MODULE or SoftHSM2)
   --label LABEL       token label (default: \$KL_TOKEN_LABEL or keyless)
   --pin-file FILE     user PIN file of an existing token (default: DIR/user.pin)
@@ -32,6 +39,7 @@ EOF
 
 dir=$(cd "$KL_HERE/.." && pwd)/var/hsm
 force=0
+replace_certs=0
 check=1
 KL_HSM_MODULE=${KL_HSM_MODULE:-$KL_DEFAULT_MODULE}
 KL_TOKEN_LABEL=${KL_TOKEN_LABEL:-keyless}
@@ -46,6 +54,7 @@ while [ $# -gt 0 ]; do
   --dir) need_arg "$1" $# && dir=$2 && shift ;;
   --dir=*) dir=${1#*=} ;;
   --force) force=1 ;;
+  --replace-certs) replace_certs=1 ;;
   --no-check) check=0 ;;
   --module) need_arg "$1" $# && KL_HSM_MODULE=$2 && shift ;;
   --module=*) KL_HSM_MODULE=${1#*=} ;;
@@ -183,11 +192,61 @@ if ! pkcs11-tool --module "$KL_HSM_MODULE" --show-info </dev/null >"$KL_TMP/p11.
   die "--module $KL_HSM_MODULE: not a loadable PKCS#11 module (pkcs11-tool: $(kl_err_summary "$KL_TMP/p11.out"))"
 fi
 
+# --- pki/: which files this script made -------------------------------------
+# pki/.hsm-setup-made records "SHA256  NAME" for every pki/ file written here.
+# A file is this script's if it is recorded with its current content, or, for
+# fixtures made before the record existed, if it is a certificate issued by the
+# test PKI (organization "keyless test PKI"). A CA or client key file goes with
+# its certificate. Anything else (an operator's certificate) is never replaced
+# without --replace-certs.
+pki=$dir/pki
+made_list=$pki/.hsm-setup-made
+file_sum() {
+  sha256sum -- "$1" 2>/dev/null | cut -d' ' -f1
+}
+made_here() { # NAME (under pki/); a missing file is ours to make
+  local f=$pki/$1 sum
+  [ -e "$f" ] || return 0
+  case $1 in *.key) made_here "${1%.key}.pem" && return 0 ;; esac
+  sum=$(file_sum "$f")
+  if [ -f "$made_list" ] && awk -v s="$sum" -v n="$1" '$1 == s && $2 == n { found = 1 } END { exit !found }' "$made_list"; then
+    return 0
+  fi
+  case $1 in *.key) return 1 ;; esac
+  openssl x509 -in "$f" -noout -issuer 2>/dev/null | grep -q 'O *= *keyless test PKI'
+}
+record_made() { # NAME...: files just written under pki/
+  local n
+  for n in "$@"; do
+    { [ ! -f "$made_list" ] || awk -v n="$n" '$2 != n' "$made_list"; } >"$KL_TMP/made"
+    printf '%s  %s\n' "$(file_sum "$pki/$n")" "$n" >>"$KL_TMP/made"
+    chmod 0644 "$KL_TMP/made"
+    mv -f -- "$KL_TMP/made" "$made_list"
+  done
+}
+# NAME WHY: go on if the file is this script's (or --replace-certs), else stop.
+may_replace() {
+  made_here "$1" || [ $replace_certs -eq 1 ] ||
+    die "$pki/$1: $2; hsm-setup did not make it, so it is not replaced (move it away, or rerun with --replace-certs)"
+}
+
 # --- --force: remove what this script owns ---------------------------------
 # Only after the module has loaded: a typo in --module must not cost the
 # existing fixture.
 if [ $force -eq 1 ]; then
-  rm -rf -- "$dir/pki" "$dir/env"
+  rm -f -- "$dir/env"
+  # Only the pki/ files made here: an operator's certificates stay (and are
+  # checked against the new keys below).
+  if [ -d "$pki" ]; then
+    for f in "$pki"/* "$pki"/.hsm-setup-made; do
+      [ -e "$f" ] || continue
+      n=${f##*/}
+      if [ "$n" = .hsm-setup-made ] || made_here "$n"; then
+        rm -f -- "$f"
+      fi
+    done
+    rm -f -- "$made_list"
+  fi
   if [ $softhsm -eq 1 ]; then
     # The whole token directory is ours (softhsm2.conf points into DIR).
     rm -rf -- "$dir/tokens"
@@ -351,9 +410,8 @@ elif [ "$n_root" -ne 1 ] || [ "$n_root_ok" -ne 1 ]; then
   die "token $KL_TOKEN_LABEL: objects labelled $KL_TICKET_ROOT are not one secret key with id $KL_TICKET_ROOT_ID ($n_root object(s)); fix the token or rerun with --force"
 fi
 
-mkdir -p -- "$dir/pki"
-chmod 0755 "$dir/pki"
-pki=$dir/pki
+mkdir -p -- "$pki"
+chmod 0755 "$pki"
 for name in $KL_KEY_NAMES; do
   kl_export_pubkey "$name" "$KL_TMP/$name.pub.pem" ||
     die "token $KL_TOKEN_LABEL: exporting the public key of $name failed: $(kl_err_summary "$KL_TMP/p11tool.out")"
@@ -468,6 +526,9 @@ crl_signing_key"
 
 reissue_leaves=0
 if ! key_matches_cert "$pki/root.key" "$pki/root.pem" || ! verifies "$pki/root.pem" "$pki/root.pem"; then
+  may_replace root.pem "does not match root.key or does not verify"
+  [ ! -e "$pki/intermediate.pem" ] ||
+    may_replace intermediate.pem "is issued by the root.pem that must be remade"
   new_ca_key "$KL_TMP/root.key"
   printf '%s\n' 'cn = "keyless test root CA"' 'organization = "keyless test PKI"' "$ca_common" >"$KL_TMP/root.tmpl"
   cert_run --generate-self-signed --load-privkey "$KL_TMP/root.key" --template "$KL_TMP/root.tmpl" --outfile "$KL_TMP/root.pem"
@@ -476,11 +537,13 @@ if ! key_matches_cert "$pki/root.key" "$pki/root.pem" || ! verifies "$pki/root.p
   pem_only "$KL_TMP/root.pem"
   mv -f -- "$KL_TMP/root.key" "$pki/root.key"
   mv -f -- "$KL_TMP/root.pem" "$pki/root.pem"
+  record_made root.key root.pem
   rm -f -- "$pki/intermediate.pem"
   echo "hsm-setup: pki: root CA issued"
 fi
 if ! key_matches_cert "$pki/intermediate.key" "$pki/intermediate.pem" ||
   ! verifies "$pki/intermediate.pem" "$pki/root.pem"; then
+  may_replace intermediate.pem "does not match intermediate.key or does not verify against root.pem"
   new_ca_key "$KL_TMP/intermediate.key"
   printf '%s\n' 'cn = "keyless test intermediate CA"' 'organization = "keyless test PKI"' \
     'path_len = 0' "$ca_common" >"$KL_TMP/intermediate.tmpl"
@@ -490,6 +553,7 @@ if ! key_matches_cert "$pki/intermediate.key" "$pki/intermediate.pem" ||
   pem_only "$KL_TMP/intermediate.pem"
   mv -f -- "$KL_TMP/intermediate.key" "$pki/intermediate.key"
   mv -f -- "$KL_TMP/intermediate.pem" "$pki/intermediate.pem"
+  record_made intermediate.key intermediate.pem
   reissue_leaves=1
   echo "hsm-setup: pki: intermediate CA issued"
 fi
@@ -500,6 +564,13 @@ printf '%s\n' 'cn = "localhost"' 'dns_name = "localhost"' 'ip_address = "127.0.0
 for name in $KL_KEY_NAMES; do
   crt=$pki/$name.crt.pem
   chain=$pki/$name.chain.pem
+  if [ -s "$crt" ] && ! made_here "$name.crt.pem"; then
+    # An operator's certificate: kept as it is when it carries the token key.
+    if cmp -s <(kl_spki_der "$KL_TMP/$name.pub.pem") <(kl_spki_der -cert "$crt"); then
+      continue
+    fi
+    may_replace "$name.crt.pem" "its public key is not the token's key $name"
+  fi
   keep=1
   [ $reissue_leaves -eq 0 ] || keep=0
   [ -s "$crt" ] && [ -s "$chain" ] || keep=0
@@ -513,6 +584,7 @@ for name in $KL_KEY_NAMES; do
     cmp -s "$chain" <(cat "$crt" "$pki/intermediate.pem") || keep=0
   fi
   [ $keep -eq 0 ] || continue
+  [ ! -s "$chain" ] || may_replace "$name.chain.pem" "it is not $name.crt.pem followed by intermediate.pem"
   cert_run --generate-certificate --load-pubkey "$KL_TMP/$name.pub.pem" \
     --load-ca-certificate "$pki/intermediate.pem" --load-ca-privkey "$pki/intermediate.key" \
     --template "$KL_TMP/leaf.tmpl" --outfile "$KL_TMP/$name.crt.pem"
@@ -522,6 +594,7 @@ for name in $KL_KEY_NAMES; do
   chmod 0644 "$KL_TMP/$name.crt" "$KL_TMP/$name.chain"
   mv -f -- "$KL_TMP/$name.crt" "$crt"
   mv -f -- "$KL_TMP/$name.chain" "$chain"
+  record_made "$name.crt.pem" "$name.chain.pem"
   echo "hsm-setup: pki: $name.crt.pem issued"
 done
 chmod 0644 "$pki/root.pem" "$pki/intermediate.pem"
@@ -530,6 +603,7 @@ chmod 0644 "$pki/root.pem" "$pki/intermediate.pem"
 # certificate with a software key: the client is a test tool, not a token user.
 reissue_client=0
 if ! key_matches_cert "$pki/client-ca.key" "$pki/client-ca.pem" || ! verifies "$pki/client-ca.pem" "$pki/client-ca.pem"; then
+  may_replace client-ca.pem "does not match client-ca.key or does not verify"
   new_ca_key "$KL_TMP/client-ca.key"
   printf '%s\n' 'cn = "keyless test client CA"' 'organization = "keyless test PKI"' "$ca_common" >"$KL_TMP/client-ca.tmpl"
   cert_run --generate-self-signed --load-privkey "$KL_TMP/client-ca.key" --template "$KL_TMP/client-ca.tmpl" \
@@ -537,11 +611,13 @@ if ! key_matches_cert "$pki/client-ca.key" "$pki/client-ca.pem" || ! verifies "$
   pem_only "$KL_TMP/client-ca.pem"
   mv -f -- "$KL_TMP/client-ca.key" "$pki/client-ca.key"
   mv -f -- "$KL_TMP/client-ca.pem" "$pki/client-ca.pem"
+  record_made client-ca.key client-ca.pem
   reissue_client=1
   echo "hsm-setup: pki: client CA issued"
 fi
 if [ $reissue_client -eq 1 ] || ! key_matches_cert "$pki/client.key" "$pki/client.pem" ||
   ! verifies "$pki/client.pem" "$pki/client-ca.pem"; then
+  may_replace client.pem "does not match client.key or does not verify against client-ca.pem"
   new_ca_key "$KL_TMP/client.key"
   printf '%s\n' 'cn = "keyless test client"' 'organization = "keyless test PKI"' 'dns_name = "client.test"' \
     'email = "client@keyless.test"' 'tls_www_client' 'signing_key' "activation_date = \"$not_before\"" \
@@ -553,6 +629,7 @@ if [ $reissue_client -eq 1 ] || ! key_matches_cert "$pki/client.key" "$pki/clien
   chmod 0600 "$KL_TMP/client.key"
   mv -f -- "$KL_TMP/client.key" "$pki/client.key"
   mv -f -- "$KL_TMP/client.pem" "$pki/client.pem"
+  record_made client.key client.pem
   echo "hsm-setup: pki: client.pem issued"
 fi
 chmod 0644 "$pki/client-ca.pem" "$pki/client.pem"
