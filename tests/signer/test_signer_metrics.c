@@ -109,6 +109,74 @@ static void test_series(void)
     ok(value(t, "keyless_signer_hsm_recoveries_total") == 0, "no backend: 0 recoveries");
 }
 
+/* Issue 14: a reload's keys (added, dropped, schemes changed), the reload counter, and
+ * moving the file. Runs after test_series (web, a"b configured; web has 2 ok counts). */
+static void test_reload(void)
+{
+    const char *names[] = {"web", "new"};
+    const uint16_t *schemes[] = {rsa, ecdsa};
+    const size_t n_schemes[] = {2, 1};
+    char dir[] = "/tmp/kl-smetrics-r-XXXXXX", p1[256], p2[256], bad[256];
+    const char *t;
+
+    t = render();
+    ok(value(t, "keyless_signer_config_reloads_total{result=\"ok\"}") == 0 &&
+           value(t, "keyless_signer_config_reloads_total{result=\"failed\"}") == 0,
+       "reloads_total: both results at 0");
+    ok(strstr(t, "keyless_signer_audit_write_errors_total") == NULL &&
+           strstr(t, "keyless_signer_audit_last_checkpoint_timestamp_seconds") == NULL,
+       "no audit log named: no audit write-error or checkpoint series");
+    signer_metrics_reload(1);
+    signer_metrics_reload(0);
+    signer_metrics_reload(1);
+    is_int(signer_metrics_set_keys(names, schemes, n_schemes, 2), 0, "set_keys: web (now RSA) and new");
+    t = render();
+    ok(value(t, "keyless_signer_config_reloads_total{result=\"ok\"}") == 2 &&
+           value(t, "keyless_signer_config_reloads_total{result=\"failed\"}") == 1,
+       "reloads_total counts by result");
+    ok(value(t, "keyless_signer_requests_total{key=\"new\",scheme=\"ecdsa_secp256r1_sha256\",status=\"ok\"}") == 0,
+       "an added key has its zero ok series");
+    ok(value(t, "keyless_signer_requests_total{key=\"web\",scheme=\"rsa_pss_rsae_sha256\",status=\"ok\"}") == 0,
+       "a key's new scheme has its zero ok series");
+    ok(value(t, "keyless_signer_requests_total{key=\"web\",scheme=\"ecdsa_secp256r1_sha256\",status=\"ok\"}") == 2,
+       "a scheme the key lost keeps its count (counters never go backwards)");
+    ok(value(t, "keyless_signer_requests_total{key=\"a\\\"b\",scheme=\"rsa_pss_rsae_sha384\",status=\"ok\"}") == -1,
+       "a dropped key's zero series are gone");
+    signer_metrics_sign("a\"b", 0x0805, KEYLESS__V1__STATUS__OK, 1000);
+    signer_metrics_sign("web", 0x0403, KEYLESS__V1__STATUS__SCHEME_NOT_ALLOWED, 1000);
+    t = render();
+    ok(value(t, "keyless_signer_requests_total{key=\"(none)\",scheme=\"other\",status=\"ok\"}") == 1,
+       "a dropped key's requests count under (none)");
+    ok(value(t, "keyless_signer_requests_total{key=\"web\",scheme=\"other\",status=\"scheme_not_allowed\"}") == 2,
+       "a scheme the key no longer has counts as other");
+
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "mkdtemp");
+        return;
+    }
+    snprintf(p1, sizeof(p1), "%s/a.prom", dir);
+    snprintf(p2, sizeof(p2), "%s/b.prom", dir);
+    snprintf(bad, sizeof(bad), "%s/missing/c.prom", dir);
+    is_int(signer_metrics_reconfigure(p1, 100), 0, "reconfigure while not writing: starts the writer");
+    ok(access(p1, F_OK) == 0, "... the file is there at once");
+    is_int(signer_metrics_reconfigure(bad, 100), KL_ERR_IO, "a path that cannot be written is refused");
+    unlink(p1);
+    int seen = 0;
+    for (int i = 0; i < 50 && !seen; i++) {
+        usleep(20000);
+        seen = access(p1, F_OK) == 0;
+    }
+    ok(seen, "... and the old path is still written");
+    is_int(signer_metrics_reconfigure(p2, 100), 0, "move the file");
+    ok(access(p2, F_OK) == 0 && access(p1, F_OK) != 0, "... written at the new path, the old file removed");
+    is_int(signer_metrics_reconfigure(NULL, 100), 0, "metrics_file unset: stop writing");
+    unlink(p2);
+    usleep(250000);
+    ok(access(p2, F_OK) != 0, "... nothing is written any more");
+    ok(value(render(), "keyless_signer_config_reloads_total{result=\"ok\"}") == 2, "... the counters stay");
+    rmdir(dir);
+}
+
 static void test_write(void)
 {
     char dir[] = "/tmp/kl-smetrics-XXXXXX", path[256], tmp[300], bad[300];
@@ -149,6 +217,7 @@ static void test_write(void)
 int main(void)
 {
     test_series();
+    test_reload();
     test_write();
     return kl_test_done();
 }
