@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "kl_ini.h"
+#include "runas.h"
 #include "log.h"
 #include "sandbox.h"
 #include "tls_ids.h"
@@ -59,42 +60,21 @@ static int set_socket_group(struct kl_ini *ini, void *obj, const char *value)
     return 0;
 }
 
-/* user = NAME or uid: its passwd entry gives the name and the primary group. */
+/* user = NAME or uid, group = NAME or gid: common/runas.h (the same as the frontend's). */
 static int set_user(struct kl_ini *ini, void *obj, const char *value)
 {
     struct signer_config *cfg = obj;
-    struct passwd *pw = getpwnam(value);
-    uint64_t v;
-    if (pw == NULL && kl_ini_parse_uint(&v, value, 0, UINT32_MAX - 1) == 0) {
-        pw = getpwuid((uid_t)v);
-    }
-    if (pw == NULL) {
-        return kl_ini_fail(ini, "no such user '%s'", value);
-    }
-    if (pw->pw_uid == 0) {
-        return kl_ini_fail(ini, "'%s' is root: name the unprivileged user to run as", value);
-    }
-    if ((cfg->user_name = strdup(pw->pw_name)) == NULL) {
-        return kl_ini_fail(ini, "out of memory");
-    }
-    cfg->run_uid = pw->pw_uid;
-    if (!cfg->has_group) {
-        cfg->run_gid = pw->pw_gid; /* the user's primary group unless group = is given */
-    }
-    cfg->has_user = 1;
-    return 0;
+    int ret = kl_runas_user(ini, value, &cfg->user_name, &cfg->run_uid, &cfg->run_gid, cfg->has_group);
+    cfg->has_user |= ret == 0;
+    return ret;
 }
 
 static int set_group(struct kl_ini *ini, void *obj, const char *value)
 {
     struct signer_config *cfg = obj;
-    uint32_t gid;
-    if (parse_id(&gid, value, 1) != 0) {
-        return kl_ini_fail(ini, "no such group '%s'", value);
-    }
-    cfg->run_gid = gid;
-    cfg->has_group = 1;
-    return 0;
+    int ret = kl_runas_group(ini, value, &cfg->run_gid);
+    cfg->has_group |= ret == 0;
+    return ret;
 }
 
 static int set_rotate_bytes(struct kl_ini *ini, void *obj, const char *value)
