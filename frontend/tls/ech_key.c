@@ -194,6 +194,11 @@ int tls_ech_key_load(struct tls_ech_key *k, enum tls_ech_key_error *why_p, const
     uint8_t list[TLS_ECH_MAX_LIST_LEN], pk[HPKE_X25519_LEN];
 
     memset(k, 0, sizeof(*k));
+    /* Key files are read before any connection exists (config, keyless-ech): set up the libraries. */
+    if (crypto_init() != 0) {
+        why = TLS_ECH_KEY_NO_MEMORY;
+        KL_FAIL(KL_ERR_CRYPTO);
+    }
     if ((f = fopen(path, "re")) == NULL) {
         why = TLS_ECH_KEY_CANNOT_OPEN;
         KL_FAIL(KL_ERR_CONFIG);
@@ -267,6 +272,7 @@ int tls_ech_key_generate(struct tls_ech_key *k, uint8_t config_id, const char *p
     static const uint16_t aeads[] = {HPKE_AEAD_AES_128_GCM, HPKE_AEAD_CHACHA20_POLY1305, HPKE_AEAD_AES_256_GCM};
 
     memset(k, 0, sizeof(*k));
+    KL_TRY(crypto_init());
     KL_ENSURE(public_name != NULL && ech_public_name_ok((const uint8_t *)public_name, name_len), KL_ERR_INVALID);
     KL_TRY(hpke_generate_keypair(k->private_key, k->public_key));
     kl_buf_init_fixed(&b, k->config, sizeof(k->config));
