@@ -560,7 +560,7 @@ static int add_ech_key(struct kl_ini *ini, void *obj, const char *item)
     /* The rule of the ticket key file (tickets.c): a secret others can read is refused; the
        group may read it (the frontend's group, when root owns the file). */
     if (st.st_mode & (S_IROTH | S_IWOTH)) {
-        return kl_ini_fail(ini, "%s is accessible by others (mode %04o): chmod 600 or 640", *pathp,
+        return kl_ini_fail(ini, "%s: accessible by others (mode %04o): chmod 600 or 640", *pathp,
                            (unsigned)(st.st_mode & 07777));
     }
     if (tls_ech_key_load(&l->ech_keys[l->n_ech_keys], &why, *pathp) != 0) {
