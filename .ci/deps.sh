@@ -13,6 +13,7 @@ pkgs+=(python3-yaml)  # tests/deploy: parse the Prometheus alert rules (issue 14
 pkgs+=(debhelper lintian)  # tests/deploy: build and lint the Debian package (issue 14)
 pkgs+=(golang-go)  # Go crypto/tls with a ClientSessionCache resumes through the frontend: tests/e2e/test_resumption.sh (issue 11)
 pkgs+=(libseccomp-dev)  # the seccomp-bpf allow-list of both daemons, common/sandbox.c (issue 13)
+pkgs+=(libnss3-tools)  # NSS tstclnt sends Encrypted Client Hello (-N) and certutil builds its db: tests/e2e/test_ech.sh (issue 16)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include "config.h"
 #include "kl_ini.h"
@@ -483,6 +484,72 @@ exit:
     return ret;
 }
 
+const char *config_ech_key_why(enum tls_ech_key_error why)
+{
+    switch (why) {
+    case TLS_ECH_KEY_OK:
+        return "no error";
+    case TLS_ECH_KEY_CANNOT_OPEN:
+        return "cannot open the file";
+    case TLS_ECH_KEY_NO_KEY:
+        return "no X25519 PRIVATE KEY (PKCS#8 PEM) block in the file";
+    case TLS_ECH_KEY_NO_CONFIG:
+        return "no ECHCONFIG PEM block in the file (or its base64 does not decode)";
+    case TLS_ECH_KEY_BAD_CONFIG:
+        return "the ECHCONFIG block is not an ECHConfigList holding exactly one well-formed version 0xfe0d ECHConfig";
+    case TLS_ECH_KEY_UNSUPPORTED:
+        return "the ECHConfig is not usable here (its KEM is not X25519, none of its HPKE suites is supported, or "
+               "it has an unknown mandatory extension)";
+    case TLS_ECH_KEY_MISMATCH:
+        return "the ECHConfig's public key is not the file's private key";
+    case TLS_ECH_KEY_NO_MEMORY:
+        return "out of memory";
+    }
+    return "unknown error";
+}
+
+/*
+ * ech_keys = FILE[, FILE...]: each file is an ECH key (keyless-ech generate). Loaded here so
+ * that every error names the key file; the first key's ECHConfigList becomes retry_configs.
+ */
+static int add_ech_key(struct kl_ini *ini, void *obj, const char *item)
+{
+    struct config_listener *l = obj;
+    struct stat st;
+    enum tls_ech_key_error why;
+    char **pathp;
+    int ret;
+
+    if (l->n_ech_keys == TLS_ECH_KEYS_MAX) {
+        return kl_ini_fail(ini, "at most %d key files", TLS_ECH_KEYS_MAX);
+    }
+    if (l->ech_keys == NULL && (l->ech_keys = calloc(TLS_ECH_KEYS_MAX, sizeof(*l->ech_keys))) == NULL) {
+        return kl_ini_fail(ini, "out of memory");
+    }
+    pathp = &l->ech_key_paths[l->n_ech_keys];
+    if ((ret = kl_ini_path(ini, pathp, item)) != 0) {
+        return ret;
+    }
+    if (stat(*pathp, &st) != 0) {
+        return kl_ini_fail(ini, "%s: %s", *pathp, strerror(errno));
+    }
+    /* The rule of the ticket key file (tickets.c): a secret others can read is refused; the
+       group may read it (the frontend's group, when root owns the file). */
+    if (st.st_mode & (S_IROTH | S_IWOTH)) {
+        return kl_ini_fail(ini, "%s: accessible by others (mode %04o): chmod 600 or 640", *pathp,
+                           (unsigned)(st.st_mode & 07777));
+    }
+    if (tls_ech_key_load(&l->ech_keys[l->n_ech_keys], &why, *pathp) != 0) {
+        return kl_ini_fail(ini, "%s: %s", *pathp, config_ech_key_why(why));
+    }
+    l->n_ech_keys++;
+    if (l->n_ech_keys == 1 && tls_ech_config_list(l->ech_retry_configs, sizeof(l->ech_retry_configs),
+                                                  &l->ech_retry_configs_len, l->ech_keys, 1) != 0) {
+        return kl_ini_fail(ini, "%s: the ECHConfigList does not fit", *pathp);
+    }
+    return 0;
+}
+
 static const char *const client_auth_names[] = {"none", "optional", "required", NULL};
 
 static const struct kl_ini_key listener_keys[] = {
@@ -509,6 +576,9 @@ static const struct kl_ini_key listener_keys[] = {
     {"max_early_data", KL_INI_UINT, KL_INI_LINE, KL_INI_FIELD(struct config_listener, max_early_data), .min = 0,
      .max = CONFIG_MAX_EARLY_DATA, .hint = "bytes",
      .line_offset = offsetof(struct config_listener, max_early_data_line)},
+    /* Encrypted Client Hello (issue 16): the key files, the first one published. */
+    {"ech_keys", KL_INI_LIST, KL_INI_LINE, .set = add_ech_key,
+     .line_offset = offsetof(struct config_listener, ech_keys_line)},
 };
 
 #define KEYS(t) .keys = (t), .n_keys = sizeof(t) / sizeof((t)[0])
@@ -679,6 +749,13 @@ void config_free(struct config *cfg)
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].client_ca);
         free(cfg->listeners[i].client_crl);
+        for (size_t k = 0; k < cfg->listeners[i].n_ech_keys; k++) {
+            tls_ech_key_dispose(&cfg->listeners[i].ech_keys[k]);
+        }
+        for (size_t k = 0; k < TLS_ECH_KEYS_MAX; k++) {
+            free(cfg->listeners[i].ech_key_paths[k]);
+        }
+        free(cfg->listeners[i].ech_keys);
     }
     free(cfg);
 }

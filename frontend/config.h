@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include "kl_err.h"
 #include "tls_ids.h" /* TLS_MAX_GROUPS */
+#include "tls/tls.h" /* struct tls_ech_key, enum tls_ech_key_error */
 
 #define CONFIG_MAX_LISTENERS 16
 #define CONFIG_MAX_CERTS 16
@@ -51,6 +52,18 @@ struct config_listener {
     int psk_ke;              /* accept psk_ke (resumption without (EC)DHE): default no */
     uint32_t max_early_data; /* 0-RTT bytes accepted (0: off); needs proxy_protocol */
     int max_early_data_line;
+    /*
+     * ECH (issue 16): ech_keys = FILE[, FILE...], each loaded and checked while the file is
+     * parsed (so --check-config and a SIGHUP reload see them). Every key is tried by config_id;
+     * retry_configs (the ECHConfigList of the first key) is what a client that used a stale
+     * config is told to use. The keys are secrets: config_free() wipes them.
+     */
+    char *ech_key_paths[TLS_ECH_KEYS_MAX];
+    struct tls_ech_key *ech_keys; /* TLS_ECH_KEYS_MAX entries, n_ech_keys used; NULL when none */
+    size_t n_ech_keys;
+    int ech_keys_line;
+    uint8_t ech_retry_configs[2 + TLS_ECH_MAX_CONFIG_LEN];
+    size_t ech_retry_configs_len;
 };
 
 struct config_cert {
@@ -127,6 +140,9 @@ struct config {
  */
 KL_MUST_CHECK int config_load(struct config **cfg_p, char *err, const char *path);
 void config_free(struct config *cfg);
+
+/* Why an ECH key file did not load, in the words operators read (config errors and keyless-ech). */
+const char *config_ech_key_why(enum tls_ech_key_error why);
 
 /* Parse "host:port", "[v6]:port" or "unix:/path" (unix only if allow_unix). */
 KL_MUST_CHECK int config_parse_addr(struct config_addr *a, const char *s, int allow_unix);

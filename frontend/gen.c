@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "ev.h"
 #include "gen.h"
 #include "kl_buf.h"
@@ -58,6 +59,55 @@ static const char *client_ca_why(enum tls_client_ca_error e)
     }
 }
 
+/*
+ * Whether a certificate name (a SAN dNSName, maybe "*.example") covers host: the rule the
+ * engine uses to choose a certificate by SNI (hs_server.c's hs_name_matches): case-insensitive,
+ * a wildcard covers exactly one left-most label (RFC 6125 6.4.3).
+ */
+static int gen_name_matches(const char *pattern, const char *host)
+{
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        const char *dot = strchr(host, '.');
+        if (dot == NULL || dot == host) {
+            return 0;
+        }
+        return strcasecmp(pattern + 1, dot) == 0;
+    }
+    return strcasecmp(pattern, host) == 0;
+}
+
+/*
+ * ECH (issue 16): a listener's keys, each with a public name one of the certificates serves
+ * (a rejected ECH completes the handshake on the outer ClientHello with that certificate),
+ * and retry_configs = the first key's ECHConfigList.
+ */
+static int gen_ech(struct fe_gen *gen, size_t i, struct tls_config *t, char *err, size_t err_len)
+{
+    const struct config *cfg = gen->cfg;
+    const struct config_listener *l = &cfg->listeners[i];
+    for (size_t k = 0; k < l->n_ech_keys; k++) {
+        const char *name = l->ech_keys[k].public_name;
+        int served = 0;
+        for (size_t c = 0; c < cfg->n_certs && !served; c++) {
+            for (size_t j = 0; j < gen->tls_certs[c].n_names && !served; j++) {
+                served = gen->tls_certs[c].names[j] != NULL && gen_name_matches(gen->tls_certs[c].names[j], name);
+            }
+        }
+        if (!served) {
+            snprintf(err, err_len,
+                     "%s:%d: [listener %s] ech_keys: %s: public name '%s' is not a name of any [cert] (add a "
+                     "certificate for it: clients whose ECH is rejected are answered with it)",
+                     cfg->path, l->ech_keys_line, l->name, l->ech_key_paths[k], name);
+            return KL_ERR_CONFIG;
+        }
+    }
+    t->ech.keys = l->ech_keys;
+    t->ech.n_keys = l->n_ech_keys;
+    t->ech.retry_configs = l->n_ech_keys > 0 ? l->ech_retry_configs : NULL;
+    t->ech.retry_configs_len = l->n_ech_keys > 0 ? l->ech_retry_configs_len : 0;
+    return 0;
+}
+
 /* One engine configuration per listener: the shared one plus its client authentication. */
 static int gen_client_auth(struct fe_gen *gen, char *err, size_t err_len)
 {
@@ -74,10 +124,14 @@ static int gen_client_auth(struct fe_gen *gen, char *err, size_t err_len)
         t->tickets.allow_psk_ke = l->psk_ke;
         t->tickets.max_early_data = l->max_early_data;
         memcpy(t->tickets.host_id, cfg->host_id, sizeof(t->tickets.host_id));
+        int ret = gen_ech(gen, i, t, err, err_len);
+        if (ret != 0) {
+            return ret;
+        }
         if (l->client_auth == 0) {
             continue;
         }
-        int ret = tls_client_ca_load(&gen->client_ca[i], &why, l->client_ca, l->client_crl, l->client_verify_depth);
+        ret = tls_client_ca_load(&gen->client_ca[i], &why, l->client_ca, l->client_crl, l->client_verify_depth);
         if (ret != 0) {
             int crl = why == TLS_CLIENT_CA_CRL_OPEN || why == TLS_CLIENT_CA_NO_CRL;
             snprintf(err, err_len, "%s:%d: [listener %s] %s: %s: %s", cfg->path,
@@ -102,9 +156,11 @@ const struct tls_config *gen_tls(struct fe_gen *gen, size_t listener)
     enum tls_client_auth mode = t->client_auth;
     const struct tls_client_ca *ca = t->client_ca;
     struct tls_ticket_config tk = t->tickets;
+    struct tls_ech_config ech = t->ech;
     *t = gen->tls;
     t->client_auth = mode;
     t->client_ca = ca;
+    t->ech = ech;
     tk.keys = gen->tls.tickets.keys;
     tk.keys_arg = gen->tls.tickets.keys_arg;
     tk.replay = gen->tls.tickets.replay;

@@ -38,6 +38,39 @@ uint64_t metrics_get(enum metric_id id)
     return (uint64_t)__atomic_load_n(&shm->v[id], __ATOMIC_RELAXED);
 }
 
+void metrics_ech(enum tls_ech_status status)
+{
+    switch (status) {
+    case TLS_ECH_ACCEPTED:
+        metrics_add(METRIC_ECH_ACCEPTED, 1);
+        break;
+    case TLS_ECH_REJECTED:
+        metrics_add(METRIC_ECH_REJECTED, 1);
+        break;
+    case TLS_ECH_UNKNOWN_CONFIG:
+        metrics_add(METRIC_ECH_UNKNOWN_CONFIG, 1);
+        break;
+    case TLS_ECH_NONE:
+    default:
+        break;
+    }
+}
+
+const char *metrics_ech_result(enum tls_ech_status status)
+{
+    switch (status) {
+    case TLS_ECH_ACCEPTED:
+        return "accepted";
+    case TLS_ECH_REJECTED:
+        return "rejected";
+    case TLS_ECH_UNKNOWN_CONFIG:
+        return "unknown_config";
+    case TLS_ECH_NONE:
+    default:
+        return "none";
+    }
+}
+
 void metrics_signer_latency(uint64_t us)
 {
     size_t i = 0;
@@ -196,6 +229,19 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics_cert *certs, s
          "keyless_frontend_ticket_key_refreshes_total{result=\"ok\"} %lld\n"
          "keyless_frontend_ticket_key_refreshes_total{result=\"failed\"} %lld\n",
          (long long)metrics_get(METRIC_TICKET_KEY_FETCHES), (long long)metrics_get(METRIC_TICKET_KEY_FAILURES));
+    /* Issue 16: GREASE ECH (an encrypted_client_hello with a random config id, which browsers send
+       to every server) cannot be told from a stale config, so it counts as unknown_config. */
+    EMIT("# HELP keyless_frontend_ech_total ClientHellos that offered Encrypted Client Hello, by result: accepted "
+         "(decrypted, the handshake ran on the inner ClientHello), rejected (a key with that config_id failed to "
+         "decrypt it: retry_configs sent), unknown_config (no key with that config_id and suite: a stale config, or "
+         "GREASE ECH, which clients send to servers without ECH; retry_configs sent when the listener has keys).\n"
+         "# TYPE keyless_frontend_ech_total counter\n"
+         "keyless_frontend_ech_total{result=\"%s\"} %lld\n"
+         "keyless_frontend_ech_total{result=\"%s\"} %lld\n"
+         "keyless_frontend_ech_total{result=\"%s\"} %lld\n",
+         metrics_ech_result(TLS_ECH_ACCEPTED), (long long)metrics_get(METRIC_ECH_ACCEPTED),
+         metrics_ech_result(TLS_ECH_REJECTED), (long long)metrics_get(METRIC_ECH_REJECTED),
+         metrics_ech_result(TLS_ECH_UNKNOWN_CONFIG), (long long)metrics_get(METRIC_ECH_UNKNOWN_CONFIG));
     FAMILY("keyless_frontend_signer_duration_seconds", "histogram", "Signer round trip per answered request.");
     uint64_t cum = 0;
     for (size_t i = 0; i < METRIC_LAT_BUCKETS; i++) {

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kl_err.h"
+#include "tls/tls.h" /* enum tls_ech_status */
 
 enum metric_id {
     METRIC_HS_OK,
@@ -40,6 +41,10 @@ enum metric_id {
     METRIC_EARLY_DATA_BYTES,    /* 0-RTT bytes passed to backends */
     METRIC_TICKET_KEY_FETCHES,  /* TicketKeys answers installed */
     METRIC_TICKET_KEY_FAILURES, /* TicketKeys requests that failed or were refused */
+    /* Issue 16: what became of the ClientHellos that offered ECH (tls.h's enum tls_ech_status). */
+    METRIC_ECH_ACCEPTED,       /* decrypted: the handshake ran on the inner ClientHello */
+    METRIC_ECH_REJECTED,       /* a key with that config_id and suite, but HPKE open failed */
+    METRIC_ECH_UNKNOWN_CONFIG, /* no such key: a stale config, or GREASE ECH */
     METRIC_COUNT
 };
 
@@ -49,6 +54,13 @@ enum metric_id {
 KL_MUST_CHECK int metrics_init(void);
 void metrics_add(enum metric_id id, int64_t delta);
 uint64_t metrics_get(enum metric_id id);
+/*
+ * Issue 16: count one connection's ECH outcome (TLS_ECH_NONE counts nothing), and its name
+ * as the metric's result label and the access line's ech= field: none, accepted, rejected,
+ * unknown_config.
+ */
+void metrics_ech(enum tls_ech_status status);
+const char *metrics_ech_result(enum tls_ech_status status);
 /* One signer round trip of us microseconds. */
 void metrics_signer_latency(uint64_t us);
 /* A served certificate, for keyless_frontend_certificate_not_after_seconds. */

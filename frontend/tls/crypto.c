@@ -754,6 +754,145 @@ void crypto_wipe(void *p, size_t len)
     sodium_memzero(p, len);
 }
 
+/* ---- PEM for ECH key files ---- */
+
+/*
+ * The first PEM block called name in pem: *data_p and *len_p from PEM_read_bio (free with
+ * OPENSSL_clear_free). Blocks with other names are skipped; a block that does not decode
+ * ends the search (KL_ERR_NOT_FOUND), as does the end of the text.
+ */
+static int pem_find(const char *pem, size_t pem_len, const char *name, unsigned char **data_p, long *len_p)
+{
+    int ret = KL_ERR_NOT_FOUND;
+    BIO *bio = NULL;
+    char *bname = NULL, *header = NULL;
+    unsigned char *data = NULL;
+    long len = 0;
+
+    *data_p = NULL;
+    *len_p = 0;
+    KL_ENSURE(pem_len <= INT32_MAX, KL_ERR_INVALID);
+    KL_ENSURE((bio = BIO_new_mem_buf(pem, (int)pem_len)) != NULL, KL_ERR_NO_MEMORY);
+    while (PEM_read_bio(bio, &bname, &header, &data, &len) == 1) {
+        int match = strcmp(bname, name) == 0;
+        OPENSSL_free(bname);
+        OPENSSL_free(header);
+        bname = header = NULL;
+        if (match) {
+            *data_p = data;
+            *len_p = len;
+            data = NULL;
+            ret = 0;
+            goto exit;
+        }
+        OPENSSL_clear_free(data, (size_t)len);
+        data = NULL;
+    }
+    ret = KL_ERR_NOT_FOUND;
+exit:
+    BIO_free(bio);
+    ERR_clear_error();
+    return ret;
+}
+
+int crypto_pem_read_x25519(uint8_t sk[32], const char *pem, size_t pem_len)
+{
+    int ret;
+    unsigned char *der = NULL;
+    long der_len = 0;
+    const unsigned char *p;
+    PKCS8_PRIV_KEY_INFO *p8 = NULL;
+    EVP_PKEY *pkey = NULL;
+    size_t sk_len = 32;
+
+    KL_TRY(pem_find(pem, pem_len, "PRIVATE KEY", &der, &der_len));
+    p = der;
+    /* The whole block is one PKCS#8 PrivateKeyInfo: no trailing bytes. */
+    KL_ENSURE((p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, der_len)) != NULL && p == der + der_len, KL_ERR_NOT_FOUND);
+    KL_ENSURE((pkey = EVP_PKCS82PKEY(p8)) != NULL, KL_ERR_NOT_FOUND);
+    KL_ENSURE(EVP_PKEY_is_a(pkey, "X25519"), KL_ERR_INVALID);
+    KL_ENSURE(EVP_PKEY_get_raw_private_key(pkey, sk, &sk_len) == 1 && sk_len == 32, KL_ERR_INVALID);
+    ret = 0;
+exit:
+    if (ret != 0)
+        sodium_memzero(sk, 32);
+    EVP_PKEY_free(pkey);
+    PKCS8_PRIV_KEY_INFO_free(p8); /* clears the key octets */
+    OPENSSL_clear_free(der, der != NULL ? (size_t)der_len : 0);
+    ERR_clear_error();
+    return ret;
+}
+
+int crypto_pem_read_block(uint8_t *out, size_t cap, size_t *len_p, const char *pem, size_t pem_len, const char *name)
+{
+    int ret;
+    unsigned char *data = NULL;
+    long len = 0;
+
+    *len_p = 0;
+    KL_TRY(pem_find(pem, pem_len, name, &data, &len));
+    KL_ENSURE((size_t)len <= cap, KL_ERR_OVERFLOW);
+    memcpy(out, data, (size_t)len);
+    *len_p = (size_t)len;
+    ret = 0;
+exit:
+    OPENSSL_clear_free(data, data != NULL ? (size_t)len : 0);
+    return ret;
+}
+
+/* Copy what a memory BIO holds to buf + *len_p, NUL-terminated; the BIO's buffer is wiped on free. */
+static int pem_bio_append(BIO *bio, char *buf, size_t cap, size_t *len_p)
+{
+    char *p;
+    long n = BIO_get_mem_data(bio, &p);
+    if (n < 0 || *len_p >= cap || (size_t)n >= cap - *len_p)
+        return KL_ERR_OVERFLOW;
+    memcpy(buf + *len_p, p, (size_t)n);
+    *len_p += (size_t)n;
+    buf[*len_p] = '\0';
+    return 0;
+}
+
+int crypto_pem_write_x25519(char *buf, size_t cap, size_t *len_p, const uint8_t sk[32])
+{
+    int ret;
+    BIO *bio = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    /* A secure-heap memory BIO: its buffer, which holds the key's base64, is cleared when freed. */
+    KL_ENSURE((bio = BIO_new(BIO_s_secmem())) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE((pkey = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk, 32)) != NULL, KL_ERR_CRYPTO);
+    /* PEM_write_bio_PrivateKey without a cipher writes PKCS#8 "PRIVATE KEY". */
+    KL_ENSURE(PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) == 1, KL_ERR_CRYPTO);
+    KL_TRY(pem_bio_append(bio, buf, cap, len_p));
+    ret = 0;
+exit:
+    if (ret == KL_ERR_OVERFLOW && *len_p < cap)
+        sodium_memzero(buf + *len_p, cap - *len_p);
+    EVP_PKEY_free(pkey);
+    BIO_free(bio);
+    ERR_clear_error();
+    return ret;
+}
+
+int crypto_pem_write_block(char *buf, size_t cap, size_t *len_p, const char *name, const uint8_t *data, size_t data_len)
+{
+    int ret;
+    BIO *bio = NULL;
+
+    KL_ENSURE(data_len <= INT32_MAX, KL_ERR_INVALID);
+    KL_ENSURE((bio = BIO_new(BIO_s_mem())) != NULL, KL_ERR_NO_MEMORY);
+    KL_ENSURE(PEM_write_bio(bio, name, "", data, (long)data_len) > 0, KL_ERR_CRYPTO);
+    KL_TRY(pem_bio_append(bio, buf, cap, len_p));
+    ret = 0;
+exit:
+    if (ret == KL_ERR_OVERFLOW && *len_p < cap)
+        sodium_memzero(buf + *len_p, cap - *len_p);
+    BIO_free(bio);
+    ERR_clear_error();
+    return ret;
+}
+
 /* ---- certificates ---- */
 
 int crypto_chain_load_pem(struct crypto_chain *c, const char *path)

@@ -180,6 +180,38 @@ void crypto_random(void *buf, size_t len);
 int crypto_equal(const void *a, const void *b, size_t len);
 void crypto_wipe(void *p, size_t len);
 
+/*
+ * ---- PEM for ECH key files (tls_ech_key_load / _write_pem) ----
+ *
+ * A key file is PEM text (draft-farrell-tls-pemesni): a "PRIVATE KEY" block (PKCS#8, an
+ * X25519 key) and an "ECHCONFIG" block (an ECHConfigList). These read PEM text already in
+ * memory (the caller bounds it) and write into the caller's buffer; every decoded private
+ * key byte is wiped before it is released.
+ */
+
+/*
+ * The raw X25519 private key of the first "PRIVATE KEY" block of pem. KL_ERR_NOT_FOUND when
+ * there is no such block or its base64 or PKCS#8 DER does not decode (or has trailing bytes);
+ * KL_ERR_INVALID when the key is not an X25519 key. sk is wiped on failure.
+ */
+KL_MUST_CHECK int crypto_pem_read_x25519(uint8_t sk[32], const char *pem, size_t pem_len);
+/*
+ * The decoded body of the first PEM block called name (e.g. "ECHCONFIG") into out (cap
+ * bytes). KL_ERR_NOT_FOUND when there is none, or its base64 does not decode;
+ * KL_ERR_OVERFLOW when it is longer than cap.
+ */
+KL_MUST_CHECK int crypto_pem_read_block(uint8_t *out, size_t cap, size_t *len_p, const char *pem, size_t pem_len,
+                                        const char *name);
+/*
+ * Append a PKCS#8 "PRIVATE KEY" block for the X25519 key sk at buf + *len_p (cap bytes in
+ * all, kept NUL-terminated); *len_p grows by what was written. KL_ERR_OVERFLOW if it does
+ * not fit (buf is then wiped past the old *len_p).
+ */
+KL_MUST_CHECK int crypto_pem_write_x25519(char *buf, size_t cap, size_t *len_p, const uint8_t sk[32]);
+/* Append a PEM block called name holding data, the same way. */
+KL_MUST_CHECK int crypto_pem_write_block(char *buf, size_t cap, size_t *len_p, const char *name, const uint8_t *data,
+                                         size_t data_len);
+
 /* ---- certificates (public data only: the private key is in the signer) ---- */
 
 /*

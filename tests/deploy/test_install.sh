@@ -29,6 +29,7 @@ cat >"$T/want" <<'LIST'
 /lib/systemd/system/keyless-frontend.service
 /lib/systemd/system/keyless-signer.service
 /usr/bin/keyless-audit-verify
+/usr/bin/keyless-ech
 /usr/lib/sysusers.d/keyless.conf
 /usr/lib/tmpfiles.d/keyless.conf
 /usr/sbin/keyless-frontend
@@ -66,8 +67,10 @@ check "another prefix: configs in PREFIX/etc/keyless, units in PREFIX/lib/system
     test -f "$T/opt/opt/keyless/etc/keyless/signer.conf" -a -f "$T/opt/opt/keyless/lib/systemd/system/keyless-signer.service"
 check "another prefix: nothing outside it" bash -c '[ "$(ls "$1")" = opt ]' _ "$T/opt"
 
-for b in keyless-signer keyless-frontend; do
-    v=$("$D/usr/sbin/$b" --version 2>&1 || true)
+for b in keyless-signer keyless-frontend keyless-ech; do
+    p=$D/usr/sbin/$b
+    [ -x "$p" ] || p=$D/usr/bin/$b # keyless-ech is an operator's tool: bin
+    v=$("$p" --version 2>&1 || true)
     check "$b --version names the version and the commit ($v)" grep -Eq "^$b [0-9]+\.[0-9]+\.[0-9]+ \(git [0-9a-f]{7,}|unknown\)\$" <<<"$v"
 done
 rc=0

@@ -10,9 +10,12 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include "kl_test.h"
 #include "config.h"
+#include "crypto.h" /* crypto_pem_write_*: key files with one thing wrong */
+#include "gen.h"
 #include "log.h"
 #include "tls_ids.h"
 
@@ -576,6 +579,208 @@ static void test_user_sandbox(void)
                "sandbox = maybe");
 }
 
+/* ---- Issue 16: [listener] ech_keys ---- */
+
+/* A key file at dir/name with mode 0600 from a generated key (PEM as keyless-ech writes it). */
+static int write_ech_key(const char *name, const struct tls_ech_key *k)
+{
+    char p[256], pem[4096];
+    size_t len;
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    if (tls_ech_key_write_pem(k, pem, sizeof(pem), &len) != 0 || write_file(p, pem) != 0) {
+        return -1;
+    }
+    return chmod(p, 0600);
+}
+
+/* A key file from raw parts: the PKCS#8 of sk (or none) and an ECHConfigList (or none). */
+static int write_ech_parts(const char *name, const uint8_t *sk, const uint8_t *list, size_t list_len)
+{
+    char p[256], pem[4096] = "";
+    size_t len = 0;
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    if ((sk != NULL && crypto_pem_write_x25519(pem, sizeof(pem), &len, sk) != 0) ||
+        (list != NULL && crypto_pem_write_block(pem, sizeof(pem), &len, "ECHCONFIG", list, list_len) != 0) ||
+        write_file(p, pem) != 0) {
+        return -1;
+    }
+    return chmod(p, 0600);
+}
+
+static const char ech_listener[] = "[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\n";
+
+/* base + listener b with ech_keys = value (line 12); expect the key error for file. */
+static void expect_ech_err(const char *value, const char *file, const char *why, const char *name)
+{
+    char extra[1024], want[CONFIG_ERR_LEN];
+    snprintf(extra, sizeof(extra), "%sech_keys = %s\n", ech_listener, value);
+    snprintf(want, sizeof(want), ":12: [listener b] ech_keys: %s/%s: %s", dir, file, why);
+    expect_err(extra, want, name);
+}
+
+/* A generation (certificates loaded) from base + extra, with chain = cert as [cert a]. */
+static int load_gen(struct fe_gen **gen_p, const char *cert, const char *extra, char *err)
+{
+    char text[4096];
+    snprintf(text, sizeof(text),
+             "[signer]\nsocket = signer.sock\n[cert a]\nchain = %s\nkey = ecdsa-p256\n[listener main]\n"
+             "listen = 127.0.0.1:1\nbackend = 127.0.0.1:2\n%s",
+             cert, extra);
+    *gen_p = NULL;
+    int ret = load(text, err);
+    if (ret != 0) {
+        return ret;
+    }
+    struct config *c = cfg;
+    cfg = NULL; /* gen_new owns it now */
+    return gen_new(gen_p, err, CONFIG_ERR_LEN, c);
+}
+
+static void test_ech(void)
+{
+    struct tls_ech_key k1, k2, kw, many[17];
+    char err[CONFIG_ERR_LEN], text[4096], want[CONFIG_ERR_LEN], p[256];
+    uint8_t list[TLS_ECH_MAX_LIST_LEN];
+    size_t list_len;
+
+    if (!ok(tls_ech_key_generate(&k1, 1, "public.example", 0) == 0 &&
+                tls_ech_key_generate(&k2, 2, "rotate.example", 0) == 0 &&
+                tls_ech_key_generate(&kw, 3, "a.wild.example", 0) == 0 && write_ech_key("k1.pem", &k1) == 0 &&
+                write_ech_key("k2.pem", &k2) == 0 && write_ech_key("kw.pem", &kw) == 0,
+            "ech: three key files")) {
+        return;
+    }
+
+    /* The good case: two files, relative to the config's directory, the first published. */
+    snprintf(text, sizeof(text), "%s%sech_keys = k1.pem, k2.pem\n", base, ech_listener);
+    if (ok(load(text, err) == 0, "ech_keys = k1.pem, k2.pem")) {
+        const struct config_listener *l = &cfg->listeners[1];
+        is_int(cfg->listeners[0].n_ech_keys, 0, "... the other listener has none");
+        is_int(l->n_ech_keys, 2, "... two keys");
+        is_int(l->ech_keys_line, 12, "... the line of ech_keys");
+        snprintf(p, sizeof(p), "%s/k2.pem", dir);
+        ok(strcmp(l->ech_key_paths[1], p) == 0, "... paths resolved against the config's directory");
+        ok(l->ech_keys[0].config_id == 1 && l->ech_keys[1].config_id == 2 &&
+               memcmp(l->ech_keys[0].private_key, k1.private_key, 32) == 0 &&
+               memcmp(l->ech_keys[1].private_key, k2.private_key, 32) == 0,
+           "... the keys in order");
+        ok(tls_ech_config_list(list, sizeof(list), &list_len, &k1, 1) == 0 && l->ech_retry_configs_len == list_len &&
+               memcmp(l->ech_retry_configs, list, list_len) == 0,
+           "... retry_configs is the first key's ECHConfigList");
+    } else {
+        diag("%s", err);
+    }
+    snprintf(p, sizeof(p), "%s/k2.pem", dir);
+    chmod(p, 0640);
+    snprintf(text, sizeof(text), "%s%sech_keys = k2.pem k1.pem\n", base, ech_listener);
+    ok(load(text, err) == 0 && cfg->listeners[1].ech_keys[0].config_id == 2,
+       "mode 0640 is accepted; blanks separate too");
+
+    /* Each bad case names the config file, line, listener, key file and the reason. */
+    chmod(p, 0644);
+    expect_ech_err("k2.pem", "k2.pem", "accessible by others (mode 0644): chmod 600 or 640", "a world-readable key");
+    chmod(p, 0604);
+    expect_ech_err("k1.pem, k2.pem", "k2.pem", "accessible by others (mode 0604): chmod 600 or 640",
+                   "the second file world-readable");
+    chmod(p, 0600);
+    expect_ech_err("missing.pem", "missing.pem", "No such file or directory", "a missing key file");
+    snprintf(p, sizeof(p), "%s/junk.pem", dir);
+    write_file(p, "not a key\n");
+    chmod(p, 0600);
+    expect_ech_err("junk.pem", "junk.pem", config_ech_key_why(TLS_ECH_KEY_NO_KEY), "a file without a key");
+    ok(write_ech_parts("nocfg.pem", k1.private_key, NULL, 0) == 0, "a key without a config");
+    expect_ech_err("nocfg.pem", "nocfg.pem", config_ech_key_why(TLS_ECH_KEY_NO_CONFIG), "no ECHCONFIG");
+    ok(tls_ech_config_list(list, sizeof(list), &list_len, &k1, 1) == 0, "k1's list");
+    list[list_len] = 0; /* one byte after the list */
+    ok(write_ech_parts("badcfg.pem", k1.private_key, list, list_len + 1) == 0, "a config with a trailing byte");
+    expect_ech_err("badcfg.pem", "badcfg.pem", config_ech_key_why(TLS_ECH_KEY_BAD_CONFIG), "a malformed config");
+    list[2 + 5] = 0x00; /* kem_id 0x0020 -> 0x0010 (P-256): byte 5 of the config is the KEM's low byte */
+    list[2 + 6] = 0x10;
+    ok(write_ech_parts("unsup.pem", k1.private_key, list, list_len) == 0, "a config with the P-256 KEM");
+    expect_ech_err("unsup.pem", "unsup.pem", config_ech_key_why(TLS_ECH_KEY_UNSUPPORTED), "an unsupported KEM");
+    ok(tls_ech_config_list(list, sizeof(list), &list_len, &k2, 1) == 0 &&
+           write_ech_parts("mismatch.pem", k1.private_key, list, list_len) == 0,
+       "k1's key with k2's config");
+    expect_ech_err("k1.pem, mismatch.pem", "mismatch.pem", config_ech_key_why(TLS_ECH_KEY_MISMATCH),
+                   "a config that is not the key's");
+    int written = 0;
+    for (int i = 0; i < 17; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "m%d.pem", i);
+        written +=
+            tls_ech_key_generate(&many[i], (uint8_t)i, "public.example", 0) == 0 && write_ech_key(name, &many[i]) == 0;
+        tls_ech_key_dispose(&many[i]);
+    }
+    is_int(written, 17, "seventeen key files");
+    snprintf(text, sizeof(text),
+             "%s%sech_keys = m0.pem m1.pem m2.pem m3.pem m4.pem m5.pem m6.pem m7.pem m8.pem m9.pem "
+             "m10.pem m11.pem m12.pem m13.pem m14.pem m15.pem m16.pem\n",
+             base, ech_listener);
+    snprintf(want, sizeof(want), "%s:12: [listener b] ech_keys: at most 16 key files", path);
+    ok(load(text, err) == KL_ERR_CONFIG && strcmp(err, want) == 0, "seventeen key files refused");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nech_keys =\n",
+               ":12: [listener b] ech_keys: empty value", "ech_keys without a file");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nech_keys = k1.pem\nech_keys = k2.pem\n",
+               ":13: [listener b] ech_keys: set twice (first at line 12)", "ech_keys twice");
+
+    /* With the certificates (gen.c): each public name must be a name of a [cert]. */
+    char cert[256], cmd[1024];
+    snprintf(cert, sizeof(cert), "%s/ech-cert.pem", dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s/ech-cert.key -out %s "
+             "-subj /CN=public.example -addext 'subjectAltName=DNS:Public.Example,DNS:*.wild.example' -days 2 "
+             ">/dev/null 2>&1",
+             dir, cert);
+    if (system(cmd) != 0) {
+        skip("ech: public name checks", "openssl cannot make a certificate here");
+        goto exit;
+    }
+    struct fe_gen *g = NULL;
+    if (ok(load_gen(&g, cert, "[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nech_keys = k1.pem, kw.pem\n",
+                    err) == 0,
+           "generation: public.example (case-insensitive) and a.wild.example (wildcard) are served")) {
+        const struct tls_config *t = gen_tls(g, 1);
+        ok(t->ech.n_keys == 2 && t->ech.keys == g->cfg->listeners[1].ech_keys && t->ech.retry_configs != NULL &&
+               t->ech.retry_configs_len == g->cfg->listeners[1].ech_retry_configs_len,
+           "... the listener's tls_config carries the keys and retry_configs");
+        t = gen_tls(g, 1);
+        ok(t->ech.n_keys == 2, "... and keeps them when gen_tls refreshes the copy");
+        ok(gen_tls(g, 0)->ech.n_keys == 0 && gen_tls(g, 0)->ech.retry_configs == NULL,
+           "... the listener without ech_keys has ECH off");
+    } else {
+        diag("%s", err);
+    }
+    gen_unref(g);
+    g = NULL;
+    int ret = load_gen(&g, cert,
+                       "[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nech_keys = k1.pem, k2.pem\n", err);
+    snprintf(want, sizeof(want),
+             "%s:12: [listener b] ech_keys: %s/k2.pem: public name 'rotate.example' is not a name of any [cert] (add a "
+             "certificate for it: clients whose ECH is rejected are answered with it)",
+             path, dir);
+    if (!ok(ret == KL_ERR_CONFIG && g == NULL && strcmp(err, want) == 0, "a public name no certificate serves")) {
+        diag("got  '%s'", err);
+        diag("want '%s'", want);
+    }
+    gen_unref(g);
+    g = NULL;
+    /* A wildcard covers one label only. */
+    tls_ech_key_dispose(&kw);
+    ok(tls_ech_key_generate(&kw, 3, "a.b.wild.example", 0) == 0 && write_ech_key("kw2.pem", &kw) == 0, "kw2");
+    ret = load_gen(&g, cert, "[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nech_keys = kw2.pem\n", err);
+    ok(ret == KL_ERR_CONFIG && strstr(err, "public name 'a.b.wild.example' is not a name of any [cert]") != NULL,
+       "*.wild.example does not serve a.b.wild.example");
+    gen_unref(g);
+exit:
+    tls_ech_key_dispose(&k1);
+    tls_ech_key_dispose(&k2);
+    tls_ech_key_dispose(&kw);
+    snprintf(cmd, sizeof(cmd), "cd %s && rm -f k*.pem m*.pem junk.pem nocfg.pem badcfg.pem unsup.pem ech-cert.*", dir);
+    if (system(cmd) != 0) {
+        diag("cleanup failed");
+    }
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/kl-fe-config.XXXXXX");
@@ -595,6 +800,7 @@ int main(void)
     test_tickets();
     test_parse_addr();
     test_user_sandbox();
+    test_ech();
     config_free(cfg);
     unlink(chain);
     unlink(path);
