@@ -143,7 +143,7 @@ struct tls_conn {
     uint64_t early_len; /* early application data bytes received so far */
     uint32_t early_max; /* the most we take (the ticket's max_early_data) */
     enum tls_ech_status ech_status;
-    char ech_outer_name[256]; /* the outer ClientHello's SNI when it offered ECH, or "" */
+    char *ech_outer_name; /* the outer ClientHello's SNI when it offered ECH (heap, only then: idle memory), or NULL */
 };
 
 /* ---- small helpers ---- */
@@ -329,6 +329,7 @@ void tls_conn_free(struct tls_conn *c)
     rec_dir_dispose(&c->rd);
     rec_dir_dispose(&c->wr);
     kl_buf_dispose(&c->hs_in);
+    free(c->ech_outer_name);
     crypto_wipe(c, sizeof(*c));
     free(c);
 }
@@ -1280,8 +1281,14 @@ static int hs_ech(struct tls_conn *c, const struct msg_client_hello *outer, cons
         KL_TRY(ech_ext_decode(&type, &o, outer->ext.ech));
         /* 7.1: an outer ClientHello whose extension has type inner: "illegal_parameter". */
         KL_ENSURE(type == ECH_TYPE_OUTER, KL_ERR_ILLEGAL_PARAMETER);
-        snprintf(c->ech_outer_name, sizeof(c->ech_outer_name), "%.*s", (int)outer->ext.server_name.len,
-                 outer->ext.server_name.base != NULL ? (const char *)outer->ext.server_name.base : "");
+        free(c->ech_outer_name);
+        c->ech_outer_name = calloc(1, outer->ext.server_name.len + 1);
+        KL_ENSURE(c->ech_outer_name != NULL, KL_ERR_NO_MEMORY);
+        if (outer->ext.server_name.len != 0) {
+            struct wire_reader nr;
+            wire_reader_init(&nr, outer->ext.server_name.base, outer->ext.server_name.len);
+            KL_TRY(wire_read_copy(&nr, c->ech_outer_name, outer->ext.server_name.len));
+        }
         KL_TRY(ech_outer_aad(aad, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
         KL_TRY(ech_open(&h->ech_ctx, &key, &status, pt, ec, &o, aad->base, aad->len));
         c->ech_status = status;
@@ -1995,5 +2002,5 @@ enum tls_ech_status tls_conn_ech_status(const struct tls_conn *c)
 
 const char *tls_conn_ech_outer_name(const struct tls_conn *c)
 {
-    return c->ech_outer_name;
+    return c->ech_outer_name != NULL ? c->ech_outer_name : "";
 }
