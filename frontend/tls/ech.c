@@ -32,6 +32,14 @@ exit:
     return ret;
 }
 
+int ech_ext_type(struct kl_span body)
+{
+    struct wire_reader r;
+    uint8_t type;
+    wire_reader_init(&r, body.base, body.len);
+    return wire_read_u8(&r, &type) == 0 ? type : -1;
+}
+
 /* Copy a length-prefixed vector (prefix included) from r to b. */
 static int ech_copy_vec(struct kl_buf *b, struct wire_reader *r, size_t len_bytes)
 {

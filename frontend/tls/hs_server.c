@@ -1263,6 +1263,7 @@ static int hs_ech(struct tls_conn *c, const struct msg_client_hello *outer, cons
          * than outer, a non-empty enc or another config_id or cipher_suite: "illegal_parameter"; a payload that
          * does not decrypt (with the same context, next sequence number): "decrypt_error". */
         KL_ENSURE(ext_has(&outer->ext, EXT_B_ENCRYPTED_CLIENT_HELLO), KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION));
+        KL_ENSURE(ech_ext_type(outer->ext.ech) != ECH_TYPE_INNER, KL_ERR_ILLEGAL_PARAMETER);
         KL_TRY(ech_ext_decode(&type, &o, outer->ext.ech));
         KL_ENSURE(type == ECH_TYPE_OUTER && o.enc.len == 0 && o.config_id == h->ech_config_id &&
                       o.kdf_id == h->ech_kdf_id && o.aead_id == h->ech_aead_id,
@@ -1278,9 +1279,9 @@ static int hs_ech(struct tls_conn *c, const struct msg_client_hello *outer, cons
         /* ECH off: the extension is ignored like any unknown one (no retry_configs). */
         if (ec->n_keys == 0 || ec->keys == NULL || !ext_has(&outer->ext, EXT_B_ENCRYPTED_CLIENT_HELLO))
             goto exit;
+        /* 7.1: an outer ClientHello whose extension has type inner: "illegal_parameter" (whatever follows). */
+        KL_ENSURE(ech_ext_type(outer->ext.ech) != ECH_TYPE_INNER, KL_ERR_ILLEGAL_PARAMETER);
         KL_TRY(ech_ext_decode(&type, &o, outer->ext.ech));
-        /* 7.1: an outer ClientHello whose extension has type inner: "illegal_parameter". */
-        KL_ENSURE(type == ECH_TYPE_OUTER, KL_ERR_ILLEGAL_PARAMETER);
         free(c->ech_outer_name);
         c->ech_outer_name = calloc(1, outer->ext.server_name.len + 1);
         KL_ENSURE(c->ech_outer_name != NULL, KL_ERR_NO_MEMORY);
