@@ -21,6 +21,12 @@
  * Finished at once (no Certificate, no signature, never KL_ERR_ASYNC). With 0-RTT accepted the
  * client's early data (HS_EXPECT_END_OF_EARLY_DATA, under its early traffic key) goes to app
  * until EndOfEarlyData, then its Finished under the handshake key.
+ * Encrypted Client Hello (tls_config.ech, draft-ietf-tls-esni-22, ech.c): hs_client_hello() first decides on the
+ * outer ClientHello (hs_ech). Accepted, the whole handshake above runs on the rebuilt ClientHelloInner (transcript,
+ * SNI, ALPN, key share, PSK, certificate, 0-RTT) and ServerHello.random (or the HelloRetryRequest's extension)
+ * carries the confirmation; the HPKE context stays in hs_hand to open the second ClientHello after a
+ * HelloRetryRequest. Rejected, it runs on the outer ClientHello with no PSK or 0-RTT, and EncryptedExtensions
+ * carries retry_configs.
  *
  * Memory: handshake-only state (transcript, key schedule, ephemeral key, the held flight)
  * lives in a separate heap block freed (wiped) once the client Finished is verified; an

@@ -80,10 +80,9 @@ static int sign_rsa(EVP_PKEY *key, const uint8_t *content, size_t len, uint8_t *
 }
 
 /* ECHConfig (draft 4): version, length, HpkeKeyConfig, maximum_name_length, public_name, extensions. */
+static void make_key_config(struct tls_ech_key *k);
 static void make_key(struct tls_ech_key *k, uint8_t config_id, const char *public_name)
 {
-    struct kl_buf b;
-    size_t m, s, n;
     memset(k, 0, sizeof(*k));
     k->config_id = config_id;
     k->kem_id = HPKE_KEM_X25519_SHA256;
@@ -95,6 +94,16 @@ static void make_key(struct tls_ech_key *k, uint8_t config_id, const char *publi
     k->suites[1].aead_id = HPKE_AEAD_CHACHA20_POLY1305;
     k->n_suites = 2;
     snprintf(k->public_name, sizeof(k->public_name), "%s", public_name);
+    make_key_config(k);
+}
+
+/* Encode k's ECHConfig from its fields (suites AES-128-GCM and ChaCha20-Poly1305). */
+static void make_key_config(struct tls_ech_key *k)
+{
+    struct kl_buf b;
+    size_t m, s, n;
+    const char *public_name = k->public_name;
+    uint8_t config_id = k->config_id;
     kl_buf_init_fixed(&b, k->config, sizeof(k->config));
     n = strlen(public_name);
     if (wire_put_u16(&b, TLS_ECH_VERSION) || wire_block_open(&b, &m, 2) || wire_put_u8(&b, config_id) ||
@@ -804,6 +813,150 @@ static void test_malformed(void)
     fx_free(&f);
 }
 
+/* ---- the fuzz target's seeds (tests/fuzz/fuzz_client_hello.c) ---- */
+
+/* The fuzzer's ECH key (fz_ech_key there): DeriveKeyPair(32 x 0x45), id 0x2a, "public.example.com". */
+static void fuzz_key(struct tls_ech_key *k)
+{
+    uint8_t ikm[32];
+    memset(ikm, 0x45, sizeof(ikm));
+    make_key(k, 0x2a, "public.example.com");
+    if (hpke_derive_keypair(k->private_key, k->public_key, ikm, sizeof(ikm)) != 0)
+        abort();
+    make_key_config(k); /* re-encode with the derived public key */
+}
+
+static void write_seed(const char *name, const uint8_t *head, size_t head_len, const uint8_t *p, size_t n)
+{
+    const char *dir = getenv("KL_WRITE_ECH_SEEDS");
+    char path[4096];
+    FILE *fp;
+    if (dir == NULL)
+        return;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fp = fopen(path, "wb");
+    if (fp == NULL || fwrite(head, 1, head_len, fp) != head_len || fwrite(p, 1, n, fp) != n)
+        diag("cannot write %s", path);
+    if (fp != NULL)
+        fclose(fp);
+}
+
+/*
+ * The seeds: ClientHellos for the fuzzer's key, checked against a listener configured as the fuzzer's engine
+ * mode (accepted, rejected, HRR then the second ClientHello reaching the signature), and inner-mode inputs
+ * (an outer ClientHello body and the EncodedClientHelloInner it carries, opened with the key).
+ */
+static void test_fuzz_seeds(void)
+{
+    struct fx f;
+    struct tls_ech_key k;
+    struct ttc_config cc = client_cfg();
+    fx_init(&f);
+    fuzz_key(&k);
+    f.cfg.ech.keys = &k;
+    f.cfg.ech.n_keys = 1;
+    f.certs[1].names[0] = "*.example.com";
+    memset(f.cfg.cookie_key, 0, sizeof(f.cfg.cookie_key)); /* the fuzzer's (a static config) */
+    cc.sni = "inner.example";
+    struct {
+        const char *name;
+        int variant;
+        enum tls_ech_status want;
+    } seeds[] = {
+        {"ech-accept-engine", 0, TLS_ECH_ACCEPTED},
+        {"ech-compressed-padded-engine", 1, TLS_ECH_ACCEPTED},
+        {"ech-tampered-engine", 2, TLS_ECH_REJECTED},
+        {"ech-unknown-config-engine", 3, TLS_ECH_UNKNOWN_CONFIG},
+        {"ech-hrr-engine", 4, TLS_ECH_ACCEPTED},
+        {"ech-bad-padding-engine", 5, TLS_ECH_ACCEPTED},
+        {"ech-outer-refs-out-of-order-engine", 6, TLS_ECH_ACCEPTED},
+    };
+    for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+        struct ttc t;
+        struct kl_buf c2s, s2c, app;
+        struct ttc_ech e = ech_for(&k, 1);
+        struct ttc_config c1 = cc;
+        int v = seeds[i].variant;
+        uint8_t head[2] = {0x00, 0x3f};
+        e.public_name = "public.example.com";
+        if (v == 1 || v == 5 || v == 6) {
+            e.compress[0] = EXT_SUPPORTED_GROUPS;
+            e.compress[1] = EXT_SIGNATURE_ALGORITHMS;
+            e.n_compress = 2;
+            e.padding = 50;
+        }
+        e.tamper = v == 2;
+        e.config_id = v == 3 ? 0x2b : 0x2a;
+        e.bad_padding = v == 5;
+        if (v == 6) {
+            e.refs[0] = EXT_SIGNATURE_ALGORITHMS;
+            e.refs[1] = EXT_SUPPORTED_GROUPS;
+            e.n_refs = 2;
+        }
+        f.cfg.groups[0] = v == 4 ? TLS_GROUP_SECP256R1 : TLS_GROUP_X25519;
+        f.cfg.n_groups = 1;
+        if (v == 4)
+            head[1] = 0x7f; /* the fuzzer's knob for P-256 only: HelloRetryRequest */
+        kl_buf_init(&c2s, 1 << 18);
+        kl_buf_init(&s2c, 1 << 18);
+        kl_buf_init(&app, 1 << 18);
+        struct tls_conn *c = tls_conn_new(&f.cfg, 40);
+        int ok_ = ttc_start_ech(&t, &c1, NULL, &e, &c2s) == 0;
+        size_t seed_len = c2s.len, n = c2s.len;
+        int ret = tls_conn_input(c, &s2c, &app, c2s.base, &n);
+        if (v == 4) {
+            ok_ &= ret == 0;
+            n = s2c.len;
+            ok_ &= ttc_input(&t, &c2s, &app, s2c.base, &n) == 0 && t.ech_hrr_accepted;
+            n = c2s.len - seed_len;
+            ret = tls_conn_input(c, &s2c, &app, c2s.base + seed_len, &n);
+            seed_len = c2s.len;
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "fuzz seed %s: %s", seeds[i].name,
+                 v == 5 || v == 6 ? "illegal_parameter" : "reaches the signature");
+        ok(ok_ && ret == (v == 5 || v == 6 ? KL_ERR_ILLEGAL_PARAMETER : KL_ERR_ASYNC) &&
+               tls_conn_ech_status(c) == seeds[i].want,
+           name);
+        write_seed(seeds[i].name, head, 2, c2s.base, seed_len);
+        if (v == 0 || v == 5) {
+            /* Inner mode: open the payload with the key and write outer body ‖ encoded inner. */
+            struct msg_client_hello outer;
+            struct ech_outer o;
+            struct kl_buf aad, pt, in;
+            struct hpke_ctx ctx;
+            const struct tls_ech_key *key;
+            enum tls_ech_status st;
+            uint8_t type;
+            const uint8_t *ch = t.ch1_outer.base;
+            size_t ch_len = t.ch1_outer.len;
+            kl_buf_init(&aad, 1 << 17);
+            kl_buf_init(&pt, 1 << 17);
+            kl_buf_init(&in, 1 << 18);
+            int good = msg_client_hello_decode(&outer, ch + 4, ch_len - 4) == 0 &&
+                       ech_ext_decode(&type, &o, outer.ext.ech) == 0 && ech_outer_aad(&aad, ch + 4, ch_len - 4) == 0 &&
+                       ech_open(&ctx, &key, &st, &pt, &f.cfg.ech, &o, aad.base, aad.len) == 0 && st == TLS_ECH_ACCEPTED;
+            uint8_t ih[3] = {0x05, (uint8_t)((ch_len - 4) >> 8), (uint8_t)(ch_len - 4)};
+            if (good && kl_buf_append(&in, ch + 4, ch_len - 4) == 0 && kl_buf_append(&in, pt.base, pt.len) == 0)
+                write_seed(v == 0 ? "ech-inner-codec" : "ech-inner-bad-padding-codec", ih, 3, in.base, in.len);
+            ok(good && ech_inner_rebuild(&aad, pt.base, pt.len, outer.session_id, outer.session_id_len, outer.ext.raw,
+                                         16384) == (v == 0 ? 0 : KL_ERR_ILLEGAL_PARAMETER),
+               "fuzz seed: the inner-mode input rebuilds as expected");
+            hpke_ctx_dispose(&ctx);
+            kl_buf_dispose(&aad);
+            kl_buf_dispose(&pt);
+            kl_buf_dispose(&in);
+        }
+        tls_conn_free(c);
+        ttc_dispose(&t);
+        kl_buf_dispose(&c2s);
+        kl_buf_dispose(&s2c);
+        kl_buf_dispose(&app);
+    }
+    crypto_wipe(&k, sizeof(k));
+    fx_free(&f);
+}
+
 int main(void)
 {
     test_ext_decode();
@@ -816,5 +969,6 @@ int main(void)
     test_hrr();
     test_resumption();
     test_malformed();
+    test_fuzz_seeds();
     return kl_test_done();
 }
