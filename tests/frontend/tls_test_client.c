@@ -332,8 +332,12 @@ static int build_ech(struct ttc *t, struct kl_buf *inner, struct kl_buf *outer, 
         goto exit;
     if (!t->ech_omit) {
         /* 5.2: the AAD is ClientHelloOuter (body, no handshake header) with the payload zeroed, as it is now. */
-        if ((ret = kl_buf_append(&aad, outer->base + 4, outer->len - 4)) != 0 ||
-            (ret = hpke_seal(&t->ech_ctx, enc.base, aad.base, aad.len, enc.base, enc.len)) != 0)
+        static const uint8_t tag_room[HPKE_TAG_LEN];
+        size_t pt_len = enc.len;
+        /* Sealed in place: the buffer needs room for the tag. */
+        if ((ret = kl_buf_append(&enc, tag_room, sizeof(tag_room))) != 0 ||
+            (ret = kl_buf_append(&aad, outer->base + 4, outer->len - 4)) != 0 ||
+            (ret = hpke_seal(&t->ech_ctx, enc.base, aad.base, aad.len, enc.base, pt_len)) != 0)
             goto exit;
         memcpy(outer->base + t->ech_payload_off, enc.base, t->ech_payload_len);
         if ((!second && e->tamper) || (second && e->ch2_tamper))
