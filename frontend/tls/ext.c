@@ -210,6 +210,12 @@ static int decode_record_size_limit(struct ext_client_hello *e, struct wire_read
     return e->record_size_limit < 64 ? KL_ERR_ILLEGAL_PARAMETER : 0;
 }
 
+static int decode_ech(struct ext_client_hello *e, struct wire_reader *body)
+{
+    /* Outer or inner, decoded by ech.c when ECH is on: an unused extension must not fail a handshake. */
+    return wire_read_span(body, &e->ech, wire_remaining(body));
+}
+
 static int decode_skip(struct ext_client_hello *e, struct wire_reader *body)
 {
     struct kl_span rest;
@@ -243,6 +249,7 @@ static const struct ext_entry ext_table[] = {
     {EXT_POST_HANDSHAKE_AUTH, EXT_IN_CH, -1, decode_skip},
     {EXT_SIGNATURE_ALGORITHMS_CERT, EXT_IN_CH | EXT_IN_CR, EXT_B_SIGNATURE_ALGORITHMS_CERT, decode_sig_algs_cert},
     {EXT_KEY_SHARE, IN_CH_SH_HRR, EXT_B_KEY_SHARE, decode_key_share},
+    {EXT_ENCRYPTED_CLIENT_HELLO, EXT_IN_CH | EXT_IN_HRR | EXT_IN_EE, EXT_B_ENCRYPTED_CLIENT_HELLO, decode_ech},
 };
 
 static const struct ext_entry *ext_find(uint16_t type)
@@ -272,6 +279,7 @@ int ext_client_hello_decode(struct ext_client_hello *out, struct wire_reader *r)
     /* Extension extensions<8..2^16-1> in a TLS 1.3 ClientHello: at least supported_versions. */
     if ((ret = wire_read_vec(r, &list, 2)) != 0)
         return ret;
+    out->raw = kl_span_of(list.p, wire_remaining(&list));
     while (wire_remaining(&list) != 0) {
         uint16_t type;
         struct wire_reader body;
@@ -443,6 +451,26 @@ int ext_early_data_encode(struct kl_buf *b, int with_max, uint32_t max_early_dat
     size_t m;
     int ret;
     if ((ret = ext_open(b, &m, EXT_EARLY_DATA)) != 0 || (with_max && (ret = wire_put_u32(b, max_early_data)) != 0))
+        return ret;
+    return wire_block_close(b, m, 2);
+}
+
+int ext_ech_retry_configs_encode(struct kl_buf *b, const uint8_t *retry_configs, size_t len)
+{
+    size_t m;
+    int ret;
+    /* draft-ietf-tls-esni-22 5: in EncryptedExtensions, "struct { ECHConfigList retry_configs; }". */
+    if ((ret = ext_open(b, &m, EXT_ENCRYPTED_CLIENT_HELLO)) != 0 || (ret = wire_put_bytes(b, retry_configs, len)) != 0)
+        return ret;
+    return wire_block_close(b, m, 2);
+}
+
+int ext_ech_hrr_encode(struct kl_buf *b, const uint8_t confirmation[8])
+{
+    size_t m;
+    int ret;
+    /* draft-ietf-tls-esni-22 5: in HelloRetryRequest, "opaque confirmation[8];". */
+    if ((ret = ext_open(b, &m, EXT_ENCRYPTED_CLIENT_HELLO)) != 0 || (ret = wire_put_bytes(b, confirmation, 8)) != 0)
         return ret;
     return wire_block_close(b, m, 2);
 }

@@ -41,6 +41,10 @@
 #define EXT_POST_HANDSHAKE_AUTH 49
 #define EXT_SIGNATURE_ALGORITHMS_CERT 50
 #define EXT_KEY_SHARE 51
+/* Encrypted Client Hello (draft-ietf-tls-esni-22): the extension and, only inside an
+ * EncodedClientHelloInner, the references to outer extensions (ech.c expands them). */
+#define EXT_ECH_OUTER_EXTENSIONS 0xfd00
+#define EXT_ENCRYPTED_CLIENT_HELLO 0xfe0d
 
 /* The messages an extension may appear in (RFC 8446 4.2 table), as a bit mask. */
 #define EXT_IN_CH (1u << 0)  /* ClientHello */
@@ -88,6 +92,8 @@ struct ext_client_hello {
     struct kl_span psk_binders;
     size_t n_psk;
     uint16_t last_type; /* type of the last extension (pre_shared_key must be last) */
+    struct kl_span ech; /* encrypted_client_hello body (ech_ext_decode() reads it) */
+    struct kl_span raw; /* the whole extension list content, for ech_outer_extensions (ech.c) */
 };
 
 /* Bit for a known extension in ext_client_hello.present. */
@@ -105,6 +111,7 @@ enum ext_bit {
     EXT_B_ALPN,
     EXT_B_RECORD_SIZE_LIMIT,
     EXT_B_PADDING,
+    EXT_B_ENCRYPTED_CLIENT_HELLO,
 };
 #define EXT_BIT(b) (1u << (b))
 
@@ -166,5 +173,9 @@ KL_MUST_CHECK int ext_supported_groups_encode(struct kl_buf *b, const uint16_t *
 KL_MUST_CHECK int ext_pre_shared_key_sh_encode(struct kl_buf *b, uint16_t selected);
 /* early_data: empty in EncryptedExtensions (with_max 0), max_early_data_size in NewSessionTicket. */
 KL_MUST_CHECK int ext_early_data_encode(struct kl_buf *b, int with_max, uint32_t max_early_data);
+/* encrypted_client_hello in EncryptedExtensions: retry_configs is a whole ECHConfigList (its u16 length included). */
+KL_MUST_CHECK int ext_ech_retry_configs_encode(struct kl_buf *b, const uint8_t *retry_configs, size_t len);
+/* encrypted_client_hello in HelloRetryRequest: the 8-byte confirmation (draft-ietf-tls-esni-22 7.2.1). */
+KL_MUST_CHECK int ext_ech_hrr_encode(struct kl_buf *b, const uint8_t confirmation[8]);
 
 #endif

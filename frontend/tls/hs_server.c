@@ -21,6 +21,12 @@
  * Finished at once (no Certificate, no signature, never KL_ERR_ASYNC). With 0-RTT accepted the
  * client's early data (HS_EXPECT_END_OF_EARLY_DATA, under its early traffic key) goes to app
  * until EndOfEarlyData, then its Finished under the handshake key.
+ * Encrypted Client Hello (tls_config.ech, draft-ietf-tls-esni-22, ech.c): hs_client_hello() first decides on the
+ * outer ClientHello (hs_ech). Accepted, the whole handshake above runs on the rebuilt ClientHelloInner (transcript,
+ * SNI, ALPN, key share, PSK, certificate, 0-RTT) and ServerHello.random (or the HelloRetryRequest's extension)
+ * carries the confirmation; the HPKE context stays in hs_hand to open the second ClientHello after a
+ * HelloRetryRequest. Rejected, it runs on the outer ClientHello with no PSK or 0-RTT, and EncryptedExtensions
+ * carries retry_configs.
  *
  * Memory: handshake-only state (transcript, key schedule, ephemeral key, the held flight)
  * lives in a separate heap block freed (wiped) once the client Finished is verified; an
@@ -31,6 +37,7 @@
 #include <string.h>
 #include <strings.h>
 #include "crypto.h"
+#include "ech.h"
 #include "ext.h"
 #include "key_schedule.h"
 #include "msg.h"
@@ -105,6 +112,12 @@ struct hs_hand {
     const struct tls_cert *psk_cert;     /* the certificate the ticket's full handshake presented */
     uint8_t psk_binder[CRYPTO_MAX_HASH]; /* its binder: the anti-replay key for 0-RTT (8) */
     struct ticket_state tk;
+    /* ECH accepted in the first ClientHello: the HPKE receiver context (its next sequence number opens
+     * the second ClientHello after HelloRetryRequest) and the config_id and suite it must repeat. */
+    struct hpke_ctx ech_ctx;
+    int ech_ctx_live;
+    uint8_t ech_config_id;
+    uint16_t ech_kdf_id, ech_aead_id;
 };
 
 struct tls_conn {
@@ -135,6 +148,8 @@ struct tls_conn {
     int early_accepted, early_done;
     uint64_t early_len; /* early application data bytes received so far */
     uint32_t early_max; /* the most we take (the ticket's max_early_data) */
+    enum tls_ech_status ech_status;
+    char *ech_outer_name; /* the outer ClientHello's SNI when it offered ECH (heap, only then: idle memory), or NULL */
 };
 
 /* ---- small helpers ---- */
@@ -172,14 +187,20 @@ static size_t hs_max_message(const struct tls_conn *c)
  * (max_handshake_message, when configured, lowers it), and after the handshake one KeyUpdate
  * (5 bytes) plus one record. The same bound is in docs/TLS-ENGINE.md.
  */
-static int hs_msg_cap(const struct tls_conn *c, uint8_t type, size_t *cap_p)
+/* The largest ClientHello body we take: the syntactic maximum, or max_handshake_message when lower. */
+static size_t hs_client_hello_cap(const struct tls_conn *c)
 {
     size_t cfg_max = c->cfg->max_handshake_message;
+    return cfg_max != 0 && cfg_max < MSG_CLIENT_HELLO_MAX ? cfg_max : MSG_CLIENT_HELLO_MAX;
+}
+
+static int hs_msg_cap(const struct tls_conn *c, uint8_t type, size_t *cap_p)
+{
     switch (type) {
     case MSG_CLIENT_HELLO:
         if (c->state != HS_EXPECT_CLIENT_HELLO && c->state != HS_EXPECT_CLIENT_HELLO_2)
             return 0;
-        *cap_p = cfg_max != 0 && cfg_max < MSG_CLIENT_HELLO_MAX ? cfg_max : MSG_CLIENT_HELLO_MAX;
+        *cap_p = hs_client_hello_cap(c);
         return 1;
     case MSG_FINISHED:
         /* 4.4.4: verify_data is exactly Hash.length bytes. */
@@ -246,6 +267,8 @@ static void hs_hand_free(struct tls_conn *c)
         ks_transcript_dispose(&h->th);
     ks_schedule_dispose(&h->ks);
     crypto_kex_dispose(&h->kex);
+    if (h->ech_ctx_live)
+        hpke_ctx_dispose(&h->ech_ctx);
     kl_buf_dispose(&h->flight);
     free(h->peer_leaf);
     crypto_wipe(h, sizeof(*h));
@@ -312,6 +335,7 @@ void tls_conn_free(struct tls_conn *c)
     rec_dir_dispose(&c->rd);
     rec_dir_dispose(&c->wr);
     kl_buf_dispose(&c->hs_in);
+    free(c->ech_outer_name);
     crypto_wipe(c, sizeof(*c));
     free(c);
 }
@@ -578,7 +602,7 @@ static int hs_send_hrr(struct tls_conn *c, struct kl_buf *out, const uint8_t *ms
 {
     struct hs_hand *h = c->hs;
     const struct tls_test_hooks *t = c->cfg->test;
-    uint8_t ch1_hash[CRYPTO_MAX_HASH], cookie[HS_COOKIE_MAX];
+    uint8_t ch1_hash[CRYPTO_MAX_HASH], cookie[HS_COOKIE_MAX], conf[ECH_CONFIRMATION_LEN] = {0};
     const uint8_t *ck = cookie;
     size_t ck_len;
     struct kl_buf e, m;
@@ -597,10 +621,13 @@ static int hs_send_hrr(struct tls_conn *c, struct kl_buf *out, const uint8_t *ms
     h->early_data_offered = ext_has(&ch->ext, EXT_B_EARLY_DATA);
     h->early_skip_left = h->early_data_offered ? HS_MAX_EARLY_SKIP : 0;
 
-    /* RFC 8448 5 order: key_share, cookie, supported_versions. */
+    /* RFC 8448 5 order: key_share, cookie, supported_versions (then encrypted_client_hello, last). */
     KL_TRY(ext_key_share_hrr_encode(&e, c->group));
     KL_TRY(ext_cookie_encode(&e, ck, ck_len));
     KL_TRY(ext_supported_versions_sh_encode(&e, TLS_VERSION_13));
+    size_t ech_at = e.len;
+    if (c->ech_status == TLS_ECH_ACCEPTED)
+        KL_TRY(ext_ech_hrr_encode(&e, conf)); /* zeros for now */
     struct msg_server_hello sh = {NULL, c->session_id, c->session_id_len, c->suite, kl_span_of(e.base, e.len)};
     KL_TRY(msg_server_hello_encode(&m, &sh, 1));
 
@@ -609,6 +636,18 @@ static int hs_send_hrr(struct tls_conn *c, struct kl_buf *out, const uint8_t *ms
     h->th_live = 1;
     KL_TRY(ks_transcript_add(&h->th, msg, len));
     KL_TRY(ks_transcript_hrr_rewrite(&h->th));
+    if (c->ech_status == TLS_ECH_ACCEPTED) {
+        /* draft-ietf-tls-esni-22 7.2.1: the HRR's confirmation is HKDF-Expand-Label(HKDF-Extract(0,
+         * ClientHelloInner1.random), "hrr ech accept confirmation", Hash(message_hash ‖ HRR with the
+         * confirmation zeroed), 8). */
+        KL_TRY(crypto_hash_ctx_peek_extra(&h->th.h, ch1_hash, m.base, m.len));
+        KL_TRY(ech_confirmation(conf, h->alg, c->client_random, ECH_HRR_ACCEPT_LABEL, ch1_hash));
+        hs_truncate(&e, ech_at);
+        KL_TRY(ext_ech_hrr_encode(&e, conf));
+        kl_buf_reset(&m);
+        sh.ext = kl_span_of(e.base, e.len);
+        KL_TRY(msg_server_hello_encode(&m, &sh, 1));
+    }
     KL_TRY(ks_transcript_add(&h->th, m.base, m.len));
 
     KL_TRY(rec_seal(&c->wr, out, REC_TYPE_HANDSHAKE, m.base, m.len, 0));
@@ -675,7 +714,7 @@ static int hs_encrypted_extensions(struct tls_conn *c, struct kl_buf *flight, in
     if (t != NULL && t->encrypted_extensions_body != NULL)
         return msg_encrypted_extensions_encode(
             flight, kl_span_of(t->encrypted_extensions_body, t->encrypted_extensions_body_len));
-    kl_buf_init(&e, 1024);
+    kl_buf_init(&e, 1024 + 4 + TLS_ECH_MAX_LIST_LEN);
     if (sni_ack)
         KL_TRY(ext_server_name_ack_encode(&e));
     if (c->alpn != NULL)
@@ -702,6 +741,12 @@ static int hs_encrypted_extensions(struct tls_conn *c, struct kl_buf *flight, in
      * accepts early data; absent, the client knows its 0-RTT was skipped. */
     if (c->early_accepted)
         KL_TRY(ext_early_data_encode(&e, 0, 0));
+    /* draft-ietf-tls-esni-22 7.1: a server that rejects ECH "MUST include the "encrypted_client_hello" extension
+     * in its EncryptedExtensions with the "retry_configs" field set to one or more ECHConfig structures", so
+     * that the client can retry with them (never a silent downgrade: the client aborts on its side). */
+    if ((c->ech_status == TLS_ECH_REJECTED || c->ech_status == TLS_ECH_UNKNOWN_CONFIG) &&
+        c->cfg->ech.retry_configs != NULL && c->cfg->ech.retry_configs_len != 0)
+        KL_TRY(ext_ech_retry_configs_encode(&e, c->cfg->ech.retry_configs, c->cfg->ech.retry_configs_len));
     KL_TRY(msg_encrypted_extensions_encode(flight, kl_span_of(e.base, e.len)));
 exit:
     kl_buf_dispose(&e);
@@ -1020,7 +1065,8 @@ exit:
     return ret;
 }
 
-static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
+/* The handshake on one ClientHello (msg, a whole message): the outer one, or ClientHelloInner after ECH. */
+static int hs_client_hello_run(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
 {
     const struct tls_test_hooks *t = c->cfg->test;
     struct msg_client_hello ch;
@@ -1040,9 +1086,6 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     hs_trace(c, "ClientHello");
     KL_TRY(hs_negotiate(c, &ch, &share, &have_share, &sni_ack));
     if (!second) {
-        c->hs = calloc(1, sizeof(*c->hs));
-        KL_ENSURE(c->hs != NULL, KL_ERR_NO_MEMORY);
-        kl_buf_init(&c->hs->flight, hs_max_message(c) * 4);
         c->alg = crypto_suite_hash(c->suite);
         c->hs->alg = c->alg;
         c->hs->hash_len = crypto_hash_len(c->alg);
@@ -1064,7 +1107,11 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
         c->hs->early_skip_left = 0;
     }
     h = c->hs;
-    KL_TRY(hs_select_psk(c, &ch, msg, len, second));
+    /* draft-ietf-tls-esni-22 10.12.3 (and 6.1.2): the PSKs of an outer ClientHello that offered ECH are fakes
+     * (the client puts its real ones in ClientHelloInner): when we reject ECH no PSK is accepted, so no
+     * early data either. */
+    if (c->ech_status != TLS_ECH_REJECTED && c->ech_status != TLS_ECH_UNKNOWN_CONFIG)
+        KL_TRY(hs_select_psk(c, &ch, msg, len, second));
     if (!have_share && (!h->psk_ok || h->psk_dhe)) {
         /* (EC)DHE without a usable share: HelloRetryRequest. The PSK is chosen again, and its binder
          * checked over the new transcript, in the second ClientHello (4.1.4, 4.2.11.2). */
@@ -1116,6 +1163,8 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
     else
         crypto_random(random, 32);
     KL_TRY(ext_supported_versions_sh_encode(&e, TLS_VERSION_13));
+    if (c->ech_status == TLS_ECH_ACCEPTED)
+        memset(random + 32 - ECH_CONFIRMATION_LEN, 0, ECH_CONFIRMATION_LEN);
     struct msg_server_hello sh = {random, c->session_id, c->session_id_len, c->suite, kl_span_of(e.base, e.len)};
     KL_TRY(msg_server_hello_encode(&m, &sh, 0));
     if (!second) {
@@ -1127,6 +1176,17 @@ static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t
         /* 7.1: client_early_traffic_secret = Derive-Secret(Early Secret, "c e traffic", ClientHello). */
         KL_TRY(ks_transcript_hash(&h->th, th));
         KL_TRY(ks_schedule_early(&h->ks, th));
+    }
+    if (c->ech_status == TLS_ECH_ACCEPTED) {
+        /* draft-ietf-tls-esni-22 7.2: the last 8 bytes of ServerHello.random are HKDF-Expand-Label(HKDF-Extract(0,
+         * ClientHelloInner.random), "ech accept confirmation", Hash(ClientHelloInner ‖ ServerHello with those 8
+         * bytes zero), 8): the transcript holds ClientHelloInner (and the HRR when there was one). */
+        uint8_t conf[ECH_CONFIRMATION_LEN];
+        KL_TRY(crypto_hash_ctx_peek_extra(&h->th.h, th, m.base, m.len));
+        KL_TRY(ech_confirmation(conf, h->alg, c->client_random, ECH_ACCEPT_LABEL, th));
+        memcpy(random + 32 - ECH_CONFIRMATION_LEN, conf, ECH_CONFIRMATION_LEN);
+        kl_buf_reset(&m);
+        KL_TRY(msg_server_hello_encode(&m, &sh, 0));
     }
     KL_TRY(ks_transcript_add(&h->th, m.base, m.len));
     KL_TRY(ks_transcript_hash(&h->th, th));
@@ -1179,6 +1239,123 @@ exit:
     crypto_wipe(&ch, sizeof(ch));
     kl_buf_dispose(&e);
     kl_buf_dispose(&m);
+    return ret;
+}
+
+/*
+ * ECH on a ClientHello (draft-ietf-tls-esni-22 7.1): decide accept or reject and, when accepted, rebuild
+ * ClientHelloInner into inner (a whole message); inner stays empty when the handshake goes on with the outer
+ * ClientHello (ECH off, not offered, or rejected). aad and pt are the caller's scratch buffers.
+ */
+static int hs_ech(struct tls_conn *c, const struct msg_client_hello *outer, const uint8_t *msg, size_t len,
+                  struct kl_buf *inner, struct kl_buf *aad, struct kl_buf *pt)
+{
+    struct hs_hand *h = c->hs;
+    const struct tls_ech_config *ec = &c->cfg->ech;
+    struct msg_client_hello in;
+    struct ech_outer o;
+    const struct tls_ech_key *key;
+    enum tls_ech_status status;
+    uint8_t type;
+    int ret = 0;
+
+    memset(&in, 0, sizeof(in));
+    if (c->state == HS_EXPECT_CLIENT_HELLO_2) {
+        /* Rejected (or not offered) in the first ClientHello: the second one goes on in the clear too. */
+        if (c->ech_status != TLS_ECH_ACCEPTED)
+            goto exit;
+        /* 7.1.1: "If the client-facing server accepted ECH in the first ClientHello [...] ClientHelloOuter2 [...]
+         * does not contain an "encrypted_client_hello" extension: abort with "missing_extension"; a type other
+         * than outer, a non-empty enc or another config_id or cipher_suite: "illegal_parameter"; a payload that
+         * does not decrypt (with the same context, next sequence number): "decrypt_error". */
+        KL_ENSURE(ext_has(&outer->ext, EXT_B_ENCRYPTED_CLIENT_HELLO), KL_ERR_ALERT(KL_ALERT_MISSING_EXTENSION));
+        KL_ENSURE(ech_ext_type(outer->ext.ech) != ECH_TYPE_INNER, KL_ERR_ILLEGAL_PARAMETER);
+        KL_TRY(ech_ext_decode(&type, &o, outer->ext.ech));
+        KL_ENSURE(type == ECH_TYPE_OUTER && o.enc.len == 0 && o.config_id == h->ech_config_id &&
+                      o.kdf_id == h->ech_kdf_id && o.aead_id == h->ech_aead_id,
+                  KL_ERR_ILLEGAL_PARAMETER);
+        KL_TRY(ech_outer_aad(aad, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
+        KL_ENSURE(o.payload.len >= HPKE_TAG_LEN, KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR));
+        KL_TRY(kl_buf_append(pt, o.payload.base, o.payload.len));
+        ret = hpke_open(&h->ech_ctx, pt->base, aad->base, aad->len, pt->base, o.payload.len);
+        KL_ENSURE(ret != KL_ERR_BAD_RECORD_MAC, KL_ERR_ALERT(KL_ALERT_DECRYPT_ERROR));
+        KL_TRY(ret);
+        pt->len = o.payload.len - HPKE_TAG_LEN;
+    } else {
+        /* ECH off: the extension is ignored like any unknown one (no retry_configs). */
+        if (ec->n_keys == 0 || ec->keys == NULL || !ext_has(&outer->ext, EXT_B_ENCRYPTED_CLIENT_HELLO))
+            goto exit;
+        /* 7.1: an outer ClientHello whose extension has type inner: "illegal_parameter" (whatever follows). */
+        KL_ENSURE(ech_ext_type(outer->ext.ech) != ECH_TYPE_INNER, KL_ERR_ILLEGAL_PARAMETER);
+        KL_TRY(ech_ext_decode(&type, &o, outer->ext.ech));
+        free(c->ech_outer_name);
+        c->ech_outer_name = calloc(1, outer->ext.server_name.len + 1);
+        KL_ENSURE(c->ech_outer_name != NULL, KL_ERR_NO_MEMORY);
+        if (outer->ext.server_name.len != 0) {
+            struct wire_reader nr;
+            wire_reader_init(&nr, outer->ext.server_name.base, outer->ext.server_name.len);
+            KL_TRY(wire_read_copy(&nr, c->ech_outer_name, outer->ext.server_name.len));
+        }
+        KL_TRY(ech_outer_aad(aad, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
+        KL_TRY(ech_open(&h->ech_ctx, &key, &status, pt, ec, &o, aad->base, aad->len));
+        c->ech_status = status;
+        if (status != TLS_ECH_ACCEPTED) {
+            /* 7.1: rejected: the handshake goes on with ClientHelloOuter, the public name's certificate and
+             * retry_configs (hs_encrypted_extensions). */
+            hs_trace(c, status == TLS_ECH_REJECTED ? "ECH rejected" : "ECH rejected:unknown config");
+            goto exit;
+        }
+        h->ech_ctx_live = 1;
+        h->ech_config_id = o.config_id;
+        h->ech_kdf_id = o.kdf_id;
+        h->ech_aead_id = o.aead_id;
+    }
+    KL_TRY(ech_inner_rebuild(inner, pt->base, pt->len, outer->session_id, outer->session_id_len, outer->ext.raw,
+                             hs_client_hello_cap(c)));
+    KL_TRY(msg_client_hello_decode(&in, inner->base + MSG_HEADER_LEN, inner->len - MSG_HEADER_LEN));
+    KL_TRY(ech_inner_check(&in));
+    hs_trace(c, "ECH accepted");
+exit:
+    if (ret != 0)
+        kl_buf_reset(inner);
+    crypto_wipe(&in, sizeof(in));
+    return ret;
+}
+
+/*
+ * A ClientHello: the ECH decision on the outer one, then the handshake on whichever ClientHello won.
+ * Memory a hostile client can make this cost on top of hs_in (all freed and wiped before returning): the
+ * AAD copy (the message's size), the decrypted EncodedClientHelloInner (at most 2^16 - 1 - 16 bytes) and
+ * the rebuilt ClientHelloInner (at most hs_client_hello_cap + 4), plus one HPKE open (ech.h says its cost)
+ * per ClientHello, at most two per connection; the HPKE context itself lives in hs_hand (a few hundred bytes).
+ */
+static int hs_client_hello(struct tls_conn *c, struct kl_buf *out, const uint8_t *msg, size_t len)
+{
+    struct msg_client_hello outer;
+    struct kl_buf inner, aad, pt;
+    int ret;
+
+    kl_buf_init(&inner, MSG_HEADER_LEN + hs_client_hello_cap(c));
+    kl_buf_init(&aad, len);
+    kl_buf_init(&pt, 0xffff);
+    KL_TRY(msg_client_hello_decode(&outer, msg + MSG_HEADER_LEN, len - MSG_HEADER_LEN));
+    if (c->state == HS_EXPECT_CLIENT_HELLO) {
+        c->hs = calloc(1, sizeof(*c->hs));
+        KL_ENSURE(c->hs != NULL, KL_ERR_NO_MEMORY);
+        kl_buf_init(&c->hs->flight, hs_max_message(c) * 4);
+    }
+    KL_TRY(hs_ech(c, &outer, msg, len, &inner, &aad, &pt));
+    kl_buf_dispose(&pt);
+    kl_buf_dispose(&aad);
+    if (inner.len != 0)
+        ret = hs_client_hello_run(c, out, inner.base, inner.len);
+    else
+        ret = hs_client_hello_run(c, out, msg, len);
+exit:
+    crypto_wipe(&outer, sizeof(outer));
+    kl_buf_dispose(&inner);
+    kl_buf_dispose(&aad);
+    kl_buf_dispose(&pt);
     return ret;
 }
 
@@ -1823,4 +2000,14 @@ uint64_t tls_conn_early_data_len(const struct tls_conn *c)
 int tls_conn_early_data_done(const struct tls_conn *c)
 {
     return c->early_done;
+}
+
+enum tls_ech_status tls_conn_ech_status(const struct tls_conn *c)
+{
+    return c->ech_status;
+}
+
+const char *tls_conn_ech_outer_name(const struct tls_conn *c)
+{
+    return c->ech_outer_name != NULL ? c->ech_outer_name : "";
 }

@@ -86,14 +86,50 @@ static int fill_binder(struct ttc *t, struct kl_buf *msg, size_t binders_off, si
     return 0;
 }
 
+/* The encrypted_client_hello of the ClientHello being built (t->building): type inner, or outer with a zero payload. */
+static int put_ech(struct ttc *t, struct kl_buf *msg)
+{
+    const struct ttc_ech *e = t->ech;
+    size_t a;
+    int ret;
+    if (t->building == 1) {
+        if (e->inner_no_ech)
+            return 0;
+        return wire_put_u16(msg, EXT_ENCRYPTED_CLIENT_HELLO) != 0 || wire_put_u16(msg, 1) != 0 ||
+                       wire_put_u8(msg, 1) != 0
+                   ? KL_ERR_OVERFLOW
+                   : 0;
+    }
+    if (t->ech_omit)
+        return 0;
+    if ((ret = wire_put_u16(msg, EXT_ENCRYPTED_CLIENT_HELLO)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
+        (ret = wire_put_u8(msg, e->outer_type_inner ? 1 : 0)) != 0 || (ret = wire_put_u16(msg, e->kdf_id)) != 0 ||
+        (ret = wire_put_u16(msg, e->aead_id)) != 0 || (ret = wire_put_u8(msg, e->config_id)) != 0 ||
+        (ret = wire_put_u16(msg, (uint16_t)t->ech_enc_len)) != 0 ||
+        (ret = wire_put_bytes(msg, t->ech_enc, t->ech_enc_len)) != 0 ||
+        (ret = wire_put_u16(msg, (uint16_t)t->ech_payload_len)) != 0)
+        return ret;
+    t->ech_payload_off = msg->len;
+    for (size_t i = 0; i < t->ech_payload_len; i++) {
+        if ((ret = wire_put_u8(msg, 0)) != 0)
+            return ret;
+    }
+    return wire_block_close(msg, a, 2);
+}
+
 /* Build a ClientHello message into msg. cookie may be NULL. */
 static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *cookie)
 {
     size_t m, mx, mk, s;
     int ret;
     static const uint16_t v13 = TLS_VERSION_13;
+    static const uint16_t v13_12[2] = {TLS_VERSION_13, 0x0303};
+    int outer = t->building == 2, inner = t->building == 1;
+    int with_psk = t->psk.resume != NULL && (!outer || t->ech->outer_psk);
+    const char *sni = outer ? t->ech->public_name : t->cfg.sni;
     if ((ret = wire_put_u8(msg, MSG_CLIENT_HELLO)) != 0 || (ret = wire_block_open(msg, &m, 3)) != 0 ||
-        (ret = wire_put_u16(msg, 0x0303)) != 0 || (ret = wire_put_bytes(msg, t->random, 32)) != 0)
+        (ret = wire_put_u16(msg, 0x0303)) != 0 ||
+        (ret = wire_put_bytes(msg, outer ? t->outer_random : t->random, 32)) != 0)
         return ret;
     if ((ret = wire_block_open(msg, &s, 1)) != 0 ||
         (t->cfg.compat && (ret = wire_put_bytes(msg, t->session_id, 32)) != 0) ||
@@ -108,19 +144,21 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
     if ((ret = wire_block_close(msg, s, 2)) != 0 || (ret = wire_put_u8(msg, 1)) != 0 ||
         (ret = wire_put_u8(msg, 0)) != 0 || (ret = wire_block_open(msg, &mx, 2)) != 0)
         return ret;
-    if (t->cfg.sni != NULL) {
+    if (sni != NULL) {
         size_t a, b2, c;
         if ((ret = wire_put_u16(msg, EXT_SERVER_NAME)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
             (ret = wire_block_open(msg, &b2, 2)) != 0 || (ret = wire_put_u8(msg, 0)) != 0 ||
-            (ret = wire_block_open(msg, &c, 2)) != 0 ||
-            (ret = wire_put_bytes(msg, t->cfg.sni, strlen(t->cfg.sni))) != 0 ||
+            (ret = wire_block_open(msg, &c, 2)) != 0 || (ret = wire_put_bytes(msg, sni, strlen(sni))) != 0 ||
             (ret = wire_block_close(msg, c, 2)) != 0 || (ret = wire_block_close(msg, b2, 2)) != 0 ||
             (ret = wire_block_close(msg, a, 2)) != 0)
             return ret;
     }
     if ((ret = put_ext_u16_list(msg, EXT_SUPPORTED_GROUPS, t->cfg.groups, t->cfg.n_groups, 2)) != 0 ||
         (ret = put_ext_u16_list(msg, EXT_SIGNATURE_ALGORITHMS, t->cfg.sig_algs, t->cfg.n_sig_algs, 2)) != 0 ||
-        (ret = put_ext_u16_list(msg, EXT_SUPPORTED_VERSIONS, &v13, 1, 1)) != 0)
+        (ret = inner && t->ech->inner_tls12 ? put_ext_u16_list(msg, EXT_SUPPORTED_VERSIONS, v13_12, 2, 1)
+                                            : put_ext_u16_list(msg, EXT_SUPPORTED_VERSIONS, &v13, 1, 1)) != 0)
+        return ret;
+    if (t->building != 0 && (ret = put_ech(t, msg)) != 0)
         return ret;
     if (t->cfg.alpn != NULL) {
         size_t a, b2, c;
@@ -131,7 +169,7 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
             (ret = wire_block_close(msg, a, 2)) != 0)
             return ret;
     }
-    if (t->psk.resume != NULL && !t->psk.psk_no_modes) {
+    if (with_psk && !t->psk.psk_no_modes) {
         uint8_t modes[2];
         size_t n = 0, a, l;
         unsigned want = t->psk.psk_modes != 0 ? t->psk.psk_modes : 2;
@@ -144,7 +182,7 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
             (ret = wire_block_close(msg, l, 1)) != 0 || (ret = wire_block_close(msg, a, 2)) != 0)
             return ret;
     }
-    if (cookie == NULL && (t->cfg.early_junk != 0 || t->psk.early_len != 0)) {
+    if (cookie == NULL && (t->cfg.early_junk != 0 || t->psk.early_len != 0) && (!outer || t->ech->outer_psk)) {
         if ((ret = wire_put_u16(msg, EXT_EARLY_DATA)) != 0 || (ret = wire_put_u16(msg, 0)) != 0)
             return ret;
     }
@@ -168,7 +206,7 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
     if ((ret = wire_block_close(msg, s, 2)) != 0 || (ret = wire_block_close(msg, mk, 2)) != 0)
         return ret;
     size_t binders_off = 0, binder_off = 0;
-    if (t->psk.resume != NULL) {
+    if (with_psk) {
         if ((ret = put_psk(t, msg, &binders_off, &binder_off)) != 0)
             return ret;
         t->psk_offered = 1;
@@ -177,9 +215,189 @@ static int build_ch(struct ttc *t, struct kl_buf *msg, const struct kl_span *coo
         return ret;
     if ((ret = wire_block_close(msg, mx, 2)) != 0 || (ret = wire_block_close(msg, m, 3)) != 0)
         return ret;
-    if (t->psk.resume != NULL)
+    if (with_psk)
         return fill_binder(t, msg, binders_off, binder_off);
     return 0;
+}
+
+static int in_list(const uint16_t *v, size_t n, uint16_t x)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == x)
+            return 1;
+    }
+    return 0;
+}
+
+static int put_outer_exts(struct kl_buf *b, const uint16_t *refs, size_t n)
+{
+    size_t a, l;
+    int ret;
+    if ((ret = wire_put_u16(b, EXT_ECH_OUTER_EXTENSIONS)) != 0 || (ret = wire_block_open(b, &a, 2)) != 0 ||
+        (ret = wire_block_open(b, &l, 1)) != 0)
+        return ret;
+    for (size_t i = 0; i < n; i++) {
+        if ((ret = wire_put_u16(b, refs[i])) != 0)
+            return ret;
+    }
+    if ((ret = wire_block_close(b, l, 1)) != 0)
+        return ret;
+    return wire_block_close(b, a, 2);
+}
+
+/* EncodedClientHelloInner (5.1) of the ClientHelloInner message msg: empty legacy_session_id, compression, padding. */
+static int encode_inner(struct ttc *t, struct kl_buf *enc, const uint8_t *msg, size_t len)
+{
+    const struct ttc_ech *e = t->ech;
+    const uint16_t *refs = e->n_refs != 0 ? e->refs : e->compress;
+    size_t n_refs = e->n_refs != 0 ? e->n_refs : e->n_compress, mx;
+    struct wire_reader r, list;
+    struct kl_span fixed, sid, v;
+    int ret, emitted = 0;
+    wire_reader_init(&r, msg + 4, len - 4);
+    if ((ret = wire_read_span(&r, &fixed, 34)) != 0 || (ret = wire_put_bytes(enc, fixed.base, fixed.len)) != 0 ||
+        (ret = wire_read_vec_span(&r, &sid, 1, 0, 32)) != 0)
+        return ret;
+    if (e->inner_sid)
+        ret = wire_put_u8(enc, 32) || wire_put_bytes(enc, t->session_id, 32) ? KL_ERR_OVERFLOW : 0;
+    else
+        ret = wire_put_u8(enc, 0);
+    if (ret != 0 || (ret = wire_read_vec_span(&r, &v, 2, 0, 0xffff)) != 0 ||
+        (ret = wire_put_u16(enc, (uint16_t)v.len)) || (ret = wire_put_bytes(enc, v.base, v.len)) != 0 ||
+        (ret = wire_read_vec_span(&r, &v, 1, 0, 255)) != 0 || (ret = wire_put_u8(enc, (uint8_t)v.len)) ||
+        (ret = wire_put_bytes(enc, v.base, v.len)) != 0 || (ret = wire_read_vec(&r, &list, 2)) != 0 ||
+        (ret = wire_block_open(enc, &mx, 2)) != 0)
+        return ret;
+    while (wire_remaining(&list) != 0) {
+        uint16_t type;
+        if ((ret = wire_read_u16(&list, &type)) != 0 || (ret = wire_read_vec_span(&list, &v, 2, 0, 0xffff)) != 0)
+            return ret;
+        if (in_list(e->compress, e->n_compress, type)) {
+            if (!emitted && ((ret = put_outer_exts(enc, refs, n_refs)) != 0 ||
+                             (e->second_outer_ext && (ret = put_outer_exts(enc, refs, n_refs)) != 0)))
+                return ret;
+            emitted = 1;
+            continue;
+        }
+        if ((ret = wire_put_u16(enc, type)) != 0 || (ret = wire_put_u16(enc, (uint16_t)v.len)) != 0 ||
+            (ret = wire_put_bytes(enc, v.base, v.len)) != 0)
+            return ret;
+    }
+    if ((ret = wire_block_close(enc, mx, 2)) != 0)
+        return ret;
+    for (size_t i = 0; i < e->padding; i++) {
+        if ((ret = wire_put_u8(enc, 0)) != 0)
+            return ret;
+    }
+    if (e->bad_padding && (ret = wire_put_u8(enc, 1)) != 0)
+        return ret;
+    return 0;
+}
+
+/*
+ * ClientHelloInner into inner and ClientHelloOuter, with the sealed EncodedClientHelloInner, into outer (5, 6.1).
+ * The first call sets up the HPKE context (enc in the outer extension); the second (after HRR) reuses it.
+ */
+static int build_ech(struct ttc *t, struct kl_buf *inner, struct kl_buf *outer, const struct kl_span *cookie)
+{
+    const struct ttc_ech *e = t->ech;
+    struct kl_buf enc, aad;
+    uint8_t info[8 + TLS_ECH_MAX_CONFIG_LEN];
+    int second = t->ech_ctx_live, ret;
+    kl_buf_init(&enc, 1 << 17);
+    kl_buf_init(&aad, 1 << 17);
+    t->building = 1;
+    if ((ret = build_ch(t, inner, cookie)) != 0 || (ret = encode_inner(t, &enc, inner->base, inner->len)) != 0)
+        goto exit;
+    if (!second) {
+        if (e->config_len > TLS_ECH_MAX_CONFIG_LEN) {
+            ret = KL_ERR_INVALID;
+            goto exit;
+        }
+        memcpy(info, "tls ech", 8);
+        memcpy(info + 8, e->config, e->config_len);
+        if ((ret = hpke_setup_base_s(&t->ech_ctx, t->ech_enc, e->kdf_id, e->aead_id, e->public_key, info,
+                                     8 + e->config_len, NULL)) != 0)
+            goto exit;
+        t->ech_ctx_live = 1;
+        t->ech_enc_len = 32;
+    } else {
+        /* 6.1.5: the second ClientHelloOuter's enc is empty. */
+        t->ech_enc_len = e->ch2_enc ? 32 : 0;
+        t->ech_omit = e->ch2_no_ech;
+    }
+    t->ech_payload_len = enc.len + HPKE_TAG_LEN;
+    t->building = 2;
+    if ((ret = build_ch(t, outer, cookie)) != 0)
+        goto exit;
+    if (!t->ech_omit) {
+        /* 5.2: the AAD is ClientHelloOuter (body, no handshake header) with the payload zeroed, as it is now. */
+        static const uint8_t tag_room[HPKE_TAG_LEN];
+        size_t pt_len = enc.len;
+        /* Sealed in place: the buffer needs room for the tag. */
+        if ((ret = kl_buf_append(&enc, tag_room, sizeof(tag_room))) != 0 ||
+            (ret = kl_buf_append(&aad, outer->base + 4, outer->len - 4)) != 0 ||
+            (ret = hpke_seal(&t->ech_ctx, enc.base, aad.base, aad.len, enc.base, pt_len)) != 0)
+            goto exit;
+        memcpy(outer->base + t->ech_payload_off, enc.base, t->ech_payload_len);
+        if ((!second && e->tamper) || (second && e->ch2_tamper))
+            outer->base[t->ech_payload_off + t->ech_payload_len / 2] ^= 0x10;
+    }
+exit:
+    t->building = 0;
+    kl_buf_dispose(&enc);
+    kl_buf_dispose(&aad);
+    return ret;
+}
+
+/* The confirmation (7.2, 7.2.1): HKDF-Expand-Label(HKDF-Extract(0, inner random), label, hash, 8). */
+static int ech_conf(struct ttc *t, enum crypto_hash_alg alg, const char *label, const uint8_t *hash, uint8_t out[8])
+{
+    uint8_t prk[CRYPTO_MAX_HASH];
+    int ret = ks_early_secret(alg, prk, t->random, 32);
+    if (ret == 0)
+        ret = ks_hkdf_expand_label(alg, out, 8, prk, label, hash, crypto_hash_len(alg));
+    crypto_wipe(prk, sizeof(prk));
+    return ret;
+}
+
+/*
+ * Did the server accept ECH? conf_off: where the 8 confirmation bytes are in msg (ServerHello.random's last 8,
+ * or the HelloRetryRequest's extension; 0 when it has none). th: the transcript before msg (NULL: start from
+ * ClientHelloInner1, and rewrite to message_hash for a HelloRetryRequest).
+ */
+static int ech_confirmed(struct ttc *t, enum crypto_hash_alg alg, const uint8_t *msg, size_t len, size_t conf_off,
+                         int is_hrr, const struct ks_transcript *th, int *ok_p)
+{
+    struct ks_transcript tmp;
+    struct kl_buf copy;
+    uint8_t hash[CRYPTO_MAX_HASH], conf[8];
+    int ret;
+    *ok_p = 0;
+    if (conf_off == 0)
+        return 0;
+    kl_buf_init(&copy, len);
+    if ((ret = kl_buf_append(&copy, msg, len)) != 0)
+        goto exit;
+    memset(copy.base + conf_off, 0, 8);
+    if (th == NULL) {
+        if ((ret = ks_transcript_init(&tmp, alg)) != 0)
+            goto exit;
+        ret = ks_transcript_add(&tmp, t->ch1.base, t->ch1.len);
+        if (ret == 0 && is_hrr)
+            ret = ks_transcript_hrr_rewrite(&tmp);
+        if (ret == 0)
+            ret = crypto_hash_ctx_peek_extra(&tmp.h, hash, copy.base, copy.len);
+        ks_transcript_dispose(&tmp);
+    } else {
+        ret = crypto_hash_ctx_peek_extra(&th->h, hash, copy.base, copy.len);
+    }
+    if (ret == 0 &&
+        (ret = ech_conf(t, alg, is_hrr ? "hrr ech accept confirmation" : "ech accept confirmation", hash, conf)) == 0)
+        *ok_p = crypto_equal(conf, msg + conf_off, 8);
+exit:
+    kl_buf_dispose(&copy);
+    return ret;
 }
 
 int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out)
@@ -189,16 +407,25 @@ int ttc_start(struct ttc *t, const struct ttc_config *cfg, struct kl_buf *out)
 
 int ttc_start_psk(struct ttc *t, const struct ttc_config *cfg, const struct ttc_psk_config *psk, struct kl_buf *out)
 {
+    return ttc_start_ech(t, cfg, psk, NULL, out);
+}
+
+int ttc_start_ech(struct ttc *t, const struct ttc_config *cfg, const struct ttc_psk_config *psk,
+                  const struct ttc_ech *ech, struct kl_buf *out)
+{
     int ret;
     memset(t, 0, sizeof(*t));
     t->cfg = *cfg;
+    t->ech = ech;
     if (psk != NULL)
         t->psk = *psk;
     rec_dir_init(&t->rd, 0);
     rec_dir_init(&t->wr, 1);
-    kl_buf_init(&t->ch1, 1 << 16);
+    kl_buf_init(&t->ch1, 1 << 17);
+    kl_buf_init(&t->ch1_outer, 1 << 17);
     kl_buf_init(&t->hs_in, 1 << 20);
     crypto_random(t->random, 32);
+    crypto_random(t->outer_random, 32);
     crypto_random(t->session_id, 32);
     for (size_t i = 0; i < cfg->n_shares; i++) {
         if ((ret = crypto_kex_generate(&t->kex[i], cfg->shares[i])) != 0)
@@ -208,10 +435,16 @@ int ttc_start_psk(struct ttc *t, const struct ttc_config *cfg, const struct ttc_
     if (t->psk.resume != NULL &&
         (ret = ks_schedule_init(&t->ks, t->psk.resume->alg, t->psk.resume->psk, t->psk.resume->psk_len)) != 0)
         return ret;
-    if ((ret = build_ch(t, &t->ch1, NULL)) != 0)
-        return ret;
-    if ((ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, t->ch1.base, t->ch1.len, 0)) != 0)
-        return ret;
+    if (ech != NULL) {
+        if ((ret = build_ech(t, &t->ch1, &t->ch1_outer, NULL)) != 0 ||
+            (ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, t->ch1_outer.base, t->ch1_outer.len, 0)) != 0)
+            return ret;
+    } else {
+        if ((ret = build_ch(t, &t->ch1, NULL)) != 0)
+            return ret;
+        if ((ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, t->ch1.base, t->ch1.len, 0)) != 0)
+            return ret;
+    }
     if (t->psk.resume != NULL && t->psk.early_len != 0) {
         /* 0-RTT: client_early_traffic_secret from Hash(ClientHello); the suite is the ticket's (our first). */
         uint8_t th[CRYPTO_MAX_HASH];
@@ -250,6 +483,7 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
     uint16_t ver, suite, sv = 0, group = 0;
     uint8_t random[32], comp;
     struct kl_span sid, key = {NULL, 0}, cookie = {NULL, 0};
+    size_t hrr_conf_off = 0;
     int ret, is_hrr;
     wire_reader_init(&r, msg + 4, len - 4);
     if ((ret = wire_read_u16(&r, &ver)) != 0 || (ret = wire_read_copy(&r, random, 32)) != 0 ||
@@ -279,6 +513,11 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
         } else if (type == EXT_COOKIE && is_hrr) {
             if ((ret = wire_read_vec_span(&body, &cookie, 2, 1, 0xffff)) != 0)
                 return ret;
+        } else if (type == EXT_ENCRYPTED_CLIENT_HELLO && is_hrr && t->ech != NULL) {
+            struct kl_span conf;
+            hrr_conf_off = (size_t)(body.p - msg);
+            if ((ret = wire_read_span(&body, &conf, 8)) != 0)
+                return ret;
         } else if (type == EXT_PRE_SHARED_KEY && !is_hrr && t->psk_offered) {
             if ((ret = wire_read_u16(&body, &t->selected)) != 0)
                 return ret;
@@ -296,6 +535,32 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
         offered |= t->cfg.suites[i] == suite;
     if (!offered || (t->hrr && suite != t->suite))
         return KL_ERR_ILLEGAL_PARAMETER;
+    if (t->ech != NULL && !t->ech_decided) {
+        /* 6.1.4/6.1.5: the first server message says whether ECH was accepted; rejected, the handshake goes on
+         * with ClientHelloOuter (and none of ClientHelloInner's PSKs). */
+        int ok;
+        t->ech_decided = 1;
+        if ((ret = ech_confirmed(t, crypto_suite_hash(suite), msg, len, is_hrr ? hrr_conf_off : 4 + 2 + 24, is_hrr,
+                                 NULL, &ok)) != 0)
+            return ret;
+        t->ech_accepted = ok;
+        t->ech_hrr_accepted = ok && is_hrr;
+        if (!ok) {
+            kl_buf_reset(&t->ch1);
+            if ((ret = kl_buf_append(&t->ch1, t->ch1_outer.base, t->ch1_outer.len)) != 0)
+                return ret;
+            t->psk_offered = t->psk_offered && t->ech->outer_psk;
+            t->resumed = 0;
+        }
+    } else if (t->ech != NULL && t->ech_hrr_accepted && !is_hrr) {
+        /* 7.2: after an accepting HRR the ServerHello confirms again, over the whole inner transcript. */
+        int ok;
+        if ((ret = ech_confirmed(t, t->alg, msg, len, 4 + 2 + 24, 0, &t->th, &ok)) != 0)
+            return ret;
+        if (!ok)
+            return KL_ERR_ILLEGAL_PARAMETER;
+        t->ech_sh_confirmed = 1;
+    }
     if (!t->th_live) {
         t->suite = suite;
         t->alg = crypto_suite_hash(suite);
@@ -323,15 +588,33 @@ static int on_server_hello(struct ttc *t, struct kl_buf *out, const uint8_t *msg
         t->cfg.early_junk = 0;
         rec_dir_dispose(&t->wr);
         rec_dir_init(&t->wr, 1);
-        kl_buf_init(&ch2, 1 << 16);
-        ret = build_ch(t, &ch2, cookie.base != NULL ? &cookie : NULL);
+        kl_buf_init(&ch2, 1 << 17);
+        struct kl_buf outer2;
+        kl_buf_init(&outer2, 1 << 17);
+        const struct kl_span *ck = cookie.base != NULL ? &cookie : NULL;
+        if (t->ech != NULL && t->ech_accepted) {
+            ret = build_ech(t, &ch2, &outer2, ck);
+        } else if (t->ech != NULL) {
+            /* Rejected: the second ClientHello is the outer one again (no ECH to decrypt any more). */
+            t->building = 2;
+            t->ech_omit = 1;
+            ret = build_ch(t, &ch2, ck);
+            t->building = 0;
+            if (ret == 0)
+                ret = kl_buf_append(&outer2, ch2.base, ch2.len);
+        } else {
+            ret = build_ch(t, &ch2, ck);
+            if (ret == 0)
+                ret = kl_buf_append(&outer2, ch2.base, ch2.len);
+        }
         if (ret == 0)
             ret = th_add(t, ch2.base, ch2.len);
         if (ret == 0 && t->cfg.compat)
             ret = rec_seal(&t->wr, out, REC_TYPE_CHANGE_CIPHER_SPEC, (const uint8_t *)"\x01", 1, 0);
         if (ret == 0)
-            ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, ch2.base, ch2.len, 0);
+            ret = rec_seal(&t->wr, out, REC_TYPE_HANDSHAKE, outer2.base, outer2.len, 0);
         kl_buf_dispose(&ch2);
+        kl_buf_dispose(&outer2);
         return ret;
     }
     if ((ret = th_add(t, msg, len)) != 0)
@@ -399,6 +682,17 @@ static int on_ee(struct ttc *t, const uint8_t *msg, size_t len)
             if (t->psk.early_len == 0 || !t->resumed || t->selected != 0)
                 return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
             t->early_accepted = 1;
+        } else if (type == EXT_ENCRYPTED_CLIENT_HELLO) {
+            /* 7.1: retry_configs only when we offered ECH and it was rejected. */
+            struct kl_span list;
+            if (t->ech == NULL || t->ech_accepted)
+                return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
+            if ((ret = wire_read_span(&body, &list, wire_remaining(&body))) != 0)
+                return ret;
+            if (list.len > sizeof(t->retry_configs))
+                return KL_ERR_DECODE;
+            memcpy(t->retry_configs, list.base, list.len);
+            t->retry_configs_len = list.len;
         } else if (type != EXT_SUPPORTED_GROUPS && type != EXT_RECORD_SIZE_LIMIT) {
             return KL_ERR_ALERT(KL_ALERT_UNSUPPORTED_EXTENSION);
         } else {
@@ -752,7 +1046,11 @@ void ttc_dispose(struct ttc *t)
         ks_transcript_dispose(&t->th);
     ks_schedule_dispose(&t->ks);
     kl_buf_dispose(&t->ch1);
+    kl_buf_dispose(&t->ch1_outer);
     kl_buf_dispose(&t->hs_in);
+    if (t->ech_ctx_live)
+        hpke_ctx_dispose(&t->ech_ctx);
+    t->ech_ctx_live = 0;
     free(t->cert);
     t->cert = NULL;
 }

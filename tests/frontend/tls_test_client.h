@@ -13,6 +13,11 @@
  * sends CertificateRequest the client answers with the chain of ttc_set_client_auth (or an
  * empty Certificate) and a CertificateVerify made by its client_sign callback (the test
  * holds the key), and can be told to omit or corrupt the CertificateVerify.
+ * Encrypted Client Hello (ttc_start_ech, draft-ietf-tls-esni-22): it builds ClientHelloInner, encodes it
+ * (optionally compressing extensions into ech_outer_extensions, with padding), seals it with HPKE into the
+ * outer ClientHello that names the public name, with the AAD the draft specifies; it checks the acceptance
+ * confirmation in ServerHello.random (and in a HelloRetryRequest), then follows the inner or the outer
+ * transcript, and keeps retry_configs from EncryptedExtensions. Knobs break the encoding for negative tests.
  */
 #ifndef KL_TLS_TEST_CLIENT_H
 #define KL_TLS_TEST_CLIENT_H
@@ -20,9 +25,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "crypto.h"
+#include "hpke.h"
 #include "key_schedule.h"
 #include "kl_buf.h"
 #include "record.h"
+#include "tls.h"
 
 /* A NewSessionTicket as the client keeps it (4.6.1), with the PSK it derived for it. */
 #define TTC_TICKET_MAX 4096
@@ -92,6 +99,36 @@ struct ttc_client_auth {
     uint16_t client_cv_scheme; /* non-zero: put this scheme in the CertificateVerify instead of the signer's */
 };
 
+/* ECH for ttc_start_ech (borrowed: must outlive the handshake). */
+#define TTC_ECH_MAX_REFS 8
+struct ttc_ech {
+    const uint8_t *config; /* the ECHConfig (version ‖ length ‖ contents): HPKE info */
+    size_t config_len;
+    uint8_t config_id;
+    uint16_t kdf_id, aead_id;
+    const uint8_t *public_key; /* 32 bytes, X25519 */
+    const char *public_name;   /* the outer ClientHello's SNI (NULL: none) */
+    /* Compression (5.1): these inner extensions are left out of the encoding and replaced, where the first of
+     * them was, by ech_outer_extensions listing refs (refs defaults to compress when n_refs is 0). */
+    uint16_t compress[TTC_ECH_MAX_REFS];
+    size_t n_compress;
+    uint16_t refs[TTC_ECH_MAX_REFS];
+    size_t n_refs;
+    int second_outer_ext; /* a second ech_outer_extensions (illegal) */
+    size_t padding;       /* zero bytes after the encoded ClientHello */
+    /* Negative tests. */
+    int tamper;           /* flip one bit of the sealed payload */
+    int bad_padding;      /* the last padding byte is 1 */
+    int inner_sid;        /* a non-empty legacy_session_id inside the encoding */
+    int inner_no_ech;     /* ClientHelloInner without encrypted_client_hello of type inner */
+    int inner_tls12;      /* ClientHelloInner also offers TLS 1.2 */
+    int outer_type_inner; /* the outer extension says type inner */
+    int outer_psk;        /* the outer ClientHello offers the PSK (and early data) too, with its own binder */
+    int ch2_no_ech;       /* the second ClientHello has no encrypted_client_hello */
+    int ch2_tamper;       /* flip one bit of the second payload */
+    int ch2_enc;          /* a non-empty enc in the second ClientHello */
+};
+
 enum ttc_state { TTC_WAIT_SH, TTC_WAIT_EE, TTC_WAIT_CERT, TTC_WAIT_CV, TTC_WAIT_FIN, TTC_DONE, TTC_FAILED };
 
 struct ttc {
@@ -129,6 +166,23 @@ struct ttc {
     int early_accepted; /* EncryptedExtensions carried early_data */
     struct ttc_ticket tickets[4];
     size_t n_tickets;
+    /* ECH. */
+    const struct ttc_ech *ech; /* NULL: no ECH offered */
+    int building;              /* build_ch: 0 plain, 1 ClientHelloInner, 2 ClientHelloOuter */
+    uint8_t outer_random[32];
+    struct hpke_ctx ech_ctx;
+    int ech_ctx_live;
+    struct kl_buf ch1_outer; /* the first ClientHelloOuter, the transcript's when ECH is rejected */
+    int ech_decided;         /* the first server message told us accepted or rejected */
+    int ech_accepted;        /* its confirmation matched */
+    int ech_hrr_accepted;    /* the HelloRetryRequest's confirmation matched */
+    int ech_sh_confirmed;    /* the ServerHello after an accepting HRR confirmed too */
+    uint8_t retry_configs[TLS_ECH_MAX_LIST_LEN];
+    size_t retry_configs_len;
+    uint8_t ech_enc[32];
+    size_t ech_enc_len;
+    size_t ech_payload_len, ech_payload_off;
+    int ech_omit; /* build_ch: no encrypted_client_hello in this outer ClientHello */
 };
 
 /* Start: appends the ClientHello record to out. */
@@ -143,6 +197,9 @@ int ttc_start_psk(struct ttc *t, const struct ttc_config *cfg, const struct ttc_
 int ttc_input(struct ttc *t, struct kl_buf *out, struct kl_buf *app, const uint8_t *in, size_t *len_p);
 int ttc_send(struct ttc *t, struct kl_buf *out, const uint8_t *data, size_t len);
 void ttc_dispose(struct ttc *t);
+/* The same, offering ECH (ech may be NULL: ttc_start_psk); psk goes into ClientHelloInner. */
+int ttc_start_ech(struct ttc *t, const struct ttc_config *cfg, const struct ttc_psk_config *psk,
+                  const struct ttc_ech *ech, struct kl_buf *out);
 /* Answer a CertificateRequest with auth (NULL: an empty Certificate). Call after ttc_start. */
 void ttc_set_client_auth(struct ttc *t, const struct ttc_client_auth *auth);
 

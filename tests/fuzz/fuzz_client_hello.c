@@ -10,8 +10,14 @@
  *     identity "fuzz-psk" (tls_test_hooks), so that pre_shared_key parsing, ticket opening,
  *     the binder check and, with a forged binder, resumption are reached; bits 4-5 ask for
  *     client certificates (1 optional, 2 required, 3 required without a CA: internal_error),
- *     with the CA of tests/frontend/mtls when $KL_SOURCE_DIR is set.
- *   codec mode (1): the payload is a ClientHello body for msg_client_hello_decode().
+ *     with the CA of tests/frontend/mtls when $KL_SOURCE_DIR is set. ECH is on (one key whose
+ *     private key is fixed, fz_ech_key(), so that seeds carry ClientHellos that decrypt) unless
+ *     bit 6 is set: the outer/inner decision, HPKE open, ClientHelloInner rebuild and checks, the
+ *     confirmations, retry_configs and the second ClientHello after HelloRetryRequest are reached.
+ *   codec mode (1): the payload is a ClientHello body for msg_client_hello_decode(). With bit 2
+ *     set (ECH inner mode) it is u16 n ‖ an outer ClientHello body of n bytes ‖ an
+ *     EncodedClientHelloInner: the inner decoder (ech_inner_rebuild, ech_inner_check) and the AAD
+ *     are run directly, since mutations inside a sealed payload almost never decrypt.
  *   protected modes (2: established, 3: waiting for the client Finished): a real handshake
  *     with the test client first (with byte 0 bit 2 set in mode 2: a full handshake that issues a
  *     ticket, then a resumed one with 0-RTT accepted, and the chunks go under the client early
@@ -21,14 +27,19 @@
  * (abort on violation): consumed <= offered; a failed connection keeps returning the same error and reads nothing more;
  * a decoded ClientHello has bounded fields. Seeds: tests/fuzz/corpus_client_hello (the RFC 8448 ClientHellos in both
  * modes, and psk-*: the PSK ClientHello without psk_key_exchange_modes, with pre_shared_key not last, with more
- * identities than binders, through a HelloRetryRequest, in small pieces, with legacy_version 0x0300).
+ * identities than binders, through a HelloRetryRequest, in small pieces, with legacy_version 0x0300; ech-*: an
+ * accepted ECH ClientHello, with compression and padding, through a HelloRetryRequest, tampered, with an unknown
+ * config_id, and inner-mode inputs; test_ech writes them with KL_WRITE_ECH_SEEDS=dir).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "frontend/tls_test_client.h"
+#include "ech.h"
+#include "hpke.h"
 #include "msg.h"
 #include "tls.h"
+#include "wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -65,6 +76,87 @@ static void run_codec(const uint8_t *p, size_t n)
     }
     if (count != ch.ext.n_shares)
         abort();
+}
+
+/* ECH inner mode: the outer ClientHello's extensions feed the rebuild of an arbitrary EncodedClientHelloInner. */
+static void run_ech_inner(const uint8_t *p, size_t n)
+{
+    struct msg_client_hello outer, inner;
+    struct wire_reader r;
+    struct kl_span ob, enc;
+    struct kl_buf out, aad;
+    uint16_t olen;
+    wire_reader_init(&r, p, n);
+    if (wire_read_u16(&r, &olen) != 0 || wire_read_span(&r, &ob, olen) != 0 ||
+        wire_read_span(&r, &enc, wire_remaining(&r)) != 0)
+        return;
+    if (msg_client_hello_decode(&outer, ob.base, ob.len) != 0)
+        return;
+    kl_buf_init(&aad, ob.len);
+    if (ext_has(&outer.ext, EXT_B_ENCRYPTED_CLIENT_HELLO) && ech_outer_aad(&aad, ob.base, ob.len) == 0 &&
+        aad.len != ob.len)
+        abort(); /* the AAD is the outer ClientHello with only the payload changed */
+    kl_buf_dispose(&aad);
+    kl_buf_init(&out, MSG_HEADER_LEN + 16384);
+    if (ech_inner_rebuild(&out, enc.base, enc.len, outer.session_id, outer.session_id_len, outer.ext.raw, 16384) == 0) {
+        if (out.len < MSG_HEADER_LEN || out.len > MSG_HEADER_LEN + 16384)
+            abort(); /* bounded like any ClientHello */
+        if (msg_client_hello_decode(&inner, out.base + MSG_HEADER_LEN, out.len - MSG_HEADER_LEN) == 0) {
+            if (inner.session_id_len != outer.session_id_len)
+                abort(); /* the outer legacy_session_id is copied in */
+            (void)ech_inner_check(&inner);
+        }
+    } else if (out.len != 0) {
+        abort(); /* nothing left behind on failure */
+    }
+    kl_buf_dispose(&out);
+}
+
+/*
+ * The fuzzer's ECH key: DeriveKeyPair from a fixed ikm (32 x 0x45), config_id 0x2a, public name
+ * "public.example.com" (covered by the "*.example.com" certificate), suites HKDF-SHA256 with AES-128-GCM and
+ * ChaCha20-Poly1305. test_ech's seed writer builds the same key.
+ */
+static const struct tls_ech_key *fz_ech_key(uint8_t *list, size_t *list_len)
+{
+    static struct tls_ech_key k;
+    static uint8_t l[2 + TLS_ECH_MAX_CONFIG_LEN];
+    static size_t ll;
+    if (k.config_len == 0) {
+        uint8_t ikm[32];
+        struct kl_buf b;
+        size_t m, sm;
+        static const char name[] = "public.example.com";
+        memset(ikm, 0x45, sizeof(ikm));
+        k.config_id = 0x2a;
+        k.kem_id = HPKE_KEM_X25519_SHA256;
+        k.suites[0].kdf_id = 1;
+        k.suites[0].aead_id = 1;
+        k.suites[1].kdf_id = 1;
+        k.suites[1].aead_id = 3;
+        k.n_suites = 2;
+        snprintf(k.public_name, sizeof(k.public_name), "%s", name);
+        kl_buf_init_fixed(&b, k.config, sizeof(k.config));
+        if (hpke_derive_keypair(k.private_key, k.public_key, ikm, sizeof(ikm)) != 0 ||
+            wire_put_u16(&b, TLS_ECH_VERSION) != 0 || wire_block_open(&b, &m, 2) != 0 || wire_put_u8(&b, 0x2a) != 0 ||
+            wire_put_u16(&b, HPKE_KEM_X25519_SHA256) != 0 || wire_put_u16(&b, 32) != 0 ||
+            wire_put_bytes(&b, k.public_key, 32) != 0 || wire_block_open(&b, &sm, 2) != 0 || wire_put_u16(&b, 1) != 0 ||
+            wire_put_u16(&b, 1) != 0 || wire_put_u16(&b, 1) != 0 || wire_put_u16(&b, 3) != 0 ||
+            wire_block_close(&b, sm, 2) != 0 || wire_put_u8(&b, 0) != 0 || wire_put_u8(&b, sizeof(name) - 1) != 0 ||
+            wire_put_bytes(&b, name, sizeof(name) - 1) != 0 || wire_put_u16(&b, 0) != 0 ||
+            wire_block_close(&b, m, 2) != 0)
+            abort();
+        k.config_len = b.len;
+        l[0] = (uint8_t)(k.config_len >> 8);
+        l[1] = (uint8_t)k.config_len;
+        memcpy(l + 2, k.config, k.config_len);
+        ll = 2 + k.config_len;
+    }
+    if (list != NULL) {
+        memcpy(list, l, ll);
+        *list_len = ll;
+    }
+    return &k;
 }
 
 /* Tickets for the fuzzer: fixed keys, so seeds can carry tickets that open. */
@@ -173,6 +265,12 @@ static void run_engine(const uint8_t *p, size_t n, uint8_t knobs, uint8_t mode)
                                                  TLS_CLIENT_AUTH_REQUIRED, TLS_CLIENT_AUTH_REQUIRED};
     cfg.client_auth = auth[(mode >> 4) & 3];
     cfg.client_ca = ((mode >> 4) & 3) == 3 ? NULL : fz_client_ca();
+    static uint8_t retry[2 + TLS_ECH_MAX_CONFIG_LEN];
+    size_t retry_len;
+    cfg.ech.keys = fz_ech_key(retry, &retry_len);
+    cfg.ech.n_keys = (mode & 0x40) ? 0 : 1;
+    cfg.ech.retry_configs = retry;
+    cfg.ech.retry_configs_len = retry_len;
     c = tls_conn_new(&cfg, 1);
     if (c == NULL)
         return;
@@ -199,6 +297,11 @@ static void run_engine(const uint8_t *p, size_t n, uint8_t knobs, uint8_t mode)
         }
         if (tls_conn_early_data_len(c) > 1024 || (tls_conn_early_data_accepted(c) && !tls_conn_resumed(c)))
             abort(); /* early data only on a resumed connection, never over the limit */
+        if (cfg.ech.n_keys == 0 && (tls_conn_ech_status(c) != TLS_ECH_NONE || tls_conn_ech_outer_name(c)[0] != 0))
+            abort(); /* ECH off: the extension is ignored */
+        if ((tls_conn_ech_status(c) == TLS_ECH_REJECTED || tls_conn_ech_status(c) == TLS_ECH_UNKNOWN_CONFIG) &&
+            (tls_conn_resumed(c) || tls_conn_early_data_accepted(c)))
+            abort(); /* no PSK and no 0-RTT from an outer ClientHello whose ECH was rejected */
         kl_buf_reset(&out);
         kl_buf_reset(&app);
         if (used == 0 && avail == n - off)
@@ -346,7 +449,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         run_engine(data + 2, size - 2, data[1], data[0]);
         break;
     case 1:
-        run_codec(data + 1, size - 1);
+        if (data[0] & 4)
+            run_ech_inner(data + 1, size - 1);
+        else
+            run_codec(data + 1, size - 1);
         break;
     default:
         run_protected(data + 1, size - 1, (data[0] & 3) == 3, (data[0] & 7) == 6);
