@@ -36,11 +36,11 @@ struct audit_log {
     uint64_t seq;          /* last record written */
     uint64_t durable_seq;  /* last record known durable */
     uint64_t unwaited_seq; /* GROUP: newest record appended without a waiter (the flusher's work) */
+    uint64_t unwaited_ns;  /* GROUP: CLOCK_MONOTONIC append time of the oldest such record not yet durable */
     uint64_t size;
     uint64_t sync_count;
-    int syncing;           /* an fdatasync of fd runs outside the lock: fd must stay open */
-    uint64_t last_sync_ns; /* CLOCK_MONOTONIC start of the last fdatasync (GROUP pacing) */
-    int failed;            /* sticky: a write or fdatasync failed */
+    int syncing; /* an fdatasync of fd runs outside the lock: fd must stay open */
+    int failed;  /* sticky: a write or fdatasync failed */
     int stop;
     int has_flusher;
     pthread_t flusher;
@@ -193,10 +193,14 @@ int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t
     pthread_mutex_lock(&log->lock);
     ret = append_locked(log, rec, NULL, seq_p);
     /* A caller that takes the sequence number waits for it (audit_wait_durable leads the
-     * sync itself); a record nobody waits for is left to the flusher. */
+     * sync itself); a record nobody waits for is left to the flusher, which is woken only
+     * when its first pending record arrives (not once per refusal of a flood). */
     if (ret == 0 && log->sync == AUDIT_SYNC_GROUP && seq_p == NULL) {
+        if (log->durable_seq >= log->unwaited_seq) {
+            log->unwaited_ns = kl_clock_ns();
+            pthread_cond_signal(&log->work_cv);
+        }
         log->unwaited_seq = log->seq;
-        pthread_cond_signal(&log->work_cv);
     }
     /* Here, not in the checkpointer: never more than every_records between checkpoints.
      * A checkpoint that fails does not undo the record (the next one tries again). */
@@ -210,20 +214,24 @@ int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t
  * held). Only one sync runs at a time; fd stays open meanwhile (rotate/close wait). */
 static void sync_unlocked(struct audit_log *log)
 {
-    uint64_t target = log->seq;
+    uint64_t target = log->seq, start = kl_clock_ns();
     int fd = log->fd, r;
 
     log->syncing = 1;
     log->sync_count++;
-    log->last_sync_ns = kl_clock_ns();
     pthread_mutex_unlock(&log->lock);
     r = fdatasync(fd);
     pthread_mutex_lock(&log->lock);
     log->syncing = 0;
-    if (r != 0)
+    if (r != 0) {
         log->failed = 1; /* after a failed fdatasync the page cache state is unknown */
-    else if (target > log->durable_seq)
+    } else if (target > log->durable_seq) {
         log->durable_seq = target;
+        /* Unwaited records still pending were appended after this sync started: their
+         * group_ms runs from then at the earliest (not from the first one's, now durable). */
+        if (log->unwaited_seq > target && log->unwaited_ns < start)
+            log->unwaited_ns = start;
+    }
     pthread_cond_broadcast(&log->durable_cv);
 }
 
@@ -232,11 +240,17 @@ enum durable_step {
     STEP_DONE,   /* durable */
     STEP_FAILED, /* the log failed */
     STEP_WAIT,   /* a sync runs, or NONE mode: wait for durable_cv */
-    STEP_PACE,   /* GROUP pacing: no sync may start before *until_ns */
     STEP_SYNC,   /* this caller may run the sync now */
 };
 
-static enum durable_step durable_step_locked(const struct audit_log *log, uint64_t seq, uint64_t *until_ns)
+/*
+ * Group commit without a timer (the way PostgreSQL's and MySQL's commit groups form): a
+ * record written while no fdatasync runs is synced at once by its waiter; records written
+ * while one runs are not covered by it (it may have passed their blocks already), so their
+ * waiters sleep until it ends and then one of them syncs the whole batch written meanwhile.
+ * A lone record pays one fdatasync and no wait; a busy log one fdatasync per batch.
+ */
+static enum durable_step durable_step_locked(const struct audit_log *log, uint64_t seq)
 {
     if (log->failed)
         return STEP_FAILED;
@@ -244,12 +258,6 @@ static enum durable_step durable_step_locked(const struct audit_log *log, uint64
         return STEP_DONE;
     if (log->syncing || log->sync == AUDIT_SYNC_NONE)
         return STEP_WAIT;
-    if (log->sync == AUDIT_SYNC_GROUP && log->last_sync_ns != 0) {
-        /* At most one fdatasync starts per group_ms. */
-        *until_ns = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL;
-        if (kl_clock_ns() < *until_ns)
-            return STEP_PACE;
-    }
     return STEP_SYNC;
 }
 
@@ -270,7 +278,6 @@ static void deadline_in(struct timespec *ts, uint64_t wait_ns)
 static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
 {
     int ret = 0;
-    uint64_t until = 0;
 
     if (log == NULL)
         return KL_ERR_INVALID;
@@ -280,7 +287,7 @@ static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
         goto exit;
     }
     for (;;) {
-        enum durable_step step = durable_step_locked(log, seq, &until);
+        enum durable_step step = durable_step_locked(log, seq);
         if (step == STEP_DONE)
             break;
         if (step == STEP_FAILED) {
@@ -294,14 +301,8 @@ static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
         } else if (!may_wait) {
             ret = KL_ERR_WANT_READ; /* it would have to wait: the caller hands it off */
             break;
-        } else if (step == STEP_WAIT) {
-            pthread_cond_wait(&log->durable_cv, &log->lock);
         } else {
-            /* Until the next sync may start (a sync that ends meanwhile may cover seq). */
-            struct timespec ts;
-            uint64_t now = kl_clock_ns();
-            deadline_in(&ts, until > now ? until - now : 0);
-            (void)pthread_cond_timedwait(&log->durable_cv, &log->lock, &ts);
+            pthread_cond_wait(&log->durable_cv, &log->lock);
         }
     }
 exit:
@@ -320,34 +321,34 @@ int audit_wait_durable(struct audit_log *log, uint64_t seq)
 }
 
 /*
- * GROUP mode, records nobody waits for (refusals, list_keys, connection events): as soon
- * as one is pending, fdatasync everything written so far, starting syncs at most every
- * group_ms. Records whose callers wait (signatures) are synced by the first waiter
- * itself (audit_wait_durable), under the same pacing, without waking this thread.
+ * GROUP mode, records nobody waits for (refusals, list_keys, connection events): each is
+ * made durable within group_ms of its append. Until then it may ride a waiter's fdatasync
+ * (a signature's, which covers everything written before it started); at the deadline
+ * this thread runs one itself. So a flood of refusals costs at most one fdatasync per
+ * group_ms, and refusals among signatures cost none of their own. Signatures never wait
+ * for this thread or its deadline: their first waiter syncs at once (make_durable).
  */
 static void *flusher_main(void *arg)
 {
     struct audit_log *log = arg;
-    uint64_t interval = (uint64_t)log->group_ms * 1000000ULL;
+    uint64_t bound = (uint64_t)log->group_ms * 1000000ULL;
 
     pthread_mutex_lock(&log->lock);
     while (!log->stop) {
-        /* Only records nobody waits for are the flusher's: a waiter syncs its own. */
         if (log->failed || log->durable_seq >= log->unwaited_seq) {
             pthread_cond_wait(&log->work_cv, &log->lock);
             continue;
         }
-        if (log->syncing) {
-            pthread_cond_wait(&log->durable_cv, &log->lock);
+        uint64_t now = kl_clock_ns(), due = log->unwaited_ns + bound;
+        if (now < due) {
+            struct timespec ts;
+            deadline_in(&ts, due - now);
+            /* Appends do not signal while records are pending; this wakes for stop. */
+            (void)pthread_cond_timedwait(&log->work_cv, &log->lock, &ts);
             continue;
         }
-        uint64_t now = kl_clock_ns(), last_start = log->last_sync_ns;
-        if (last_start != 0 && now < last_start + interval) {
-            struct timespec ts;
-            deadline_in(&ts, last_start + interval - now);
-            /* Wakes early only for stop (appends signal work_cv, ignored until the deadline). */
-            while (!log->stop && pthread_cond_timedwait(&log->work_cv, &log->lock, &ts) != ETIMEDOUT)
-                ;
+        if (log->syncing) {
+            pthread_cond_wait(&log->durable_cv, &log->lock);
             continue;
         }
         sync_unlocked(log);
