@@ -21,7 +21,6 @@
  * record, the spread (min-max of the round medians), and the CPU µs per record
  * (utime + stime of this process, over all rounds). Label `bench`: never run by the tests.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
