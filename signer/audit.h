@@ -2,12 +2,19 @@
  * audit.h - the signer's append-only, hash-chained decision log: the writer.
  *
  * Every decision (signed or refused, with its reason) is one line of JSON, written with
- * write(2) to a file opened O_APPEND before audit_append() returns. Each line carries the
- * hash of the line before it ("prev") and its own hash ("hash"), so that editing,
+ * pwrite(2) right after the previous line before audit_append() returns. Each line carries
+ * the hash of the line before it ("prev") and its own hash ("hash"), so that editing,
  * deleting, inserting, reordering or truncating any line is detected offline. The line
  * format is audit_line.h's (docs/AUDIT.md has the whole of it); the offline verifier is
  * audit_verify.h's. This module owns the file: append, group commit, the flusher thread,
  * rotation, and the check (and optional repair) of the last line when a log is reopened.
+ *
+ * Zero tail (issue 15): the live file keeps zeros after its last line (written ahead in
+ * 1 MiB steps), so that a record overwrites blocks already in the file and its fdatasync
+ * writes one data block and no metadata. So a live log, or one a crash of the machine left,
+ * ends in zero bytes after its last newline; a rotated or closed file is cut to its last
+ * line; the open finds the end of the records before the zeros (a torn line is the bytes
+ * between the last newline and them); both verifiers skip zeros after the last newline.
  *
  * Ownership: struct audit_log is opened and closed here and owns its file descriptor,
  * path copy, flusher thread and line buffer; records are borrowed for one call.
@@ -129,7 +136,7 @@ KL_MUST_CHECK int audit_rotate_ex(struct audit_log *log, char *rotated_name, siz
 /* The hash of the last line written (the head, to anchor externally) and its seq. */
 void audit_head(struct audit_log *log, uint8_t head[AUDIT_HASH_LEN], uint64_t *seq_p);
 
-/* Bytes in the current file (for size-based rotation). */
+/* Bytes of records in the current file, without its zero tail (for size-based rotation). */
 uint64_t audit_size(struct audit_log *log);
 
 /* The last record known durable, and the number of fdatasync calls made so far (tests,
