@@ -873,6 +873,7 @@ static void test_zero_tail(void)
 
     /* A torn line followed by zeros (a crash in the middle of a record's write). */
     path_in(torn, sizeof(torn), "zero-torn.log");
+    free(buf);
     buf = read_all(path, &len); /* 3 clean lines */
     uint8_t *img = calloc(1, len + 18 + 4096);
     ok(buf != NULL && img != NULL, "torn+zeros: image");
