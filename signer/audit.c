@@ -1,7 +1,7 @@
 /*
- * audit.c - the audit log writer: append, group commit, the flusher, rotation, and the
- * torn-line check and repair at open, the roll-back of a failed write (a full disk), and
- * the checkpoints: start/stop records, signed checkpoints, the state file, the anchors and
+ * audit.c - the audit log writer: append (into a zero tail kept ahead), group commit, the
+ * flusher, rotation, the torn-line check and repair at open, the roll-back of a failed
+ * write (a full disk), and the checkpoints: start/stop records, signed checkpoints, the state file, the anchors and
  * the unlinked-log check (audit.h). Lines are formatted and checked by audit_line.c; the
  * offline verifier is audit_verify.c.
  */
@@ -33,14 +33,16 @@ struct audit_log {
     enum audit_sync sync;
     unsigned group_ms;
     uint8_t head[AUDIT_HASH_LEN];
-    uint64_t seq;          /* last record written */
-    uint64_t durable_seq;  /* last record known durable */
-    uint64_t unwaited_seq; /* GROUP: newest record appended without a waiter (the flusher's work) */
-    uint64_t size;
+    uint64_t seq;            /* last record written */
+    uint64_t durable_seq;    /* last record known durable */
+    uint64_t unwaited_seq;   /* GROUP: newest record appended without a waiter (the flusher's work) */
+    uint64_t unwaited_ns;    /* GROUP: CLOCK_MONOTONIC append time of the oldest such record not yet durable */
+    uint64_t size;           /* bytes of complete lines: the next record is written here */
+    uint64_t alloc_end;      /* the file's length: zeros from size to here (see extend_locked) */
+    uint64_t prealloc_after; /* a zero step failed (a full disk): none again before size reaches this */
     uint64_t sync_count;
-    int syncing;           /* an fdatasync of fd runs outside the lock: fd must stay open */
-    uint64_t last_sync_ns; /* CLOCK_MONOTONIC start of the last fdatasync (GROUP pacing) */
-    int failed;            /* sticky: a write or fdatasync failed */
+    int syncing; /* an fdatasync of fd runs outside the lock: fd must stay open */
+    int failed;  /* sticky: a write or fdatasync failed */
     int stop;
     int has_flusher;
     pthread_t flusher;
@@ -70,6 +72,8 @@ struct audit_log {
 
 #define CP_HOST_MAX 64
 #define STATE_MAX 256
+/* Zeros written ahead of the records, per step (about 2,500 records of 400 bytes). */
+#define PREALLOC_STEP (1u << 20)
 
 static int checkpoint_locked(struct audit_log *log, const char *reason);
 
@@ -90,6 +94,77 @@ static int write_all(int fd, const char *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+static int pwrite_all(int fd, const char *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/*
+ * Keep a tail of zeros after the records, so that a record overwrites blocks that are
+ * already written and inside the file: its fdatasync then writes that data block and no
+ * metadata (no new size, no extent to allocate or convert), one device write instead of
+ * two (issue 15; tests/bench/audit_sync_bench measures it). fallocate() alone would leave
+ * "unwritten" extents whose conversion is a metadata write at the first record in every
+ * block, so the zeros are written. The step's own blocks and the new size reach the disk
+ * with the next record's fdatasync. Readers of a live or crashed log see the zeros after
+ * the last newline (both verifiers skip them, the open finds the end before them); a
+ * rotated or cleanly closed file is cut to its records (trim_locked). When the zeros
+ * cannot be written (a full disk), the file is cut back and the records grow it as
+ * before, with no new try until it has grown by a step. With the lock held.
+ */
+static void extend_locked(struct audit_log *log, size_t need)
+{
+    static const char zeros[65536];
+    uint64_t end;
+
+    if (log->size + need <= log->alloc_end || log->size < log->prealloc_after)
+        return;
+    end = (log->size + need + PREALLOC_STEP - 1) / PREALLOC_STEP * PREALLOC_STEP;
+    for (uint64_t off = log->alloc_end > log->size ? log->alloc_end : log->size; off < end;) {
+        size_t n = end - off < sizeof(zeros) ? (size_t)(end - off) : sizeof(zeros);
+        if (pwrite_all(log->fd, zeros, n, off) != 0) {
+            /* Only zeros were written past size: cutting them loses nothing (and if the
+             * cut fails, records overwrite them in place all the same). */
+            if (ftruncate(log->fd, (off_t)log->size) != 0)
+                log_err("audit: %s: cannot cut back a partial zero step", log->path);
+            log->alloc_end = log->size;
+            log->prealloc_after = log->size + PREALLOC_STEP;
+            return;
+        }
+        off += n;
+    }
+    log->alloc_end = end;
+}
+
+/* Cut the zero tail off (rotation, close): the file then ends with its last line. The
+ * caller's fdatasync makes the new length durable. With the lock held. */
+static void trim_locked(struct audit_log *log)
+{
+    if (log->alloc_end <= log->size)
+        return;
+    if (ftruncate(log->fd, (off_t)log->size) != 0) {
+        /* Harmless: the verifiers and the next open skip a zero tail. */
+        log_err("audit: %s: cannot cut the zeros after the last record", log->path);
+        return;
+    }
+    log->alloc_end = log->size;
 }
 
 static int fsync_dir_of(const char *path)
@@ -150,11 +225,14 @@ static int append_locked(struct audit_log *log, const struct audit_record *rec, 
         return KL_ERR_AUDIT;
     if ((ret = audit_line_format(&log->line, h, rec, log->seq + 1, log->head, rotated_from)) != 0)
         return ret;
-    if (write_all(log->fd, (const char *)log->line.base, log->line.len) != 0) {
+    extend_locked(log, log->line.len);
+    if (pwrite_all(log->fd, (const char *)log->line.base, log->line.len, log->size) != 0) {
         int saved = errno;
-        /* A full disk: cut the partial line off again and refuse only this record, so that
-         * the log recovers by itself when space returns (the chain is unchanged). */
+        /* A full disk: cut the partial line off again (and the zeros after it) and refuse
+         * only this record, so that the log recovers by itself when space returns (the
+         * chain is unchanged). */
         if (ftruncate(log->fd, (off_t)log->size) == 0) {
+            log->alloc_end = log->size;
             if (!log->degraded) {
                 log_errx("audit: %s: write failed (%s); records are refused until a write succeeds", log->path,
                          strerror(saved));
@@ -177,6 +255,8 @@ static int append_locked(struct audit_log *log, const struct audit_record *rec, 
         log->first_pending_ns = kl_clock_ns();
     log->seq++;
     log->size += log->line.len;
+    if (log->size > log->alloc_end)
+        log->alloc_end = log->size;
     memcpy(log->head, h, AUDIT_HASH_LEN);
     if (log->sync == AUDIT_SYNC_NONE)
         log->durable_seq = log->seq;
@@ -194,10 +274,14 @@ int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t
     pthread_mutex_lock(&log->lock);
     ret = append_locked(log, rec, NULL, seq_p);
     /* A caller that takes the sequence number waits for it (audit_wait_durable leads the
-     * sync itself); a record nobody waits for is left to the flusher. */
+     * sync itself); a record nobody waits for is left to the flusher, which is woken only
+     * when its first pending record arrives (not once per refusal of a flood). */
     if (ret == 0 && log->sync == AUDIT_SYNC_GROUP && seq_p == NULL) {
+        if (log->durable_seq >= log->unwaited_seq) {
+            log->unwaited_ns = kl_clock_ns();
+            pthread_cond_signal(&log->work_cv);
+        }
         log->unwaited_seq = log->seq;
-        pthread_cond_signal(&log->work_cv);
     }
     /* Here, not in the checkpointer: never more than every_records between checkpoints.
      * A checkpoint that fails does not undo the record (the next one tries again). */
@@ -211,20 +295,24 @@ int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t
  * held). Only one sync runs at a time; fd stays open meanwhile (rotate/close wait). */
 static void sync_unlocked(struct audit_log *log)
 {
-    uint64_t target = log->seq;
+    uint64_t target = log->seq, start = kl_clock_ns();
     int fd = log->fd, r;
 
     log->syncing = 1;
     log->sync_count++;
-    log->last_sync_ns = kl_clock_ns();
     pthread_mutex_unlock(&log->lock);
     r = fdatasync(fd);
     pthread_mutex_lock(&log->lock);
     log->syncing = 0;
-    if (r != 0)
+    if (r != 0) {
         log->failed = 1; /* after a failed fdatasync the page cache state is unknown */
-    else if (target > log->durable_seq)
+    } else if (target > log->durable_seq) {
         log->durable_seq = target;
+        /* Unwaited records still pending were appended after this sync started: their
+         * group_ms runs from then at the earliest (not from the first one's, now durable). */
+        if (log->unwaited_seq > target && log->unwaited_ns < start)
+            log->unwaited_ns = start;
+    }
     pthread_cond_broadcast(&log->durable_cv);
 }
 
@@ -233,11 +321,17 @@ enum durable_step {
     STEP_DONE,   /* durable */
     STEP_FAILED, /* the log failed */
     STEP_WAIT,   /* a sync runs, or NONE mode: wait for durable_cv */
-    STEP_PACE,   /* GROUP pacing: no sync may start before *until_ns */
     STEP_SYNC,   /* this caller may run the sync now */
 };
 
-static enum durable_step durable_step_locked(const struct audit_log *log, uint64_t seq, uint64_t *until_ns)
+/*
+ * Group commit without a timer (the way PostgreSQL's and MySQL's commit groups form): a
+ * record written while no fdatasync runs is synced at once by its waiter; records written
+ * while one runs are not covered by it (it may have passed their blocks already), so their
+ * waiters sleep until it ends and then one of them syncs the whole batch written meanwhile.
+ * A lone record pays one fdatasync and no wait; a busy log one fdatasync per batch.
+ */
+static enum durable_step durable_step_locked(const struct audit_log *log, uint64_t seq)
 {
     if (log->failed)
         return STEP_FAILED;
@@ -245,12 +339,6 @@ static enum durable_step durable_step_locked(const struct audit_log *log, uint64
         return STEP_DONE;
     if (log->syncing || log->sync == AUDIT_SYNC_NONE)
         return STEP_WAIT;
-    if (log->sync == AUDIT_SYNC_GROUP && log->last_sync_ns != 0) {
-        /* At most one fdatasync starts per group_ms. */
-        *until_ns = log->last_sync_ns + (uint64_t)log->group_ms * 1000000ULL;
-        if (kl_clock_ns() < *until_ns)
-            return STEP_PACE;
-    }
     return STEP_SYNC;
 }
 
@@ -271,7 +359,6 @@ static void deadline_in(struct timespec *ts, uint64_t wait_ns)
 static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
 {
     int ret = 0;
-    uint64_t until = 0;
 
     if (log == NULL)
         return KL_ERR_INVALID;
@@ -281,7 +368,7 @@ static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
         goto exit;
     }
     for (;;) {
-        enum durable_step step = durable_step_locked(log, seq, &until);
+        enum durable_step step = durable_step_locked(log, seq);
         if (step == STEP_DONE)
             break;
         if (step == STEP_FAILED) {
@@ -295,14 +382,8 @@ static int make_durable(struct audit_log *log, uint64_t seq, int may_wait)
         } else if (!may_wait) {
             ret = KL_ERR_WANT_READ; /* it would have to wait: the caller hands it off */
             break;
-        } else if (step == STEP_WAIT) {
-            pthread_cond_wait(&log->durable_cv, &log->lock);
         } else {
-            /* Until the next sync may start (a sync that ends meanwhile may cover seq). */
-            struct timespec ts;
-            uint64_t now = kl_clock_ns();
-            deadline_in(&ts, until > now ? until - now : 0);
-            (void)pthread_cond_timedwait(&log->durable_cv, &log->lock, &ts);
+            pthread_cond_wait(&log->durable_cv, &log->lock);
         }
     }
 exit:
@@ -321,34 +402,34 @@ int audit_wait_durable(struct audit_log *log, uint64_t seq)
 }
 
 /*
- * GROUP mode, records nobody waits for (refusals, list_keys, connection events): as soon
- * as one is pending, fdatasync everything written so far, starting syncs at most every
- * group_ms. Records whose callers wait (signatures) are synced by the first waiter
- * itself (audit_wait_durable), under the same pacing, without waking this thread.
+ * GROUP mode, records nobody waits for (refusals, list_keys, connection events): each is
+ * made durable within group_ms of its append. Until then it may ride a waiter's fdatasync
+ * (a signature's, which covers everything written before it started); at the deadline
+ * this thread runs one itself. So a flood of refusals costs at most one fdatasync per
+ * group_ms, and refusals among signatures cost none of their own. Signatures never wait
+ * for this thread or its deadline: their first waiter syncs at once (make_durable).
  */
 static void *flusher_main(void *arg)
 {
     struct audit_log *log = arg;
-    uint64_t interval = (uint64_t)log->group_ms * 1000000ULL;
+    uint64_t bound = (uint64_t)log->group_ms * 1000000ULL;
 
     pthread_mutex_lock(&log->lock);
     while (!log->stop) {
-        /* Only records nobody waits for are the flusher's: a waiter syncs its own. */
         if (log->failed || log->durable_seq >= log->unwaited_seq) {
             pthread_cond_wait(&log->work_cv, &log->lock);
             continue;
         }
-        if (log->syncing) {
-            pthread_cond_wait(&log->durable_cv, &log->lock);
+        uint64_t now = kl_clock_ns(), due = log->unwaited_ns + bound;
+        if (now < due) {
+            struct timespec ts;
+            deadline_in(&ts, due - now);
+            /* Appends do not signal while records are pending; this wakes for stop. */
+            (void)pthread_cond_timedwait(&log->work_cv, &log->lock, &ts);
             continue;
         }
-        uint64_t now = kl_clock_ns(), last_start = log->last_sync_ns;
-        if (last_start != 0 && now < last_start + interval) {
-            struct timespec ts;
-            deadline_in(&ts, last_start + interval - now);
-            /* Wakes early only for stop (appends signal work_cv, ignored until the deadline). */
-            while (!log->stop && pthread_cond_timedwait(&log->work_cv, &log->lock, &ts) != ETIMEDOUT)
-                ;
+        if (log->syncing) {
+            pthread_cond_wait(&log->durable_cv, &log->lock);
             continue;
         }
         sync_unlocked(log);
@@ -357,12 +438,43 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
-/* Read the last line of fd (size bytes) and check it; fill head and seq. */
+/* Where the records of a file of file_size bytes end: after its last byte that is not a
+ * zero (the tail extend_locked keeps, or left by a crash). 0 or -1 with errno. */
+static int find_end(int fd, uint64_t file_size, uint64_t *end_p)
+{
+    char buf[65536];
+    uint64_t end = file_size;
+
+    while (end > 0) {
+        size_t n = end < sizeof(buf) ? (size_t)end : sizeof(buf);
+        ssize_t r = pread(fd, buf, n, (off_t)(end - n));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != (ssize_t)n) {
+            if (r >= 0)
+                errno = EIO;
+            return -1;
+        }
+        size_t k = n;
+        while (k > 0 && buf[k - 1] == '\0')
+            k--;
+        if (k > 0) {
+            end = end - n + k;
+            break;
+        }
+        end -= n;
+    }
+    *end_p = end;
+    return 0;
+}
+
+/* Read the last line of fd (its records end at the first of the trailing zeros) and check
+ * it; fill head and seq. */
 static int load_tail(struct audit_log *log, unsigned flags, struct open_report *o)
 {
     struct stat st;
     size_t window, start;
-    uint64_t off;
+    uint64_t off, used = 0;
     char *buf = NULL, what[256];
     int ret = 0;
 
@@ -370,11 +482,18 @@ static int load_tail(struct audit_log *log, unsigned flags, struct open_report *
         open_fail(o, AUDIT_OPEN_FAIL_IO, "%s: fstat: %s", log->path, strerror(errno));
         return KL_ERR_IO;
     }
-    log->size = (uint64_t)st.st_size;
-    if (st.st_size == 0)
-        return 0; /* fresh log: chains to the genesis hash, seq starts at 1 */
-    window = (uint64_t)st.st_size < AUDIT_MAX_LINE + 2 ? (size_t)st.st_size : AUDIT_MAX_LINE + 2;
-    off = (uint64_t)st.st_size - window;
+    if (find_end(log->fd, (uint64_t)st.st_size, &used) != 0) {
+        open_fail(o, AUDIT_OPEN_FAIL_IO, "%s: read: %s", log->path, strerror(errno));
+        return KL_ERR_IO;
+    }
+    log->size = used;
+    log->alloc_end = (uint64_t)st.st_size;
+    if (!S_ISREG(st.st_mode))
+        log->prealloc_after = UINT64_MAX; /* a device or FIFO (tests: /dev/full) gets no zeros */
+    if (used == 0)
+        return 0; /* fresh log (or only zeros): chains to the genesis hash, seq starts at 1 */
+    window = used < AUDIT_MAX_LINE + 2 ? (size_t)used : AUDIT_MAX_LINE + 2;
+    off = used - window;
     KL_ENSURE((buf = malloc(window)) != NULL, KL_ERR_NO_MEMORY);
     for (size_t got = 0; got < window;) {
         ssize_t r = pread(log->fd, buf + got, window - got, (off_t)(off + got));
@@ -404,7 +523,7 @@ static int load_tail(struct audit_log *log, unsigned flags, struct open_report *
             snprintf(detail, sizeof(detail),
                      "the last line is incomplete (%" PRIu64 " bytes after offset %" PRIu64
                      ", a torn write); refusing to continue the chain: inspect it, then open with repair",
-                     (uint64_t)st.st_size - good, good);
+                     used - good, good);
             open_fail(o, AUDIT_OPEN_FAIL_TORN, "%s: %s", log->path, detail);
             ret = KL_ERR_AUDIT;
             goto exit;
@@ -418,6 +537,7 @@ static int load_tail(struct audit_log *log, unsigned flags, struct open_report *
         int ok = sfd >= 0 && write_all(sfd, buf + keep, window - keep) == 0 && fsync(sfd) == 0;
         if (sfd >= 0)
             close(sfd);
+        /* The zeros after the torn bytes (if any) go too: the file ends with its last line. */
         if (!ok || ftruncate(log->fd, (off_t)good) != 0 || fsync(log->fd) != 0) {
             open_fail(o, AUDIT_OPEN_FAIL_REPAIR, "%s: repairing the torn last line: %s", log->path, strerror(errno));
             free(saved);
@@ -426,6 +546,7 @@ static int load_tail(struct audit_log *log, unsigned flags, struct open_report *
         }
         free(saved);
         log->size = good;
+        log->alloc_end = good;
         if (good == 0)
             goto exit; /* nothing complete was ever written: a fresh log */
         window = keep;
@@ -456,7 +577,8 @@ exit:
 
 static int open_file(struct audit_log *log, int extra_flags, struct open_report *o)
 {
-    int fd = open(log->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | extra_flags, 0600);
+    /* Not O_APPEND: records overwrite the zero tail in place at log->size (extend_locked). */
+    int fd = open(log->path, O_RDWR | O_CREAT | O_CLOEXEC | extra_flags, 0600);
     if (fd < 0) {
         open_fail(o, AUDIT_OPEN_FAIL_IO, "%s: open: %s", log->path, strerror(errno));
         return KL_ERR_IO;
@@ -783,7 +905,7 @@ static void check_unlinked_locked(struct audit_log *log)
         return;
     }
     close(old_fd);
-    log->size = 0;
+    log->size = log->alloc_end = log->prealloc_after = 0;
     (void)fsync_dir_of(log->path);
     struct audit_record rec = {.pid = getpid(),
                                .uid = getuid(),
@@ -1021,6 +1143,7 @@ int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_na
     /* The old file ends with a checkpoint, the new one starts with one after its rotate record. */
     if (log->started)
         KL_TRY(checkpoint_locked(log, "rotate"));
+    trim_locked(log); /* a rotated file ends with its last line */
     KL_TRY(drain_locked(log));
     plen = strlen(log->path) + 40;
     KL_ENSURE((newpath = malloc(plen)) != NULL, KL_ERR_NO_MEMORY);
@@ -1060,7 +1183,7 @@ int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_na
         goto exit;
     }
     close(old_fd);
-    log->size = 0;
+    log->size = log->alloc_end = log->prealloc_after = 0;
     if (fsync_dir_of(log->path) != 0) {
         log->failed = 1;
         ret = KL_ERR_AUDIT;
@@ -1147,8 +1270,10 @@ void audit_close(struct audit_log *log)
     if (log->has_checkpointer)
         pthread_join(log->checkpointer, NULL);
     pthread_mutex_lock(&log->lock);
-    if (!log->failed)
+    if (!log->failed) {
+        trim_locked(log); /* a closed file ends with its last line */
         (void)drain_locked(log);
+    }
     pthread_mutex_unlock(&log->lock);
     close(log->fd);
     pthread_mutex_destroy(&log->lock);

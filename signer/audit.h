@@ -2,12 +2,19 @@
  * audit.h - the signer's append-only, hash-chained decision log: the writer.
  *
  * Every decision (signed or refused, with its reason) is one line of JSON, written with
- * write(2) to a file opened O_APPEND before audit_append() returns. Each line carries the
- * hash of the line before it ("prev") and its own hash ("hash"), so that editing,
+ * pwrite(2) right after the previous line before audit_append() returns. Each line carries
+ * the hash of the line before it ("prev") and its own hash ("hash"), so that editing,
  * deleting, inserting, reordering or truncating any line is detected offline. The line
  * format is audit_line.h's (docs/AUDIT.md has the whole of it); the offline verifier is
  * audit_verify.h's. This module owns the file: append, group commit, the flusher thread,
  * rotation, and the check (and optional repair) of the last line when a log is reopened.
+ *
+ * Zero tail (issue 15): the live file keeps zeros after its last line (written ahead in
+ * 1 MiB steps), so that a record overwrites blocks already in the file and its fdatasync
+ * writes one data block and no metadata. So a live log, or one a crash of the machine left,
+ * ends in zero bytes after its last newline; a rotated or closed file is cut to its last
+ * line; the open finds the end of the records before the zeros (a torn line is the bytes
+ * between the last newline and them); both verifiers skip zeros after the last newline.
  *
  * Ownership: struct audit_log is opened and closed here and owns its file descriptor,
  * path copy, flusher thread and line buffer; records are borrowed for one call.
@@ -17,12 +24,17 @@
  * no gap; a record is in the file (write(2) returned) before audit_append() returns 0.
  *
  * Durability (enum audit_sync): the caller sends a signature only after
- * audit_wait_durable() returned 0 for its record.
- *   AUDIT_SYNC_ALWAYS  every record is fdatasync()ed before its wait returns (concurrent
- *                      waiters share one fdatasync);
- *   AUDIT_SYNC_GROUP   group commit, the default: one fdatasync covers every record written
- *                      so far, and at most one starts per group_ms. The first waiter runs
- *                      it (no hand-off); records nobody waits for go to a flusher thread;
+ * audit_wait_durable() returned 0 for its record, and that happens only once an fdatasync()
+ * that started after the record was written has returned 0: the record is on disk.
+ *   AUDIT_SYNC_ALWAYS  every waited record is fdatasync()ed before its wait returns; records
+ *                      nobody waits for ride the next sync;
+ *   AUDIT_SYNC_GROUP   group commit without a timer, the default: a waited record written
+ *                      while no fdatasync runs is synced at once by its first waiter (no
+ *                      hand-off to another thread); records written while one runs wait for
+ *                      it to end, then one of their waiters syncs them all (one fdatasync
+ *                      per batch). Records nobody waits for are durable within group_ms:
+ *                      they ride a waiter's sync, else a flusher thread syncs them at that
+ *                      deadline. group_ms bounds that delay only; a waiter never waits on it;
  *   AUDIT_SYNC_NONE    write(2) only; a crash of the machine (not of the process) may lose
  *                      records whose signatures were sent.
  * A failed write(2) (a full disk) is rolled back: the file is cut back to its last complete
@@ -65,8 +77,9 @@ enum audit_open_fail {
 /*
  * Open (creating it 0600 if needed) the log at path and continue its chain.
  * An existing file's last line is parsed and its hash checked; the next record chains to
- * it and takes the next sequence number. group_ms is the GROUP flush interval (0 means
- * AUDIT_DEFAULT_GROUP_MS; ignored in the other modes).
+ * it and takes the next sequence number. group_ms bounds how long, in GROUP mode, a record
+ * nobody waits for may stay not durable (0 means AUDIT_DEFAULT_GROUP_MS; at most 60000;
+ * ignored in the other modes); waited records never wait for it.
  * A file whose last line has no newline (a torn write from a crash) is refused with
  * KL_ERR_AUDIT, see audit_open_ex() to repair it. Other errors: KL_ERR_IO, KL_ERR_NO_MEMORY,
  * KL_ERR_INVALID, KL_ERR_CRYPTO. On failure one line saying why is logged (log_errx).
@@ -88,20 +101,25 @@ KL_MUST_CHECK int audit_open_ex(struct audit_log **log_p, const char *path, enum
  * Append rec as the next line and return its sequence number in *seq_p (may be NULL).
  * Thread-safe. The line is written to the file when this returns 0; it is durable only
  * once audit_wait_durable(seq) returned 0. In GROUP mode a caller that passes seq_p
- * promises to wait for it (its wait runs the sync); with NULL the flusher thread makes
- * the record durable within about group_ms. Errors: KL_ERR_AUDIT (the log failed earlier or
+ * promises to wait for it (its wait runs the sync); with NULL the record is durable within
+ * about group_ms (a waiter's sync, or the flusher thread's). Errors: KL_ERR_AUDIT (the log failed earlier or
  * now; sticky), KL_ERR_OVERFLOW (line over AUDIT_MAX_LINE), KL_ERR_NO_MEMORY, KL_ERR_INVALID.
  */
 KL_MUST_CHECK int audit_append(struct audit_log *log, const struct audit_record *rec, uint64_t *seq_p);
 
-/* Block until record seq is durable per the sync mode. KL_ERR_AUDIT if the log failed. */
+/*
+ * Block until record seq is durable per the sync mode: 0 once an fdatasync that started
+ * after it was written returned (run here if none is running; else after the running one
+ * ends, by this caller or another waiter), at once in NONE mode. KL_ERR_AUDIT if the log
+ * failed (now or earlier; sticky), KL_ERR_INVALID for a seq not yet written.
+ */
 KL_MUST_CHECK int audit_wait_durable(struct audit_log *log, uint64_t seq);
 
 /*
  * Make record seq durable now if that needs no waiting: 0 if it is durable when this
  * returns (already, or after an fdatasync run here), KL_ERR_WANT_READ if it would have to
- * wait (a sync is running, or GROUP pacing has not let the next one start yet) - then
- * call audit_wait_durable() elsewhere. KL_ERR_AUDIT if the log failed.
+ * wait (another fdatasync is running) - then call audit_wait_durable() elsewhere.
+ * KL_ERR_AUDIT if the log failed.
  */
 KL_MUST_CHECK int audit_sync_if_idle(struct audit_log *log, uint64_t seq);
 
@@ -118,7 +136,7 @@ KL_MUST_CHECK int audit_rotate_ex(struct audit_log *log, char *rotated_name, siz
 /* The hash of the last line written (the head, to anchor externally) and its seq. */
 void audit_head(struct audit_log *log, uint8_t head[AUDIT_HASH_LEN], uint64_t *seq_p);
 
-/* Bytes in the current file (for size-based rotation). */
+/* Bytes of records in the current file, without its zero tail (for size-based rotation). */
 uint64_t audit_size(struct audit_log *log);
 
 /* The last record known durable, and the number of fdatasync calls made so far (tests,

@@ -6,7 +6,9 @@
  * is whole: every line checks on its own (audit_line_check), each chains to the one before
  * ("prev" = the previous "hash", seq + 1), the first file starts at the genesis or with a
  * rotation record, each later file begins with the rotation record continuing the one
- * before. Editing, deleting, inserting or reordering lines is found; with the audit public
+ * before. Zero bytes after the last newline of a file, to its end, are the writer's
+ * preallocated tail (audit.h), not a record, and are skipped; zeros anywhere else are
+ * damage. Editing, deleting, inserting or reordering lines is found; with the audit public
  * key, the signed checkpoints are checked too (forged, missing, or counting other records);
  * cutting lines off the end is found against a checkpoint anchored elsewhere (anchor_seq,
  * anchor_head, expect_head; docs/AUDIT.md).

@@ -72,8 +72,9 @@ fleet_frontend b
 FE_START=$(date +%s)
 check "A got its ticket keys from its signer (remote token)" grep -q "ticket keys: 4 epoch keys" "$T/frontend-a.log"
 check "B got its ticket keys from its signer (remote token)" grep -q "ticket keys: 4 epoch keys" "$T/frontend-b.log"
-ids_a=$(grep -o '"ticket_epochs":"[0-9,]*","ticket_key_ids":"[0-9a-f,]*"' "$T/audit-a.jsonl" | head -n 1)
-ids_b=$(grep -o '"ticket_epochs":"[0-9,]*","ticket_key_ids":"[0-9a-f,]*"' "$T/audit-b.jsonl" | head -n 1)
+# -a: a live audit log ends in preallocated zeros (issue 15), which grep would call binary
+ids_a=$(grep -a -o '"ticket_epochs":"[0-9,]*","ticket_key_ids":"[0-9a-f,]*"' "$T/audit-a.jsonl" | head -n 1)
+ids_b=$(grep -a -o '"ticket_epochs":"[0-9,]*","ticket_key_ids":"[0-9a-f,]*"' "$T/audit-b.jsonl" | head -n 1)
 check "both signers audited the derivation" test -n "$ids_a"
 is "$ids_b" "$ids_a" "same epochs, same key ids on both: the keys rotate on both at the same epoch boundaries"
 

@@ -795,6 +795,161 @@ static void test_rotation(void)
     is_int(res.bad_line, 11, "at line 11");
 }
 
+/* Bytes [from, len) of buf are all zero. */
+static int zeros_from(const uint8_t *buf, size_t len, size_t from)
+{
+    for (size_t i = from; i < len; i++) {
+        if (buf[i] != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* A file that holds complete lines only: it ends with a newline and has no zero byte. */
+static int clean_file(const char *path, size_t *len_p)
+{
+    size_t len = 0;
+    uint8_t *buf = read_all(path, &len);
+    int ok = buf != NULL && len > 0 && buf[len - 1] == '\n' && memchr(buf, 0, len) == NULL;
+    free(buf);
+    if (len_p != NULL)
+        *len_p = len;
+    return ok;
+}
+
+/* Issue 15: the writer keeps zeros ahead of its records (so that an fdatasync writes one
+ * data block and no metadata). The live file and a crash image end in zeros; a rotated or
+ * closed file does not; the open finds the end before the zeros; both verifiers skip them. */
+static void test_zero_tail(void)
+{
+    char path[512], crash[512], torn[512], rot[600], err[512], saved[600], cmd[1400];
+    struct audit_log *log = NULL;
+    struct audit_record r;
+    uint8_t h[48];
+    uint64_t seq = 0;
+    struct audit_verify_result res;
+    enum audit_open_fail why;
+    size_t len = 0, used;
+    uint8_t *buf;
+
+    path_in(path, sizeof(path), "zero.log");
+    is_int(audit_open(&log, path, AUDIT_SYNC_GROUP, 0), 0, "zero tail: open");
+    for (int i = 0; i < 3; i++) {
+        make_record(&r, (uint64_t)i, h);
+        if (audit_append(log, &r, &seq) != 0 || audit_wait_durable(log, seq) != 0)
+            break;
+    }
+    is_int(seq, 3, "zero tail: 3 records durable");
+    used = (size_t)audit_size(log);
+    buf = read_all(path, &len);
+    ok(buf != NULL && len > used && used > 0 && buf[used - 1] == '\n' && zeros_from(buf, len, used),
+       "zero tail: the live file holds the records, then only zeros");
+    diag("zero tail: %zu bytes of records, a file of %zu bytes", used, len);
+    /* The file as a crash of the machine leaves it (the zeros on disk). */
+    path_in(crash, sizeof(crash), "zero-crash.log");
+    ok(buf != NULL && write_all_file(crash, buf, len) == 0, "zero tail: crash image written");
+    const char *live[1] = {path};
+    is_int(verify_both(&res, live, 1, NULL, "live log with a zero tail"), 0, "zero tail: the live log verifies");
+    is_int(res.records, 3, "zero tail: 3 records");
+    audit_close(log);
+    ok(clean_file(path, &len) && len == used, "zero tail: a closed file is cut to its records");
+
+    /* Reopen after the crash: the chain continues right after the last line, not after the
+     * zeros, and the file ends with the new record once closed. */
+    const char *cp[1] = {crash};
+    is_int(verify_both(&res, cp, 1, NULL, "crash image: lines then zeros"), 0, "crash image verifies");
+    why = AUDIT_OPEN_FAIL_TORN;
+    is_int(audit_open_ex(&log, crash, AUDIT_SYNC_GROUP, 0, 0, &why, err, sizeof(err)), 0,
+           "crash image: opens without repair (zeros are not a torn line)");
+    is_int(why, AUDIT_OPEN_FAIL_NONE, "crash image: typed reason NONE");
+    is_int(audit_size(log), used, "crash image: the records end where the zeros begin");
+    make_record(&r, 3, h);
+    ok(audit_append(log, &r, &seq) == 0 && audit_wait_durable(log, seq) == 0, "crash image: append");
+    is_int(seq, 4, "crash image: seq continues");
+    audit_close(log);
+    ok(clean_file(crash, NULL), "crash image: closed file ends with the new line, no zero inside");
+    is_int(verify_both(&res, cp, 1, NULL, "crash image continued"), 0, "crash image: continued chain verifies");
+    is_int(res.records, 4, "crash image: 4 records");
+
+    /* A torn line followed by zeros (a crash in the middle of a record's write). */
+    path_in(torn, sizeof(torn), "zero-torn.log");
+    free(buf);
+    buf = read_all(path, &len); /* 3 clean lines */
+    uint8_t *img = calloc(1, len + 18 + 4096);
+    ok(buf != NULL && img != NULL, "torn+zeros: image");
+    if (buf == NULL || img == NULL) {
+        free(buf);
+        free(img);
+        return;
+    }
+    memcpy(img, buf, len);
+    memcpy(img + len, "{\"v\":1,\"seq\":4,\"ti", 18);
+    ok(write_all_file(torn, img, len + 18 + 4096) == 0, "torn+zeros: 3 lines, 18 torn bytes, 4096 zeros");
+    const char *tp[1] = {torn};
+    is_int(verify_both(&res, tp, 1, NULL, "torn line then zeros"), KL_ERR_AUDIT, "torn+zeros: verifier flags it");
+    is_int(res.bad_line, 4, "torn+zeros: at line 4");
+    why = AUDIT_OPEN_FAIL_NONE;
+    log = NULL;
+    is_int(audit_open_ex(&log, torn, AUDIT_SYNC_GROUP, 0, 0, &why, err, sizeof(err)), KL_ERR_AUDIT,
+           "torn+zeros: open refuses it by default");
+    is_int(why, AUDIT_OPEN_FAIL_TORN, "torn+zeros: typed reason TORN");
+    char want[128];
+    snprintf(want, sizeof(want), "(18 bytes after offset %zu", len);
+    ok(strstr(err, want) != NULL, "torn+zeros: the message counts the torn bytes, not the zeros");
+    diag("message: %s", err);
+    is_int(audit_open_ex(&log, torn, AUDIT_SYNC_GROUP, 0, AUDIT_OPEN_REPAIR_TORN, &why, err, sizeof(err)), 0,
+           "torn+zeros: open with repair");
+    make_record(&r, 3, h);
+    ok(audit_append(log, &r, &seq) == 0 && seq == 4 && audit_wait_durable(log, seq) == 0,
+       "torn+zeros: the torn record's seq is written again");
+    audit_close(log);
+    ok(clean_file(torn, NULL), "torn+zeros: the repaired, closed file has no zero left");
+    is_int(verify_both(&res, tp, 1, NULL, "torn+zeros repaired"), 0, "torn+zeros: repaired log verifies");
+    snprintf(saved, sizeof(saved), "%s.torn.", torn);
+    snprintf(cmd, sizeof(cmd), "cat %s* 2>/dev/null", saved);
+    FILE *c = popen(cmd, "r");
+    char got[64] = {0};
+    size_t sl = 0;
+    if (c != NULL) {
+        sl = fread(got, 1, sizeof(got) - 1, c);
+        pclose(c);
+    }
+    is_mem(got, sl, "{\"v\":1,\"seq\":4,\"ti", 18, "torn+zeros: the evidence is the torn bytes, without the zeros");
+
+    /* Zeros inside the chain are damage, not a tail: both verifiers refuse them. */
+    memset(img, 0, len + 18 + 4096);
+    memcpy(img, buf, len);
+    size_t first_nl = (size_t)((uint8_t *)memchr(buf, '\n', len) - buf) + 1;
+    memmove(img + first_nl + 100, buf + first_nl, len - first_nl);
+    memset(img + first_nl, 0, 100);
+    ok(write_all_file(torn, img, len + 100) == 0, "zeros between lines 1 and 2");
+    is_int(verify_both(&res, tp, 1, NULL, "zeros between lines"), KL_ERR_AUDIT, "zeros between lines: refused");
+    is_int(res.bad_line, 2, "zeros between lines: at line 2");
+    /* A file of zeros only (a crash before the first record was durable): no records. */
+    memset(img, 0, 4096);
+    ok(write_all_file(torn, img, 4096) == 0, "zeros only");
+    is_int(verify_both(&res, tp, 1, NULL, "zeros only"), KL_ERR_AUDIT, "zeros only: no records, refused");
+    ok(audit_open(&log, torn, AUDIT_SYNC_GROUP, 0) == 0 && audit_append(log, &r, &seq) == 0 && seq == 1,
+       "zeros only: opens as a fresh log (seq 1)");
+    audit_close(log);
+    ok(clean_file(torn, NULL), "zeros only: then holds one clean line");
+    free(buf);
+    free(img);
+
+    /* Rotation cuts the old file to its records. */
+    path_in(path, sizeof(path), "zero-rot.log");
+    is_int(audit_open(&log, path, AUDIT_SYNC_GROUP, 0), 0, "zero tail, rotate: open");
+    make_record(&r, 1, h);
+    ok(audit_append(log, &r, &seq) == 0 && audit_wait_durable(log, seq) == 0, "zero tail, rotate: a record");
+    is_int(audit_rotate_ex(log, rot, sizeof(rot)), 0, "zero tail, rotate");
+    ok(clean_file(rot, NULL), "zero tail, rotate: the rotated file ends with its last line");
+    ok(audit_append(log, &r, &seq) == 0 && audit_wait_durable(log, seq) == 0, "zero tail, rotate: a record after");
+    const char *both[2] = {rot, path};
+    is_int(verify_both(&res, both, 2, NULL, "rotated + live with zero tail"), 0,
+           "zero tail, rotate: both files verify (the live one with its zeros)");
+    audit_close(log);
+}
+
 static void test_modes(void)
 {
     static const struct {
@@ -864,8 +1019,8 @@ static void test_modes(void)
         }
     }
 
-    /* GROUP: the wait returns only after the flusher's fdatasync. A long interval makes
-     * the second record wait for the flusher's next turn. */
+    /* GROUP: no timer for a waiter (issue 15): with a 300 ms group_ms, a second record
+     * right after the first is synced by its waiter at once, by one more fdatasync. */
     {
         char path[512];
         struct audit_log *log = NULL;
@@ -879,13 +1034,13 @@ static void test_modes(void)
         uint64_t syncs = audit_sync_count(log);
         make_record(&r, 2, h);
         is_int(audit_append(log, &r, &s2), 0, "second record appended");
-        ok(audit_durable_seq(log) < s2, "not durable yet: the flusher waits for its interval");
+        ok(audit_durable_seq(log) < s2, "not durable before its wait");
         double t0 = now_s();
         is_int(audit_wait_durable(log, s2), 0, "wait returns 0");
         double dt = now_s() - t0;
-        ok(audit_durable_seq(log) >= s2 && audit_sync_count(log) == syncs + 1,
-           "after exactly one more flusher fdatasync");
-        diag("GROUP 300 ms: second record waited %.0f ms for the flusher", dt * 1000);
+        ok(audit_durable_seq(log) >= s2 && audit_sync_count(log) == syncs + 1, "after exactly one more fdatasync");
+        diag("GROUP 300 ms: second record's wait took %.1f ms", dt * 1000);
+        ok(dt < 0.25, "... without waiting for group_ms");
         is_int(audit_wait_durable(log, s2 + 1), KL_ERR_INVALID, "waiting for an unwritten seq is refused");
         audit_close(log);
     }
@@ -914,8 +1069,8 @@ static void test_modes(void)
         audit_close(log);
     }
 
-    /* audit_sync_if_idle: syncs on the caller's thread only when nothing would make it
-     * wait. A 300 ms interval makes "right after a sync" deterministic. */
+    /* audit_sync_if_idle: syncs on the caller's thread whenever no other sync runs (no
+     * pacing since issue 15; WANT_READ while a sync runs is in test_audit_commit). */
     {
         char path[512];
         struct audit_log *log = NULL;
@@ -932,9 +1087,9 @@ static void test_modes(void)
         is_int((int)audit_sync_count(log), 1, "... and no second fdatasync");
         make_record(&r, 2, h);
         ok(audit_append(log, &r, &s2) == 0, "one more record");
-        is_int(audit_sync_if_idle(log, s2), KL_ERR_WANT_READ, "within the interval: WANT_READ (wait elsewhere)");
-        ok(audit_durable_seq(log) < s2 && audit_sync_count(log) == 1, "... not synced, not durable");
-        is_int(audit_wait_durable(log, s2), 0, "a waiter makes it durable after the interval");
+        ok(audit_durable_seq(log) < s2, "... not durable before it is synced");
+        is_int(audit_sync_if_idle(log, s2), 0, "right after a sync: synced here too (no group_ms pacing)");
+        ok(audit_durable_seq(log) >= s2 && audit_sync_count(log) == 2, "... durable, by a second fdatasync");
         is_int(audit_sync_if_idle(log, s2 + 1), KL_ERR_INVALID, "sync_if_idle on an unwritten seq is refused");
         audit_close(log);
     }
@@ -1144,6 +1299,7 @@ int main(void)
     test_chain_and_tamper();
     test_reopen_damage();
     test_rotation();
+    test_zero_tail();
     test_modes();
     test_errors();
     test_noncanonical();
