@@ -2,8 +2,8 @@
  * signer_bench.c - keyless-signer throughput and latency over the RPC, next to raw
  * C_Sign on the same token with the same number of sessions, in the same run.
  *
- *   signer_bench [--threads N] [--seconds S] [--rounds R] [--window W] [--audit-sync group|none|always]
- *                [--audit-group-ms MS]
+ *   signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W]
+ *                [--audit-sync group|none|always] [--audit-group-ms MS] [--remote 1,2,4,8] [--keys LIST]
  *
  * Phases per key (ECDSA P-256 / ecdsa_secp256r1_sha256 and RSA-2048 / rsa_pss_rsae_sha256):
  *   raw      N threads, each C_SignInit+C_Sign on its own session (p11_sign_raw: no
@@ -11,12 +11,25 @@
  *   rpc w=1  N client threads, one connection each, one request in flight: the latency
  *            the signer adds (framing, queue, worker, hashing, DER/verify, audit);
  *   rpc w=W  the same with W requests in flight per connection: throughput.
- * The signer runs with workers = N (N sessions), so both sides have N HSM sessions.
+ * The signer runs with workers = N (N sessions), so both sides have N HSM sessions
+ * (--workers 0: the inline mode, one session signed on the I/O thread).
+ * Every RPC row also gives the signer's own cost per signature, counters that another
+ * process on the machine does not change much: CPU µs (utime + stime of all its threads,
+ * /proc/PID/stat) and context switches (voluntary + involuntary of every thread,
+ * /proc/PID/task/x/status).
+ *
+ * --remote LIST (issue 15): the slow-token section instead. The token is exported by
+ * `p11-kit server` (the stand-in for a network HSM) and both the raw path and the signer
+ * use p11-kit-client.so; for each session count S of LIST (1,2,4,8 by default) raw C_Sign
+ * on S sessions from S threads, and the signer with workers = S fed by S connections of
+ * W requests each; throughput is also given as a multiple of the 1-session figure.
  * Label `bench`: never run by tests/run.sh. The token comes from hsm-setup (mktoken.sh).
  *
  * Links kl_signer (the PKCS#11 backend) and the signer test harness (token, RPC client).
  */
+#include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +48,58 @@ struct result {
     double per_s;
     double p50_us, p99_us;
     uint64_t n, errors;
+    double srv_cpu_us, srv_ctxsw; /* per signature, the signer process (RPC rows only; -1: not measured) */
 };
+
+/* The signer process's counters: CPU in clock ticks and context switches of all threads. */
+struct proc_counters {
+    unsigned long long ticks, ctxsw;
+};
+
+static struct proc_counters proc_read(pid_t pid)
+{
+    struct proc_counters pc = {0, 0};
+    char path[128], line[256], buf[1024];
+    FILE *f;
+    DIR *d;
+    struct dirent *de;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if ((f = fopen(path, "r")) != NULL) {
+        if (fgets(buf, sizeof(buf), f) != NULL) {
+            /* After "pid (comm) ": state is field 3, utime and stime fields 14 and 15. */
+            const char *p = strrchr(buf, ')');
+            unsigned long long ut = 0, st = 0;
+            if (p != NULL && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2) {
+                pc.ticks = ut + st;
+            }
+        }
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    if ((d = opendir(path)) == NULL) {
+        return pc;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(buf, sizeof(buf), "/proc/%d/task/%s/status", (int)pid, de->d_name);
+        if ((f = fopen(buf, "r")) == NULL) {
+            continue;
+        }
+        while (fgets(line, sizeof(line), f) != NULL) {
+            unsigned long long v;
+            if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1) {
+                pc.ctxsw += v;
+            }
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return pc;
+}
 
 struct bench_thread {
     pthread_t t;
@@ -134,12 +198,19 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static struct result run_threads(struct bench_thread *ts, unsigned n, double seconds, void *(*fn)(void *))
+/* srv_pid > 0: the signer process whose cost per signature goes into the result. */
+static struct result run_threads(struct bench_thread *ts, unsigned n, double seconds, void *(*fn)(void *),
+                                 pid_t srv_pid)
 {
     struct result r;
     uint64_t start = kl_clock_ns(), total = 0;
     uint32_t *all;
+    struct proc_counters pc0 = {0, 0}, pc1;
     memset(&r, 0, sizeof(r));
+    r.srv_cpu_us = r.srv_ctxsw = -1;
+    if (srv_pid > 0) {
+        pc0 = proc_read(srv_pid);
+    }
     for (unsigned i = 0; i < n; i++) {
         ts[i].index = i;
         ts[i].deadline = start + (uint64_t)(seconds * 1e9);
@@ -155,6 +226,11 @@ static struct result run_threads(struct bench_thread *ts, unsigned n, double sec
         r.errors += ts[i].errors;
     }
     double elapsed = (double)(kl_clock_ns() - start) / 1e9;
+    if (srv_pid > 0 && total > 0) {
+        pc1 = proc_read(srv_pid);
+        r.srv_cpu_us = (double)(pc1.ticks - pc0.ticks) * 1e6 / (double)sysconf(_SC_CLK_TCK) / (double)total;
+        r.srv_ctxsw = (double)(pc1.ctxsw - pc0.ctxsw) / (double)total;
+    }
     all = malloc((total + 1) * sizeof(uint32_t));
     size_t k = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -190,9 +266,158 @@ static struct result median(const struct result *r, unsigned n)
 
 static void print_row(const char *key, const char *what, const struct result *r)
 {
-    printf("| %-10s | %-22s | %9.0f | %8.1f | %8.1f | %7llu |\n", key, what, r->per_s, r->p50_us, r->p99_us,
-           (unsigned long long)r->errors);
+    char cpu[32] = "-", cs[32] = "-";
+    if (r->srv_cpu_us >= 0) {
+        snprintf(cpu, sizeof(cpu), "%.1f", r->srv_cpu_us);
+        snprintf(cs, sizeof(cs), "%.2f", r->srv_ctxsw);
+    }
+    printf("| %-10s | %-22s | %9.0f | %8.1f | %8.1f | %10s | %10s | %7llu |\n", key, what, r->per_s, r->p50_us,
+           r->p99_us, cpu, cs, (unsigned long long)r->errors);
     fflush(stdout);
+}
+
+static void print_header(void)
+{
+    printf("| key        | path                   |  sig/s    | p50 µs   | p99 µs   | srv µs/sig | srv cs/sig | errors "
+           " |\n");
+    printf("|------------|------------------------|-----------|----------|----------|------------|------------|--------"
+           "-|\n");
+}
+
+struct key_spec {
+    const char *key;
+    uint16_t scheme;
+    const char *uri;
+};
+
+static const struct key_spec KEYS[] = {{"ecdsa-p256", 0x0403, "pkcs11:token=keyless;object=ecdsa-p256;type=private"},
+                                       {"rsa-2048", 0x0804, "pkcs11:token=keyless;object=rsa-2048;type=private"}};
+
+struct opts {
+    unsigned threads, workers, window, rounds;
+    double seconds;
+    const char *sync;
+    unsigned group_ms;
+};
+
+/* The rows of one key: raw C_Sign and the two RPC paths, rounds interleaved, medians. With
+ * module NULL the local SoftHSM module; else that module for both (the remoting client). */
+static int bench_key(struct harness *h, const struct key_spec *ks, const struct opts *o, const char *module,
+                     struct result *raw_p, struct result *w1_p, struct result *ww_p)
+{
+    struct bench_thread ts[64];
+    struct p11_backend *be = NULL;
+    struct p11_key *key = NULL;
+    char err[256], pin[400], conf[400], extra[200], hsm_line[300];
+    struct result raw[MAX_ROUNDS], w1[MAX_ROUNDS], ww[MAX_ROUNDS];
+    unsigned sessions = o->workers > 0 ? o->workers : 1;
+
+    snprintf(pin, sizeof(pin), "%s/user.pin", h->hsm);
+    if (p11_backend_new(&be, NULL, err, sizeof(err), module != NULL ? module : SOFTHSM_MODULE, NULL, ks->uri, pin,
+                        o->threads > sessions ? o->threads : sessions) != 0 ||
+        p11_key_find(be, &key, err, sizeof(err), ks->uri) != 0) {
+        fprintf(stderr, "signer_bench: %s\n", err);
+        p11_backend_free(be);
+        return -1;
+    }
+    snprintf(conf, sizeof(conf), "%s/bench.conf", h->dir);
+    snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\naudit_group_ms = %u\n",
+             o->workers, o->sync, o->group_ms);
+    snprintf(hsm_line, sizeof(hsm_line), "module = %s", module != NULL ? module : SOFTHSM_MODULE);
+    if (harness_write_config(h, conf, extra, hsm_line, harness_std_keys) != 0 || harness_start(h, conf) != 0) {
+        fprintf(stderr, "signer_bench: keyless-signer did not start (see %s)\n", h->errlog);
+        p11_backend_free(be);
+        return -1;
+    }
+    /* Rounds alternate the three paths so that a burst of load from other processes
+     * hits all of them alike; the median round of each path is reported. */
+    for (unsigned round = 0; round < o->rounds; round++) {
+        memset(ts, 0, sizeof(ts));
+        for (unsigned i = 0; i < o->threads; i++) {
+            ts[i].be = be;
+            ts[i].key = key;
+            ts[i].scheme = ks->scheme;
+        }
+        raw[round] = run_threads(ts, o->threads, o->seconds, raw_main, 0);
+        memset(ts, 0, sizeof(ts));
+        for (unsigned i = 0; i < o->threads; i++) {
+            ts[i].sock = h->sock;
+            ts[i].key_name = ks->key;
+            ts[i].scheme = ks->scheme;
+            ts[i].window = 1;
+        }
+        w1[round] = run_threads(ts, o->threads, o->seconds, rpc_main, h->pid);
+        for (unsigned i = 0; i < o->threads; i++) {
+            ts[i].window = o->window;
+        }
+        ww[round] = run_threads(ts, o->threads, o->seconds, rpc_main, h->pid);
+    }
+    (void)harness_stop(h);
+    p11_backend_free(be);
+    *raw_p = median(raw, o->rounds);
+    *w1_p = median(w1, o->rounds);
+    *ww_p = median(ww, o->rounds);
+    return 0;
+}
+
+/* "1,2,4,8" into counts[]; the number of counts, 0 if malformed. */
+static size_t parse_list(unsigned *counts, size_t cap, const char *s)
+{
+    size_t n = 0;
+    while (*s != '\0' && n < cap) {
+        char *end;
+        unsigned long v = strtoul(s, &end, 10);
+        if (end == s || v < 1 || v > 64 || (*end != ',' && *end != '\0')) {
+            return 0;
+        }
+        counts[n++] = (unsigned)v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return *s == '\0' ? n : 0;
+}
+
+/* The slow-token section: the same token behind `p11-kit server`, 1..N sessions. */
+static int bench_remote(struct harness *h, const struct opts *base, const unsigned *counts, size_t n_counts,
+                        const struct key_spec *ks)
+{
+    char p11sock[400], label[64];
+    double raw1 = 0, rpc1 = 0;
+    pid_t server;
+    int ret = 0;
+
+    harness_p11_socket(h, p11sock, sizeof(p11sock));
+    server = harness_p11_server_start(p11sock, 0);
+    if (server <= 0 || access(p11sock, F_OK) != 0) {
+        fprintf(stderr, "signer_bench: p11-kit server did not start\n");
+        harness_p11_server_stop(server);
+        return -1;
+    }
+    printf("\nslow token: %s through p11-kit server + p11-kit-client.so, signer workers = sessions, one client "
+           "connection per session with %u in flight\n\n",
+           ks->key, base->window);
+    printf("| sessions | raw sig/s | raw x1 | RPC sig/s | RPC x1 | RPC p50 µs (w=1) | srv µs/sig | srv cs/sig | "
+           "errors |\n");
+    printf("|----------|-----------|--------|-----------|--------|------------------|------------|------------|------"
+           "--|\n");
+    for (size_t i = 0; i < n_counts && ret == 0; i++) {
+        struct opts o = *base;
+        struct result raw, w1, ww;
+        o.threads = o.workers = counts[i];
+        if ((ret = bench_key(h, ks, &o, CLIENT_MODULE, &raw, &w1, &ww)) != 0) {
+            break;
+        }
+        if (i == 0) {
+            raw1 = raw.per_s;
+            rpc1 = ww.per_s;
+        }
+        snprintf(label, sizeof(label), "%u", counts[i]);
+        printf("| %-8s | %9.0f | %6.2f | %9.0f | %6.2f | %16.1f | %10.1f | %10.2f | %6llu |\n", label, raw.per_s,
+               raw1 > 0 ? raw.per_s / raw1 : 0.0, ww.per_s, rpc1 > 0 ? ww.per_s / rpc1 : 0.0, w1.p50_us, ww.srv_cpu_us,
+               ww.srv_ctxsw, (unsigned long long)(raw.errors + w1.errors + ww.errors));
+        fflush(stdout);
+    }
+    harness_p11_server_stop(server);
+    return ret;
 }
 
 int main(int argc, char **argv)
@@ -200,40 +425,48 @@ int main(int argc, char **argv)
     /* Defaults: the signer's own audit defaults (group, 1 ms), and a window deep enough to
      * cover one group commit (64 requests in flight per connection), so that the RPC rows
      * measure the signer's pipeline rather than the fdatasync latency. */
-    unsigned threads = 2, window = 64, rounds = 3;
-    double seconds = 2;
-    const char *sync = "group";
-    unsigned group_ms = 1;
+    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1};
     static char self[1024], build[1024], src[1024];
     struct harness h;
-    static const struct {
-        const char *key;
-        uint16_t scheme;
-        const char *uri;
-    } keys[] = {{"ecdsa-p256", 0x0403, "pkcs11:token=keyless;object=ecdsa-p256;type=private"},
-                {"rsa-2048", 0x0804, "pkcs11:token=keyless;object=rsa-2048;type=private"}};
+    unsigned counts[8];
+    size_t n_counts = 0;
+    const char *keys_list = "ecdsa-p256,rsa-2048";
+    int ret = 0;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            threads = (unsigned)atoi(argv[++i]);
+            o.threads = (unsigned)atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
+            o.workers = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
-            seconds = atof(argv[++i]);
+            o.seconds = atof(argv[++i]);
         } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
-            rounds = (unsigned)atoi(argv[++i]);
+            o.rounds = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--window") == 0 && i + 1 < argc) {
-            window = (unsigned)atoi(argv[++i]);
+            o.window = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--audit-sync") == 0 && i + 1 < argc) {
-            sync = argv[++i];
+            o.sync = argv[++i];
         } else if (strcmp(argv[i], "--audit-group-ms") == 0 && i + 1 < argc) {
-            group_ms = (unsigned)atoi(argv[++i]);
+            o.group_ms = (unsigned)atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--remote") == 0 && i + 1 < argc) {
+            if ((n_counts = parse_list(counts, sizeof(counts) / sizeof(counts[0]), argv[++i])) == 0) {
+                fprintf(stderr, "signer_bench: --remote wants session counts such as 1,2,4,8\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
+            keys_list = argv[++i];
         } else {
             fprintf(stderr,
-                    "usage: signer_bench [--threads N] [--seconds S] [--rounds R] [--window W] [--audit-sync MODE] "
-                    "[--audit-group-ms MS]\n");
+                    "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
+                    "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--keys ecdsa-p256,rsa-2048]\n");
             return 2;
         }
     }
-    if (threads < 1 || threads > 64 || window < 1 || window > 1024 || rounds < 1 || rounds > MAX_ROUNDS) {
+    if (o.workers == ~0u) {
+        o.workers = o.threads;
+    }
+    if (o.threads < 1 || o.threads > 64 || o.workers > 64 || o.window < 1 || o.window > 1024 || o.rounds < 1 ||
+        o.rounds > MAX_ROUNDS) {
         return 2;
     }
     /* <build>/tests/bench/signer_bench -> <build>; the source tree from this file's path. */
@@ -262,66 +495,38 @@ int main(int argc, char **argv)
     if (harness_init(&h) != 0) {
         return 1;
     }
-    printf("signer_bench: %u HSM session(s) / worker(s), %u client thread(s), %u round(s) of %.1f s per path "
+    if (n_counts > 0) {
+        printf("signer_bench --remote: %u round(s) of %.1f s per path (median round shown), audit_sync %s (group "
+               "%u ms)\n",
+               o.rounds, o.seconds, o.sync, o.group_ms);
+        for (size_t k = 0; k < sizeof(KEYS) / sizeof(KEYS[0]) && ret == 0; k++) {
+            if (strstr(keys_list, KEYS[k].key) != NULL) {
+                ret = bench_remote(&h, &o, counts, n_counts, &KEYS[k]);
+            }
+        }
+        harness_cleanup(&h);
+        return ret == 0 ? 0 : 1;
+    }
+    printf("signer_bench: %u HSM session(s) / %u worker(s), %u client thread(s), %u round(s) of %.1f s per path "
            "(median round shown), rpc window %u, audit_sync %s (group %u ms), SoftHSM2 token\n\n",
-           threads, threads, rounds, seconds, window, sync, group_ms);
-    printf("| key        | path                   |  sig/s    | p50 µs   | p99 µs   | errors  |\n");
-    printf("|------------|------------------------|-----------|----------|----------|---------|\n");
-    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
-        struct bench_thread ts[64];
-        struct p11_backend *be = NULL;
-        struct p11_key *key = NULL;
-        char err[256], pin[400], conf[400], extra[200], label[64];
-        struct result raw[MAX_ROUNDS], w1[MAX_ROUNDS], ww[MAX_ROUNDS];
-        snprintf(pin, sizeof(pin), "%s/user.pin", h.hsm);
-        if (p11_backend_new(&be, NULL, err, sizeof(err), SOFTHSM_MODULE, NULL, keys[k].uri, pin, threads) != 0 ||
-            p11_key_find(be, &key, err, sizeof(err), keys[k].uri) != 0) {
-            fprintf(stderr, "signer_bench: %s\n", err);
-            harness_cleanup(&h);
-            return 1;
+           o.workers > 0 ? o.workers : 1, o.workers, o.threads, o.rounds, o.seconds, o.window, o.sync, o.group_ms);
+    print_header();
+    for (size_t k = 0; k < sizeof(KEYS) / sizeof(KEYS[0]) && ret == 0; k++) {
+        struct result mraw, mw1, mww;
+        char label[64];
+        if (strstr(keys_list, KEYS[k].key) == NULL) {
+            continue;
         }
-        snprintf(conf, sizeof(conf), "%s/bench.conf", h.dir);
-        snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\naudit_group_ms = %u\n",
-                 threads, sync, group_ms);
-        if (harness_write_config(&h, conf, extra, NULL, harness_std_keys) != 0 || harness_start(&h, conf) != 0) {
-            fprintf(stderr, "signer_bench: keyless-signer did not start (see %s)\n", h.errlog);
-            p11_backend_free(be);
-            harness_cleanup(&h);
-            return 1;
+        if ((ret = bench_key(&h, &KEYS[k], &o, NULL, &mraw, &mw1, &mww)) != 0) {
+            break;
         }
-        /* Rounds alternate the three paths so that a burst of load from other processes
-         * hits all of them alike; the median round of each path is reported. */
-        for (unsigned round = 0; round < rounds; round++) {
-            memset(ts, 0, sizeof(ts));
-            for (unsigned i = 0; i < threads; i++) {
-                ts[i].be = be;
-                ts[i].key = key;
-                ts[i].scheme = keys[k].scheme;
-            }
-            raw[round] = run_threads(ts, threads, seconds, raw_main);
-            memset(ts, 0, sizeof(ts));
-            for (unsigned i = 0; i < threads; i++) {
-                ts[i].sock = h.sock;
-                ts[i].key_name = keys[k].key;
-                ts[i].scheme = keys[k].scheme;
-                ts[i].window = 1;
-            }
-            w1[round] = run_threads(ts, threads, seconds, rpc_main);
-            for (unsigned i = 0; i < threads; i++) {
-                ts[i].window = window;
-            }
-            ww[round] = run_threads(ts, threads, seconds, rpc_main);
-        }
-        (void)harness_stop(&h);
-        p11_backend_free(be);
-        struct result mraw = median(raw, rounds), mw1 = median(w1, rounds), mww = median(ww, rounds);
-        print_row(keys[k].key, "raw C_Sign", &mraw);
-        print_row(keys[k].key, "RPC, 1 in flight/conn", &mw1);
-        snprintf(label, sizeof(label), "RPC, %u in flight/conn", window);
-        print_row(keys[k].key, label, &mww);
-        printf("| %-10s | RPC/raw throughput %3.0f%%, added p50 (w=1) %+.1f µs |\n", keys[k].key,
+        print_row(KEYS[k].key, "raw C_Sign", &mraw);
+        print_row(KEYS[k].key, "RPC, 1 in flight/conn", &mw1);
+        snprintf(label, sizeof(label), "RPC, %u in flight/conn", o.window);
+        print_row(KEYS[k].key, label, &mww);
+        printf("| %-10s | RPC/raw throughput %3.0f%%, added p50 (w=1) %+.1f µs |\n", KEYS[k].key,
                mraw.per_s > 0 ? 100.0 * mww.per_s / mraw.per_s : 0.0, mw1.p50_us - mraw.p50_us);
     }
     harness_cleanup(&h);
-    return 0;
+    return ret == 0 ? 0 : 1;
 }
