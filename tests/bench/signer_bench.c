@@ -293,6 +293,15 @@ struct key_spec {
 static const struct key_spec KEYS[] = {{"ecdsa-p256", 0x0403, "pkcs11:token=keyless;object=ecdsa-p256;type=private"},
                                        {"rsa-2048", 0x0804, "pkcs11:token=keyless;object=rsa-2048;type=private"}};
 
+/* Through p11-kit remoting (p11-kit-client.so) the token offers no CKM_EDDSA: only the
+ * keys this benchmark signs with. */
+static const char REMOTE_KEYS[] = "[key ecdsa-p256]\n"
+                                  "uri = pkcs11:token=keyless;object=ecdsa-p256;type=private\n"
+                                  "schemes = ecdsa_secp256r1_sha256\n"
+                                  "[key rsa-2048]\n"
+                                  "uri = pkcs11:token=keyless;object=rsa-2048;type=private\n"
+                                  "schemes = rsa_pss_rsae_sha256\n";
+
 struct opts {
     unsigned threads, workers, window, rounds;
     double seconds;
@@ -324,7 +333,8 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
     snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\naudit_group_ms = %u\n",
              o->workers, o->sync, o->group_ms);
     snprintf(hsm_line, sizeof(hsm_line), "module = %s", module != NULL ? module : SOFTHSM_MODULE);
-    if (harness_write_config(h, conf, extra, hsm_line, harness_std_keys) != 0 || harness_start(h, conf) != 0) {
+    if (harness_write_config(h, conf, extra, hsm_line, module != NULL ? REMOTE_KEYS : harness_std_keys) != 0 ||
+        harness_start(h, conf) != 0) {
         fprintf(stderr, "signer_bench: keyless-signer did not start (see %s)\n", h->errlog);
         p11_backend_free(be);
         return -1;
