@@ -21,6 +21,10 @@
 #define DONE_WAKE_BATCH 32
 /* workers = 0: requests the I/O thread signs per turn before it looks at the sockets again. */
 #define JOBS_INLINE_TURN_MAX 32
+/* workers = 0, answers that need no sync: held for one write at most this long, so that a
+ * turn of fast (ECDSA) signatures goes out in a few writes while a slow one (RSA, about
+ * 0.6 ms here) is not kept waiting behind the next ones. */
+#define JOBS_INLINE_HOLD_NS 500000ull
 
 struct jobq {
     pthread_mutex_t lock;
@@ -407,12 +411,12 @@ size_t jobs_inline_pending(const struct jobs *jobs)
     return jobs->inline_n;
 }
 
-/* workers = 0: the answer of j goes out when the I/O thread retires it (jobs_take_done
- * right after jobs_run_inline): one write per connection for the whole turn. */
-static void inline_done(struct jobs *jobs, struct job *j)
+/* workers = 0: queue j's answer, sent now with send, else when the I/O thread retires it
+ * (jobs_take_done right after jobs_run_inline): one write per connection for the turn. */
+static void inline_done(struct jobs *jobs, struct job *j, int send)
 {
     signer_metrics_sign(j->key_name, j->scheme, (int)j->status, kl_clock_ns() - j->t0_ns);
-    (void)jobs->env.deliver(jobs->env.arg, j, 0);
+    (void)jobs->env.deliver(jobs->env.arg, j, send);
     (void)jobq_push(&jobs->done, j);
 }
 
@@ -427,7 +431,7 @@ void jobs_run_inline(struct jobs *jobs)
 {
     size_t n = jobs->inline_n < JOBS_INLINE_TURN_MAX ? jobs->inline_n : JOBS_INLINE_TURN_MAX;
     struct job *waiting = NULL, **tail = &waiting;
-    uint64_t max_seq = 0;
+    uint64_t max_seq = 0, held_since = kl_clock_ns();
     for (size_t i = 0; i < n; i++) {
         struct job *j = jobs->inline_head;
         jobs->inline_head = j->next;
@@ -444,7 +448,11 @@ void jobs_run_inline(struct jobs *jobs)
             tail = &j->next;
             continue;
         }
-        inline_done(jobs, j); /* a failure, or audit_sync none: nothing to wait for */
+        /* A failure, or audit_sync none: nothing to wait for. */
+        uint64_t now = kl_clock_ns();
+        int send = now - held_since >= JOBS_INLINE_HOLD_NS;
+        inline_done(jobs, j, send);
+        held_since = send ? now : held_since;
     }
     if (waiting == NULL) {
         return;
@@ -466,7 +474,7 @@ void jobs_run_inline(struct jobs *jobs)
             withhold(j, "the audit log cannot be made durable");
             signer_metrics_audit_failure();
         }
-        inline_done(jobs, j);
+        inline_done(jobs, j, 0); /* all ready at once: one write when they are retired */
     }
 }
 
