@@ -11,7 +11,12 @@
  * Signatures are written to the socket by the thread that finished them (conn_deliver,
  * called by jobs.c); conn->lock serialises everything that touches the output buffer,
  * the fd and the poll interest, so frames never interleave and a closed fd is never
- * written.
+ * written. Answers finished together are written together (issue 15): conn_deliver may
+ * only queue an answer (send = 0) when a later deliver of the same batch, or the I/O
+ * thread's job_retire -> conn_flush, sends the connection's whole output in one write.
+ *
+ * Requests are unpacked into a stack arena (conn_read, proto/frame.h): no malloc per
+ * request field; what a job needs is copied into the job.
  *
  * Poll interest and threads: common/ev collects interest changes (ev_io_set) and
  * applies them once per turn, from the loop thread only; it is not thread-safe. So only

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "crypto.h"
 #include "harness.h"
 #include "p11_backend.h"
 #include "rpc_client.h"
@@ -54,6 +55,9 @@ struct result {
      * switches, of which involuntary). Raw rows: the calling threads' own CPU (the token
      * runs inside them) and no switch count. */
     double cpu_us, ctxsw, invol;
+    /* --remote, RPC rows: connections the p11-kit server serves, CPU % of its busiest child */
+    size_t p11srv_conns;
+    double p11srv_busiest_pct;
 };
 
 /* The signer process's counters: CPU in clock ticks and context switches of all threads. */
@@ -354,7 +358,51 @@ struct opts {
     double seconds;
     const char *sync;
     unsigned group_ms;
+    pid_t p11_server; /* --remote: the `p11-kit server` whose per-connection children are watched */
 };
+
+/* The p11-kit server's per-connection children over the RPC throughput run: how many
+ * connections it serves and the CPU share of the busiest one (one thread each). */
+struct p11srv_watch {
+    size_t n;
+    pid_t pid[64];
+    unsigned long long ticks[64];
+    double busiest_pct;
+};
+
+static void p11srv_snapshot(struct p11srv_watch *w, pid_t server)
+{
+    char path[128];
+    FILE *f;
+    int child;
+    w->n = 0;
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)server, (int)server);
+    if (server <= 0 || (f = fopen(path, "r")) == NULL) {
+        return;
+    }
+    while (w->n < 64 && fscanf(f, "%d", &child) == 1) {
+        w->pid[w->n] = child;
+        w->ticks[w->n] = proc_read(child).ticks;
+        w->n++;
+    }
+    fclose(f);
+}
+
+/* after - before, for the children alive in both, over seconds of wall time. */
+static void p11srv_busiest(struct p11srv_watch *before, const struct p11srv_watch *after, double seconds)
+{
+    before->busiest_pct = 0;
+    for (size_t i = 0; i < after->n; i++) {
+        for (size_t k = 0; k < before->n; k++) {
+            if (before->pid[k] == after->pid[i] && after->ticks[i] >= before->ticks[k]) {
+                double pct =
+                    100.0 * (double)(after->ticks[i] - before->ticks[k]) / (double)sysconf(_SC_CLK_TCK) / seconds;
+                before->busiest_pct = pct > before->busiest_pct ? pct : before->busiest_pct;
+            }
+        }
+    }
+    before->n = after->n;
+}
 
 /* The rows of one key: raw C_Sign and the two RPC paths, rounds interleaved, medians. With
  * module NULL the local SoftHSM module; else that module for both (the remoting client). */
@@ -410,7 +458,14 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
         for (unsigned i = 0; i < o->threads; i++) {
             ts[i].window = o->window;
         }
+        struct p11srv_watch w0, w1s;
+        uint64_t t0 = kl_clock_ns();
+        p11srv_snapshot(&w0, o->p11_server);
         ww[round] = run_threads(ts, o->threads, o->seconds, rpc_main, h->pid);
+        p11srv_snapshot(&w1s, o->p11_server);
+        p11srv_busiest(&w0, &w1s, (double)(kl_clock_ns() - t0) / 1e9);
+        ww[round].p11srv_conns = w0.n;
+        ww[round].p11srv_busiest_pct = w0.busiest_pct;
     }
     (void)harness_stop(h);
     p11_backend_free(be);
@@ -421,6 +476,50 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
     *w1_p = median(w1, o->rounds);
     *ww_p = median(ww, o->rounds);
     return 0;
+}
+
+/*
+ * RSA: the self-verification p11_sign runs on every signature before it leaves (RSA-CRT
+ * faults; issue 13), timed alone: crypto_rsa_pss_verify on one of the token's signatures,
+ * as p11_sign calls it, in CPU µs per call (this thread's CPU time: load does not add to it).
+ * -1 if it cannot be measured.
+ */
+static double rsa_verify_cpu_us(struct harness *h, const struct key_spec *ks)
+{
+    struct p11_backend *be = NULL;
+    struct p11_key *key = NULL;
+    struct crypto_pubkey *pub = NULL;
+    char err[256], pin[400];
+    uint8_t content[130], sig[P11_SIG_MAX], digest[CRYPTO_MAX_DIGEST];
+    size_t sig_len = sizeof(sig), digest_len = 0, spki_len = 0;
+    const uint8_t *spki;
+    double us = -1;
+    int n = 0;
+
+    snprintf(pin, sizeof(pin), "%s/user.pin", h->hsm);
+    memset(content, 0x20, 64);
+    memset(content + 64, 0x5a, sizeof(content) - 64);
+    if (p11_backend_new(&be, NULL, err, sizeof(err), SOFTHSM_MODULE, NULL, ks->uri, pin, 1) != 0 ||
+        p11_key_find(be, &key, err, sizeof(err), ks->uri) != 0 || (spki = p11_key_spki(key, &spki_len)) == NULL ||
+        crypto_pubkey_from_spki(&pub, spki, spki_len) != 0 ||
+        p11_sign(be, sig, &sig_len, 0, key, ks->scheme, content, sizeof(content)) != 0 ||
+        crypto_digest(digest, &digest_len, TLS_HASH_SHA256, content, sizeof(content)) != 0) {
+        goto exit;
+    }
+    uint64_t c0 = thread_cpu_ns();
+    for (n = 0; n < 2000; n++) {
+        if (crypto_rsa_pss_verify(pub, TLS_HASH_SHA256, sig, sig_len, digest, digest_len) != 0) {
+            goto exit;
+        }
+    }
+    us = (double)(thread_cpu_ns() - c0) / 1e3 / n;
+    /* Negative check: a changed signature must not verify (the loop above timed real work). */
+    sig[sig_len / 2] ^= 1;
+    us = crypto_rsa_pss_verify(pub, TLS_HASH_SHA256, sig, sig_len, digest, digest_len) != 0 ? us : -1;
+exit:
+    crypto_pubkey_free(pub);
+    p11_backend_free(be);
+    return us;
 }
 
 /* "1,2,4,8" into counts[]; the number of counts, 0 if malformed. */
@@ -450,6 +549,9 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
 
     harness_p11_socket(h, p11sock, sizeof(p11sock));
     server = harness_p11_server_start(p11sock, 0);
+    struct opts ob = *base;
+    ob.p11_server = server;
+    base = &ob;
     if (server <= 0 || access(p11sock, F_OK) != 0) {
         fprintf(stderr, "signer_bench: p11-kit server did not start\n");
         harness_p11_server_stop(server);
@@ -459,9 +561,8 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
            "connection per session with %u in flight\n\n",
            ks->key, base->window);
     printf("| sessions | raw sig/s | raw x1 | RPC sig/s | RPC x1 | RPC p50 µs (w=1) | srv µs/sig | srv cs/sig | "
-           "errors |\n");
-    printf("|----------|-----------|--------|-----------|--------|------------------|------------|------------|------"
-           "--|\n");
+           "p11-kit server conns | busiest conn CPU %% | errors |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n_counts && ret == 0; i++) {
         struct opts o = *base;
         struct result raw, w1, ww;
@@ -474,9 +575,10 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
             rpc1 = ww.per_s;
         }
         snprintf(label, sizeof(label), "%u", counts[i]);
-        printf("| %-8s | %9.0f | %6.2f | %9.0f | %6.2f | %16.1f | %10.1f | %10.2f | %6llu |\n", label, raw.per_s,
-               raw1 > 0 ? raw.per_s / raw1 : 0.0, ww.per_s, rpc1 > 0 ? ww.per_s / rpc1 : 0.0, w1.p50_us, ww.cpu_us,
-               ww.ctxsw, (unsigned long long)(raw.errors + w1.errors + ww.errors));
+        printf("| %-8s | %9.0f | %6.2f | %9.0f | %6.2f | %16.1f | %10.1f | %10.2f | %20zu | %18.0f | %6llu |\n", label,
+               raw.per_s, raw1 > 0 ? raw.per_s / raw1 : 0.0, ww.per_s, rpc1 > 0 ? ww.per_s / rpc1 : 0.0, w1.p50_us,
+               ww.cpu_us, ww.ctxsw, ww.p11srv_conns, ww.p11srv_busiest_pct,
+               (unsigned long long)(raw.errors + w1.errors + ww.errors));
         fflush(stdout);
     }
     harness_p11_server_stop(server);
@@ -488,7 +590,7 @@ int main(int argc, char **argv)
     /* Defaults: the signer's own audit defaults (group, 1 ms), and a window deep enough to
      * cover one group commit (64 requests in flight per connection), so that the RPC rows
      * measure the signer's pipeline rather than the fdatasync latency. */
-    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1};
+    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0};
     static char self[1024], build[1024], src[1024];
     struct harness h;
     unsigned counts[8];
@@ -594,6 +696,10 @@ int main(int argc, char **argv)
             "| %-10s | CPU µs/sig: p11_sign - raw %+.1f (hashing, DER%s); signer per RPC (w=%u) - p11_sign %+.1f |\n",
             KEYS[k].key, mfull.cpu_us - mraw.cpu_us, KEYS[k].scheme == 0x0804 ? ", RSA self-verification" : "",
             o.window, mww.cpu_us - mfull.cpu_us);
+        if (KEYS[k].scheme == 0x0804) {
+            printf("| %-10s | RSA self-verification alone (crypto_rsa_pss_verify, 2000 calls): %.1f CPU µs/sig |\n",
+                   KEYS[k].key, rsa_verify_cpu_us(&h, &KEYS[k]));
+        }
     }
     harness_cleanup(&h);
     return ret == 0 ? 0 : 1;
