@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -194,9 +195,17 @@ static void retry_cb(struct ev_loop *loop, struct ev_timer *t)
     }
 }
 
+/* Room for one unpacked answer: a SignResponse with an RSA-4096 signature takes about
+ * 1 KiB; ListKeys and larger answers spill to malloc (frame.h). */
+#define SC_ARENA_SIZE 4096
+
 static void handle_frame(struct sc_client *sc, const uint8_t *body, size_t len)
 {
-    Keyless__V1__Response *resp = keyless__v1__response__unpack(NULL, len, body);
+    /* The answer is unpacked on the stack, not one malloc per field (issue 15). */
+    _Alignas(max_align_t) uint8_t arena_mem[SC_ARENA_SIZE];
+    struct frame_arena arena;
+    frame_arena_init(&arena, arena_mem, sizeof(arena_mem));
+    Keyless__V1__Response *resp = keyless__v1__response__unpack(&arena.pc, len, body);
     if (resp == NULL) {
         log_warnx("signer: reply does not unpack; dropped");
         return;
@@ -210,7 +219,7 @@ static void handle_frame(struct sc_client *sc, const uint8_t *body, size_t len)
         /* An abandoned request (deadline passed, connection cancelled): drop it. */
         log_debug("signer: late or unknown reply id %llu dropped", (unsigned long long)resp->id);
     }
-    keyless__v1__response__free_unpacked(resp, NULL);
+    keyless__v1__response__free_unpacked(resp, &arena.pc);
 }
 
 static int sc_read(struct sc_client *sc)
@@ -254,9 +263,8 @@ static int sc_read(struct sc_client *sc)
             break;
         }
     }
-    if (sc->rbuf.len == 0) {
-        kl_buf_dispose(&sc->rbuf);
-    }
+    /* The buffer is kept for the next answers (freed at disconnect): disposing of it when
+     * empty cost a malloc, a free and a wipe of the whole chunk per answer. */
     return 0;
 }
 
@@ -272,7 +280,7 @@ static int sc_flush(struct sc_client *sc)
         }
         kl_buf_consume(&sc->wbuf, (size_t)n);
     }
-    kl_buf_dispose(&sc->wbuf);
+    /* Kept (empty) for the next requests: one allocation per connection, not per request. */
     return 0;
 }
 

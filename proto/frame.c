@@ -1,3 +1,6 @@
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include "frame.h"
 
@@ -44,4 +47,46 @@ int frame_append(struct kl_buf *out, const ProtobufCMessage *msg)
         return KL_ERR_PROTOBUF;
     out->len += FRAME_HDR_LEN + n;
     return 0;
+}
+
+static void *arena_alloc(void *data, size_t size)
+{
+    struct frame_arena *ar = data;
+    size_t align = alignof(max_align_t), need = (size + align - 1) & ~(align - 1);
+    if (need >= size && need <= ar->cap - ar->used) {
+        void *p = ar->base + ar->used;
+        ar->used += need;
+        return p;
+    }
+    ar->heap_allocs++;
+    return malloc(size);
+}
+
+static void arena_free(void *data, void *p)
+{
+    struct frame_arena *ar = data;
+    uint8_t *b = p;
+    /* Blocks in the arena go with frame_arena_reset; only the fallback ones are freed. */
+    if (b != NULL && (b < ar->base || b >= ar->base + ar->cap)) {
+        free(p);
+    }
+}
+
+void frame_arena_init(struct frame_arena *ar, void *mem, size_t size)
+{
+    size_t align = alignof(max_align_t);
+    uintptr_t a = ((uintptr_t)mem + align - 1) & ~(uintptr_t)(align - 1);
+    size_t skip = (size_t)(a - (uintptr_t)mem);
+    ar->pc.alloc = arena_alloc;
+    ar->pc.free = arena_free;
+    ar->pc.allocator_data = ar;
+    ar->base = (uint8_t *)a;
+    ar->cap = size > skip ? size - skip : 0;
+    ar->used = 0;
+    ar->heap_allocs = 0;
+}
+
+void frame_arena_reset(struct frame_arena *ar)
+{
+    ar->used = 0;
 }

@@ -38,4 +38,24 @@ KL_MUST_CHECK int frame_next(struct kl_span *body_p, size_t *consumed_p, const u
  */
 KL_MUST_CHECK int frame_append(struct kl_buf *out, const ProtobufCMessage *msg);
 
+/*
+ * A bump allocator for protobuf-c's unpack (issue 15): the unpacked message of one frame
+ * lives in caller memory (a stack buffer) instead of one malloc per field; whatever does
+ * not fit falls back to malloc. Pass &arena->pc to *_unpack and *_free_unpacked (the
+ * latter frees only the fallback blocks), then frame_arena_reset before the next frame.
+ * Not thread-safe: one per reader. It holds what the frames carried (public: transcript
+ * hashes, names, signatures) and is not wiped.
+ */
+struct frame_arena {
+    ProtobufCAllocator pc;
+    uint8_t *base;
+    size_t cap, used;
+    size_t heap_allocs; /* fallback mallocs since init (for tests and benchmarks) */
+};
+
+/* Start an empty arena over mem[0..size) (mem is borrowed and must outlive it). */
+void frame_arena_init(struct frame_arena *ar, void *mem, size_t size);
+/* Forget every arena allocation (free_unpacked first, for the fallback blocks). */
+void frame_arena_reset(struct frame_arena *ar);
+
 #endif

@@ -8,14 +8,18 @@
  * workers = 0: no worker threads; the I/O thread calls jobs_run_inline() each turn and
  * signs on session 0 itself (one thread wake-up per signature instead of three: the
  * lowest CPU per signature for an in-process token such as SoftHSM, at the price of
- * serving the sockets only between signatures).
+ * serving the sockets only between signatures). It also runs the turn's one fdatasync
+ * for all the signatures it made when no sync is running; only when one is (or GROUP
+ * pacing says wait) does the batch go to the audit thread.
  *
  * The answer to a job is written by the thread that finished it (a worker, the audit
  * thread, or the I/O thread inline) through env->deliver, which saves a hand-off to the
- * I/O thread on the latency path. The job then goes on the done list for the I/O
- * thread's bookkeeping, which it takes with jobs_take_done() at every turn of its loop;
- * the done eventfd (jobs_done_fd) wakes it only when the bookkeeping cannot wait (deliver
- * said so) or DONE_WAKE_BATCH jobs piled up, so a signature costs no I/O-thread wake-up.
+ * I/O thread on the latency path. Answers finished together go out in one write per
+ * connection: the audit thread's batch (one send for each run of jobs of one connection)
+ * and the inline mode's turn (sent when the I/O thread retires them, once per connection). The job then goes on the
+ * done list for the I/O thread's bookkeeping, which it takes with jobs_take_done() at every turn of its loop; the done
+ * eventfd (jobs_done_fd) wakes it only when the bookkeeping cannot wait (deliver said so) or DONE_WAKE_BATCH jobs piled
+ * up, so a signature costs no I/O-thread wake-up.
  *
  * A job with tickets set (issue 11) derives ticket keys instead (tickets_derive on the
  * worker's session) and goes through the same audit and delivery path.
@@ -88,12 +92,15 @@ struct jobs_env {
     unsigned workers; /* 0: inline mode */
     /*
      * Called on the thread that finished j (any thread) to queue j's answer on its
-     * connection and send it. Sets j->sent / conn_closing / overflow and returns 1 if the
-     * I/O thread must see the job now (the answer could not be sent, the connection is
-     * closing or gone, or its poll interest must change), 0 if it can wait for the next
-     * turn.
+     * connection and, with send set, send everything the connection has queued. Sets
+     * j->sent / conn_closing / overflow and returns 1 if the I/O thread must see the job
+     * now (the answer could not be queued, the connection is closing or gone, or its poll
+     * interest must change), 0 if it can wait for the next turn.
+     * send = 0 batches answers into one write: the caller promises that the connection's
+     * output is sent later, by a deliver with send set for a later job of the same
+     * connection, or by the I/O thread when it retires j (which it always does).
      */
-    int (*deliver)(void *arg, struct job *j);
+    int (*deliver)(void *arg, struct job *j, int send);
     void *arg;
 };
 

@@ -11,7 +11,12 @@
  * Signatures are written to the socket by the thread that finished them (conn_deliver,
  * called by jobs.c); conn->lock serialises everything that touches the output buffer,
  * the fd and the poll interest, so frames never interleave and a closed fd is never
- * written.
+ * written. Answers finished together are written together (issue 15): conn_deliver may
+ * only queue an answer (send = 0) when a later deliver of the same batch, or the I/O
+ * thread's job_retire -> conn_flush, sends the connection's whole output in one write.
+ *
+ * Requests are unpacked into a stack arena (conn_read, proto/frame.h): no malloc per
+ * request field; what a job needs is copied into the job.
  *
  * Poll interest and threads: common/ev collects interest changes (ev_io_set) and
  * applies them once per turn, from the loop thread only; it is not thread-safe. So only
@@ -24,6 +29,7 @@
  * went out whole) nothing changes and the I/O thread is not woken per signature.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,10 +358,12 @@ static void ticket_answer_init(struct ticket_answer *a, uint64_t id, Keyless__V1
 
 /*
  * jobs_env.deliver, on the thread that finished j: put j's response on its connection
- * and send it right away. Urgent (1) when the I/O thread must look now: the answer was
- * not queued, the connection is closing or gone, or its interest must change.
+ * and, with send, send everything queued there right away (send = 0: a later deliver of
+ * the same batch, or job_retire's conn_flush, sends it in the same write). Urgent (1)
+ * when the I/O thread must look now: the answer was not queued, the connection is
+ * closing or gone, or its interest must change.
  */
-static int conn_deliver(void *arg, struct job *j)
+static int conn_deliver(void *arg, struct job *j, int send)
 {
     Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
     Keyless__V1__SignResponse sr = KEYLESS__V1__SIGN_RESPONSE__INIT;
@@ -387,7 +395,7 @@ static int conn_deliver(void *arg, struct job *j)
              * send). Interest to drop can wait: a stale EV_WRITE fires at once on the
              * writable socket and conn_flush() drops it; a stale EV_READ is harmless,
              * conn_read() stops at OUT_HIGH by itself. */
-            if (out_send(c) == 0) {
+            if (send && out_send(c) == 0) {
                 interest_changes = (conn_want(c) & ~c->events) != 0;
             }
         }
@@ -863,7 +871,9 @@ static uint64_t salvage_id(const uint8_t *p, size_t len)
     return 0;
 }
 
-int server_decode_request(Keyless__V1__Request **req_p, uint64_t *id_p, size_t *used_p, const uint8_t *buf, size_t len)
+/* server_decode_request with the unpack's memory from alloc (NULL: malloc). */
+static int decode_request(Keyless__V1__Request **req_p, uint64_t *id_p, size_t *used_p, const uint8_t *buf, size_t len,
+                          ProtobufCAllocator *alloc)
 {
     struct kl_span body;
     size_t used = 0;
@@ -876,13 +886,18 @@ int server_decode_request(Keyless__V1__Request **req_p, uint64_t *id_p, size_t *
         return ret;
     }
     *used_p = used;
-    *req_p = keyless__v1__request__unpack(NULL, body.len, body.base);
+    *req_p = keyless__v1__request__unpack(alloc, body.len, body.base);
     if (*req_p == NULL) {
         *id_p = salvage_id(body.base, body.len);
         return KL_ERR_PROTOBUF;
     }
     *id_p = (*req_p)->id;
     return 0;
+}
+
+int server_decode_request(Keyless__V1__Request **req_p, uint64_t *id_p, size_t *used_p, const uint8_t *buf, size_t len)
+{
+    return decode_request(req_p, id_p, used_p, buf, len, NULL);
 }
 
 static void conn_set_closing(struct conn *c)
@@ -892,8 +907,17 @@ static void conn_set_closing(struct conn *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* Room for one unpacked request on the reader's stack: a sign request takes well under
+ * 1 KiB (the message structs, its strings and the hash); a larger one (long names) spills
+ * to malloc (frame.h), so no size is refused here that the protobuf layer accepts. */
+#define REQ_ARENA_SIZE 4096
+
 static void conn_read(struct server *srv, struct conn *c)
 {
+    /* The requests are unpacked into this arena, not one malloc per field (issue 15). */
+    _Alignas(max_align_t) uint8_t arena_mem[REQ_ARENA_SIZE];
+    struct frame_arena arena;
+    frame_arena_init(&arena, arena_mem, sizeof(arena_mem));
     for (;;) {
         ssize_t n;
         size_t off = 0;
@@ -922,7 +946,9 @@ static void conn_read(struct server *srv, struct conn *c)
             Keyless__V1__Request *req;
             uint64_t id, t0 = kl_clock_ns();
             size_t used;
-            int ret = server_decode_request(&req, &id, &used, c->in.base + off, c->in.len - off);
+            int ret;
+            frame_arena_reset(&arena);
+            ret = decode_request(&req, &id, &used, c->in.base + off, c->in.len - off, &arena.pc);
             if (ret == KL_ERR_WANT_READ) {
                 break;
             }
@@ -937,7 +963,7 @@ static void conn_read(struct server *srv, struct conn *c)
                 bad_request(srv, c, id, "request does not decode", t0);
             } else {
                 dispatch(srv, c, req, t0);
-                keyless__v1__request__free_unpacked(req, NULL);
+                keyless__v1__request__free_unpacked(req, &arena.pc);
             }
             if (c->dead) {
                 return;

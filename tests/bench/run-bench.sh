@@ -25,6 +25,12 @@
 #   BENCH_RESULTS=FILE     also write every raw figure there (key=value lines)
 #   BENCH_KEEP=1           keep the temp dir (configs, logs) for inspection
 #   BENCH_PROFILE=1        one more run per server under perf record (CPU by library)
+#   BENCH_SECTIONS="handshakes resumed idle bulk floors signer remote"
+#                          the parts to run (default all); e.g. BENCH_SECTIONS=handshakes for
+#                          a quick A/B of the handshake rows (CPU, context switches, p99)
+#   BENCH_REMOTE_SESSIONS="1 2 4 8"
+#                          section remote (issue 15): signer throughput with the token behind
+#                          `p11-kit server` (a network HSM's stand-in) for each session count
 # Resumed handshakes (issue 11): nginx-file with tickets against keyless with HSM ticket keys,
 # --resume 100 (server CPU of a resumed handshake) and --resume 80 (share that needed the HSM).
 set -euo pipefail
@@ -48,6 +54,11 @@ BUILD=${BENCH_BUILD_DIR:-${KL_BUILD_DIR:-$SRC/build-bench}}
 # Both sides use AES-128-GCM so that bulk throughput compares the same cipher.
 SUITE=TLS_AES_128_GCM_SHA256
 BULK_MIB=64
+
+SECTIONS=${BENCH_SECTIONS:-"handshakes resumed idle bulk floors signer remote"}
+REMOTE_SESSIONS=${BENCH_REMOTE_SESSIONS:-"1 2 4 8"}
+# section NAME: true when BENCH_SECTIONS asks for that part.
+section() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WORK=$(mktemp -d /tmp/keyless-bench.XXXXXX)
 declare -A R        # R[server/key/figure] = value
@@ -337,6 +348,7 @@ median() {
 # shared machine hits all of them alike; the median round of each figure is reported, and
 # the per-round CPU figures are listed under the table.
 declare -A HALF # key -> the open-loop rate of the latency rows (set in round 1)
+section handshakes || ROUNDS=0
 for round in $(seq "$ROUNDS"); do
     for key in $KEYS; do
         for srv in $SERVERS; do
@@ -399,6 +411,7 @@ done
 BENCH_TICKETS=on
 RKEY=${KEYS%% *}
 for srv in nginx-file keyless; do
+    section resumed || break
     case " $SERVERS " in *" $srv "*) ;; *) continue ;; esac
     start_server "$srv" "$RKEY" || { stop_server; continue; }
     run_load "$srv/$RKEY resumed warm-up" --concurrency "$CONC" --duration 1 --request / --resume 100 >/dev/null 2>&1 || true
@@ -433,6 +446,7 @@ if ((IDLE_LIMIT < 2 * IDLE_N + 400)); then
 fi
 put idle/n "$IDLE_N"
 for srv in nginx-file keyless; do
+    section idle || break
     case " $SERVERS " in *" $srv "*) ;; *) continue ;; esac
     start_server "$srv" ecdsa-p256 || { stop_server; continue; }
     # One request-free handshake first so that lazily allocated state exists in the baseline too.
@@ -462,6 +476,7 @@ done
 
 # ---------------------------------------------------------------- bulk throughput
 for srv in nginx-file keyless; do
+    section bulk || break
     case " $SERVERS " in *" $srv "*) ;; *) continue ;; esac
     start_server "$srv" ecdsa-p256 || { stop_server; continue; }
     if run_load "$srv bulk" --concurrency 4 --duration "$DUR" --request /bulk.bin --conn-timeout 30; then
@@ -476,11 +491,12 @@ done
 # ---------------------------------------------------------------- floors
 FLOOR_DUR=$(awk -v d="$DUR" 'BEGIN { printf "%d", d / 2 < 2 ? 2 : d / 2 }')
 for key in $KEYS; do
+    section floors || break
     line=$(taskset -c "$SCPU" "$BUILD/tests/bench/csign_floor" "$BENCH_SOFTHSM_MODULE" keyless "$key" "$PIN_FILE" "$FLOOR_DUR" || true)
     bench_log "C_Sign floor: $line"
     put "floor/$key/csign_cpu_us" "$(bench_field "$line" cpu_us_per_sig)"
 done
-if [ -x "$BUILD/tests/bench/tls_bench" ]; then
+if section floors && [ -x "$BUILD/tests/bench/tls_bench" ]; then
     # Our engine's own costs: x25519 through libsodium, one handshake without the signature
     # (RFC 8448 replay) and record sealing, on the server core.
     KL_TESTDATA=${KL_TESTDATA:-$SRC/tests/vectors} taskset -c "$SCPU" "$BUILD/tests/bench/tls_bench" 2 \
@@ -491,13 +507,13 @@ if [ -x "$BUILD/tests/bench/tls_bench" ]; then
     put floor/tls_seal_aes128_mbs "$(awk '$1 == "record_seal" && $2 == "TLS_AES_128_GCM_SHA256" { print $3 }' "$WORK/tls_bench.out")"
 fi
 # x25519 keygen + shared secret (the server's ECDHE work per handshake), from OpenSSL.
-x=$(taskset -c "$SCPU" openssl speed -seconds 2 ecdhx25519 2>/dev/null | awk '/ecdh \(X25519\)/ {print $NF}' | tail -n 1)
+section floors && x=$(taskset -c "$SCPU" openssl speed -seconds 2 ecdhx25519 2>/dev/null | awk '/ecdh \(X25519\)/ {print $NF}' | tail -n 1)
 if [ -n "$x" ]; then
     # openssl speed times one derive (a variable-base scalar multiplication); the server's key
     # generation is one more, so the floor is counted as two derives.
     put floor/x25519_us "$(awk -v s="$x" 'BEGIN { printf "%.1f", 2 * 1e6 / s }')"
 fi
-if [ -x "$BUILD/tests/bench/signer_bench" ]; then
+if section signer && [ -x "$BUILD/tests/bench/signer_bench" ]; then
     # The signer's RPC-vs-raw benchmark (its own token), one HSM session on each side like the
     # signer above, with the signer's audit defaults (group commit, 1 ms) and 64 requests in
     # flight. Not pinned: the question is whether the RPC pipeline keeps the one session busy
@@ -508,6 +524,23 @@ if [ -x "$BUILD/tests/bench/signer_bench" ]; then
     bench_log "signer_bench: $(grep -E 'RPC/raw' "$WORK/signer_bench.out" | tr '\n' ';')"
     for key in $KEYS; do
         put "floor/$key/rpc_raw_pct" "$(sed -n "s/^| $key *| RPC\/raw throughput *\([0-9.]*\)%.*/\1/p" "$WORK/signer_bench.out")"
+    done
+fi
+
+# ---------------------------------------------------------------- slow token (issue 15)
+# The signer with its token behind `p11-kit server` (the stand-in for a network HSM: every
+# C_Sign crosses a socket and another process), ECDSA P-256, for each session count: raw
+# C_Sign through p11-kit-client.so on S sessions from S threads, and the signer with
+# workers = S fed by S connections of 64 requests. The target is on the RPC throughput of
+# 4 sessions against 1.
+if section remote && [ -x "$BUILD/tests/bench/signer_bench" ] && [ -e /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ]; then
+    KL_BUILD_DIR=$BUILD KL_SOURCE_DIR=$SRC timeout 600 "$BUILD/tests/bench/signer_bench" --keys ecdsa-p256 \
+        --remote "$(echo "$REMOTE_SESSIONS" | tr ' ' ',')" --window 64 --seconds 3 --rounds 1 \
+        >"$WORK/signer_remote.out" 2>&1 || true
+    bench_log "signer_bench --remote: $(grep -E '^\| [0-9]' "$WORK/signer_remote.out" | tr '\n' ';')"
+    for n in $REMOTE_SESSIONS; do
+        put "remote/$n/raw_per_s" "$(awk -F'|' -v n="$n" '$2 + 0 == n && $2 ~ /[0-9]/ { gsub(/ /, "", $3); print $3 }' "$WORK/signer_remote.out")"
+        put "remote/$n/rpc_per_s" "$(awk -F'|' -v n="$n" '$2 + 0 == n && $2 ~ /[0-9]/ { gsub(/ /, "", $5); print $5 }' "$WORK/signer_remote.out")"
     done
 fi
 
@@ -563,6 +596,12 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     row "bulk MB/s (16 KiB records) vs nginx proxy" "$(get keyless/bulk/mbytes_per_s)" "$(get nginx-file/bulk/mbytes_per_s)" ">=" 0.90
     # Server CPU per byte is the fairer bulk figure when the client core is the limit.
     row "bulk server CPU µs per MB vs nginx proxy" "$(get keyless/bulk/cpu_us_per_mb)" "$(get nginx-file/bulk/cpu_us_per_mb)" "<=" "-"
+    # Issue 15: with a slow token the signer must scale with sessions (workers).
+    r1=$(get remote/1/rpc_per_s)
+    for n in $REMOTE_SESSIONS; do
+        [ "$n" != 1 ] && [ -n "$r1" ] && [ -n "$(get remote/$n/rpc_per_s)" ] || continue
+        row "ecdsa-p256 through p11-kit server: signer sig/s, $n sessions vs 1" "$(get remote/$n/rpc_per_s)" "$r1" ">=" "$([ "$n" = 4 ] && echo 3 || echo -)"
+    done
     echo
     echo "| peer/figure | nginx key file | nginx pkcs11 engine | keyless | keyless, audit_sync=none |"
     echo "|---|---|---|---|---|"
@@ -582,6 +621,10 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     printf '| idle KiB/conn (%s conns) | %s | | %s |\n' "$(get idle/n)" "$(get nginx-file/idle/kib_per_conn)" "$(get keyless/idle/kib_per_conn)"
     printf '| bulk MB/s | %s | | %s |\n' "$(get nginx-file/bulk/mbytes_per_s)" "$(get keyless/bulk/mbytes_per_s)"
     printf '| bulk server CPU µs/MB | %s | | %s |\n' "$(get nginx-file/bulk/cpu_us_per_mb)" "$(get keyless/bulk/cpu_us_per_mb)"
+    for n in $REMOTE_SESSIONS; do
+        [ -n "$(get remote/$n/rpc_per_s)$(get remote/$n/raw_per_s)" ] || continue
+        printf '| ecdsa-p256 through p11-kit server, %s session(s): raw C_Sign sig/s, signer sig/s | %s | | %s |\n' "$n" "$(get remote/$n/raw_per_s)" "$(get remote/$n/rpc_per_s)"
+    done
     for key in $KEYS; do
         printf '| %s cpu_us, each round | %s | %s | %s | %s |\n' "$key" "${ROUND_CPU[nginx-file/$key/cpu_us]:-}" "${ROUND_CPU[nginx-pkcs11/$key/cpu_us]:-}" "${ROUND_CPU[keyless/$key/cpu_us]:-}" "${ROUND_CPU[keyless-nosync/$key/cpu_us]:-}"
     done

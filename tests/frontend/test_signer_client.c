@@ -2,12 +2,15 @@
  * Unit tests for frontend/signer_client.c against a scripted fake signer (a thread
  * with blocking sockets): ids matched out of order, deadlines with the late answer
  * dropped, cancel, max_pending, the signer going away (fail at once, fail fast,
- * reconnect) and failover between sockets.
+ * reconnect), failover between sockets, and a flood under EAGAIN both ways.
  */
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include "kl_test.h"
 #include "frame.h"
@@ -121,6 +124,64 @@ static int srv_ticket_keys(int fd)
     return ret;
 }
 
+/* Scenario 5 (issue 15): more requests than the socket buffers hold, answered in one
+ * write of reversed order through a small send buffer, with duplicates and an unknown id. */
+#define FLOOD_N 600
+#define FLOOD_KEY_LEN 1500
+
+static int srv_flood(int c)
+{
+    static uint64_t ids[FLOOD_N];
+    static int idx[FLOOD_N];
+    char *key = malloc(FLOOD_KEY_LEN + 1);
+    struct kl_buf b;
+    int small = 4096, ret = -1;
+    kl_buf_init(&b, 4u * 1024 * 1024);
+    if (key == NULL) {
+        return -1;
+    }
+    /* A small send buffer: the answers reach the client in many partial reads. */
+    struct timeval tmo = {5, 0};
+    (void)setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    /* Bounded: a client that lost requests must fail the test, not hang it. */
+    (void)setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
+    usleep(200 * 1000); /* the client fills its socket buffer and sees EAGAIN meanwhile */
+    for (int i = 0; i < FLOOD_N; i++) {
+        if (srv_read(c, &ids[i], key, FLOOD_KEY_LEN + 1) != 0 || sscanf(key, "k%d", &idx[i]) != 1) {
+            goto out;
+        }
+    }
+    for (int i = FLOOD_N - 1; i >= -6; i--) {
+        Keyless__V1__Response resp = KEYLESS__V1__RESPONSE__INIT;
+        Keyless__V1__SignResponse sr = KEYLESS__V1__SIGN_RESPONSE__INIT;
+        char sig[16];
+        /* i < 0: the first five answers again, and one for an id never asked */
+        int j = i >= 0 ? i : i == -6 ? -1 : -i - 1;
+        snprintf(sig, sizeof(sig), "s%04d", j >= 0 ? idx[j] : 9999);
+        resp.id = j >= 0 ? ids[j] : ids[0] + 1234567;
+        resp.body_case = KEYLESS__V1__RESPONSE__BODY_SIGN;
+        resp.sign = &sr;
+        sr.status = KEYLESS__V1__STATUS__OK;
+        sr.signature.data = (uint8_t *)sig;
+        sr.signature.len = strlen(sig);
+        if (frame_append(&b, &resp.base) != 0) {
+            goto out;
+        }
+    }
+    for (size_t off = 0; off < b.len;) {
+        ssize_t n = write(c, b.base + off, b.len - off);
+        if (n <= 0) {
+            goto out;
+        }
+        off += (size_t)n;
+    }
+    ret = 0;
+out:
+    kl_buf_dispose(&b);
+    free(key);
+    return ret;
+}
+
 static int scenario;
 static int lfd;
 static volatile int srv_done;
@@ -174,6 +235,12 @@ static void *server(void *arg)
         if (srv_ticket_keys(c) != 0) {
             goto out;
         }
+        break;
+    case 5:
+        if (srv_flood(c) != 0) {
+            goto out;
+        }
+        usleep(300 * 1000); /* the client reads the rest before the close */
         break;
     }
     usleep(100 * 1000);
@@ -231,6 +298,27 @@ static int call(struct sc_client *sc, uint64_t *id, const char *key, struct resu
     req.body_case = KEYLESS__V1__REQUEST__BODY_SIGN;
     req.sign = &s;
     return sc_call(sc, id, &req, cb, r);
+}
+
+struct flood_slot {
+    int index;
+    int calls, null, wrong;
+};
+static int flood_done;
+
+static void flood_cb(void *arg, const Keyless__V1__Response *resp)
+{
+    struct flood_slot *f = arg;
+    char want[16];
+    f->calls++;
+    flood_done++;
+    if (resp == NULL) {
+        f->null++;
+        return;
+    }
+    snprintf(want, sizeof(want), "s%04d", f->index);
+    f->wrong += resp->body_case != KEYLESS__V1__RESPONSE__BODY_SIGN || resp->sign->signature.len != strlen(want) ||
+                memcmp(resp->sign->signature.data, want, strlen(want)) != 0;
 }
 
 /* Run the loop until cond or ms pass. */
@@ -361,6 +449,58 @@ int main(void)
     ok(sc_ticket_keys(sc, &id[0], epochs, 2, 3600, tk_cb, &tr) == 0, "epochs 5 and 6 of 3600 s");
     RUN_UNTIL(loop, tr.calls, 2000);
     ok(tr.calls == 1 && tr.ok, "the signer saw both epochs and the rotation; its keys came back");
+    pthread_join(th, NULL);
+    sc_free(sc);
+    close(lfd);
+
+    /* 5 (issue 15): 600 requests of 1.5 KB (more than the socket takes: the client's send
+     * sees EAGAIN and finishes on writability), answered in reverse order through a small
+     * send buffer (answers split anywhere across reads), plus 5 duplicates and an unknown
+     * id: every request is called back exactly once, with its own answer. */
+    lfd = srv_listen(path_good);
+    scenario = 5;
+    pthread_create(&th, NULL, server, NULL);
+    ok(sc_new(&sc, loop, paths + 1, 1, 1024, 15000) == 0, "sc_new for the flood");
+    RUN_UNTIL(loop, sc_up(sc), 2000);
+    {
+        static struct flood_slot fs[FLOOD_N];
+        char *key = malloc(FLOOD_KEY_LEN + 1);
+        int sent = 0, once = 1, wrong = 0, nul = 0;
+        memset(fs, 0, sizeof(fs));
+        flood_done = 0;
+        for (int i = 0; key != NULL && i < FLOOD_N; i++) {
+            Keyless__V1__Request req = KEYLESS__V1__REQUEST__INIT;
+            Keyless__V1__SignRequest sr = KEYLESS__V1__SIGN_REQUEST__INIT;
+            uint8_t hash[32] = {0};
+            uint64_t fid;
+            memset(key, 'x', FLOOD_KEY_LEN);
+            key[FLOOD_KEY_LEN] = '\0';
+            int m = snprintf(key, FLOOD_KEY_LEN, "k%04d", i);
+            key[m] = '-';
+            sr.key = key;
+            sr.scheme = 0x0403;
+            sr.transcript_hash.data = hash;
+            sr.transcript_hash.len = sizeof(hash);
+            req.body_case = KEYLESS__V1__REQUEST__BODY_SIGN;
+            req.sign = &sr;
+            fs[i].index = i;
+            sent += sc_call(sc, &fid, &req, flood_cb, &fs[i]) == 0;
+        }
+        free(key);
+        is_int(sent, FLOOD_N, "600 requests of 1.5 KB queued (900 KB: more than the socket holds)");
+        RUN_UNTIL(loop, flood_done >= FLOOD_N, 15000);
+        RUN_UNTIL(loop, 0, 200); /* the duplicates and the unknown id arrive too */
+        for (int i = 0; i < FLOOD_N; i++) {
+            once &= fs[i].calls == 1;
+            wrong += fs[i].wrong;
+            nul += fs[i].null;
+        }
+        ok(once, "under EAGAIN both ways: every request called back exactly once");
+        is_int(nul, 0, "... none failed");
+        is_int(wrong, 0, "... each with its own answer");
+        is_int(flood_done, FLOOD_N, "duplicate answers and an unknown id are dropped");
+        is_int(sc_pending(sc), 0, "nothing pending");
+    }
     pthread_join(th, NULL);
     sc_free(sc);
     close(lfd);
