@@ -674,6 +674,10 @@ static void test_hrr(void)
     e.ch2_enc = 1;
     is_int(attempt(&f, &cc, &e, &st), KL_ERR_ILLEGAL_PARAMETER,
            "hrr: an enc in the second ClientHello: illegal_parameter");
+    e.ch2_enc = 0;
+    e.ch2_other_id = 1;
+    is_int(attempt(&f, &cc, &e, &st), KL_ERR_ILLEGAL_PARAMETER,
+           "hrr: another config_id in the second ClientHello: illegal_parameter");
     fx_free(&f);
 }
 

@@ -104,7 +104,8 @@ static int put_ech(struct ttc *t, struct kl_buf *msg)
         return 0;
     if ((ret = wire_put_u16(msg, EXT_ENCRYPTED_CLIENT_HELLO)) != 0 || (ret = wire_block_open(msg, &a, 2)) != 0 ||
         (ret = wire_put_u8(msg, e->outer_type_inner ? 1 : 0)) != 0 || (ret = wire_put_u16(msg, e->kdf_id)) != 0 ||
-        (ret = wire_put_u16(msg, e->aead_id)) != 0 || (ret = wire_put_u8(msg, e->config_id)) != 0 ||
+        (ret = wire_put_u16(msg, e->aead_id)) != 0 ||
+        (ret = wire_put_u8(msg, (uint8_t)(e->config_id ^ (t->ech_second && e->ch2_other_id)))) != 0 ||
         (ret = wire_put_u16(msg, (uint16_t)t->ech_enc_len)) != 0 ||
         (ret = wire_put_bytes(msg, t->ech_enc, t->ech_enc_len)) != 0 ||
         (ret = wire_put_u16(msg, (uint16_t)t->ech_payload_len)) != 0)
@@ -325,6 +326,7 @@ static int build_ech(struct ttc *t, struct kl_buf *inner, struct kl_buf *outer, 
         /* 6.1.5: the second ClientHelloOuter's enc is empty. */
         t->ech_enc_len = e->ch2_enc ? 32 : 0;
         t->ech_omit = e->ch2_no_ech;
+        t->ech_second = 1;
     }
     t->ech_payload_len = enc.len + HPKE_TAG_LEN;
     t->building = 2;

@@ -127,6 +127,7 @@ struct ttc_ech {
     int ch2_no_ech;       /* the second ClientHello has no encrypted_client_hello */
     int ch2_tamper;       /* flip one bit of the second payload */
     int ch2_enc;          /* a non-empty enc in the second ClientHello */
+    int ch2_other_id;     /* another config_id in the second ClientHello */
 };
 
 enum ttc_state { TTC_WAIT_SH, TTC_WAIT_EE, TTC_WAIT_CERT, TTC_WAIT_CV, TTC_WAIT_FIN, TTC_DONE, TTC_FAILED };
@@ -182,7 +183,8 @@ struct ttc {
     uint8_t ech_enc[32];
     size_t ech_enc_len;
     size_t ech_payload_len, ech_payload_off;
-    int ech_omit; /* build_ch: no encrypted_client_hello in this outer ClientHello */
+    int ech_omit;   /* build_ch: no encrypted_client_hello in this outer ClientHello */
+    int ech_second; /* build_ch: building the second ClientHelloOuter */
 };
 
 /* Start: appends the ClientHello record to out. */
