@@ -1,9 +1,9 @@
 /*
  * audit.c - the audit log writer: append (into a zero tail kept ahead), group commit, the
  * flusher, rotation, the torn-line check and repair at open, the roll-back of a failed
- * write (a full disk), and the checkpoints: start/stop records, signed checkpoints, the state file, the anchors and
- * the unlinked-log check (audit.h). Lines are formatted and checked by audit_line.c; the
- * offline verifier is audit_verify.c.
+ * write (a full disk), and the checkpoints: start/stop records, signed checkpoints, the
+ * state file, the anchors and the unlinked-log check (audit.h). Lines are formatted and
+ * checked by audit_line.c; the offline verifier is audit_verify.c.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -297,6 +297,9 @@ int harness_audit_has(const struct harness *h, uint64_t request_id, const char *
 
 pid_t harness_p11_server_start(const char *sock, int allow_nobody)
 {
+    /* A server stopped before (SIGKILL) leaves its socket file: without this the wait below
+     * would return at once and the signer could meet no server (0 tokens) under load. */
+    (void)unlink(sock);
     pid_t pid = fork();
     if (pid < 0)
         return -1;
