@@ -851,13 +851,19 @@ static void access_line(const struct conn *c, const char *why)
     if (c->early) {
         snprintf(early, sizeof(early), "%llu", (unsigned long long)c->early_len);
     }
-    /* resumed and early_data last: log pipelines that parse the older fields keep working. */
+    /* Issue 16: with ECH accepted sni= is the inner (real) name and ech_outer= the public one the
+       network saw; ech_outer= only when the client offered ECH. */
+    enum tls_ech_status ech = tls_conn_ech_status(c->tls);
+    const char *outer = tls_conn_ech_outer_name(c->tls);
+    /* New fields go last: log pipelines that parse the older ones keep working. */
     log_info("conn=%llu access client=%s sni=%s alpn=%s suite=%s group=%s established=%s signer_ms=%.2f "
-             "bytes_in=%llu bytes_out=%llu duration_ms=%.1f close=\"%s\" resumed=%s early_data=%s",
+             "bytes_in=%llu bytes_out=%llu duration_ms=%.1f close=\"%s\" resumed=%s early_data=%s ech=%s%s%s",
              (unsigned long long)c->id, c->peer_text, sni[0] ? sni : "-", alpn[0] ? alpn : "-",
              suite != NULL ? suite->name : "-", group != NULL ? group->name : "-", c->established ? "yes" : "no",
              (double)c->signer_us / 1000.0, (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
-             (double)(kl_clock_us() - c->start_us) / 1000.0, why, c->resumed ? "yes" : "no", early);
+             (double)(kl_clock_us() - c->start_us) / 1000.0, why, c->resumed ? "yes" : "no", early,
+             metrics_ech_result(ech), ech != TLS_ECH_NONE ? " ech_outer=" : "",
+             ech != TLS_ECH_NONE ? (outer != NULL && outer[0] ? outer : "-") : "");
 }
 
 static void conn_close(struct conn *c, const char *why)
@@ -884,6 +890,8 @@ static void conn_close(struct conn *c, const char *why)
         env->tracing = NULL;
     }
     metrics_add(METRIC_CONN_ACTIVE, -1);
+    /* Once per connection that offered ECH, whatever became of the handshake afterwards. */
+    metrics_ech(tls_conn_ech_status(c->tls));
     access_line(c, why);
     /* Freed after this turn: events already collected for it are skipped, not dangling. */
     ev_defer(env->loop, &c->dfr, conn_free, c);

@@ -197,7 +197,7 @@ int tls_ech_key_load(struct tls_ech_key *k, enum tls_ech_key_error *why_p, const
     /* Key files are read before any connection exists (config, keyless-ech): set up the libraries. */
     if (crypto_init() != 0) {
         why = TLS_ECH_KEY_NO_MEMORY;
-        KL_FAIL(KL_ERR_CRYPTO);
+        KL_FAIL(KL_ERR_NO_MEMORY);
     }
     if ((f = fopen(path, "re")) == NULL) {
         why = TLS_ECH_KEY_CANNOT_OPEN;
@@ -251,6 +251,9 @@ int tls_ech_key_load(struct tls_ech_key *k, enum tls_ech_key_error *why_p, const
 exit:
     if (ret != 0 && why == TLS_ECH_KEY_OK)
         why = ret == KL_ERR_NO_MEMORY ? TLS_ECH_KEY_NO_MEMORY : TLS_ECH_KEY_NO_KEY;
+    /* The contract (tls.h): KL_ERR_CONFIG, or KL_ERR_NO_MEMORY, and why says which. */
+    if (ret != 0 && ret != KL_ERR_NO_MEMORY)
+        ret = KL_ERR_CONFIG;
     if (ret != 0)
         tls_ech_key_dispose(k);
     if (text != NULL) {

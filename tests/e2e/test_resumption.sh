@@ -111,7 +111,7 @@ check "openssl -early_data: Early data was accepted" grep -q "Early data was acc
 check "openssl -early_data: Reused" grep -q "Reused, TLSv1.3" <<<"$out"
 elen=$(wc -c <"$T/early.txt")
 check "the backend read TLV 0xE3 = $elen early bytes" grep -q "\"early\": $elen, \"request\": \"GET /early HTTP/1.0\", \"in_early\": true" "$BACKEND_LOG"
-check "access line: early_data=$elen" grep -Eq "resumed=yes early_data=$elen\$" "$T/frontend.log"
+check "access line: early_data=$elen" grep -Eq "resumed=yes early_data=$elen ech=none\$" "$T/frontend.log"
 is "$(metric 'keyless_frontend_early_data_total{result="accepted"}')" 1 "metrics: one 0-RTT accepted"
 before=$(wc -l <"$BACKEND_LOG")
 replayed=$(timeout 15 python3 "$PY" replay "$FE_PORT" "$T/flight.bin" 2>&1 || true)
