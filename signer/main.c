@@ -547,6 +547,7 @@ static int run(const char *config_path, int check_only, int new_chain)
     g_reload.keys0 = keys;
     g_reload.root0 = ticket_root;
     server_set_reload(srv, reload_config, (void *)config_path, conf0_release);
+    signer_metrics_set_backend(be);
     signer_metrics_set_audit(audit, cfg->audit_key != NULL);
     handed = 1;
     if (privsep_drop(cfg) != 0) {
