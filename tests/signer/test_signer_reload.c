@@ -306,6 +306,16 @@ static void test_reload(void)
     is_int(harness_sign_status(&H, &c, 40, "ed25519", ED25519, 0), KEYLESS__V1__STATUS__UNKNOWN_KEY,
            "the running config (C) still serves: A's ed25519 did not come back");
 
+    /* Invalid: a [key] that is the audit key (it signs checkpoints only). */
+    snprintf(extra, sizeof(extra),
+             "%s[key audit]\nuri = pkcs11:token=keyless;object=audit-signing;type=private\n"
+             "schemes = ecdsa_secp256r1_sha256\n",
+             keys_a);
+    ok(write_conf("", extra) == 0, "config with the audit key as a [key]");
+    hup("reload failed; keeping the running configuration", 3);
+    ok(log_has("[key audit] uri: this is the audit key"), "the line names the key section");
+    ok(metric_becomes(failed_series, 3), "metrics: reloads failed 3");
+
     /* Restart-only settings: the socket and workers (the file written by hand: the
      * harness's writer puts its own socket line first). */
     {
@@ -354,7 +364,7 @@ static void test_reload(void)
         char cmd[1600], out[4096];
         snprintf(cmd, sizeof(cmd), "cat %s.2* %s | grep -c '\"op\":\"reload\",.*\"status\":\"FAILED\"'", H.audit,
                  H.audit);
-        ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 2, "audit: two op reload records FAILED");
+        ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 3, "audit: three op reload records FAILED");
         snprintf(cmd, sizeof(cmd),
                  "cat %s.2* %s | grep '\"op\":\"reload\",.*\"status\":\"OK\"' | grep -c config_sha256", H.audit,
                  H.audit);
