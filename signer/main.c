@@ -169,7 +169,8 @@ static int find_keys(struct p11_backend *be, struct server_key *keys, const stru
 }
 
 /* [tickets] (issue 11): the ticket root must be on the token at start. Exit status on failure. */
-static int open_ticket_root(struct p11_backend *be, struct p11_secret **root_p, const struct signer_config *cfg)
+static int open_ticket_root(struct p11_backend *be, struct p11_secret **root_p, const struct signer_config *cfg,
+                            int reload)
 {
     char err[512] = "";
     int ret;
@@ -179,7 +180,9 @@ static int open_ticket_root(struct p11_backend *be, struct p11_secret **root_p, 
         return 0;
     }
     if ((ret = p11_secret_find(be, root_p, err, sizeof(err), cfg->tickets.key)) != 0) {
-        log_diag("%s:%u: [tickets] key: %s", cfg->path, cfg->tickets.line, err[0] != '\0' ? err : kl_err_str(ret));
+        /* At start a person reads it at the terminal; on a reload it goes to the log. */
+        (reload ? log_errx : log_diag)("%s:%u: [tickets] key: %s", cfg->path, cfg->tickets.line,
+                                       err[0] != '\0' ? err : kl_err_str(ret));
         return 1;
     }
     return 0;
@@ -236,7 +239,8 @@ static int audit_sign_checkpoint(void *ctx, uint8_t *sig, size_t *sig_len_p, con
 }
 
 /* 1 (with the line) if a [key] is the audit key: it must never sign TLS. */
-static int audit_key_clash(const struct audit_signer *a, const struct server_key *keys, const struct signer_config *cfg)
+static int audit_key_clash(const struct audit_signer *a, const struct server_key *keys, const struct signer_config *cfg,
+                           int reload)
 {
     const uint8_t *spki;
     size_t spki_len, len;
@@ -248,9 +252,9 @@ static int audit_key_clash(const struct audit_signer *a, const struct server_key
     for (size_t i = 0; i < cfg->n_keys; i++) {
         const uint8_t *k = p11_key_spki(keys[i].p11, &len);
         if (len == spki_len && memcmp(k, spki, len) == 0) {
-            log_diag("%s:%u: [key %s] uri: this is the audit key (audit_key); it signs audit checkpoints only, never "
-                     "TLS",
-                     cfg->path, cfg->keys[i].line, cfg->keys[i].name);
+            (reload ? log_errx : log_diag)("%s:%u: [key %s] uri: this is the audit key (audit_key); it signs audit "
+                                           "checkpoints only, never TLS",
+                                           cfg->path, cfg->keys[i].line, cfg->keys[i].name);
             return 1;
         }
     }
@@ -271,7 +275,7 @@ static int open_audit_key(struct audit_signer *a, struct p11_backend *be, const 
         log_diag("%s: [signer] audit_key: %s", cfg->path, err[0] != '\0' ? err : kl_err_str(ret));
         return 1;
     }
-    return audit_key_clash(a, keys, cfg);
+    return audit_key_clash(a, keys, cfg, 0);
 }
 
 /* SHA-256 of the configuration file, for the start record. */
@@ -401,8 +405,8 @@ static int reload_config(void *arg, struct server_conf **next_p, const struct se
         log_errx("%s: out of memory", path);
         goto exit;
     }
-    if (find_keys(g_reload.be, mc->keys, mc->cfg) != 0 || open_ticket_root(g_reload.be, &mc->root, mc->cfg) != 0 ||
-        audit_key_clash(g_reload.asig, mc->keys, mc->cfg) != 0) {
+    if (find_keys(g_reload.be, mc->keys, mc->cfg) != 0 || open_ticket_root(g_reload.be, &mc->root, mc->cfg, 1) != 0 ||
+        audit_key_clash(g_reload.asig, mc->keys, mc->cfg, 1) != 0) {
         goto exit;
     }
     if (config_digest(mc->sc.config_sha256, path) != 0) {
@@ -462,7 +466,7 @@ static int run(const char *config_path, int check_only, int new_chain)
     if (keys == NULL) {
         goto exit;
     }
-    if (open_keys(&be, keys, cfg) != 0 || open_ticket_root(be, &ticket_root, cfg) != 0) {
+    if (open_keys(&be, keys, cfg) != 0 || open_ticket_root(be, &ticket_root, cfg, 0) != 0) {
         goto exit;
     }
     if (cfg->audit_key != NULL && open_audit_key(&asig, be, keys, cfg) != 0) {
@@ -547,6 +551,7 @@ static int run(const char *config_path, int check_only, int new_chain)
     g_reload.keys0 = keys;
     g_reload.root0 = ticket_root;
     server_set_reload(srv, reload_config, (void *)config_path, conf0_release);
+    signer_metrics_set_backend(be);
     signer_metrics_set_audit(audit, cfg->audit_key != NULL);
     handed = 1;
     if (privsep_drop(cfg) != 0) {

@@ -156,6 +156,11 @@ void signer_metrics_reload(int ok)
     }
 }
 
+void signer_metrics_set_backend(struct p11_backend *be)
+{
+    m.be = be;
+}
+
 void signer_metrics_set_audit(struct audit_log *audit, int signed_checkpoints)
 {
     m.audit = audit;

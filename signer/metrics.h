@@ -67,6 +67,10 @@ KL_MUST_CHECK int signer_metrics_reconfigure(const char *path, unsigned interval
 /* A configuration reload that succeeded (ok 1) or kept the running configuration (ok 0). */
 void signer_metrics_reload(int ok);
 
+/* The backend (borrowed) for the HSM recovery count, also when the writer is started
+ * later by a reload (signer_metrics_reconfigure). */
+void signer_metrics_set_backend(struct p11_backend *be);
+
 /* The audit log (borrowed; NULL: none) for the write-error count, and whether its
  * checkpoints are signed (then the last checkpoint's time is exported). */
 void signer_metrics_set_audit(struct audit_log *audit, int signed_checkpoints);

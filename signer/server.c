@@ -448,9 +448,10 @@ static void send_ticket_answer(struct server *srv, struct conn *c, uint64_t id, 
     tickets_job_wipe(tj);
 }
 
-/* I/O thread: the bookkeeping of a finished job whose answer conn_deliver() handled. */
 static void conf_put(struct server *srv, struct server_conf *sc);
 
+/* I/O thread: the bookkeeping of a finished job whose answer conn_deliver() handled; its
+ * reference on the conf it was authorized under goes with it. */
 static void job_retire(struct server *srv, struct job *j)
 {
     struct conn *c = j->conn;

@@ -9,6 +9,7 @@
  *     keeping the running configuration", and reloads_total{result="failed"} counts it;
  *   - a restart-only change (socket, workers) logs "needs a restart (kept OLD)" and the
  *     old value stays (the old socket serves);
+ *   - [tickets] added by a reload answers TicketKeys; a changed scope applies;
  *   - each reload is an op "reload" audit record and the log still verifies; the metrics
  *     file has the reload counts, audit write errors and the last signed checkpoint.
  */
@@ -155,6 +156,26 @@ static void make_keys(void)
              "schemes = ecdsa_secp256r1_sha256\nrate = 0.01\nburst = 2\n");
 }
 
+/* One TicketKeys request for the current weekly epoch: its status; the secret into out. */
+static int ticket_status(struct rpc_client *c, uint64_t id, uint8_t out[32])
+{
+    Keyless__V1__Response *r = NULL;
+    uint64_t epoch = (uint64_t)time(NULL) / 604800;
+    int st = -1;
+    if (rpc_client_ticket_keys(c, &r, id, 604800, &epoch, 1) != 0) {
+        return -1;
+    }
+    if (r->id == id && r->body_case == KEYLESS__V1__RESPONSE__BODY_TICKET_KEYS) {
+        st = (int)r->ticket_keys->status;
+        if (out != NULL && st == KEYLESS__V1__STATUS__OK && r->ticket_keys->n_keys == 1 &&
+            r->ticket_keys->keys[0]->secret.len == 32) {
+            memcpy(out, r->ticket_keys->keys[0]->secret.data, 32);
+        }
+    }
+    keyless__v1__response__free_unpacked(r, NULL);
+    return st;
+}
+
 /* N_PIPE rsa-2048 requests sent at once on c, SIGHUP (to C, which drops the key) once the
  * first answer is back: every answer must still be a verified signature. */
 static void in_flight(struct rpc_client *c)
@@ -285,6 +306,16 @@ static void test_reload(void)
     is_int(harness_sign_status(&H, &c, 40, "ed25519", ED25519, 0), KEYLESS__V1__STATUS__UNKNOWN_KEY,
            "the running config (C) still serves: A's ed25519 did not come back");
 
+    /* Invalid: a [key] that is the audit key (it signs checkpoints only). */
+    snprintf(extra, sizeof(extra),
+             "%s[key audit]\nuri = pkcs11:token=keyless;object=audit-signing;type=private\n"
+             "schemes = ecdsa_secp256r1_sha256\n",
+             keys_a);
+    ok(write_conf("", extra) == 0, "config with the audit key as a [key]");
+    hup("reload failed; keeping the running configuration", 3);
+    ok(log_has("[key audit] uri: this is the audit key"), "the line names the key section");
+    ok(metric_becomes(failed_series, 3), "metrics: reloads failed 3");
+
     /* Restart-only settings: the socket and workers (the file written by hand: the
      * harness's writer puts its own socket line first). */
     {
@@ -309,6 +340,22 @@ static void test_reload(void)
     is_int(harness_sign_status(&H, &c, 50, "ed25519", ED25519, 1), KEYLESS__V1__STATUS__OK,
            "the rest of the file applied: ed25519 back for us, on the old socket's connection");
     ok(metric_becomes(ok_series, 3), "metrics: reloads ok 3");
+
+    /* [tickets] added, then its scope changed: the ticket root is found on the reload. */
+    {
+        uint8_t first[32] = {0};
+        ok(ticket_status(&c, 60, NULL) == KEYLESS__V1__STATUS__NOT_AUTHORIZED, "no [tickets]: TicketKeys refused");
+        snprintf(extra, sizeof(extra), "%s[tickets]\nscope = site-a\n", keys_a);
+        ok(write_conf("", extra) == 0, "config with [tickets] scope = site-a");
+        hup("reloaded ", 4);
+        is_int(ticket_status(&c, 61, first), KEYLESS__V1__STATUS__OK, "[tickets] added: TicketKeys answered");
+        snprintf(extra, sizeof(extra), "%s[tickets]\nscope = site-b\n", keys_a);
+        ok(write_conf("", extra) == 0, "config with scope = site-b");
+        hup("reloaded ", 5);
+        uint8_t second[32] = {0};
+        is_int(ticket_status(&c, 62, second), KEYLESS__V1__STATUS__OK, "scope changed: TicketKeys answered");
+        ok(memcmp(first, second, 32) != 0, "... with another key (the new scope applies)");
+    }
     rpc_client_close(&c);
 
     is_int(harness_stop(&H), 0, "signer stopped cleanly");
@@ -317,11 +364,11 @@ static void test_reload(void)
         char cmd[1600], out[4096];
         snprintf(cmd, sizeof(cmd), "cat %s.2* %s | grep -c '\"op\":\"reload\",.*\"status\":\"FAILED\"'", H.audit,
                  H.audit);
-        ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 2, "audit: two op reload records FAILED");
+        ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 3, "audit: three op reload records FAILED");
         snprintf(cmd, sizeof(cmd),
                  "cat %s.2* %s | grep '\"op\":\"reload\",.*\"status\":\"OK\"' | grep -c config_sha256", H.audit,
                  H.audit);
-        ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 3, "audit: three op reload records OK, with the "
+        ok(harness_run(out, sizeof(out), cmd) == 0 && atoi(out) == 5, "audit: five op reload records OK, with the "
                                                                       "config's digest");
         snprintf(cmd, sizeof(cmd), "%s audit-verify $(ls %s.2* | sort) %s 2>&1", H.bin, H.audit, H.audit);
         is_int(harness_run(out, sizeof(out), cmd), 0, "audit-verify: the rotated files with reload records verify");
