@@ -9,7 +9,9 @@ RAW=$KL_SOURCE_DIR/tests/e2e/conformance.py
 kl_token
 kl_start_signer
 kl_start_backend
-FE_FRONTEND_EXTRA="idle_timeout = 2" kl_start_frontend
+# A long idle timeout first: under load s_client may take seconds over 40 KeyUpdates, and
+# KeyUpdates alone never refresh the idle timer (checked below with a 2 s timeout).
+FE_FRONTEND_EXTRA="idle_timeout = 60" kl_start_frontend
 
 raw() { timeout 20 python3 "$RAW" "$FE_PORT" "$1" 2>&1 || true; }
 is "$(raw baseline | cut -d' ' -f1)" handshake "baseline ClientHello: ServerHello"
@@ -20,6 +22,18 @@ is "$(raw many-shares | cut -d' ' -f1)" handshake "2001 key shares, 2000 unknown
 out=$(raw big-sig-algs)
 is "$(cut -d' ' -f1 <<<"$out")" handshake "32,715-entry signature_algorithms ($(cut -d' ' -f2 <<<"$out")-byte ClientHello): ServerHello"
 
+# More than 32 KeyUpdates in a row (no data between them): unexpected_message.
+out=$( (sleep 0.5; for _ in $(seq 1 40); do echo k; sleep 0.02; done; sleep 1) |
+    timeout 30 openssl s_client -connect "127.0.0.1:$FE_PORT" -servername localhost -CAfile "$ROOT" \
+        -verify_return_error 2>&1 || true)
+echo "# s_client sent $(grep -c KEYUPDATE <<<"$out") KeyUpdates"
+check "33rd KeyUpdate in a row → unexpected_message alert" grep -qi "alert unexpected message" <<<"$out"
+check "frontend alive" kill -0 "$FE_PID"
+# The idle timer: a frontend with idle_timeout = 2.
+kill "$FE_PID"
+wait "$FE_PID" 2>/dev/null || true
+unset FE_PORT METRICS_PORT
+FE_FRONTEND_EXTRA="idle_timeout = 2" kl_start_frontend
 # KeyUpdates do not refresh the idle timer: s_client sends one ('k') every 0.4 s and the
 # frontend still closes the connection about idle_timeout (2 s) after the handshake.
 t0=$(date +%s%N)
@@ -32,11 +46,5 @@ check "s_client sent KeyUpdates" grep -q "KEYUPDATE" <<<"$out"
 echo "# connection ended after $ms ms of KeyUpdates only (idle_timeout 2 s, client would go on 11 s)"
 check "KeyUpdates alone do not keep the connection past its idle timeout" test "$ms" -lt 8000
 check "frontend logged the idle close" grep -q "idle for" "$T/frontend.log"
-# More than 32 KeyUpdates in a row (no data between them): unexpected_message.
-out=$( (sleep 0.5; for _ in $(seq 1 40); do echo k; sleep 0.02; done; sleep 1) |
-    timeout 30 openssl s_client -connect "127.0.0.1:$FE_PORT" -servername localhost -CAfile "$ROOT" \
-        -verify_return_error 2>&1 || true)
-echo "# s_client sent $(grep -c KEYUPDATE <<<"$out") KeyUpdates"
-check "33rd KeyUpdate in a row → unexpected_message alert" grep -qi "alert unexpected message" <<<"$out"
 check "frontend alive" kill -0 "$FE_PID"
 done_testing
