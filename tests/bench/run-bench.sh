@@ -507,6 +507,7 @@ if section floors && [ -x "$BUILD/tests/bench/tls_bench" ]; then
     put floor/tls_seal_aes128_mbs "$(awk '$1 == "record_seal" && $2 == "TLS_AES_128_GCM_SHA256" { print $3 }' "$WORK/tls_bench.out")"
 fi
 # x25519 keygen + shared secret (the server's ECDHE work per handshake), from OpenSSL.
+x=
 section floors && x=$(taskset -c "$SCPU" openssl speed -seconds 2 ecdhx25519 2>/dev/null | awk '/ecdh \(X25519\)/ {print $NF}' | tail -n 1)
 if [ -n "$x" ]; then
     # openssl speed times one derive (a variable-base scalar multiplication); the server's key
@@ -652,6 +653,7 @@ fi
 # have produced its handshake figure for every key.
 missing=
 for key in $KEYS; do
+    section handshakes || break # BENCH_SECTIONS without handshakes: none expected
     for srv in $SERVERS; do
         [ -n "$(get "$srv/$key/cpu_us")" ] || missing="$missing $srv/$key"
     done
