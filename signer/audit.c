@@ -40,6 +40,7 @@ struct audit_log {
     uint64_t size;           /* bytes of complete lines: the next record is written here */
     uint64_t alloc_end;      /* the file's length: zeros from size to here (see extend_locked) */
     uint64_t prealloc_after; /* a zero step failed (a full disk): none again before size reaches this */
+    int no_zero_tail;        /* AUDIT_OPEN_NO_ZERO_TAIL: prealloc_after stays UINT64_MAX */
     uint64_t sync_count;
     int syncing; /* an fdatasync of fd runs outside the lock: fd must stay open */
     int failed;  /* sticky: a write or fdatasync failed */
@@ -488,7 +489,7 @@ static int load_tail(struct audit_log *log, unsigned flags, struct open_report *
     }
     log->size = used;
     log->alloc_end = (uint64_t)st.st_size;
-    if (!S_ISREG(st.st_mode))
+    if (!S_ISREG(st.st_mode) || (flags & AUDIT_OPEN_NO_ZERO_TAIL))
         log->prealloc_after = UINT64_MAX; /* a device or FIFO (tests: /dev/full) gets no zeros */
     if (used == 0)
         return 0; /* fresh log (or only zeros): chains to the genesis hash, seq starts at 1 */
@@ -619,6 +620,7 @@ int audit_open_ex(struct audit_log **log_p, const char *path, enum audit_sync sy
     kl_buf_init(&log->line, AUDIT_MAX_LINE);
     KL_ENSURE((log->path = strdup(path)) != NULL, KL_ERR_NO_MEMORY);
     log->sync = sync;
+    log->no_zero_tail = (flags & AUDIT_OPEN_NO_ZERO_TAIL) != 0;
     log->group_ms = group_ms != 0 ? group_ms : AUDIT_DEFAULT_GROUP_MS;
     pthread_mutex_init(&log->lock, NULL);
     pthread_cond_init(&log->durable_cv, NULL);
@@ -905,7 +907,8 @@ static void check_unlinked_locked(struct audit_log *log)
         return;
     }
     close(old_fd);
-    log->size = log->alloc_end = log->prealloc_after = 0;
+    log->size = log->alloc_end = 0;
+    log->prealloc_after = log->no_zero_tail ? UINT64_MAX : 0;
     (void)fsync_dir_of(log->path);
     struct audit_record rec = {.pid = getpid(),
                                .uid = getuid(),
@@ -1183,7 +1186,8 @@ int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_na
         goto exit;
     }
     close(old_fd);
-    log->size = log->alloc_end = log->prealloc_after = 0;
+    log->size = log->alloc_end = 0;
+    log->prealloc_after = log->no_zero_tail ? UINT64_MAX : 0;
     if (fsync_dir_of(log->path) != 0) {
         log->failed = 1;
         ret = KL_ERR_AUDIT;

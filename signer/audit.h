@@ -60,6 +60,12 @@ enum audit_sync { AUDIT_SYNC_ALWAYS, AUDIT_SYNC_GROUP, AUDIT_SYNC_NONE };
 
 /* Flags for audit_open_ex(). */
 #define AUDIT_OPEN_REPAIR_TORN 0x1 /* see audit_open_ex */
+/*
+ * No zero tail: every record is appended to the end of the file, which grows with each
+ * fdatasync (a metadata write too). For readers that follow the live file by its size (tail -f,
+ * log shippers); costs about 1.6x the latency of a lone durable record (docs/PERFORMANCE.md).
+ */
+#define AUDIT_OPEN_NO_ZERO_TAIL 0x2
 
 /* Why audit_open_ex() failed, for callers that act on the reason (never parse err). */
 enum audit_open_fail {

@@ -135,6 +135,7 @@ static const struct kl_ini_key signer_keys[] = {
     {"audit_group_ms", KL_INI_DURATION, KL_INI_FIELD(struct signer_config, audit_group_ms), .min = 1, .max = 1000,
      .unit_ms = 1},
     {"audit_repair_torn", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, audit_repair_torn)},
+    {"audit_zero_tail", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, audit_zero_tail)},
     {"audit_rotate_bytes", KL_INI_CUSTOM, .set = set_rotate_bytes},
     /* Audit checkpoints (issue 13). */
     {"audit_key", KL_INI_STRING, KL_INI_FIELD(struct signer_config, audit_key)},
@@ -488,6 +489,7 @@ int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path)
     cfg->max_connections = 256;
     cfg->audit_sync = AUDIT_SYNC_GROUP;
     cfg->audit_group_ms = AUDIT_DEFAULT_GROUP_MS;
+    cfg->audit_zero_tail = 1;
     cfg->tickets.accept_epochs = CFG_TICKETS_DEFAULT_ACCEPT;
     cfg->audit_cp_records = AUDIT_DEFAULT_CP_RECORDS;
     cfg->audit_cp_ms = AUDIT_DEFAULT_CP_MS;
@@ -649,6 +651,7 @@ int cfg_keep_restart_only(struct signer_config *next, const struct signer_config
     }
     keep_uint(next, &next->audit_group_ms, cur->audit_group_ms, "audit_group_ms");
     keep_bool(next, &next->audit_repair_torn, cur->audit_repair_torn, "audit_repair_torn");
+    keep_bool(next, &next->audit_zero_tail, cur->audit_zero_tail, "audit_zero_tail");
     KL_TRY(keep_str(next, &next->audit_key, cur->audit_key, "signer", "audit_key"));
     keep_uint(next, &next->audit_cp_records, cur->audit_cp_records, "audit_checkpoint_records");
     keep_uint(next, &next->audit_cp_ms, cur->audit_cp_ms, "audit_checkpoint_interval");

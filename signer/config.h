@@ -81,6 +81,7 @@ struct signer_config {
     enum audit_sync audit_sync;
     unsigned audit_group_ms;
     int audit_repair_torn;       /* audit_repair_torn = yes: AUDIT_OPEN_REPAIR_TORN */
+    int audit_zero_tail;         /* audit_zero_tail = no: AUDIT_OPEN_NO_ZERO_TAIL (default yes) */
     uint64_t audit_rotate_bytes; /* rotate when the file reaches this size; 0 = never */
     /* audit checkpoints (issue 13; docs/AUDIT.md) */
     char *audit_key;             /* pkcs11: URI of the audit-signing key; NULL: unsigned checkpoints */

@@ -504,7 +504,9 @@ static int run(const char *config_path, int check_only, int new_chain)
         /* The size before: a smaller log after the open means a torn last line was cut off. */
         off_t before = stat(cfg->audit_log, &st) == 0 ? st.st_size : 0;
         if (audit_open_ex(&audit, cfg->audit_log, cfg->audit_sync, cfg->audit_group_ms,
-                          cfg->audit_repair_torn ? AUDIT_OPEN_REPAIR_TORN : 0, &why, err, sizeof(err)) != 0) {
+                          (cfg->audit_repair_torn ? AUDIT_OPEN_REPAIR_TORN : 0) |
+                              (cfg->audit_zero_tail ? 0 : AUDIT_OPEN_NO_ZERO_TAIL),
+                          &why, err, sizeof(err)) != 0) {
             /* One line: audit_open_ex() leaves the message to us (err is not NULL). */
             log_diag("%s: [signer] audit_log: %s%s", cfg->path, err[0] != '\0' ? err : "cannot open the audit log",
                      why == AUDIT_OPEN_FAIL_TORN ? " (audit_repair_torn = yes)" : "");

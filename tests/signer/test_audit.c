@@ -820,6 +820,37 @@ static int clean_file(const char *path, size_t *len_p)
 /* Issue 15: the writer keeps zeros ahead of its records (so that an fdatasync writes one
  * data block and no metadata). The live file and a crash image end in zeros; a rotated or
  * closed file does not; the open finds the end before the zeros; both verifiers skip them. */
+/* audit_zero_tail = no (AUDIT_OPEN_NO_ZERO_TAIL): the live file is only complete lines, for readers
+ * that follow it by its size; reopened, it stays so. */
+static void test_no_zero_tail(void)
+{
+    char path[512];
+    struct audit_log *log = NULL;
+    struct audit_record r;
+    uint8_t h[48];
+    uint64_t seq = 0;
+    size_t len = 0;
+    uint8_t *buf;
+
+    path_in(path, sizeof(path), "nozero.log");
+    for (int round = 0; round < 2; round++) {
+        is_int(audit_open_ex(&log, path, AUDIT_SYNC_GROUP, 0, AUDIT_OPEN_NO_ZERO_TAIL, NULL, NULL, 0), 0,
+               "no zero tail: open");
+        for (int i = 0; i < 3; i++) {
+            make_record(&r, (uint64_t)i, h);
+            if (audit_append(log, &r, &seq) != 0 || audit_wait_durable(log, seq) != 0)
+                break;
+        }
+        is_int(seq, 3u * (unsigned)(round + 1), "no zero tail: records durable");
+        buf = read_all(path, &len);
+        ok(buf != NULL && len == audit_size(log) && len > 0 && buf[len - 1] == '\n' && memchr(buf, 0, len) == NULL,
+           "no zero tail: the live file is its records only, no zero byte");
+        free(buf);
+        audit_close(log);
+        log = NULL;
+    }
+}
+
 static void test_zero_tail(void)
 {
     char path[512], crash[512], torn[512], rot[600], err[512], saved[600], cmd[1400];
@@ -1300,6 +1331,7 @@ int main(void)
     test_reopen_damage();
     test_rotation();
     test_zero_tail();
+    test_no_zero_tail();
     test_modes();
     test_errors();
     test_noncanonical();
