@@ -423,8 +423,8 @@ static void inline_done(struct jobs *jobs, struct job *j, int send)
 /*
  * workers = 0: the I/O thread signs what this turn read, on PKCS#11 session 0, with no
  * hand-off to another thread. The signatures that wait for their audit record share one
- * fdatasync, run here when it can start at once; when it cannot (a sync is running, GROUP
- * pacing) the audit thread waits for them, so this thread never sleeps on the audit log
+ * fdatasync, run here when it can start at once; when it cannot (a sync is running: theirs
+ * rides the next one) the audit thread waits for them, so this thread never sleeps on the audit log
  * beyond its own sync.
  */
 void jobs_run_inline(struct jobs *jobs)

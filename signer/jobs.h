@@ -9,8 +9,8 @@
  * signs on session 0 itself (one thread wake-up per signature instead of three: the
  * lowest CPU per signature for an in-process token such as SoftHSM, at the price of
  * serving the sockets only between signatures). It also runs the turn's one fdatasync
- * for all the signatures it made when no sync is running; only when one is (or GROUP
- * pacing says wait) does the batch go to the audit thread.
+ * for all the signatures it made when no sync is running; only when one is does the batch
+ * go to the audit thread (whose records ride the next sync).
  *
  * The answer to a job is written by the thread that finished it (a worker, the audit
  * thread, or the I/O thread inline) through env->deliver, which saves a hand-off to the
