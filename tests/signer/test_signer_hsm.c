@@ -304,7 +304,13 @@ static int start_shim(const char *conf, const char *extra, const char *keys, int
     clear_log();
     snprintf(logins_path, sizeof(logins_path), "%s/logins", shim_dir);
     (void)unlink(logins_path); /* count this run's logins only */
-    return harness_write_config(&H, conf, extra, hsm, keys) == 0 ? harness_start(&H, conf) : -1;
+    if (harness_write_config(&H, conf, extra, hsm, keys) != 0 || harness_start(&H, conf) != 0) {
+        return -1;
+    }
+    /* The key warnings and the start-up line come after the socket accepts: let them all be in
+     * the log before a test counts the lines its requests add (a race seen under load). */
+    wait_startup_line();
+    return 0;
 }
 
 static void test_hash_only_hsm(void)
