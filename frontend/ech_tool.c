@@ -113,7 +113,8 @@ static int cmd_generate(int argc, char **argv)
     int ret = 1, fd = -1;
 
     memset(&k, 0, sizeof(k));
-    for (int i = 2; i < argc; i++) {
+    /* Every option takes a value: step over pairs. */
+    for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--public-name") == 0 && v != NULL && name == NULL) {
             name = v;
@@ -135,7 +136,6 @@ static int cmd_generate(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        i++;
     }
     if (name == NULL || out == NULL) {
         fprintf(stderr, PROG ": generate needs --public-name NAME and --out FILE\n");
