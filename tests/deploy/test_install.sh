@@ -49,6 +49,7 @@ cat >"$T/want" <<'LIST'
 /usr/share/doc/keyless/examples/frontend.conf
 /usr/share/doc/keyless/examples/signer.conf
 /usr/share/man/man1/keyless-audit-verify.1
+/usr/share/man/man1/keyless-ech.1
 /usr/share/man/man5/keyless-frontend.conf.5
 /usr/share/man/man5/keyless-signer.conf.5
 /usr/share/man/man8/keyless-frontend.8
@@ -87,7 +88,7 @@ if command -v man >/dev/null && command -v groff >/dev/null; then
         check "man -l $name: rendered with its NAME section" grep -q '^NAME' "$T/page.txt"
         n=$((n + 1))
     done
-    is "$n" 5 "five man pages"
+    is "$n" 6 "six man pages"
     printf '.TH BAD 8\n.SH NAME\nbad \\- page\n.BOGUS macro\n\\fXbad font\n' >"$T/bad.8"
     out=$(LC_ALL=C.UTF-8 timeout 20 man --warnings -E UTF-8 -l "$T/bad.8" 2>&1 >/dev/null) || true
     check "a broken page does warn (the check can fail)" test -n "$out"
