@@ -1,7 +1,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include "ev.h"
 #include "gen.h"
 #include "kl_buf.h"
@@ -60,23 +59,6 @@ static const char *client_ca_why(enum tls_client_ca_error e)
 }
 
 /*
- * Whether a certificate name (a SAN dNSName, maybe "*.example") covers host: the rule the
- * engine uses to choose a certificate by SNI (hs_server.c's hs_name_matches): case-insensitive,
- * a wildcard covers exactly one left-most label (RFC 6125 6.4.3).
- */
-static int gen_name_matches(const char *pattern, const char *host)
-{
-    if (pattern[0] == '*' && pattern[1] == '.') {
-        const char *dot = strchr(host, '.');
-        if (dot == NULL || dot == host) {
-            return 0;
-        }
-        return strcasecmp(pattern + 1, dot) == 0;
-    }
-    return strcasecmp(pattern, host) == 0;
-}
-
-/*
  * ECH (issue 16): a listener's keys, each with a public name one of the certificates serves
  * (a rejected ECH completes the handshake on the outer ClientHello with that certificate),
  * and retry_configs = the first key's ECHConfigList.
@@ -90,7 +72,7 @@ static int gen_ech(struct fe_gen *gen, size_t i, struct tls_config *t, char *err
         int served = 0;
         for (size_t c = 0; c < cfg->n_certs && !served; c++) {
             for (size_t j = 0; j < gen->tls_certs[c].n_names && !served; j++) {
-                served = gen->tls_certs[c].names[j] != NULL && gen_name_matches(gen->tls_certs[c].names[j], name);
+                served = gen->tls_certs[c].names[j] != NULL && tls_name_matches(gen->tls_certs[c].names[j], name);
             }
         }
         if (!served) {

@@ -342,7 +342,7 @@ void tls_conn_free(struct tls_conn *c)
 
 /* ---- negotiation (decisions on decoded structs only) ---- */
 
-static int hs_name_matches(const char *pattern, const char *host)
+int tls_name_matches(const char *pattern, const char *host)
 {
     if (pattern[0] == '*' && pattern[1] == '.') {
         /* A wildcard covers exactly one left-most label (RFC 6125 6.4.3). */
@@ -380,7 +380,7 @@ static int hs_select_cert(struct tls_conn *c, const struct msg_client_hello *ch,
         for (size_t i = 0; i < cfg->n_certs; i++) {
             const struct tls_cert *cert = &cfg->certs[i];
             for (size_t j = 0; j < cert->n_names && j < TLS_MAX_NAMES; j++) {
-                if (cert->names[j] == NULL || !hs_name_matches(cert->names[j], c->server_name))
+                if (cert->names[j] == NULL || !tls_name_matches(cert->names[j], c->server_name))
                     continue;
                 uint16_t s = hs_cert_scheme(cert, ch->ext.sig_algs);
                 if (s != 0) {

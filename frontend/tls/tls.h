@@ -431,6 +431,13 @@ KL_MUST_CHECK int tls_ech_config_list(uint8_t *out, size_t cap, size_t *len_p, c
 /* Wipe the private key; idempotent. */
 void tls_ech_key_dispose(struct tls_ech_key *k);
 
+/*
+ * Whether a certificate name (a SAN dNSName, maybe "*.example") covers host: the rule the engine
+ * uses to choose a certificate by SNI. Case-insensitive; a wildcard covers exactly one left-most
+ * label (RFC 6125 6.4.3). 1 or 0.
+ */
+int tls_name_matches(const char *pattern, const char *host);
+
 /* Fill buf with len bytes from the engine's CSPRNG (for keys the caller hands the engine, e.g. cookie_key). */
 void tls_random(void *buf, size_t len);
 
