@@ -581,12 +581,16 @@ static void test_token_trouble(void)
     recovered = 0;
     is_int(logins(), 3, "... with one login");
     /* The SIGHUP also reloads the configuration, which probes every key on the token: let it end
-     * before the next fault is injected (else the probe takes the fault; seen under ASan). */
+     * before the next fault is injected (else the probe takes the fault; seen under ASan). Whether
+     * it succeeds depends on whether the re-login came first (a probe on a token still logged out
+     * fails, and the running configuration is kept): either is right here. */
     for (int i = 0; i < 1000 && count_in_file(H.errlog, "reloaded ") + count_in_file(H.errlog, "reload failed") == 0;
          i++) {
         sleep_ms(10);
     }
-    is_int(count_in_file(H.errlog, "reloaded "), 1, "... and the same SIGHUP reloaded the configuration");
+    ok(count_in_file(H.errlog, "reloaded ") + count_in_file(H.errlog, "reload failed") == 1,
+       "... and the same SIGHUP's configuration reload ended (once)");
+    diag("the reload %s", count_in_file(H.errlog, "reloaded ") == 1 ? "succeeded" : "failed (token not ready yet)");
 
     /* Recovery failing for another reason (PIN file missing): exponential back-off. */
     {
