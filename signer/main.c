@@ -405,6 +405,9 @@ static int reload_config(void *arg, struct server_conf **next_p, const struct se
         log_errx("%s: out of memory", path);
         goto exit;
     }
+    /* SIGHUP also re-armed the login (after a PIN fix): log in before probing the keys, or the
+     * probe meets a logged-out token and the reload fails. */
+    p11_backend_recover_if_needed(g_reload.be);
     if (find_keys(g_reload.be, mc->keys, mc->cfg) != 0 || open_ticket_root(g_reload.be, &mc->root, mc->cfg, 1) != 0 ||
         audit_key_clash(g_reload.asig, mc->keys, mc->cfg, 1) != 0) {
         goto exit;

@@ -1126,6 +1126,13 @@ exit:
     pthread_rwlock_unlock(&be->lock);
 }
 
+void p11_backend_recover_if_needed(struct p11_backend *be)
+{
+    if (atomic_load(&be->broken) || atomic_load(&be->rearm)) {
+        recover(be);
+    }
+}
+
 unsigned p11_backend_recoveries(struct p11_backend *be)
 {
     return atomic_load(&be->recoveries);

@@ -170,6 +170,13 @@ void p11_secret_release(struct p11_backend *be, struct p11_secret *key);
 KL_MUST_CHECK int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_SHA256_LEN], unsigned session_index,
                                   const struct p11_secret *key, const uint8_t *data, size_t data_len);
 
+/*
+ * What a sign request would do first: when the token is in trouble, or SIGHUP re-armed the login,
+ * re-initialise and log in now (within the back-off and the refused-PIN stop). A SIGHUP's reload
+ * calls it before it probes the keys, so that the reload after a PIN fix checks a logged-in token.
+ */
+void p11_backend_recover_if_needed(struct p11_backend *be);
+
 /* How many times the backend has recovered from token trouble (for logs and tests). */
 unsigned p11_backend_recoveries(struct p11_backend *be);
 
