@@ -5,7 +5,8 @@
 # once as there are cores: every test has its own ports, directories and processes.
 # Test labels: unit (C unit tests, the shell TAP library's self-test), lint (clang-format,
 # the layering lint and its self-test; seconds), e2e (script tests), once (the hsm-setup
-# script tests, run only in the sanitizer build), fuzz, bench (not run here).
+# script tests and the slowest e2e tests: run only in the sanitizer build), fuzz, bench
+# (not run here).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -28,6 +29,6 @@ echo "== fuzz (clang, libFuzzer, short runs)"
 (cd build-fuzz && ctest --output-on-failure -j"$jobs" -L fuzz) || status=1
 echo "== sanitizer build (ASan + UBSan)"
 (cd build-asan && ctest --output-on-failure -j"$jobs" -LE 'fuzz|bench') || status=1
-echo "== release build (the hsm-setup script tests, label 'once', ran in the sanitizer build)"
+echo "== release build (label 'once': the hsm-setup and slowest e2e tests ran in the sanitizer build)"
 (cd build && ctest --output-on-failure -j"$jobs" -LE 'fuzz|bench|once') || status=1
 exit $status
