@@ -98,6 +98,9 @@ if [ "$(id -u)" -eq 0 ]; then
             useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
     done
     chown -R keyless-signer: "$hsm"
+    # The audit log's directory: rotation (SIGHUP, audit_rotate_bytes) renames the log and
+    # starts a new file there, as the signer's user.
+    chown keyless-signer: "$demo"
     chmod 0711 "$hsm"
     chmod 0700 "$hsm/tokens"
     chmod 0600 "$hsm/user.pin"
