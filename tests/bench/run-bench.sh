@@ -532,8 +532,9 @@ fi
 # The signer with its token behind `p11-kit server` (the stand-in for a network HSM: every
 # C_Sign crosses a socket and another process), ECDSA P-256, for each session count: raw
 # C_Sign through p11-kit-client.so on S sessions from S threads, and the signer with
-# workers = S fed by S connections of 64 requests. The target is on the RPC throughput of
-# 4 sessions against 1.
+# workers = S fed by S connections of 64 requests, both with [hsm] module_instances = S (one
+# p11-kit-client.so instance, so one server connection, per session: the server serves each
+# connection one request at a time). The target is on the RPC throughput of 4 sessions against 1.
 if section remote && [ -x "$BUILD/tests/bench/signer_bench" ] && [ -e /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ]; then
     KL_BUILD_DIR=$BUILD KL_SOURCE_DIR=$SRC timeout 600 "$BUILD/tests/bench/signer_bench" --keys ecdsa-p256 \
         --remote "$(echo "$REMOTE_SESSIONS" | tr ' ' ',')" --window 64 --seconds 3 --rounds 1 \

@@ -358,7 +358,8 @@ struct opts {
     double seconds;
     const char *sync;
     unsigned group_ms;
-    pid_t p11_server; /* --remote: the `p11-kit server` whose per-connection children are watched */
+    pid_t p11_server;   /* --remote: the `p11-kit server` whose per-connection children are watched */
+    unsigned instances; /* [hsm] module_instances of the backends (issue 15); --remote 0: one per session */
 };
 
 /* The p11-kit server's per-connection children over the RPC throughput run: how many
@@ -415,10 +416,11 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
     char err[256], pin[400], conf[400], extra[200], hsm_line[300];
     struct result raw[MAX_ROUNDS], full[MAX_ROUNDS], w1[MAX_ROUNDS], ww[MAX_ROUNDS];
     unsigned sessions = o->workers > 0 ? o->workers : 1;
+    unsigned instances = o->instances > 0 ? o->instances : 1;
 
     snprintf(pin, sizeof(pin), "%s/user.pin", h->hsm);
     if (p11_backend_new(&be, NULL, err, sizeof(err), module != NULL ? module : SOFTHSM_MODULE, NULL, ks->uri, pin,
-                        o->threads > sessions ? o->threads : sessions) != 0 ||
+                        o->threads > sessions ? o->threads : sessions, instances) != 0 ||
         p11_key_find(be, &key, err, sizeof(err), ks->uri) != 0) {
         fprintf(stderr, "signer_bench: %s\n", err);
         p11_backend_free(be);
@@ -427,7 +429,8 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
     snprintf(conf, sizeof(conf), "%s/bench.conf", h->dir);
     snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\naudit_group_ms = %u\n",
              o->workers, o->sync, o->group_ms);
-    snprintf(hsm_line, sizeof(hsm_line), "module = %s", module != NULL ? module : SOFTHSM_MODULE);
+    snprintf(hsm_line, sizeof(hsm_line), "module = %s\nmodule_instances = %u", module != NULL ? module : SOFTHSM_MODULE,
+             instances);
     if (harness_write_config(h, conf, extra, hsm_line, module != NULL ? REMOTE_KEYS : harness_std_keys) != 0 ||
         harness_start(h, conf) != 0) {
         fprintf(stderr, "signer_bench: keyless-signer did not start (see %s)\n", h->errlog);
@@ -499,7 +502,7 @@ static double rsa_verify_cpu_us(struct harness *h, const struct key_spec *ks)
     snprintf(pin, sizeof(pin), "%s/user.pin", h->hsm);
     memset(content, 0x20, 64);
     memset(content + 64, 0x5a, sizeof(content) - 64);
-    if (p11_backend_new(&be, NULL, err, sizeof(err), SOFTHSM_MODULE, NULL, ks->uri, pin, 1) != 0 ||
+    if (p11_backend_new(&be, NULL, err, sizeof(err), SOFTHSM_MODULE, NULL, ks->uri, pin, 1, 1) != 0 ||
         p11_key_find(be, &key, err, sizeof(err), ks->uri) != 0 || (spki = p11_key_spki(key, &spki_len)) == NULL ||
         crypto_pubkey_from_spki(&pub, spki, spki_len) != 0 ||
         p11_sign(be, sig, &sig_len, 0, key, ks->scheme, content, sizeof(content)) != 0 ||
@@ -543,7 +546,7 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
                         const struct key_spec *ks)
 {
     char p11sock[400], label[64];
-    double raw1 = 0, rpc1 = 0;
+    double raw1 = 0, rpc1 = 0, ratio4_raw = 0, ratio4_rpc = 0;
     pid_t server;
     int ret = 0;
 
@@ -557,9 +560,9 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
         harness_p11_server_stop(server);
         return -1;
     }
-    printf("\nslow token: %s through p11-kit server + p11-kit-client.so, signer workers = sessions, one client "
-           "connection per session with %u in flight\n\n",
-           ks->key, base->window);
+    printf("\nslow token: %s through p11-kit server + p11-kit-client.so, signer workers = sessions, module "
+           "instances = %s, one client connection per session with %u in flight\n\n",
+           ks->key, base->instances == 0 ? "sessions" : "--instances", base->window);
     printf("| sessions | raw sig/s | raw x1 | RPC sig/s | RPC x1 | RPC p50 µs (w=1) | srv µs/sig | srv cs/sig | "
            "p11-kit server conns | busiest conn CPU %% | errors |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -567,6 +570,7 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
         struct opts o = *base;
         struct result raw, w1, ww;
         o.threads = o.workers = counts[i];
+        o.instances = base->instances == 0 ? counts[i] : base->instances < counts[i] ? base->instances : counts[i];
         if ((ret = bench_key(h, ks, &o, CLIENT_MODULE, &raw, NULL, &w1, &ww)) != 0) {
             break;
         }
@@ -580,6 +584,14 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
                ww.cpu_us, ww.ctxsw, ww.p11srv_conns, ww.p11srv_busiest_pct,
                (unsigned long long)(raw.errors + w1.errors + ww.errors));
         fflush(stdout);
+        if (counts[i] == 4 && raw1 > 0 && rpc1 > 0) {
+            ratio4_raw = raw.per_s / raw1;
+            ratio4_rpc = ww.per_s / rpc1;
+        }
+    }
+    if (ret == 0 && ratio4_rpc > 0) {
+        printf("\n%s: 4 sessions vs 1: raw C_Sign %.2fx, signer RPC %.2fx (target >= 3x)\n", ks->key, ratio4_raw,
+               ratio4_rpc);
     }
     harness_p11_server_stop(server);
     return ret;
@@ -590,7 +602,7 @@ int main(int argc, char **argv)
     /* Defaults: the signer's own audit defaults (group, 1 ms), and a window deep enough to
      * cover one group commit (64 requests in flight per connection), so that the RPC rows
      * measure the signer's pipeline rather than the fdatasync latency. */
-    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0};
+    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0, 0};
     static char self[1024], build[1024], src[1024];
     struct harness h;
     unsigned counts[8];
@@ -618,12 +630,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "signer_bench: --remote wants session counts such as 1,2,4,8\n");
                 return 2;
             }
+        } else if (strcmp(argv[i], "--instances") == 0 && i + 1 < argc) {
+            o.instances = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
             keys_list = argv[++i];
         } else {
-            fprintf(stderr,
-                    "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
-                    "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--keys ecdsa-p256,rsa-2048]\n");
+            fprintf(stderr, "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
+                            "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--instances N] "
+                            "[--keys ecdsa-p256,rsa-2048]\n");
             return 2;
         }
     }
@@ -631,7 +645,7 @@ int main(int argc, char **argv)
         o.workers = o.threads;
     }
     if (o.threads < 1 || o.threads > 64 || o.workers > 64 || o.window < 1 || o.window > 1024 || o.rounds < 1 ||
-        o.rounds > MAX_ROUNDS) {
+        o.rounds > MAX_ROUNDS || o.instances > 64) {
         return 2;
     }
     /* <build>/tests/bench/signer_bench -> <build>; the source tree from this file's path. */
