@@ -23,8 +23,8 @@
  * growing interval (100 ms doubling to 10 s, reset by a success). A token that refuses
  * the PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED, CKR_PIN_INVALID,
  * CKR_PIN_LEN_RANGE) is never asked again on its own: hardware tokens count failed logins
- * and lock (one refusal stops the logins of every instance). One line names the PIN file, and every signature on an
- * instance that needs a login fails with KL_ERR_HSM until
+ * and lock, so one refusal stops the logins of every instance. One line names the PIN file,
+ * and every signature on an instance that needs a login fails with KL_ERR_HSM until
  * an operator calls p11_backend_rearm() (keyless-signer: SIGHUP) or restarts the signer.
  * After a re-login each key's public key is compared with the one read at start; a key
  * that changed (or is gone) is refused with KL_ERR_HSM, one line, the others sign on.
@@ -89,7 +89,8 @@ void p11_backend_free(struct p11_backend *be);
 
 /*
  * Find the private key named by uri (and its public key: same CKA_ID, else same label)
- * on the backend's token, read its type and public key. The key belongs to be and is
+ * on the backend's token, read its type and public key. With several instances it is found
+ * on each (object handles are per instance) and must show the same public key on each. The key belongs to be and is
  * freed with it. KL_ERR_NOT_FOUND / KL_ERR_HSM / KL_ERR_CONFIG with a reason in err.
  * A key with CKA_ALWAYS_AUTHENTICATE (a PIN per signature) is refused (KL_ERR_CONFIG).
  */
@@ -111,7 +112,8 @@ void p11_key_release(struct p11_backend *be, struct p11_key *key);
  * with CKF_SIGN (C_GetMechanismInfo), and, without a list and where there is a choice
  * (not Ed25519), a test signature over a fixed probe content succeeds (RSA: and verifies). Call it once per scheme at
  * start, before signing starts (it writes key). 0 if the key can sign, KL_ERR_DENIED with the reason in err (naming
- * every mechanism tried) if neither can, KL_ERR_HSM on token trouble.
+ * every mechanism tried) if neither can, KL_ERR_HSM on token trouble. With several instances
+ * the probe runs on the first: they are one token.
  */
 KL_MUST_CHECK int p11_key_check_scheme(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len,
                                        uint16_t scheme);
