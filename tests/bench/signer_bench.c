@@ -359,8 +359,9 @@ struct opts {
     double seconds;
     const char *sync;
     unsigned group_ms;
-    pid_t p11_server;   /* --remote: the `p11-kit server` whose per-connection children are watched */
-    unsigned instances; /* [hsm] module_instances of the backends (issue 15); --remote 0: one per session */
+    pid_t p11_server;        /* --remote: the `p11-kit server` whose per-connection children are watched */
+    unsigned instances;      /* [hsm] module_instances of the backends (issue 15); --remote 0: one per session */
+    unsigned token_delay_us; /* --remote: each C_Sign in the server takes this much longer (tests/signer/p11shim.c) */
 };
 
 /* The p11-kit server's per-connection children over the RPC throughput run: how many
@@ -546,6 +547,38 @@ static size_t parse_list(unsigned *counts, size_t cap, const char *s)
     return *s == '\0' ? n : 0;
 }
 
+/*
+ * `p11-kit server` exporting SoftHSM2 through tests/signer/p11shim.c, whose C_Sign sleeps
+ * delay_us first: a token whose signature takes that long whatever this machine's load (a
+ * network HSM's latency), so that the rows show what the connections allow rather than
+ * what two shared cores allow. The server's pid (its own process group), or -1.
+ */
+static pid_t p11_server_start_delayed(const char *sock, unsigned delay_us)
+{
+    char d[32];
+    pid_t pid;
+    snprintf(d, sizeof(d), "%u", delay_us);
+    (void)unlink(sock);
+    if ((pid = fork()) < 0) {
+        return -1;
+    }
+    if (pid == 0) {
+        FILE *e = freopen("/dev/null", "w", stdout);
+        (void)e;
+        setpgid(0, 0);
+        setenv("KL_SHIM_TARGET", SOFTHSM_MODULE, 1);
+        setenv("KL_SHIM_SIGN_DELAY_US", d, 1);
+        execlp("p11-kit", "p11-kit", "server", "-f", "-n", sock, "--provider", KL_P11SHIM, "pkcs11:token=keyless",
+               (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500 && access(sock, F_OK) != 0; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return pid;
+}
+
 /* The slow-token section: the same token behind `p11-kit server`, 1..N sessions. */
 static int bench_remote(struct harness *h, const struct opts *base, const unsigned *counts, size_t n_counts,
                         const struct key_spec *ks)
@@ -556,7 +589,8 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
     int ret = 0;
 
     harness_p11_socket(h, p11sock, sizeof(p11sock));
-    server = harness_p11_server_start(p11sock, 0);
+    server = base->token_delay_us > 0 ? p11_server_start_delayed(p11sock, base->token_delay_us)
+                                      : harness_p11_server_start(p11sock, 0);
     struct opts ob = *base;
     ob.p11_server = server;
     base = &ob;
@@ -566,8 +600,8 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
         return -1;
     }
     printf("\nslow token: %s through p11-kit server + p11-kit-client.so, signer workers = sessions, module "
-           "instances = %s, one client connection per session with %u in flight\n\n",
-           ks->key, base->instances == 0 ? "sessions" : "--instances", base->window);
+           "instances = %s, one client connection per session with %u in flight, token delay %u µs per C_Sign\n\n",
+           ks->key, base->instances == 0 ? "sessions" : "--instances", base->window, base->token_delay_us);
     /* conns: the signer's and this program's raw-path backend (idle during the RPC run);
      * p11 µs/sig: CPU of all the server's children per RPC signature (SoftHSM + RPC). */
     printf("| sessions | raw sig/s | raw x1 | RPC sig/s | RPC x1 | RPC p50 µs (w=1) | srv µs/sig | srv cs/sig | "
@@ -610,7 +644,7 @@ int main(int argc, char **argv)
     /* Defaults: the signer's own audit defaults (group, 1 ms), and a window deep enough to
      * cover one group commit (64 requests in flight per connection), so that the RPC rows
      * measure the signer's pipeline rather than the fdatasync latency. */
-    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0, 0};
+    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0, 0, 0};
     static char self[1024], build[1024], src[1024];
     struct harness h;
     unsigned counts[8];
@@ -638,14 +672,18 @@ int main(int argc, char **argv)
                 fprintf(stderr, "signer_bench: --remote wants session counts such as 1,2,4,8\n");
                 return 2;
             }
+        } else if (strcmp(argv[i], "--token-delay-us") == 0 && i + 1 < argc) {
+            o.token_delay_us = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--instances") == 0 && i + 1 < argc) {
             o.instances = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
             keys_list = argv[++i];
         } else {
-            fprintf(stderr, "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
-                            "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--instances N] "
-                            "[--keys ecdsa-p256,rsa-2048]\n");
+            fprintf(
+                stderr,
+                "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
+                "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--instances N] [--token-delay-us US] "
+                "[--keys ecdsa-p256,rsa-2048]\n");
             return 2;
         }
     }
