@@ -16,6 +16,7 @@
 #include "kl_ini.h"
 #include "runas.h"
 #include "log.h"
+#include "p11_backend.h"
 #include "sandbox.h"
 #include "tls_ids.h"
 
@@ -188,6 +189,9 @@ static const struct kl_ini_key hsm_keys[] = {
      .missing = "the PIN is read from a file only"},
     /* issue 13: a key that is extractable or can decrypt stops the start instead of a warning */
     {"strict_keys", KL_INI_BOOL, KL_INI_FIELD(struct signer_config, strict_keys)},
+    /* issue 15: instances of a remoting module (one connection each), see check() */
+    {"module_instances", KL_INI_UINT, KL_INI_FIELD(struct signer_config, module_instances), .min = 1,
+     .max = P11_INSTANCES_MAX},
 };
 
 /* [key NAME] */
@@ -415,6 +419,22 @@ static int check(struct kl_ini *ini, void *user)
     if (cfg->module != NULL && cfg->module_name != NULL) {
         return kl_ini_fail_at(ini, cfg->hsm_line, "hsm", "module_name", "set only one of module and module_name");
     }
+    if (cfg->module_instances > 1) {
+        /* The signer's sessions (one per worker, one more for audit_key) are spread over the
+         * instances: an instance without a session would be a connection never used. */
+        unsigned sessions = (cfg->workers > 0 ? cfg->workers : 1) + (cfg->audit_key != NULL ? 1 : 0);
+        if (cfg->module_name != NULL) {
+            return kl_ini_fail_at(ini, cfg->hsm_line, "hsm", "module_instances",
+                                  "more than one needs module = PATH (p11-kit hands out one instance per "
+                                  "registered module)");
+        }
+        if (cfg->module_instances > sessions) {
+            return kl_ini_fail_at(ini, cfg->hsm_line, "hsm", "module_instances",
+                                  "%u is more than the signer's %u PKCS#11 sessions (workers, plus one for "
+                                  "audit_key): an instance without a session is never used",
+                                  cfg->module_instances, sessions);
+        }
+    }
     if (cfg->has_group && !cfg->has_user) {
         return kl_ini_fail_at(ini, cfg->group_line, "signer", "group",
                               "set without user (only a drop to both is supported)");
@@ -482,6 +502,7 @@ int cfg_load(struct signer_config **cfg_p, FILE *err_out, const char *path)
         KL_ENSURE(0, KL_ERR_NO_MEMORY);
     }
     cfg->workers = 2;
+    cfg->module_instances = 1;
     cfg->queue_max = 4096;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->log_format = LOG_FORMAT_TEXT;
@@ -691,6 +712,12 @@ int cfg_keep_restart_only(struct signer_config *next, const struct signer_config
     KL_TRY(keep_str(next, &next->module_name, cur->module_name, "hsm", "module_name"));
     KL_TRY(keep_str(next, &next->softhsm2_conf, cur->softhsm2_conf, "hsm", "softhsm2_conf"));
     KL_TRY(keep_str(next, &next->pin_file, cur->pin_file, "hsm", "pin_file"));
+    /* The instances are loaded, connected and logged in at start. */
+    if (next->module_instances != cur->module_instances) {
+        snprintf(buf, sizeof(buf), "%u", cur->module_instances);
+        say_kept(next, "hsm", "module_instances", buf);
+        next->module_instances = cur->module_instances;
+    }
 exit:
     return ret;
 }

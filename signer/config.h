@@ -126,6 +126,9 @@ struct signer_config {
     char *softhsm2_conf;
     char *pin_file;
     int strict_keys; /* strict_keys = yes: an extractable or decrypting key is an error, not a warning */
+    /* module_instances (issue 15): instances of the module, the signer's sessions spread over
+     * them; more than one needs module = PATH of a module with one instance per C_GetFunctionList */
+    unsigned module_instances;
     /* [key NAME] */
     struct cfg_key keys[CFG_MAX_KEYS];
     size_t n_keys;
@@ -152,7 +155,7 @@ KL_MUST_CHECK int cfg_mkdir_parents(const char *path, mode_t mode);
  * A reload (issue 14): the settings that cannot change without a restart (socket,
  * socket_group, workers, user, group, every audit_* setting but audit_rotate_bytes,
  * verify_ecdsa, sandbox, sandbox_allow, and [hsm] module, module_name, softhsm2_conf,
- * pin_file) are set in next back to their running value in cur, with one warning line
+ * pin_file, module_instances) are set in next back to their running value in cur, with one warning line
  * each: "FILE: [section] key changed; needs a restart (kept OLD)". 0 or KL_ERR_NO_MEMORY.
  */
 KL_MUST_CHECK int cfg_keep_restart_only(struct signer_config *next, const struct signer_config *cur);

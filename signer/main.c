@@ -127,10 +127,14 @@ static int open_keys(struct p11_backend **be_p, struct server_key *keys, const s
     }
     /* workers = 0: the I/O thread's one session; the audit key has one more of its own. */
     ret = p11_backend_new(be_p, &fail, err, sizeof(err), cfg->module, cfg->module_name, cfg->keys[0].uri, cfg->pin_file,
-                          (cfg->workers > 0 ? cfg->workers : 1) + (cfg->audit_key != NULL ? 1 : 0));
+                          (cfg->workers > 0 ? cfg->workers : 1) + (cfg->audit_key != NULL ? 1 : 0),
+                          cfg->module_instances);
     if (ret != 0) {
-        /* Name the config key the failure is about: the PIN file, or the module/token. */
-        const char *what = fail == P11_FAIL_PIN ? "pin_file" : cfg->module != NULL ? "module" : "module_name";
+        /* Name the config key the failure is about: the PIN file, the instances, or the module/token. */
+        const char *what = fail == P11_FAIL_PIN         ? "pin_file"
+                           : fail == P11_FAIL_INSTANCES ? "module_instances"
+                           : cfg->module != NULL        ? "module"
+                                                        : "module_name";
         log_diag("%s:%u: [hsm] %s: %s", cfg->path, cfg->hsm_line, what, err[0] != '\0' ? err : kl_err_str(ret));
         return 1;
     }

@@ -2,12 +2,13 @@
  * p11_backend.c - PKCS#11 through p11-kit: module, token, login, session pool, keys, C_Sign.
  * Hashing, public keys and signature encodings around the token are crypto.c's.
  *
- * Locking: be->lock is a rwlock. Signing holds it shared (each worker uses only its
- * own session, and PKCS#11 with CKF_OS_LOCKING_OK allows concurrent calls on distinct
- * sessions; a worker may even replace its own session under the shared lock, to clear a
- * CKR_OPERATION_ACTIVE); recovery, key look-up and the start-up mechanism probe hold it
- * exclusive (they use session 0 and the keys' state), so no C_Sign runs against a
- * session that is being torn down.
+ * Locking: each module instance (struct p11_inst) has a rwlock. Signing holds its
+ * instance's shared (each worker uses only its own session, and PKCS#11 with
+ * CKF_OS_LOCKING_OK allows concurrent calls on distinct sessions; a worker may even replace
+ * its own session under the shared lock, to clear a CKR_OPERATION_ACTIVE); the recovery of
+ * an instance holds its lock exclusive, so no C_Sign runs against a session that is being
+ * torn down while the other instances sign on. Key and secret look-up and release hold every
+ * instance's lock exclusive (in index order), the start-up mechanism probe the first one's.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -50,7 +51,7 @@ struct p11_key {
     struct p11_key *next;
     char *uri_str;
     P11KitUri *uri;
-    CK_OBJECT_HANDLE priv; /* valid for the current module generation */
+    CK_OBJECT_HANDLE priv[P11_INSTANCES_MAX]; /* per instance, valid for its current module generation */
     CK_KEY_TYPE ck_type;
     enum p11_key_type type;
     enum crypto_curve curve; /* EC only */
@@ -64,30 +65,49 @@ struct p11_key {
     int extractable, decrypt, unwrap; /* what it allows beyond signing (p11_key_hygiene) */
     struct key_mech mechs[KEY_MAX_SCHEMES];
     size_t n_mechs;
-    int refused; /* after a re-login: gone, or another public key; under be->lock */
+    /* per instance, after a re-login there: gone, or another public key; under that instance's lock */
+    unsigned char refused[P11_INSTANCES_MAX];
 };
 
-struct p11_backend {
+/*
+ * One instance of the module: its own function list (p11-kit-client.so: its own connection,
+ * so its own server process), initialisation, slot, sessions, lock and recovery state. A
+ * module loaded once has one instance; [hsm] module_instances = N loads N of a remoting
+ * module, so that a broken connection breaks, and recovers, only the sessions on it.
+ */
+struct p11_inst {
     CK_FUNCTION_LIST *f;
-    CK_FUNCTION_LIST **p11kit_modules; /* when loaded by name */
-    void *dl;                          /* when p11-kit-proxy.so is dlopen()ed */
-    int p11kit_loaded;                 /* f came from p11_kit_module_load */
+    unsigned idx; /* for log lines */
     int initialized;
-    P11KitUri *token_uri;
-    char *pin_file;
     CK_SLOT_ID slot;
     unsigned n_sessions;
-    CK_SESSION_HANDLE *sessions;
-    struct p11_key *keys;
-    struct p11_secret *secrets; /* issue 11: the ticket root */
+    CK_SESSION_HANDLE *sessions; /* its sessions; sessions[0] is the one for logins and look-ups */
     pthread_rwlock_t lock;
     atomic_int broken;
     uint64_t last_recover_ns;
     uint64_t recover_interval_ns; /* the back-off; under the write lock */
-    int pin_refused;              /* the token refused the PIN: no login until rearmed; under be->lock */
-    CK_RV login_rv;               /* what the last C_Login returned */
+    atomic_uint rearm_seen;       /* the be->rearm generation this instance has acted on */
+    CK_RV login_rv;               /* what its last C_Login returned; under the write lock */
     int cancel_with_null;         /* PKCS#11 3.0: C_SignInit(NULL mechanism) cancels an operation */
-    atomic_int rearm;
+};
+
+struct p11_backend {
+    CK_FUNCTION_LIST **p11kit_modules; /* when loaded by name */
+    void *dl;                          /* when dlopen()ed (p11-kit-proxy.so, or several instances) */
+    int p11kit_loaded;                 /* inst[0].f came from p11_kit_module_load */
+    P11KitUri *token_uri;
+    char *pin_file;
+    unsigned n_sessions; /* over all instances: session s is inst[s % n_inst].sessions[s / n_inst] */
+    unsigned n_inst;
+    struct p11_inst *inst;
+    struct p11_key *keys;       /* the lists change under every instance's write lock */
+    struct p11_secret *secrets; /* issue 11: the ticket root */
+    /* Logins on all instances go one at a time: the token counts refused PINs, so one
+     * refusal stops every instance until the operator re-arms (a new rearm generation). */
+    pthread_mutex_t login_lock;
+    int pin_refused;          /* under login_lock */
+    unsigned pin_refused_gen; /* the rearm generation it was refused in; under login_lock */
+    atomic_uint rearm;        /* generation: p11_backend_rearm() adds one */
     atomic_uint recoveries;
     atomic_uint logins;
 };
@@ -325,28 +345,48 @@ exit:
     return ret;
 }
 
-/* Log in with the PIN file's PIN. *fail_p says whether a failure is the PIN's (the file, or
- * a PIN the token refuses) or the token's. */
-static int login(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_t err_len)
+/*
+ * Log instance in with the PIN file's PIN. *fail_p says whether a failure is the PIN's (the
+ * file, or a PIN the token refuses) or the token's. After a refusal on any instance no
+ * instance asks again until the operator re-arms (a new rearm generation).
+ */
+static int login(struct p11_backend *be, struct p11_inst *in, enum p11_fail *fail_p, char *err, size_t err_len)
 {
     int ret = 0;
     char pin[PIN_MAX];
     size_t pin_len = 0;
+    unsigned gen;
     CK_RV rv;
 
     *fail_p = P11_FAIL_PIN;
-    be->login_rv = CKR_OK;
+    in->login_rv = CKR_OK;
+    pthread_mutex_lock(&be->login_lock);
+    gen = atomic_load(&be->rearm);
+    if (be->pin_refused && be->pin_refused_gen == gen) {
+        snprintf(err, err_len, "the token refused the PIN in %s; not asked again until SIGHUP or a restart",
+                 be->pin_file);
+        KL_ENSURE(0, KL_ERR_CONFIG);
+    }
+    if (be->pin_refused) {
+        log_info("hsm: re-armed: logging in again with PIN file %s", be->pin_file);
+    }
     KL_TRY(pin_read(pin, sizeof(pin), &pin_len, err, err_len, be->pin_file));
     atomic_fetch_add(&be->logins, 1);
-    rv = be->f->C_Login(be->sessions[0], CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len);
-    be->login_rv = rv;
+    rv = in->f->C_Login(in->sessions[0], CKU_USER, (CK_UTF8CHAR_PTR)pin, pin_len);
+    in->login_rv = rv;
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
         int pin_refused = rv_pin_refused(rv);
         snprintf(err, err_len, "C_Login failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
         *fail_p = pin_refused ? P11_FAIL_PIN : P11_FAIL_TOKEN;
+        if (pin_refused) {
+            be->pin_refused = 1;
+            be->pin_refused_gen = gen;
+        }
         KL_ENSURE(0, pin_refused ? KL_ERR_CONFIG : KL_ERR_HSM);
     }
+    be->pin_refused = 0;
 exit:
+    pthread_mutex_unlock(&be->login_lock);
     kl_wipe(pin, sizeof(pin));
     return ret;
 }
@@ -360,40 +400,73 @@ static int is_proxy_path(const char *path)
     return strncmp(base, "p11-kit-proxy", 13) == 0;
 }
 
-static int module_load(struct p11_backend *be, char *err, size_t err_len, const char *module_path,
-                       const char *module_name)
+/*
+ * Load module_path with dlopen and take be->n_inst function lists from it, one
+ * C_GetFunctionList call each. Several instances need a module that makes a new one per
+ * call (p11-kit-client.so: a new connection each); one that returns the same list again
+ * has one state per process (SoftHSM, most vendor modules) and is refused (P11_FAIL_INSTANCES).
+ */
+static int module_dlopen(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_t err_len,
+                         const char *module_path)
+{
+    CK_C_GetFunctionList get;
+
+    be->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
+    if (be->dl == NULL) {
+        snprintf(err, err_len, "cannot load %s: %s", module_path, dlerror());
+        return KL_ERR_CONFIG;
+    }
+    *(void **)&get = dlsym(be->dl, "C_GetFunctionList");
+    for (unsigned i = 0; i < be->n_inst; i++) {
+        if (get == NULL || get(&be->inst[i].f) != CKR_OK || be->inst[i].f == NULL) {
+            snprintf(err, err_len, "%s has no usable C_GetFunctionList", module_path);
+            return KL_ERR_CONFIG;
+        }
+        for (unsigned k = 0; k < i; k++) {
+            if (be->inst[k].f == be->inst[i].f) {
+                *fail_p = P11_FAIL_INSTANCES;
+                snprintf(err, err_len,
+                         "%s gives the same function list to every C_GetFunctionList call (one instance per "
+                         "process, as SoftHSM and most vendor modules), so %u instances would share one; set "
+                         "module_instances = 1, or use a module that makes one per call (p11-kit-client.so)",
+                         module_path, be->n_inst);
+                return KL_ERR_CONFIG;
+            }
+        }
+    }
+    return 0;
+}
+
+static int module_load(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_t err_len,
+                       const char *module_path, const char *module_name)
 {
     if (module_name != NULL) {
+        if (be->n_inst > 1) {
+            /* p11-kit hands out one function list per registered module. */
+            *fail_p = P11_FAIL_INSTANCES;
+            snprintf(err, err_len, "several instances need module = PATH (a module file), not module_name");
+            return KL_ERR_CONFIG;
+        }
         /* Registered modules (p11-kit list-modules); we initialise only the one we use. */
         be->p11kit_modules = p11_kit_modules_load(NULL, 0);
         if (be->p11kit_modules == NULL) {
             snprintf(err, err_len, "p11-kit could not load the registered modules: %s", p11_kit_message());
             return KL_ERR_CONFIG;
         }
-        be->f = p11_kit_module_for_name(be->p11kit_modules, module_name);
-        if (be->f == NULL) {
+        be->inst[0].f = p11_kit_module_for_name(be->p11kit_modules, module_name);
+        if (be->inst[0].f == NULL) {
             snprintf(err, err_len, "no PKCS#11 module named '%s' is registered with p11-kit", module_name);
             return KL_ERR_CONFIG;
         }
         return 0;
     }
-    if (is_proxy_path(module_path)) {
-        /* p11_kit_module_load() refuses the proxy; it is a plain PKCS#11 module, load it as one. */
-        CK_C_GetFunctionList get;
-        be->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
-        if (be->dl == NULL) {
-            snprintf(err, err_len, "cannot load %s: %s", module_path, dlerror());
-            return KL_ERR_CONFIG;
-        }
-        *(void **)&get = dlsym(be->dl, "C_GetFunctionList");
-        if (get == NULL || get(&be->f) != CKR_OK || be->f == NULL) {
-            snprintf(err, err_len, "%s has no usable C_GetFunctionList", module_path);
-            return KL_ERR_CONFIG;
-        }
-        return 0;
+    if (be->n_inst > 1 || is_proxy_path(module_path)) {
+        /* p11_kit_module_load() refuses the proxy, and it would hand out one list per
+         * module: a plain PKCS#11 module is loaded as one. */
+        return module_dlopen(be, fail_p, err, err_len, module_path);
     }
-    be->f = p11_kit_module_load(module_path, 0);
-    if (be->f == NULL) {
+    be->inst[0].f = p11_kit_module_load(module_path, 0);
+    if (be->inst[0].f == NULL) {
         snprintf(err, err_len, "cannot load PKCS#11 module %s: %s", module_path, p11_kit_message());
         return KL_ERR_CONFIG;
     }
@@ -401,24 +474,24 @@ static int module_load(struct p11_backend *be, char *err, size_t err_len, const 
     return 0;
 }
 
-static int module_initialize(struct p11_backend *be, char *err, size_t err_len)
+static int module_initialize(struct p11_inst *in, char *err, size_t err_len)
 {
     CK_C_INITIALIZE_ARGS args;
     CK_RV rv;
 
     memset(&args, 0, sizeof(args));
     args.flags = CKF_OS_LOCKING_OK;
-    rv = be->f->C_Initialize(&args);
+    rv = in->f->C_Initialize(&args);
     if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
         snprintf(err, err_len, "C_Initialize failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
         return KL_ERR_HSM;
     }
-    be->initialized = 1;
+    in->initialized = 1;
     {
         /* Cancelling an operation with C_SignInit(NULL) is PKCS#11 3.0; a 2.x module may
          * take the NULL for a bad argument at best, so it gets a fresh session instead. */
         CK_INFO info;
-        be->cancel_with_null = be->f->C_GetInfo(&info) == CKR_OK && info.cryptokiVersion.major >= 3;
+        in->cancel_with_null = in->f->C_GetInfo(&info) == CKR_OK && info.cryptokiVersion.major >= 3;
     }
     return 0;
 }
@@ -433,7 +506,7 @@ static void token_label(char *out, const CK_TOKEN_INFO *ti)
     out[n] = '\0';
 }
 
-static int slot_find(struct p11_backend *be, char *err, size_t err_len)
+static int slot_find(const struct p11_backend *be, struct p11_inst *in, char *err, size_t err_len)
 {
     int ret = 0;
     CK_SLOT_ID *slots = NULL;
@@ -441,7 +514,7 @@ static int slot_find(struct p11_backend *be, char *err, size_t err_len)
     CK_RV rv;
     int found = 0;
 
-    rv = be->f->C_GetSlotList(CK_TRUE, NULL, &n);
+    rv = in->f->C_GetSlotList(CK_TRUE, NULL, &n);
     if (rv != CKR_OK) {
         snprintf(err, err_len, "C_GetSlotList failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
         KL_ENSURE(0, KL_ERR_HSM);
@@ -449,14 +522,14 @@ static int slot_find(struct p11_backend *be, char *err, size_t err_len)
     KL_ENSURE(n <= 4096, KL_ERR_HSM);
     slots = calloc(n + 1, sizeof(*slots));
     KL_ENSURE(slots != NULL, KL_ERR_NO_MEMORY);
-    rv = be->f->C_GetSlotList(CK_TRUE, slots, &n);
+    rv = in->f->C_GetSlotList(CK_TRUE, slots, &n);
     if (rv != CKR_OK) {
         snprintf(err, err_len, "C_GetSlotList failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
         KL_ENSURE(0, KL_ERR_HSM);
     }
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
-        if (be->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK) {
+        if (in->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK) {
             continue;
         }
         if (p11_kit_uri_match_token_info(be->token_uri, &ti)) {
@@ -466,7 +539,7 @@ static int slot_find(struct p11_backend *be, char *err, size_t err_len)
                 snprintf(err, err_len, "several tokens match the key URI (label '%s'); add serial= to it", label);
                 KL_ENSURE(0, KL_ERR_CONFIG);
             }
-            be->slot = slots[i];
+            in->slot = slots[i];
             found = 1;
         }
     }
@@ -479,12 +552,12 @@ exit:
     return ret;
 }
 
-static int sessions_open(struct p11_backend *be, char *err, size_t err_len)
+static int sessions_open(struct p11_inst *in, char *err, size_t err_len)
 {
-    for (unsigned i = 0; i < be->n_sessions; i++) {
-        CK_RV rv = be->f->C_OpenSession(be->slot, CKF_SERIAL_SESSION, NULL, NULL, &be->sessions[i]);
+    for (unsigned i = 0; i < in->n_sessions; i++) {
+        CK_RV rv = in->f->C_OpenSession(in->slot, CKF_SERIAL_SESSION, NULL, NULL, &in->sessions[i]);
         if (rv != CKR_OK) {
-            be->sessions[i] = CK_INVALID_HANDLE;
+            in->sessions[i] = CK_INVALID_HANDLE;
             snprintf(err, err_len, "C_OpenSession failed: %s (0x%lx)", rv_str(rv), (unsigned long)rv);
             return KL_ERR_HSM;
         }
@@ -492,12 +565,12 @@ static int sessions_open(struct p11_backend *be, char *err, size_t err_len)
     return 0;
 }
 
-static void sessions_close(struct p11_backend *be)
+static void sessions_close(struct p11_inst *in)
 {
-    for (unsigned i = 0; i < be->n_sessions; i++) {
-        if (be->sessions[i] != CK_INVALID_HANDLE) {
-            (void)be->f->C_CloseSession(be->sessions[i]);
-            be->sessions[i] = CK_INVALID_HANDLE;
+    for (unsigned i = 0; i < in->n_sessions; i++) {
+        if (in->sessions[i] != CK_INVALID_HANDLE) {
+            (void)in->f->C_CloseSession(in->sessions[i]);
+            in->sessions[i] = CK_INVALID_HANDLE;
         }
     }
 }
@@ -505,11 +578,10 @@ static void sessions_close(struct p11_backend *be)
 /* ---- keys ---- */
 
 /* Read one attribute of variable size into a fresh allocation (*val_p, *len_p). */
-static int attr_get(struct p11_backend *be, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, uint8_t **val_p,
-                    size_t *len_p)
+static int attr_get(struct p11_inst *in, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, uint8_t **val_p, size_t *len_p)
 {
     CK_ATTRIBUTE a = {type, NULL, 0};
-    CK_RV rv = be->f->C_GetAttributeValue(be->sessions[0], obj, &a, 1);
+    CK_RV rv = in->f->C_GetAttributeValue(in->sessions[0], obj, &a, 1);
     if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 65536) {
         return KL_ERR_HSM;
     }
@@ -518,7 +590,7 @@ static int attr_get(struct p11_backend *be, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_T
         return KL_ERR_NO_MEMORY;
     }
     a.pValue = *val_p;
-    rv = be->f->C_GetAttributeValue(be->sessions[0], obj, &a, 1);
+    rv = in->f->C_GetAttributeValue(in->sessions[0], obj, &a, 1);
     if (rv != CKR_OK) {
         free(*val_p);
         *val_p = NULL;
@@ -529,17 +601,16 @@ static int attr_get(struct p11_backend *be, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_T
 }
 
 /* Find objects matching tmpl; *n_p in: capacity of out, out: found count (capped). */
-static int objects_find(struct p11_backend *be, CK_OBJECT_HANDLE *out, CK_ULONG *n_p, CK_ATTRIBUTE *tmpl,
-                        CK_ULONG tmpl_n)
+static int objects_find(struct p11_inst *in, CK_OBJECT_HANDLE *out, CK_ULONG *n_p, CK_ATTRIBUTE *tmpl, CK_ULONG tmpl_n)
 {
-    CK_SESSION_HANDLE s = be->sessions[0];
+    CK_SESSION_HANDLE s = in->sessions[0];
     CK_ULONG cap = *n_p, got = 0;
-    CK_RV rv = be->f->C_FindObjectsInit(s, tmpl, tmpl_n);
+    CK_RV rv = in->f->C_FindObjectsInit(s, tmpl, tmpl_n);
     if (rv != CKR_OK) {
         return KL_ERR_HSM;
     }
-    rv = be->f->C_FindObjects(s, out, cap, &got);
-    (void)be->f->C_FindObjectsFinal(s);
+    rv = in->f->C_FindObjects(s, out, cap, &got);
+    (void)in->f->C_FindObjectsFinal(s);
     if (rv != CKR_OK) {
         return KL_ERR_HSM;
     }
@@ -548,7 +619,7 @@ static int objects_find(struct p11_backend *be, CK_OBJECT_HANDLE *out, CK_ULONG 
 }
 
 /* The private key handle for key->uri: exactly one private key must match. */
-static int key_find_private(struct p11_backend *be, CK_OBJECT_HANDLE *priv_p, char *err, size_t err_len,
+static int key_find_private(struct p11_inst *in, CK_OBJECT_HANDLE *priv_p, char *err, size_t err_len,
                             struct p11_key *key)
 {
     CK_ATTRIBUTE tmpl[8];
@@ -567,7 +638,7 @@ static int key_find_private(struct p11_backend *be, CK_OBJECT_HANDLE *priv_p, ch
     tmpl[tn].pValue = &cls;
     tmpl[tn].ulValueLen = sizeof(cls);
     tn++;
-    if (objects_find(be, h, &found, tmpl, tn) != 0) {
+    if (objects_find(in, h, &found, tmpl, tn) != 0) {
         snprintf(err, err_len, "C_FindObjects failed");
         return KL_ERR_HSM;
     }
@@ -584,7 +655,7 @@ static int key_find_private(struct p11_backend *be, CK_OBJECT_HANDLE *priv_p, ch
 }
 
 /* The public key object paired with priv: same CKA_ID if it has one, else same label. */
-static int key_find_public(struct p11_backend *be, CK_OBJECT_HANDLE *pub_p, CK_OBJECT_HANDLE priv)
+static int key_find_public(struct p11_inst *in, CK_OBJECT_HANDLE *pub_p, CK_OBJECT_HANDLE priv)
 {
     int ret = 0;
     uint8_t *id = NULL, *label = NULL;
@@ -594,17 +665,17 @@ static int key_find_public(struct p11_backend *be, CK_OBJECT_HANDLE *pub_p, CK_O
     CK_OBJECT_HANDLE h[2];
     CK_ULONG found = 2;
 
-    if (attr_get(be, priv, CKA_ID, &id, &id_len) == 0 && id_len > 0) {
+    if (attr_get(in, priv, CKA_ID, &id, &id_len) == 0 && id_len > 0) {
         tmpl[1].pValue = id;
         tmpl[1].ulValueLen = id_len;
-    } else if (attr_get(be, priv, CKA_LABEL, &label, &label_len) == 0 && label_len > 0) {
+    } else if (attr_get(in, priv, CKA_LABEL, &label, &label_len) == 0 && label_len > 0) {
         tmpl[1].type = CKA_LABEL;
         tmpl[1].pValue = label;
         tmpl[1].ulValueLen = label_len;
     } else {
         KL_ENSURE(0, KL_ERR_NOT_FOUND);
     }
-    KL_TRY(objects_find(be, h, &found, tmpl, 2));
+    KL_TRY(objects_find(in, h, &found, tmpl, 2));
     KL_ENSURE(found == 1, KL_ERR_NOT_FOUND);
     *pub_p = h[0];
 exit:
@@ -613,14 +684,14 @@ exit:
     return ret;
 }
 
-static int key_public_rsa(struct p11_backend *be, struct p11_key *key, CK_OBJECT_HANDLE obj)
+static int key_public_rsa(struct p11_inst *in, struct p11_key *key, CK_OBJECT_HANDLE obj)
 {
     int ret = 0;
     uint8_t *mod = NULL, *exp = NULL;
     size_t mod_len = 0, exp_len = 0;
 
-    KL_TRY(attr_get(be, obj, CKA_MODULUS, &mod, &mod_len));
-    KL_TRY(attr_get(be, obj, CKA_PUBLIC_EXPONENT, &exp, &exp_len));
+    KL_TRY(attr_get(in, obj, CKA_MODULUS, &mod, &mod_len));
+    KL_TRY(attr_get(in, obj, CKA_PUBLIC_EXPONENT, &exp, &exp_len));
     KL_TRY(crypto_pubkey_rsa(&key->pub, mod, mod_len, exp, exp_len));
 exit:
     free(mod);
@@ -650,7 +721,7 @@ static int ec_point_unwrap(const uint8_t **pt_p, size_t *pt_len_p, const uint8_t
     return 0;
 }
 
-static int key_public_ec(struct p11_backend *be, struct p11_key *key, CK_OBJECT_HANDLE obj, char *err, size_t err_len)
+static int key_public_ec(struct p11_inst *in, struct p11_key *key, CK_OBJECT_HANDLE obj, char *err, size_t err_len)
 {
     static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
     static const uint8_t str_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r', 'd', 's', '2', '5', '5', '1', '9'};
@@ -659,8 +730,8 @@ static int key_public_ec(struct p11_backend *be, struct p11_key *key, CK_OBJECT_
     size_t params_len = 0, point_len = 0, pt_len = 0;
     const uint8_t *pt = NULL;
 
-    KL_TRY(attr_get(be, obj, CKA_EC_PARAMS, &params, &params_len));
-    KL_TRY(attr_get(be, obj, CKA_EC_POINT, &point, &point_len));
+    KL_TRY(attr_get(in, obj, CKA_EC_PARAMS, &params, &params_len));
+    KL_TRY(attr_get(in, obj, CKA_EC_POINT, &point, &point_len));
     KL_TRY(ec_point_unwrap(&pt, &pt_len, point, point_len));
     if (key->ck_type == CKK_EC_EDWARDS) {
         /* RFC 8410 OID 1.3.101.112, or the printable string "edwards25519" (PKCS#11 3.0 allows both). */
@@ -692,17 +763,17 @@ exit:
 }
 
 /* A CK_BBOOL attribute of obj; *val_p stays false when the token does not report it. */
-static void attr_bool(struct p11_backend *be, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, int *val_p)
+static void attr_bool(struct p11_inst *in, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, int *val_p)
 {
     CK_BBOOL v = CK_FALSE;
     CK_ATTRIBUTE a = {type, &v, sizeof(v)};
     *val_p =
-        be->f->C_GetAttributeValue(be->sessions[0], obj, &a, 1) == CKR_OK && a.ulValueLen == sizeof(v) && v == CK_TRUE;
+        in->f->C_GetAttributeValue(in->sessions[0], obj, &a, 1) == CKR_OK && a.ulValueLen == sizeof(v) && v == CK_TRUE;
 }
 
 /* Find key's private object and read everything the signer needs into key: handle, type,
  * public key and SPKI, allowed mechanisms, what it allows beyond signing. */
-static int key_read(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len)
+static int key_read(struct p11_inst *in, struct p11_key *key, char *err, size_t err_len)
 {
     int ret = 0, always_auth = 0;
     CK_OBJECT_HANDLE priv, pub = CK_INVALID_HANDLE;
@@ -712,15 +783,15 @@ static int key_read(struct p11_backend *be, struct p11_key *key, char *err, size
     uint8_t *mechs = NULL;
     size_t mechs_len = 0;
 
-    KL_TRY(key_find_private(be, &priv, err, err_len, key));
-    if (be->f->C_GetAttributeValue(be->sessions[0], priv, a, 2) != CKR_OK) {
+    KL_TRY(key_find_private(in, &priv, err, err_len, key));
+    if (in->f->C_GetAttributeValue(in->sessions[0], priv, a, 2) != CKR_OK) {
         snprintf(err, err_len, "cannot read CKA_KEY_TYPE/CKA_SIGN of %s", key->uri_str);
         KL_ENSURE(0, KL_ERR_HSM);
     }
-    key->priv = priv;
+    key->priv[in->idx] = priv;
     key->ck_type = kt;
     key->can_sign = can_sign == CK_TRUE;
-    attr_bool(be, priv, CKA_ALWAYS_AUTHENTICATE, &always_auth);
+    attr_bool(in, priv, CKA_ALWAYS_AUTHENTICATE, &always_auth);
     if (always_auth) {
         /* Each C_Sign would need a context-specific C_Login with the PIN: a PIN use per
          * handshake, and a locked token after a burst of failures. */
@@ -730,26 +801,26 @@ static int key_read(struct p11_backend *be, struct p11_key *key, char *err, size
                  key->uri_str);
         KL_ENSURE(0, KL_ERR_CONFIG);
     }
-    attr_bool(be, priv, CKA_EXTRACTABLE, &key->extractable);
-    attr_bool(be, priv, CKA_DECRYPT, &key->decrypt);
-    attr_bool(be, priv, CKA_UNWRAP, &key->unwrap);
+    attr_bool(in, priv, CKA_EXTRACTABLE, &key->extractable);
+    attr_bool(in, priv, CKA_DECRYPT, &key->decrypt);
+    attr_bool(in, priv, CKA_UNWRAP, &key->unwrap);
     /* CKA_ALLOWED_MECHANISMS is optional: SoftHSM2 reports it empty, p11-kit remoting and
      * some tokens fail it. Only a non-empty list restricts the key. */
     key->allowed_n = 0;
-    if (attr_get(be, priv, CKA_ALLOWED_MECHANISMS, &mechs, &mechs_len) == 0 && mechs_len > 0) {
+    if (attr_get(in, priv, CKA_ALLOWED_MECHANISMS, &mechs, &mechs_len) == 0 && mechs_len > 0) {
         key->allowed_n = mechs_len / sizeof(CK_MECHANISM_TYPE);
         if (key->allowed_n > sizeof(key->allowed) / sizeof(key->allowed[0])) {
             key->allowed_n = sizeof(key->allowed) / sizeof(key->allowed[0]);
         }
         memcpy(key->allowed, mechs, key->allowed_n * sizeof(CK_MECHANISM_TYPE));
     }
-    if (key_find_public(be, &pub, priv) != 0) {
+    if (key_find_public(in, &pub, priv) != 0) {
         pub = CK_INVALID_HANDLE;
     }
     if (kt == CKK_RSA) {
         key->type = P11_KEY_RSA;
         /* A private RSA key exposes its public half too; the public object is not needed. */
-        if ((ret = key_public_rsa(be, key, pub != CK_INVALID_HANDLE ? pub : priv)) != 0) {
+        if ((ret = key_public_rsa(in, key, pub != CK_INVALID_HANDLE ? pub : priv)) != 0) {
             snprintf(err, err_len, "cannot read the RSA public key of %s", key->uri_str);
             goto exit;
         }
@@ -758,7 +829,7 @@ static int key_read(struct p11_backend *be, struct p11_key *key, char *err, size
             snprintf(err, err_len, "no public key object pairs with %s (same CKA_ID or label)", key->uri_str);
             KL_ENSURE(0, KL_ERR_NOT_FOUND);
         }
-        KL_TRY(key_public_ec(be, key, pub, err, err_len));
+        KL_TRY(key_public_ec(in, key, pub, err, err_len));
     } else {
         snprintf(err, err_len, "%s has unsupported key type 0x%lx", key->uri_str, (unsigned long)kt);
         KL_ENSURE(0, KL_ERR_CONFIG);
@@ -778,13 +849,13 @@ exit:
 struct p11_secret {
     struct p11_secret *next;
     char *label;
-    CK_OBJECT_HANDLE h; /* valid for the current module generation */
+    CK_OBJECT_HANDLE h[P11_INSTANCES_MAX]; /* per instance, valid for its current module generation */
 };
 
-static void recover(struct p11_backend *be);
+static void recover(struct p11_backend *be, struct p11_inst *in);
 
 /* The handle of the one secret key labelled s->label, checked fit for an HMAC root. */
-static int secret_load(struct p11_backend *be, struct p11_secret *s, char *err, size_t err_len)
+static int secret_load(struct p11_inst *in, struct p11_secret *s, char *err, size_t err_len)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, s->label, strlen(s->label)}};
@@ -799,7 +870,7 @@ static int secret_load(struct p11_backend *be, struct p11_secret *s, char *err, 
     CK_MECHANISM_INFO mi;
     CK_RV rv;
 
-    if (objects_find(be, h, &found, tmpl, 2) != 0) {
+    if (objects_find(in, h, &found, tmpl, 2) != 0) {
         snprintf(err, err_len, "C_FindObjects failed");
         return KL_ERR_HSM;
     }
@@ -808,7 +879,7 @@ static int secret_load(struct p11_backend *be, struct p11_secret *s, char *err, 
                  found == 0 ? "no" : "more than one", s->label);
         return KL_ERR_NOT_FOUND;
     }
-    rv = be->f->C_GetAttributeValue(be->sessions[0], h[0], a, 4);
+    rv = in->f->C_GetAttributeValue(in->sessions[0], h[0], a, 4);
     if (rv != CKR_OK) {
         snprintf(err, err_len, "cannot read the attributes of secret key '%s': %s", s->label, rv_str(rv));
         return KL_ERR_HSM;
@@ -823,21 +894,21 @@ static int secret_load(struct p11_backend *be, struct p11_secret *s, char *err, 
                  s->label);
         return KL_ERR_CONFIG;
     }
-    rv = be->f->C_GetMechanismInfo(be->slot, CKM_SHA256_HMAC, &mi);
+    rv = in->f->C_GetMechanismInfo(in->slot, CKM_SHA256_HMAC, &mi);
     if (rv != CKR_OK || (mi.flags & CKF_SIGN) == 0) {
         snprintf(err, err_len, "the token cannot sign with CKM_SHA256_HMAC (%s)",
                  rv != CKR_OK ? rv_str(rv) : "no CKF_SIGN");
         return KL_ERR_CONFIG;
     }
-    s->h = h[0];
+    s->h[in->idx] = h[0];
     return 0;
 }
 
-/* After a recovery: every secret key's new handle. */
-static int secrets_load(struct p11_backend *be, char *err, size_t err_len)
+/* After a recovery of instance in: every secret key's new handle there. */
+static int secrets_load(struct p11_backend *be, struct p11_inst *in, char *err, size_t err_len)
 {
     for (struct p11_secret *s = be->secrets; s != NULL; s = s->next) {
-        int ret = secret_load(be, s, err, err_len);
+        int ret = secret_load(in, s, err, err_len);
         if (ret != 0) {
             return ret;
         }
@@ -855,6 +926,22 @@ static void secrets_free(struct p11_backend *be)
     }
 }
 
+/* Every instance's write lock, in order (one order everywhere: no deadlock): the key and
+ * secret lists and their handles on every instance change under all of them. */
+static void lock_all(struct p11_backend *be)
+{
+    for (unsigned i = 0; i < be->n_inst; i++) {
+        pthread_rwlock_wrlock(&be->inst[i].lock);
+    }
+}
+
+static void unlock_all(struct p11_backend *be)
+{
+    for (unsigned i = be->n_inst; i > 0; i--) {
+        pthread_rwlock_unlock(&be->inst[i - 1].lock);
+    }
+}
+
 int p11_secret_find(struct p11_backend *be, struct p11_secret **key_p, char *err, size_t err_len, const char *label)
 {
     int ret = 0;
@@ -864,15 +951,18 @@ int p11_secret_find(struct p11_backend *be, struct p11_secret **key_p, char *err
     KL_ENSURE(s != NULL, KL_ERR_NO_MEMORY);
     s->label = strdup(label);
     KL_ENSURE(s->label != NULL, KL_ERR_NO_MEMORY);
-    pthread_rwlock_wrlock(&be->lock);
-    ret = secret_load(be, s, err, err_len);
+    lock_all(be);
+    /* Object handles are per instance: found on each. */
+    for (unsigned i = 0; ret == 0 && i < be->n_inst; i++) {
+        ret = secret_load(&be->inst[i], s, err, err_len);
+    }
     if (ret == 0) {
         s->next = be->secrets;
         be->secrets = s;
         *key_p = s;
         s = NULL;
     }
-    pthread_rwlock_unlock(&be->lock);
+    unlock_all(be);
 exit:
     if (s != NULL) {
         free(s->label);
@@ -882,29 +972,30 @@ exit:
 }
 
 /*
- * Find key's handles; used at start (first) and after a re-login. After a re-login the
- * key is read afresh and must have the public key seen at start: a token whose key was
- * replaced under the same URI must not sign with a key the certificates do not match.
- * KL_ERR_DENIED (with err) for another public key.
+ * Find key's handle on instance in; used at start (first) and after a re-login, and on
+ * every instance after the first. Except on the first, the key is read afresh and must
+ * have the public key seen at start: a token whose key was replaced under the same URI
+ * must not sign with a key the certificates do not match. KL_ERR_DENIED (with err) for
+ * another public key.
  */
-static int key_load(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len, int first)
+static int key_load(struct p11_inst *in, struct p11_key *key, char *err, size_t err_len, int first)
 {
     int ret = 0;
     struct p11_key *now = NULL;
 
     if (first) {
-        return key_read(be, key, err, err_len);
+        return key_read(in, key, err, err_len);
     }
     now = calloc(1, sizeof(*now));
     KL_ENSURE(now != NULL, KL_ERR_NO_MEMORY);
     now->uri = key->uri;
     now->uri_str = key->uri_str;
-    KL_TRY(key_read(be, now, err, err_len));
+    KL_TRY(key_read(in, now, err, err_len));
     if (now->spki_len != key->spki_len || memcmp(now->spki, key->spki, key->spki_len) != 0) {
         snprintf(err, err_len, "%s has another public key than at start", key->uri_str);
         KL_ENSURE(0, KL_ERR_DENIED);
     }
-    key->priv = now->priv;
+    key->priv[in->idx] = now->priv[in->idx];
 exit:
     if (now != NULL) {
         crypto_pubkey_free(now->pub);
@@ -913,35 +1004,62 @@ exit:
     return ret;
 }
 
+/*
+ * The instance and its session for the pool's session index, read-locked and healthy
+ * (recovered first if it broke, or SIGHUP re-armed it). NULL with *ret_p: KL_ERR_INVALID
+ * for a bad index, KL_ERR_HSM while it stays broken.
+ */
+static struct p11_inst *inst_acquire(struct p11_backend *be, unsigned session_index, unsigned *local_p, int *ret_p)
+{
+    struct p11_inst *in;
+    unsigned local;
+
+    if (session_index >= be->n_sessions) {
+        *ret_p = KL_ERR_INVALID;
+        return NULL;
+    }
+    in = &be->inst[session_index % be->n_inst];
+    local = session_index / be->n_inst;
+    if (atomic_load(&in->broken) || atomic_load(&be->rearm) != atomic_load(&in->rearm_seen)) {
+        recover(be, in);
+    }
+    pthread_rwlock_rdlock(&in->lock);
+    if (atomic_load(&in->broken) || in->sessions[local] == CK_INVALID_HANDLE) {
+        pthread_rwlock_unlock(&in->lock);
+        atomic_store(&in->broken, 1);
+        *ret_p = KL_ERR_HSM;
+        return NULL;
+    }
+    *local_p = local;
+    return in;
+}
+
 int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_SHA256_LEN], unsigned session_index,
                     const struct p11_secret *key, const uint8_t *data, size_t data_len)
 {
     CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
     CK_ULONG out_len = P11_HMAC_SHA256_LEN;
+    struct p11_inst *in;
+    unsigned idx = 0;
+    int ret = 0;
     CK_RV rv;
 
-    if (session_index >= be->n_sessions || key == NULL) {
+    if (key == NULL) {
         return KL_ERR_INVALID;
     }
-    if (atomic_load(&be->broken)) {
-        recover(be);
-    }
-    pthread_rwlock_rdlock(&be->lock);
-    if (atomic_load(&be->broken) || be->sessions[session_index] == CK_INVALID_HANDLE) {
-        pthread_rwlock_unlock(&be->lock);
-        atomic_store(&be->broken, 1);
-        return KL_ERR_HSM;
+    if ((in = inst_acquire(be, session_index, &idx, &ret)) == NULL) {
+        return ret;
     }
     /* The handle is read under the lock: a recovery re-finds it. */
-    rv = be->f->C_SignInit(be->sessions[session_index], &mech, key->h);
+    rv = in->f->C_SignInit(in->sessions[idx], &mech, key->h[in->idx]);
     if (rv == CKR_OK) {
-        rv = be->f->C_Sign(be->sessions[session_index], (CK_BYTE_PTR)data, data_len, out, &out_len);
+        rv = in->f->C_Sign(in->sessions[idx], (CK_BYTE_PTR)data, data_len, out, &out_len);
     }
-    pthread_rwlock_unlock(&be->lock);
+    pthread_rwlock_unlock(&in->lock);
     if (rv != CKR_OK || out_len != P11_HMAC_SHA256_LEN) {
         kl_wipe(out, P11_HMAC_SHA256_LEN);
         if (rv_needs_recovery(rv)) {
-            atomic_store(&be->broken, 1);
+            atomic_store(&in->broken, 1);
         }
         log_warnx("hsm: C_Sign (CKM_SHA256_HMAC) failed: %s (0x%lx)%s", rv_str(rv), (unsigned long)rv,
                   rv_needs_recovery(rv) ? "; will reopen sessions and log in again" : "");
@@ -953,42 +1071,42 @@ int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_SHA256_LEN], un
 /* ---- start, recovery, stop ---- */
 
 /*
- * Bring up slot, sessions, login and key handles on an initialised module. A key that is
- * gone or changed is refused alone (one line when that starts); token trouble while
+ * Bring up slot, sessions, login and key handles on an initialised instance. A key that is
+ * gone or changed is refused alone on it (one line when that starts); token trouble while
  * reading keys fails the whole recovery.
  */
-static int token_open(struct p11_backend *be, enum p11_fail *fail_p, char *err, size_t err_len)
+static int token_open(struct p11_backend *be, struct p11_inst *in, enum p11_fail *fail_p, char *err, size_t err_len)
 {
     int ret = 0;
     *fail_p = P11_FAIL_TOKEN;
-    KL_TRY(slot_find(be, err, err_len));
-    KL_TRY(sessions_open(be, err, err_len));
-    KL_TRY(login(be, fail_p, err, err_len));
+    KL_TRY(slot_find(be, in, err, err_len));
+    KL_TRY(sessions_open(in, err, err_len));
+    KL_TRY(login(be, in, fail_p, err, err_len));
     *fail_p = P11_FAIL_TOKEN;
     for (struct p11_key *k = be->keys; k != NULL; k = k->next) {
         char why[384] = "";
-        int r = key_load(be, k, why, sizeof(why), 0);
+        int r = key_load(in, k, why, sizeof(why), 0);
         if (r == KL_ERR_HSM || r == KL_ERR_NO_MEMORY) {
             snprintf(err, err_len, "%s", why[0] != '\0' ? why : kl_err_str(r));
             KL_FAIL(r);
         }
-        if (r != 0 && !k->refused) {
+        if (r != 0 && !k->refused[in->idx]) {
             log_errx("hsm: after logging in again: %s; its sign requests are refused (HSM_ERROR) until the "
                      "start-up key is back or the signer is restarted",
                      why[0] != '\0' ? why : kl_err_str(r));
-        } else if (r == 0 && k->refused) {
+        } else if (r == 0 && k->refused[in->idx]) {
             log_info("hsm: %s is back with the public key seen at start", k->uri_str);
         }
-        k->refused = r != 0;
+        k->refused[in->idx] = r != 0;
     }
-    KL_TRY(secrets_load(be, err, err_len));
+    KL_TRY(secrets_load(be, in, err, err_len));
 exit:
     return ret;
 }
 
 int p11_backend_new(struct p11_backend **be_p, enum p11_fail *fail_p, char *err, size_t err_len,
                     const char *module_path, const char *module_name, const char *token_uri, const char *pin_file,
-                    unsigned sessions)
+                    unsigned sessions, unsigned instances)
 {
     int ret = 0;
     struct p11_backend *be = NULL;
@@ -996,30 +1114,43 @@ int p11_backend_new(struct p11_backend **be_p, enum p11_fail *fail_p, char *err,
 
     *be_p = NULL;
     KL_ENSURE((module_path == NULL) != (module_name == NULL) && sessions > 0 && sessions <= 1024 && pin_file != NULL &&
-                  token_uri != NULL,
+                  token_uri != NULL && instances > 0 && instances <= P11_INSTANCES_MAX && instances <= sessions,
               KL_ERR_INVALID);
     fail = P11_FAIL_NO_MEMORY;
     be = calloc(1, sizeof(*be));
     KL_ENSURE(be != NULL, KL_ERR_NO_MEMORY);
-    pthread_rwlock_init(&be->lock, NULL);
-    be->recover_interval_ns = RECOVER_FIRST_INTERVAL_NS;
+    pthread_mutex_init(&be->login_lock, NULL);
     be->n_sessions = sessions;
-    be->sessions = calloc(sessions, sizeof(*be->sessions));
+    be->n_inst = instances;
+    be->inst = calloc(instances, sizeof(*be->inst));
+    KL_ENSURE(be->inst != NULL, KL_ERR_NO_MEMORY);
+    for (unsigned i = 0; i < instances; i++) {
+        struct p11_inst *in = &be->inst[i];
+        in->idx = i;
+        pthread_rwlock_init(&in->lock, NULL);
+        in->recover_interval_ns = RECOVER_FIRST_INTERVAL_NS;
+        /* Session s is on instance s % instances: each gets a share, at least one. */
+        in->n_sessions = (sessions - i + instances - 1) / instances;
+        in->sessions = calloc(in->n_sessions, sizeof(*in->sessions));
+        KL_ENSURE(in->sessions != NULL, KL_ERR_NO_MEMORY);
+        for (unsigned k = 0; k < in->n_sessions; k++) {
+            in->sessions[k] = CK_INVALID_HANDLE;
+        }
+    }
     be->pin_file = strdup(pin_file);
     be->token_uri = p11_kit_uri_new();
-    KL_ENSURE(be->sessions != NULL && be->pin_file != NULL && be->token_uri != NULL, KL_ERR_NO_MEMORY);
-    for (unsigned i = 0; i < sessions; i++) {
-        be->sessions[i] = CK_INVALID_HANDLE;
-    }
+    KL_ENSURE(be->pin_file != NULL && be->token_uri != NULL, KL_ERR_NO_MEMORY);
     fail = P11_FAIL_INVALID;
     if (p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_ANY, be->token_uri) != P11_KIT_URI_OK) {
         snprintf(err, err_len, "not a valid RFC 7512 pkcs11: URI: %s", token_uri);
         KL_ENSURE(0, KL_ERR_CONFIG);
     }
     fail = P11_FAIL_MODULE;
-    KL_TRY(module_load(be, err, err_len, module_path, module_name));
-    KL_TRY(module_initialize(be, err, err_len));
-    KL_TRY(token_open(be, &fail, err, err_len));
+    KL_TRY(module_load(be, &fail, err, err_len, module_path, module_name));
+    for (unsigned i = 0; i < instances; i++) {
+        KL_TRY(module_initialize(&be->inst[i], err, err_len));
+        KL_TRY(token_open(be, &be->inst[i], &fail, err, err_len));
+    }
     fail = P11_FAIL_NONE;
     *be_p = be;
     be = NULL;
@@ -1031,12 +1162,12 @@ exit:
     return ret;
 }
 
-static void module_finalize(struct p11_backend *be)
+static void module_finalize(struct p11_inst *in)
 {
-    if (be->f != NULL && be->initialized) {
-        sessions_close(be);
-        (void)be->f->C_Finalize(NULL);
-        be->initialized = 0;
+    if (in->f != NULL && in->initialized) {
+        sessions_close(in);
+        (void)in->f->C_Finalize(NULL);
+        in->initialized = 0;
     }
 }
 
@@ -1045,10 +1176,13 @@ void p11_backend_free(struct p11_backend *be)
     if (be == NULL) {
         return;
     }
-    if (be->f != NULL && be->initialized && be->sessions[0] != CK_INVALID_HANDLE) {
-        (void)be->f->C_Logout(be->sessions[0]);
+    for (unsigned i = 0; be->inst != NULL && i < be->n_inst; i++) {
+        struct p11_inst *in = &be->inst[i];
+        if (in->f != NULL && in->initialized && in->sessions[0] != CK_INVALID_HANDLE) {
+            (void)in->f->C_Logout(in->sessions[0]);
+        }
+        module_finalize(in);
     }
-    module_finalize(be);
     while (be->keys != NULL) {
         struct p11_key *k = be->keys;
         be->keys = k->next;
@@ -1061,7 +1195,7 @@ void p11_backend_free(struct p11_backend *be)
     if (be->p11kit_modules != NULL) {
         p11_kit_modules_release(be->p11kit_modules);
     } else if (be->p11kit_loaded) {
-        p11_kit_module_release(be->f);
+        p11_kit_module_release(be->inst[0].f);
     }
     if (be->dl != NULL) {
         dlclose(be->dl);
@@ -1069,67 +1203,79 @@ void p11_backend_free(struct p11_backend *be)
     if (be->token_uri != NULL) {
         p11_kit_uri_free(be->token_uri);
     }
-    free(be->sessions);
+    for (unsigned i = 0; be->inst != NULL && i < be->n_inst; i++) {
+        free(be->inst[i].sessions);
+        pthread_rwlock_destroy(&be->inst[i].lock);
+    }
+    free(be->inst);
     free(be->pin_file);
-    pthread_rwlock_destroy(&be->lock);
+    pthread_mutex_destroy(&be->login_lock);
     free(be);
 }
 
 /*
- * Re-initialise everything after token trouble. A light reopen of the sessions is not
- * enough in general: a remote module (p11-kit-client.so) that lost its server stays in
- * CKR_DEVICE_ERROR until it is finalised and initialised again.
+ * Re-initialise instance in after token trouble; the other instances sign on. A light
+ * reopen of the sessions is not enough in general: a remote module (p11-kit-client.so)
+ * that lost its server stays in CKR_DEVICE_ERROR until it is finalised and initialised again.
  */
-static void recover(struct p11_backend *be)
+static void recover(struct p11_backend *be, struct p11_inst *in)
 {
-    char err[512] = "";
+    char err[512] = "", which[32] = "";
     enum p11_fail fail = P11_FAIL_TOKEN;
     uint64_t t = kl_clock_ns();
+    unsigned gen;
+    int blocked;
 
-    pthread_rwlock_wrlock(&be->lock);
-    if (atomic_exchange(&be->rearm, 0)) {
-        /* The operator acted (SIGHUP): one more login, and no waiting for the back-off. */
-        if (be->pin_refused) {
-            log_info("hsm: re-armed: logging in again with PIN file %s", be->pin_file);
-        }
-        be->pin_refused = 0;
-        be->recover_interval_ns = 0;
+    if (be->n_inst > 1) {
+        snprintf(which, sizeof(which), " (instance %u of %u)", in->idx + 1, be->n_inst);
     }
-    if (!atomic_load(&be->broken) || be->pin_refused || t - be->last_recover_ns < be->recover_interval_ns) {
+    pthread_rwlock_wrlock(&in->lock);
+    gen = atomic_load(&be->rearm);
+    if (atomic_exchange(&in->rearm_seen, gen) != gen) {
+        /* The operator acted (SIGHUP): one more login (login() lets it through), and no
+         * waiting for the back-off. */
+        in->recover_interval_ns = 0;
+    }
+    pthread_mutex_lock(&be->login_lock);
+    blocked = be->pin_refused && be->pin_refused_gen == gen;
+    pthread_mutex_unlock(&be->login_lock);
+    if (!atomic_load(&in->broken) || blocked || t - in->last_recover_ns < in->recover_interval_ns) {
         goto exit;
     }
-    be->last_recover_ns = t;
-    module_finalize(be);
-    if (module_initialize(be, err, sizeof(err)) != 0 || token_open(be, &fail, err, sizeof(err)) != 0) {
-        sessions_close(be);
-        if (fail == P11_FAIL_PIN && rv_pin_refused(be->login_rv)) {
-            be->pin_refused = 1;
+    in->last_recover_ns = t;
+    module_finalize(in);
+    if (module_initialize(in, err, sizeof(err)) != 0 || token_open(be, in, &fail, err, sizeof(err)) != 0) {
+        sessions_close(in);
+        if (fail == P11_FAIL_PIN && rv_pin_refused(in->login_rv)) {
             log_errx("hsm: the token refused the PIN in %s (%s): no more login attempts (the token may lock); "
                      "sign requests answer HSM_ERROR until the PIN file is fixed and the signer gets SIGHUP "
                      "or is restarted",
-                     be->pin_file, rv_str(be->login_rv));
+                     be->pin_file, rv_str(in->login_rv));
             goto exit;
         }
-        be->recover_interval_ns = be->recover_interval_ns < RECOVER_FIRST_INTERVAL_NS     ? RECOVER_FIRST_INTERVAL_NS
-                                  : 2 * be->recover_interval_ns > RECOVER_MAX_INTERVAL_NS ? RECOVER_MAX_INTERVAL_NS
-                                                                                          : 2 * be->recover_interval_ns;
-        log_warnx("hsm: recovery failed: %s; next attempt in %llu ms at the earliest", err,
-                  (unsigned long long)(be->recover_interval_ns / 1000000));
+        in->recover_interval_ns = in->recover_interval_ns < RECOVER_FIRST_INTERVAL_NS     ? RECOVER_FIRST_INTERVAL_NS
+                                  : 2 * in->recover_interval_ns > RECOVER_MAX_INTERVAL_NS ? RECOVER_MAX_INTERVAL_NS
+                                                                                          : 2 * in->recover_interval_ns;
+        log_warnx("hsm: recovery failed%s: %s; next attempt in %llu ms at the earliest", which, err,
+                  (unsigned long long)(in->recover_interval_ns / 1000000));
         goto exit;
     }
-    atomic_store(&be->broken, 0);
-    be->recover_interval_ns = RECOVER_FIRST_INTERVAL_NS;
+    atomic_store(&in->broken, 0);
+    in->recover_interval_ns = RECOVER_FIRST_INTERVAL_NS;
     atomic_fetch_add(&be->recoveries, 1);
-    log_info("hsm: recovered (sessions reopened, logged in, keys re-found; %u logins so far)",
+    log_info("hsm: recovered%s (sessions reopened, logged in, keys re-found; %u logins so far)", which,
              atomic_load(&be->logins));
 exit:
-    pthread_rwlock_unlock(&be->lock);
+    pthread_rwlock_unlock(&in->lock);
 }
 
 void p11_backend_recover_if_needed(struct p11_backend *be)
 {
-    if (atomic_load(&be->broken) || atomic_load(&be->rearm)) {
-        recover(be);
+    for (unsigned i = 0; i < be->n_inst; i++) {
+        struct p11_inst *in = &be->inst[i];
+        if (atomic_load(&in->broken) || atomic_load(&be->rearm) != atomic_load(&in->rearm_seen)) {
+            recover(be, in);
+        }
     }
 }
 
@@ -1143,9 +1289,24 @@ unsigned p11_backend_logins(struct p11_backend *be)
     return atomic_load(&be->logins);
 }
 
+unsigned p11_backend_instances(const struct p11_backend *be)
+{
+    return be->n_inst;
+}
+
 void p11_backend_rearm(struct p11_backend *be)
 {
-    atomic_store(&be->rearm, 1);
+    atomic_fetch_add(&be->rearm, 1);
+}
+
+static void key_free(struct p11_key *k)
+{
+    crypto_pubkey_free(k->pub);
+    if (k->uri != NULL) {
+        p11_kit_uri_free(k->uri);
+    }
+    free(k->uri_str);
+    free(k);
 }
 
 int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size_t err_len, const char *uri)
@@ -1170,12 +1331,15 @@ int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size
             KL_ENSURE(0, KL_ERR_CONFIG);
         }
     }
-    pthread_rwlock_wrlock(&be->lock);
-    if (be->f->C_GetTokenInfo(be->slot, &ti) != CKR_OK || !p11_kit_uri_match_token_info(key->uri, &ti)) {
+    lock_all(be);
+    if (be->inst[0].f->C_GetTokenInfo(be->inst[0].slot, &ti) != CKR_OK ||
+        !p11_kit_uri_match_token_info(key->uri, &ti)) {
         snprintf(err, err_len, "%s is not on the signer's token (all keys must be on one token)", uri);
         ret = KL_ERR_CONFIG;
-    } else {
-        ret = key_load(be, key, err, err_len, 1);
+    }
+    /* Object handles are per instance: the key is found on each, with the same public key. */
+    for (unsigned i = 0; ret == 0 && i < be->n_inst; i++) {
+        ret = key_load(&be->inst[i], key, err, err_len, i == 0);
     }
     if (ret == 0) {
         key->next = be->keys;
@@ -1183,27 +1347,12 @@ int p11_key_find(struct p11_backend *be, struct p11_key **key_p, char *err, size
         *key_p = key;
         key = NULL;
     }
-    pthread_rwlock_unlock(&be->lock);
+    unlock_all(be);
 exit:
     if (key != NULL) {
-        crypto_pubkey_free(key->pub);
-        if (key->uri != NULL) {
-            p11_kit_uri_free(key->uri);
-        }
-        free(key->uri_str);
-        free(key);
+        key_free(key);
     }
     return ret;
-}
-
-static void key_free(struct p11_key *k)
-{
-    crypto_pubkey_free(k->pub);
-    if (k->uri != NULL) {
-        p11_kit_uri_free(k->uri);
-    }
-    free(k->uri_str);
-    free(k);
 }
 
 void p11_key_release(struct p11_backend *be, struct p11_key *key)
@@ -1211,15 +1360,15 @@ void p11_key_release(struct p11_backend *be, struct p11_key *key)
     if (key == NULL) {
         return;
     }
-    /* Exclusive: a recovery walks the list under the same lock. */
-    pthread_rwlock_wrlock(&be->lock);
+    /* Exclusive: a recovery walks the list under its instance's lock. */
+    lock_all(be);
     for (struct p11_key **pp = &be->keys; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == key) {
             *pp = key->next;
             break;
         }
     }
-    pthread_rwlock_unlock(&be->lock);
+    unlock_all(be);
     key_free(key);
 }
 
@@ -1228,14 +1377,14 @@ void p11_secret_release(struct p11_backend *be, struct p11_secret *key)
     if (key == NULL) {
         return;
     }
-    pthread_rwlock_wrlock(&be->lock);
+    lock_all(be);
     for (struct p11_secret **pp = &be->secrets; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == key) {
             *pp = key->next;
             break;
         }
     }
-    pthread_rwlock_unlock(&be->lock);
+    unlock_all(be);
     free(key->label);
     free(key);
 }
@@ -1274,39 +1423,38 @@ static const struct key_mech *key_mech_find(const struct p11_key *key, uint16_t 
 /*
  * Replace session idx by a fresh one. The login belongs to the application, not to a
  * session, so the new one is logged in too; it is opened before the old one is closed
- * because closing the last session logs out. The caller holds be->lock (shared is
+ * because closing the last session logs out. The caller holds in->lock (shared is
  * enough: only the worker that owns idx uses that session while it is held shared).
  */
-static int session_replace(struct p11_backend *be, unsigned idx)
+static int session_replace(struct p11_inst *in, unsigned idx)
 {
     CK_SESSION_HANDLE fresh = CK_INVALID_HANDLE;
-    CK_RV rv = be->f->C_OpenSession(be->slot, CKF_SERIAL_SESSION, NULL, NULL, &fresh);
+    CK_RV rv = in->f->C_OpenSession(in->slot, CKF_SERIAL_SESSION, NULL, NULL, &fresh);
     if (rv != CKR_OK) {
         log_warnx("hsm: cannot open a session to replace session %u: %s (0x%lx)", idx, rv_str(rv), (unsigned long)rv);
         return KL_ERR_HSM;
     }
-    (void)be->f->C_CloseSession(be->sessions[idx]);
-    be->sessions[idx] = fresh;
+    (void)in->f->C_CloseSession(in->sessions[idx]);
+    in->sessions[idx] = fresh;
     return 0;
 }
 
 /* End a signing operation left active on session idx: C_SignInit(NULL) cancels it on a
  * PKCS#11 3.0 module, anything else gets a fresh session. */
-static int session_cancel(struct p11_backend *be, unsigned idx)
+static int session_cancel(struct p11_inst *in, unsigned idx)
 {
-    if (be->cancel_with_null && be->f->C_SignInit(be->sessions[idx], NULL, CK_INVALID_HANDLE) == CKR_OK) {
+    if (in->cancel_with_null && in->f->C_SignInit(in->sessions[idx], NULL, CK_INVALID_HANDLE) == CKR_OK) {
         return 0;
     }
-    return session_replace(be, idx);
+    return session_replace(in, idx);
 }
 
 /*
  * C_SignInit + C_Sign of data with mechanism mtype on session idx; the caller holds
- * be->lock. *out_len_p in: capacity of sig, out: length. Returns the token's CK_RV.
+ * in->lock. *out_len_p in: capacity of sig, out: length. Returns the token's CK_RV.
  */
-static CK_RV sign_once(struct p11_backend *be, uint8_t *sig, CK_ULONG *out_len_p, unsigned idx,
-                       const struct p11_key *key, const struct scheme_info *si, CK_MECHANISM_TYPE mtype,
-                       const uint8_t *data, size_t data_len)
+static CK_RV sign_once(struct p11_inst *in, uint8_t *sig, CK_ULONG *out_len_p, unsigned idx, const struct p11_key *key,
+                       const struct scheme_info *si, CK_MECHANISM_TYPE mtype, const uint8_t *data, size_t data_len)
 {
     CK_RSA_PKCS_PSS_PARAMS pss = {si->ck_hash, si->mgf, si->hash_len};
     CK_MECHANISM mech = {mtype, NULL, 0};
@@ -1318,23 +1466,23 @@ static CK_RV sign_once(struct p11_backend *be, uint8_t *sig, CK_ULONG *out_len_p
         mech.pParameter = &pss;
         mech.ulParameterLen = sizeof(pss);
     }
-    rv = be->f->C_SignInit(be->sessions[idx], &mech, key->priv);
+    rv = in->f->C_SignInit(in->sessions[idx], &mech, key->priv[in->idx]);
     if (rv == CKR_OPERATION_ACTIVE) {
         /* An earlier C_Sign failed without ending its operation (the standard keeps it
          * only after CKR_BUFFER_TOO_SMALL; some tokens do on other errors too). Without
          * this the session would refuse every signature from now on. */
-        int ok = session_cancel(be, idx) == 0;
+        int ok = session_cancel(in, idx) == 0;
         log_warnx("hsm: session %u still had a signing operation active (CKR_OPERATION_ACTIVE): %s", idx,
                   ok ? "cancelled, signing again" : "cannot cancel it");
         if (ok) {
-            rv = be->f->C_SignInit(be->sessions[idx], &mech, key->priv);
+            rv = in->f->C_SignInit(in->sessions[idx], &mech, key->priv[in->idx]);
         }
     }
     if (rv == CKR_OK) {
         *out_len_p = cap;
-        rv = be->f->C_Sign(be->sessions[idx], (CK_BYTE_PTR)data, data_len, sig, out_len_p);
+        rv = in->f->C_Sign(in->sessions[idx], (CK_BYTE_PTR)data, data_len, sig, out_len_p);
         if (rv == CKR_BUFFER_TOO_SMALL) {
-            (void)session_cancel(be, idx); /* the operation is still active after this one */
+            (void)session_cancel(in, idx); /* the operation is still active after this one */
         }
     }
     return rv;
@@ -1353,7 +1501,7 @@ static size_t probe_content(uint8_t *out, size_t hash_len)
 
 /* A test signature with mtype (hashed: over the content, else over its digest); RSA ones
  * are verified. 0, or KL_ERR_HSM with *rv_p, or KL_ERR_CRYPTO if it does not verify. */
-static int probe_sign(struct p11_backend *be, CK_RV *rv_p, const struct p11_key *key, const struct scheme_info *si,
+static int probe_sign(struct p11_inst *in, CK_RV *rv_p, const struct p11_key *key, const struct scheme_info *si,
                       CK_MECHANISM_TYPE mtype, int hashed)
 {
     int ret = 0;
@@ -1365,7 +1513,7 @@ static int probe_sign(struct p11_backend *be, CK_RV *rv_p, const struct p11_key 
     if (si->hash != TLS_HASH_NONE) {
         KL_TRY(crypto_digest(digest, &digest_len, si->hash, content, content_len));
     }
-    *rv_p = sign_once(be, sig, &sig_len, 0, key, si, mtype, hashed || si->hash == TLS_HASH_NONE ? content : digest,
+    *rv_p = sign_once(in, sig, &sig_len, 0, key, si, mtype, hashed || si->hash == TLS_HASH_NONE ? content : digest,
                       hashed || si->hash == TLS_HASH_NONE ? content_len : digest_len);
     KL_ENSURE(*rv_p == CKR_OK, KL_ERR_HSM);
     if (si->type == P11_KEY_RSA) {
@@ -1377,8 +1525,8 @@ exit:
 }
 
 /* May key sign with mtype? 0, or KL_ERR_DENIED with the reason in why. The caller holds
- * be->lock exclusively (the probe signs on session 0). */
-static int mech_usable(struct p11_backend *be, char *why, size_t why_len, const struct p11_key *key,
+ * in->lock exclusively (the probe signs on its session 0). */
+static int mech_usable(struct p11_inst *in, char *why, size_t why_len, const struct p11_key *key,
                        const struct scheme_info *si, CK_MECHANISM_TYPE mtype, int hashed)
 {
     CK_MECHANISM_INFO mi;
@@ -1389,7 +1537,7 @@ static int mech_usable(struct p11_backend *be, char *why, size_t why_len, const 
         snprintf(why, why_len, "%s is not in the key's CKA_ALLOWED_MECHANISMS", mech_str(mtype));
         return KL_ERR_DENIED;
     }
-    rv = be->f->C_GetMechanismInfo(be->slot, mtype, &mi);
+    rv = in->f->C_GetMechanismInfo(in->slot, mtype, &mi);
     if (rv != CKR_OK || (mi.flags & CKF_SIGN) == 0) {
         snprintf(why, why_len, "the token cannot sign with mechanism 0x%lx (%s: %s)", (unsigned long)mtype,
                  mech_str(mtype), rv != CKR_OK ? rv_str(rv) : "no CKF_SIGN");
@@ -1400,7 +1548,7 @@ static int mech_usable(struct p11_backend *be, char *why, size_t why_len, const 
          * between (Ed25519): no need to try. */
         return 0;
     }
-    if ((r = probe_sign(be, &rv, key, si, mtype, hashed)) != 0) {
+    if ((r = probe_sign(in, &rv, key, si, mtype, hashed)) != 0) {
         snprintf(why, why_len, "a test signature with %s failed (%s)", mech_str(mtype),
                  r == KL_ERR_HSM ? rv_str(rv) : "it does not verify");
         return KL_ERR_DENIED;
@@ -1434,11 +1582,12 @@ int p11_key_check_scheme(struct p11_backend *be, struct p11_key *key, char *err,
             return KL_ERR_DENIED;
         }
     }
-    /* The raw mechanism first (the token sees only a digest), else the hash-and-sign one. */
-    pthread_rwlock_wrlock(&be->lock);
-    if (mech_usable(be, why_raw, sizeof(why_raw), key, si, si->mech, 0) == 0) {
+    /* The raw mechanism first (the token sees only a digest), else the hash-and-sign one.
+     * Every instance is the same token: probing on the first is enough. */
+    pthread_rwlock_wrlock(&be->inst[0].lock);
+    if (mech_usable(&be->inst[0], why_raw, sizeof(why_raw), key, si, si->mech, 0) == 0) {
         chosen = si->mech;
-    } else if (si->hs_mech != 0 && mech_usable(be, why_hs, sizeof(why_hs), key, si, si->hs_mech, 1) == 0) {
+    } else if (si->hs_mech != 0 && mech_usable(&be->inst[0], why_hs, sizeof(why_hs), key, si, si->hs_mech, 1) == 0) {
         chosen = si->hs_mech;
         hashed = 1;
     }
@@ -1453,7 +1602,7 @@ int p11_key_check_scheme(struct p11_backend *be, struct p11_key *key, char *err,
             km->hashed = hashed;
         }
     }
-    pthread_rwlock_unlock(&be->lock);
+    pthread_rwlock_unlock(&be->inst[0].lock);
     if (chosen == 0) {
         if (si->hs_mech == 0) {
             snprintf(err, err_len, "%s", why_raw);
@@ -1482,34 +1631,29 @@ int p11_key_hygiene(const struct p11_key *key, char *err, size_t err_len)
     return KL_ERR_DENIED;
 }
 
-/* One signature on the worker's session, recovering first if the token broke. */
-static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned idx, const struct p11_key *key,
-                      const struct scheme_info *si, CK_MECHANISM_TYPE mtype, const uint8_t *data, size_t data_len)
+/* One signature on the worker's session, recovering its instance first if it broke. */
+static int sign_token(struct p11_backend *be, uint8_t *sig, size_t *sig_len_p, unsigned session_index,
+                      const struct p11_key *key, const struct scheme_info *si, CK_MECHANISM_TYPE mtype,
+                      const uint8_t *data, size_t data_len)
 {
     CK_ULONG out_len = *sig_len_p;
+    struct p11_inst *in;
+    unsigned idx = 0;
+    int ret = 0;
     CK_RV rv;
 
-    if (idx >= be->n_sessions) {
-        return KL_ERR_INVALID;
+    if ((in = inst_acquire(be, session_index, &idx, &ret)) == NULL) {
+        return ret;
     }
-    if (atomic_load(&be->broken) || atomic_load(&be->rearm)) {
-        recover(be);
-    }
-    pthread_rwlock_rdlock(&be->lock);
-    if (atomic_load(&be->broken) || be->sessions[idx] == CK_INVALID_HANDLE) {
-        pthread_rwlock_unlock(&be->lock);
-        atomic_store(&be->broken, 1);
+    if (key->refused[in->idx]) {
+        pthread_rwlock_unlock(&in->lock); /* said once, when the re-login found it changed */
         return KL_ERR_HSM;
     }
-    if (key->refused) {
-        pthread_rwlock_unlock(&be->lock); /* said once, when the re-login found it changed */
-        return KL_ERR_HSM;
-    }
-    rv = sign_once(be, sig, &out_len, idx, key, si, mtype, data, data_len);
-    pthread_rwlock_unlock(&be->lock);
+    rv = sign_once(in, sig, &out_len, idx, key, si, mtype, data, data_len);
+    pthread_rwlock_unlock(&in->lock);
     if (rv != CKR_OK) {
         if (rv_needs_recovery(rv)) {
-            atomic_store(&be->broken, 1);
+            atomic_store(&in->broken, 1);
         }
         log_warnx("hsm: C_Sign failed: %s (0x%lx)%s", rv_str(rv), (unsigned long)rv,
                   rv_needs_recovery(rv) ? "; will reopen sessions and log in again" : "");

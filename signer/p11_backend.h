@@ -6,17 +6,25 @@
  * one token (found by the token label of the keys' RFC 7512 URIs), one login, and a pool of sessions: one per worker
  * thread, addressed by index, so a worker never waits for another's session.
  *
+ * Instances ([hsm] module_instances, issue 15): a remoting module such as p11-kit-client.so
+ * makes a new instance, with its own connection to its server, at every C_GetFunctionList
+ * call, and its server answers one request at a time per connection. The backend can take
+ * N instances of such a module and spread the session pool over them (session s on instance
+ * s % N); each is initialised, logged in, and finds every key on its own (object handles are
+ * per instance), and token trouble on one breaks and recovers that instance alone.
+ *
  * Token trouble (session handle invalid or closed, user not logged in, device
  * removed or in error, token not present, stale object handles) fails the request
- * in hand with KL_ERR_HSM and marks the backend broken; the next p11_sign() then
- * re-initialises the module, reopens every session, logs in again (re-reading the
+ * in hand with KL_ERR_HSM and marks its instance broken; the next p11_sign() there then
+ * re-initialises the instance, reopens its sessions, logs in again (re-reading the
  * PIN file) and re-finds every key before it signs. No restart is needed.
  *
  * Re-login rules: a recovery that fails is retried no sooner than an exponentially
  * growing interval (100 ms doubling to 10 s, reset by a success). A token that refuses
  * the PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED, CKR_PIN_INVALID,
  * CKR_PIN_LEN_RANGE) is never asked again on its own: hardware tokens count failed logins
- * and lock. One line names the PIN file, and every signature fails with KL_ERR_HSM until
+ * and lock, so one refusal stops the logins of every instance. One line names the PIN file,
+ * and every signature on an instance that needs a login fails with KL_ERR_HSM until
  * an operator calls p11_backend_rearm() (keyless-signer: SIGHUP) or restarts the signer.
  * After a re-login each key's public key is compared with the one read at start; a key
  * that changed (or is gone) is refused with KL_ERR_HSM, one line, the others sign on.
@@ -35,6 +43,7 @@
 
 #define P11_SIG_MAX 1024 /* largest signature produced: RSA up to 8192 bits, DER ECDSA */
 #define P11_SPKI_MAX 2048
+#define P11_INSTANCES_MAX 64 /* module instances of one backend ([hsm] module_instances) */
 
 struct p11_backend;
 struct p11_key;
@@ -55,6 +64,8 @@ enum p11_fail {
     P11_FAIL_PIN,       /* the PIN file cannot be used (missing, not a regular file, readable by others,
                          * empty), or the token refused its PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED,
                          * CKR_PIN_EXPIRED, CKR_PIN_INVALID, CKR_PIN_LEN_RANGE) */
+    P11_FAIL_INSTANCES, /* several instances asked of a module that has one per process (it returns the
+                         * same function list twice), or of a module named by module_name */
 };
 
 /*
@@ -62,20 +73,24 @@ enum p11_fail {
  * is accepted too) and module_name (a module registered with p11-kit, e.g. "softhsm2").
  * token_uri is an RFC 7512 URI whose token attributes (token=, serial=, ...) select the
  * token. The PIN is read from pin_file (first line), used for C_Login and wiped.
- * sessions is the size of the session pool (one per worker).
+ * sessions is the size of the session pool (one per worker). instances (1 to
+ * P11_INSTANCES_MAX, at most sessions) is how many instances of the module to take: more
+ * than one needs module_path, loaded with dlopen, whose C_GetFunctionList returns a new
+ * function list at each call; the sessions are spread over them (session s on s % instances).
  * On failure a one-line reason is written to err (never containing the PIN) and, if fail_p
  * is not NULL, what failed to *fail_p (P11_FAIL_NONE on success).
  */
 KL_MUST_CHECK int p11_backend_new(struct p11_backend **be_p, enum p11_fail *fail_p, char *err, size_t err_len,
                                   const char *module_path, const char *module_name, const char *token_uri,
-                                  const char *pin_file, unsigned sessions);
+                                  const char *pin_file, unsigned sessions, unsigned instances);
 
 /* Log out, close the sessions, C_Finalize and unload. NULL is fine. */
 void p11_backend_free(struct p11_backend *be);
 
 /*
  * Find the private key named by uri (and its public key: same CKA_ID, else same label)
- * on the backend's token, read its type and public key. The key belongs to be and is
+ * on the backend's token, read its type and public key. With several instances it is found
+ * on each (object handles are per instance) and must show the same public key on each. The key belongs to be and is
  * freed with it. KL_ERR_NOT_FOUND / KL_ERR_HSM / KL_ERR_CONFIG with a reason in err.
  * A key with CKA_ALWAYS_AUTHENTICATE (a PIN per signature) is refused (KL_ERR_CONFIG).
  */
@@ -97,7 +112,8 @@ void p11_key_release(struct p11_backend *be, struct p11_key *key);
  * with CKF_SIGN (C_GetMechanismInfo), and, without a list and where there is a choice
  * (not Ed25519), a test signature over a fixed probe content succeeds (RSA: and verifies). Call it once per scheme at
  * start, before signing starts (it writes key). 0 if the key can sign, KL_ERR_DENIED with the reason in err (naming
- * every mechanism tried) if neither can, KL_ERR_HSM on token trouble.
+ * every mechanism tried) if neither can, KL_ERR_HSM on token trouble. With several instances
+ * the probe runs on the first: they are one token.
  */
 KL_MUST_CHECK int p11_key_check_scheme(struct p11_backend *be, struct p11_key *key, char *err, size_t err_len,
                                        uint16_t scheme);
@@ -177,16 +193,20 @@ KL_MUST_CHECK int p11_hmac_sha256(struct p11_backend *be, uint8_t out[P11_HMAC_S
  */
 void p11_backend_recover_if_needed(struct p11_backend *be);
 
-/* How many times the backend has recovered from token trouble (for logs and tests). */
+/* How many times an instance of the backend has recovered from token trouble (for logs and tests). */
 unsigned p11_backend_recoveries(struct p11_backend *be);
 
 /* How many times C_Login was called, at start and in recoveries (for logs and tests). */
 unsigned p11_backend_logins(struct p11_backend *be);
 
+/* How many module instances the backend has (the instances given to p11_backend_new). */
+unsigned p11_backend_instances(const struct p11_backend *be);
+
 /*
  * An operator acted: allow one more login after the token refused the PIN, and retry a
- * failing recovery without waiting for the back-off. Only sets a flag (the next
- * p11_sign() acts on it): async-signal-safe, for a SIGHUP handler.
+ * failing recovery without waiting for the back-off, on every instance. Only bumps an
+ * atomic counter (the next p11_sign() on each instance acts on it): async-signal-safe, for
+ * a SIGHUP handler.
  */
 void p11_backend_rearm(struct p11_backend *be);
 

@@ -31,6 +31,9 @@
 #   BENCH_REMOTE_SESSIONS="1 2 4 8"
 #                          section remote (issue 15): signer throughput with the token behind
 #                          `p11-kit server` (a network HSM's stand-in) for each session count
+#   BENCH_REMOTE_DELAY_US=2000
+#                          section remote, second pass: the same with every C_Sign in the
+#                          server made that much slower (an HSM's latency; 0: no second pass)
 # Resumed handshakes (issue 11): nginx-file with tickets against keyless with HSM ticket keys,
 # --resume 100 (server CPU of a resumed handshake) and --resume 80 (share that needed the HSM).
 set -euo pipefail
@@ -57,6 +60,8 @@ BULK_MIB=64
 
 SECTIONS=${BENCH_SECTIONS:-"handshakes resumed idle bulk floors signer remote"}
 REMOTE_SESSIONS=${BENCH_REMOTE_SESSIONS:-"1 2 4 8"}
+# section remote, second pass: each C_Sign in the server takes this much longer (0: no pass)
+REMOTE_DELAY_US=${BENCH_REMOTE_DELAY_US:-2000}
 # section NAME: true when BENCH_SECTIONS asks for that part.
 section() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
@@ -573,8 +578,9 @@ fi
 # The signer with its token behind `p11-kit server` (the stand-in for a network HSM: every
 # C_Sign crosses a socket and another process), ECDSA P-256, for each session count: raw
 # C_Sign through p11-kit-client.so on S sessions from S threads, and the signer with
-# workers = S fed by S connections of 64 requests. The target is on the RPC throughput of
-# 4 sessions against 1.
+# workers = S fed by S connections of 64 requests, both with [hsm] module_instances = S (one
+# p11-kit-client.so instance, so one server connection, per session: the server serves each
+# connection one request at a time). The target is on the RPC throughput of 4 sessions against 1.
 if section remote && [ -x "$BUILD/tests/bench/signer_bench" ] && [ -e /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ]; then
     KL_BUILD_DIR=$BUILD KL_SOURCE_DIR=$SRC timeout 600 "$BUILD/tests/bench/signer_bench" --keys ecdsa-p256 \
         --remote "$(echo "$REMOTE_SESSIONS" | tr ' ' ',')" --window 64 --seconds 3 --rounds 1 \
@@ -584,6 +590,19 @@ if section remote && [ -x "$BUILD/tests/bench/signer_bench" ] && [ -e /usr/lib/x
         put "remote/$n/raw_per_s" "$(awk -F'|' -v n="$n" '$2 + 0 == n && $2 ~ /[0-9]/ { gsub(/ /, "", $3); print $3 }' "$WORK/signer_remote.out")"
         put "remote/$n/rpc_per_s" "$(awk -F'|' -v n="$n" '$2 + 0 == n && $2 ~ /[0-9]/ { gsub(/ /, "", $5); print $5 }' "$WORK/signer_remote.out")"
     done
+    # Second pass: a token that takes REMOTE_DELAY_US per signature. Without it, on a small
+    # machine the token's own CPU (SoftHSM in the server's children) shares the cores with
+    # the signer and the client, and the rows show the CPU limit, not the connections'.
+    if [ "$REMOTE_DELAY_US" -gt 0 ]; then
+        KL_BUILD_DIR=$BUILD KL_SOURCE_DIR=$SRC timeout 600 "$BUILD/tests/bench/signer_bench" --keys ecdsa-p256 \
+            --remote "$(echo "$REMOTE_SESSIONS" | tr ' ' ',')" --token-delay-us "$REMOTE_DELAY_US" --window 64 \
+            --seconds 3 --rounds 1 >"$WORK/signer_remote_delay.out" 2>&1 || true
+        bench_log "signer_bench --remote --token-delay-us $REMOTE_DELAY_US: $(grep -E '^\| [0-9]' "$WORK/signer_remote_delay.out" | tr '\n' ';')"
+        for n in $REMOTE_SESSIONS; do
+            put "remote_delay/$n/raw_per_s" "$(awk -F'|' -v n="$n" '$2 + 0 == n && $2 ~ /[0-9]/ { gsub(/ /, "", $3); print $3 }' "$WORK/signer_remote_delay.out")"
+            put "remote_delay/$n/rpc_per_s" "$(awk -F'|' -v n="$n" '$2 + 0 == n && $2 ~ /[0-9]/ { gsub(/ /, "", $5); print $5 }' "$WORK/signer_remote_delay.out")"
+        done
+    fi
 fi
 
 # ---------------------------------------------------------------- the table
@@ -649,6 +668,11 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
         [ "$n" != 1 ] && [ -n "$r1" ] && [ -n "$(get remote/$n/rpc_per_s)" ] || continue
         row "ecdsa-p256 through p11-kit server: signer sig/s, $n sessions vs 1" "$(get remote/$n/rpc_per_s)" "$r1" ">=" "$([ "$n" = 4 ] && echo 3 || echo -)"
     done
+    r1=$(get remote_delay/1/rpc_per_s)
+    for n in $REMOTE_SESSIONS; do
+        [ "$n" != 1 ] && [ -n "$r1" ] && [ -n "$(get remote_delay/$n/rpc_per_s)" ] || continue
+        row "ecdsa-p256 through p11-kit server, token $REMOTE_DELAY_US µs/C_Sign: signer sig/s, $n sessions vs 1" "$(get remote_delay/$n/rpc_per_s)" "$r1" ">=" "$([ "$n" = 4 ] && echo 3 || echo -)"
+    done
     echo
     echo "| peer/figure | nginx key file | nginx pkcs11 engine | keyless | keyless, audit_sync=none |"
     echo "|---|---|---|---|---|"
@@ -671,6 +695,10 @@ row_abs() { # row_abs FIGURE OURS PEER OP LIMIT: the target is on ours itself
     for n in $REMOTE_SESSIONS; do
         [ -n "$(get remote/$n/rpc_per_s)$(get remote/$n/raw_per_s)" ] || continue
         printf '| ecdsa-p256 through p11-kit server, %s session(s): raw C_Sign sig/s, signer sig/s | %s | | %s |\n' "$n" "$(get remote/$n/raw_per_s)" "$(get remote/$n/rpc_per_s)"
+    done
+    for n in $REMOTE_SESSIONS; do
+        [ -n "$(get remote_delay/$n/rpc_per_s)$(get remote_delay/$n/raw_per_s)" ] || continue
+        printf '| ecdsa-p256 through p11-kit server, token %s µs/C_Sign, %s session(s): raw C_Sign sig/s, signer sig/s | %s | | %s |\n' "$REMOTE_DELAY_US" "$n" "$(get remote_delay/$n/raw_per_s)" "$(get remote_delay/$n/rpc_per_s)"
     done
     for key in $KEYS; do
         printf '| %s cpu_us, each round | %s | %s | %s | %s |\n' "$key" "${ROUND_CPU[nginx-file/$key/cpu_us]:-}" "${ROUND_CPU[nginx-pkcs11/$key/cpu_us]:-}" "${ROUND_CPU[keyless/$key/cpu_us]:-}" "${ROUND_CPU[keyless-nosync/$key/cpu_us]:-}"

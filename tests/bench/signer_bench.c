@@ -58,6 +58,7 @@ struct result {
     /* --remote, RPC rows: connections the p11-kit server serves, CPU % of its busiest child */
     size_t p11srv_conns;
     double p11srv_busiest_pct;
+    double p11srv_cpu_us; /* CPU of all its children per signature: the token's side of each C_Sign */
 };
 
 /* The signer process's counters: CPU in clock ticks and context switches of all threads. */
@@ -358,7 +359,9 @@ struct opts {
     double seconds;
     const char *sync;
     unsigned group_ms;
-    pid_t p11_server; /* --remote: the `p11-kit server` whose per-connection children are watched */
+    pid_t p11_server;        /* --remote: the `p11-kit server` whose per-connection children are watched */
+    unsigned instances;      /* [hsm] module_instances of the backends (issue 15); --remote 0: one per session */
+    unsigned token_delay_us; /* --remote: each C_Sign in the server takes this much longer (tests/signer/p11shim.c) */
 };
 
 /* The p11-kit server's per-connection children over the RPC throughput run: how many
@@ -368,6 +371,7 @@ struct p11srv_watch {
     pid_t pid[64];
     unsigned long long ticks[64];
     double busiest_pct;
+    double total_s; /* CPU seconds of all the children alive in both snapshots */
 };
 
 static void p11srv_snapshot(struct p11srv_watch *w, pid_t server)
@@ -392,12 +396,14 @@ static void p11srv_snapshot(struct p11srv_watch *w, pid_t server)
 static void p11srv_busiest(struct p11srv_watch *before, const struct p11srv_watch *after, double seconds)
 {
     before->busiest_pct = 0;
+    before->total_s = 0;
     for (size_t i = 0; i < after->n; i++) {
         for (size_t k = 0; k < before->n; k++) {
             if (before->pid[k] == after->pid[i] && after->ticks[i] >= before->ticks[k]) {
                 double pct =
                     100.0 * (double)(after->ticks[i] - before->ticks[k]) / (double)sysconf(_SC_CLK_TCK) / seconds;
                 before->busiest_pct = pct > before->busiest_pct ? pct : before->busiest_pct;
+                before->total_s += (double)(after->ticks[i] - before->ticks[k]) / (double)sysconf(_SC_CLK_TCK);
             }
         }
     }
@@ -415,10 +421,11 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
     char err[256], pin[400], conf[400], extra[200], hsm_line[300];
     struct result raw[MAX_ROUNDS], full[MAX_ROUNDS], w1[MAX_ROUNDS], ww[MAX_ROUNDS];
     unsigned sessions = o->workers > 0 ? o->workers : 1;
+    unsigned instances = o->instances > 0 ? o->instances : 1;
 
     snprintf(pin, sizeof(pin), "%s/user.pin", h->hsm);
     if (p11_backend_new(&be, NULL, err, sizeof(err), module != NULL ? module : SOFTHSM_MODULE, NULL, ks->uri, pin,
-                        o->threads > sessions ? o->threads : sessions) != 0 ||
+                        o->threads > sessions ? o->threads : sessions, instances) != 0 ||
         p11_key_find(be, &key, err, sizeof(err), ks->uri) != 0) {
         fprintf(stderr, "signer_bench: %s\n", err);
         p11_backend_free(be);
@@ -427,7 +434,8 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
     snprintf(conf, sizeof(conf), "%s/bench.conf", h->dir);
     snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\naudit_group_ms = %u\n",
              o->workers, o->sync, o->group_ms);
-    snprintf(hsm_line, sizeof(hsm_line), "module = %s", module != NULL ? module : SOFTHSM_MODULE);
+    snprintf(hsm_line, sizeof(hsm_line), "module = %s\nmodule_instances = %u", module != NULL ? module : SOFTHSM_MODULE,
+             instances);
     if (harness_write_config(h, conf, extra, hsm_line, module != NULL ? REMOTE_KEYS : harness_std_keys) != 0 ||
         harness_start(h, conf) != 0) {
         fprintf(stderr, "signer_bench: keyless-signer did not start (see %s)\n", h->errlog);
@@ -466,6 +474,7 @@ static int bench_key(struct harness *h, const struct key_spec *ks, const struct 
         p11srv_busiest(&w0, &w1s, (double)(kl_clock_ns() - t0) / 1e9);
         ww[round].p11srv_conns = w0.n;
         ww[round].p11srv_busiest_pct = w0.busiest_pct;
+        ww[round].p11srv_cpu_us = ww[round].n > 0 ? w0.total_s * 1e6 / (double)ww[round].n : -1;
     }
     (void)harness_stop(h);
     p11_backend_free(be);
@@ -499,7 +508,7 @@ static double rsa_verify_cpu_us(struct harness *h, const struct key_spec *ks)
     snprintf(pin, sizeof(pin), "%s/user.pin", h->hsm);
     memset(content, 0x20, 64);
     memset(content + 64, 0x5a, sizeof(content) - 64);
-    if (p11_backend_new(&be, NULL, err, sizeof(err), SOFTHSM_MODULE, NULL, ks->uri, pin, 1) != 0 ||
+    if (p11_backend_new(&be, NULL, err, sizeof(err), SOFTHSM_MODULE, NULL, ks->uri, pin, 1, 1) != 0 ||
         p11_key_find(be, &key, err, sizeof(err), ks->uri) != 0 || (spki = p11_key_spki(key, &spki_len)) == NULL ||
         crypto_pubkey_from_spki(&pub, spki, spki_len) != 0 ||
         p11_sign(be, sig, &sig_len, 0, key, ks->scheme, content, sizeof(content)) != 0 ||
@@ -538,17 +547,50 @@ static size_t parse_list(unsigned *counts, size_t cap, const char *s)
     return *s == '\0' ? n : 0;
 }
 
+/*
+ * `p11-kit server` exporting SoftHSM2 through tests/signer/p11shim.c, whose C_Sign sleeps
+ * delay_us first: a token whose signature takes that long whatever this machine's load (a
+ * network HSM's latency), so that the rows show what the connections allow rather than
+ * what two shared cores allow. The server's pid (its own process group), or -1.
+ */
+static pid_t p11_server_start_delayed(const char *sock, unsigned delay_us)
+{
+    char d[32];
+    pid_t pid;
+    snprintf(d, sizeof(d), "%u", delay_us);
+    (void)unlink(sock);
+    if ((pid = fork()) < 0) {
+        return -1;
+    }
+    if (pid == 0) {
+        FILE *e = freopen("/dev/null", "w", stdout);
+        (void)e;
+        setpgid(0, 0);
+        setenv("KL_SHIM_TARGET", SOFTHSM_MODULE, 1);
+        setenv("KL_SHIM_SIGN_DELAY_US", d, 1);
+        execlp("p11-kit", "p11-kit", "server", "-f", "-n", sock, "--provider", KL_P11SHIM, "pkcs11:token=keyless",
+               (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500 && access(sock, F_OK) != 0; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return pid;
+}
+
 /* The slow-token section: the same token behind `p11-kit server`, 1..N sessions. */
 static int bench_remote(struct harness *h, const struct opts *base, const unsigned *counts, size_t n_counts,
                         const struct key_spec *ks)
 {
     char p11sock[400], label[64];
-    double raw1 = 0, rpc1 = 0;
+    double raw1 = 0, rpc1 = 0, ratio4_raw = 0, ratio4_rpc = 0;
     pid_t server;
     int ret = 0;
 
     harness_p11_socket(h, p11sock, sizeof(p11sock));
-    server = harness_p11_server_start(p11sock, 0);
+    server = base->token_delay_us > 0 ? p11_server_start_delayed(p11sock, base->token_delay_us)
+                                      : harness_p11_server_start(p11sock, 0);
     struct opts ob = *base;
     ob.p11_server = server;
     base = &ob;
@@ -557,16 +599,19 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
         harness_p11_server_stop(server);
         return -1;
     }
-    printf("\nslow token: %s through p11-kit server + p11-kit-client.so, signer workers = sessions, one client "
-           "connection per session with %u in flight\n\n",
-           ks->key, base->window);
+    printf("\nslow token: %s through p11-kit server + p11-kit-client.so, signer workers = sessions, module "
+           "instances = %s, one client connection per session with %u in flight, token delay %u µs per C_Sign\n\n",
+           ks->key, base->instances == 0 ? "sessions" : "--instances", base->window, base->token_delay_us);
+    /* conns: the signer's and this program's raw-path backend (idle during the RPC run);
+     * p11 µs/sig: CPU of all the server's children per RPC signature (SoftHSM + RPC). */
     printf("| sessions | raw sig/s | raw x1 | RPC sig/s | RPC x1 | RPC p50 µs (w=1) | srv µs/sig | srv cs/sig | "
-           "p11-kit server conns | busiest conn CPU %% | errors |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "p11-kit server conns | busiest conn CPU %% | p11 µs/sig | errors |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n_counts && ret == 0; i++) {
         struct opts o = *base;
         struct result raw, w1, ww;
         o.threads = o.workers = counts[i];
+        o.instances = base->instances == 0 ? counts[i] : base->instances < counts[i] ? base->instances : counts[i];
         if ((ret = bench_key(h, ks, &o, CLIENT_MODULE, &raw, NULL, &w1, &ww)) != 0) {
             break;
         }
@@ -575,11 +620,20 @@ static int bench_remote(struct harness *h, const struct opts *base, const unsign
             rpc1 = ww.per_s;
         }
         snprintf(label, sizeof(label), "%u", counts[i]);
-        printf("| %-8s | %9.0f | %6.2f | %9.0f | %6.2f | %16.1f | %10.1f | %10.2f | %20zu | %18.0f | %6llu |\n", label,
-               raw.per_s, raw1 > 0 ? raw.per_s / raw1 : 0.0, ww.per_s, rpc1 > 0 ? ww.per_s / rpc1 : 0.0, w1.p50_us,
-               ww.cpu_us, ww.ctxsw, ww.p11srv_conns, ww.p11srv_busiest_pct,
-               (unsigned long long)(raw.errors + w1.errors + ww.errors));
+        printf(
+            "| %-8s | %9.0f | %6.2f | %9.0f | %6.2f | %16.1f | %10.1f | %10.2f | %20zu | %18.0f | %10.1f | %6llu |\n",
+            label, raw.per_s, raw1 > 0 ? raw.per_s / raw1 : 0.0, ww.per_s, rpc1 > 0 ? ww.per_s / rpc1 : 0.0, w1.p50_us,
+            ww.cpu_us, ww.ctxsw, ww.p11srv_conns, ww.p11srv_busiest_pct, ww.p11srv_cpu_us,
+            (unsigned long long)(raw.errors + w1.errors + ww.errors));
         fflush(stdout);
+        if (counts[i] == 4 && raw1 > 0 && rpc1 > 0) {
+            ratio4_raw = raw.per_s / raw1;
+            ratio4_rpc = ww.per_s / rpc1;
+        }
+    }
+    if (ret == 0 && ratio4_rpc > 0) {
+        printf("\n%s: 4 sessions vs 1: raw C_Sign %.2fx, signer RPC %.2fx (target >= 3x)\n", ks->key, ratio4_raw,
+               ratio4_rpc);
     }
     harness_p11_server_stop(server);
     return ret;
@@ -590,7 +644,7 @@ int main(int argc, char **argv)
     /* Defaults: the signer's own audit defaults (group, 1 ms), and a window deep enough to
      * cover one group commit (64 requests in flight per connection), so that the RPC rows
      * measure the signer's pipeline rather than the fdatasync latency. */
-    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0};
+    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0, 0, 0};
     static char self[1024], build[1024], src[1024];
     struct harness h;
     unsigned counts[8];
@@ -618,12 +672,18 @@ int main(int argc, char **argv)
                 fprintf(stderr, "signer_bench: --remote wants session counts such as 1,2,4,8\n");
                 return 2;
             }
+        } else if (strcmp(argv[i], "--token-delay-us") == 0 && i + 1 < argc) {
+            o.token_delay_us = (unsigned)atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--instances") == 0 && i + 1 < argc) {
+            o.instances = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
             keys_list = argv[++i];
         } else {
-            fprintf(stderr,
-                    "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
-                    "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--keys ecdsa-p256,rsa-2048]\n");
+            fprintf(
+                stderr,
+                "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
+                "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--instances N] [--token-delay-us US] "
+                "[--keys ecdsa-p256,rsa-2048]\n");
             return 2;
         }
     }
@@ -631,7 +691,7 @@ int main(int argc, char **argv)
         o.workers = o.threads;
     }
     if (o.threads < 1 || o.threads > 64 || o.workers > 64 || o.window < 1 || o.window > 1024 || o.rounds < 1 ||
-        o.rounds > MAX_ROUNDS) {
+        o.rounds > MAX_ROUNDS || o.instances > 64) {
         return 2;
     }
     /* <build>/tests/bench/signer_bench -> <build>; the source tree from this file's path. */

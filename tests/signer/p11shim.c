@@ -22,6 +22,9 @@
  *                      cannot: the shim ends it with a throw-away C_Sign), one line
  *                      "cancel" in $DIR/cancels each time; without it that call gets
  *                      CKR_ARGUMENTS_BAD, as from a 2.x module
+ *   KL_SHIM_SIGN_DELAY_US  if set: every C_Sign that produces a signature first sleeps this
+ *                      long, a token whose signature takes that time (signer_bench --remote
+ *                      --token-delay-us: an HSM's latency, not this machine's CPU)
  *
  * Everything else goes to the real module unchanged. Test code only: it never ships.
  */
@@ -268,6 +271,10 @@ static CK_RV shim_sign_real(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len,
 
 static CK_RV shim_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 {
+    const char *delay = getenv("KL_SHIM_SIGN_DELAY_US");
+    if (delay != NULL && sig != NULL) {
+        usleep((useconds_t)strtoul(delay, NULL, 10));
+    }
     return corrupt(shim_sign_real(s, data, len, sig, sig_len), sig, sig_len);
 }
 

@@ -136,6 +136,24 @@ int main(void)
     expect_conf(NULL, NULL, harness_std_keys, "--check-config", 0, "OK (4 key(s)", "--check-config on a good config");
 
     /* Bad lines: exit 2 with FILE:LINE: [section] key: reason. */
+    /* [hsm] module_instances (issue 15): 1..64, a number, no more than the sessions, not with module_name. */
+    expect_conf(NULL, "module = " SOFTHSM_MODULE "\nmodule_instances = 0", harness_std_keys, "--check-config", 2,
+                "[hsm] module_instances: '0' is not 1..64", "module_instances = 0");
+    expect_conf(NULL, "module = " SOFTHSM_MODULE "\nmodule_instances = 65", harness_std_keys, "--check-config", 2,
+                "[hsm] module_instances: '65' is not 1..64", "module_instances = 65");
+    expect_conf(NULL, "module = " SOFTHSM_MODULE "\nmodule_instances = four", harness_std_keys, "--check-config", 2,
+                "[hsm] module_instances: 'four' is not 1..64", "module_instances = four");
+    expect_conf(NULL, "module = " SOFTHSM_MODULE "\nmodule_instances = 3", harness_std_keys, "--check-config", 2,
+                "[hsm] module_instances: 3 is more than the signer's 2 PKCS#11 sessions",
+                "module_instances = 3 with the default 2 workers");
+    expect_conf("workers = 3", "module = " SOFTHSM_MODULE "\nmodule_instances = 3", harness_std_keys, "--check-config",
+                1,
+                "[hsm] module_instances: ", "module_instances = 3, 3 workers: passes the config, SoftHSM2 refuses it");
+    expect_raw("[signer]\nsocket = s\naudit_log = a\n[hsm]\nmodule_name = softhsm2\nmodule_instances = 2\npin_file = "
+               "p\n[key a]\nuri = pkcs11:x\nschemes = ecdsa_secp256r1_sha256\n",
+               "", 2, "[hsm] module_instances: more than one needs module = PATH", "module_instances with module_name");
+    expect_conf(NULL, "module = " SOFTHSM_MODULE "\nmodule_instances = 1", harness_std_keys, "--check-config", 0,
+                "OK (4 key(s)", "module_instances = 1 on SoftHSM2: OK");
     snprintf(sub, sizeof(sub), "case.conf:3: [signer] workers: '257' is not 0..256");
     expect_raw("[signer]\nsocket = /tmp/x.sock\nworkers = 257\n", "", 2, sub, "workers = 257");
     snprintf(sub, sizeof(sub), "case.conf:2: [signer] colour: unknown key");

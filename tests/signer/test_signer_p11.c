@@ -171,7 +171,7 @@ static int backend_try(enum p11_fail *fail_p, const char *module, const char *na
     char err[512] = "";
     int ret;
     *fail_p = (enum p11_fail) - 1;
-    ret = p11_backend_new(&be, fail_p, err, sizeof(err), module, name, uri, pin, 2);
+    ret = p11_backend_new(&be, fail_p, err, sizeof(err), module, name, uri, pin, 2, 1);
     if (ret != 0) {
         diag("p11_backend_new: %s", err);
     }
@@ -238,7 +238,7 @@ static void test_backend_in_process(void)
 
     /* The control: the real module, token and PIN. */
     fail = (enum p11_fail) - 1;
-    if (!ok(p11_backend_new(&be, &fail, err, sizeof(err), SOFTHSM_MODULE, NULL, uri, pin, 1) == 0,
+    if (!ok(p11_backend_new(&be, &fail, err, sizeof(err), SOFTHSM_MODULE, NULL, uri, pin, 1, 1) == 0,
             "in process: the backend opens")) {
         diag("%s", err);
         return;
