@@ -23,6 +23,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
 kl_cleanup() {
     local p
     for p in "${KL_PIDS[@]}"; do
+        # A backgrounded kl_as_frontend is a subshell whose child is the real process: stop both.
+        pkill -TERM -P "$p" 2>/dev/null || true
         kill -TERM "$p" 2>/dev/null || true
     done
     for p in "${KL_PIDS[@]}"; do
