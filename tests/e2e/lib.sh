@@ -2,7 +2,7 @@
 # tests/e2e/lib.sh - shared helpers for the end-to-end tests (sourced, bash).
 #
 # Each test gets its own temporary directory ($T) with its own SoftHSM2 token
-# (hsm-setup/setup.sh --dir), its own signer, backend and frontend on free loopback
+# (hsm-setup/setup.sh --dir, or under ctest a copy of the run's prepared one), its own signer, backend and frontend on free loopback
 # ports, and a cleanup at exit that stops them all and removes $T (KL_KEEP=1 keeps it).
 # Checks and the plan come from tests/lib/tap.sh (ok STATUS DESC, check DESC CMD...,
 # is, skip, bail, done_testing); a failed run ends with the daemons' last log lines.
@@ -23,6 +23,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
 kl_cleanup() {
     local p
     for p in "${KL_PIDS[@]}"; do
+        # A backgrounded kl_as_frontend is a subshell whose child is the real process: stop both.
+        pkill -TERM -P "$p" 2>/dev/null || true
         kill -TERM "$p" 2>/dev/null || true
     done
     for p in "${KL_PIDS[@]}"; do
@@ -90,7 +92,14 @@ kl_ensure_user() {
 kl_token() {
     [ -x "$FE_BIN" ] || bail "no $FE_BIN (build first)"
     [ -x "$SIGNER_BIN" ] || bail "no $SIGNER_BIN (build first)"
-    bash "$KL_SOURCE_DIR/hsm-setup/setup.sh" --dir "$HSM" >"$T/setup.log" 2>&1 || bail "hsm-setup failed"
+    # Under ctest a copy of the run's prepared token (tests/lib/hsm-token.sh), else a new one.
+    local rc=0
+    bash "$KL_SOURCE_DIR/tests/lib/hsm-token.sh" copy "$HSM" >"$T/setup.log" 2>&1 || rc=$?
+    if [ $rc = 3 ]; then
+        bash "$KL_SOURCE_DIR/hsm-setup/setup.sh" --dir "$HSM" >"$T/setup.log" 2>&1 || bail "hsm-setup failed"
+    elif [ $rc != 0 ]; then
+        bail "copying the prepared token failed"
+    fi
     if kl_two_users; then
         kl_ensure_user "$KL_SIGNER_USER"
         kl_ensure_user "$KL_FE_USER"

@@ -123,9 +123,14 @@ bits=""
 for _ in 1 2 3 4 5 6 7 8; do bits="$bits $(peer_bits)"; done
 check "... every handshake, whichever worker takes it, gets the reloaded P-384 certificate:$bits" \
     test "$(tr ' ' '\n' <<<"$bits" | grep -c '^384$')" -eq 8
+handshakes_logged() { [ "$(grep -c "handshake ok" "$T/frontend.log")" -gt "$1" ]; }
+hs0=$(grep -c "handshake ok" "$T/frontend.log" || true)
 kl_curl --limit-rate 3M --data-binary "@$T/big.bin" "https://localhost:$FE_PORT/echo" -o "$T/drain.out" &
 curl_pid=$!
-sleep 1
+# SIGTERM once the transfer is under way (its handshake logged; a fixed sleep lost that race
+# on a loaded machine, and the transfer takes about 3 s at 3 MB/s).
+wait_for handshakes_logged "$hs0" || true
+sleep 0.3
 kill -TERM "$FE_PID"
 sleep 0.5
 rc=0

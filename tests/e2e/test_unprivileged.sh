@@ -71,14 +71,17 @@ except OSError:  # closed by the signer: reset or broken pipe
 sys.exit(0 if len(got) == 4 else 3)
 PY
 }
+# The restarted signer is up once its start-up line is logged (written after listen(); the old
+# socket file may still be there, so waiting for it raced the new signer's start on a loaded machine).
+signer_listening() { [ "$(grep -c "listening on" "$T/signer.log")" -gt "$1" ]; }
 kill -TERM "$SIGNER_PID"
 wait "$SIGNER_PID" 2>/dev/null || true
 sed -i "s/^allow_uids = $KL_FE_USER\$/allow_gids = $KL_FE_USER/" "$T/signer.conf"
+starts=$(grep -c "listening on" "$T/signer.log" || true)
 "$SIGNER_BIN" --config "$T/signer.conf" >>"$T/signer.log" 2>&1 &
 SIGNER_PID=$!
 KL_PIDS+=("$SIGNER_PID")
-wait_for test -S "$SIGNER_SOCK" || bail "signer did not restart"
-sleep 0.3
+wait_for signer_listening "$starts" || bail "signer did not restart"
 check "allow_gids = the frontend's group: the frontend's user is served" ping_as "$KL_FE_USER"
 rc=0
 ping_as "$KL_SIGNER_USER" || rc=$?
@@ -87,11 +90,11 @@ check "... and the refusal is audited" grep -q "\"uid\":$SG_UID,.*\"op\":\"conne
 kill -TERM "$SIGNER_PID"
 wait "$SIGNER_PID" 2>/dev/null || true
 sed -i 's/^\[signer\]$/[signer]\nallow_same_uid = yes/' "$T/signer.conf"
+starts=$(grep -c "listening on" "$T/signer.log" || true)
 "$SIGNER_BIN" --config "$T/signer.conf" >>"$T/signer.log" 2>&1 &
 SIGNER_PID=$!
 KL_PIDS+=("$SIGNER_PID")
-wait_for test -S "$SIGNER_SOCK" || bail "signer did not restart"
-sleep 0.3
+wait_for signer_listening "$starts" || bail "signer did not restart"
 check "allow_same_uid = yes: the signer's own user is served" ping_as "$KL_SIGNER_USER"
 
 # [frontend] user = while not root: refused with one line before anything is opened.

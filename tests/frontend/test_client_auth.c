@@ -16,6 +16,7 @@
 #include "record.h"
 #include "tls.h"
 #include "tls_test_client.h"
+#include "tls_test_pair.h"
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -66,28 +67,6 @@ static EVP_PKEY *key_pem(const char *path)
     if (fp != NULL)
         fclose(fp);
     return k;
-}
-
-/* Sign a CertificateVerify content: ECDSA P-256/SHA-256 or RSA-PSS/SHA-256. */
-static int sign_content(EVP_PKEY *key, uint16_t *scheme_p, const uint8_t *content, size_t len, uint8_t *sig,
-                        size_t *sig_len_p)
-{
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    EVP_PKEY_CTX *pctx = NULL;
-    int rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
-    int good = md != NULL && EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, key) == 1 &&
-               (!rsa || (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-                         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1)) &&
-               EVP_DigestSign(md, sig, sig_len_p, content, len) == 1;
-    EVP_MD_CTX_free(md);
-    *scheme_p = rsa ? TLS_SIG_RSA_PSS_RSAE_SHA256 : TLS_SIG_ECDSA_SECP256R1_SHA256;
-    return good ? 0 : KL_ERR_CRYPTO;
-}
-
-static int client_sign(void *arg, uint16_t *scheme_p, const uint8_t *content, size_t len, uint8_t *sig,
-                       size_t *sig_len_p)
-{
-    return sign_content(arg, scheme_p, content, len, sig, sig_len_p);
 }
 
 /* The server: the RFC 8448 RSA certificate; the test plays the signer. */
@@ -202,7 +181,7 @@ static void run(struct fx *f, struct ttc_config *cc, const struct ttc_client_aut
             memset(content, 0x20, 64);
             memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34);
             memcpy(content + 98, req.transcript_hash, req.transcript_hash_len);
-            if (sign_content(f->server_key, &scheme, content, 98 + req.transcript_hash_len, sig, &sl) != 0)
+            if (ttp_sign_content(f->server_key, &scheme, content, 98 + req.transcript_hash_len, sig, &sl) != 0)
                 break;
             o->server_err = tls_conn_sign_done(c, &s2c, sig, sl);
         }
@@ -247,7 +226,7 @@ static void hs(struct fx *f, enum tls_client_auth mode, const struct tls_client_
             ca_cfg.client_chain_len[i] = cl->len[i];
         }
         ca_cfg.n_client_chain = cl->n;
-        ca_cfg.client_sign = client_sign;
+        ca_cfg.client_sign = ttp_client_sign;
         ca_cfg.client_sign_arg = cl->key;
     }
     ca_cfg.client_omit_cv = omit_cv;

@@ -20,6 +20,7 @@
 #include "msg.h"
 #include "tls.h"
 #include "tls_test_client.h"
+#include "tls_test_pair.h"
 #include "wire.h"
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -65,18 +66,6 @@ static EVP_PKEY *key_pem(const char *file)
     if (fp != NULL)
         fclose(fp);
     return k;
-}
-
-static int sign_rsa(EVP_PKEY *key, const uint8_t *content, size_t len, uint8_t *sig, size_t *sig_len_p)
-{
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    EVP_PKEY_CTX *pctx = NULL;
-    int good = md != NULL && EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, key) == 1 &&
-               EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-               EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
-               EVP_DigestSign(md, sig, sig_len_p, content, len) == 1;
-    EVP_MD_CTX_free(md);
-    return good ? 0 : KL_ERR_CRYPTO;
 }
 
 /* ECHConfig (draft 4): version, length, HpkeKeyConfig, maximum_name_length, public_name, extensions. */
@@ -228,68 +217,21 @@ static struct ttc_config client_cfg(void)
     return cc;
 }
 
-struct run {
-    int server_err, client_err;
-    int done, signed_;
-    char key_name[32];   /* the certificate the server chose (its signer key name) */
-    char sign_name[256]; /* the sign request's server_name */
-};
-
-/* Pump client and server until both are done (bounded rounds). */
+/* One handshake (tls_test_pair.h) with the server signing with the fixture's key; the server's application data is
+ * dropped. */
 static void run(struct fx *f, struct tls_conn *c, struct ttc *t, const struct ttc_config *cc,
-                const struct ttc_psk_config *pc, const struct ttc_ech *e, struct run *r)
+                const struct ttc_psk_config *pc, const struct ttc_ech *e, struct ttp_run *r)
 {
-    struct kl_buf c2s, s2c, capp, sapp;
-    memset(r, 0, sizeof(*r));
-    kl_buf_init(&c2s, 1 << 20);
-    kl_buf_init(&s2c, 1 << 20);
-    kl_buf_init(&capp, 1 << 20);
-    kl_buf_init(&sapp, 1 << 20);
     trace_log[0] = 0;
-    r->client_err = ttc_start_ech(t, cc, pc, e, &c2s);
-    for (int round = 0; round < 8 && r->client_err == 0 && (r->server_err == 0 || r->server_err == KL_ERR_ASYNC);
-         round++) {
-        size_t n = c2s.len;
-        r->server_err = tls_conn_input(c, &s2c, &sapp, c2s.base, &n);
-        kl_buf_consume(&c2s, n);
-        if (r->server_err == KL_ERR_ASYNC) {
-            struct tls_sign_request req;
-            uint8_t content[64 + 34 + 48], sig[512];
-            size_t sl = sizeof(sig);
-            r->signed_ = 1;
-            if (tls_conn_sign_request(c, &req) != 0)
-                break;
-            snprintf(r->key_name, sizeof(r->key_name), "%s", req.key_name);
-            snprintf(r->sign_name, sizeof(r->sign_name), "%s", req.server_name);
-            memset(content, 0x20, 64);
-            memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34);
-            memcpy(content + 98, req.transcript_hash, req.transcript_hash_len);
-            if (sign_rsa(f->key, content, 98 + req.transcript_hash_len, sig, &sl) != 0)
-                break;
-            r->server_err = tls_conn_sign_done(c, &s2c, sig, sl);
-        }
-        n = s2c.len;
-        r->client_err = ttc_input(t, &c2s, &capp, s2c.base, &n);
-        kl_buf_consume(&s2c, n);
-        if (t->state == TTC_DONE && c2s.len == 0 && tls_conn_established(c)) {
-            n = s2c.len;
-            if (n != 0)
-                r->client_err = ttc_input(t, &c2s, &capp, s2c.base, &n);
-            r->done = r->client_err == 0;
-            break;
-        }
-    }
-    kl_buf_dispose(&c2s);
-    kl_buf_dispose(&s2c);
-    kl_buf_dispose(&capp);
-    kl_buf_dispose(&sapp);
+    ttp_run(c, t, cc, pc, e, NULL, f->key, r);
+    kl_buf_dispose(&r->app);
 }
 
 /* One handshake; returns the server's error (0 when both sides finished). */
 static int attempt(struct fx *f, const struct ttc_config *cc, const struct ttc_ech *e, enum tls_ech_status *st_p)
 {
     struct ttc t;
-    struct run r;
+    struct ttp_run r;
     struct tls_conn *c = tls_conn_new(&f->cfg, 3);
     run(f, c, &t, cc, NULL, e, &r);
     if (st_p != NULL)
@@ -535,7 +477,7 @@ static void test_accept(void)
 {
     struct fx f;
     struct ttc t;
-    struct run r;
+    struct ttp_run r;
     fx_init(&f);
     struct ttc_config cc = client_cfg();
     for (int variant = 0; variant < 3; variant++) {
@@ -571,7 +513,7 @@ static void test_reject(void)
 {
     struct fx f;
     struct ttc t;
-    struct run r;
+    struct ttp_run r;
     fx_init(&f);
     struct ttc_config cc = client_cfg();
     uint8_t pk[32];
@@ -613,7 +555,7 @@ static void test_off(void)
 {
     struct fx f;
     struct ttc t;
-    struct run r;
+    struct ttp_run r;
     fx_init(&f);
     f.cfg.ech.n_keys = 0;
     struct ttc_config cc = client_cfg();
@@ -636,7 +578,7 @@ static void test_hrr(void)
 {
     struct fx f;
     struct ttc t;
-    struct run r;
+    struct ttp_run r;
     fx_init(&f);
     struct ttc_config cc = client_cfg();
     cc.n_shares = 0; /* no share: HelloRetryRequest for X25519 */
@@ -685,7 +627,7 @@ static void test_resumption(void)
 {
     struct fx f;
     struct ttc t1, t2, t3;
-    struct run r;
+    struct ttp_run r;
     static const uint8_t early[] = "GET / early";
     fx_init(&f);
     fx_tickets(&f);

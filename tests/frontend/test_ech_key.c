@@ -335,7 +335,7 @@ static void test_refusals(void)
     struct tls_ech_key k;
     enum tls_ech_key_error why;
     struct parts c;
-    uint8_t cfg[2048], list[2100], der[80], other_sk[32], other_pk[32];
+    uint8_t cfg[2048], list[2100], other_sk[32], other_pk[32];
     size_t n, ln;
     int ret;
 
@@ -356,84 +356,84 @@ static void test_refusals(void)
     is_int(tls_ech_key_load(&k, &why, dir), KL_ERR_CONFIG, "a directory");
     is_int(why, TLS_ECH_KEY_CANNOT_OPEN, "a directory: CANNOT_OPEN");
 
-    /* NO_KEY. */
+    /* Files refused as a whole (NO_KEY, NO_CONFIG, BAD_CONFIG of the list): one table row each. */
     c = good_parts();
     n = build_config(cfg, &c);
     ln = wrap_list(list, cfg, n);
-    ok(write_key_file(NULL, 0, list, ln) == 0, "file without a key");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "no PRIVATE KEY");
-    is_int(why, TLS_ECH_KEY_NO_KEY, "no PRIVATE KEY: NO_KEY");
-    memcpy(der, g_der, g_der_len);
-    der[13] = 0x70; /* id-Ed25519 (1.3.101.112) instead of id-X25519 */
-    ok(write_key_file(der, g_der_len, list, ln) == 0, "file with an Ed25519 key");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "Ed25519 key");
-    is_int(why, TLS_ECH_KEY_NO_KEY, "Ed25519 key: NO_KEY");
-    memcpy(der, g_der, g_der_len);
-    der[g_der_len] = 0;
-    der[1]++; /* trailing byte inside the SEQUENCE */
-    ok(write_key_file(der, g_der_len + 1, list, ln) == 0, "file with junk in the key's DER");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "junk in the PKCS#8 DER");
-    is_int(why, TLS_ECH_KEY_NO_KEY, "junk in the PKCS#8 DER: NO_KEY");
-    memcpy(der, g_der, g_der_len);
-    der[g_der_len] = 0;
-    ok(write_key_file(der, g_der_len + 1, list, ln) == 0, "file with a byte after the key's DER");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "a byte after the PKCS#8 DER");
-    is_int(why, TLS_ECH_KEY_NO_KEY, "a byte after the PKCS#8 DER: NO_KEY");
-    ok(write_key_file(g_der, g_der_len - 1, list, ln) == 0, "file with a truncated key");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "truncated PKCS#8");
-    is_int(why, TLS_ECH_KEY_NO_KEY, "truncated PKCS#8: NO_KEY");
-    static const char bad_b64[] = "-----BEGIN PRIVATE KEY-----\n!!!!not base64!!!!\n-----END PRIVATE KEY-----\n";
-    ok(write_text(bad_b64, strlen(bad_b64)) == 0, "file with bad base64");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "undecodable PRIVATE KEY");
-    is_int(why, TLS_ECH_KEY_NO_KEY, "undecodable PRIVATE KEY: NO_KEY");
-    ok(write_text("", 0) == 0, "empty file");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "empty file");
-    is_int(why, TLS_ECH_KEY_NO_KEY, "empty file: NO_KEY");
-    {
-        static char big[70000];
-        memset(big, '\n', sizeof(big));
-        memcpy(big + sizeof(big) - strlen(rfc9934_pem), rfc9934_pem, strlen(rfc9934_pem));
-        ok(write_text(big, sizeof(big)) == 0, "a 70000-byte file");
-        is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "over 64 KiB refused");
-        is_int(why, TLS_ECH_KEY_NO_KEY, "over 64 KiB: NO_KEY");
-    }
-
-    /* NO_CONFIG. */
-    ok(write_key_file(g_der, g_der_len, NULL, 0) == 0, "file without a config");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "no ECHCONFIG");
-    is_int(why, TLS_ECH_KEY_NO_CONFIG, "no ECHCONFIG: NO_CONFIG");
-    {
-        static char text[2048];
-        size_t tl = 0;
-        text[0] = '\0';
-        ok(crypto_pem_write_block(text, sizeof(text), &tl, "PRIVATE KEY", g_der, g_der_len) == 0, "key block");
-        strcat(text, "-----BEGIN ECHCONFIG-----\n*** not base64 ***\n-----END ECHCONFIG-----\n");
-        ok(write_text(text, strlen(text)) == 0, "file with an undecodable config");
-        is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "undecodable ECHCONFIG");
-        is_int(why, TLS_ECH_KEY_NO_CONFIG, "undecodable ECHCONFIG: NO_CONFIG");
-    }
-
-    /* BAD_CONFIG: the list. */
+    uint8_t der_ed25519[80], der_junk[80], der_after[80], list_long[2100], list_short[2100], list_trail[2101];
+    memcpy(der_ed25519, g_der, g_der_len);
+    der_ed25519[13] = 0x70; /* id-Ed25519 (1.3.101.112) instead of id-X25519 */
+    memcpy(der_junk, g_der, g_der_len);
+    der_junk[g_der_len] = 0;
+    der_junk[1]++; /* trailing byte inside the SEQUENCE */
+    memcpy(der_after, g_der, g_der_len);
+    der_after[g_der_len] = 0;
+    memcpy(list_long, list, ln);
+    list_long[1]++;
+    memcpy(list_short, list, ln);
+    list_short[1]--;
+    memcpy(list_trail, list, ln);
+    list_trail[ln] = 0;
     static const uint8_t empty_list[] = {0, 0};
-    ok(write_key_file(g_der, g_der_len, empty_list, 2) == 0, "empty list");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "empty ECHConfigList");
-    is_int(why, TLS_ECH_KEY_BAD_CONFIG, "empty ECHConfigList: BAD_CONFIG");
-    ok(write_key_file(g_der, g_der_len, list, 1) == 0, "one-byte list");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "one-byte ECHConfigList");
-    is_int(why, TLS_ECH_KEY_BAD_CONFIG, "one-byte ECHConfigList: BAD_CONFIG");
-    list[1]++;
-    ok(write_key_file(g_der, g_der_len, list, ln) == 0, "list length one too long");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "list length past the end");
-    is_int(why, TLS_ECH_KEY_BAD_CONFIG, "list length past the end: BAD_CONFIG");
-    list[1] -= 2;
-    ok(write_key_file(g_der, g_der_len, list, ln) == 0, "list length one too short");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "a byte after the list");
-    is_int(why, TLS_ECH_KEY_BAD_CONFIG, "a byte after the list: BAD_CONFIG");
-    list[1]++;
-    list[ln] = 0;
-    ok(write_key_file(g_der, g_der_len, list, ln + 1) == 0, "trailing byte after the list");
-    is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, "trailing byte after the list");
-    is_int(why, TLS_ECH_KEY_BAD_CONFIG, "trailing byte: BAD_CONFIG");
+    static const char bad_b64[] = "-----BEGIN PRIVATE KEY-----\n!!!!not base64!!!!\n-----END PRIVATE KEY-----\n";
+    static char big[70000];
+    memset(big, '\n', sizeof(big));
+    memcpy(big + sizeof(big) - strlen(rfc9934_pem), rfc9934_pem, strlen(rfc9934_pem));
+    static char bad_cfg_text[2048];
+    size_t bad_cfg_len = 0;
+    ok(crypto_pem_write_block(bad_cfg_text, sizeof(bad_cfg_text), &bad_cfg_len, "PRIVATE KEY", g_der, g_der_len) == 0,
+       "key block");
+    strcat(bad_cfg_text, "-----BEGIN ECHCONFIG-----\n*** not base64 ***\n-----END ECHCONFIG-----\n");
+    /* The file: text when set, else a PRIVATE KEY block of key (NULL: none) and an ECHCONFIG block of list (NULL:
+     * none). */
+    const struct {
+        const char *file; /* the file, for the check that it was written */
+        const char *what; /* what is wrong with it, for the refusal's checks */
+        enum tls_ech_key_error want;
+        const uint8_t *key;
+        size_t key_len;
+        const uint8_t *list;
+        size_t list_len;
+        const char *text;
+        size_t text_len;
+    } files[] = {
+        {"file without a key", "no PRIVATE KEY", TLS_ECH_KEY_NO_KEY, NULL, 0, list, ln, NULL, 0},
+        {"file with an Ed25519 key", "Ed25519 key", TLS_ECH_KEY_NO_KEY, der_ed25519, g_der_len, list, ln, NULL, 0},
+        {"file with junk in the key's DER", "junk in the PKCS#8 DER", TLS_ECH_KEY_NO_KEY, der_junk, g_der_len + 1, list,
+         ln, NULL, 0},
+        {"file with a byte after the key's DER", "a byte after the PKCS#8 DER", TLS_ECH_KEY_NO_KEY, der_after,
+         g_der_len + 1, list, ln, NULL, 0},
+        {"file with a truncated key", "truncated PKCS#8", TLS_ECH_KEY_NO_KEY, g_der, g_der_len - 1, list, ln, NULL, 0},
+        {"file with bad base64", "undecodable PRIVATE KEY", TLS_ECH_KEY_NO_KEY, NULL, 0, NULL, 0, bad_b64,
+         strlen(bad_b64)},
+        {"empty file", "empty file", TLS_ECH_KEY_NO_KEY, NULL, 0, NULL, 0, "", 0},
+        {"a 70000-byte file", "over 64 KiB", TLS_ECH_KEY_NO_KEY, NULL, 0, NULL, 0, big, sizeof(big)},
+        {"file without a config", "no ECHCONFIG", TLS_ECH_KEY_NO_CONFIG, g_der, g_der_len, NULL, 0, NULL, 0},
+        {"file with an undecodable config", "undecodable ECHCONFIG", TLS_ECH_KEY_NO_CONFIG, NULL, 0, NULL, 0,
+         bad_cfg_text, strlen(bad_cfg_text)},
+        {"empty list", "empty ECHConfigList", TLS_ECH_KEY_BAD_CONFIG, g_der, g_der_len, empty_list, 2, NULL, 0},
+        {"one-byte list", "one-byte ECHConfigList", TLS_ECH_KEY_BAD_CONFIG, g_der, g_der_len, list, 1, NULL, 0},
+        {"list length one too long", "list length past the end", TLS_ECH_KEY_BAD_CONFIG, g_der, g_der_len, list_long,
+         ln, NULL, 0},
+        {"list length one too short", "a byte after the list", TLS_ECH_KEY_BAD_CONFIG, g_der, g_der_len, list_short, ln,
+         NULL, 0},
+        {"trailing byte after the list", "trailing byte after the list", TLS_ECH_KEY_BAD_CONFIG, g_der, g_der_len,
+         list_trail, ln + 1, NULL, 0},
+    };
+    static const char *const why_names[] = {[TLS_ECH_KEY_NO_KEY] = "NO_KEY",
+                                            [TLS_ECH_KEY_NO_CONFIG] = "NO_CONFIG",
+                                            [TLS_ECH_KEY_BAD_CONFIG] = "BAD_CONFIG"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char name[160];
+        int w = files[i].text != NULL
+                    ? write_text(files[i].text, files[i].text_len)
+                    : write_key_file(files[i].key, files[i].key_len, files[i].list, files[i].list_len);
+        ok(w == 0, files[i].file);
+        is_int(tls_ech_key_load(&k, &why, path), KL_ERR_CONFIG, files[i].what);
+        snprintf(name, sizeof(name), "%s: %s", files[i].what, why_names[files[i].want]);
+        is_int(why, files[i].want, name);
+    }
+
     /* Every strict prefix of the config, in a list whose length says so: BAD_CONFIG. */
     int all_bad = 1;
     for (size_t cut = 0; cut < n; cut++) {

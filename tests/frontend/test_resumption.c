@@ -19,6 +19,7 @@
 #include "ticket.h"
 #include "tls.h"
 #include "tls_test_client.h"
+#include "tls_test_pair.h"
 #include "wire.h"
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -103,28 +104,6 @@ static const char *mtls(const char *name)
     return buf[slot];
 }
 
-/* Sign a CertificateVerify content with RSA-PSS/SHA-256 or ECDSA P-256/SHA-256. */
-static int sign_content(EVP_PKEY *key, uint16_t *scheme_p, const uint8_t *content, size_t len, uint8_t *sig,
-                        size_t *sig_len_p)
-{
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    EVP_PKEY_CTX *pctx = NULL;
-    int rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
-    int good = md != NULL && EVP_DigestSignInit(md, &pctx, EVP_sha256(), NULL, key) == 1 &&
-               (!rsa || (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-                         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1)) &&
-               EVP_DigestSign(md, sig, sig_len_p, content, len) == 1;
-    EVP_MD_CTX_free(md);
-    *scheme_p = rsa ? TLS_SIG_RSA_PSS_RSAE_SHA256 : TLS_SIG_ECDSA_SECP256R1_SHA256;
-    return good ? 0 : KL_ERR_CRYPTO;
-}
-
-static int client_sign(void *arg, uint16_t *scheme_p, const uint8_t *content, size_t len, uint8_t *sig,
-                       size_t *sig_len_p)
-{
-    return sign_content(arg, scheme_p, content, len, sig, sig_len_p);
-}
-
 struct fx {
     EVP_PKEY *key;
     uint8_t *der;
@@ -195,60 +174,12 @@ static struct ttc_config client_cfg(void)
     return cc;
 }
 
-/* What one handshake did. */
-struct run {
-    int server_err, client_err;
-    int done;          /* both sides finished */
-    int signed_;       /* the server asked for a signature (a full handshake) */
-    struct kl_buf app; /* what the server delivered (early data, then application data) */
-};
-
-/* Pump client and server until both are done (bounded rounds). The server's app buffer is r->app. */
+/* One handshake (tls_test_pair.h): the server signs with key; its application data is r->app (the caller disposes of
+ * it). */
 static void run(struct tls_conn *c, struct ttc *t, const struct ttc_config *cc, const struct ttc_psk_config *pc,
-                EVP_PKEY *key, struct run *r)
+                EVP_PKEY *key, struct ttp_run *r)
 {
-    struct kl_buf c2s, s2c, capp;
-    memset(r, 0, sizeof(*r));
-    kl_buf_init(&c2s, 1 << 20);
-    kl_buf_init(&s2c, 1 << 20);
-    kl_buf_init(&capp, 1 << 20);
-    kl_buf_init(&r->app, 1 << 20);
-    r->client_err = ttc_start_psk(t, cc, pc, &c2s);
-    for (int round = 0; round < 8 && r->client_err == 0 && (r->server_err == 0 || r->server_err == KL_ERR_ASYNC);
-         round++) {
-        size_t n = c2s.len;
-        r->server_err = tls_conn_input(c, &s2c, &r->app, c2s.base, &n);
-        kl_buf_consume(&c2s, n);
-        if (r->server_err == KL_ERR_ASYNC) {
-            struct tls_sign_request req;
-            uint8_t content[64 + 34 + 48], sig[512];
-            size_t sl = sizeof(sig);
-            uint16_t scheme;
-            r->signed_ = 1;
-            if (tls_conn_sign_request(c, &req) != 0)
-                break;
-            memset(content, 0x20, 64);
-            memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34);
-            memcpy(content + 98, req.transcript_hash, req.transcript_hash_len);
-            if (sign_content(key, &scheme, content, 98 + req.transcript_hash_len, sig, &sl) != 0)
-                break;
-            r->server_err = tls_conn_sign_done(c, &s2c, sig, sl);
-        }
-        n = s2c.len;
-        r->client_err = ttc_input(t, &c2s, &capp, s2c.base, &n);
-        kl_buf_consume(&s2c, n);
-        if (t->state == TTC_DONE && c2s.len == 0 && tls_conn_established(c)) {
-            /* The tickets follow the server's answer to the client Finished: let the client read them. */
-            n = s2c.len;
-            if (n != 0)
-                r->client_err = ttc_input(t, &c2s, &capp, s2c.base, &n);
-            r->done = r->client_err == 0;
-            break;
-        }
-    }
-    kl_buf_dispose(&c2s);
-    kl_buf_dispose(&s2c);
-    kl_buf_dispose(&capp);
+    ttp_run(c, t, cc, pc, NULL, NULL, key, r);
 }
 
 /* Application data both ways on an established pair. */
@@ -284,7 +215,7 @@ done:
 static int get_tickets(struct fx *f, struct ttc *issuer, const struct ttc_config *cc)
 {
     struct tls_conn *c = tls_conn_new(&f->cfg, 1);
-    struct run r;
+    struct ttp_run r;
     run(c, issuer, cc, NULL, f->key, &r);
     int good = r.done && r.signed_ && issuer->n_tickets == f->cfg.tickets.count;
     kl_buf_dispose(&r.app);
@@ -701,7 +632,7 @@ static void test_round_trips(void)
     struct ttc_config cc;
     struct ttc_psk_config pc;
     struct tls_conn *c;
-    struct run r;
+    struct ttp_run r;
     fx_init(&f);
     cc = client_cfg();
     f.hooks.force_ticket_age_add = 1;
@@ -954,7 +885,7 @@ static int attempt(struct fx *f, const struct ttc_config *cc, const struct ttc_p
                    int *signed_p)
 {
     struct ttc t;
-    struct run r;
+    struct ttp_run r;
     struct tls_conn *c = tls_conn_new(&f->cfg, 20);
     run(c, &t, cc, pc, f->key, &r);
     *resumed_p = tls_conn_resumed(c);
@@ -1065,7 +996,7 @@ static void test_negative(void)
     f.cfg.client_ca = ca;
     {
         struct ttc t;
-        struct run r;
+        struct ttp_run r;
         struct tls_conn *c = tls_conn_new(&f.cfg, 21);
         trace_log[0] = 0;
         run(c, &t, &cc, &pc, f.key, &r);
@@ -1094,7 +1025,7 @@ static void test_identity(void)
     struct tls_client_ca *ca = NULL;
     enum tls_client_ca_error why;
     struct ttc_client_auth auth;
-    struct run r;
+    struct ttp_run r;
     EVP_PKEY *ckey = NULL;
     uint8_t *cder = NULL;
     FILE *fp;
@@ -1118,53 +1049,17 @@ static void test_identity(void)
     auth.client_chain[0] = cder;
     auth.client_chain_len[0] = (size_t)cl;
     auth.n_client_chain = 1;
-    auth.client_sign = client_sign;
+    auth.client_sign = ttp_client_sign;
     auth.client_sign_arg = ckey;
     f.cfg.client_auth = TLS_CLIENT_AUTH_REQUIRED;
     f.cfg.client_ca = ca;
     {
         struct tls_conn *c = tls_conn_new(&f.cfg, 30);
-        /* A full handshake with the client certificate (run() cannot set the client's identity). */
-        struct run rr;
-        struct kl_buf a, b, capp;
-        kl_buf_init(&a, 1 << 20);
-        kl_buf_init(&b, 1 << 20);
-        kl_buf_init(&capp, 1 << 20);
-        memset(&rr, 0, sizeof(rr));
-        kl_buf_init(&rr.app, 1 << 16);
-        rr.client_err = ttc_start(&issuer, &cc, &a);
-        ttc_set_client_auth(&issuer, &auth);
-        for (int i = 0; i < 8 && rr.client_err == 0; i++) {
-            size_t n = a.len;
-            rr.server_err = tls_conn_input(c, &b, &rr.app, a.base, &n);
-            kl_buf_consume(&a, n);
-            if (rr.server_err == KL_ERR_ASYNC) {
-                struct tls_sign_request req;
-                uint8_t content[64 + 34 + 48], sig[512];
-                size_t sl = sizeof(sig);
-                uint16_t sch;
-                if (tls_conn_sign_request(c, &req) != 0)
-                    break;
-                memset(content, 0x20, 64);
-                memcpy(content + 64, "TLS 1.3, server CertificateVerify", 34);
-                memcpy(content + 98, req.transcript_hash, req.transcript_hash_len);
-                if (sign_content(f.key, &sch, content, 98 + req.transcript_hash_len, sig, &sl) != 0)
-                    break;
-                rr.server_err = tls_conn_sign_done(c, &b, sig, sl);
-            }
-            if (rr.server_err != 0 && rr.server_err != KL_ERR_ASYNC)
-                break;
-            n = b.len;
-            rr.client_err = ttc_input(&issuer, &a, &capp, b.base, &n);
-            kl_buf_consume(&b, n);
-            if (tls_conn_established(c) && a.len == 0 && b.len == 0)
-                break;
-        }
+        /* A full handshake with the client certificate. */
+        struct ttp_run rr;
+        ttp_run(c, &issuer, &cc, NULL, NULL, &auth, f.key, &rr);
         ok(tls_conn_established(c) && tls_conn_peer_cert(c)->present, "mTLS full handshake: identity verified");
         is_int(issuer.n_tickets, 2, "mTLS: tickets issued");
-        kl_buf_dispose(&a);
-        kl_buf_dispose(&b);
-        kl_buf_dispose(&capp);
         kl_buf_dispose(&rr.app);
         const struct tls_peer_cert *p1 = tls_conn_peer_cert(c);
         struct tls_peer_cert first = *p1;

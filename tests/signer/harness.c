@@ -271,21 +271,26 @@ exit:
     return ok;
 }
 
-int harness_audit_grep(const struct harness *h, const char *needle)
+int harness_file_count(const char *path, const char *needle)
 {
-    FILE *f = fopen(h->audit, "r");
+    FILE *f = fopen(path, "r");
     char *line = NULL;
     size_t cap = 0;
-    int found = 0;
+    int n = 0;
     if (f == NULL) {
         return 0;
     }
-    while (!found && getline(&line, &cap, f) > 0) {
-        found = strstr(line, needle) != NULL;
+    while (getline(&line, &cap, f) > 0) {
+        n += strstr(line, needle) != NULL;
     }
     free(line);
     fclose(f);
-    return found;
+    return n;
+}
+
+int harness_audit_grep(const struct harness *h, const char *needle)
+{
+    return harness_file_count(h->audit, needle) > 0;
 }
 
 int harness_audit_has(const struct harness *h, uint64_t request_id, const char *status)

@@ -74,6 +74,9 @@ int harness_sign_status(const struct harness *h, struct rpc_client *c, uint64_t 
 /* DER SPKI of pki/<key>.crt.pem into out; returns its length or 0. */
 size_t harness_cert_spki(const struct harness *h, const char *key, uint8_t *out, size_t cap);
 
+/* How many lines of the file at path contain needle (0 when it cannot be read): counts of log lines. */
+int harness_file_count(const char *path, const char *needle);
+
 /* 1 if the audit log contains a line with this request id and status. */
 int harness_audit_has(const struct harness *h, uint64_t request_id, const char *status);
 /* 1 if the audit log contains the substring. */

@@ -4,9 +4,16 @@
 # (label keyless; ecdsa-p256 01, ecdsa-p384 02, rsa-2048 03, ed25519 04, and the
 # secret key ticket-root 10), without
 # certificates (DIR/pki/ stays empty: the tests then verify against the token's SPKI).
+# Under ctest (KL_HSM_TEMPLATE, the fixture hsm_token) it copies the run's prepared token
+# instead (tests/lib/hsm-token.sh).
 set -eu
 dir=$1
 top=${KL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+if [ -n "${KL_HSM_TEMPLATE:-}" ]; then
+    rc=0
+    bash "$top/tests/lib/hsm-token.sh" copy "$dir" || rc=$?
+    [ $rc = 3 ] || exit $rc
+fi
 if [ -f "$top/hsm-setup/setup.sh" ]; then
     bash "$top/hsm-setup/setup.sh" --dir "$dir" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log" >&2; exit 1; }
     exit 0

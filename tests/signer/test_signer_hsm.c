@@ -47,29 +47,11 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Lines of path containing needle. */
-static int count_in_file(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    if (f == NULL) {
-        return 0;
-    }
-    while (getline(&line, &cap, f) > 0) {
-        n += strstr(line, needle) != NULL;
-    }
-    free(line);
-    fclose(f);
-    return n;
-}
-
 /* The start-up line ("listening on ...") is written just after listen(), so a connect can
  * succeed (harness_start returns) before it is in the log: wait for it, at most 5 s. */
 static void wait_startup_line(void)
 {
-    for (int i = 0; i < 500 && count_in_file(H.errlog, "listening on ") == 0; i++) {
+    for (int i = 0; i < 500 && harness_file_count(H.errlog, "listening on ") == 0; i++) {
         sleep_ms(10);
     }
 }
@@ -272,11 +254,11 @@ static void test_mechanism_choice(void)
         return;
     }
     wait_startup_line();
-    ok(count_in_file(H.errlog, "hs-rsa rsa_pss_rsae_sha256/CKM_SHA256_RSA_PKCS_PSS rsa_pss_rsae_sha384/"
-                               "CKM_SHA384_RSA_PKCS_PSS rsa_pss_rsae_sha512/CKM_SHA512_RSA_PKCS_PSS") == 1,
+    ok(harness_file_count(H.errlog, "hs-rsa rsa_pss_rsae_sha256/CKM_SHA256_RSA_PKCS_PSS rsa_pss_rsae_sha384/"
+                                    "CKM_SHA384_RSA_PKCS_PSS rsa_pss_rsae_sha512/CKM_SHA512_RSA_PKCS_PSS") == 1,
        "the start-up line says hs-rsa signs with the hash-and-sign mechanisms");
-    ok(count_in_file(H.errlog, "raw-p256 ecdsa_secp256r1_sha256/CKM_ECDSA;") == 1 &&
-           count_in_file(H.errlog, "ecdsa-p256 ecdsa_secp256r1_sha256/CKM_ECDSA)") == 1,
+    ok(harness_file_count(H.errlog, "raw-p256 ecdsa_secp256r1_sha256/CKM_ECDSA;") == 1 &&
+           harness_file_count(H.errlog, "ecdsa-p256 ecdsa_secp256r1_sha256/CKM_ECDSA)") == 1,
        "... and the raw mechanism where the key allows it (listed, and probed without a list)");
     if (!ok(rpc_client_connect(&c, H.sock) == 0, "connect")) {
         return;
@@ -323,11 +305,11 @@ static void test_hash_only_hsm(void)
         return;
     }
     wait_startup_line();
-    ok(count_in_file(H.errlog, "ecdsa-p256 ecdsa_secp256r1_sha256/CKM_ECDSA_SHA256; ecdsa-p384 "
-                               "ecdsa_secp384r1_sha384/CKM_ECDSA_SHA384; rsa-2048 rsa_pss_rsae_sha256/"
-                               "CKM_SHA256_RSA_PKCS_PSS") == 1,
+    ok(harness_file_count(H.errlog, "ecdsa-p256 ecdsa_secp256r1_sha256/CKM_ECDSA_SHA256; ecdsa-p384 "
+                                    "ecdsa_secp384r1_sha384/CKM_ECDSA_SHA384; rsa-2048 rsa_pss_rsae_sha256/"
+                                    "CKM_SHA256_RSA_PKCS_PSS") == 1,
        "the test signatures chose the hash-and-sign mechanisms, and the start-up line says so");
-    ok(count_in_file(H.errlog, "ed25519 ed25519/CKM_EDDSA") == 1, "Ed25519 keeps CKM_EDDSA");
+    ok(harness_file_count(H.errlog, "ed25519 ed25519/CKM_EDDSA") == 1, "Ed25519 keeps CKM_EDDSA");
     if (!ok(rpc_client_connect(&c, H.sock) == 0, "connect")) {
         return;
     }
@@ -357,7 +339,7 @@ static int logins(void)
 {
     char path[500];
     snprintf(path, sizeof(path), "%s/logins", shim_dir);
-    return count_in_file(path, "login ");
+    return harness_file_count(path, "login ");
 }
 
 /* The same CKR_OPERATION_ACTIVE on a module that says PKCS#11 3.0: cancelled in place. */
@@ -380,8 +362,8 @@ static void test_cancel_v3(void)
            "3.0: a failed C_Sign: HSM_ERROR");
     is_int(harness_sign_status(&H, &c, 32, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK,
            "3.0: the next request signs");
-    is_int(count_in_file(cancels, "cancel"), 1, "3.0: the operation was cancelled with C_SignInit(NULL), once");
-    is_int(count_in_file(H.errlog, "(CKR_OPERATION_ACTIVE): cancelled"), 1, "3.0: one line");
+    is_int(harness_file_count(cancels, "cancel"), 1, "3.0: the operation was cancelled with C_SignInit(NULL), once");
+    is_int(harness_file_count(H.errlog, "(CKR_OPERATION_ACTIVE): cancelled"), 1, "3.0: one line");
     rpc_client_close(&c);
     is_int(harness_stop(&H), 0, "graceful stop");
     unsetenv("KL_SHIM_V3");
@@ -419,7 +401,7 @@ static void expect_withheld(struct rpc_client *c, uint64_t id, const char *key, 
                             const char *what)
 {
     char name[300];
-    int lines = count_in_file(H.errlog, ""), hits = count_in_file(H.errlog, needle), verifies = 0;
+    int lines = harness_file_count(H.errlog, ""), hits = harness_file_count(H.errlog, needle), verifies = 0;
     size_t sig_len = 1;
     int st = sign_raw(c, id, key, scheme, &sig_len, &verifies);
     snprintf(name, sizeof(name), "%s: a faulty signature is withheld: HSM_ERROR", what);
@@ -427,7 +409,7 @@ static void expect_withheld(struct rpc_client *c, uint64_t id, const char *key, 
     snprintf(name, sizeof(name), "%s: no signature bytes", what);
     is_int((int)sig_len, 0, name);
     snprintf(name, sizeof(name), "%s: one log line says so", what);
-    if (!ok(count_in_file(H.errlog, "") - lines == 1 && count_in_file(H.errlog, needle) - hits == 1, name)) {
+    if (!ok(harness_file_count(H.errlog, "") - lines == 1 && harness_file_count(H.errlog, needle) - hits == 1, name)) {
         diag("want one new line with '%s' in %s", needle, H.errlog);
     }
     snprintf(name, sizeof(name), "%s: audited as HSM_ERROR, not OK", what);
@@ -488,11 +470,11 @@ static void test_corrupt_sign(void)
         return;
     }
     ok(write_file(corrupt_path, "1\n", 0600) == 0, "the shim corrupts every signature");
-    lines = count_in_file(H.errlog, "");
+    lines = harness_file_count(H.errlog, "");
     is_int(sign_raw(&c, 207, "ecdsa-p256", 0x0403, &sig_len, &verifies), KEYLESS__V1__STATUS__OK,
            "verify_ecdsa = no: the faulty ECDSA signature is released (OK)");
     ok(sig_len > 0 && !verifies, "... and it is the faulty one: it does not verify with the certificate");
-    is_int(count_in_file(H.errlog, "") - lines, 0, "... with no log line");
+    is_int(harness_file_count(H.errlog, "") - lines, 0, "... with no log line");
     expect_withheld(&c, 208, "ed25519", 0x0807, ed_line, "ed25519 with verify_ecdsa = no");
     ok(unlink(corrupt_path) == 0, "the shim stops corrupting");
     expect_released(&c, 209, "ecdsa-p256", 0x0403, "verify_ecdsa = no, corruption off: ecdsa-p256");
@@ -538,10 +520,11 @@ static void test_token_trouble(void)
            "a failed C_Sign: HSM_ERROR");
     is_int(harness_sign_status(&H, &c, ++id, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK,
            "the next request on the same session signs (the active operation was cleared)");
-    ok(count_in_file(H.errlog, "still had a signing operation active (CKR_OPERATION_ACTIVE): cancelled") == 1,
+    ok(harness_file_count(H.errlog, "still had a signing operation active (CKR_OPERATION_ACTIVE): cancelled") == 1,
        "... and SoftHSM2 had really answered CKR_OPERATION_ACTIVE (one line)");
     snprintf(path, sizeof(path), "%s/cancels", shim_dir);
-    is_int(count_in_file(path, "cancel"), 0, "... a 2.40 module: cleared with a fresh session, not C_SignInit(NULL)");
+    is_int(harness_file_count(path, "cancel"), 0,
+           "... a 2.40 module: cleared with a fresh session, not C_SignInit(NULL)");
     is_int(harness_sign_status(&H, &c, ++id, "ecdsa-p256", 0x0403, 1), KEYLESS__V1__STATUS__OK, "and it keeps signing");
     is_int(logins(), 1, "no login for that");
 
@@ -558,9 +541,9 @@ static void test_token_trouble(void)
     n = logins();
     is_int(n, 2, "1.5 s of requests after the PIN change: exactly one more login attempt");
     snprintf(path, sizeof(path), "%s/logins", shim_dir);
-    ok(count_in_file(path, "login 0xa0") == 1, "... which the token refused (CKR_PIN_INCORRECT)");
-    ok(count_in_file(H.errlog, "refused the PIN in") == 1 && count_in_file(H.errlog, pin_path) >= 1 &&
-           count_in_file(H.errlog, "SIGHUP") == 1,
+    ok(harness_file_count(path, "login 0xa0") == 1, "... which the token refused (CKR_PIN_INCORRECT)");
+    ok(harness_file_count(H.errlog, "refused the PIN in") == 1 && harness_file_count(H.errlog, pin_path) >= 1 &&
+           harness_file_count(H.errlog, "SIGHUP") == 1,
        "one line names the PIN file and says that SIGHUP or a restart is needed");
 
     /* The operator fixes the file and sends SIGHUP. */
@@ -583,11 +566,12 @@ static void test_token_trouble(void)
     /* The SIGHUP also reloads the configuration, which logs in first (re-armed) and then probes
      * every key on the token: let it end before the next fault is injected (else the probe takes
      * the fault). With the login done first, the reload after a PIN fix succeeds. */
-    for (int i = 0; i < 1000 && count_in_file(H.errlog, "reloaded ") + count_in_file(H.errlog, "reload failed") == 0;
+    for (int i = 0;
+         i < 1000 && harness_file_count(H.errlog, "reloaded ") + harness_file_count(H.errlog, "reload failed") == 0;
          i++) {
         sleep_ms(10);
     }
-    is_int(count_in_file(H.errlog, "reloaded "), 1,
+    is_int(harness_file_count(H.errlog, "reloaded "), 1,
            "... and the same SIGHUP reloaded the configuration (logged in first)");
 
     /* Recovery failing for another reason (PIN file missing): exponential back-off. */
@@ -610,11 +594,11 @@ static void test_token_trouble(void)
         for (double w = 200; w <= ms; w *= 2) {
             most += 1;
         }
-        n = count_in_file(H.errlog, "hsm: recovery failed");
+        n = harness_file_count(H.errlog, "hsm: recovery failed");
         ok(n >= 2 && n <= (int)most, "requests while recovery fails: a few attempts, not one per request");
         diag("%d recovery attempts in %.0f ms (at most %.0f allowed)", n, ms, most);
-        ok(count_in_file(H.errlog, "next attempt in 200 ms") == 1 &&
-               count_in_file(H.errlog, "next attempt in 400 ms") == 1,
+        ok(harness_file_count(H.errlog, "next attempt in 200 ms") == 1 &&
+               harness_file_count(H.errlog, "next attempt in 400 ms") == 1,
            "... the wait doubles (200 ms, 400 ms, ...)");
         is_int(logins(), 3, "... and no login is attempted without a PIN");
         ok(rename(moved, pin_path) == 0, "PIN file back");
@@ -648,11 +632,11 @@ static void test_token_trouble(void)
     st = harness_sign_status(&H, &c, ++id, "swap", 0x0403, 0);
     is_int(st, KEYLESS__V1__STATUS__HSM_ERROR, "the replaced key is refused: HSM_ERROR");
     is_int(harness_sign_status(&H, &c, ++id, "swap", 0x0403, 0), KEYLESS__V1__STATUS__HSM_ERROR, "... every time");
-    ok(count_in_file(H.errlog, "swap-p256;type=private has another public key than at start") == 1,
+    ok(harness_file_count(H.errlog, "swap-p256;type=private has another public key than at start") == 1,
        "one line says the key changed");
     rpc_client_close(&c);
     is_int(harness_stop(&H), 0, "graceful stop");
-    ok(count_in_file(H.errlog, "SIGHUP") == 1, "(the refusal line was not repeated)");
+    ok(harness_file_count(H.errlog, "SIGHUP") == 1, "(the refusal line was not repeated)");
 }
 
 int main(void)

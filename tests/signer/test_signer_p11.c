@@ -276,24 +276,6 @@ static void test_backend_in_process(void)
     p11_backend_free(be);
 }
 
-/* Lines of the signer's stderr log that contain needle. */
-static int errlog_count(const char *needle)
-{
-    FILE *f = fopen(H.errlog, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    if (f == NULL) {
-        return 0;
-    }
-    while (getline(&line, &cap, f) > 0) {
-        n += strstr(line, needle) != NULL;
-    }
-    free(line);
-    fclose(f);
-    return n;
-}
-
 /*
  * A real session break (the remote token goes away) while the PIN file is changed under
  * the running signer: when the token is back, one login is tried and refused, then no
@@ -340,9 +322,11 @@ static void test_remote_pin_changed(void)
         nanosleep(&ts, NULL);
     }
     ok(all_hsm, "token back with a wrong PIN file: every request answers HSM_ERROR");
-    is_int(errlog_count("hsm: the token refused the PIN in"), 1, "one login was tried and refused: one line");
-    ok(errlog_count(pin) >= 1 && errlog_count("CKR_PIN_INCORRECT") >= 1, "... naming the PIN file and the CK_RV");
-    is_int(errlog_count("hsm: recovered"), 0, "no recovery with the wrong PIN");
+    is_int(harness_file_count(H.errlog, "hsm: the token refused the PIN in"), 1,
+           "one login was tried and refused: one line");
+    ok(harness_file_count(H.errlog, pin) >= 1 && harness_file_count(H.errlog, "CKR_PIN_INCORRECT") >= 1,
+       "... naming the PIN file and the CK_RV");
+    is_int(harness_file_count(H.errlog, "hsm: recovered"), 0, "no recovery with the wrong PIN");
     ok(write_pin(pin, saved, 0600) == 0, "PIN file fixed");
     kill(H.pid, SIGHUP);
     for (int i = 0; i < 50 && !recovered; i++) {
@@ -353,8 +337,9 @@ static void test_remote_pin_changed(void)
         }
     }
     ok(recovered, "after SIGHUP: logged in again, signs");
-    is_int(errlog_count("hsm: recovered (sessions reopened, logged in, keys re-found; 3 logins so far)"), 1,
-           "the signer's login counter: start, the refused one, the one after SIGHUP (3 in all)");
+    is_int(
+        harness_file_count(H.errlog, "hsm: recovered (sessions reopened, logged in, keys re-found; 3 logins so far)"),
+        1, "the signer's login counter: start, the refused one, the one after SIGHUP (3 in all)");
     rpc_client_close(&c);
     is_int(harness_stop(&H), 0, "graceful stop");
     harness_p11_server_stop(server);
