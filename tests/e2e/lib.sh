@@ -63,6 +63,19 @@ wait_for() {
     return 1
 }
 
+# wait_cmp OP VALUE CMD...: wait until CMD's output, run again on every try, compares with
+# VALUE by test's OP (-ge, =, ...). Not `wait_for test "$(CMD)" OP VALUE`: the shell expands
+# "$(CMD)" once, before wait_for runs, so that form never waits.
+wait_cmp() {
+    local op=$1 want=$2
+    shift 2
+    for _ in $(seq 1 200); do
+        if test "$("$@" 2>/dev/null)" "$op" "$want" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
 port_open() {
     python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"
 }

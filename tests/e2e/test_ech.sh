@@ -226,7 +226,7 @@ for what in "another config_id:$STALE:unknown_config" "the served config_id, ano
     ok $rc "... and retrying with them reaches secret.test"
     check "... the page for secret.test" grep -q '"authority": "secret.test"' "$T/t.out"
     grep -h "SSL_ERROR_ECH" "$T/t.out" | head -2 | sed 's/^/#   /' || true
-    wait_for test "$(grep -Ec "sni=public\.test .* ech=$result ech_outer=public\.test$" "$T/frontend.log")" -ge 2 || true
+    wait_cmp -ge 2 grep -Ec "sni=public\.test .* ech=$result ech_outer=public\.test$" "$T/frontend.log" || true
     check "... access lines: the outer name, closed by the client, ech=$result (two connections)" \
         test "$(grep -Ec "sni=public\.test .* close=\"client closed\" .* ech=$result ech_outer=public\.test$" "$T/frontend.log")" -ge 2
     is "$(metric "keyless_frontend_ech_total{result=\"$result\"}")" $((before + 2)) "... metric: two more $result"

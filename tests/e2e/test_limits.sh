@@ -130,7 +130,7 @@ exec 8> >(python3 "$CLIENTS" idle "$FE_PORT" "$N" >"$T/idle.out" 2>&1)
 wait_for grep -q "^ready" "$T/idle.out" || true
 got=$(awk '/^ready/ { print $2 }' "$T/idle.out")
 check "opened ${got:-0} of $N idle TCP connections" test "${got:-0}" -eq "$N"
-wait_for test "$(metric keyless_frontend_connections_open)" -ge "${got:-1}" || true
+wait_cmp -ge "${got:-1}" metric keyless_frontend_connections_open || true
 active=$(metric keyless_frontend_connections_open)
 rss1=$(rss_kb "$FE_PID")
 per=$(((rss1 - rss0) * 1024 / (${got:-1} > 0 ? ${got:-1} : 1)))
@@ -167,7 +167,7 @@ FE_FRONTEND_EXTRA="max_connections = 50
 handshake_timeout = 30" kl_start_frontend
 exec 8> >(python3 "$CLIENTS" idle "$FE_PORT" 60 >"$T/idle2.out" 2>&1)
 wait_for grep -q "^ready" "$T/idle2.out" || true
-wait_for test "$(metric keyless_frontend_connections_rejected_total)" -ge 10 || true
+wait_cmp -ge 10 metric keyless_frontend_connections_rejected_total || true
 check "max_connections = 50: the 10 extra connections are refused" \
     test "$(metric keyless_frontend_connections_rejected_total)" -ge 10
 check "max_connections: active stays at 50" test "$(metric keyless_frontend_connections_open)" -eq 50

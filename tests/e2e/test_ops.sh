@@ -67,7 +67,7 @@ live_pid=$!
 wait_for grep -q connected "$T/live.out" || true
 sed -i "s#ecdsa-p256#ecdsa-p384#g" "$FE_CONF"
 kill -HUP "$FE_PID"
-wait_for test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -ge 1 || true
+wait_cmp -ge 1 metric 'keyless_frontend_reloads_total{result="ok"}' || true
 check "SIGHUP: reload counted" test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -eq 1
 check "after SIGHUP: new handshakes get the P-384 certificate" test "$(peer_bits)" = 384
 touch "$T/live.fifo"
@@ -76,7 +76,7 @@ check "the connection made before SIGHUP continues after it" grep -q "live 200 T
 # A broken reload keeps the running configuration.
 echo "bogus line without equals" >>"$FE_CONF"
 kill -HUP "$FE_PID"
-wait_for test "$(metric 'keyless_frontend_reloads_total{result="failed"}')" -ge 1 || true
+wait_cmp -ge 1 metric 'keyless_frontend_reloads_total{result="failed"}' || true
 check "broken config on SIGHUP: reload refused" test "$(metric 'keyless_frontend_reloads_total{result="failed"}')" -eq 1
 check "... the error names the file and line" grep -q "reload failed.*frontend.conf:[0-9]*" "$T/frontend.log"
 check "... and the running certificate stays" test "$(peer_bits)" = 384
@@ -98,7 +98,7 @@ check "... with one line naming the address" \
 check "... and nothing else" test "$(wc -l <"$T/second.out")" -eq 1
 check "... while the first still serves" kl_curl -sf -o /dev/null "https://localhost:$FE_PORT/"
 kill -HUP "$FE_PID"
-wait_for test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -ge 2 || true
+wait_cmp -ge 2 metric 'keyless_frontend_reloads_total{result="ok"}' || true
 check "2 workers: SIGHUP to the main process reloads both (reloads_total = $(metric 'keyless_frontend_reloads_total{result="ok"}'))" \
     test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -eq 2
 # A worker that dies is restarted with backoff while the other keeps serving, and starts
@@ -106,7 +106,7 @@ check "2 workers: SIGHUP to the main process reloads both (reloads_total = $(met
 # the one of the start.
 sed -i "s#ecdsa-p256#ecdsa-p384#g" "$FE_CONF"
 kill -HUP "$FE_PID"
-wait_for test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -ge 4 || true
+wait_cmp -ge 4 metric 'keyless_frontend_reloads_total{result="ok"}' || true
 check "2 workers: the P-384 reload reached both (reloads_total = $(metric 'keyless_frontend_reloads_total{result="ok"}'))" \
     test "$(metric 'keyless_frontend_reloads_total{result="ok"}')" -eq 4
 victim=$(pgrep -P "$FE_PID" | head -n 1)

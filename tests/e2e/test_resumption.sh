@@ -116,7 +116,7 @@ is "$(metric 'keyless_frontend_early_data_total{result="accepted"}')" 1 "metrics
 before=$(wc -l <"$BACKEND_LOG")
 replayed=$(timeout 15 python3 "$PY" replay "$FE_PORT" "$T/flight.bin" 2>&1 || true)
 is "$replayed" "handshake" "a replayed first flight: the server goes on with the handshake (no alert)"
-wait_for test "$(metric 'keyless_frontend_early_data_total{result="replay_refused"}')" -ge 1 || true
+wait_cmp -ge 1 metric 'keyless_frontend_early_data_total{result="replay_refused"}' || true
 ok "$([ "$(metric 'keyless_frontend_early_data_total{result="replay_refused"}')" -ge 1 ] && echo 0 || echo 1)" \
     "... its early data refused by the strike register"
 sleep 0.5

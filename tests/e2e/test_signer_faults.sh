@@ -81,7 +81,7 @@ probe() {
     code=$(tail -n 1 <<<"$body")
     echo "$code $(head -n 1 <<<"$body")"
 }
-wait_for test "$(probe /readyz)" = "200 ready" || true
+wait_cmp = "200 ready" probe /readyz || true
 is "$(probe /readyz)" "200 ready" "/readyz: ready with the signer connected and its keys confirmed"
 is "$(probe /healthz)" "200 ok" "/healthz: alive"
 # An established connection, used only after the kill: the signer's absence must not touch it.
@@ -143,7 +143,7 @@ ms=$(((okat - back) / 1000000))
 echo "# first successful handshake $ms ms after the signer was back (killed $(((back - killed_at) / 1000000)) ms before)"
 check "a handshake succeeds within 1 s of the signer's restart ($ms ms)" test "$okat" -gt 0 -a "$ms" -lt 1000
 check "metrics: the reconnect is counted" test "$(metric keyless_frontend_signer_reconnects_total)" -ge 1
-wait_for test "$(probe /readyz)" = "200 ready" || true
+wait_cmp = "200 ready" probe /readyz || true
 is "$(probe /readyz)" "200 ready" "/readyz: ready again once the restarted signer confirmed the keys"
 # A signer that comes back with another key under the same name (a wrong failover target):
 # connected, but not ready, because a certificate no longer matches its key.
@@ -172,7 +172,7 @@ rm -f "$SIGNER_SOCK"
 "$SIGNER_BIN" --config "$T/signer.conf" >>"$T/signer.log" 2>&1 &
 SIGNER_PID=$!
 KL_PIDS+=("$SIGNER_PID")
-wait_for test "$(probe /readyz)" = "200 ready" || true
+wait_cmp = "200 ready" probe /readyz || true
 is "$(probe /readyz)" "200 ready" "/readyz: ready again with the right signer back"
 kill -TERM "$FE_PID"
 wait "$FE_PID" 2>/dev/null || true
