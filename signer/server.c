@@ -1355,7 +1355,12 @@ static void rotate_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
 static void rotate_by_size(struct server *srv)
 {
     uint64_t limit = srv->cfg->audit_rotate_bytes, size, now;
-    if (limit == 0 || (size = audit_size(srv->audit)) < limit) {
+    struct audit_stats st;
+    if (limit == 0) {
+        return;
+    }
+    audit_stats(srv->audit, &st);
+    if ((size = st.size) < limit) {
         return;
     }
     now = kl_clock_ns();
