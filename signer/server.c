@@ -925,7 +925,8 @@ static void conn_read(struct server *srv, struct conn *c)
         if (c->in.cap == c->in.len) {
             break; /* cannot happen: a whole maximal frame fits */
         }
-        n = recv(c->fd, c->in.base + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
+        size_t space = c->in.cap - c->in.len;
+        n = recv(c->fd, c->in.base + c->in.len, space, MSG_DONTWAIT);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -981,7 +982,10 @@ static void conn_read(struct server *srv, struct conn *c)
         pthread_mutex_lock(&c->lock);
         int full = c->out.len >= OUT_HIGH;
         pthread_mutex_unlock(&c->lock);
-        if (full) {
+        /* A read that did not fill the buffer emptied the socket: the loop is level-
+         * triggered and reports what comes next, so no second recv() only to hear EAGAIN
+         * (issue 15: one system call less per request at one request in flight). */
+        if (full || (size_t)n < space) {
             break;
         }
     }
