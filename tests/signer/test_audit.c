@@ -1323,6 +1323,43 @@ static void test_ticket_members(void)
     kl_buf_dispose(&b);
 }
 
+/* audit_format_time against gmtime_r/strftime, through its per-second cache: the same
+ * second with other microseconds, then other seconds (a stale cache would show). */
+static void test_format_time(void)
+{
+    static const struct timespec ts[] = {
+        {1700000000, 5000},      {1700000000, 999999999},  {1700000000, 0},
+        {1700000001, 123456000}, {1700000000, 1000},       {0, 0},
+        {951782400, 42000},      {4102444799, 999999000},  {1700000001, 1000000},
+        {1700000001, -5},        {1700000001, 2000000000},
+    };
+    int same = 1;
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+        char got[40], want[40];
+        struct tm tm;
+        time_t secs = ts[i].tv_sec;
+        long usec = ts[i].tv_nsec / 1000;
+        if (usec < 0 || usec > 999999)
+            usec = 0;
+        gmtime_r(&secs, &tm);
+        size_t n = strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(want + n, sizeof(want) - n, ".%06ldZ", usec);
+        memset(got, 0x7f, sizeof(got));
+        audit_format_time(got, &ts[i]);
+        if (strcmp(got, want) != 0) {
+            diag("format_time: %s, want %s", got, want);
+            same = 0;
+        }
+    }
+    ok(same, "format_time: as gmtime_r/strftime, across the per-second cache (11 times)");
+    char a[40], b[40];
+    struct timespec t1 = {1700000000, 0}, t2 = {1700000060, 0};
+    audit_format_time(a, &t1);
+    audit_format_time(b, &t2);
+    ok(strcmp(a, "2023-11-14T22:13:20.000000Z") == 0 && strcmp(b, "2023-11-14T22:14:20.000000Z") == 0,
+       "format_time: another second, another string");
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1340,6 +1377,7 @@ int main(void)
     if (!have_python)
         diag("python3 not found: skipping the C/Python agreement checks");
     test_escape();
+    test_format_time();
     test_audit_line();
     test_ticket_members();
     test_golden_line();
