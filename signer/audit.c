@@ -64,7 +64,7 @@ struct audit_log {
     uint64_t cp_pending;       /* records since the last checkpoint (checkpoints not counted) */
     uint64_t cp_written;       /* checkpoints written since audit_start */
     uint64_t last_cp_ns;       /* CLOCK_MONOTONIC time of the last checkpoint */
-    int64_t last_signed_cp;    /* Unix time of the last signed checkpoint (metrics; atomic) */
+    int64_t last_signed_cp;    /* Unix time of the last signed checkpoint (audit_stats) */
     uint64_t first_pending_ns; /* CLOCK_MONOTONIC time of the first record after it */
     pthread_cond_t cp_cv;      /* the checkpointer: stop */
     int has_checkpointer;
@@ -78,10 +78,11 @@ struct audit_log {
 
 static int checkpoint_locked(struct audit_log *log, const char *reason);
 
-static int write_all(int fd, const char *p, size_t n)
+/* Write all n bytes, at off (pwrite) or, with off < 0, at the file offset (write). */
+static int write_all_at(int fd, const char *p, size_t n, int64_t off)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, (off_t)off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -93,26 +94,8 @@ static int write_all(int fd, const char *p, size_t n)
         }
         p += w;
         n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int pwrite_all(int fd, const char *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
+        if (off >= 0)
+            off += w;
     }
     return 0;
 }
@@ -140,7 +123,7 @@ static void extend_locked(struct audit_log *log, size_t need)
     end = (log->size + need + PREALLOC_STEP - 1) / PREALLOC_STEP * PREALLOC_STEP;
     for (uint64_t off = log->alloc_end > log->size ? log->alloc_end : log->size; off < end;) {
         size_t n = end - off < sizeof(zeros) ? (size_t)(end - off) : sizeof(zeros);
-        if (pwrite_all(log->fd, zeros, n, off) != 0) {
+        if (write_all_at(log->fd, zeros, n, (int64_t)off) != 0) {
             /* Only zeros were written past size: cutting them loses nothing (and if the
              * cut fails, records overwrite them in place all the same). */
             if (ftruncate(log->fd, (off_t)log->size) != 0)
@@ -227,7 +210,7 @@ static int append_locked(struct audit_log *log, const struct audit_record *rec, 
     if ((ret = audit_line_format(&log->line, h, rec, log->seq + 1, log->head, rotated_from)) != 0)
         return ret;
     extend_locked(log, log->line.len);
-    if (pwrite_all(log->fd, (const char *)log->line.base, log->line.len, log->size) != 0) {
+    if (write_all_at(log->fd, (const char *)log->line.base, log->line.len, (int64_t)log->size) != 0) {
         int saved = errno;
         /* A full disk: cut the partial line off again (and the zeros after it) and refuse
          * only this record, so that the log recovers by itself when space returns (the
@@ -535,7 +518,7 @@ static int load_tail(struct audit_log *log, unsigned flags, struct open_report *
         KL_ENSURE((saved = malloc(plen)) != NULL, KL_ERR_NO_MEMORY);
         snprintf(saved, plen, "%s.torn.%lld", log->path, (long long)time(NULL));
         int sfd = open(saved, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        int ok = sfd >= 0 && write_all(sfd, buf + keep, window - keep) == 0 && fsync(sfd) == 0;
+        int ok = sfd >= 0 && write_all_at(sfd, buf + keep, window - keep, -1) == 0 && fsync(sfd) == 0;
         if (sfd >= 0)
             close(sfd);
         /* The zeros after the torn bytes (if any) go too: the file ends with its last line. */
@@ -822,7 +805,7 @@ static void anchor_locked(struct audit_log *log, const char *reason, uint64_t co
         anchor_command_locked(log, line);
     if (log->anchor_fd >= 0) {
         line[n] = '\n';
-        if (write_all(log->anchor_fd, line, (size_t)n + 1) != 0)
+        if (write_all_at(log->anchor_fd, line, (size_t)n + 1, -1) != 0)
             log_err("audit: %s: cannot append the checkpoint", log->cp.anchor_file);
     }
 }
@@ -876,7 +859,7 @@ static int checkpoint_locked(struct audit_log *log, const char *reason)
     log->cp_written++;
     log->last_cp_ns = kl_clock_ns();
     if (cp.sig != NULL)
-        __atomic_store_n(&log->last_signed_cp, (int64_t)now.tv_sec, __ATOMIC_RELAXED);
+        log->last_signed_cp = (int64_t)now.tv_sec;
     /* The state and the anchors must never be ahead of what is on disk. */
     if (log->sync != AUDIT_SYNC_NONE && (ret = drain_locked(log)) != 0)
         return ret;
@@ -1115,24 +1098,6 @@ int audit_checkpoint_now(struct audit_log *log, const char *reason)
     return ret;
 }
 
-uint64_t audit_checkpoint_count(struct audit_log *log)
-{
-    uint64_t n;
-    pthread_mutex_lock(&log->lock);
-    n = log->cp_written;
-    pthread_mutex_unlock(&log->lock);
-    return n;
-}
-
-uint64_t audit_write_errors(struct audit_log *log)
-{
-    uint64_t n;
-    pthread_mutex_lock(&log->lock);
-    n = log->write_errors;
-    pthread_mutex_unlock(&log->lock);
-    return n;
-}
-
 int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_name_len)
 {
     char *newpath = NULL;
@@ -1215,43 +1180,6 @@ int audit_rotate(struct audit_log *log)
     return audit_rotate_ex(log, NULL, 0);
 }
 
-void audit_head(struct audit_log *log, uint8_t head[AUDIT_HASH_LEN], uint64_t *seq_p)
-{
-    pthread_mutex_lock(&log->lock);
-    if (head != NULL)
-        memcpy(head, log->head, AUDIT_HASH_LEN);
-    if (seq_p != NULL)
-        *seq_p = log->seq;
-    pthread_mutex_unlock(&log->lock);
-}
-
-uint64_t audit_size(struct audit_log *log)
-{
-    uint64_t n;
-    pthread_mutex_lock(&log->lock);
-    n = log->size;
-    pthread_mutex_unlock(&log->lock);
-    return n;
-}
-
-uint64_t audit_durable_seq(struct audit_log *log)
-{
-    uint64_t n;
-    pthread_mutex_lock(&log->lock);
-    n = log->durable_seq;
-    pthread_mutex_unlock(&log->lock);
-    return n;
-}
-
-uint64_t audit_sync_count(struct audit_log *log)
-{
-    uint64_t n;
-    pthread_mutex_lock(&log->lock);
-    n = log->sync_count;
-    pthread_mutex_unlock(&log->lock);
-    return n;
-}
-
 void audit_close(struct audit_log *log)
 {
     if (log == NULL)
@@ -1300,7 +1228,16 @@ void audit_close(struct audit_log *log)
     free(log);
 }
 
-int64_t audit_last_checkpoint_time(struct audit_log *log)
+void audit_stats(struct audit_log *log, struct audit_stats *st)
 {
-    return __atomic_load_n(&log->last_signed_cp, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&log->lock);
+    memcpy(st->head, log->head, AUDIT_HASH_LEN);
+    st->seq = log->seq;
+    st->durable_seq = log->durable_seq;
+    st->size = log->size;
+    st->sync_count = log->sync_count;
+    st->write_errors = log->write_errors;
+    st->checkpoints = log->cp_written;
+    st->last_checkpoint_time = log->last_signed_cp;
+    pthread_mutex_unlock(&log->lock);
 }

@@ -38,7 +38,7 @@
  *   AUDIT_SYNC_NONE    write(2) only; a crash of the machine (not of the process) may lose
  *                      records whose signatures were sent.
  * A failed write(2) (a full disk) is rolled back: the file is cut back to its last complete
- * line, the append fails with KL_ERR_AUDIT, audit_write_errors() counts it, and the next
+ * line, the append fails with KL_ERR_AUDIT, audit_stats() counts it in write_errors, and the next
  * append tries again, so the log recovers by itself once space returns. Any other I/O
  * error (a failed fdatasync, a rollback that fails) is sticky: every later append and wait
  * fails with KL_ERR_AUDIT, so the signer fails closed.
@@ -139,22 +139,20 @@ KL_MUST_CHECK int audit_sync_if_idle(struct audit_log *log, uint64_t seq);
 KL_MUST_CHECK int audit_rotate(struct audit_log *log);
 KL_MUST_CHECK int audit_rotate_ex(struct audit_log *log, char *rotated_name, size_t rotated_name_len);
 
-/* The hash of the last line written (the head, to anchor externally) and its seq. */
-void audit_head(struct audit_log *log, uint8_t head[AUDIT_HASH_LEN], uint64_t *seq_p);
+/* One consistent snapshot of the log's state, for metrics, rotation and tests. */
+struct audit_stats {
+    uint8_t head[AUDIT_HASH_LEN]; /* the hash of the last line written (to anchor externally) */
+    uint64_t seq;                 /* ... and its sequence number */
+    uint64_t durable_seq;         /* the last record known durable */
+    uint64_t size;                /* bytes of records in the current file, without its zero tail */
+    uint64_t sync_count;          /* fdatasync calls made since the open */
+    uint64_t write_errors;        /* write errors rolled back (a full disk) since the open */
+    uint64_t checkpoints;         /* checkpoints written since audit_start() */
+    int64_t last_checkpoint_time; /* Unix time of the last signed checkpoint since the open (0: none) */
+};
 
-/* Bytes of records in the current file, without its zero tail (for size-based rotation). */
-uint64_t audit_size(struct audit_log *log);
-
-/* The last record known durable, and the number of fdatasync calls made so far (tests,
- * metrics). */
-uint64_t audit_durable_seq(struct audit_log *log);
-uint64_t audit_sync_count(struct audit_log *log);
-
-/* Write errors that were rolled back (a full disk) since the open: for metrics and tests. */
-uint64_t audit_write_errors(struct audit_log *log);
-
-/* Unix time of the last signed checkpoint written since the open (0: none), for metrics. */
-int64_t audit_last_checkpoint_time(struct audit_log *log);
+/* Fill *st under the log's lock, once: every field comes from the same instant. */
+void audit_stats(struct audit_log *log, struct audit_stats *st);
 
 /* ------------------------------------------------------------------ checkpoints
  *
@@ -227,9 +225,6 @@ KL_MUST_CHECK int audit_start(struct audit_log *log, const struct audit_checkpoi
 
 /* Write a checkpoint now with this reason (tests, SIGHUP). 0 or KL_ERR_AUDIT / KL_ERR_INVALID. */
 KL_MUST_CHECK int audit_checkpoint_now(struct audit_log *log, const char *reason);
-
-/* Checkpoints written since audit_start() (tests, metrics). */
-uint64_t audit_checkpoint_count(struct audit_log *log);
 
 /* After audit_start(): write the op "stop" record and its checkpoint, make everything
  * durable, stop the threads and close. Without: make everything durable, stop the

@@ -35,7 +35,8 @@ struct crypto_pubkey;
 /* The EC curves a token key may be on (P-521 keys load, no TLS 1.3 scheme of ours uses them). */
 enum crypto_curve { CRYPTO_CURVE_UNKNOWN = 0, CRYPTO_CURVE_P256, CRYPTO_CURVE_P384, CRYPTO_CURVE_P521 };
 
-/* One-time set-up of libsodium; idempotent and thread-safe. 0 or KL_ERR_CRYPTO. */
+/* One-time set-up of libsodium and of the SHA-2 digests (fetched once from OpenSSL's
+ * default provider); idempotent and thread-safe. 0 or KL_ERR_CRYPTO. */
 KL_MUST_CHECK int crypto_init(void);
 
 /* SHA-256 of len bytes at data into out. Cannot fail. */
@@ -122,7 +123,8 @@ void crypto_pubkey_free(struct crypto_pubkey *pk);
 /*
  * A raw ECDSA signature r || s (two halves of equal length, as PKCS#11 CKM_ECDSA returns
  * it) to the DER ECDSA-Sig-Value TLS sends, into out (capacity *out_len_p in, length out).
- * KL_ERR_CRYPTO for an empty or odd-length input, KL_ERR_OVERFLOW if out is too small.
+ * KL_ERR_CRYPTO for an empty or odd-length input or halves over 16 KiB, KL_ERR_OVERFLOW if
+ * out is too small.
  */
 KL_MUST_CHECK int crypto_ecdsa_raw_to_der(uint8_t *out, size_t *out_len_p, const uint8_t *rs, size_t rs_len);
 

@@ -535,10 +535,12 @@ static int run(const char *config_path, int check_only, int new_chain)
         if (config_digest(digest, cfg->path) == 0) {
             cp.config_sha256 = digest;
         }
-        if ((uint64_t)before > audit_size(audit)) {
+        struct audit_stats ast;
+        audit_stats(audit, &ast);
+        if ((uint64_t)before > ast.size) {
             log_warnx("audit: %s: cut a torn last line (%llu bytes) off the log, kept in %s.torn.*; "
                       "the chain continues from the last complete line",
-                      cfg->audit_log, (unsigned long long)((uint64_t)before - audit_size(audit)), cfg->audit_log);
+                      cfg->audit_log, (unsigned long long)((uint64_t)before - ast.size), cfg->audit_log);
         }
         if (audit_start(audit, &cp, NULL, err, sizeof(err)) != 0) {
             log_diag("%s: [signer] audit_log: %s", cfg->path, err[0] != '\0' ? err : "cannot start the audit log");

@@ -331,19 +331,21 @@ int signer_metrics_render(FILE *out)
             (unsigned long long)__atomic_load_n(&m.reloads_ok, __ATOMIC_RELAXED),
             (unsigned long long)__atomic_load_n(&m.reloads_failed, __ATOMIC_RELAXED));
     if (m.audit != NULL) {
+        struct audit_stats st;
+        audit_stats(m.audit, &st);
         fprintf(out,
                 "# HELP keyless_signer_audit_write_errors_total Audit appends that failed to write and were rolled "
                 "back (a full disk); the log retries.\n"
                 "# TYPE keyless_signer_audit_write_errors_total counter\n"
                 "keyless_signer_audit_write_errors_total %llu\n",
-                (unsigned long long)audit_write_errors(m.audit));
+                (unsigned long long)st.write_errors);
         if (m.audit_signed) {
             fprintf(out,
                     "# HELP keyless_signer_audit_last_checkpoint_timestamp_seconds When the last signed audit "
                     "checkpoint was written (Unix time; 0: none yet).\n"
                     "# TYPE keyless_signer_audit_last_checkpoint_timestamp_seconds gauge\n"
                     "keyless_signer_audit_last_checkpoint_timestamp_seconds %lld\n",
-                    (long long)audit_last_checkpoint_time(m.audit));
+                    (long long)st.last_checkpoint_time);
         }
     }
     return ferror(out) ? KL_ERR_IO : 0;

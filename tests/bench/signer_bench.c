@@ -4,6 +4,7 @@
  *
  *   signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W]
  *                [--audit-sync group|none|always] [--audit-group-ms MS] [--remote 1,2,4,8] [--keys LIST]
+ *                [--count N [--hook-before CMD] [--hook-after CMD] [--no-sandbox]]
  *
  * Phases per key (ECDSA P-256 / ecdsa_secp256r1_sha256 and RSA-2048 / rsa_pss_rsae_sha256):
  *   raw      N threads, each C_SignInit+C_Sign on its own session (p11_sign_raw: no
@@ -25,6 +26,12 @@
  * use p11-kit-client.so; for each session count S of LIST (1,2,4,8 by default) raw C_Sign
  * on S sessions from S threads, and the signer with workers = S fed by S connections of
  * W requests each; throughput is also given as a multiple of the 1-session figure.
+ * --count N (issue 15): per-signature accounting instead. After a warm-up of 256 requests
+ * the signer's pid goes into KL_SIGNER_PID and `sh -c CMD` of --hook-before runs (e.g.
+ * attach `strace -c -f -p`, or `callgrind_control -z`), then exactly N requests with the
+ * window W, then --hook-after (e.g. `callgrind_control -d`); counts from outside tools
+ * then cover N signatures and nothing of the start-up. --no-sandbox: `sandbox = no`, for
+ * a signer run under valgrind (which cannot load a seccomp filter).
  * Label `bench`: never run by tests/run.sh. The token comes from hsm-setup (mktoken.sh).
  *
  * Links kl_signer (the PKCS#11 backend) and the signer test harness (token, RPC client).
@@ -129,6 +136,7 @@ struct bench_thread {
     unsigned window;
     const char *key_name;
     uint16_t scheme;
+    uint64_t limit; /* --count: requests this thread sends at most (0: until the deadline) */
 };
 
 static void record(struct bench_thread *t, uint64_t ns)
@@ -202,8 +210,8 @@ static void *rpc_main(void *arg)
         return NULL;
     }
     for (;;) {
-        int more = kl_clock_ns() < t->deadline;
-        while (more && in_flight < t->window) {
+        int more = kl_clock_ns() < t->deadline && (t->limit == 0 || next_id < t->limit);
+        while (more && in_flight < t->window && (t->limit == 0 || next_id < t->limit)) {
             Keyless__V1__Request req;
             Keyless__V1__SignRequest sr;
             uint64_t id = next_id++;
@@ -359,7 +367,10 @@ struct opts {
     double seconds;
     const char *sync;
     unsigned group_ms;
-    pid_t p11_server;        /* --remote: the `p11-kit server` whose per-connection children are watched */
+    unsigned count;                       /* --count: requests of the accounting run */
+    const char *hook_before, *hook_after; /* --count: shell commands around them */
+    int no_sandbox;                       /* --count --no-sandbox: for valgrind (no seccomp) */
+    pid_t p11_server;                     /* --remote: the `p11-kit server` whose per-connection children are watched */
     unsigned instances;      /* [hsm] module_instances of the backends (issue 15); --remote 0: one per session */
     unsigned token_delay_us; /* --remote: each C_Sign in the server takes this much longer (tests/signer/p11shim.c) */
 };
@@ -531,6 +542,62 @@ exit:
     return us;
 }
 
+/* --count: one key, one signer; a warm-up, the hook, exactly o->count requests, the hook. */
+static int bench_count(struct harness *h, const struct key_spec *ks, const struct opts *o)
+{
+    struct bench_thread ts[64];
+    char conf[400], extra[200], pid_s[32];
+    struct result warm, r;
+    int ret = -1;
+
+    memset(&warm, 0, sizeof(warm));
+    memset(&r, 0, sizeof(r));
+    snprintf(conf, sizeof(conf), "%s/bench.conf", h->dir);
+    snprintf(extra, sizeof(extra), "workers = %u\nqueue_max = 65536\naudit_sync = %s\naudit_group_ms = %u\n%s",
+             o->workers, o->sync, o->group_ms, o->no_sandbox ? "sandbox = no\n" : "");
+    if (harness_write_config(h, conf, extra, NULL, harness_std_keys) != 0 || harness_start(h, conf) != 0) {
+        fprintf(stderr, "signer_bench: keyless-signer did not start (see %s)\n", h->errlog);
+        return -1;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        memset(ts, 0, sizeof(ts));
+        for (unsigned i = 0; i < o->threads; i++) {
+            ts[i].sock = h->sock;
+            ts[i].key_name = ks->key;
+            ts[i].scheme = ks->scheme;
+            ts[i].window = o->window;
+            ts[i].limit = pass == 0 ? 256 / o->threads + 1 : (o->count + o->threads - 1) / o->threads;
+        }
+        if (pass == 1) {
+            snprintf(pid_s, sizeof(pid_s), "%d", (int)h->pid);
+            setenv("KL_SIGNER_PID", pid_s, 1);
+            if (o->hook_before != NULL && system(o->hook_before) != 0) {
+                fprintf(stderr, "signer_bench: --hook-before failed\n");
+                goto exit;
+            }
+        }
+        /* The deadline only bounds a stuck run: the limits end it. */
+        if (pass == 0) {
+            warm = run_threads(ts, o->threads, 600, rpc_main, h->pid);
+        } else {
+            r = run_threads(ts, o->threads, 600, rpc_main, h->pid);
+        }
+    }
+    if (o->hook_after != NULL && system(o->hook_after) != 0) {
+        fprintf(stderr, "signer_bench: --hook-after failed\n");
+        goto exit;
+    }
+    printf("| %-10s | count %8llu (warm-up %llu) | %9.0f sig/s | CPU %.1f µs/sig | cs %.3f/sig (inv %.3f) | errors "
+           "%llu |\n",
+           ks->key, (unsigned long long)r.n, (unsigned long long)warm.n, r.per_s, r.cpu_us, r.ctxsw, r.invol,
+           (unsigned long long)(r.errors + warm.errors));
+    fflush(stdout);
+    ret = r.errors + warm.errors == 0 ? 0 : -1;
+exit:
+    (void)harness_stop(h);
+    return ret;
+}
+
 /* "1,2,4,8" into counts[]; the number of counts, 0 if malformed. */
 static size_t parse_list(unsigned *counts, size_t cap, const char *s)
 {
@@ -644,7 +711,8 @@ int main(int argc, char **argv)
     /* Defaults: the signer's own audit defaults (group, 1 ms), and a window deep enough to
      * cover one group commit (64 requests in flight per connection), so that the RPC rows
      * measure the signer's pipeline rather than the fdatasync latency. */
-    struct opts o = {2, ~0u, 64, 3, 2.0, "group", 1, 0, 0, 0};
+    struct opts o = {
+        .threads = 2, .workers = ~0u, .window = 64, .rounds = 3, .seconds = 2.0, .sync = "group", .group_ms = 1};
     static char self[1024], build[1024], src[1024];
     struct harness h;
     unsigned counts[8];
@@ -678,12 +746,19 @@ int main(int argc, char **argv)
             o.instances = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
             keys_list = argv[++i];
+        } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+            o.count = (unsigned)atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--hook-before") == 0 && i + 1 < argc) {
+            o.hook_before = argv[++i];
+        } else if (strcmp(argv[i], "--hook-after") == 0 && i + 1 < argc) {
+            o.hook_after = argv[++i];
+        } else if (strcmp(argv[i], "--no-sandbox") == 0) {
+            o.no_sandbox = 1;
         } else {
-            fprintf(
-                stderr,
-                "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
-                "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--instances N] [--token-delay-us US] "
-                "[--keys ecdsa-p256,rsa-2048]\n");
+            fprintf(stderr, "usage: signer_bench [--threads N] [--workers N] [--seconds S] [--rounds R] [--window W] "
+                            "[--audit-sync MODE] [--audit-group-ms MS] [--remote 1,2,4,8] [--instances N] "
+                            "[--token-delay-us US] [--keys ecdsa-p256,rsa-2048] "
+                            "[--count N [--hook-before CMD] [--hook-after CMD] [--no-sandbox]]\n");
             return 2;
         }
     }
@@ -727,6 +802,17 @@ int main(int argc, char **argv)
         for (size_t k = 0; k < sizeof(KEYS) / sizeof(KEYS[0]) && ret == 0; k++) {
             if (strstr(keys_list, KEYS[k].key) != NULL) {
                 ret = bench_remote(&h, &o, counts, n_counts, &KEYS[k]);
+            }
+        }
+        harness_cleanup(&h);
+        return ret == 0 ? 0 : 1;
+    }
+    if (o.count > 0) {
+        printf("signer_bench --count %u: %u worker(s), %u client thread(s), window %u, audit_sync %s (group %u ms)\n",
+               o.count, o.workers, o.threads, o.window, o.sync, o.group_ms);
+        for (size_t k = 0; k < sizeof(KEYS) / sizeof(KEYS[0]) && ret == 0; k++) {
+            if (strstr(keys_list, KEYS[k].key) != NULL) {
+                ret = bench_count(&h, &KEYS[k], &o);
             }
         }
         harness_cleanup(&h);

@@ -11,6 +11,14 @@
 #include "audit_line.h"
 #include "audit_verify.h"
 
+/* The log's state now (audit_stats). */
+static struct audit_stats st_of(struct audit_log *log)
+{
+    struct audit_stats st;
+    audit_stats(log, &st);
+    return st;
+}
+
 static char tmpdir[256];
 static int have_python;
 static const char *python = "python3";
@@ -566,8 +574,12 @@ static void test_chain_and_tamper(void)
     is_int(audit_open(&log, path, AUDIT_SYNC_GROUP, 2), 0, "chain: open (GROUP, 2 ms)");
     double rate = write_many(log, 4, CHAIN_N);
     diag("GROUP mode, 4 threads, append+wait_durable: %.0f records/s (%llu fdatasyncs for %d records)", rate,
-         (unsigned long long)audit_sync_count(log), CHAIN_N);
-    audit_head(log, head, &seq);
+         (unsigned long long)st_of(log).sync_count, CHAIN_N);
+    {
+        struct audit_stats st_ = st_of(log);
+        memcpy(head, st_.head, AUDIT_HASH_LEN);
+        seq = st_.seq;
+    }
     is_int(seq, CHAIN_N, "chain: head seq");
     audit_close(log);
 
@@ -665,7 +677,7 @@ static void test_reopen_damage(void)
             break;
     }
     is_int(seq, 5, "torn: 5 records");
-    is_int(audit_sync_count(log), 5, "ALWAYS, one thread: one fdatasync per record");
+    is_int(st_of(log).sync_count, 5, "ALWAYS, one thread: one fdatasync per record");
     /* A second writer on the same file would fork the chain. */
     struct audit_log *log2 = NULL;
     enum audit_open_fail why = AUDIT_OPEN_FAIL_NONE;
@@ -759,7 +771,7 @@ static void test_rotation(void)
     is_int(audit_append(log, &r, &seq), 0, "append to the third file");
     is_int(seq, 18, "seq continues across rotations (10 + rotate + 5 + rotate + 1)");
     is_int(audit_wait_durable(log, seq), 0, "durable");
-    audit_head(log, head, NULL);
+    memcpy(head, st_of(log).head, AUDIT_HASH_LEN);
     audit_close(log);
 
     size_t len = 0;
@@ -843,7 +855,7 @@ static void test_no_zero_tail(void)
         }
         is_int(seq, 3u * (unsigned)(round + 1), "no zero tail: records durable");
         buf = read_all(path, &len);
-        ok(buf != NULL && len == audit_size(log) && len > 0 && buf[len - 1] == '\n' && memchr(buf, 0, len) == NULL,
+        ok(buf != NULL && len == st_of(log).size && len > 0 && buf[len - 1] == '\n' && memchr(buf, 0, len) == NULL,
            "no zero tail: the live file is its records only, no zero byte");
         free(buf);
         audit_close(log);
@@ -871,7 +883,7 @@ static void test_zero_tail(void)
             break;
     }
     is_int(seq, 3, "zero tail: 3 records durable");
-    used = (size_t)audit_size(log);
+    used = (size_t)st_of(log).size;
     buf = read_all(path, &len);
     ok(buf != NULL && len > used && used > 0 && buf[used - 1] == '\n' && zeros_from(buf, len, used),
        "zero tail: the live file holds the records, then only zeros");
@@ -893,7 +905,7 @@ static void test_zero_tail(void)
     is_int(audit_open_ex(&log, crash, AUDIT_SYNC_GROUP, 0, 0, &why, err, sizeof(err)), 0,
            "crash image: opens without repair (zeros are not a torn line)");
     is_int(why, AUDIT_OPEN_FAIL_NONE, "crash image: typed reason NONE");
-    is_int(audit_size(log), used, "crash image: the records end where the zeros begin");
+    is_int(st_of(log).size, used, "crash image: the records end where the zeros begin");
     make_record(&r, 3, h);
     ok(audit_append(log, &r, &seq) == 0 && audit_wait_durable(log, seq) == 0, "crash image: append");
     is_int(seq, 4, "crash image: seq continues");
@@ -1005,13 +1017,13 @@ static void test_modes(void)
             uint8_t h[48];
             uint64_t seq;
             make_record(&r, (uint64_t)i, h);
-            if (audit_append(log, &r, &seq) != 0 || audit_wait_durable(log, seq) != 0 || audit_durable_seq(log) < seq)
+            if (audit_append(log, &r, &seq) != 0 || audit_wait_durable(log, seq) != 0 || st_of(log).durable_seq < seq)
                 fails++;
         }
         double dt = now_s() - t0;
         snprintf(name, sizeof(name), "%s: %d appends, each durable when its wait returns", modes[m].name, modes[m].n);
         is_int(fails, 0, name);
-        uint64_t syncs = audit_sync_count(log);
+        uint64_t syncs = st_of(log).sync_count;
         diag("%s mode, 1 thread, append+wait_durable: %.0f records/s (%llu fdatasyncs)", modes[m].name,
              dt > 0 ? modes[m].n / dt : 0.0, (unsigned long long)syncs);
         if (modes[m].mode == AUDIT_SYNC_NONE)
@@ -1022,7 +1034,7 @@ static void test_modes(void)
             /* Several threads share fdatasyncs. */
             double rate = write_many(log, 4, 400);
             diag("%s mode, 4 threads, append+wait_durable: %.0f records/s (%llu fdatasyncs for 400 records)",
-                 modes[m].name, rate, (unsigned long long)(audit_sync_count(log) - syncs));
+                 modes[m].name, rate, (unsigned long long)(st_of(log).sync_count - syncs));
         }
         audit_close(log);
         const char *paths[1] = {path};
@@ -1062,14 +1074,14 @@ static void test_modes(void)
         is_int(audit_open(&log, path, AUDIT_SYNC_GROUP, 300), 0, "GROUP 300 ms: open");
         make_record(&r, 1, h);
         ok(audit_append(log, &r, &s1) == 0 && audit_wait_durable(log, s1) == 0, "first record durable");
-        uint64_t syncs = audit_sync_count(log);
+        uint64_t syncs = st_of(log).sync_count;
         make_record(&r, 2, h);
         is_int(audit_append(log, &r, &s2), 0, "second record appended");
-        ok(audit_durable_seq(log) < s2, "not durable before its wait");
+        ok(st_of(log).durable_seq < s2, "not durable before its wait");
         double t0 = now_s();
         is_int(audit_wait_durable(log, s2), 0, "wait returns 0");
         double dt = now_s() - t0;
-        ok(audit_durable_seq(log) >= s2 && audit_sync_count(log) == syncs + 1, "after exactly one more fdatasync");
+        ok(st_of(log).durable_seq >= s2 && st_of(log).sync_count == syncs + 1, "after exactly one more fdatasync");
         diag("GROUP 300 ms: second record's wait took %.1f ms", dt * 1000);
         ok(dt < 0.25, "... without waiting for group_ms");
         is_int(audit_wait_durable(log, s2 + 1), KL_ERR_INVALID, "waiting for an unwritten seq is refused");
@@ -1087,15 +1099,19 @@ static void test_modes(void)
         path_in(path, sizeof(path), "group-unwaited.log");
         is_int(audit_open(&log, path, AUDIT_SYNC_GROUP, 5), 0, "GROUP 5 ms: open");
         make_record(&r, 1, h);
-        ok(audit_append(log, &r, &s1) == 0 && audit_wait_durable(log, s1) == 0 && audit_sync_count(log) == 1,
+        ok(audit_append(log, &r, &s1) == 0 && audit_wait_durable(log, s1) == 0 && st_of(log).sync_count == 1,
            "a waited record: durable after one fdatasync, run by the waiter");
         make_record(&r, 2, h);
         is_int(audit_append(log, &r, NULL), 0, "a record nobody waits for appended");
-        audit_head(log, head, &s2);
+        {
+            struct audit_stats st_ = st_of(log);
+            memcpy(head, st_.head, AUDIT_HASH_LEN);
+            s2 = st_.seq;
+        }
         double t0 = now_s();
-        while (audit_durable_seq(log) < s2 && now_s() - t0 < 5.0)
+        while (st_of(log).durable_seq < s2 && now_s() - t0 < 5.0)
             usleep(1000);
-        ok(audit_durable_seq(log) >= s2, "the flusher made it durable without a waiter");
+        ok(st_of(log).durable_seq >= s2, "the flusher made it durable without a waiter");
         diag("GROUP 5 ms: unwaited record durable after %.1f ms", (now_s() - t0) * 1000);
         audit_close(log);
     }
@@ -1111,16 +1127,16 @@ static void test_modes(void)
         path_in(path, sizeof(path), "group-if-idle.log");
         is_int(audit_open(&log, path, AUDIT_SYNC_GROUP, 300), 0, "GROUP 300 ms: open");
         make_record(&r, 1, h);
-        ok(audit_append(log, &r, &s1) == 0 && audit_sync_if_idle(log, s1) == 0 && audit_durable_seq(log) >= s1 &&
-               audit_sync_count(log) == 1,
+        ok(audit_append(log, &r, &s1) == 0 && audit_sync_if_idle(log, s1) == 0 && st_of(log).durable_seq >= s1 &&
+               st_of(log).sync_count == 1,
            "sync_if_idle with no sync yet: one fdatasync here, durable on return");
         is_int(audit_sync_if_idle(log, s1), 0, "sync_if_idle on a durable record: 0");
-        is_int((int)audit_sync_count(log), 1, "... and no second fdatasync");
+        is_int((int)st_of(log).sync_count, 1, "... and no second fdatasync");
         make_record(&r, 2, h);
         ok(audit_append(log, &r, &s2) == 0, "one more record");
-        ok(audit_durable_seq(log) < s2, "... not durable before it is synced");
+        ok(st_of(log).durable_seq < s2, "... not durable before it is synced");
         is_int(audit_sync_if_idle(log, s2), 0, "right after a sync: synced here too (no group_ms pacing)");
-        ok(audit_durable_seq(log) >= s2 && audit_sync_count(log) == 2, "... durable, by a second fdatasync");
+        ok(st_of(log).durable_seq >= s2 && st_of(log).sync_count == 2, "... durable, by a second fdatasync");
         is_int(audit_sync_if_idle(log, s2 + 1), KL_ERR_INVALID, "sync_if_idle on an unwritten seq is refused");
         audit_close(log);
     }
@@ -1176,8 +1192,8 @@ static void test_errors(void)
     r.hash = longhash;
     r.hash_len = sizeof(longhash);
     is_int(audit_append(log, &r, &seq), 0, "a record with 300 KiB fields is written, bounded");
-    diag("a record with four 300 KiB strings: a line of %llu bytes", (unsigned long long)audit_size(log));
-    ok(audit_size(log) < 8 * AUDIT_MAX_FIELD * 6 + 1024, "... a line of a few KiB");
+    diag("a record with four 300 KiB strings: a line of %llu bytes", (unsigned long long)st_of(log).size);
+    ok(st_of(log).size < 8 * AUDIT_MAX_FIELD * 6 + 1024, "... a line of a few KiB");
     make_record(&r, 2, h);
     is_int(audit_append(log, &r, &seq), 0, "log still usable");
     is_int(seq, 2, "next seq");
@@ -1307,6 +1323,43 @@ static void test_ticket_members(void)
     kl_buf_dispose(&b);
 }
 
+/* audit_format_time against gmtime_r/strftime, through its per-second cache: the same
+ * second with other microseconds, then other seconds (a stale cache would show). */
+static void test_format_time(void)
+{
+    static const struct timespec ts[] = {
+        {1700000000, 5000},      {1700000000, 999999999},  {1700000000, 0},
+        {1700000001, 123456000}, {1700000000, 1000},       {0, 0},
+        {951782400, 42000},      {4102444799, 999999000},  {1700000001, 1000000},
+        {1700000001, -5},        {1700000001, 2000000000},
+    };
+    int same = 1;
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+        char got[40], want[40];
+        struct tm tm;
+        time_t secs = ts[i].tv_sec;
+        long usec = ts[i].tv_nsec / 1000;
+        if (usec < 0 || usec > 999999)
+            usec = 0;
+        gmtime_r(&secs, &tm);
+        size_t n = strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(want + n, sizeof(want) - n, ".%06ldZ", usec);
+        memset(got, 0x7f, sizeof(got));
+        audit_format_time(got, &ts[i]);
+        if (strcmp(got, want) != 0) {
+            diag("format_time: %s, want %s", got, want);
+            same = 0;
+        }
+    }
+    ok(same, "format_time: as gmtime_r/strftime, across the per-second cache (11 times)");
+    char a[40], b[40];
+    struct timespec t1 = {1700000000, 0}, t2 = {1700000060, 0};
+    audit_format_time(a, &t1);
+    audit_format_time(b, &t2);
+    ok(strcmp(a, "2023-11-14T22:13:20.000000Z") == 0 && strcmp(b, "2023-11-14T22:14:20.000000Z") == 0,
+       "format_time: another second, another string");
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1324,6 +1377,7 @@ int main(void)
     if (!have_python)
         diag("python3 not found: skipping the C/Python agreement checks");
     test_escape();
+    test_format_time();
     test_audit_line();
     test_ticket_members();
     test_golden_line();

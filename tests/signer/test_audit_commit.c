@@ -18,6 +18,14 @@
 #include "kl_test.h"
 #include "audit.h"
 
+/* The log's state now (audit_stats). */
+static struct audit_stats st_of(struct audit_log *log)
+{
+    struct audit_stats st;
+    audit_stats(log, &st);
+    return st;
+}
+
 static char tmpdir[256];
 
 static pthread_mutex_t shim_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -166,7 +174,7 @@ static void test_sequential(void)
     ok(log != NULL, "sequential: open (GROUP, group_ms 2000)");
     if (log == NULL)
         return;
-    unsigned base = shim_count(), base_mod = (unsigned)audit_sync_count(log);
+    unsigned base = shim_count(), base_mod = (unsigned)st_of(log).sync_count;
     int fails = 0, uncovered = 0;
     double t0 = now_s(), worst = 0;
     for (int i = 0; i < 20; i++) {
@@ -176,13 +184,13 @@ static void test_sequential(void)
         double dt = now_s() - t1;
         worst = dt > worst ? dt : worst;
         /* On disk: a sync that started with the record in the file has returned. */
-        uncovered += (uint64_t)shim_covered_size() < audit_size(log) || audit_durable_seq(log) < seq;
+        uncovered += (uint64_t)shim_covered_size() < st_of(log).size || st_of(log).durable_seq < seq;
     }
     double total = now_s() - t0;
     is_int(fails, 0, "sequential: 20 appends, each waited for");
     is_int(uncovered, 0, "sequential: every wait returned after a sync that covered its record");
     is_int(shim_count() - base, 20, "sequential: 20 waits, 20 fdatasyncs (one each, run at once)");
-    is_int((unsigned)audit_sync_count(log) - base_mod, 20, "sequential: audit_sync_count agrees");
+    is_int((unsigned)st_of(log).sync_count - base_mod, 20, "sequential: the sync count agrees");
     diag("sequential: 20 records in %.1f ms, slowest wait %.1f ms", total * 1000, worst * 1000);
     ok(worst < 1.5, "sequential: no wait came near group_ms (2 s): no timer");
     audit_close(log);
@@ -199,7 +207,7 @@ static void *writer_main(void *arg)
     struct writer *w = arg;
     for (unsigned i = 0; i < w->n; i++) {
         uint64_t seq = 0;
-        if (append_wait(w->log, w->base + i, &seq) != 0 || audit_durable_seq(w->log) < seq)
+        if (append_wait(w->log, w->base + i, &seq) != 0 || st_of(w->log).durable_seq < seq)
             w->fails++;
     }
     return NULL;
@@ -231,7 +239,7 @@ static void test_concurrent(void)
     is_int(fails, 0, "concurrent: 200 records, each durable when its wait returned");
     diag("concurrent: 8 threads x 25 waited records: %u fdatasyncs", syncs);
     ok(syncs >= 1 && syncs <= 100, "concurrent: they shared fdatasyncs (at most half as many as records)");
-    ok((uint64_t)shim_covered_size() >= audit_size(log), "concurrent: the last sync covered the whole file");
+    ok((uint64_t)shim_covered_size() >= st_of(log).size, "concurrent: the last sync covered the whole file");
     audit_close(log);
 }
 
@@ -273,7 +281,7 @@ static void test_batch(void)
     make_record(&r, 3, h);
     ok(audit_append(log, &r, &s3) == 0, "batch: record 3 too");
     is_int(audit_sync_if_idle(log, s2), KL_ERR_WANT_READ, "batch: sync_if_idle while a sync runs: WANT_READ");
-    ok(audit_durable_seq(log) < s1, "batch: nothing durable while the sync is held");
+    ok(st_of(log).durable_seq < s1, "batch: nothing durable while the sync is held");
     b = (struct waiter){log, s2, -1};
     c = (struct waiter){log, s3, -1};
     pthread_create(&tb, NULL, waiter_main, &b);
@@ -284,12 +292,12 @@ static void test_batch(void)
     pthread_join(tb, NULL);
     pthread_join(tc, NULL);
     ok(a.ret == 0 && b.ret == 0 && c.ret == 0, "batch: all three waits return 0");
-    ok(audit_durable_seq(log) >= s3, "batch: all three durable");
+    ok(st_of(log).durable_seq >= s3, "batch: all three durable");
     is_int(shim_count() - base, 2, "batch: two fdatasyncs: record 1's, then one for records 2 and 3");
     is_int(audit_sync_if_idle(log, s3), 0, "batch: sync_if_idle on a durable record: 0");
     is_int(shim_count() - base, 2, "... with no further fdatasync");
     make_record(&r, 4, h);
-    ok(audit_append(log, &r, &s1) == 0 && audit_sync_if_idle(log, s1) == 0 && audit_durable_seq(log) >= s1,
+    ok(audit_append(log, &r, &s1) == 0 && audit_sync_if_idle(log, s1) == 0 && st_of(log).durable_seq >= s1,
        "batch: sync_if_idle with no sync running: synced here, at once");
     is_int(shim_count() - base, 3, "... by one fdatasync");
     is_int(audit_sync_if_idle(log, s1 + 1), KL_ERR_INVALID, "sync_if_idle on an unwritten seq is refused");
@@ -310,9 +318,9 @@ static void test_unwaited(void)
     unsigned base = shim_count();
     make_record(&r, 1, h);
     ok(audit_append(log, &r, NULL) == 0, "unwaited: a record nobody waits for");
-    audit_head(log, NULL, &u);
+    u = st_of(log).seq;
     ok(append_wait(log, 2, &s1) == 0, "unwaited: then a waited record");
-    ok(audit_durable_seq(log) >= u, "unwaited: the waiter's sync made it durable too");
+    ok(st_of(log).durable_seq >= u, "unwaited: the waiter's sync made it durable too");
     is_int(shim_count() - base, 1, "unwaited: one fdatasync for both (the flusher ran none)");
     audit_close(log);
 
@@ -324,13 +332,13 @@ static void test_unwaited(void)
     double t0 = now_s();
     make_record(&r, 2, h);
     ok(audit_append(log, &r, NULL) == 0, "unwaited alone: appended");
-    audit_head(log, NULL, &u);
-    ok(audit_durable_seq(log) < u, "unwaited alone: not durable at once (the flusher waits for group_ms)");
-    while (audit_durable_seq(log) < u && now_s() - t0 < 10.0)
+    u = st_of(log).seq;
+    ok(st_of(log).durable_seq < u, "unwaited alone: not durable at once (the flusher waits for group_ms)");
+    while (st_of(log).durable_seq < u && now_s() - t0 < 10.0)
         usleep(2000);
     double dt = now_s() - t0;
     diag("unwaited alone: durable after %.1f ms (group_ms 200)", dt * 1000);
-    ok(audit_durable_seq(log) >= u, "unwaited alone: the flusher made it durable");
+    ok(st_of(log).durable_seq >= u, "unwaited alone: the flusher made it durable");
     ok(dt >= 0.15, "unwaited alone: not before about group_ms");
     is_int(shim_count() - base, 1, "unwaited alone: by one fdatasync");
     /* A flood of records nobody waits for: at most about one sync per group_ms. */
@@ -343,13 +351,13 @@ static void test_unwaited(void)
         if (i % 100 == 0)
             usleep(20000);
     }
-    audit_head(log, NULL, &u);
-    while (audit_durable_seq(log) < u && now_s() - t0 < 10.0)
+    u = st_of(log).seq;
+    while (st_of(log).durable_seq < u && now_s() - t0 < 10.0)
         usleep(2000);
     dt = now_s() - t0;
     unsigned syncs = shim_count() - base;
     diag("unwaited flood: 2000 records over %.0f ms, %u fdatasyncs", dt * 1000, syncs);
-    ok(audit_durable_seq(log) >= u, "unwaited flood: all durable");
+    ok(st_of(log).durable_seq >= u, "unwaited flood: all durable");
     ok(syncs >= 1 && syncs <= (unsigned)(dt / 0.2) + 2, "unwaited flood: at most one fdatasync per group_ms");
     audit_close(log);
 
@@ -398,7 +406,7 @@ static void test_sync_failure(void)
     pthread_join(tb, NULL);
     is_int(a.ret, KL_ERR_AUDIT, "sync failure: the waiter of the failed sync gets KL_ERR_AUDIT");
     is_int(b.ret, KL_ERR_AUDIT, "sync failure: the record behind it too (no later sync is trusted)");
-    ok(audit_durable_seq(log) < s1, "sync failure: neither is durable");
+    ok(st_of(log).durable_seq < s1, "sync failure: neither is durable");
     make_record(&r, 4, h);
     is_int(audit_append(log, &r, NULL), KL_ERR_AUDIT, "sync failure: sticky: later appends fail");
     is_int(audit_sync_if_idle(log, s1), KL_ERR_AUDIT, "sync failure: sticky: sync_if_idle fails");

@@ -284,6 +284,13 @@ static void test_positive(void)
     audit_hex_hash(hex, h);
     snprintf(want, sizeof(want), "\"spki_sha256\":\"%s\"", hex);
     ok(sl > 0 && harness_audit_grep(&H, want), "... and the SHA-256 of the key's SPKI (the certificate's)");
+    /* Every sign record, not only the first: the signer remembers the hash per thread. */
+    char count_out[64], count_cmd[1200];
+    snprintf(count_cmd, sizeof(count_cmd), "grep -c '\"op\":\"sign\"' %s; grep -c '%s' %s", H.audit, want, H.audit);
+    unsigned long n_sign = 0, n_spki = 0;
+    ok(harness_run(count_out, sizeof(count_out), count_cmd) == 0 &&
+           sscanf(count_out, "%lu %lu", &n_sign, &n_spki) == 2 && n_sign >= 60 && n_spki == n_sign,
+       "... in every one of the sign records");
 
     /* Negative: another EC key is not the audit key. */
     snprintf(other, sizeof(other), "%s/other.pub.pem", H.dir);
