@@ -27,6 +27,8 @@ static void conn_close(struct conn *c, const char *why);
 static void to_closing(struct conn *c);
 static void process_rbuf(struct conn *c);
 static void backend_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents);
+static void backend_start(struct conn *c);
+static void on_backend_eof(struct conn *c);
 
 static const struct config_listener *lconf(const struct conn *c)
 {
@@ -177,6 +179,20 @@ static void conn_progress(struct conn *c)
         return;
     }
     if (c->state != CONN_PROXYING) {
+        return;
+    }
+    if (c->backend_wait && c->client_eof && !c->backend_eof) {
+        /* backend_connect = data and the client ended without sending a byte: no backend to wait
+           for, so our close_notify goes out now (RFC 8446 6.1), as a backend's end would send it. */
+        on_backend_eof(c);
+        if (flush_client(c) != 0) {
+            conn_close(c, "client write error");
+            return;
+        }
+    }
+    /* Both directions done and everything out: close (a FIN either way; no shutdown first). */
+    if (c->client_eof && c->backend_eof && c->cout.len == 0 && c->bfd < 0) {
+        conn_close(c, "done");
         return;
     }
     /* RFC 8446 6.1: close_notify closes the sender's write side only; mirror it onto TCP. */
@@ -374,7 +390,6 @@ static void on_established(struct conn *c)
              tls_conn_group(c->tls), tls_conn_scheme(c->tls), c->resumed ? "yes" : "no", c->early ? "accepted" : "no",
              (double)(kl_clock_us() - c->start_us) / 1000.0);
     const struct tls_peer_cert *pc = tls_conn_peer_cert(c->tls);
-    struct proxy_client_cert cert = {pc->present, pc->sha256, pc->subject_cn, pc->subject, pc->san};
     if (l->client_auth != 0) {
         char fp[65];
         for (size_t i = 0; i < 32; i++) {
@@ -387,6 +402,27 @@ static void on_established(struct conn *c)
             log_info("conn=%llu no client certificate (client_auth optional)", (unsigned long long)c->id);
         }
     }
+    if (l->backend_connect == CONFIG_BACKEND_CONNECT_DATA && c->bout.len == 0) {
+        /* backend_connect = data, and no 0-RTT bytes wait: the backend is connected when the
+           first application byte arrives (feed), as an HTTP proxy does. The connection counts
+           as proxying from now on (idle timeout, close_notify handling), without a backend. */
+        c->backend_wait = 1;
+        c->state = CONN_PROXYING;
+        c->last_activity_ms = ev_now(c->env->loop);
+        arm_timer(c, c->gen->cfg->idle_timeout_ms);
+        return;
+    }
+    backend_start(c);
+}
+
+/*
+ * Connect to the backend: the PROXY v2 header (when configured) goes in front of what bout
+ * already holds (0-RTT bytes, or the first application bytes with backend_connect = data).
+ */
+static void backend_start(struct conn *c)
+{
+    const struct config_listener *l = lconf(c);
+    c->backend_wait = 0;
     c->state = CONN_CONNECTING;
     if (l->proxy_protocol) {
         /* The local address is only needed here: no getsockname() per accept otherwise. */
@@ -394,6 +430,8 @@ static void on_established(struct conn *c)
         if (getsockname(c->cfd, (struct sockaddr *)&c->local, &llen) != 0) {
             memset(&c->local, 0, sizeof(c->local));
         }
+        const struct tls_peer_cert *pc = tls_conn_peer_cert(c->tls);
+        struct proxy_client_cert cert = {pc->present, pc->sha256, pc->subject_cn, pc->subject, pc->san};
         struct kl_buf h;
         kl_buf_init(&h, BOUT_MAX);
         /* Listeners with client authentication also tell the backend who the client is (PP2_TYPE_SSL). */
@@ -485,6 +523,11 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
         if ((r == 0 || r == KL_ERR_WANT_READ || r == KL_ERR_CLOSED) && !c->established &&
             tls_conn_established(c->tls)) {
             on_established(c);
+        }
+        /* backend_connect = data: the first application byte connects the backend. */
+        if ((r == 0 || r == KL_ERR_WANT_READ || r == KL_ERR_CLOSED) && c->backend_wait && bout_pending(c) > 0 &&
+            c->state == CONN_PROXYING) {
+            backend_start(c);
         }
         if (r == KL_ERR_CLOSED && c->established) {
             on_client_eof(c);

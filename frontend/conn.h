@@ -13,6 +13,10 @@
  *   rbuf  partial TLS record from the client (<= 2^14 + 256 + 5 bytes: one record)
  *   cout  TLS records for the client
  *   bout  plaintext for the backend
+ * The backend is connected once the handshake is complete (backend_connect = handshake), or
+ * when the first application byte arrives (backend_connect = data: a client that handshakes
+ * and leaves costs no backend connection; the connection is CONN_PROXYING with backend_wait
+ * set until then, and a client that ends first gets close_notify without a backend at all).
  * 0-RTT (RFC 8446 2.3): the engine appends accepted early data to bout during the handshake,
  * and the backend is connected only once the handshake is complete, so the early bytes wait
  * there (at most max_early_data, bounded by the config well under CONN_BUF_HIGH) until the
@@ -74,8 +78,8 @@ enum conn_state {
     CONN_HANDSHAKE,  /* feeding the engine */
     CONN_SIGNING,    /* waiting for the signer */
     CONN_CONNECTING, /* handshake done, backend connect in progress */
-    CONN_PROXYING,
-    CONN_CLOSING /* close_notify / alert flushing, then close */
+    CONN_PROXYING,   /* also before the backend is connected when backend_wait is set */
+    CONN_CLOSING     /* close_notify / alert flushing, then close */
 };
 
 struct conn {
@@ -95,10 +99,11 @@ struct conn {
     unsigned backend_shut : 1; /* shutdown(SHUT_WR) sent to the backend */
     unsigned client_shut : 1;  /* shutdown(SHUT_WR) sent to the client */
     unsigned established : 1;
-    unsigned counted_hs : 1; /* handshake result already counted */
-    unsigned bufs_kept : 1;  /* empty buffers kept while proxying; the timer frees them when quiet */
-    unsigned resumed : 1;    /* the handshake resumed a ticket: no certificate, no signer call */
-    unsigned early : 1;      /* 0-RTT accepted; early_len bytes came as early data */
+    unsigned counted_hs : 1;   /* handshake result already counted */
+    unsigned bufs_kept : 1;    /* empty buffers kept while proxying; the timer frees them when quiet */
+    unsigned resumed : 1;      /* the handshake resumed a ticket: no certificate, no signer call */
+    unsigned early : 1;        /* 0-RTT accepted; early_len bytes came as early data */
+    unsigned backend_wait : 1; /* established (backend_connect = data): no backend until the first byte */
     uint64_t early_len;
     struct ev_timer timer;
     uint64_t last_activity_ms;
