@@ -5,7 +5,6 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/un.h>
 #include "conn.h"
 #include "log.h"
@@ -562,6 +561,7 @@ static int want_client_read(const struct conn *c)
 {
     switch (c->state) {
     case CONN_HANDSHAKE:
+    case CONN_SIGNING: /* kept in rbuf until the signature is in (finish_sign) */
         return c->rbuf.len < CONN_RECORD_MAX;
     case CONN_CONNECTING:
     case CONN_PROXYING:
@@ -646,8 +646,8 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         return;
     }
     if (revents & (EV_READ | EV_RDHUP | EV_ERROR)) {
-        if (c->state == CONN_SIGNING) {
-            /* Only EV_RDHUP is asked for while the signer works: the client went away. */
+        if (c->state == CONN_SIGNING && (revents & (EV_RDHUP | EV_ERROR))) {
+            /* The client went away while the signer works (its bytes, if any, are moot). */
             if (!c->counted_hs) {
                 c->counted_hs = 1;
                 metrics_add(METRIC_HS_CLOSED, 1);
@@ -664,8 +664,9 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
             return;
         }
     }
-    /* Write what the input produced now rather than after another epoll round trip. */
-    if (!is_closed(c) && c->cout.len > 0 && flush_client(c) != 0) {
+    /* Write what the input produced now rather than after another epoll round trip (while the
+       signer works the flight is not complete yet: it goes out whole from finish_sign). */
+    if (!is_closed(c) && c->cout.len > 0 && c->state != CONN_SIGNING && flush_client(c) != 0) {
         conn_close(c, "client write error");
         return;
     }
@@ -781,12 +782,16 @@ static void conn_update(struct conn *c)
             }
         }
     }
-    if (c->state == CONN_SIGNING) {
+    /* The same interest from accept to the end of the handshake (EV_READ | EV_RDHUP), so that a
+       handshake costs no epoll_ctl but the ADD and the DEL: while the signer works the client is
+       still read (its bytes wait in rbuf, bounded) and EV_RDHUP says it left. The first flight is
+       held until the signature completes it (finish_sign): one send per flight. */
+    if (want_client_read(c)) {
+        ci = EV_READ | EV_RDHUP;
+    } else if (c->state == CONN_SIGNING) {
         ci = EV_RDHUP;
-    } else if (want_client_read(c)) {
-        ci = EV_READ;
     }
-    if (c->cout.len > 0) {
+    if (c->cout.len > 0 && c->state != CONN_SIGNING) {
         ci |= EV_WRITE;
     }
     ev_io_set(c->env->loop, &c->cio, ci);
@@ -987,8 +992,6 @@ struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listen
         memcpy(&c->peer, peer, peer_len);
     }
     addr_text(c->peer_text, sizeof(c->peer_text), (struct sockaddr *)&c->peer);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_init(&c->cio, fd, client_cb, c);
     ev_timer_init(&c->timer, timer_cb, c);
     c->tls = tls_conn_new(gen_tls(c->gen, c->listener), c->id);

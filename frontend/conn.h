@@ -119,8 +119,10 @@ struct conn {
 /*
  * Take over an accepted client socket fd for listener (an index into gen's listeners),
  * under gen (referenced until the connection ends). id names it in logs, traces and sign
- * requests. Returns the live connection, which ends later through env->on_close; or
- * NULL when it could not be set up (fd closed, on_close not called).
+ * requests. fd is non-blocking, and a TCP socket has TCP_NODELAY already (the worker sets it
+ * on the listening socket, whose accepted sockets inherit it). Returns the live connection,
+ * which ends later through env->on_close; or NULL when it could not be set up (fd closed,
+ * on_close not called).
  */
 struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listener, uint64_t id, int fd,
                          const struct sockaddr *peer, socklen_t peer_len);
