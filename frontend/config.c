@@ -551,6 +551,8 @@ static int add_ech_key(struct kl_ini *ini, void *obj, const char *item)
 }
 
 static const char *const client_auth_names[] = {"none", "optional", "required", NULL};
+/* In enum config_backend_connect's order. */
+static const char *const backend_connect_names[] = {"handshake", "data", NULL};
 
 static const struct kl_ini_key listener_keys[] = {
     {"listen", KL_INI_CUSTOM, KL_INI_REQUIRED, .set = set_listen},
@@ -558,6 +560,8 @@ static const struct kl_ini_key listener_keys[] = {
     {"proxy_protocol", KL_INI_BOOL, KL_INI_FIELD(struct config_listener, proxy_protocol)},
     {"backend_connect_timeout", KL_INI_DURATION, KL_INI_FIELD(struct config_listener, backend_connect_timeout_ms),
      .min = 10, .max = 600000, .unit_ms = 1000},
+    {"backend_connect", KL_INI_ENUM, KL_INI_FIELD(struct config_listener, backend_connect),
+     .names = backend_connect_names},
     {"client_auth", KL_INI_ENUM, KL_INI_FIELD(struct config_listener, client_auth), .names = client_auth_names},
     {"client_ca", KL_INI_PATH, KL_INI_LINE, KL_INI_FIELD(struct config_listener, client_ca),
      .line_offset = offsetof(struct config_listener, client_ca_line)},

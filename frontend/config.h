@@ -31,6 +31,11 @@ struct config_addr {
     char text[128]; /* as written, for logs */
 };
 
+enum config_backend_connect {
+    CONFIG_BACKEND_CONNECT_HANDSHAKE = 0,
+    CONFIG_BACKEND_CONNECT_DATA = 1,
+};
+
 struct config_listener {
     char *name;
     int line;
@@ -38,6 +43,14 @@ struct config_listener {
     struct config_addr backend; /* AF_INET, AF_INET6 or AF_UNIX */
     int proxy_protocol;         /* send a PROXY protocol v2 header to the backend */
     uint32_t backend_connect_timeout_ms;
+    /*
+     * When the backend is connected (enum config_backend_connect): right after the handshake
+     * (handshake, the default: a server-speaks-first protocol such as SMTP or IMAP gets its
+     * banner out before the client says anything), or when the first application byte (or
+     * accepted 0-RTT data) arrives (data, as an HTTP proxy does: a client that only handshakes
+     * and closes costs no backend connection).
+     */
+    int backend_connect;
     /* mTLS (RFC 8446 4.3.2): tls.h's enum tls_client_auth (0 none, 1 optional, 2 required). */
     int client_auth;
     char *client_ca; /* PEM CA bundle; required unless client_auth is none */

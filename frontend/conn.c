@@ -5,7 +5,6 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/un.h>
 #include "conn.h"
 #include "log.h"
@@ -27,6 +26,8 @@ static void conn_close(struct conn *c, const char *why);
 static void to_closing(struct conn *c);
 static void process_rbuf(struct conn *c);
 static void backend_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents);
+static void backend_start(struct conn *c);
+static void on_backend_eof(struct conn *c);
 
 static const struct config_listener *lconf(const struct conn *c)
 {
@@ -177,6 +178,20 @@ static void conn_progress(struct conn *c)
         return;
     }
     if (c->state != CONN_PROXYING) {
+        return;
+    }
+    if (c->backend_wait && c->client_eof && !c->backend_eof) {
+        /* backend_connect = data and the client ended without sending a byte: no backend to wait
+           for, so our close_notify goes out now (RFC 8446 6.1), as a backend's end would send it. */
+        on_backend_eof(c);
+        if (flush_client(c) != 0) {
+            conn_close(c, "client write error");
+            return;
+        }
+    }
+    /* Both directions done and everything out: close (a FIN either way; no shutdown first). */
+    if (c->client_eof && c->backend_eof && c->cout.len == 0 && c->bfd < 0) {
+        conn_close(c, "done");
         return;
     }
     /* RFC 8446 6.1: close_notify closes the sender's write side only; mirror it onto TCP. */
@@ -374,7 +389,6 @@ static void on_established(struct conn *c)
              tls_conn_group(c->tls), tls_conn_scheme(c->tls), c->resumed ? "yes" : "no", c->early ? "accepted" : "no",
              (double)(kl_clock_us() - c->start_us) / 1000.0);
     const struct tls_peer_cert *pc = tls_conn_peer_cert(c->tls);
-    struct proxy_client_cert cert = {pc->present, pc->sha256, pc->subject_cn, pc->subject, pc->san};
     if (l->client_auth != 0) {
         char fp[65];
         for (size_t i = 0; i < 32; i++) {
@@ -387,6 +401,27 @@ static void on_established(struct conn *c)
             log_info("conn=%llu no client certificate (client_auth optional)", (unsigned long long)c->id);
         }
     }
+    if (l->backend_connect == CONFIG_BACKEND_CONNECT_DATA && c->bout.len == 0) {
+        /* backend_connect = data, and no 0-RTT bytes wait: the backend is connected when the
+           first application byte arrives (feed), as an HTTP proxy does. The connection counts
+           as proxying from now on (idle timeout, close_notify handling), without a backend. */
+        c->backend_wait = 1;
+        c->state = CONN_PROXYING;
+        c->last_activity_ms = ev_now(c->env->loop);
+        arm_timer(c, c->gen->cfg->idle_timeout_ms);
+        return;
+    }
+    backend_start(c);
+}
+
+/*
+ * Connect to the backend: the PROXY v2 header (when configured) goes in front of what bout
+ * already holds (0-RTT bytes, or the first application bytes with backend_connect = data).
+ */
+static void backend_start(struct conn *c)
+{
+    const struct config_listener *l = lconf(c);
+    c->backend_wait = 0;
     c->state = CONN_CONNECTING;
     if (l->proxy_protocol) {
         /* The local address is only needed here: no getsockname() per accept otherwise. */
@@ -394,6 +429,8 @@ static void on_established(struct conn *c)
         if (getsockname(c->cfd, (struct sockaddr *)&c->local, &llen) != 0) {
             memset(&c->local, 0, sizeof(c->local));
         }
+        const struct tls_peer_cert *pc = tls_conn_peer_cert(c->tls);
+        struct proxy_client_cert cert = {pc->present, pc->sha256, pc->subject_cn, pc->subject, pc->san};
         struct kl_buf h;
         kl_buf_init(&h, BOUT_MAX);
         /* Listeners with client authentication also tell the backend who the client is (PP2_TYPE_SSL). */
@@ -486,6 +523,11 @@ static void feed(struct conn *c, const uint8_t *data, size_t len, size_t *used_p
             tls_conn_established(c->tls)) {
             on_established(c);
         }
+        /* backend_connect = data: the first application byte connects the backend. */
+        if ((r == 0 || r == KL_ERR_WANT_READ || r == KL_ERR_CLOSED) && c->backend_wait && bout_pending(c) > 0 &&
+            c->state == CONN_PROXYING) {
+            backend_start(c);
+        }
         if (r == KL_ERR_CLOSED && c->established) {
             on_client_eof(c);
             break;
@@ -519,6 +561,7 @@ static int want_client_read(const struct conn *c)
 {
     switch (c->state) {
     case CONN_HANDSHAKE:
+    case CONN_SIGNING: /* kept in rbuf until the signature is in (finish_sign) */
         return c->rbuf.len < CONN_RECORD_MAX;
     case CONN_CONNECTING:
     case CONN_PROXYING:
@@ -603,8 +646,8 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
         return;
     }
     if (revents & (EV_READ | EV_RDHUP | EV_ERROR)) {
-        if (c->state == CONN_SIGNING) {
-            /* Only EV_RDHUP is asked for while the signer works: the client went away. */
+        if (c->state == CONN_SIGNING && (revents & (EV_RDHUP | EV_ERROR))) {
+            /* The client went away while the signer works (its bytes, if any, are moot). */
             if (!c->counted_hs) {
                 c->counted_hs = 1;
                 metrics_add(METRIC_HS_CLOSED, 1);
@@ -621,8 +664,9 @@ static void client_cb(struct ev_loop *loop, struct ev_io *io, unsigned revents)
             return;
         }
     }
-    /* Write what the input produced now rather than after another epoll round trip. */
-    if (!is_closed(c) && c->cout.len > 0 && flush_client(c) != 0) {
+    /* Write what the input produced now rather than after another epoll round trip (while the
+       signer works the flight is not complete yet: it goes out whole from finish_sign). */
+    if (!is_closed(c) && c->cout.len > 0 && c->state != CONN_SIGNING && flush_client(c) != 0) {
         conn_close(c, "client write error");
         return;
     }
@@ -738,12 +782,16 @@ static void conn_update(struct conn *c)
             }
         }
     }
-    if (c->state == CONN_SIGNING) {
+    /* The same interest from accept to the end of the handshake (EV_READ | EV_RDHUP), so that a
+       handshake costs no epoll_ctl but the ADD and the DEL: while the signer works the client is
+       still read (its bytes wait in rbuf, bounded) and EV_RDHUP says it left. The first flight is
+       held until the signature completes it (finish_sign): one send per flight. */
+    if (want_client_read(c)) {
+        ci = EV_READ | EV_RDHUP;
+    } else if (c->state == CONN_SIGNING) {
         ci = EV_RDHUP;
-    } else if (want_client_read(c)) {
-        ci = EV_READ;
     }
-    if (c->cout.len > 0) {
+    if (c->cout.len > 0 && c->state != CONN_SIGNING) {
         ci |= EV_WRITE;
     }
     ev_io_set(c->env->loop, &c->cio, ci);
@@ -944,8 +992,6 @@ struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listen
         memcpy(&c->peer, peer, peer_len);
     }
     addr_text(c->peer_text, sizeof(c->peer_text), (struct sockaddr *)&c->peer);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_init(&c->cio, fd, client_cb, c);
     ev_timer_init(&c->timer, timer_cb, c);
     c->tls = tls_conn_new(gen_tls(c->gen, c->listener), c->id);

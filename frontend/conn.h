@@ -13,6 +13,10 @@
  *   rbuf  partial TLS record from the client (<= 2^14 + 256 + 5 bytes: one record)
  *   cout  TLS records for the client
  *   bout  plaintext for the backend
+ * The backend is connected once the handshake is complete (backend_connect = handshake), or
+ * when the first application byte arrives (backend_connect = data: a client that handshakes
+ * and leaves costs no backend connection; the connection is CONN_PROXYING with backend_wait
+ * set until then, and a client that ends first gets close_notify without a backend at all).
  * 0-RTT (RFC 8446 2.3): the engine appends accepted early data to bout during the handshake,
  * and the backend is connected only once the handshake is complete, so the early bytes wait
  * there (at most max_early_data, bounded by the config well under CONN_BUF_HIGH) until the
@@ -74,8 +78,8 @@ enum conn_state {
     CONN_HANDSHAKE,  /* feeding the engine */
     CONN_SIGNING,    /* waiting for the signer */
     CONN_CONNECTING, /* handshake done, backend connect in progress */
-    CONN_PROXYING,
-    CONN_CLOSING /* close_notify / alert flushing, then close */
+    CONN_PROXYING,   /* also before the backend is connected when backend_wait is set */
+    CONN_CLOSING     /* close_notify / alert flushing, then close */
 };
 
 struct conn {
@@ -95,10 +99,11 @@ struct conn {
     unsigned backend_shut : 1; /* shutdown(SHUT_WR) sent to the backend */
     unsigned client_shut : 1;  /* shutdown(SHUT_WR) sent to the client */
     unsigned established : 1;
-    unsigned counted_hs : 1; /* handshake result already counted */
-    unsigned bufs_kept : 1;  /* empty buffers kept while proxying; the timer frees them when quiet */
-    unsigned resumed : 1;    /* the handshake resumed a ticket: no certificate, no signer call */
-    unsigned early : 1;      /* 0-RTT accepted; early_len bytes came as early data */
+    unsigned counted_hs : 1;   /* handshake result already counted */
+    unsigned bufs_kept : 1;    /* empty buffers kept while proxying; the timer frees them when quiet */
+    unsigned resumed : 1;      /* the handshake resumed a ticket: no certificate, no signer call */
+    unsigned early : 1;        /* 0-RTT accepted; early_len bytes came as early data */
+    unsigned backend_wait : 1; /* established (backend_connect = data): no backend until the first byte */
     uint64_t early_len;
     struct ev_timer timer;
     uint64_t last_activity_ms;
@@ -114,8 +119,10 @@ struct conn {
 /*
  * Take over an accepted client socket fd for listener (an index into gen's listeners),
  * under gen (referenced until the connection ends). id names it in logs, traces and sign
- * requests. Returns the live connection, which ends later through env->on_close; or
- * NULL when it could not be set up (fd closed, on_close not called).
+ * requests. fd is non-blocking, and a TCP socket has TCP_NODELAY already (the worker sets it
+ * on the listening socket, whose accepted sockets inherit it). Returns the live connection,
+ * which ends later through env->on_close; or NULL when it could not be set up (fd closed,
+ * on_close not called).
  */
 struct conn *conn_accept(struct conn_env *env, struct fe_gen *gen, size_t listener, uint64_t id, int fd,
                          const struct sockaddr *peer, socklen_t peer_len);

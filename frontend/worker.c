@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include "sandbox.h"
 #include "worker.h"
@@ -303,9 +304,13 @@ static int bind_listener(const struct config_addr *a, int *fd_p)
         return KL_ERR_IO;
     }
     int one = 1;
-    /* One socket per worker on the same address: the kernel spreads connections (SO_REUSEPORT). */
+    /* One socket per worker on the same address: the kernel spreads connections (SO_REUSEPORT).
+       TCP_NODELAY here: Linux copies it to every accepted socket, so conn_accept makes no
+       setsockopt per connection (each flight goes out at once, never behind Nagle). */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        ((a->ss.ss_family == AF_INET || a->ss.ss_family == AF_INET6) &&
+         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) ||
         bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0 || listen(fd, 4096) != 0) {
         int e = errno;
         close(fd);

@@ -34,7 +34,8 @@
 
 /* sodium_init() and friends; idempotent, call once before anything else. */
 KL_MUST_CHECK int crypto_init(void);
-/* Free this thread's cached HMAC contexts (wiping their key state). Optional, at thread/process end. */
+/* Free this thread's cached HMAC contexts (wiping their key state) and fetched AEAD ciphers. Optional, at
+   thread/process end. */
 void crypto_thread_cleanup(void);
 
 /* ---- hashes ---- */

@@ -255,6 +255,10 @@ key = $key
 [listener main]
 listen = 127.0.0.1:$SERVER_PORT
 backend = 127.0.0.1:$BACKEND_PORT
+; Same terms as the nginx peer, an HTTP proxy that connects upstream when a request arrives:
+; the handshake-only rows then cost no backend connect/close (issue 15), and the rows with a
+; request still connect once per connection, as nginx does.
+backend_connect = data
 EOF
 }
 

@@ -160,6 +160,7 @@ static void test_full(void)
                        "backend = unix:backend.sock\n"
                        "proxy_protocol = on\n"
                        "backend_connect_timeout = 250ms\n"
+                       "backend_connect = data\n"
                        "[listener v6]\n"
                        "listen = [::1]:8443\n"
                        "backend = localhost:80\n"
@@ -204,12 +205,14 @@ static void test_full(void)
        "a relative unix: backend is resolved");
     is_int(l->proxy_protocol, 1, "proxy_protocol = on");
     is_int(l->backend_connect_timeout_ms, 250, "backend_connect_timeout = 250ms");
+    is_int(l->backend_connect, CONFIG_BACKEND_CONNECT_DATA, "backend_connect = data");
     l = &cfg->listeners[1];
     ok(l->listen.ss.ss_family == AF_INET6 && l->backend.ss.ss_family == AF_INET &&
            ((struct sockaddr_in *)&l->backend.ss)->sin_addr.s_addr == htonl(INADDR_LOOPBACK),
        "[::1] listen, localhost backend is 127.0.0.1");
     is_int(l->proxy_protocol, 0, "proxy_protocol = false");
     is_int(l->backend_connect_timeout_ms, 5000, "backend_connect_timeout default in the second listener");
+    is_int(l->backend_connect, CONFIG_BACKEND_CONNECT_HANDSHAKE, "backend_connect default: handshake");
 
     ok(load("[signer]\nsocket = s\n[tls]\nalpn =\n[cert a]\nchain = c.pem\nkey = k\n[listener m]\nlisten = "
             "127.0.0.1:1\nbackend = 127.0.0.1:2\n[frontend]\nworkers = auto\nmetrics =\nkeylog_file =\n",
@@ -392,6 +395,11 @@ static void test_client_auth(void)
     ok(o->client_auth == 1 && strcmp(o->client_ca, "/x/ca.pem") == 0 && o->client_crl == NULL,
        "client_auth optional in another listener");
 
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nbackend_connect = later\n",
+               ":12: [listener b] backend_connect: 'later' is not handshake or data", "backend_connect: bad value");
+    expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nbackend_connect = data\nbackend_connect = "
+               "handshake\n",
+               ":13: [listener b] backend_connect: set twice (first at line 12)", "backend_connect: set twice");
     expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = maybe\n",
                ":12: [listener b] client_auth: 'maybe' is not none, optional or required", "client_auth: bad value");
     expect_err("[listener b]\nlisten = 127.0.0.1:3\nbackend = 127.0.0.1:4\nclient_auth = required\n",

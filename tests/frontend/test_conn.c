@@ -27,6 +27,7 @@
 
 #define LISTENER_OK 0   /* backend: the test's Unix socket */
 #define LISTENER_DEAD 1 /* backend: a path nobody listens on */
+#define LISTENER_LAZY 2 /* backend: the test's Unix socket, backend_connect = data */
 /* handshake_timeout: long enough for a loaded sanitizer build, except where the deadline is the test. */
 #define HS_TIMEOUT_MS 10000
 #define HS_TIMEOUT_SHORT_MS 800
@@ -179,8 +180,9 @@ static int setup_with(struct fx *f, unsigned hs_timeout_ms)
             "[signer]\nsocket = %s/signer.sock\n"
             "[cert rsa]\nchain = %s/rfc8448/server-cert.pem\nkey = rsa-key\n"
             "[listener ok]\nlisten = 127.0.0.1:1\nbackend = unix:%s\n"
-            "[listener dead]\nlisten = 127.0.0.1:2\nbackend = unix:%s/nobody.sock\n",
-            hs_timeout_ms, f->dir, data, f->backend_path, f->dir);
+            "[listener dead]\nlisten = 127.0.0.1:2\nbackend = unix:%s/nobody.sock\n"
+            "[listener lazy]\nlisten = 127.0.0.1:3\nbackend = unix:%s\nbackend_connect = data\n",
+            hs_timeout_ms, f->dir, data, f->backend_path, f->dir, f->backend_path);
     fclose(fp);
     if (config_load(&cfg, err, f->conf) != 0 || gen_new(&f->gen, err, sizeof(err), cfg) != 0) {
         diag("%s", err);
@@ -569,6 +571,82 @@ static void test_backend_eof_first(void)
     teardown(&f);
 }
 
+/* Up to an established connection on listener (the signer answered, the client verified). */
+static int to_established(struct fx *f, size_t listener)
+{
+    if (!to_signing(f, listener)) {
+        return 0;
+    }
+    answer(&f->fs, KEYLESS__V1__STATUS__OK);
+    return RUN_UNTIL(f, f->t.state == TTC_DONE && f->c != NULL && f->c->established, WAIT_MS);
+}
+
+/* backend_connect = handshake (the default): the backend is connected before the client says a
+   word, so a server-speaks-first backend (SMTP, IMAP) gets its banner to the client. */
+static void test_banner_first(void)
+{
+    struct fx f;
+    if (!ok(setup(&f) == 0, "banner: fixture")) {
+        teardown(&f);
+        return;
+    }
+    ok(to_established(&f, LISTENER_OK), "banner: established");
+    ok(RUN_UNTIL(&f, f.bfd >= 0, WAIT_MS), "banner: backend connected without a byte from the client");
+    ok(f.bfd >= 0 && send(f.bfd, "220 ready\r\n", 11, 0) == 11, "banner: the backend speaks first");
+    ok(RUN_UNTIL(&f, f.c_app.len == 11, WAIT_MS) && memcmp(f.c_app.base, "220 ready\r\n", 11) == 0,
+       "banner: the client receives the banner");
+    teardown(&f);
+}
+
+/* backend_connect = data: no backend until the first application byte, then proxying as usual. */
+static void test_data_connect(void)
+{
+    struct fx f;
+    uint64_t ok0 = metrics_get(METRIC_HS_OK);
+    if (!ok(setup(&f) == 0, "data: fixture")) {
+        teardown(&f);
+        return;
+    }
+    ok(to_established(&f, LISTENER_LAZY), "data: established");
+    is_int(metrics_get(METRIC_HS_OK) - ok0, 1, "data: counted as a handshake ok");
+    RUN_UNTIL(&f, 0, 100);
+    ok(f.bfd < 0 && f.c != NULL && f.c->state == CONN_PROXYING && f.c->backend_wait && f.c->bfd < 0,
+       "data: established and quiet -> no backend connection");
+    ok(client_send(&f, "ping") == 0, "data: client sends data");
+    ok(RUN_UNTIL(&f, backend_got(&f, "ping"), WAIT_MS), "data: the first byte connects the backend, which gets it");
+    ok(f.c != NULL && !f.c->backend_wait, "data: no longer waiting for a byte");
+    ok(send(f.bfd, "pong", 4, 0) == 4, "data: backend answers");
+    ok(RUN_UNTIL(&f, f.c_app.len == 4, WAIT_MS) && memcmp(f.c_app.base, "pong", 4) == 0,
+       "data: the client receives it through TLS");
+    shutdown(f.cfd, SHUT_WR);
+    ok(RUN_UNTIL(&f, (backend_got(&f, NULL), f.b_eof), WAIT_MS) && strcmp(f.b_got, "ping") == 0,
+       "data: client FIN -> the backend sees EOF after exactly the client's bytes");
+    close(f.bfd);
+    f.bfd = -1;
+    ok(RUN_UNTIL(&f, f.closed == 1, WAIT_MS), "data: backend EOF -> closed");
+    teardown(&f);
+}
+
+/* backend_connect = data and the client leaves after the handshake: close_notify back, closed,
+   and the backend never sees a connection. */
+static void test_data_handshake_only(void)
+{
+    struct fx f;
+    uint64_t e0 = metrics_get(METRIC_BACKEND_ERRORS);
+    if (!ok(setup(&f) == 0, "handshake only: fixture")) {
+        teardown(&f);
+        return;
+    }
+    ok(to_established(&f, LISTENER_LAZY), "handshake only: established");
+    shutdown(f.cfd, SHUT_WR);
+    ok(RUN_UNTIL(&f, f.c_ret == KL_ERR_CLOSED, WAIT_MS), "handshake only: client FIN -> close_notify to the client");
+    ok(RUN_UNTIL(&f, f.closed == 1 && f.c_eof, WAIT_MS), "handshake only: closed (the client sees EOF)");
+    RUN_UNTIL(&f, 0, 50);
+    ok(f.bfd < 0, "handshake only: the backend never got a connection");
+    is_int(metrics_get(METRIC_BACKEND_ERRORS) - e0, 0, "handshake only: no backend error counted");
+    teardown(&f);
+}
+
 int main(void)
 {
     log_level = LOG_LEVEL_WARN;
@@ -582,6 +660,9 @@ int main(void)
     test_client_leaves_while_signing();
     test_backend_refused();
     test_backend_eof_first();
+    test_banner_first();
+    test_data_connect();
+    test_data_handshake_only();
     EVP_PKEY_free(g_key);
     ok(kl_clock_ms() - t0 < 30000, "the whole test ran in under 30 s");
     return kl_test_done();
