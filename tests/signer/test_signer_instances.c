@@ -236,23 +236,6 @@ static void load_round(struct load *sum, unsigned base)
     }
 }
 
-static int errlog_count(const char *needle)
-{
-    FILE *f = fopen(H.errlog, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    if (f == NULL) {
-        return 0;
-    }
-    while (getline(&line, &cap, f) > 0) {
-        n += strstr(line, needle) != NULL;
-    }
-    free(line);
-    fclose(f);
-    return n;
-}
-
 static void test_signer(void)
 {
     char p11sock[400], conf[400], keys[1024], cmd[1200], out[4096];
@@ -316,22 +299,24 @@ static void test_signer(void)
         return;
     }
     memset(&sum, 0, sizeof(sum));
-    for (int round = 0; round < 10 && errlog_count("hsm: recovered (instance ") == 0; round++) {
+    for (int round = 0; round < 10 && harness_file_count(H.errlog, "hsm: recovered (instance ") == 0; round++) {
         load_round(&sum, 10000 + 1000 * (unsigned)round);
     }
     is_int(sum.hsm, 1, "one HSM_ERROR: the one request on the broken instance");
     is_int(sum.other, 0, "no other failure; every other signature verifies");
-    is_int(errlog_count("hsm: recovered (instance "), 1, "one recovery logged, naming the instance");
-    is_int(errlog_count("5 logins so far"), 1, "... after 5 logins in all (4 at start, 1 for it)");
+    is_int(harness_file_count(H.errlog, "hsm: recovered (instance "), 1, "one recovery logged, naming the instance");
+    is_int(harness_file_count(H.errlog, "5 logins so far"), 1, "... after 5 logins in all (4 at start, 1 for it)");
     is_int((int)wait_children(server, 4), 4, "4 server connections again");
 
     /* SIGHUP with another module_instances: restart-only, the running value kept. */
     if (harness_write_config(&H, conf, "workers = 4", "module = " CLIENT_MODULE "\nmodule_instances = 2", keys) == 0) {
         kill(H.pid, SIGHUP);
-        for (int i = 0; i < 100 && errlog_count("[hsm] module_instances changed; needs a restart (kept 4)") == 0; i++) {
+        for (int i = 0;
+             i < 100 && harness_file_count(H.errlog, "[hsm] module_instances changed; needs a restart (kept 4)") == 0;
+             i++) {
             sleep_ms(50);
         }
-        is_int(errlog_count("[hsm] module_instances changed; needs a restart (kept 4)"), 1,
+        is_int(harness_file_count(H.errlog, "[hsm] module_instances changed; needs a restart (kept 4)"), 1,
                "SIGHUP with module_instances = 2: one line, 4 kept");
         memset(&sum, 0, sizeof(sum));
         load_round(&sum, 50000);
