@@ -262,37 +262,6 @@ static int verify_before_release(struct jobs *jobs, const struct job *j, const u
 }
 
 /*
- * The SHA-256 of a key's SPKI for its records (issue 13), remembered per thread for the
- * last few keys (issue 15: one hash less per signature, five SHA-256 blocks for an
- * RSA-2048 key). An entry is found by the SPKI's bytes, not by the key's address: a key
- * reloaded at the same address with other material misses and is hashed.
- */
-#define SPKI_CACHE_N 4
-#define SPKI_CACHE_MAX 1200 /* an RSA-8192 SPKI is ~1,060 bytes; larger ones are not kept */
-static void spki_sha256_of(uint8_t out[CRYPTO_SHA256_LEN], const uint8_t *spki, size_t len)
-{
-    static __thread struct {
-        size_t len;
-        uint8_t spki[SPKI_CACHE_MAX];
-        uint8_t hash[CRYPTO_SHA256_LEN];
-    } cache[SPKI_CACHE_N];
-    static __thread unsigned next;
-    for (unsigned i = 0; i < SPKI_CACHE_N; i++) {
-        if (cache[i].len == len && memcmp(cache[i].spki, spki, len) == 0) {
-            memcpy(out, cache[i].hash, CRYPTO_SHA256_LEN);
-            return;
-        }
-    }
-    crypto_sha256(out, spki, len);
-    if (len > 0 && len <= SPKI_CACHE_MAX) {
-        unsigned i = next++ % SPKI_CACHE_N;
-        cache[i].len = len;
-        memcpy(cache[i].spki, spki, len);
-        memcpy(cache[i].hash, out, CRYPTO_SHA256_LEN);
-    }
-}
-
-/*
  * Sign j on PKCS#11 session `session` and append its audit record. Returns 1 if the answer
  * must wait for the record to be durable (a signature, audit_sync group/always), 0 if it can
  * go now (a failure, or audit_sync none). Either way j holds the answer to send.
@@ -341,11 +310,10 @@ static int sign_job(struct jobs *jobs, unsigned session, struct job *j)
     rec.reason = j->status == KEYLESS__V1__STATUS__OK ? NULL : j->message;
     rec.latency_us = (kl_clock_ns() - j->t0_ns) / 1000;
     /* Issue 13: which signature left, and with which key (a hash names both exactly). */
-    uint8_t sig_sha256[CRYPTO_SHA256_LEN], spki_sha256[CRYPTO_SHA256_LEN];
-    size_t spki_len = 0;
-    const uint8_t *spki = p11_key_spki(j->key, &spki_len);
-    if (spki != NULL && spki_len > 0) {
-        spki_sha256_of(spki_sha256, spki, spki_len);
+    uint8_t sig_sha256[CRYPTO_SHA256_LEN];
+    /* Hashed once when the key was found (p11_backend), not per signature. */
+    const uint8_t *spki_sha256 = p11_key_spki_sha256(j->key);
+    if (spki_sha256 != NULL) {
         rec.spki_sha256 = spki_sha256;
     }
     if (j->status == KEYLESS__V1__STATUS__OK) {

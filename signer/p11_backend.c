@@ -62,7 +62,8 @@ struct p11_key {
     struct crypto_pubkey *pub;
     uint8_t spki[P11_SPKI_MAX];
     size_t spki_len;
-    int extractable, decrypt, unwrap; /* what it allows beyond signing (p11_key_hygiene) */
+    uint8_t spki_sha256[CRYPTO_SHA256_LEN]; /* of spki: named in every sign record */
+    int extractable, decrypt, unwrap;       /* what it allows beyond signing (p11_key_hygiene) */
     struct key_mech mechs[KEY_MAX_SCHEMES];
     size_t n_mechs;
     /* per instance, after a re-login there: gone, or another public key; under that instance's lock */
@@ -839,6 +840,7 @@ static int key_read(struct p11_inst *in, struct p11_key *key, char *err, size_t 
         ret = KL_ERR_CRYPTO; /* an SPKI over P11_SPKI_MAX included */
         goto exit;
     }
+    crypto_sha256(key->spki_sha256, key->spki, key->spki_len);
 exit:
     free(mechs);
     return ret;
@@ -1393,6 +1395,11 @@ const uint8_t *p11_key_spki(const struct p11_key *key, size_t *len_p)
 {
     *len_p = key->spki_len;
     return key->spki;
+}
+
+const uint8_t *p11_key_spki_sha256(const struct p11_key *key)
+{
+    return key->spki_len > 0 ? key->spki_sha256 : NULL;
 }
 
 enum p11_key_type p11_key_type(const struct p11_key *key)

@@ -131,6 +131,9 @@ KL_MUST_CHECK int p11_key_hygiene(const struct p11_key *key, char *err, size_t e
 
 /* The key's SubjectPublicKeyInfo (DER), borrowed from key. */
 const uint8_t *p11_key_spki(const struct p11_key *key, size_t *len_p);
+/* The SHA-256 of that SPKI (CRYPTO_SHA256_LEN bytes), computed once when the key was found;
+ * NULL when the key has no SPKI. */
+const uint8_t *p11_key_spki_sha256(const struct p11_key *key);
 enum p11_key_type p11_key_type(const struct p11_key *key);
 
 /*
