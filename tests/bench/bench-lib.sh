@@ -68,6 +68,14 @@ bench_ctxsw() {
         awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 
+# bench_machine: the whole machine's busy CPU ticks (user + nice + system + irq + softirq, every
+# core; not idle, iowait or steal) and its context switches since boot, from /proc/stat. Work the
+# kernel does for a server in its own threads (a kworker's fsync, ksoftirqd) shows here and not
+# in the server's /proc/PID figures.
+bench_machine() {
+    awk '$1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8 } $1 == "ctxt" { cs = $2 } END { print busy, cs }' /proc/stat
+}
+
 # bench_rss_kb PID...: VmRSS summed (kB).
 bench_rss_kb() {
     local p total=0 v
